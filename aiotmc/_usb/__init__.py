@@ -1,0 +1,1 @@
+"""Private USB layer: the only package that imports usb1 (python-libusb1)."""

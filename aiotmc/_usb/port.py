@@ -1,0 +1,65 @@
+"""The USB seam: what the USBTMC transport needs from a USB device, as async calls.
+
+Two implementations: :class:`aiotmc._usb.libusb_port.Libusb1Port` (python-libusb1 async
+transfers) and the in-process ``aiotmc.sim.usb.FakeUsbPort`` that drives the emulated
+instrument directly. ``aiotmc.transports.usbtmc`` only ever sees this Protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..protocol.events import ControlRequest
+from ..transports.base import BytesLike
+
+__all__ = ["UsbPort"]
+
+
+@runtime_checkable
+class UsbPort(Protocol):
+    """An opened, claimed USBTMC interface.
+
+    Errors: ``ConnectionLostError`` when the device is gone, ``UsbStallError`` on STALL,
+    ``UsbTransferError`` otherwise. Cancelling a call cancels its transfer(s) and returns
+    only once libusb has given the buffers back.
+    """
+
+    @property
+    def interface_number(self) -> int: ...
+    @property
+    def bulk_in_endpoint(self) -> int: ...
+    @property
+    def bulk_out_endpoint(self) -> int: ...
+    @property
+    def interrupt_in_endpoint(self) -> int | None: ...
+    @property
+    def max_packet_size(self) -> int:
+        """wMaxPacketSize of the bulk-IN endpoint."""
+        ...
+
+    async def bulk_out(self, data: BytesLike) -> int:
+        """Write one bulk transfer (zero-length packet appended if it ends on a packet)."""
+        ...
+
+    async def bulk_in(self, size: int) -> bytes:
+        """Read one bulk transfer of at most ``size`` bytes (a multiple of max_packet_size).
+
+        Ends at a short or zero-length packet, or when ``size`` bytes arrived.
+        """
+        ...
+
+    async def interrupt_in(self, size: int) -> bytes:
+        """Read one interrupt-IN transfer."""
+        ...
+
+    async def control(self, request: ControlRequest) -> bytes:
+        """Run a control transfer; returns the data stage for IN requests, b"" for OUT."""
+        ...
+
+    async def clear_halt(self, endpoint: int) -> None:
+        """CLEAR_FEATURE(ENDPOINT_HALT) on ``endpoint``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the interface and close the device; idempotent."""
+        ...

@@ -1,0 +1,1 @@
+"""Transports: the links an Instrument talks through (TCP socket, USBTMC, simulator)."""

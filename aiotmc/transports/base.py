@@ -1,0 +1,124 @@
+"""The seam every transport implements: a connected, exclusive, message-level link.
+
+An :class:`~aiotmc.Instrument` talks to exactly one :class:`MessageTransport`. The
+transport frames messages (by terminator on byte streams, by EOM on USBTMC), executes
+device clear / trigger / status-byte reads where the bus has them, and keeps itself
+consistent when an operation is cancelled part-way (see docs/cancellation.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..srq import SrqBroadcaster
+
+__all__ = [
+    "BytesLike",
+    "Capabilities",
+    "MessageTransport",
+    "SupportsRemoteLocal",
+    "TransportInfo",
+]
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What a transport can do besides sending and receiving messages."""
+
+    srq: bool = False  #: asynchronous service requests (USB488 interrupt-IN, simulator)
+    read_stb: bool = False  #: a status-byte read that does not use the message channel
+    device_clear: bool = False  #: a bus-level device clear
+    trigger: bool = False  #: a bus-level trigger (USB488 TRIGGER, GPIB GET)
+    remote_local: bool = False  #: REN / GTL / LLO
+    eom: bool = False  #: the bus marks the end of each message (USBTMC EOM)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportInfo:
+    """Static facts about an open link."""
+
+    resource: str  #: canonical resource name
+    kind: str  #: "tcp", "usbtmc", "sim", ...
+    capabilities: Capabilities
+    details: Mapping[str, str] = field(default_factory=dict)  #: e.g. vendor/product ids
+
+
+@runtime_checkable
+class MessageTransport(Protocol):
+    """A connected link to one instrument.
+
+    Not safe for concurrent use: the :class:`~aiotmc.Instrument` serializes whole exchanges,
+    and a transport raises ``anyio.BusyResourceError`` if two tasks use it at once.
+
+    Cancellation contract: an operation cancelled part-way leaves the transport either
+    consistent (the next exchange gets its own answer) or marked so that its next use
+    resynchronises (reconnect, USBTMC abort/clear) or raises
+    :class:`~aiotmc.SessionBrokenError`. Never a crossed answer.
+    """
+
+    @property
+    def info(self) -> TransportInfo:
+        """Static facts about the link."""
+        ...
+
+    @property
+    def srq(self) -> SrqBroadcaster | None:
+        """The service-request fan-out if the transport has an SRQ channel, else ``None``."""
+        ...
+
+    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+        """Send the concatenation of ``parts`` (never copied together) as one message.
+
+        ``end=False`` sends without END/EOM (more of the same message follows). The caller
+        includes the write terminator in ``parts`` where the bus needs one.
+        """
+        ...
+
+    async def receive_message(self, *, max_size: int) -> bytes:
+        """Receive one whole response message, terminator included if the device sent one.
+
+        Raises :class:`~aiotmc.RemoteProtocolError` if it exceeds ``max_size`` (the rest of
+        the message is discarded, the link stays usable).
+        """
+        ...
+
+    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+        """Receive a response message holding one IEEE 488.2 block; return the payload.
+
+        The payload is read straight into ``into`` (or a new buffer) with exact-size reads;
+        the trailing terminator is consumed. Definite (``#<n><len>``) and indefinite (``#0``)
+        blocks are accepted. A message that is not a block, or a block larger than
+        ``max_size`` or than ``into``, raises :class:`~aiotmc.RemoteProtocolError` /
+        :class:`~aiotmc.LocalProtocolError` after the message has been consumed.
+        """
+        ...
+
+    async def read_stb(self) -> int:
+        """Read the status byte over the bus (raises UnsupportedOperation if impossible)."""
+        ...
+
+    async def clear(self) -> None:
+        """Device clear: abort pending I/O, empty the device's buffers, resynchronise framing."""
+        ...
+
+    async def trigger(self) -> None:
+        """Bus-level trigger (raises UnsupportedOperation if impossible)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the link; idempotent; completes even when cancelled."""
+        ...
+
+
+@runtime_checkable
+class SupportsRemoteLocal(Protocol):
+    """Transports with REN / GTL / LLO (USB488, GPIB)."""
+
+    async def set_remote(self, remote: bool, *, lockout: bool = False) -> None:
+        """Enter remote (optionally with local lockout) or go to local."""
+        ...
