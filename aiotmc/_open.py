@@ -1,0 +1,103 @@
+"""``aiotmc.open()``: resource name -> transport -> :class:`~aiotmc.Instrument`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from ._exceptions import UnsupportedOperation
+from .instrument import Instrument
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .resources import ResourceName, SimInstr, TcpipSocket, UsbInstr, parse_resource
+from .transports.base import MessageTransport
+
+__all__ = ["open", "open_transport"]
+
+
+@asynccontextmanager
+async def open_transport(
+    resource: str | ResourceName,
+    *,
+    connect_timeout: float | None = 10.0,
+    read_termination: str = "\n",
+    **options: Any,
+) -> AsyncIterator[MessageTransport]:
+    """Open the transport for ``resource`` (closed when the block exits).
+
+    Options by kind: ``SIM``: ``device=`` (a SimDevice to attach instead of the shared one
+    named by the resource); ``USB``: ``quirks=`` (extra quirk table entries), ``driver=``
+    ("auto", "thread", "pollfd").
+    """
+    res = parse_resource(resource) if isinstance(resource, str) else resource
+    if isinstance(res, TcpipSocket):
+        from .transports.tcp import SocketTransport
+
+        tcp = await SocketTransport.connect(
+            res.host,
+            res.port,
+            resource=str(res),
+            terminator=read_termination.encode("ascii"),
+            connect_timeout=connect_timeout,
+        )
+        try:
+            yield tcp
+        finally:
+            with anyio.CancelScope(shield=True):
+                await tcp.aclose()
+    elif isinstance(res, SimInstr):
+        from .transports.sim import open_sim_transport, shared_device
+
+        device = options.pop("device", None) or shared_device(res.model, res.name)
+        async with open_sim_transport(device, resource=str(res)) as sim:
+            yield sim
+    elif isinstance(res, UsbInstr):
+        from .transports.usbtmc import open_usb_resource
+
+        async with open_usb_resource(res, connect_timeout=connect_timeout, **options) as usb:
+            yield usb
+    else:
+        raise UnsupportedOperation(
+            f"{res}: the {res.kind} transport is not implemented yet "
+            "(supported: TCPIP::host::port::SOCKET, USB::...::INSTR, SIM::model)"
+        )
+
+
+@asynccontextmanager
+async def open(
+    resource: str | ResourceName,
+    *,
+    timeout: float | None = 10.0,
+    connect_timeout: float | None = 10.0,
+    read_termination: str = "\n",
+    write_termination: str = "\n",
+    encoding: str = "ascii",
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    **options: Any,
+) -> AsyncIterator[Instrument]:
+    """Open an instrument: ``async with aiotmc.open("TCPIP0::host::5025::SOCKET") as inst:``.
+
+    Raises :class:`~aiotmc.InvalidResourceName` for a malformed name,
+    :class:`~aiotmc.UnsupportedOperation` for a transport not built yet,
+    :class:`~aiotmc.ConnectError` / :class:`~aiotmc.ConnectTimeout` when the link fails.
+    """
+    async with open_transport(
+        resource,
+        connect_timeout=connect_timeout,
+        read_termination=read_termination,
+        **options,
+    ) as transport:
+        instrument = Instrument(
+            transport,
+            timeout=timeout,
+            read_termination=read_termination,
+            write_termination=write_termination,
+            encoding=encoding,
+            max_message_size=max_message_size,
+        )
+        try:
+            yield instrument
+        finally:
+            await instrument.aclose()

@@ -1,0 +1,454 @@
+"""The front end: :class:`Instrument`, one per open resource.
+
+Concurrency: every public operation holds the instrument's lock for the *whole* exchange
+(write and read), so concurrent tasks never get each other's answers. :meth:`Instrument.lock`
+exposes the same lock for multi-step transactions.
+
+Timeouts: ``timeout=`` (per call, or the instrument default) bounds the exchange once the
+lock is held, and raises :class:`~aiotmc.WriteTimeout` or :class:`~aiotmc.ReadTimeout`
+depending on the phase that ran out. Cancellation from the caller's own scopes passes
+through untouched; either way the transport is left in step (see docs/cancellation.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+import anyio
+from anyio.lowlevel import checkpoint_if_cancelled
+
+from ._exceptions import (
+    InstrumentError,
+    ReadTimeout,
+    RemoteProtocolError,
+    UnsupportedOperation,
+    WriteTimeout,
+)
+from ._types import DEFAULT, Default, ServiceRequest, StatusByte
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .protocol.ieee4882 import Identity, block_header, parse_idn
+from .protocol.scpi import binary_format, pack_binary, parse_values, split_compound, unpack_binary
+from .transports.base import BytesLike, MessageTransport
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+    from .srq import SrqBroadcaster
+
+__all__ = ["Instrument"]
+
+T = TypeVar("T")
+_MAX_ERRORS: Final = 100  # bound on SYST:ERR? reads in check_errors()
+
+
+class _Deadline:
+    """A cancel scope for one exchange that reports which phase ran out of time."""
+
+    __slots__ = ("_resource", "_scope", "_timeout", "phase")
+
+    def __init__(self, timeout: float | None, resource: str) -> None:
+        self._timeout = timeout
+        self._resource = resource
+        self._scope: anyio.CancelScope | None = None
+        self.phase = "write"
+
+    def __enter__(self) -> _Deadline:
+        if self._timeout is not None:
+            self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
+            self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        scope = self._scope
+        if scope is None:
+            return False
+        suppressed = bool(scope.__exit__(exc_type, exc, tb))
+        if scope.cancelled_caught:
+            error = WriteTimeout if self.phase == "write" else ReadTimeout
+            raise error(
+                f"{self._resource}: no {'completion' if self.phase == 'write' else 'answer'} "
+                f"within {self._timeout} s ({self.phase} phase)"
+            )
+        return suppressed
+
+
+class Instrument:
+    """An open instrument. Create it with :func:`aiotmc.open`; no I/O happens in ``__init__``.
+
+    Args:
+        transport: the link (any :class:`~aiotmc.transports.base.MessageTransport`).
+        timeout: default per-exchange timeout in seconds (``None``: wait forever).
+        read_termination: stripped from the end of text responses.
+        write_termination: appended to every command sent with :meth:`write`.
+        encoding: text encoding of commands and responses.
+        max_message_size: largest response accepted (bytes); larger ones raise
+            :class:`~aiotmc.RemoteProtocolError` and are discarded.
+    """
+
+    def __init__(
+        self,
+        transport: MessageTransport,
+        *,
+        timeout: float | None = 10.0,
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        encoding: str = "ascii",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.encoding = encoding
+        self.max_message_size = max_message_size
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._closed = False
+
+    # -- context management ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Instrument:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def resource(self) -> str:
+        """Canonical resource name."""
+        return self.transport.info.resource
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Instrument {self.resource} ({state})>"
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Hold the instrument for a multi-step transaction (other tasks wait).
+
+        Inside, use the ``*_unlocked``-free API as usual: the lock is re-entrant for the
+        task holding it.
+        """
+        return self._hold()
+
+    @asynccontextmanager
+    async def _hold(self) -> AsyncIterator[None]:
+        async with self._lock:
+            self._owner = _current_task_id()
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    _owner: object = None
+
+    @asynccontextmanager
+    async def _exchange(self, timeout: float | Default | None) -> AsyncIterator[_Deadline]:
+        if self._closed:
+            raise anyio.ClosedResourceError(f"{self.resource} is closed")
+        limit = self.timeout if timeout is DEFAULT else timeout
+        assert not isinstance(limit, Default)
+        if self._owner is not None and self._owner == _current_task_id():
+            await checkpoint_if_cancelled()
+            with _Deadline(limit, self.resource) as deadline:
+                yield deadline
+            return
+        async with self._lock:
+            await checkpoint_if_cancelled()
+            with _Deadline(limit, self.resource) as deadline:
+                yield deadline
+
+    # -- text I/O --------------------------------------------------------------------------
+
+    def _encode(self, command: str) -> bytes:
+        return (command + self.write_termination).encode(self.encoding)
+
+    def _decode(self, raw: bytes) -> str:
+        text = raw.decode(self.encoding)
+        term = self.read_termination
+        if term and text.endswith(term):
+            text = text[: -len(term)]
+        return text
+
+    async def write(self, command: str, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Send ``command`` followed by the write termination."""
+        async with self._exchange(timeout):
+            await self.transport.send_message((self._encode(command),))
+
+    async def write_raw(
+        self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Send bytes as they are (no termination added)."""
+        async with self._exchange(timeout):
+            await self.transport.send_message((data,), end=end)
+
+    async def read(self, *, timeout: float | Default | None = DEFAULT) -> str:
+        """Read one response message as text, read termination stripped."""
+        return self._decode(await self.read_raw(timeout=timeout))
+
+    async def read_raw(
+        self, *, max_size: int | None = None, timeout: float | Default | None = DEFAULT
+    ) -> bytes:
+        """Read one response message as bytes, terminator included."""
+        async with self._exchange(timeout) as deadline:
+            deadline.phase = "read"
+            return await self.transport.receive_message(max_size=max_size or self.max_message_size)
+
+    async def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
+        """Write ``command`` and read its answer as text, in one locked exchange."""
+        transport = self.transport
+        async with self._exchange(timeout) as deadline:
+            await transport.send_message((self._encode(command),))
+            deadline.phase = "read"
+            raw = await transport.receive_message(max_size=self.max_message_size)
+        return self._decode(raw)
+
+    async def query_many(
+        self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
+    ) -> list[str]:
+        """Send several queries as one compound message (``A?;:B?``) and split the answer.
+
+        This is the safe way to batch queries to one instrument: IEEE 488.2 discards a
+        pending response when a new program message arrives, so queries are never sent
+        ahead one by one.
+        """
+        if not commands:
+            return []
+        joined = ";:".join(c.lstrip(":") for c in commands)
+        parts = split_compound(await self.query(joined, timeout=timeout))
+        if len(parts) != len(commands):
+            raise RemoteProtocolError(
+                f"{len(commands)} queries returned {len(parts)} answers: {parts!r}"
+            )
+        return parts
+
+    async def identify(self, *, timeout: float | Default | None = DEFAULT) -> Identity:
+        """``*IDN?`` parsed into manufacturer, model, serial and firmware."""
+        return parse_idn(await self.query("*IDN?", timeout=timeout))
+
+    # -- blocks and values -----------------------------------------------------------------
+
+    @overload
+    async def query_block(
+        self,
+        command: str,
+        *,
+        into: None = None,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray: ...
+
+    @overload
+    async def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> memoryview: ...
+
+    async def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview | None = None,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray | memoryview:
+        """Query and return the payload of the IEEE 488.2 block that answers it.
+
+        Without ``into`` a new ``bytearray`` holds exactly the payload. With ``into`` (a
+        writable buffer, e.g. reused between calls) the payload is read straight into it and
+        a ``memoryview`` of the filled part is returned.
+        """
+        target = memoryview(into).cast("B") if into is not None else None
+        async with self._exchange(timeout) as deadline:
+            await self.transport.send_message((self._encode(command),))
+            deadline.phase = "read"
+            view = await self.transport.receive_block(
+                target, max_size=max_size or self.max_message_size
+            )
+        if target is None:
+            buffer = view.obj
+            if isinstance(buffer, bytearray) and len(buffer) == len(view):
+                return buffer
+            return bytearray(view)
+        return view
+
+    async def query_values(
+        self,
+        command: str,
+        *,
+        converter: Callable[[str], T] = float,  # type: ignore[assignment]
+        separator: str = ",",
+        timeout: float | Default | None = DEFAULT,
+    ) -> list[T]:
+        """Query a list of ASCII values (``1.0,2.5,...``)."""
+        text = await self.query(command, timeout=timeout)
+        return parse_values(text, converter=converter, separator=separator)
+
+    async def query_binary_values(
+        self,
+        command: str,
+        datatype: str = "f",
+        *,
+        is_big_endian: bool = False,
+        container: type[Any] = list,
+        into: bytearray | memoryview | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Query a block and unpack it as ``datatype`` items (struct letters: ``f``, ``h``...).
+
+        ``container`` may be ``list``, ``tuple`` or ``numpy.ndarray`` (zero-copy view when
+        numpy is installed).
+        """
+        binary_format(datatype, big_endian=is_big_endian)  # validates before any I/O
+        payload = await self.query_block(command, into=into, timeout=timeout)
+        if container.__module__ == "numpy" and container.__name__ == "ndarray":
+            numpy = sys.modules["numpy"]
+            dtype = numpy.dtype(datatype).newbyteorder(">" if is_big_endian else "<")
+            size = dtype.itemsize
+            if len(payload) % size:
+                raise RemoteProtocolError(
+                    f"block of {len(payload)} bytes is not a whole number of {size}-byte items"
+                )
+            return numpy.frombuffer(payload, dtype=dtype)
+        values = unpack_binary(payload, datatype, big_endian=is_big_endian)
+        return values if container is list else container(values)
+
+    async def write_binary_values(
+        self,
+        command: str,
+        values: Iterable[float | int] | Any,
+        datatype: str = "f",
+        *,
+        is_big_endian: bool = False,
+        timeout: float | Default | None = DEFAULT,
+    ) -> None:
+        """Send ``command`` followed by ``values`` as a definite-length block.
+
+        Header, payload and termination go out as separate buffers (no concatenation);
+        numpy arrays are sent without copying when their byte order already matches.
+        """
+        payload: BytesLike
+        if hasattr(values, "__array__") and hasattr(values, "dtype"):
+            numpy = sys.modules["numpy"]
+            dtype = numpy.dtype(datatype).newbyteorder(">" if is_big_endian else "<")
+            array = numpy.ascontiguousarray(values, dtype=dtype)
+            payload = memoryview(array).cast("B")
+        else:
+            payload = pack_binary(list(values), datatype, big_endian=is_big_endian)
+        parts: tuple[BytesLike, ...] = (
+            command.encode(self.encoding),
+            block_header(len(payload)),
+            payload,
+            self.write_termination.encode(self.encoding),
+        )
+        async with self._exchange(timeout):
+            await self.transport.send_message(parts)
+
+    # -- status, clear, trigger, errors -----------------------------------------------------
+
+    async def read_stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
+        """Read the status byte: serial poll where the bus has one, ``*STB?`` otherwise."""
+        if self.transport.info.capabilities.read_stb:
+            async with self._exchange(timeout) as deadline:
+                deadline.phase = "read"
+                return StatusByte(await self.transport.read_stb())
+        return StatusByte(int(await self.query("*STB?", timeout=timeout)))
+
+    async def clear(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Device clear (bus-level where available; a raw socket reconnects)."""
+        async with self._exchange(timeout):
+            await self.transport.clear()
+
+    async def trigger(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Trigger: bus-level where available, ``*TRG`` otherwise."""
+        if self.transport.info.capabilities.trigger:
+            async with self._exchange(timeout):
+                await self.transport.trigger()
+        else:
+            await self.write("*TRG", timeout=timeout)
+
+    async def errors(self, *, timeout: float | Default | None = DEFAULT) -> list[InstrumentError]:
+        """Drain the SCPI error queue (``SYST:ERR?`` until ``0``); at most 100 entries."""
+        found: list[InstrumentError] = []
+        async with self.lock():
+            for _ in range(_MAX_ERRORS):
+                text = await self.query("SYST:ERR?", timeout=timeout)
+                code_text, _, message = text.partition(",")
+                try:
+                    code = int(code_text.strip())
+                except ValueError:
+                    raise RemoteProtocolError(f"unparsable SYST:ERR? answer {text!r}") from None
+                if code == 0:
+                    break
+                found.append(
+                    InstrumentError(code, message.strip().strip('"'), resource=self.resource)
+                )
+        return found
+
+    async def check_errors(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Raise the first queued instrument error (all of them in ``.errors``), if any."""
+        found = await self.errors(timeout=timeout)
+        if found:
+            first = found[0]
+            first.errors = found  # type: ignore[attr-defined]
+            raise first
+
+    # -- service requests ------------------------------------------------------------------
+
+    def _srq(self) -> SrqBroadcaster:
+        srq = self.transport.srq
+        if srq is None:
+            raise UnsupportedOperation(
+                f"{self.resource}: this transport has no service-request channel"
+            )
+        return srq
+
+    def service_requests(
+        self, *, buffer: int = 64
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[ServiceRequest]]:
+        """Subscribe to service requests: ``async with inst.service_requests() as events:``.
+
+        Events published while the subscriber's buffer is full are dropped for that
+        subscriber only (the listener never blocks).
+        """
+        return self._srq().subscribe(buffer=buffer)
+
+    async def wait_for_srq(self, *, timeout: float | Default | None = DEFAULT) -> ServiceRequest:
+        """Wait for the next service request (subscribe first if it may already be due)."""
+        limit = self.timeout if timeout is DEFAULT else timeout
+        assert not isinstance(limit, Default)
+        async with self.service_requests(buffer=1) as events:
+            with anyio.move_on_after(limit if limit is not None else float("inf")) as scope:
+                return await events.receive()
+        assert scope.cancelled_caught
+        raise ReadTimeout(f"{self.resource}: no service request within {limit} s")
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the link; idempotent; completes even when cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self.transport.aclose()
+
+
+def _current_task_id() -> object:
+    return anyio.get_current_task().id

@@ -1,0 +1,187 @@
+"""In-process link to a simulated instrument (``SIM::<model>[::<name>]``), message level.
+
+The fastest way to run code against a :class:`~aiotmc.sim.device.SimDevice`: no sockets,
+no USB, but the same device model, latency and service requests as the other attachments.
+A small clock task advances the device (pending operations, delayed answers) and delivers
+its service requests to :attr:`srq` the moment they happen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._util import background_task_group
+from ..protocol.ieee4882 import decode_block
+from ..srq import SrqBroadcaster
+from .base import BytesLike, Capabilities, TransportInfo
+
+if TYPE_CHECKING:
+    from ..sim.device import SimDevice
+
+__all__ = ["SimTransport", "open_sim_transport"]
+
+_CAPABILITIES: Final = Capabilities(srq=True, read_stb=True, device_clear=True, trigger=True)
+
+
+class SimTransport:
+    """A :class:`~aiotmc.transports.base.MessageTransport` straight into a SimDevice."""
+
+    def __init__(self, device: SimDevice, *, resource: str) -> None:
+        self.device = device
+        self._info = TransportInfo(resource=resource, kind="sim", capabilities=_CAPABILITIES)
+        self._srq = SrqBroadcaster(resource)
+        self._changed = anyio.Event()
+        self._busy = False
+        self._closed = False
+        self._unsubscribe = device.add_srq_listener(self._srq.publish)
+
+    @property
+    def info(self) -> TransportInfo:
+        """Static facts about the link."""
+        return self._info
+
+    @property
+    def srq(self) -> SrqBroadcaster:
+        """Service requests raised by the device."""
+        return self._srq
+
+    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+        """Hand one program message to the device."""
+        self._begin()
+        try:
+            await checkpoint()
+            self.device.write(b"".join(parts))
+            self._kick()
+        finally:
+            self._busy = False
+
+    async def receive_message(self, *, max_size: int) -> bytes:
+        """Wait until the device has a response ready (honours its latency)."""
+        self._begin()
+        try:
+            message = await self._next_response()
+        finally:
+            self._busy = False
+        if len(message) > max_size:
+            raise RemoteProtocolError(
+                f"response of {len(message)} bytes exceeds max_size={max_size}"
+            )
+        return message
+
+    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+        """Receive a block response and copy its payload into ``into`` (or a new buffer)."""
+        message = await self.receive_message(max_size=max_size + 32)
+        payload = decode_block(message, max_size=max_size)
+        if into is None:
+            return memoryview(bytearray(payload))
+        if len(into) < len(payload):
+            raise LocalProtocolError(
+                f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
+            )
+        into[: len(payload)] = payload
+        return into[: len(payload)]
+
+    async def read_stb(self) -> int:
+        """Serial poll: the device's status byte."""
+        await checkpoint()
+        self.device.poll()
+        return self.device.status_byte
+
+    async def clear(self) -> None:
+        """Device clear."""
+        await checkpoint()
+        self.device.device_clear()
+        self._kick()
+
+    async def trigger(self) -> None:
+        """Bus trigger."""
+        await checkpoint()
+        self.device.trigger()
+        self._kick()
+
+    async def aclose(self) -> None:
+        """Detach from the device; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._unsubscribe()
+            self._srq.close()
+            self._kick()
+        await checkpoint()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        self._busy = True
+
+    def _kick(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _wait_until(self, deadline: float | None) -> None:
+        """Sleep until the device clock reaches ``deadline`` or something changes."""
+        changed = self._changed
+        delay = math.inf if deadline is None else max(0.0, deadline - self.device.clock())
+        with anyio.move_on_after(delay):
+            await changed.wait()
+
+    async def _next_response(self) -> bytes:
+        device = self.device
+        while True:
+            message = device.read()
+            if message is not None:
+                await checkpoint()
+                return message
+            await self._wait_until(device.next_deadline())
+
+    async def run_clock(self) -> None:
+        """Advance the device whenever it has time-based work (runs until closed)."""
+        device = self.device
+        while not self._closed:
+            device.poll()
+            deadline = device.next_deadline()
+            if deadline is not None and deadline <= device.clock():
+                deadline = None  # poll() just did everything due: wait for new work
+            await self._wait_until(deadline)
+
+
+@asynccontextmanager
+async def open_sim_transport(device: SimDevice, *, resource: str) -> AsyncIterator[SimTransport]:
+    """Attach to ``device`` with a clock task running beside the caller."""
+    transport = SimTransport(device, resource=resource)
+    async with background_task_group() as tg:
+        tg.start_soon(transport.run_clock)
+        try:
+            yield transport
+        finally:
+            with anyio.CancelScope(shield=True):
+                await transport.aclose()
+            tg.cancel_scope.cancel()
+
+
+_SHARED: dict[tuple[str, str], SimDevice] = {}
+
+
+def shared_device(model: str, name: str | None = None) -> SimDevice:
+    """The process-wide simulated instrument ``SIM::model::name`` (created on first use).
+
+    Every ``aiotmc.open("SIM::dmm")`` in one process talks to the same device, the way
+    every connection to a bench instrument reaches the same box.
+    """
+    from ..sim.devices import create_device
+
+    key = (model.lower(), (name or model).lower())
+    device = _SHARED.get(key)
+    if device is None:
+        device = _SHARED[key] = create_device(key[0])
+    return device

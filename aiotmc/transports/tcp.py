@@ -1,0 +1,379 @@
+"""Raw-socket SCPI over TCP (port 5025 by convention).
+
+Hot path (see docs/performance.md): a non-blocking socket, ``send``/``recv_into`` tried
+first, ``anyio.wait_readable``/``wait_writable`` only when the socket is not ready. anyio's
+high-level streams cost several times a raw round trip, so they are not used here.
+
+Block payloads are read with exact-size ``recv_into`` calls straight into the destination
+buffer; uploads go out with ``sendmsg`` over the caller's buffers, never concatenated.
+
+Desynchronisation: an operation cancelled (or timed out) part-way may leave a late or
+partial answer on the connection. The transport then marks itself *stale*; its next
+operation closes the socket and connects again, so a stale answer can never reach a later
+exchange. (Raw sockets have no device clear; :meth:`clear` does the same reconnect.)
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .._exceptions import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    UnsupportedOperation,
+)
+from ..protocol import NEED_DATA
+from ..protocol.ieee4882 import decode_block, parse_block_header
+from ..protocol.scpi import MessageDecoder
+from .base import BytesLike, Capabilities, TransportInfo
+
+if TYPE_CHECKING:
+    from ..srq import SrqBroadcaster
+
+__all__ = ["DEFAULT_PORT", "SocketTransport", "connect_socket"]
+
+DEFAULT_PORT: Final = 5025
+_RECV_CHUNK: Final = 256 * 1024
+_WHITESPACE: Final = frozenset(b" \t\r\n")
+_CAPABILITIES: Final = Capabilities()
+
+
+async def connect_socket(host: str, port: int, *, timeout: float | None) -> socket.socket:
+    """Open a non-blocking TCP connection with TCP_NODELAY, trying each address in turn."""
+    try:
+        with anyio.fail_after(timeout):
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            last: OSError | None = None
+            for family, type_, proto, _, addr in infos:
+                sock = socket.socket(family, type_, proto)
+                try:
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    code = sock.connect_ex(addr)
+                    if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                        await anyio.wait_writable(sock)
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code:
+                        raise OSError(code, f"{errno.errorcode.get(code, code)}: {addr}")
+                    return sock
+                except BaseException as exc:
+                    sock.close()
+                    if not isinstance(exc, OSError):
+                        raise
+                    last = exc
+            raise ConnectError(f"cannot connect to {host}:{port}: {last}")
+    except TimeoutError:
+        raise ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
+    except OSError as exc:  # getaddrinfo failures
+        raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+
+
+class SocketTransport:
+    """A :class:`~aiotmc.transports.base.MessageTransport` over a raw TCP socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        host: str,
+        port: int,
+        resource: str,
+        terminator: bytes = b"\n",
+        connect_timeout: float | None = 10.0,
+    ) -> None:
+        self._sock: socket.socket | None = sock
+        self._host = host
+        self._port = port
+        self._terminator = terminator
+        self._connect_timeout = connect_timeout
+        self._decoder = MessageDecoder(terminator=terminator)
+        self._stale = False
+        self._busy = False
+        self._closed = False
+        self._chunk = bytearray(_RECV_CHUNK)
+        self._info = TransportInfo(
+            resource=resource,
+            kind="tcp",
+            capabilities=_CAPABILITIES,
+            details={"host": host, "port": str(port)},
+        )
+        self.reconnects = 0  #: how many times a stale connection was replaced
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        resource: str | None = None,
+        terminator: bytes = b"\n",
+        connect_timeout: float | None = 10.0,
+    ) -> SocketTransport:
+        """Connect and return a transport (the caller must ``aclose`` it)."""
+        sock = await connect_socket(host, port, timeout=connect_timeout)
+        name = resource or f"TCPIP0::{host}::{port}::SOCKET"
+        return cls(
+            sock,
+            host=host,
+            port=port,
+            resource=name,
+            terminator=terminator,
+            connect_timeout=connect_timeout,
+        )
+
+    # -- MessageTransport ------------------------------------------------------------------
+
+    @property
+    def info(self) -> TransportInfo:
+        """Static facts about the link."""
+        return self._info
+
+    @property
+    def srq(self) -> SrqBroadcaster | None:
+        """Raw sockets have no service-request channel."""
+        return None
+
+    @property
+    def stale(self) -> bool:
+        """True when the next operation will reconnect first."""
+        return self._stale
+
+    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+        """Send ``parts`` back to back with ``sendmsg`` (no concatenation)."""
+        sock = await self._begin()
+        try:
+            await self._sendall(sock, parts)
+        except BaseException:
+            self._stale = True
+            raise
+        finally:
+            self._busy = False
+
+    async def receive_message(self, *, max_size: int) -> bytes:
+        """Receive one message, terminator included."""
+        sock = await self._begin()
+        try:
+            return await self._receive_message(sock, max_size)
+        except BaseException as exc:
+            if not (isinstance(exc, RemoteProtocolError) and self._decoder.at_message_start):
+                self._stale = True  # part of a message may still be on its way
+            raise
+        finally:
+            self._busy = False
+
+    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+        """Receive a block response; the payload is read straight into ``into``."""
+        sock = await self._begin()
+        try:
+            return await self._receive_block(sock, into, max_size)
+        except (RemoteProtocolError, LocalProtocolError):
+            raise  # raised only once the whole message was consumed: still in step
+        except BaseException:
+            self._stale = True
+            raise
+        finally:
+            self._busy = False
+
+    async def read_stb(self) -> int:
+        """Raw sockets have no serial poll; the Instrument falls back to ``*STB?``."""
+        raise UnsupportedOperation("a raw socket has no bus-level status byte read")
+
+    async def trigger(self) -> None:
+        """Raw sockets have no bus trigger; the Instrument falls back to ``*TRG``."""
+        raise UnsupportedOperation("a raw socket has no bus-level trigger")
+
+    async def clear(self) -> None:
+        """Resynchronise by reconnecting: drops any answer still on its way."""
+        self._stale = True
+        await self._begin()
+        self._busy = False
+
+    async def aclose(self) -> None:
+        """Close the socket; idempotent, never blocks."""
+        self._closed = True
+        self._drop_socket()
+        await checkpoint()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _begin(self) -> socket.socket:
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._busy = True
+        if self._stale or self._sock is None:
+            try:
+                await self._reconnect()
+            except BaseException:
+                self._busy = False
+                raise
+        assert self._sock is not None
+        return self._sock
+
+    async def _reconnect(self) -> None:
+        self._drop_socket()
+        self._sock = await connect_socket(self._host, self._port, timeout=self._connect_timeout)
+        self._stale = False
+        self.reconnects += 1
+
+    def _drop_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        self._decoder.reset()
+        if sock is not None:
+            try:
+                anyio.notify_closing(sock)
+            except Exception:
+                pass
+            sock.close()
+
+    async def _sendall(self, sock: socket.socket, parts: Sequence[BytesLike]) -> None:
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        while views:
+            try:
+                sent = sock.sendmsg(views)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                continue
+            except OSError as exc:
+                raise ConnectionLostError(
+                    f"send failed: {exc}", resource=self._info.resource
+                ) from exc
+            while sent:
+                head = views[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    views.pop(0)
+                else:
+                    views[0] = head[sent:]
+                    sent = 0
+
+    async def _fill(self, sock: socket.socket) -> None:
+        """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
+        chunk = self._chunk
+        while True:
+            try:
+                n = sock.recv_into(chunk)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except OSError as exc:
+                raise ConnectionLostError(
+                    f"receive failed: {exc}", resource=self._info.resource
+                ) from exc
+            if n == 0:
+                pending = len(self._decoder.buffered)
+                detail = f" after {pending} bytes of a response" if pending else ""
+                raise ConnectionLostError(
+                    f"connection closed by the instrument{detail}", resource=self._info.resource
+                )
+            self._decoder.receive_data(memoryview(chunk)[:n])
+            return
+
+    async def _receive_message(self, sock: socket.socket, max_size: int) -> bytes:
+        decoder = self._decoder
+        while True:
+            message = decoder.next_message()
+            if message is not NEED_DATA:
+                assert isinstance(message, bytes)
+                if len(message) > max_size:
+                    raise RemoteProtocolError(
+                        f"response of {len(message)} bytes exceeds max_size={max_size}"
+                    )
+                return message
+            if len(decoder.buffered) > max_size:
+                await self._discard_message(sock)
+                raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
+            await self._fill(sock)
+
+    async def _discard_message(self, sock: socket.socket) -> None:
+        """Drop the rest of the current message (framing by terminator only)."""
+        decoder = self._decoder
+        decoder.discard_current()
+        while not decoder.at_message_start:
+            await self._fill(sock)
+            decoder.discard_current()
+
+    async def _receive_block(
+        self, sock: socket.socket, into: memoryview | None, max_size: int
+    ) -> memoryview:
+        decoder = self._decoder
+        # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered.
+        while True:
+            buffered = decoder.buffered
+            start = 0
+            while start < len(buffered) and buffered[start] in _WHITESPACE:
+                start += 1
+            if start < len(buffered):
+                if buffered[start] != 0x23:  # not '#': not a block; consume it and complain
+                    message = await self._receive_message(sock, max_size=1 << 62)
+                    raise RemoteProtocolError(
+                        f"expected an IEEE 488.2 block, got {bytes(message[:40])!r}"
+                    )
+                try:
+                    header = parse_block_header(buffered[start:], max_size=max_size)
+                except RemoteProtocolError:
+                    self._stale = True  # unknown length: cannot find the end of this message
+                    raise
+                if header is not None:
+                    break
+            await self._fill(sock)
+        if header.payload_length is None:  # indefinite "#0...<NL>": framed by the terminator
+            message = await self._receive_message(sock, max_size)
+            payload = decode_block(message, terminator=self._terminator, max_size=max_size)
+            return _deliver(payload, into)
+        size = header.payload_length
+        decoder.consume(start + header.header_length)
+        too_small = into is not None and len(into) < size
+        target = memoryview(bytearray(size)) if into is None or too_small else into[:size]
+        # 2. The part already buffered, then exact-size reads straight into the target.
+        have = min(len(decoder.buffered), size)
+        target[:have] = decoder.buffered[:have]
+        decoder.consume(have)
+        pos = have
+        while pos < size:
+            try:
+                n = sock.recv_into(target[pos:])
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except OSError as exc:
+                raise ConnectionLostError(
+                    f"receive failed: {exc}", resource=self._info.resource
+                ) from exc
+            if n == 0:
+                raise ConnectionLostError(
+                    f"connection closed after {pos} of {size} block bytes",
+                    resource=self._info.resource,
+                )
+            pos += n
+        # 3. The rest of the message: normally just the terminator.
+        rest = await self._receive_message(sock, max_size=1 << 62)
+        if rest.strip():
+            raise RemoteProtocolError(f"unexpected bytes after the block: {rest[:40]!r}")
+        if too_small:
+            assert into is not None
+            raise LocalProtocolError(
+                f"block of {size} bytes does not fit the {len(into)}-byte buffer"
+            )
+        return target
+
+
+def _deliver(payload: bytes, into: memoryview | None) -> memoryview:
+    if into is None:
+        return memoryview(bytearray(payload))
+    if len(into) < len(payload):
+        raise LocalProtocolError(
+            f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
+        )
+    into[: len(payload)] = payload
+    return into[: len(payload)]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a Debian/Ubuntu machine, then run it all:
+# lint (ruff), types (mypy --strict), and pytest (asyncio + trio, real sockets, real
+# subprocesses, real libusb below umockdev). This is the README's second Quick start line
+# and what .ci/run executes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "== installing system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+echo "== installing aiotmc[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+
+echo "== ruff"
+.venv/bin/ruff check aiotmc tests examples benchmarks scripts
+.venv/bin/ruff format --check aiotmc tests examples benchmarks scripts
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

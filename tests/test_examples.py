@@ -1,0 +1,36 @@
+"""Every example runs, as a real subprocess, against the simulated instruments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CASES = {
+    "query_idn.py": (["--backend", "trio"], "manufacturer="),
+    "query_idn_trio.py": ([], ","),
+    "many_instruments.py": (["--count", "20"], "20 instruments"),
+    "block_transfer.py": ([], "OK"),
+}
+
+
+def test_every_example_is_covered() -> None:
+    present = {p.name for p in EXAMPLES.glob("*.py")}
+    assert present == set(CASES), "add every new example to CASES"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(name: str) -> None:
+    args, expected = CASES[name]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
