@@ -5,29 +5,26 @@ Concurrency: every public operation holds the instrument's lock for the *whole* 
 exposes the same lock for multi-step transactions.
 
 Timeouts: ``timeout=`` (per call, or the instrument default) bounds the exchange once the
-lock is held, and raises :class:`~aiotmc.WriteTimeout` or :class:`~aiotmc.ReadTimeout`
-depending on the phase that ran out. Cancellation from the caller's own scopes passes
-through untouched; either way the transport is left in step (see docs/cancellation.md).
+lock is held. It becomes an absolute deadline handed to the transport, which opens a cancel
+scope only around real waits and raises :class:`~aiotmc.WriteTimeout` or
+:class:`~aiotmc.ReadTimeout` for the phase that ran out. Cancellation from the caller's own
+scopes passes through untouched; either way the transport is left in step (see
+docs/cancellation.md).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import anyio
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._exceptions import (
-    InstrumentError,
-    ReadTimeout,
-    RemoteProtocolError,
-    UnsupportedOperation,
-    WriteTimeout,
-)
+from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
+from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
@@ -43,42 +40,6 @@ __all__ = ["Instrument"]
 
 T = TypeVar("T")
 _MAX_ERRORS: Final = 100  # bound on SYST:ERR? reads in check_errors()
-
-
-class _Deadline:
-    """A cancel scope for one exchange that reports which phase ran out of time."""
-
-    __slots__ = ("_resource", "_scope", "_timeout", "phase")
-
-    def __init__(self, timeout: float | None, resource: str) -> None:
-        self._timeout = timeout
-        self._resource = resource
-        self._scope: anyio.CancelScope | None = None
-        self.phase = "write"
-
-    def __enter__(self) -> _Deadline:
-        if self._timeout is not None:
-            self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
-            self._scope.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        scope = self._scope
-        if scope is None:
-            return False
-        suppressed = bool(scope.__exit__(exc_type, exc, tb))
-        if scope.cancelled_caught:
-            error = WriteTimeout if self.phase == "write" else ReadTimeout
-            raise error(
-                f"{self._resource}: no {'completion' if self.phase == 'write' else 'answer'} "
-                f"within {self._timeout} s ({self.phase} phase)"
-            )
-        return suppressed
 
 
 class Instrument:
@@ -110,7 +71,8 @@ class Instrument:
         self.write_termination = write_termination
         self.encoding = encoding
         self.max_message_size = max_message_size
-        self._lock = anyio.Lock(fast_acquire=True)
+        self._lock = FifoLock()
+        self._transaction_task: int | None = None
         self._closed = False
 
     # -- context management ------------------------------------------------------------------
@@ -136,39 +98,45 @@ class Instrument:
         return f"<Instrument {self.resource} ({state})>"
 
     def lock(self) -> AbstractAsyncContextManager[None]:
-        """Hold the instrument for a multi-step transaction (other tasks wait).
+        """Hold the instrument for a multi-step transaction (other tasks wait their turn).
 
-        Inside, use the ``*_unlocked``-free API as usual: the lock is re-entrant for the
-        task holding it.
+        Calls made by the holding task inside the block go straight through; tasks it
+        starts inside the block wait like any other task.
         """
-        return self._hold()
+        return self._transaction()
 
     @asynccontextmanager
-    async def _hold(self) -> AsyncIterator[None]:
-        async with self._lock:
-            self._owner = _current_task_id()
-            try:
-                yield
-            finally:
-                self._owner = None
+    async def _transaction(self) -> AsyncIterator[None]:
+        task = anyio.get_current_task().id
+        if self._transaction_task == task:  # nested lock() in the same task
+            yield
+            return
+        await checkpoint_if_cancelled()
+        await self._lock.acquire()
+        self._transaction_task = task
+        try:
+            yield
+        finally:
+            self._transaction_task = None
+            self._lock.release()
 
-    _owner: object = None
-
-    @asynccontextmanager
-    async def _exchange(self, timeout: float | Default | None) -> AsyncIterator[_Deadline]:
+    def _deadline(self, timeout: float | Default | None) -> float:
         if self._closed:
             raise anyio.ClosedResourceError(f"{self.resource} is closed")
         limit = self.timeout if timeout is DEFAULT else timeout
+        if limit is None:
+            return math.inf
         assert not isinstance(limit, Default)
-        if self._owner is not None and self._owner == _current_task_id():
-            await checkpoint_if_cancelled()
-            with _Deadline(limit, self.resource) as deadline:
-                yield deadline
-            return
-        async with self._lock:
-            await checkpoint_if_cancelled()
-            with _Deadline(limit, self.resource) as deadline:
-                yield deadline
+        return anyio.current_time() + limit
+
+    async def _acquire(self) -> bool:
+        """Checkpoint, then take the lock; False when this task's transaction holds it."""
+        await checkpoint_if_cancelled()
+        owner = self._transaction_task
+        if owner is not None and owner == anyio.get_current_task().id:
+            return False
+        await self._lock.acquire()
+        return True
 
     # -- text I/O --------------------------------------------------------------------------
 
@@ -184,15 +152,26 @@ class Instrument:
 
     async def write(self, command: str, *, timeout: float | Default | None = DEFAULT) -> None:
         """Send ``command`` followed by the write termination."""
-        async with self._exchange(timeout):
-            await self.transport.send_message((self._encode(command),))
+        deadline = self._deadline(timeout)
+        data = self._encode(command)
+        locked = await self._acquire()
+        try:
+            await self.transport.send_message((data,), deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
 
     async def write_raw(
         self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
     ) -> None:
         """Send bytes as they are (no termination added)."""
-        async with self._exchange(timeout):
-            await self.transport.send_message((data,), end=end)
+        deadline = self._deadline(timeout)
+        locked = await self._acquire()
+        try:
+            await self.transport.send_message((data,), end=end, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
 
     async def read(self, *, timeout: float | Default | None = DEFAULT) -> str:
         """Read one response message as text, read termination stripped."""
@@ -202,17 +181,28 @@ class Instrument:
         self, *, max_size: int | None = None, timeout: float | Default | None = DEFAULT
     ) -> bytes:
         """Read one response message as bytes, terminator included."""
-        async with self._exchange(timeout) as deadline:
-            deadline.phase = "read"
-            return await self.transport.receive_message(max_size=max_size or self.max_message_size)
+        deadline = self._deadline(timeout)
+        locked = await self._acquire()
+        try:
+            return await self.transport.receive_message(
+                max_size=max_size or self.max_message_size, deadline=deadline
+            )
+        finally:
+            if locked:
+                self._lock.release()
 
     async def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
         """Write ``command`` and read its answer as text, in one locked exchange."""
+        deadline = self._deadline(timeout)
+        data = self._encode(command)
         transport = self.transport
-        async with self._exchange(timeout) as deadline:
-            await transport.send_message((self._encode(command),))
-            deadline.phase = "read"
-            raw = await transport.receive_message(max_size=self.max_message_size)
+        locked = await self._acquire()
+        try:
+            await transport.send_message((data,), deadline=deadline)
+            raw = await transport.receive_message(max_size=self.max_message_size, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
         return self._decode(raw)
 
     async def query_many(
@@ -275,12 +265,17 @@ class Instrument:
         a ``memoryview`` of the filled part is returned.
         """
         target = memoryview(into).cast("B") if into is not None else None
-        async with self._exchange(timeout) as deadline:
-            await self.transport.send_message((self._encode(command),))
-            deadline.phase = "read"
+        deadline = self._deadline(timeout)
+        data = self._encode(command)
+        locked = await self._acquire()
+        try:
+            await self.transport.send_message((data,), deadline=deadline)
             view = await self.transport.receive_block(
-                target, max_size=max_size or self.max_message_size
+                target, max_size=max_size or self.max_message_size, deadline=deadline
             )
+        finally:
+            if locked:
+                self._lock.release()
         if target is None:
             buffer = view.obj
             if isinstance(buffer, bytearray) and len(buffer) == len(view):
@@ -357,29 +352,48 @@ class Instrument:
             payload,
             self.write_termination.encode(self.encoding),
         )
-        async with self._exchange(timeout):
-            await self.transport.send_message(parts)
+        deadline = self._deadline(timeout)
+        locked = await self._acquire()
+        try:
+            await self.transport.send_message(parts, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
 
     # -- status, clear, trigger, errors -----------------------------------------------------
 
     async def read_stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
         """Read the status byte: serial poll where the bus has one, ``*STB?`` otherwise."""
         if self.transport.info.capabilities.read_stb:
-            async with self._exchange(timeout) as deadline:
-                deadline.phase = "read"
-                return StatusByte(await self.transport.read_stb())
+            deadline = self._deadline(timeout)
+            locked = await self._acquire()
+            try:
+                return StatusByte(await self.transport.read_stb(deadline=deadline))
+            finally:
+                if locked:
+                    self._lock.release()
         return StatusByte(int(await self.query("*STB?", timeout=timeout)))
 
     async def clear(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Device clear (bus-level where available; a raw socket reconnects)."""
-        async with self._exchange(timeout):
-            await self.transport.clear()
+        deadline = self._deadline(timeout)
+        locked = await self._acquire()
+        try:
+            await self.transport.clear(deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
 
     async def trigger(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Trigger: bus-level where available, ``*TRG`` otherwise."""
         if self.transport.info.capabilities.trigger:
-            async with self._exchange(timeout):
-                await self.transport.trigger()
+            deadline = self._deadline(timeout)
+            locked = await self._acquire()
+            try:
+                await self.transport.trigger(deadline=deadline)
+            finally:
+                if locked:
+                    self._lock.release()
         else:
             await self.write("*TRG", timeout=timeout)
 
@@ -448,7 +462,3 @@ class Instrument:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self.transport.aclose()
-
-
-def _current_task_id() -> object:
-    return anyio.get_current_task().id

@@ -8,6 +8,7 @@ consistent when an operation is cancelled part-way (see docs/cancellation.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
@@ -59,6 +60,13 @@ class MessageTransport(Protocol):
     consistent (the next exchange gets its own answer) or marked so that its next use
     resynchronises (reconnect, USBTMC abort/clear) or raises
     :class:`~aiotmc.SessionBrokenError`. Never a crossed answer.
+
+    Deadlines: every operation takes ``deadline``, an absolute ``anyio.current_time()``
+    value (``math.inf``: none). When it passes while the operation waits, the transport
+    recovers as for a cancellation and raises :class:`~aiotmc.WriteTimeout` (sending) or
+    :class:`~aiotmc.ReadTimeout` (receiving). Transports open a cancel scope only around
+    real waits: an anyio scope with a deadline costs more than a whole loopback round
+    trip's worth of Python on the hot path.
     """
 
     @property
@@ -71,7 +79,9 @@ class MessageTransport(Protocol):
         """The service-request fan-out if the transport has an SRQ channel, else ``None``."""
         ...
 
-    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+    async def send_message(
+        self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
+    ) -> None:
         """Send the concatenation of ``parts`` (never copied together) as one message.
 
         ``end=False`` sends without END/EOM (more of the same message follows). The caller
@@ -79,7 +89,7 @@ class MessageTransport(Protocol):
         """
         ...
 
-    async def receive_message(self, *, max_size: int) -> bytes:
+    async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one whole response message, terminator included if the device sent one.
 
         Raises :class:`~aiotmc.RemoteProtocolError` if it exceeds ``max_size`` (the rest of
@@ -87,7 +97,9 @@ class MessageTransport(Protocol):
         """
         ...
 
-    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+    async def receive_block(
+        self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
+    ) -> memoryview:
         """Receive a response message holding one IEEE 488.2 block; return the payload.
 
         The payload is read straight into ``into`` (or a new buffer) with exact-size reads;
@@ -98,15 +110,15 @@ class MessageTransport(Protocol):
         """
         ...
 
-    async def read_stb(self) -> int:
+    async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Read the status byte over the bus (raises UnsupportedOperation if impossible)."""
         ...
 
-    async def clear(self) -> None:
+    async def clear(self, *, deadline: float = math.inf) -> None:
         """Device clear: abort pending I/O, empty the device's buffers, resynchronise framing."""
         ...
 
-    async def trigger(self) -> None:
+    async def trigger(self, *, deadline: float = math.inf) -> None:
         """Bus-level trigger (raises UnsupportedOperation if impossible)."""
         ...
 

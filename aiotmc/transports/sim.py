@@ -9,14 +9,14 @@ its service requests to :attr:`srq` the moment they happen.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._exceptions import LocalProtocolError, ReadTimeout, RemoteProtocolError
 from .._util import background_task_group
 from ..protocol.ieee4882 import decode_block
 from ..srq import SrqBroadcaster
@@ -52,7 +52,9 @@ class SimTransport:
         """Service requests raised by the device."""
         return self._srq
 
-    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+    async def send_message(
+        self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
+    ) -> None:
         """Hand one program message to the device."""
         self._begin()
         try:
@@ -62,11 +64,11 @@ class SimTransport:
         finally:
             self._busy = False
 
-    async def receive_message(self, *, max_size: int) -> bytes:
+    async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Wait until the device has a response ready (honours its latency)."""
         self._begin()
         try:
-            message = await self._next_response()
+            message = await _within(deadline, self._next_response, self._info.resource)
         finally:
             self._busy = False
         if len(message) > max_size:
@@ -75,9 +77,11 @@ class SimTransport:
             )
         return message
 
-    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+    async def receive_block(
+        self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
+    ) -> memoryview:
         """Receive a block response and copy its payload into ``into`` (or a new buffer)."""
-        message = await self.receive_message(max_size=max_size + 32)
+        message = await self.receive_message(max_size=max_size + 32, deadline=deadline)
         payload = decode_block(message, max_size=max_size)
         if into is None:
             return memoryview(bytearray(payload))
@@ -88,19 +92,19 @@ class SimTransport:
         into[: len(payload)] = payload
         return into[: len(payload)]
 
-    async def read_stb(self) -> int:
+    async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Serial poll: the device's status byte."""
         await checkpoint()
         self.device.poll()
         return self.device.status_byte
 
-    async def clear(self) -> None:
+    async def clear(self, *, deadline: float = math.inf) -> None:
         """Device clear."""
         await checkpoint()
         self.device.device_clear()
         self._kick()
 
-    async def trigger(self) -> None:
+    async def trigger(self, *, deadline: float = math.inf) -> None:
         """Bus trigger."""
         await checkpoint()
         self.device.trigger()
@@ -153,6 +157,15 @@ class SimTransport:
             if deadline is not None and deadline <= device.clock():
                 deadline = None  # poll() just did everything due: wait for new work
             await self._wait_until(deadline)
+
+
+async def _within(deadline: float, wait: Callable[[], Awaitable[bytes]], resource: str) -> bytes:
+    if deadline == math.inf:
+        return await wait()
+    with anyio.CancelScope(deadline=deadline) as scope:
+        return await wait()
+    assert scope.cancelled_caught
+    raise ReadTimeout(f"{resource}: no answer before the deadline")
 
 
 @asynccontextmanager

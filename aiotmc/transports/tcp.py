@@ -16,6 +16,7 @@ exchange. (Raw sockets have no device clear; :meth:`clear` does the same reconne
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
@@ -28,8 +29,10 @@ from .._exceptions import (
     ConnectionLostError,
     ConnectTimeout,
     LocalProtocolError,
+    ReadTimeout,
     RemoteProtocolError,
     UnsupportedOperation,
+    WriteTimeout,
 )
 from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import decode_block, parse_block_header
@@ -147,22 +150,35 @@ class SocketTransport:
         """True when the next operation will reconnect first."""
         return self._stale
 
-    async def send_message(self, parts: Sequence[BytesLike], *, end: bool = True) -> None:
+    async def send_message(
+        self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
+    ) -> None:
         """Send ``parts`` back to back with ``sendmsg`` (no concatenation)."""
         sock = await self._begin()
         try:
-            await self._sendall(sock, parts)
+            if len(parts) == 1:
+                part = parts[0]
+                try:
+                    sent = sock.send(part)  # the common case: one short command
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise self._lost("send failed", exc) from exc
+                if sent < len(part):
+                    await self._sendall(sock, [memoryview(part)[sent:]], deadline)
+            else:
+                await self._sendall(sock, parts, deadline)
         except BaseException:
             self._stale = True
             raise
         finally:
             self._busy = False
 
-    async def receive_message(self, *, max_size: int) -> bytes:
+    async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one message, terminator included."""
         sock = await self._begin()
         try:
-            return await self._receive_message(sock, max_size)
+            return await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
             if not (isinstance(exc, RemoteProtocolError) and self._decoder.at_message_start):
                 self._stale = True  # part of a message may still be on its way
@@ -170,28 +186,30 @@ class SocketTransport:
         finally:
             self._busy = False
 
-    async def receive_block(self, into: memoryview | None = None, *, max_size: int) -> memoryview:
+    async def receive_block(
+        self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
+    ) -> memoryview:
         """Receive a block response; the payload is read straight into ``into``."""
         sock = await self._begin()
         try:
-            return await self._receive_block(sock, into, max_size)
+            return await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):
-            raise  # raised only once the whole message was consumed: still in step
+            raise  # raised once the whole message was consumed (or marked stale): in step
         except BaseException:
             self._stale = True
             raise
         finally:
             self._busy = False
 
-    async def read_stb(self) -> int:
+    async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Raw sockets have no serial poll; the Instrument falls back to ``*STB?``."""
         raise UnsupportedOperation("a raw socket has no bus-level status byte read")
 
-    async def trigger(self) -> None:
+    async def trigger(self, *, deadline: float = math.inf) -> None:
         """Raw sockets have no bus trigger; the Instrument falls back to ``*TRG``."""
         raise UnsupportedOperation("a raw socket has no bus-level trigger")
 
-    async def clear(self) -> None:
+    async def clear(self, *, deadline: float = math.inf) -> None:
         """Resynchronise by reconnecting: drops any answer still on its way."""
         self._stale = True
         await self._begin()
@@ -236,18 +254,40 @@ class SocketTransport:
                 pass
             sock.close()
 
-    async def _sendall(self, sock: socket.socket, parts: Sequence[BytesLike]) -> None:
+    def _lost(self, what: str, exc: OSError) -> ConnectionLostError:
+        return ConnectionLostError(f"{what}: {exc}", resource=self._info.resource)
+
+    async def _readable(self, sock: socket.socket, deadline: float) -> None:
+        """Wait until readable; a cancel scope only when there is a deadline."""
+        if deadline == math.inf:
+            await anyio.wait_readable(sock)
+            return
+        with anyio.CancelScope(deadline=deadline) as scope:
+            await anyio.wait_readable(sock)
+        if scope.cancelled_caught:
+            raise ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
+
+    async def _writable(self, sock: socket.socket, deadline: float) -> None:
+        if deadline == math.inf:
+            await anyio.wait_writable(sock)
+            return
+        with anyio.CancelScope(deadline=deadline) as scope:
+            await anyio.wait_writable(sock)
+        if scope.cancelled_caught:
+            raise WriteTimeout(f"{self._info.resource}: could not send before the deadline")
+
+    async def _sendall(
+        self, sock: socket.socket, parts: Sequence[BytesLike], deadline: float
+    ) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         while views:
             try:
                 sent = sock.sendmsg(views)
             except BlockingIOError:
-                await anyio.wait_writable(sock)
+                await self._writable(sock, deadline)
                 continue
             except OSError as exc:
-                raise ConnectionLostError(
-                    f"send failed: {exc}", resource=self._info.resource
-                ) from exc
+                raise self._lost("send failed", exc) from exc
             while sent:
                 head = views[0]
                 if sent >= len(head):
@@ -257,19 +297,17 @@ class SocketTransport:
                     views[0] = head[sent:]
                     sent = 0
 
-    async def _fill(self, sock: socket.socket) -> None:
+    async def _fill(self, sock: socket.socket, deadline: float) -> None:
         """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
         chunk = self._chunk
         while True:
             try:
                 n = sock.recv_into(chunk)
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                await self._readable(sock, deadline)
                 continue
             except OSError as exc:
-                raise ConnectionLostError(
-                    f"receive failed: {exc}", resource=self._info.resource
-                ) from exc
+                raise self._lost("receive failed", exc) from exc
             if n == 0:
                 pending = len(self._decoder.buffered)
                 detail = f" after {pending} bytes of a response" if pending else ""
@@ -279,7 +317,7 @@ class SocketTransport:
             self._decoder.receive_data(memoryview(chunk)[:n])
             return
 
-    async def _receive_message(self, sock: socket.socket, max_size: int) -> bytes:
+    async def _receive_message(self, sock: socket.socket, max_size: int, deadline: float) -> bytes:
         decoder = self._decoder
         while True:
             message = decoder.next_message()
@@ -291,20 +329,19 @@ class SocketTransport:
                     )
                 return message
             if len(decoder.buffered) > max_size:
-                await self._discard_message(sock)
+                await self._discard_message(sock, deadline)
                 raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
-            await self._fill(sock)
+            await self._fill(sock, deadline)
 
-    async def _discard_message(self, sock: socket.socket) -> None:
-        """Drop the rest of the current message (framing by terminator only)."""
+    async def _discard_message(self, sock: socket.socket, deadline: float) -> None:
+        """Drop the rest of the current message, however long it turns out to be."""
         decoder = self._decoder
         decoder.discard_current()
         while not decoder.at_message_start:
-            await self._fill(sock)
-            decoder.discard_current()
+            await self._fill(sock, deadline)
 
     async def _receive_block(
-        self, sock: socket.socket, into: memoryview | None, max_size: int
+        self, sock: socket.socket, into: memoryview | None, max_size: int, deadline: float
     ) -> memoryview:
         decoder = self._decoder
         # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered.
@@ -315,7 +352,7 @@ class SocketTransport:
                 start += 1
             if start < len(buffered):
                 if buffered[start] != 0x23:  # not '#': not a block; consume it and complain
-                    message = await self._receive_message(sock, max_size=1 << 62)
+                    message = await self._receive_message(sock, 1 << 62, deadline)
                     raise RemoteProtocolError(
                         f"expected an IEEE 488.2 block, got {bytes(message[:40])!r}"
                     )
@@ -326,9 +363,9 @@ class SocketTransport:
                     raise
                 if header is not None:
                     break
-            await self._fill(sock)
+            await self._fill(sock, deadline)
         if header.payload_length is None:  # indefinite "#0...<NL>": framed by the terminator
-            message = await self._receive_message(sock, max_size)
+            message = await self._receive_message(sock, max_size, deadline)
             payload = decode_block(message, terminator=self._terminator, max_size=max_size)
             return _deliver(payload, into)
         size = header.payload_length
@@ -344,12 +381,10 @@ class SocketTransport:
             try:
                 n = sock.recv_into(target[pos:])
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                await self._readable(sock, deadline)
                 continue
             except OSError as exc:
-                raise ConnectionLostError(
-                    f"receive failed: {exc}", resource=self._info.resource
-                ) from exc
+                raise self._lost("receive failed", exc) from exc
             if n == 0:
                 raise ConnectionLostError(
                     f"connection closed after {pos} of {size} block bytes",
@@ -357,7 +392,7 @@ class SocketTransport:
                 )
             pos += n
         # 3. The rest of the message: normally just the terminator.
-        rest = await self._receive_message(sock, max_size=1 << 62)
+        rest = await self._receive_message(sock, 1 << 62, deadline)
         if rest.strip():
             raise RemoteProtocolError(f"unexpected bytes after the block: {rest[:40]!r}")
         if too_small:

@@ -1,0 +1,85 @@
+"""``python -m benchmarks --quick`` runs end to end in a real subprocess.
+
+This keeps the benchmark harness from rotting: it must start the simulator and every
+client process, produce one table and a JSON file with every figure present. It asserts
+nothing about performance (figures depend on the machine and its load).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.figures import AIOTMC, CLIENTS, measurements
+
+ROOT = Path(__file__).resolve().parent.parent
+USB_ROWS = {"usb_block", "usb_cpu", "usb_rtt"}
+USB_MODULES = ("aiotmc.sim.fake_port", "aiotmc.sim.usbtmc_device", "aiotmc.transports.usbtmc")
+
+
+def _allowed_na(row_key: str, client: str, cell: dict[str, Any]) -> bool:
+    """Cells that may legitimately read n/a on this machine."""
+    if row_key == "umockdev":
+        return True
+    if row_key in USB_ROWS and any(importlib.util.find_spec(m) is None for m in USB_MODULES):
+        return True
+    return client == "aiotmc-uvloop" and importlib.util.find_spec("uvloop") is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout
+    assert "| figure | unit | aiotmc asyncio |" in table
+    assert "aiotmc/floor" in table and "aiotmc/PyVISA" in table
+
+    data = json.loads(output.read_text())
+    assert data["meta"]["mode"] == "quick"
+    assert data["meta"]["machine"]["nproc"] >= 1
+    rows = {row["key"]: row for row in data["rows"]}
+    expected = [(m, row) for m in measurements("quick") for row in m.rows]
+    assert [row.key for _, row in expected] == list(rows)
+
+    for m, row in expected:
+        assert f"| {row.label} | {row.unit} |" in table, row.label
+        got = rows[row.key]
+        assert set(got["clients"]) == set(m.clients)
+        for client in m.clients:
+            cell = got["clients"][client]
+            assert "error" not in cell, (row.key, client, cell["error"])
+            if cell["median"] is None:
+                assert cell.get("na"), (row.key, client)
+                assert _allowed_na(row.key, client, cell), (row.key, client, cell["na"])
+            else:
+                assert math.isfinite(cell["median"]) and cell["median"] > 0
+                assert cell["min"] <= cell["median"] <= cell["max"]
+        if row.target is not None and "floor" in m.clients:
+            ratios = got["ratios"]["aiotmc/floor"]
+            assert set(ratios) == set(AIOTMC) & set(m.clients)
+            assert set(got["verdicts"]) <= set(AIOTMC)
+    assert set(CLIENTS) <= {c for row in data["rows"] for c in row["clients"]}
+
+
+def test_quick_schedule_covers_every_figure_kind() -> None:
+    kinds = {m.kind for m in measurements("quick")}
+    assert kinds == {m.kind for m in measurements("full")}
+    full_keys = {row.key for m in measurements("full") for row in m.rows}
+    assert {"rtt", "cpu", "fanout_1000", "block_new_100MB", "block_reused_100MB"} <= full_keys
+    assert {"upload_100MB", "concurrent", "srq", "usb_block", "umockdev"} <= full_keys
