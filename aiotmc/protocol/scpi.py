@@ -1,0 +1,650 @@
+"""SCPI response framing and value formats: bytes in, messages out (sans-IO, stdlib only).
+
+:class:`MessageDecoder` frames a byte stream (raw TCP socket, later serial) into response
+messages. A definite-length block may contain the terminator anywhere, so only a
+block-aware reader knows where a message ends; ``receive_until(b"\\n")`` would cut binary
+data.
+
+Response grammar the decoder understands (IEEE 488.2 section 8.7, read tolerantly):
+
+* ``#<d><d digits>`` (``d`` = 1-9) starts a definite-length block; its payload is skipped
+  by count, never scanned.
+* ``#0`` starts an indefinite-length block: the payload runs to the next terminator.
+* ``#`` followed by anything else (``#H1F``, ``#B101``, ``#Q17``, ``CH#1A``) is text: a
+  framer cannot tell a broken block header from text, and text is what it is more often.
+  :func:`~aiotmc.protocol.ieee4882.decode_block` is strict when a block is expected.
+* ``"`` or ``'`` opens a string when it starts a data element: at the start of the
+  message or after ``,``, ``;`` or whitespace. Inside, a doubled quote is a literal quote
+  and the terminator is data. A quote inside a word (``O'Neil``, ``5.0"``) is text, so an
+  apostrophe in plain text cannot swallow the terminator.
+
+The only errors are a message longer than ``max_message_size`` (raised as soon as it is
+known, e.g. from a block header) and EOF in the middle of a message.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any, Final, TypeVar, overload
+
+from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .ieee4882 import DEFAULT_MAX_MESSAGE_SIZE
+
+__all__ = [
+    "NEED_DATA",
+    "MessageDecoder",
+    "binary_format",
+    "format_values",
+    "pack_binary",
+    "parse_values",
+    "split_compound",
+    "unpack_binary",
+]
+
+T = TypeVar("T")
+
+
+class _SentinelMeta(type):
+    def __repr__(cls) -> str:
+        return cls.__name__
+
+
+class NEED_DATA(metaclass=_SentinelMeta):
+    """Returned (the class itself, h11 style) when more bytes are needed for a message."""
+
+
+# Scanner modes.
+_PLAIN: Final = 0  # between data elements / inside plain text
+_DQUOTE: Final = 1  # inside "..."
+_SQUOTE: Final = 2  # inside '...'
+_BLOCK: Final = 3  # inside a definite-length block payload (ends at _block_end)
+_RAW: Final = 4  # inside a '#0' payload: only the terminator matters
+
+_HASH: Final = 0x23
+_DQ: Final = 0x22
+_SQ: Final = 0x27
+_ZERO: Final = 0x30
+_NINE: Final = 0x39
+_OPENERS: Final = frozenset(b",; \t\r\n")  # a quote after one of these opens a string
+_WHITESPACE: Final = " \t\r\n"
+
+
+class MessageDecoder:
+    """Frames a byte stream into response messages on the terminator.
+
+    A message never ends inside a definite-length block (``#<n><len>...``) or a quoted
+    string (``"..."`` or ``'...'`` with doubled-quote escapes); see the module docstring
+    for the exact grammar. Feed bytes with :meth:`receive_data` and take messages with
+    :meth:`next_message` until it returns :class:`NEED_DATA`.
+
+    Work is O(n) over the stream: the scan position is remembered between calls, block
+    payloads are skipped by arithmetic, and consumed bytes are dropped from the front of
+    a ``bytearray`` (O(1) in CPython).
+
+    Errors (:class:`~aiotmc.RemoteProtocolError`) are sticky: :meth:`next_message` raises
+    again until :meth:`discard_current` or :meth:`reset` is called.
+    """
+
+    __slots__ = (
+        "_block_end",
+        "_buf",
+        "_discarding",
+        "_eof",
+        "_error",
+        "_max",
+        "_mode",
+        "_pos",
+        "_started",
+        "_term",
+        "_tlen",
+    )
+
+    def __init__(
+        self,
+        *,
+        terminator: bytes = b"\n",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        term = bytes(terminator)
+        if not term:
+            raise LocalProtocolError("the terminator must not be empty")
+        if any(c in term for c in b"#\"'"):
+            raise LocalProtocolError(f"the terminator {term!r} must not contain '#', '\"' or \"'\"")
+        if max_message_size < 1:
+            raise LocalProtocolError(f"max_message_size must be positive, got {max_message_size}")
+        self._term = term
+        self._tlen = len(term)
+        self._max = max_message_size
+        self._buf = bytearray()
+        self._eof = False
+        self._reset_scan()
+
+    def _reset_scan(self) -> None:
+        self._pos = 0  # scan offset; the buffer always starts at the current message
+        self._started = False  # next_message() saw part of the current message
+        self._mode = _PLAIN
+        self._block_end = 0
+        self._discarding = False
+        self._error: str | None = None
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def terminator(self) -> bytes:
+        """The response message terminator."""
+        return self._term
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest message :meth:`next_message` returns (terminator included)."""
+        return self._max
+
+    @property
+    def eof(self) -> bool:
+        """True once ``receive_data(b"")`` was called (until :meth:`reset`)."""
+        return self._eof
+
+    @property
+    def buffered(self) -> memoryview:
+        """The unconsumed bytes, read-only; valid until the next mutating call."""
+        return memoryview(self._buf).toreadonly()
+
+    @property
+    def at_message_start(self) -> bool:
+        """True when no partial message is pending: no error, no discard in progress, and
+        :meth:`next_message` has not returned :class:`NEED_DATA` on part of a message.
+
+        Bytes already buffered (see :attr:`buffered`) then start a new message, and a
+        caller may parse and :meth:`consume` them itself.
+        """
+        return not self._started and self._error is None and not self._discarding
+
+    # -- feeding and consuming -----------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the peer; ``b""`` signals EOF.
+
+        While a message is being discarded (:meth:`discard_current`), its bytes are
+        dropped here as they arrive.
+        """
+        if not data:
+            self._eof = True
+            if self._discarding:
+                self._skip()
+            return
+        if self._eof:
+            raise LocalProtocolError("receive_data() called after EOF")
+        try:
+            self._buf += data
+        except BufferError:  # a view from .buffered is still alive: switch buffers
+            self._buf = self._buf + data
+        if self._discarding:  # drop a discarded message's bytes as they arrive
+            self._skip()
+
+    def consume(self, n: int) -> None:
+        """Drop ``n`` unconsumed bytes from the front and take over framing.
+
+        For callers that read part of a message themselves (block payloads straight into
+        a user buffer). The scan state (and any error) is reset: the remaining bytes are
+        scanned afresh as the start of a message.
+        """
+        if not 0 <= n <= len(self._buf):
+            raise LocalProtocolError(f"cannot consume {n} bytes, {len(self._buf)} buffered")
+        self._drop(n)
+        self._reset_scan()
+
+    def reset(self) -> None:
+        """Drop all buffered bytes and all state, including EOF (for a new connection)."""
+        self._drop(len(self._buf))
+        self._eof = False
+        self._reset_scan()
+
+    def discard_current(self) -> None:
+        """Abandon the current (broken or unwanted) message and resynchronise.
+
+        The message's bytes are dropped now, and so is everything :meth:`receive_data`
+        gets later up to and including the end of that message; :attr:`at_message_start`
+        tells when that point was reached, and :meth:`next_message` continues from there
+        (calling this again meanwhile is harmless). The end is found as for any message:
+        the scan keeps following the message's structure, skips a block by its announced
+        length (an oversized block too, without buffering it) and stops after the
+        terminator. After EOF, everything buffered is dropped.
+
+        When :attr:`at_message_start` is true there is no current message and this does
+        nothing (bytes of the next message that are already buffered are kept).
+        """
+        if self._error is not None:
+            self._error = None
+        elif self.at_message_start:
+            return
+        self._discarding = True
+        self._skip()
+
+    # -- framing -------------------------------------------------------------------------
+
+    def next_message(self) -> bytes | type[NEED_DATA]:
+        """Return the next complete message, terminator included, or :class:`NEED_DATA`.
+
+        Raises :class:`~aiotmc.RemoteProtocolError` if the message is (or will be, as a
+        block header announces) longer than ``max_message_size``, or if EOF arrived with
+        a partial message pending ("connection closed mid-message").
+        """
+        buf = self._buf
+        if self._mode == _PLAIN and self._error is None and not self._discarding:
+            # Fast paths for plain text ('*IDN?' answers, numbers, long ASCII lists arriving
+            # in chunks) with no '#' or quote before the terminator: memchr only.
+            if not buf:
+                return NEED_DATA
+            pos = self._pos
+            t = buf.find(self._term, pos)
+            if t >= 0:
+                end = t + self._tlen
+                if end == len(buf) and pos == 0:  # exactly one message buffered: typical
+                    if _HASH not in buf and _DQ not in buf and _SQ not in buf and end <= self._max:
+                        message = bytes(buf)
+                        self._drop(end)
+                        self._started = False
+                        return message
+                elif (
+                    buf.find(_HASH, pos, t) < 0
+                    and buf.find(_DQ, pos, t) < 0
+                    and buf.find(_SQ, pos, t) < 0
+                    and end <= self._max
+                ):
+                    self._pos = 0
+                    self._started = False
+                    return self._take(end)
+            else:
+                n = len(buf)
+                if (
+                    buf.find(_HASH, pos) < 0
+                    and buf.find(_DQ, pos) < 0
+                    and buf.find(_SQ, pos) < 0
+                    and n <= self._max
+                    and not self._eof
+                ):
+                    self._pos = max(pos, n - self._tlen + 1)
+                    self._started = True
+                    return NEED_DATA
+        return self._next_slow()
+
+    def _next_slow(self) -> bytes | type[NEED_DATA]:
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
+        if self._discarding:  # receive_data() advances a discard: nothing more to do yet
+            return NEED_DATA
+        end = self._scan()
+        if end >= 0:
+            if end > self._max:
+                self._fail(
+                    f"response message of {end} bytes, more than max_message_size={self._max}"
+                )
+            self._reset_scan()
+            return self._take(end)
+        n = len(self._buf)
+        if n > self._max:
+            self._fail(
+                f"response message exceeds max_message_size={self._max}"
+                f" ({n} bytes received, no terminator yet)"
+            )
+        if self._eof and n:
+            self._fail(f"connection closed mid-message ({n} bytes pending)")
+        self._started = n > 0
+        return NEED_DATA
+
+    def _fail(self, message: str) -> None:
+        self._error = message
+        raise RemoteProtocolError(message)
+
+    def _take(self, end: int) -> bytes:
+        buf = self._buf
+        if end == len(buf):
+            message = bytes(buf)
+        else:
+            with memoryview(buf) as view:
+                message = view[:end].tobytes()
+        self._drop(end)
+        return message
+
+    def _drop(self, n: int) -> None:
+        try:
+            del self._buf[:n]
+        except BufferError:  # a view from .buffered is still alive: switch buffers
+            self._buf = self._buf[n:]
+
+    def _skip(self) -> None:
+        """Advance a discard: drop scanned bytes; stop after the discarded message."""
+        end = self._scan()
+        if end >= 0:
+            self._drop(end)
+            self._reset_scan()
+            return
+        # Drop what was scanned but keep one byte: whether a quote opens a string
+        # depends on the byte before it.
+        drop = self._pos - 1 if self._pos else 0
+        self._drop(drop)
+        self._block_end -= drop
+        self._pos -= drop
+        if self._eof:
+            self._drop(len(self._buf))
+            self._reset_scan()
+
+    def _scan(self) -> int:
+        """Scan from the saved position; return the message end, or -1 if incomplete.
+
+        Saves the position and mode for the next call. Outside discard mode, raises on an
+        oversized block header.
+        """
+        buf = self._buf
+        n = len(buf)
+        term = self._term
+        tlen = self._tlen
+        pos = self._pos
+        mode = self._mode
+        t = -2  # cached buf.find(term, p) for some p <= pos: valid if -1 or >= pos
+        limit = h = dq = sq = -2
+        try:
+            while True:
+                if mode == _PLAIN:
+                    if t == -2 or 0 <= t < pos:
+                        t = buf.find(term, pos)
+                        limit = n if t < 0 else t
+                        h = dq = sq = -2
+                    # Next '#', '"' and "'" before the limit, each cached while valid
+                    # (-1: none before the limit), so every byte is searched once per char.
+                    if h < pos and h != -1:
+                        h = buf.find(_HASH, pos, limit)
+                    if dq < pos and dq != -1:
+                        dq = buf.find(_DQ, pos, limit)
+                    if sq < pos and sq != -1:
+                        sq = buf.find(_SQ, pos, limit)
+                    s = limit
+                    if 0 <= h < s:
+                        s = h
+                    if 0 <= dq < s:
+                        s = dq
+                    if 0 <= sq < s:
+                        s = sq
+                    if s == limit:
+                        if t >= 0:
+                            return t + tlen
+                        pos = max(pos, n - tlen + 1)
+                        return -1
+                    c = buf[s]
+                    if c == _HASH:
+                        if s + 1 == n:
+                            pos = s
+                            return -1
+                        d = buf[s + 1]
+                        if not _ZERO <= d <= _NINE:
+                            pos = s + 1  # '#H1F', '#B101', stray '#': text
+                        elif d == _ZERO:
+                            pos = s + 2
+                            mode = _RAW
+                        else:
+                            stop = s + 2 + d - _ZERO  # end of the length digits
+                            digits = buf[s + 2 : stop]
+                            if digits and not digits.isdigit():
+                                pos = s + 1  # not a block header ('#2A'): text
+                                continue
+                            pos = s  # wait for the header here; errors leave the scan here
+                            if stop > n:
+                                return -1
+                            self._block_end = end = stop + int(digits)
+                            if end > self._max and not self._discarding:
+                                # discard_current() re-reads the header, skips by count.
+                                size = end - stop
+                                self._fail(
+                                    f"block header announces {size} bytes, more than"
+                                    f" max_message_size={self._max}"
+                                    if size > self._max
+                                    else f"a block of {size} bytes makes the message at least"
+                                    f" {end} bytes, more than max_message_size={self._max}"
+                                )
+                            pos = stop
+                            mode = _BLOCK
+                    elif s == 0 or buf[s - 1] in _OPENERS:
+                        pos = s + 1
+                        mode = _DQUOTE if c == _DQ else _SQUOTE
+                    else:
+                        pos = s + 1  # a quote inside a word: text
+                elif mode == _BLOCK:
+                    if self._block_end > n:
+                        pos = n
+                        return -1
+                    pos = self._block_end
+                    mode = _PLAIN
+                elif mode == _RAW:
+                    if t == -2 or 0 <= t < pos:
+                        t = buf.find(term, pos)
+                    if t < 0:
+                        pos = max(pos, n - tlen + 1)
+                        return -1
+                    return t + tlen
+                else:
+                    quote = _DQ if mode == _DQUOTE else _SQ
+                    q = buf.find(quote, pos)
+                    if q < 0:
+                        pos = n
+                        return -1
+                    if q + 1 == n and not self._eof:
+                        pos = q  # a doubled quote or the closing one: need the next byte
+                        return -1
+                    if q + 1 < n and buf[q + 1] == quote:
+                        pos = q + 2
+                    else:
+                        pos = q + 1
+                        mode = _PLAIN
+        finally:
+            self._pos = pos
+            self._mode = mode
+
+
+# -- compound responses -------------------------------------------------------------------
+
+_find_split_special = re.compile(r"[;\"'#]").search
+_DIGITS: Final = "0123456789"
+
+
+@overload
+def split_compound(response: str) -> list[str]: ...
+@overload
+def split_compound(response: bytes | bytearray | memoryview) -> list[bytes]: ...
+def split_compound(response: str | bytes | bytearray | memoryview) -> list[str] | list[bytes]:
+    """Split a compound response (``A?;B?``) on top-level ``;``.
+
+    Semicolons inside strings and blocks (recognised as by :class:`MessageDecoder`) do
+    not split. Each element loses leading and trailing whitespace (the terminator too),
+    but never bytes of a block payload or string. Block lengths count characters, so
+    decode binary responses as latin-1 (or pass ``bytes``, which returns ``bytes``).
+    An empty response gives ``[""]``; an unterminated string runs to the end; a block
+    cut short is a :class:`~aiotmc.RemoteProtocolError`.
+
+    >>> split_compound('1.0;"a;b";#13abc\\n')
+    ['1.0', '"a;b"', '#13abc']
+    """
+    if not isinstance(response, str):
+        text = bytes(response).decode("latin-1")
+        return [part.encode("latin-1") for part in split_compound(text)]
+    text = response
+    n = len(text)
+    parts: list[str] = []
+    start = pos = protect = 0
+    while True:
+        match = _find_split_special(text, pos)
+        if match is None:
+            break
+        s = match.start()
+        c = text[s]
+        if c == ";":
+            parts.append(_strip(text, start, s, protect))
+            start = pos = protect = s + 1
+        elif c == "#":
+            if s + 1 == n or text[s + 1] not in _DIGITS:
+                pos = s + 1
+                continue
+            ndigits = int(text[s + 1])
+            if ndigits == 0:  # indefinite: the payload runs to the final terminator
+                pos = protect = n - 1 if text.endswith("\n") else n
+                break
+            digits = text[s + 2 : s + 2 + ndigits]
+            if len(digits) < ndigits or digits.strip(_DIGITS):
+                pos = s + 1  # not a block header: text, as in MessageDecoder
+                continue
+            end = s + 2 + ndigits + int(digits)
+            if end > n:
+                raise RemoteProtocolError(
+                    f"truncated block in compound response: header announces {int(digits)}"
+                    f" characters, {n - s - 2 - ndigits} present"
+                )
+            pos = protect = end
+        elif s == 0 or text[s - 1] in ",; \t\r\n":
+            close = s + 1
+            while True:
+                close = text.find(c, close)
+                if close < 0:
+                    close = n - 1  # unterminated: the string runs to the end
+                    break
+                if close + 1 < n and text[close + 1] == c:
+                    close += 2
+                    continue
+                break
+            pos = protect = close + 1
+        else:
+            pos = s + 1
+    parts.append(_strip(text, start, n, protect))
+    return parts
+
+
+def _strip(text: str, start: int, end: int, protect: int) -> str:
+    """``text[start:end]`` without outer whitespace, keeping everything before ``protect``."""
+    segment = text[start:end]
+    left = start + len(segment) - len(segment.lstrip(_WHITESPACE))
+    right = max(start + len(segment.rstrip(_WHITESPACE)), min(protect, end))
+    return text[min(left, right) : right]
+
+
+# -- ASCII values -------------------------------------------------------------------------
+
+
+@overload
+def parse_values(text: str, *, separator: str = ",") -> list[float]: ...
+@overload
+def parse_values(text: str, *, converter: Callable[[str], T], separator: str = ",") -> list[T]: ...
+def parse_values(
+    text: str, *, converter: Callable[[str], Any] = float, separator: str = ","
+) -> list[Any]:
+    """Parse an ASCII value list (``"1.0,2.5E-3,-4"``) with ``converter`` per item.
+
+    Outer whitespace and the terminator are ignored; an empty response gives ``[]``.
+    Items are stripped before conversion. A :class:`~aiotmc.RemoteProtocolError` names
+    the first item the converter rejects (with ``ValueError``, ``TypeError`` or
+    ``ArithmeticError``) and its index.
+    """
+    if not separator:
+        raise LocalProtocolError("the separator must not be empty")
+    body = text.strip()
+    if not body:
+        return []
+    items = body.split(separator)
+    if converter is not float and converter is not int:  # those two ignore whitespace
+        items = [item.strip() for item in items]
+    try:
+        return list(map(converter, items))
+    except (ValueError, TypeError, ArithmeticError):
+        pass
+    for index, item in enumerate(items):
+        try:
+            converter(item)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            name = getattr(converter, "__name__", repr(converter))
+            raise RemoteProtocolError(
+                f"cannot parse item {index} {item.strip()!r} of {len(items)} with {name}: {exc}"
+            ) from exc
+    raise AssertionError("unreachable: a conversion failed once and then succeeded")
+
+
+def format_values(values: Iterable[float | int], *, separator: str = ",", fmt: str = "{!r}") -> str:
+    """Format numbers for an ASCII write (``"1.5,2,NINF"``).
+
+    With the default ``fmt``, numbers are written as Python's shortest round-trip repr
+    of the ``float``/``int`` value (so ``numpy.float64(1.5)`` gives ``1.5``, ``True``
+    gives ``1``), and infinities and NaN as the SCPI keywords ``INF``, ``NINF``, ``NAN``.
+    Any other ``fmt`` is applied with :meth:`str.format`. A value that cannot be
+    formatted raises :class:`~aiotmc.LocalProtocolError` naming its index.
+    """
+    out: list[str] = []
+    default = fmt == "{!r}"
+    for index, value in enumerate(values):
+        try:
+            out.append(_format_number(value) if default else fmt.format(value))
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
+            raise LocalProtocolError(
+                f"cannot format value {index} ({value!r}) with {fmt!r}: {exc}"
+            ) from exc
+    return separator.join(out)
+
+
+def _format_number(value: object) -> str:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float.__repr__(value)
+        return "NAN" if math.isnan(value) else ("INF" if value > 0 else "NINF")
+    if isinstance(value, int) or hasattr(type(value), "__index__"):
+        return int.__repr__(operator.index(value))  # type: ignore[arg-type]
+    if isinstance(value, (str, bytes, bytearray)):
+        raise TypeError("not a number")
+    return _format_number(float(value))  # type: ignore[arg-type]
+
+
+# -- binary values ------------------------------------------------------------------------
+
+_BINARY_TYPES: Final = frozenset("bBhHiIlLqQfde")
+
+
+def binary_format(datatype: str, *, big_endian: bool) -> str:
+    """Return the :mod:`struct` format (``"<f"``, ``">H"``...) for one item.
+
+    ``datatype`` is a struct letter among ``b B h H i I l L q Q f d e``; sizes are the
+    standard ones (``l``/``L`` are 4 bytes). Anything else raises
+    :class:`~aiotmc.LocalProtocolError`.
+    """
+    if not isinstance(datatype, str) or datatype not in _BINARY_TYPES or len(datatype) != 1:
+        raise LocalProtocolError(
+            f"unsupported binary datatype {datatype!r}; use one of {''.join(sorted(_BINARY_TYPES))}"
+        )
+    return (">" if big_endian else "<") + datatype
+
+
+def pack_binary(values: Iterable[float | int], datatype: str, *, big_endian: bool) -> bytes:
+    """Pack numbers into a block payload (no header)."""
+    fmt = binary_format(datatype, big_endian=big_endian)
+    items = values if isinstance(values, (list, tuple)) else list(values)
+    try:
+        return struct.pack(f"{fmt[0]}{len(items)}{fmt[1]}", *items)
+    except (struct.error, TypeError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot pack values as {fmt!r}: {exc}") from exc
+
+
+def unpack_binary(
+    payload: bytes | bytearray | memoryview, datatype: str, *, big_endian: bool
+) -> list[Any]:
+    """Unpack a block payload into numbers (``int`` or ``float`` by ``datatype``).
+
+    Raises :class:`~aiotmc.RemoteProtocolError` if the payload is not a whole number of
+    items.
+    """
+    fmt = binary_format(datatype, big_endian=big_endian)
+    view = memoryview(payload).cast("B")
+    size = struct.calcsize(fmt)
+    count, rest = divmod(len(view), size)
+    if rest:
+        raise RemoteProtocolError(
+            f"binary payload of {len(view)} bytes is not a whole number of"
+            f" {size}-byte {datatype!r} items"
+        )
+    return list(struct.unpack(f"{fmt[0]}{count}{fmt[1]}", view))

@@ -1,0 +1,788 @@
+"""SCPI response framing (MessageDecoder), compound responses and value formats."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import struct
+import tracemalloc
+from collections.abc import Iterable, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiotmc import LocalProtocolError, ProtocolError, RemoteProtocolError
+from aiotmc.protocol import (
+    NEED_DATA,
+    MessageDecoder,
+    binary_format,
+    encode_block,
+    format_values,
+    pack_binary,
+    parse_block_header,
+    parse_values,
+    split_compound,
+    unpack_binary,
+)
+
+# scripts/fuzz_protocol.py raises this for a long run.
+PROPERTY = settings(max_examples=int(os.environ.get("AIOTMC_FUZZ_EXAMPLES", "200")), deadline=None)
+
+ALL_BYTES = bytes(range(256))
+ERROR = "ERROR"
+
+
+def drain(decoder: MessageDecoder) -> list[bytes]:
+    """Every complete message the decoder holds."""
+    out: list[bytes] = []
+    while (message := decoder.next_message()) is not NEED_DATA:
+        assert isinstance(message, bytes)
+        out.append(message)
+    return out
+
+
+def decode(chunks: Iterable[bytes], *, terminator: bytes = b"\n", eof: bool = True) -> list[bytes]:
+    decoder = MessageDecoder(terminator=terminator)
+    out: list[bytes] = []
+    for chunk in chunks:
+        if chunk:  # b"" would mean EOF
+            decoder.receive_data(chunk)
+            out += drain(decoder)
+    if eof:
+        decoder.receive_data(b"")
+        out += drain(decoder)
+        assert decoder.at_message_start
+        assert not decoder.buffered
+    return out
+
+
+def outcomes(
+    chunks: Iterable[bytes], *, max_message_size: int, terminator: bytes = b"\n"
+) -> list[object]:
+    """Messages and errors, discarding the broken message after each error, then EOF."""
+    decoder = MessageDecoder(terminator=terminator, max_message_size=max_message_size)
+    out: list[object] = []
+
+    def pull() -> None:
+        for _ in range(10_000):  # bounded: a hang is a failure, not a timeout
+            try:
+                message = decoder.next_message()
+            except RemoteProtocolError:
+                out.append(ERROR)
+                decoder.discard_current()
+                continue
+            if message is NEED_DATA:
+                return
+            assert isinstance(message, bytes)
+            assert len(message) <= max_message_size
+            out.append(message)
+        raise AssertionError("next_message() loops forever")
+
+    for chunk in chunks:
+        decoder.receive_data(chunk)
+        pull()
+    decoder.receive_data(b"")
+    pull()
+    assert decoder.at_message_start
+    assert not decoder.buffered
+    return out
+
+
+def split_at(data: bytes, points: Iterable[int]) -> list[bytes]:
+    cuts = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+TRICKY = [
+    b"KEYSIGHT TECHNOLOGIES,34461A,MY1234,A.02.14\n",
+    b"+1.00000000E+00,-2.5E-3\n",
+    b"\n",
+    b'-113,"Undefined; header\nwith a newline"\n',
+    b"'single ''quoted''; \n string',\"doubled \"\"\n\"\" quotes\"\n",
+    b"#14\n\n\n\n\n",
+    b":WAV:DATA " + encode_block(ALL_BYTES) + b"\n",
+    b"1.0;" + encode_block(b"\"';#9\n") + b';"a;b"\n',
+    b"#0indefinite ' \" #9 payload\n",
+    b"#H1F,#B101,#Q17,No. #x\n",
+    b"O'Neil Instruments,5.0\" display,it's\n",
+    b"#10\n",
+    b"CH#1A,#2x\n",
+]
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+def test_idn_response() -> None:
+    decoder = MessageDecoder()
+    assert decoder.next_message() is NEED_DATA
+    decoder.receive_data(b"ACME,Model 1,SN1,1.0\n")
+    assert decoder.next_message() == b"ACME,Model 1,SN1,1.0\n"
+    assert decoder.next_message() is NEED_DATA
+    assert decoder.at_message_start
+
+
+def test_configuration_is_readable() -> None:
+    decoder = MessageDecoder(terminator=b"\r\n", max_message_size=99)
+    assert decoder.terminator == b"\r\n"
+    assert decoder.max_message_size == 99
+    assert not decoder.eof
+
+
+def test_need_data_is_a_sentinel_class() -> None:
+    assert isinstance(NEED_DATA, type)
+    assert repr(NEED_DATA) == "NEED_DATA"
+
+
+def test_tricky_messages_back_to_back_in_one_chunk() -> None:
+    assert decode([b"".join(TRICKY)]) == TRICKY
+
+
+def test_tricky_messages_split_at_every_point() -> None:
+    stream = b"".join(TRICKY)
+    for point in range(len(stream) + 1):
+        assert decode([stream[:point], stream[point:]]) == TRICKY, point
+
+
+def test_tricky_messages_byte_by_byte() -> None:
+    stream = b"".join(TRICKY)
+    assert decode([stream[i : i + 1] for i in range(len(stream))]) == TRICKY
+
+
+def test_small_stream_split_at_every_pair_of_points() -> None:
+    messages = [b'1;"a\n;""b";#12\n;\n', b"#0x'\n", b"#13a\nb'x'\n"]
+    stream = b"".join(messages)
+    for i in range(len(stream) + 1):
+        for j in range(i, len(stream) + 1):
+            assert decode([stream[:i], stream[i:j], stream[j:]]) == messages, (i, j)
+
+
+def test_crlf_terminator_split_at_every_point() -> None:
+    messages = [b"1.0\r\n", b'"a\r\nb"\r\n', b"#12\r\n\r\n", b"#0\r\r\r\n", b"x\ry\n\r\n"]
+    stream = b"".join(messages)
+    for point in range(len(stream) + 1):
+        assert decode([stream[:point], stream[point:]], terminator=b"\r\n") == messages
+
+
+def test_accepts_bytes_like_chunks() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(memoryview(b"xx1.5\nyy")[2:6])
+    decoder.receive_data(bytearray(b"2\n"))
+    assert drain(decoder) == [b"1.5\n", b"2\n"]
+
+
+# Strategies for well-formed response messages.
+_words = st.text("abcXYZ019+-.:_ ", min_size=1, max_size=8).map(str.encode)
+_tricky_words = st.sampled_from([b"#H1F", b"#B101", b"#Q17", b"O'Neil", b'5.0"', b"a#b", b"#"])
+_numbers = st.floats(allow_nan=False).map(lambda x: repr(x).encode())
+
+
+@st.composite
+def _strings(draw: st.DrawFn) -> bytes:
+    quote = draw(st.sampled_from([b'"', b"'"]))
+    content = draw(st.binary(max_size=20))
+    return quote + content.replace(quote, quote * 2) + quote
+
+
+_blocks = st.binary(max_size=300).map(encode_block)
+_elements = st.one_of(_words, _tricky_words, _numbers, _strings(), _blocks)
+
+
+@st.composite
+def messages(draw: st.DrawFn, terminator: bytes = b"\n") -> bytes:
+    elements = draw(st.lists(_elements, max_size=6))
+    body = b""
+    for element in elements:
+        body += draw(st.sampled_from([b",", b";", b" "])) + element if body else element
+    if draw(st.booleans()):  # an indefinite block ends the message
+        payload = draw(st.binary(max_size=50)).replace(terminator, b"")
+        if terminator == b"\r\n":
+            payload = payload.rstrip(b"\r")  # '\r' + '\r\n' would end one byte early
+        body += (b"," if body else b"") + b"#0" + payload
+    return body + terminator
+
+
+@PROPERTY
+@given(
+    batch=st.lists(messages(), min_size=1, max_size=8),
+    points=st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_well_formed_stream_split_at_random_points(batch: list[bytes], points: list[int]) -> None:
+    stream = b"".join(batch)
+    assert decode(split_at(stream, points)) == batch
+
+
+@PROPERTY
+@given(
+    batch=st.lists(messages(b"\r\n"), min_size=1, max_size=5),
+    points=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_well_formed_stream_crlf(batch: list[bytes], points: list[int]) -> None:
+    stream = b"".join(batch)
+    assert decode(split_at(stream, points), terminator=b"\r\n") == batch
+
+
+# Garbage biased towards the characters that matter to the framing.
+_garbage = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"#",
+                b"#1",
+                b"#2",
+                b"#0",
+                b"#9",
+                b"9",
+                b"1",
+                b'"',
+                b"'",
+                b"\n",
+                b";",
+                b",",
+                b" ",
+                b"a",
+            ]
+        ),
+        st.binary(max_size=30),
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@PROPERTY
+@given(
+    data=_garbage,
+    points=st.lists(st.integers(min_value=0), max_size=10),
+    max_message_size=st.integers(1, 80),
+    terminator=st.sampled_from([b"\n", b"\r\n", b"\x00"]),
+)
+def test_garbage_never_hangs_and_splitting_does_not_change_the_outcome(
+    data: bytes, points: list[int], max_message_size: int, terminator: bytes
+) -> None:
+    """Only RemoteProtocolError escapes, discard_current() always resynchronises, and
+    the sequence of messages and errors does not depend on how the stream is cut."""
+    whole = outcomes([data], max_message_size=max_message_size, terminator=terminator)
+    pieces = outcomes(
+        split_at(data, points), max_message_size=max_message_size, terminator=terminator
+    )
+    assert pieces == whole
+
+
+@PROPERTY
+@given(data=_garbage, points=st.lists(st.integers(min_value=0), max_size=10))
+def test_without_errors_messages_are_a_lossless_split(data: bytes, points: list[int]) -> None:
+    decoder = MessageDecoder()
+    out: list[bytes] = []
+    try:
+        for chunk in split_at(data, points):
+            decoder.receive_data(chunk)
+            out += drain(decoder)
+    except RemoteProtocolError:
+        return
+    assert b"".join(out) + bytes(decoder.buffered) == data
+    assert all(message.endswith(b"\n") for message in out)
+
+
+# -- limits and errors -------------------------------------------------------------------------
+
+
+def test_oversized_block_header_fails_fast_without_allocating() -> None:
+    decoder = MessageDecoder()
+    tracemalloc.start()
+    try:
+        decoder.receive_data(b"#9999999999")
+        with pytest.raises(RemoteProtocolError) as info:
+            decoder.next_message()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+    assert "block header announces 999999999 bytes" in str(info.value)
+    assert "more than max_message_size=268435456" in str(info.value)
+    assert not decoder.at_message_start
+
+
+def test_oversized_block_fails_once_the_length_digits_are_in() -> None:
+    decoder = MessageDecoder(max_message_size=1000)
+    decoder.receive_data(b"1,#52")
+    assert decoder.next_message() is NEED_DATA  # '#52A' would be text
+    decoder.receive_data(b"000")
+    assert decoder.next_message() is NEED_DATA
+    decoder.receive_data(b"0")
+    with pytest.raises(RemoteProtocolError, match="block header announces 20000 bytes"):
+        decoder.next_message()
+
+
+def test_block_that_makes_the_message_too_long() -> None:
+    decoder = MessageDecoder(max_message_size=10)
+    decoder.receive_data(b"1234,#15")
+    with pytest.raises(RemoteProtocolError, match="makes the message at least 13 bytes"):
+        decoder.next_message()
+
+
+def test_long_plain_message_fails_before_its_terminator_arrives() -> None:
+    decoder = MessageDecoder(max_message_size=10)
+    decoder.receive_data(b"0123456789")
+    assert decoder.next_message() is NEED_DATA
+    decoder.receive_data(b"a")
+    with pytest.raises(RemoteProtocolError, match="exceeds max_message_size=10"):
+        decoder.next_message()
+
+
+def test_complete_message_longer_than_max_fails() -> None:
+    decoder = MessageDecoder(max_message_size=4)
+    decoder.receive_data(b"1234\n1\n")
+    with pytest.raises(
+        RemoteProtocolError, match="message of 5 bytes, more than max_message_size=4"
+    ):
+        decoder.next_message()
+
+
+def test_message_of_exactly_max_size_passes() -> None:
+    decoder = MessageDecoder(max_message_size=7)
+    decoder.receive_data(b"#13abc\n" + b'"ab;"\n')
+    assert drain(decoder) == [b"#13abc\n", b'"ab;"\n']
+
+
+def test_errors_are_sticky_until_discarded() -> None:
+    decoder = MessageDecoder(max_message_size=3)
+    decoder.receive_data(b"1234")
+    for _ in range(2):
+        with pytest.raises(RemoteProtocolError, match="exceeds max_message_size=3"):
+            decoder.next_message()
+    assert not decoder.at_message_start
+    decoder.discard_current()
+    decoder.receive_data(b"\n12\n")
+    assert drain(decoder) == [b"12\n"]
+
+
+def test_truncated_block_then_eof() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"#15ab")
+    assert decoder.next_message() is NEED_DATA
+    decoder.receive_data(b"")
+    assert decoder.eof
+    with pytest.raises(
+        RemoteProtocolError, match=r"connection closed mid-message \(5 bytes pending\)"
+    ):
+        decoder.next_message()
+    decoder.discard_current()
+    assert decoder.at_message_start
+    assert not decoder.buffered
+    assert decoder.next_message() is NEED_DATA
+
+
+@pytest.mark.parametrize("partial", [b"abc", b'"abc\n', b"#", b"#3", b"'x'", b"#0abc"])
+def test_eof_mid_message_is_an_error(partial: bytes) -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"1\n" + partial)
+    assert decoder.next_message() == b"1\n"
+    decoder.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="connection closed mid-message"):
+        decoder.next_message()
+
+
+def test_eof_at_a_message_boundary_is_clean() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"1\n2\n")
+    decoder.receive_data(b"")
+    assert drain(decoder) == [b"1\n", b"2\n"]
+    assert decoder.next_message() is NEED_DATA
+    with pytest.raises(LocalProtocolError, match="after EOF"):
+        decoder.receive_data(b"3\n")
+    decoder.reset()
+    assert not decoder.eof
+    decoder.receive_data(b"3\n")
+    assert drain(decoder) == [b"3\n"]
+
+
+def test_closing_quote_at_eof_ends_the_string() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b'"a""b"')
+    assert decoder.next_message() is NEED_DATA  # could still be a doubled quote
+    decoder.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="closed mid-message"):
+        decoder.next_message()  # string closed, but no terminator
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"terminator": b""}, "must not be empty"),
+        ({"terminator": b"#"}, "must not contain"),
+        ({"terminator": b"'\n"}, "must not contain"),
+        ({"max_message_size": 0}, "must be positive"),
+    ],
+)
+def test_invalid_configuration(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(LocalProtocolError, match=match):
+        MessageDecoder(**kwargs)  # type: ignore[arg-type]
+
+
+# -- discard_current -------------------------------------------------------------------------
+
+
+def test_discard_long_plain_message_resyncs_after_its_terminator() -> None:
+    decoder = MessageDecoder(max_message_size=8)
+    decoder.receive_data(b'0123456789,"a')
+    with pytest.raises(RemoteProtocolError, match="exceeds max_message_size=8"):
+        decoder.next_message()
+    decoder.discard_current()
+    assert not decoder.at_message_start
+    assert len(decoder.buffered) <= 2
+    decoder.receive_data(b'\nb""c')  # the string of the broken message goes on...
+    assert not decoder.at_message_start
+    decoder.receive_data(b'\n",tail\n')  # ...and ends, then the message ends
+    assert decoder.at_message_start
+    decoder.receive_data(b"next\n")
+    assert decoder.next_message() == b"next\n"
+    assert decoder.at_message_start
+
+
+def test_discard_oversized_block_skips_it_by_count() -> None:
+    payload = b"\n" * 50
+    decoder = MessageDecoder(max_message_size=20)
+    decoder.receive_data(encode_block(payload)[:10])
+    with pytest.raises(RemoteProtocolError, match="block header announces 50 bytes"):
+        decoder.next_message()
+    decoder.discard_current()
+    assert len(decoder.buffered) <= 1  # payload bytes are dropped as they come
+    decoder.receive_data(encode_block(payload)[10:] + b"\n1.5\n")
+    assert drain(decoder) == [b"1.5\n"]
+
+
+def test_discard_oversized_block_split_everywhere() -> None:
+    stream = b'x,#3100"' + b"\n" * 99 + b'\n"ok"\n'
+    for point in range(len(stream) + 1):
+        decoder = MessageDecoder(max_message_size=50)
+        out: list[object] = []
+        for chunk in (stream[:point], stream[point:]):
+            if chunk:
+                decoder.receive_data(chunk)
+            try:
+                out += drain(decoder)
+            except RemoteProtocolError as exc:
+                assert "block header announces 100 bytes" in str(exc)
+                out.append(ERROR)
+                decoder.discard_current()
+                out += drain(decoder)
+        assert out == [ERROR, b'"ok"\n'], point
+
+
+def test_malformed_block_headers_are_text() -> None:
+    messages = [b'#2x"abc\n', b"CH#1A,Item #1 of 3\n", b"#9 12345678\n", b"#\n"]
+    assert decode([b"".join(messages)]) == messages
+
+
+def test_discard_at_message_start_keeps_the_next_message() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b'"a\nb"\n2\n')
+    decoder.discard_current()
+    assert drain(decoder) == [b'"a\nb"\n', b"2\n"]
+
+
+def test_partial_message_is_pending_even_before_its_scan_advances() -> None:
+    cases = [(b"#", b"5\n", b"\n"), (b"\r", b"5\r\n", b"\r\n"), (b"#1", b"1\n\n", b"\n")]
+    for partial, rest, terminator in cases:
+        decoder = MessageDecoder(terminator=terminator)
+        decoder.receive_data(partial)
+        assert decoder.at_message_start  # not looked at yet
+        assert decoder.next_message() is NEED_DATA
+        assert not decoder.at_message_start
+        decoder.discard_current()
+        decoder.receive_data(rest + b"ok" + terminator)
+        assert decoder.at_message_start
+        assert drain(decoder) == [b"ok" + terminator]
+
+
+def test_discard_with_nothing_pending_does_nothing() -> None:
+    decoder = MessageDecoder()
+    decoder.discard_current()
+    assert decoder.at_message_start
+    decoder.receive_data(b"1\n")
+    assert drain(decoder) == [b"1\n"]
+
+
+def test_discard_loop_as_a_transport_runs_it() -> None:
+    """The TCP transport drops an over-long reply with this loop."""
+    decoder = MessageDecoder()
+    stream = [b"#0ab\nX", b"1,2,3,4,", b'5,"x\n', b'y"\n7\n']
+    decoder.receive_data(stream[0])
+    assert decoder.next_message() == b"#0ab\n"
+    assert decoder.next_message() is NEED_DATA
+    decoder.discard_current()  # abandons "X1,2,3,4,5,..."
+    for chunk in stream[1:]:
+        if decoder.at_message_start:
+            break
+        decoder.receive_data(chunk)
+        decoder.discard_current()
+    assert decoder.at_message_start
+    assert drain(decoder) == [b"7\n"]
+
+
+# -- direct block reads (TCP transport) -------------------------------------------------------
+
+
+def test_direct_block_read_with_buffered_and_consume() -> None:
+    payload = ALL_BYTES * 3
+    decoder = MessageDecoder()
+    decoder.receive_data(b"1\n  " + encode_block(payload)[:40])
+    assert decoder.next_message() == b"1\n"
+    assert decoder.at_message_start
+    buffered = decoder.buffered
+    start = len(buffered) - len(bytes(buffered).lstrip())
+    header = parse_block_header(buffered[start:])
+    assert header is not None
+    assert header.payload_length == len(payload)
+    decoder.consume(start + header.header_length)
+    target = bytearray(len(payload))
+    have = len(decoder.buffered)
+    target[:have] = decoder.buffered
+    decoder.consume(have)
+    rest = encode_block(payload)[40:]
+    target[have:] = rest  # what recv_into would have read
+    decoder.receive_data(b"\n2\n")
+    assert bytes(target) == payload
+    assert drain(decoder) == [b"\n", b"2\n"]
+
+
+def test_buffered_view_is_read_only_and_survives_mutation() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"abc")
+    view = decoder.buffered
+    assert view.readonly
+    decoder.receive_data(b"\nxyz\n")  # must not raise BufferError while the view lives
+    assert decoder.next_message() == b"abc\n"
+    decoder.consume(1)
+    assert bytes(decoder.buffered) == b"yz\n"
+    decoder.reset()
+    assert bytes(view) == b"abc"  # the old view still points at valid memory
+    assert not decoder.buffered
+
+
+def test_consume_bounds() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"ab")
+    with pytest.raises(LocalProtocolError, match="cannot consume 3 bytes, 2 buffered"):
+        decoder.consume(3)
+    with pytest.raises(LocalProtocolError):
+        decoder.consume(-1)
+    decoder.consume(2)
+    assert not decoder.buffered
+
+
+def test_consume_resets_the_scan_state() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b'"abc\n')
+    assert decoder.next_message() is NEED_DATA
+    assert not decoder.at_message_start  # inside a string
+    decoder.consume(1)
+    assert decoder.at_message_start
+    assert decoder.next_message() == b"abc\n"
+
+
+def test_scan_offset_is_remembered_between_calls() -> None:
+    """Chunks of a long ASCII reply are each searched once (O(n) overall)."""
+    decoder = MessageDecoder()
+    chunk = b"1.25," * 200
+    for i in range(1, 50):
+        decoder.receive_data(chunk)
+        assert decoder.next_message() is NEED_DATA
+        assert decoder._pos == i * len(chunk)
+    decoder.receive_data(b'"s",#13a\nb\n')
+    assert decoder.next_message() == chunk * 49 + b'"s",#13a\nb\n'
+
+
+def test_block_payload_is_skipped_by_count() -> None:
+    """A block payload made of quotes and '#' is never parsed."""
+    payload = b"\"'#9" * 1000 + b"\n"
+    decoder = MessageDecoder()
+    message = encode_block(payload) + b"\n"
+    decoder.receive_data(message[:100])
+    assert decoder.next_message() is NEED_DATA
+    assert decoder._block_end == len(message) - 1
+    decoder.receive_data(message[100:])
+    assert decoder.next_message() == message
+
+
+# -- split_compound -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "parts"),
+    [
+        ('1.0;"a;b";#13abc\n', ["1.0", '"a;b"', "#13abc"]),
+        ("1;2;3", ["1", "2", "3"]),
+        (" 1 ; 2 \r\n", ["1", "2"]),
+        ("", [""]),
+        ("\n", [""]),
+        ("1;;2;", ["1", "", "2", ""]),
+        ("'it''s;x';\"q\"\"\";", ["'it''s;x'", '"q"""', ""]),
+        ("#14;; \n;x", ["#14;; \n", "x"]),  # payload whitespace is kept
+        ("#12 \n\n", ["#12 \n"]),
+        ("O'Neil;5\";x", ["O'Neil", '5"', "x"]),
+        ("#H1F;#B1;#", ["#H1F", "#B1", "#"]),
+        ("1;#2x1;#3", ["1", "#2x1", "#3"]),  # not block headers
+        ("1;#0a;b\n", ["1", "#0a;b"]),
+        (":VOLT 1.0;:CURR 2E-3\n", [":VOLT 1.0", ":CURR 2E-3"]),
+        ('"unterminated;x', ['"unterminated;x']),
+    ],
+)
+def test_split_compound(response: str, parts: list[str]) -> None:
+    assert split_compound(response) == parts
+
+
+def test_split_compound_bytes() -> None:
+    block = encode_block(b";\n\xff ")
+    assert split_compound(b"1;" + block + b";2\n") == [b"1", block, b"2"]
+    assert split_compound(bytearray(b"a;b")) == [b"a", b"b"]
+
+
+def test_split_compound_truncated_block() -> None:
+    with pytest.raises(RemoteProtocolError, match="header announces 5 characters, 2 present"):
+        split_compound("1;#15ab")
+
+
+@PROPERTY
+@given(elements=st.lists(st.one_of(_words, _numbers, _strings(), _blocks), min_size=1, max_size=6))
+def test_split_compound_inverts_join(elements: list[bytes]) -> None:
+    elements = [
+        element.strip(b" ") if not element.startswith(b"#") else element for element in elements
+    ]
+    response = b";".join(elements) + b"\n"
+    assert split_compound(response) == elements
+    assert split_compound(response.decode("latin-1")) == [e.decode("latin-1") for e in elements]
+
+
+@PROPERTY
+@given(text=st.text(max_size=60))
+def test_split_compound_raises_only_protocol_errors(text: str) -> None:
+    try:
+        split_compound(text)
+    except ProtocolError:
+        pass
+
+
+# -- ASCII values -------------------------------------------------------------------------------
+
+
+def test_parse_values() -> None:
+    assert parse_values("1.0,2.5E-3,-4\n") == [1.0, 2.5e-3, -4.0]
+    assert parse_values(" +1.0E+00 , 9.91E37 ") == [1.0, 9.91e37]
+    assert parse_values("") == []
+    assert parse_values(" \r\n") == []
+    assert parse_values("1,2,3", converter=int) == [1, 2, 3]
+    assert parse_values("1;2", separator=";") == [1.0, 2.0]
+    assert parse_values(" ON , OFF ", converter=lambda s: s == "ON") == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "match"),
+    [
+        ("1,2,x", {}, "item 2 'x' of 3 with float"),
+        ("1,,2", {}, "item 1 '' of 3"),
+        ("1.5", {"converter": int}, "item 0 '1.5' of 1 with int"),
+    ],
+)
+def test_parse_values_errors(text: str, kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=match):
+        parse_values(text, **kwargs)  # type: ignore[call-overload]
+
+
+def test_parse_values_empty_separator() -> None:
+    with pytest.raises(LocalProtocolError):
+        parse_values("1", separator="")
+
+
+def test_format_values() -> None:
+    assert format_values([1.5, 2, -3.25e-7]) == "1.5,2,-3.25e-07"
+    assert format_values([math.inf, -math.inf, math.nan]) == "INF,NINF,NAN"
+    assert format_values([True, False]) == "1,0"
+    assert format_values([]) == ""
+    assert format_values((x for x in (1, 2)), separator=" ") == "1 2"
+    assert format_values([1.5, 2], fmt="{:.3f}") == "1.500,2.000"
+
+
+def test_format_values_normalises_number_subclasses() -> None:
+    class Volts(float):
+        def __repr__(self) -> str:
+            return f"Volts({float(self)})"
+
+    class Count:
+        def __index__(self) -> int:
+            return 7
+
+    assert format_values([Volts(1.5), Count()]) == "1.5,7"  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("values", "fmt", "match"),
+    [(["1"], "{!r}", "value 0"), ([1, None], "{!r}", "value 1"), ([1], "{:q}", "value 0")],
+)
+def test_format_values_errors(values: list[object], fmt: str, match: str) -> None:
+    with pytest.raises(LocalProtocolError, match=match):
+        format_values(values, fmt=fmt)  # type: ignore[arg-type]
+
+
+@PROPERTY
+@given(
+    values=st.lists(
+        st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53))
+    )
+)
+def test_format_parse_round_trip(values: list[float]) -> None:
+    assert parse_values(format_values(values)) == [float(v) for v in values]
+
+
+# -- binary values ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("datatype", list("bBhHiIlLqQfde"))
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_binary_round_trip(datatype: str, big_endian: bool) -> None:
+    values: Sequence[float] = [0, 1, 2, 100]
+    fmt = binary_format(datatype, big_endian=big_endian)
+    assert fmt == (">" if big_endian else "<") + datatype
+    payload = pack_binary(values, datatype, big_endian=big_endian)
+    assert len(payload) == 4 * struct.calcsize(fmt)
+    assert unpack_binary(payload, datatype, big_endian=big_endian) == values
+
+
+def test_binary_endianness() -> None:
+    assert pack_binary([1, 2], "h", big_endian=True) == b"\x00\x01\x00\x02"
+    assert pack_binary([1, 2], "h", big_endian=False) == b"\x01\x00\x02\x00"
+    assert pack_binary([1.0], "f", big_endian=True) == b"\x3f\x80\x00\x00"
+    assert pack_binary(iter([1]), "L", big_endian=False) == b"\x01\x00\x00\x00"  # standard size
+    assert unpack_binary(b"\x00\x00\x80\x3f", "f", big_endian=False) == [1.0]
+    assert unpack_binary(memoryview(b"\xff\xfe"), "h", big_endian=True) == [-2]
+    assert unpack_binary(b"", "d", big_endian=True) == []
+
+
+@pytest.mark.parametrize("datatype", ["s", "x", "", "ff", "c", "?", "<f", "n"])
+def test_binary_format_rejects_other_types(datatype: str) -> None:
+    with pytest.raises(LocalProtocolError, match="unsupported binary datatype"):
+        binary_format(datatype, big_endian=False)
+
+
+def test_unpack_binary_rejects_partial_items() -> None:
+    with pytest.raises(
+        RemoteProtocolError, match="7 bytes is not a whole number of 4-byte 'f' items"
+    ):
+        unpack_binary(b"\x00" * 7, "f", big_endian=False)
+
+
+@pytest.mark.parametrize(
+    ("values", "datatype"), [([256], "B"), ([-1], "H"), (["x"], "f"), ([1.5], "i")]
+)
+def test_pack_binary_rejects_unrepresentable_values(values: list[object], datatype: str) -> None:
+    with pytest.raises(LocalProtocolError, match="cannot pack"):
+        pack_binary(values, datatype, big_endian=False)  # type: ignore[arg-type]
+
+
+@PROPERTY
+@given(values=st.lists(st.integers(-(2**31), 2**31 - 1)), big_endian=st.booleans())
+def test_binary_int_round_trip(values: list[int], big_endian: bool) -> None:
+    payload = pack_binary(values, "i", big_endian=big_endian)
+    assert unpack_binary(payload, "i", big_endian=big_endian) == values
