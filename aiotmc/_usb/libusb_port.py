@@ -1,0 +1,520 @@
+"""Libusb1Port: a claimed USBTMC interface over python-libusb1 async transfers.
+
+Implements :class:`aiotmc._usb.port.UsbPort`. Every data and control request is an
+asynchronous libusb transfer driven by the context's event driver on the loop; the few
+unavoidable blocking calls (device list, open, claim, clear halt, release) run in a
+worker thread, one at a time.
+
+Close order (design 2.1 rule 8): abort in-flight transfers and wait until libusb gives
+them back -> release the interface (reattach a kernel driver we detached) -> close the
+handle -> stop the driver and close the context when the port owns it. A transfer that
+libusb never gives back makes the port leak its handle and context on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import Final
+
+import anyio
+import anyio.lowlevel
+
+from .._exceptions import (
+    ConnectionLostError,
+    PermissionDeniedError,
+    ResourceNotFoundError,
+    SessionBrokenError,
+    UnsupportedOperation,
+    UsbTransferError,
+)
+from ..protocol.events import ControlRequest
+from ..transports.base import BytesLike
+from .context import LibusbDevice, LibusbHandle, LibusbTransfer, UsbContext
+from .descriptors import UsbtmcInterface, find_usbtmc_interfaces
+from .discovery import UsbResourceInfo, list_usbtmc_devices, visa_usb_name
+from .errors import (
+    AmbiguousDeviceError,
+    LibusbError,
+    TransferStatus,
+    error_from_status,
+    map_usb_errors,
+    udev_hint,
+)
+from .transfer import AsyncTransfer, Completion
+
+__all__ = ["Libusb1Port", "open_usb_port"]
+
+logger = logging.getLogger(__name__)
+
+_LEAKED_HANDLES: Final[list[object]] = []
+
+
+@dataclass(slots=True)
+class _Opened:
+    device: LibusbDevice
+    handle: LibusbHandle
+    interface: UsbtmcInterface
+    detached: bool = False
+
+
+def _round_up(size: int, packet: int) -> int:
+    size = max(size, 1)
+    return -(-size // packet) * packet
+
+
+class Libusb1Port:
+    """An opened, claimed USBTMC interface (async context manager).
+
+    ``Libusb1Port(vid, pid, serial, interface)`` does no I/O; entering opens: it lists
+    USBTMC devices (private libusb context, worker thread), picks the one matching
+    VID/PID (and serial, and interface number if given), opens it on its own (or the
+    given) :class:`UsbContext`, detaches a kernel driver if one is bound and claims the
+    interface. Raises ``ResourceNotFoundError`` (no match), ``AmbiguousDeviceError``
+    (several devices and no serial), ``PermissionDeniedError`` (with a udev hint),
+    ``ResourceBusyError``, ``ConnectError``.
+    """
+
+    def __init__(
+        self,
+        vid: int,
+        pid: int,
+        serial: str | None = None,
+        interface: int | None = None,
+        *,
+        driver: str = "auto",
+        context: UsbContext | None = None,
+        library: str | None = None,
+        cancel_grace: float = 1.0,
+    ) -> None:
+        self._vid = vid
+        self._pid = pid
+        self._serial = serial
+        self._interface_wanted = interface
+        self._driver_kind = driver
+        self._context = context
+        self._owns_context = context is None
+        self._library = library
+        self._cancel_grace = cancel_grace
+        self._stack: AsyncExitStack | None = None
+        self._opened: _Opened | None = None
+        self._transfers: dict[str, AsyncTransfer] = {}
+        self._closing = False
+        self._closed = False
+        self.info: UsbResourceInfo | None = None
+        self.resource: str = visa_usb_name(vid, pid, serial, interface or 0)
+
+    # -- UsbPort properties ------------------------------------------------------------
+
+    @property
+    def _iface(self) -> UsbtmcInterface:
+        if self._opened is None:
+            raise anyio.ClosedResourceError if self._closed else RuntimeError("port not open")
+        return self._opened.interface
+
+    @property
+    def interface_number(self) -> int:
+        return self._iface.number
+
+    @property
+    def bulk_in_endpoint(self) -> int:
+        return self._iface.bulk_in
+
+    @property
+    def bulk_out_endpoint(self) -> int:
+        return self._iface.bulk_out
+
+    @property
+    def interrupt_in_endpoint(self) -> int | None:
+        return self._iface.interrupt_in
+
+    @property
+    def max_packet_size(self) -> int:
+        """wMaxPacketSize of the bulk-IN endpoint."""
+        return self._iface.max_packet_size
+
+    @property
+    def interrupt_max_packet_size(self) -> int:
+        return self._iface.interrupt_max_packet_size
+
+    @property
+    def usb488(self) -> bool:
+        """The interface declares the USB488 subclass protocol."""
+        return self._iface.usb488
+
+    @property
+    def driver_name(self) -> str:
+        """The event driver in use: ``"thread"`` or ``"pollfd"``."""
+        if self._context is None:
+            raise RuntimeError("port not open")
+        return self._context.driver.name
+
+    def last_cancelled(self, endpoint: int) -> Completion | None:
+        """Completion of the last transfer on ``endpoint`` (0 = control) we cancelled.
+
+        Its ``actual_length`` tells how much moved before the cancel took effect.
+        """
+        for transfer in self._transfers.values():
+            if transfer.endpoint == endpoint:
+                return transfer.last_cancelled
+        return None
+
+    # -- opening -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Libusb1Port:
+        if self._opened is not None or self._closed:
+            raise RuntimeError("a Libusb1Port can be entered once")
+        stack = AsyncExitStack()
+        try:
+            if self._context is None:
+                self._context = await stack.enter_async_context(
+                    UsbContext(driver=self._driver_kind, library=self._library)
+                )
+            await self._open(self._context)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            self._closed = True
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _choose(self, infos: list[UsbResourceInfo]) -> UsbResourceInfo:
+        wanted = visa_usb_name(self._vid, self._pid, self._serial, self._interface_wanted or 0)
+        candidates = [
+            info
+            for info in infos
+            if self._interface_wanted is None or info.interface == self._interface_wanted
+        ]
+        if self._serial is not None:
+            unreadable = [info for info in candidates if not info.accessible]
+            candidates = [info for info in candidates if info.serial == self._serial]
+            if not candidates and unreadable:
+                raise PermissionDeniedError(
+                    f"cannot read the serial number of {len(unreadable)} matching device(s); "
+                    + udev_hint(self._vid, self._pid),
+                    resource=wanted,
+                )
+        if not candidates:
+            present = ", ".join(info.visa_name for info in infos) or "none"
+            raise ResourceNotFoundError(
+                f"no USBTMC device matches {wanted} (USBTMC devices with this VID/PID: {present})"
+            )
+        devices = {(info.bus, info.address) for info in candidates}
+        if len(devices) > 1:
+            names = ", ".join(sorted({info.visa_name for info in candidates}))
+            raise AmbiguousDeviceError(
+                f"{len(devices)} devices match {wanted}; give a serial number to choose: {names}"
+            )
+        return min(candidates, key=lambda info: info.interface)
+
+    async def _open(self, context: UsbContext) -> None:
+        infos = await anyio.to_thread.run_sync(
+            partial(list_usbtmc_devices, vid=self._vid, pid=self._pid, library=self._library)
+        )
+        info = self._choose(infos)
+        self.info = info
+        self.resource = info.visa_name
+        if not info.accessible:
+            raise PermissionDeniedError(
+                "cannot open the device; " + udev_hint(self._vid, self._pid),
+                resource=self.resource,
+            )
+        device, handle, usbtmc = await context.run_sync(partial(self._open_sync, context, info))
+        opened = _Opened(device, handle, usbtmc)
+        try:
+            opened.detached = await context.run_sync(partial(self._claim_sync, opened))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await context.driver.run_source_change(handle.close)
+                device.close()
+            raise
+        self._opened = opened
+        driver = context.driver
+        make = partial(AsyncTransfer, driver=driver, resource=self.resource)
+        self._transfers = {
+            "bulk_out": make(
+                handle.transfer(add_zero_packet=True),
+                name="bulk-OUT",
+                endpoint=usbtmc.bulk_out,
+                cancel_grace=self._cancel_grace,
+            ),
+            "bulk_in": make(
+                handle.transfer(),
+                name="bulk-IN",
+                endpoint=usbtmc.bulk_in,
+                cancel_grace=self._cancel_grace,
+            ),
+            "control": make(
+                handle.transfer(), name="control", endpoint=0, cancel_grace=self._cancel_grace
+            ),
+        }
+        if usbtmc.interrupt_in is not None:
+            self._transfers["interrupt_in"] = make(
+                handle.transfer(),
+                name="interrupt-IN",
+                endpoint=usbtmc.interrupt_in,
+                cancel_grace=self._cancel_grace,
+            )
+        logger.debug("opened %s (driver %s)", self.resource, driver.name)
+
+    def _open_sync(
+        self, context: UsbContext, info: UsbResourceInfo
+    ) -> tuple[LibusbDevice, LibusbHandle, UsbtmcInterface]:
+        target: LibusbDevice | None = None
+        for device in context.libusb.devices():
+            if (
+                target is None
+                and (device.bus, device.address) == (info.bus, info.address)
+                and (device.vid, device.pid) == (info.vid, info.pid)
+            ):
+                target = device
+            else:
+                device.close()
+        if target is None:
+            raise ResourceNotFoundError(f"{self.resource} disappeared while opening")
+        try:
+            usbtmc = next(
+                i for i in find_usbtmc_interfaces(target.interfaces()) if i.number == info.interface
+            )
+            with map_usb_errors(
+                "opening the device",
+                resource=self.resource,
+                opening=True,
+                vid=info.vid,
+                pid=info.pid,
+            ):
+                handle = target.open()
+        except BaseException:
+            target.close()
+            raise
+        return target, handle, usbtmc
+
+    def _claim_sync(self, opened: _Opened) -> bool:
+        handle, number = opened.handle, opened.interface.number
+        with map_usb_errors(
+            "claiming the interface",
+            resource=self.resource,
+            opening=True,
+            vid=self._vid,
+            pid=self._pid,
+        ):
+            detached = False
+            if not handle.set_auto_detach_kernel_driver(True) and handle.kernel_driver_active(
+                number
+            ):
+                handle.detach_kernel_driver(number)
+                detached = True
+            handle.claim_interface(number)
+            if opened.interface.alt_setting:
+                handle.set_alt_setting(number, opened.interface.alt_setting)
+        return detached
+
+    # -- transfers ---------------------------------------------------------------------
+
+    def _transfer(self, role: str) -> AsyncTransfer:
+        if self._closing or self._closed:
+            raise anyio.ClosedResourceError
+        transfer = self._transfers.get(role)
+        if transfer is None:
+            if self._opened is None:
+                raise RuntimeError("port not open")
+            raise UnsupportedOperation(f"{self.resource}: the interface has no {role} endpoint")
+        if transfer.zombie:
+            raise SessionBrokenError(
+                "an earlier transfer could not be cancelled; reopen the device",
+                resource=self.resource,
+            )
+        if transfer.in_flight:
+            raise anyio.BusyResourceError(f"using {transfer.name}")
+        return transfer
+
+    async def _run(
+        self,
+        transfer: AsyncTransfer,
+        prepare: Callable[[LibusbTransfer], None],
+        endpoint: int,
+    ) -> Completion:
+        handle = transfer.handle
+        assert isinstance(handle, LibusbTransfer)
+        prepare(handle)
+        completion = await transfer.run()
+        if completion.error is not None:
+            raise UsbTransferError(
+                f"reading the completed transfer failed: {completion.error!r}",
+                resource=self.resource,
+                endpoint=endpoint,
+            ) from completion.error
+        if completion.status == TransferStatus.CANCELLED and (self._closing or self._closed):
+            raise anyio.ClosedResourceError
+        error = error_from_status(completion.status, resource=self.resource, endpoint=endpoint)
+        if error is not None:
+            raise error
+        return completion
+
+    async def bulk_out(self, data: BytesLike) -> int:
+        """Send one bulk transfer (a zero-length packet follows when it ends on a packet)."""
+        transfer = self._transfer("bulk_out")
+        endpoint = self._iface.bulk_out
+        payload = bytearray(data)  # one copy, handed to libusb without another
+        completion = await self._run(transfer, lambda t: t.set_bulk(endpoint, payload), endpoint)
+        return completion.actual_length
+
+    async def bulk_in(self, size: int) -> bytes:
+        """Receive one bulk transfer; ``size`` is rounded up to a multiple of wMaxPacketSize.
+
+        Ends at a short or zero-length packet, or when the buffer is full.
+        """
+        transfer = self._transfer("bulk_in")
+        endpoint = self._iface.bulk_in
+        length = _round_up(size, self._iface.max_packet_size)
+        completion = await self._run(transfer, lambda t: t.set_bulk(endpoint, length), endpoint)
+        return completion.data
+
+    async def interrupt_in(self, size: int) -> bytes:
+        """Receive one interrupt-IN transfer (USB488 notifications)."""
+        transfer = self._transfer("interrupt_in")
+        endpoint = self._iface.interrupt_in
+        assert endpoint is not None
+        length = _round_up(size, self._iface.interrupt_max_packet_size or 8)
+        completion = await self._run(
+            transfer, lambda t: t.set_interrupt(endpoint, length), endpoint
+        )
+        return completion.data
+
+    async def control(self, request: ControlRequest) -> bytes:
+        """Run a control transfer; returns the data stage for IN requests, b"" for OUT."""
+        transfer = self._transfer("control")
+        payload: bytes | int = request.length if request.is_in else bytes(request.data)
+        completion = await self._run(
+            transfer,
+            lambda t: t.set_control(
+                request.request_type, request.request, request.value, request.index, payload
+            ),
+            0,
+        )
+        return completion.data if request.is_in else b""
+
+    async def clear_halt(self, endpoint: int) -> None:
+        """CLEAR_FEATURE(ENDPOINT_HALT) via libusb_clear_halt (worker thread)."""
+        if self._closing or self._closed:
+            raise anyio.ClosedResourceError
+        opened = self._opened
+        context = self._context
+        assert opened is not None and context is not None
+        with map_usb_errors("clear halt", resource=self.resource, endpoint=endpoint):
+            await context.run_sync(partial(opened.handle.clear_halt, endpoint))
+
+    async def reset(self) -> None:
+        """USB port reset (``libusb_reset_device``, worker thread); claims are restored.
+
+        Raises ``ConnectionLostError`` if the device re-enumerated (reopen it).
+        """
+        if self._closing or self._closed:
+            raise anyio.ClosedResourceError
+        opened = self._opened
+        context = self._context
+        assert opened is not None and context is not None
+        try:
+            with map_usb_errors("USB reset", resource=self.resource):
+                await context.run_sync(opened.handle.reset)
+        except UsbTransferError as exc:
+            if exc.status == LibusbError.NOT_FOUND:
+                raise ConnectionLostError(
+                    "the device re-enumerated after the reset; reopen it", resource=self.resource
+                ) from exc
+            raise
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release the interface and close the device; idempotent, completes if cancelled."""
+        if self._closing or self._closed:
+            await anyio.lowlevel.checkpoint()
+            return
+        self._closing = True
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._close_device()
+                finally:
+                    stack, self._stack = self._stack, None
+                    if stack is not None:
+                        await stack.aclose()
+        finally:
+            self._closed = True
+            self._closing = False
+
+    async def _close_device(self) -> None:
+        opened, self._opened = self._opened, None
+        context = self._context
+        transfers = list(self._transfers.values())
+        for transfer in transfers:
+            await transfer.abort()
+        leaked = any(transfer.zombie for transfer in transfers)
+        if opened is not None and context is not None:
+            if leaked:
+                logger.error(
+                    "%s: leaking the device handle (uncancellable transfer)", self.resource
+                )
+                _LEAKED_HANDLES.append((opened, transfers))
+                opened.handle.leak()
+                opened.device.leak()
+                context.leak()
+            else:
+                await self._release(context, opened, transfers)
+        self._transfers = {}
+
+    async def _release(
+        self, context: UsbContext, opened: _Opened, transfers: list[AsyncTransfer]
+    ) -> None:
+        number = opened.interface.number
+        try:
+            await context.run_sync(partial(opened.handle.release_interface, number))
+        except Exception:
+            logger.debug("%s: release_interface failed", self.resource, exc_info=True)
+        if opened.detached:
+            try:
+                await context.run_sync(partial(opened.handle.attach_kernel_driver, number))
+            except Exception:
+                logger.debug(
+                    "%s: reattaching the kernel driver failed", self.resource, exc_info=True
+                )
+        for transfer in transfers:
+            handle = transfer.handle
+            if isinstance(handle, LibusbTransfer):
+                handle.close()
+        try:
+            await context.driver.run_source_change(opened.handle.close)
+        finally:
+            opened.device.close()
+
+
+def open_usb_port(
+    vid: int,
+    pid: int,
+    serial: str | None = None,
+    interface: int | None = None,
+    *,
+    driver: str = "auto",
+    context: UsbContext | None = None,
+) -> Libusb1Port:
+    """Open the USBTMC interface of a device: ``async with open_usb_port(...) as port``.
+
+    ``driver`` is ``"auto"``, ``"thread"`` or ``"pollfd"`` (see :mod:`.driver`); pass a
+    shared ``context`` to open several devices on one libusb context. See
+    :class:`Libusb1Port` for the errors raised on entry.
+    """
+    return Libusb1Port(vid, pid, serial, interface, driver=driver, context=context)
