@@ -56,11 +56,11 @@ class UsbFunction(Protocol):
         """Handle a control transfer: data stage for IN (at most ``request.length``), else b""."""
         ...
 
-    def bulk_out(self, endpoint: int, data: bytes) -> None | Stall:
+    def bulk_out(self, endpoint: int, data: bytes) -> Stall | None:
         """Accept one bulk-OUT transfer."""
         ...
 
-    def bulk_in(self, endpoint: int, size: int) -> bytes | None | Stall:
+    def bulk_in(self, endpoint: int, size: int) -> bytes | Stall | None:
         """What one bulk-IN URB of ``size`` bytes receives now, ``None`` if nothing yet (NAK).
 
         Returns at most ``size`` bytes: fewer (a short packet, possibly b"" for a ZLP) ends
@@ -68,7 +68,7 @@ class UsbFunction(Protocol):
         """
         ...
 
-    def interrupt_in(self, endpoint: int, size: int) -> bytes | None | Stall:
+    def interrupt_in(self, endpoint: int, size: int) -> bytes | Stall | None:
         """What one interrupt-IN URB receives now, ``None`` if nothing is pending."""
         ...
 

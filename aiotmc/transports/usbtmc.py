@@ -1,0 +1,1036 @@
+"""USBTMC / USB488 transport: a MessageTransport over any UsbPort.
+
+:class:`UsbtmcTransport` drives the sans-IO :class:`~aiotmc.protocol.usbtmc.UsbtmcConnection`
+over a :class:`~aiotmc._usb.port.UsbPort` (libusb, or the in-process
+:class:`~aiotmc.sim.fake_port.FakeUsbPort`). Open it with :func:`open_usbtmc_transport`
+(or :meth:`UsbtmcTransport.open`): that reads GET_CAPABILITIES and starts the interrupt-IN
+reader, which publishes service requests to :attr:`UsbtmcTransport.srq` and hands
+READ_STATUS_BYTE answers to the waiting :meth:`~UsbtmcTransport.read_stb` by bTag, so the
+two never race.
+
+Cancellation and errors (``anyio.fail_after``/``move_on_after`` around any call): an
+operation that stops part-way runs, shielded and bounded by ``recovery_timeout``, the
+USBTMC recovery for the bTag in flight: bulk-IN abort (INITIATE_ABORT_BULK_IN, drain to a
+short packet, CHECK_ABORT_BULK_IN_STATUS until not PENDING, retrying with the bTag the
+device names), bulk-OUT abort (INITIATE/CHECK_ABORT_BULK_OUT + CLEAR_FEATURE(HALT)), and
+device clear (INITIATE_CLEAR/CHECK_CLEAR_STATUS) when an abort fails or a message was
+left half sent. If that fails too, the transport is broken: every later call raises
+:class:`~aiotmc.SessionBrokenError` ("reopen the instrument"). The next exchange after a
+successful recovery gets its own answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .._exceptions import (
+    AiotmcTimeout,
+    ConnectionLostError,
+    ConnectTimeout,
+    LocalProtocolError,
+    ReadTimeout,
+    RemoteProtocolError,
+    SessionBrokenError,
+    TransportError,
+    UnsupportedOperation,
+    UsbStallError,
+    UsbTransferError,
+    WriteTimeout,
+)
+from .._usb.port import UsbPort
+from ..protocol.ieee4882 import BlockHeader, parse_block_header
+from ..protocol.quirks import NO_QUIRKS, Quirks, quirks_for
+from ..protocol.usb488 import (
+    SrqNotification,
+    StatusByteReply,
+    StbTag,
+    go_to_local_request,
+    local_lockout_request,
+    parse_interrupt,
+    parse_read_status_byte,
+    read_status_byte_request,
+    ren_control_request,
+)
+from ..protocol.usbtmc import (
+    DEFAULT_MAX_TRANSFER_SIZE,
+    NEED_DATA,
+    EndOfMessage,
+    NeedRequest,
+    ResponseData,
+    UsbtmcCapabilities,
+    UsbtmcConnection,
+    UsbtmcState,
+    UsbtmcStatus,
+    parse_check_abort_bulk_in,
+    parse_check_abort_bulk_out,
+    parse_check_clear_status,
+    parse_initiate_abort,
+    parse_status,
+)
+from ..srq import SrqBroadcaster
+from .base import BytesLike, Capabilities, TransportInfo
+
+if TYPE_CHECKING:
+    from ..resources import UsbInstr
+
+__all__ = [
+    "SupportsReset",
+    "UsbtmcTransport",
+    "open_usb_resource",
+    "open_usbtmc_transport",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SUCCESS: Final = UsbtmcStatus.SUCCESS
+_PENDING: Final = UsbtmcStatus.PENDING
+_TAG_RETRIES: Final = 3
+_DRAIN_SIZE: Final = 64 * 1024
+_READER_FAILURES: Final = 3
+_WHITESPACE: Final = frozenset(b" \t\r\n")
+_USB_IDS: Final = re.compile(r"^USB\d*::(0x[0-9a-fA-F]+|\d+)::(0x[0-9a-fA-F]+|\d+)", re.I)
+
+
+@runtime_checkable
+class SupportsReset(Protocol):
+    """A UsbPort that can reset the device (needed for ``Quirks.reset_on_open``)."""
+
+    async def reset(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Recovery:
+    """What an interrupted operation left behind on the bus."""
+
+    in_tag: int | None = None  # abort bulk-IN for this request
+    out_tag: int | None = None  # abort bulk-OUT for this transfer
+    stalled: int | None = None  # clear this endpoint's halt first
+    clear: bool = False  # a message is half sent, or a clear was interrupted
+
+
+class _StbWaiter:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.value = 0
+        self.error: BaseException | None = None
+
+
+class _BlockSink:
+    """Receives a response's payload views and writes a block's payload into ``into``."""
+
+    def __init__(self, into: memoryview | None, max_size: int, terminator: int) -> None:
+        self.into = into
+        self.max_size = max_size
+        self.terminator = terminator
+        self.head = bytearray()
+        self.header: BlockHeader | None = None
+        self.target: memoryview | None = None
+        self.growing: bytearray | None = None  # '#0' without a caller buffer
+        self.pos = 0
+        self.trailer = bytearray()
+        self.error: Exception | None = None
+        self.overflow = False
+        self.last = -1  # last byte of an indefinite block's message
+
+    def __call__(self, view: memoryview) -> None:
+        if self.error is not None:
+            return
+        if self.header is None:
+            rest = self._parse_head(view)
+            if rest is None:
+                return
+            view = rest
+        header = self.header
+        assert header is not None
+        if header.payload_length is None:
+            self._indefinite(view)
+            return
+        left = header.payload_length - self.pos
+        if left:
+            n = min(left, len(view))
+            if self.target is not None:
+                self.target[self.pos : self.pos + n] = view[:n]
+            self.pos += n
+            view = view[n:]
+        if len(view) and len(self.trailer) < 64:
+            self.trailer += view[:64]
+
+    def _parse_head(self, view: memoryview) -> memoryview | None:
+        old = len(self.head)
+        self.head += view[:80]
+        head = self.head
+        start = 0
+        while start < len(head) and head[start] in _WHITESPACE:
+            start += 1
+        if start == len(head):
+            if len(head) > 64:
+                self.error = RemoteProtocolError("expected an IEEE 488.2 block, got whitespace")
+            return None
+        if head[start] != 0x23:
+            self.error = RemoteProtocolError(
+                f"expected an IEEE 488.2 block, got {bytes(head[start : start + 40])!r}"
+            )
+            return None
+        try:
+            header = parse_block_header(head[start:], max_size=self.max_size)
+        except RemoteProtocolError as exc:
+            self.error = exc
+            return None
+        if header is None:
+            return None
+        self.header = header
+        length = header.payload_length
+        if length is not None:
+            if self.into is not None and len(self.into) < length:
+                self.overflow = True
+            elif self.into is not None:
+                self.target = self.into[:length]
+            else:
+                self.target = memoryview(bytearray(length))
+        elif self.into is not None:
+            self.target = self.into
+        else:
+            self.growing = bytearray()
+        return view[start + header.header_length - old :]
+
+    def _indefinite(self, view: memoryview) -> None:
+        n = len(view)
+        if not n:
+            return
+        if self.pos + n > self.max_size + 1:  # +1: the final terminator
+            self.error = RemoteProtocolError(f"block exceeds max_size={self.max_size} bytes")
+            return
+        if self.growing is not None:
+            self.growing += view
+        elif self.target is not None:
+            take = min(n, len(self.target) - self.pos)
+            if take > 0:
+                self.target[self.pos : self.pos + take] = view[:take]
+        self.pos += n
+        self.last = view[n - 1]
+
+    def result(self) -> memoryview:
+        if self.error is not None:
+            raise self.error
+        header = self.header
+        if header is None:
+            raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {bytes(self.head)!r}")
+        length = header.payload_length
+        if length is None:  # '#0...<NL>': the payload is all but the final terminator
+            size = self.pos - (self.last == self.terminator)
+            if self.growing is not None:
+                return memoryview(self.growing)[:size]
+            assert self.target is not None
+            if size > len(self.target):
+                raise LocalProtocolError(
+                    f"block of {size} bytes does not fit the {len(self.target)}-byte buffer"
+                )
+            return self.target[:size]
+        if self.pos < length:
+            raise RemoteProtocolError(f"message ended after {self.pos} of {length} block bytes")
+        if bytes(self.trailer).strip():
+            raise RemoteProtocolError(
+                f"unexpected bytes after the block: {bytes(self.trailer[:40])!r}"
+            )
+        if self.overflow:
+            assert self.into is not None
+            raise LocalProtocolError(
+                f"block of {length} bytes does not fit the {len(self.into)}-byte buffer"
+            )
+        assert self.target is not None
+        return self.target
+
+
+def _ids_from_resource(resource: str) -> tuple[int | None, int | None]:
+    match = _USB_IDS.match(resource)
+    if match is None:
+        return None, None
+    return int(match.group(1), 0), int(match.group(2), 0)
+
+
+class UsbtmcTransport:
+    """A :class:`~aiotmc.transports.base.MessageTransport` over a USBTMC/USB488 interface.
+
+    Construct with :meth:`open` / :func:`open_usbtmc_transport` (the constructor does no
+    I/O and starts nothing). Options: ``max_transfer_size`` (bytes per bulk transfer,
+    default 1 MiB), ``recovery_timeout`` (bound on one abort/clear recovery, 5 s),
+    ``poll_interval`` and ``max_polls`` (CHECK_*_STATUS loops, 50 ms x 100 as Linux),
+    ``drain_timeout`` (per bulk-IN drain read, 0.3 s).
+    """
+
+    def __init__(
+        self,
+        port: UsbPort,
+        *,
+        resource: str,
+        quirks: Quirks = NO_QUIRKS,
+        max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE,
+        recovery_timeout: float = 5.0,
+        poll_interval: float = 0.05,
+        max_polls: int = 100,
+        drain_timeout: float = 0.3,
+        interrupt_size: int | None = None,
+    ) -> None:
+        self._port = port
+        self._resource = resource
+        self.quirks = quirks
+        self._conn = UsbtmcConnection(
+            interface=port.interface_number,
+            bulk_out_endpoint=port.bulk_out_endpoint,
+            bulk_in_endpoint=port.bulk_in_endpoint,
+            max_packet_size=port.max_packet_size,
+            max_transfer_size=max_transfer_size,
+            quirks=quirks,
+        )
+        self._max_transfer_size = max_transfer_size
+        self._recovery_timeout = recovery_timeout
+        self._poll_interval = poll_interval
+        self._max_polls = max_polls
+        self._drain_timeout = drain_timeout
+        mps = port.max_packet_size
+        self._drain_size = -(-_DRAIN_SIZE // mps) * mps
+        packet = interrupt_size or getattr(port, "interrupt_max_packet_size", None) or 64
+        self._interrupt_size = max(int(packet), 2)
+        self._interrupt_endpoint = port.interrupt_in_endpoint
+        self._vid, self._pid = _ids_from_resource(resource)
+        self._capabilities = UsbtmcCapabilities()
+        self._srq = SrqBroadcaster(resource)
+        self._stb_tags = StbTag()
+        self._stb_waiters: dict[int, _StbWaiter] = {}
+        self._reader_scope: anyio.CancelScope | None = None
+        self._reader_done: anyio.Event | None = None
+        self._reader_error: BaseException | None = None
+        self._busy = False
+        self._closed = False
+        self._broken: str | None = None
+        self._lost: ConnectionLostError | None = None
+        self._out_inflight: int | None = None
+        self._out_partial = False
+        self._last_write_end: float | None = None
+        self._info = self._make_info()
+        #: How many recoveries ran (aborts/clears after an interrupted operation).
+        self.recoveries = 0
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        port: UsbPort,
+        *,
+        resource: str,
+        quirks: Quirks | None = None,
+        **options: Any,
+    ) -> AsyncIterator[UsbtmcTransport]:
+        """Open a transport over an opened ``port``; closes the port on exit.
+
+        ``quirks=None`` looks the device up in :data:`~aiotmc.protocol.quirks.KNOWN_QUIRKS`
+        by the VID/PID in ``resource``. Reads GET_CAPABILITIES (a device that refuses it
+        is treated as plain USBTMC) and starts the interrupt-IN reader.
+        """
+        if quirks is None:
+            quirks = quirks_for(*_ids_from_resource(resource))
+        transport = cls(port, resource=resource, quirks=quirks, **options)
+        failure: BaseException | None = None
+        try:
+            await transport._initialize()
+            async with anyio.create_task_group() as tg:
+                if transport._interrupt_endpoint is not None:
+                    await tg.start(transport._interrupt_reader)
+                try:
+                    yield transport
+                except BaseException as exc:  # re-raised below, outside the task group
+                    failure = exc
+                finally:
+                    await transport.aclose()
+                    tg.cancel_scope.cancel()
+        finally:
+            await transport.aclose()
+        if failure is not None:
+            raise failure
+
+    async def _initialize(self) -> None:
+        port = self._port
+        if self.quirks.reset_on_open:
+            if isinstance(port, SupportsReset):
+                await port.reset()
+            else:
+                logger.warning("%s: needs a USB reset at open; the port cannot", self._resource)
+        try:
+            data = await port.control(self._conn.get_capabilities())
+            self._capabilities = self._conn.receive_capabilities(data)
+        except (UsbTransferError, RemoteProtocolError) as exc:
+            logger.info(
+                "%s: GET_CAPABILITIES failed (%s); assuming plain USBTMC", self._resource, exc
+            )
+            if getattr(port, "usb488", False):
+                self._capabilities = UsbtmcCapabilities(bcd_usbtmc=0x0100, bcd_usb488=0x0100)
+        self._info = self._make_info()
+
+    def _make_info(self) -> TransportInfo:
+        caps = self._capabilities
+        usb488 = caps.usb488
+        details = {
+            "interface": str(self._port.interface_number),
+            "max_packet_size": str(self._port.max_packet_size),
+            "bcd_usbtmc": f"{caps.bcd_usbtmc:#06x}",
+            "quirks": ",".join(self.quirks.active) or "none",
+        }
+        if self._vid is not None:
+            details["vid"] = f"{self._vid:#06x}"
+        if self._pid is not None:
+            details["pid"] = f"{self._pid:#06x}"
+        return TransportInfo(
+            resource=self._resource,
+            kind="usbtmc",
+            capabilities=Capabilities(
+                srq=usb488 and self._interrupt_endpoint is not None,
+                read_stb=usb488,
+                device_clear=True,
+                trigger=usb488 and caps.trigger,
+                remote_local=usb488 and caps.ren_control,
+                eom=not self.quirks.eom_unreliable,
+            ),
+            details=details,
+        )
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def info(self) -> TransportInfo:
+        """Static facts about the link."""
+        return self._info
+
+    @property
+    def capabilities(self) -> UsbtmcCapabilities:
+        """What GET_CAPABILITIES reported (after quirks)."""
+        return self._capabilities
+
+    @property
+    def srq(self) -> SrqBroadcaster | None:
+        """Service requests from the interrupt endpoint (None without USB488 interrupt-IN)."""
+        return self._srq if self._info.capabilities.srq else None
+
+    @property
+    def connection(self) -> UsbtmcConnection:
+        """The sans-IO protocol state (bTags, state), for diagnostics and tests."""
+        return self._conn
+
+    @property
+    def broken(self) -> bool:
+        """True when recovery failed: every call raises SessionBrokenError."""
+        return self._broken is not None
+
+    # -- guarding ----------------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this USBTMC transport")
+        if self._lost is not None:
+            raise ConnectionLostError(str(self._lost), resource=None)
+        if self._broken is not None:
+            raise SessionBrokenError(
+                f"the USBTMC session is out of step ({self._broken}); reopen the instrument",
+                resource=self._resource,
+            )
+        self._busy = True
+
+    # -- MessageTransport ------------------------------------------------------------------------
+
+    async def send_message(
+        self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
+    ) -> None:
+        """Send ``parts`` as one message: one bulk transfer per ``max_transfer_size`` chunk.
+
+        Checkpoints. Raises WriteTimeout (deadline), UsbStallError, ConnectionLostError,
+        LocalProtocolError (empty message with ``end=True``); a timeout or cancellation
+        aborts the transfer in flight first.
+        """
+        self._begin()
+        try:
+            transfers = self._conn.send_message(parts, end=end)
+            await self._within(deadline, WriteTimeout, self._send(transfers, end))
+        except BaseException as exc:
+            await self._after_error(exc)
+            raise
+        finally:
+            self._busy = False
+
+    async def _send(self, transfers: list[bytes], end: bool) -> None:
+        if not transfers:
+            await checkpoint()
+        port = self._port
+        last = len(transfers) - 1
+        for index, transfer in enumerate(transfers):
+            self._out_inflight = transfer[1]
+            await port.bulk_out(transfer)
+            self._out_inflight = None
+            self._out_partial = not (end and index == last)
+        if end:
+            self._last_write_end = anyio.current_time()
+
+    async def _within(
+        self, deadline: float, timeout: type[AiotmcTimeout], operation: Awaitable[T]
+    ) -> T:
+        """Await ``operation``; past ``deadline`` cancel it and raise ``timeout``."""
+        if deadline == math.inf:
+            return await operation
+        with anyio.CancelScope(deadline=deadline):
+            return await operation
+        what = "send" if timeout is WriteTimeout else "get an answer"
+        raise timeout(f"{self._resource}: could not {what} before the deadline")
+
+    async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Receive one response message (terminator included).
+
+        Raises RemoteProtocolError if it exceeds ``max_size`` (after consuming the rest) or
+        the device breaks framing (after resynchronising with an abort); ReadTimeout past
+        ``deadline`` (after aborting the transfer).
+        """
+        self._begin()
+        try:
+            chunks: list[memoryview] = []
+            total = 0
+
+            def sink(view: memoryview) -> None:
+                nonlocal total
+                total += len(view)
+                if total <= max_size:
+                    chunks.append(view)
+
+            def want() -> int:  # the connection caps each transfer
+                return max_size + 1 - total if total <= max_size else self._max_transfer_size
+
+            await self._within(deadline, ReadTimeout, self._receive(sink, want))
+            if total > max_size:
+                raise RemoteProtocolError(
+                    f"response of {total} bytes exceeds max_size={max_size}; discarded"
+                )
+            if len(chunks) == 1:
+                return chunks[0].tobytes()
+            return b"".join(chunks)
+        except BaseException as exc:
+            await self._after_error(exc)
+            raise
+        finally:
+            self._busy = False
+
+    async def receive_block(
+        self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
+    ) -> memoryview:
+        """Receive a response holding one IEEE 488.2 block; the payload goes into ``into``.
+
+        Returns the payload (a view of ``into`` or of a new buffer). The whole message is
+        consumed before RemoteProtocolError (not a block, too large, truncated) or
+        LocalProtocolError (does not fit ``into``) is raised.
+        """
+        self._begin()
+        try:
+            sink = _BlockSink(into, max_size, self.quirks.terminator)
+            slack = 32  # block header and terminator
+
+            def want() -> int:  # the connection caps each transfer
+                header = sink.header
+                if header is not None and header.payload_length is not None:
+                    return max(header.payload_length - sink.pos + slack, 1)
+                return max(max_size + slack - sink.pos, self._max_transfer_size)
+
+            await self._within(deadline, ReadTimeout, self._receive(sink, want))
+            return sink.result()
+        except BaseException as exc:
+            await self._after_error(exc)
+            raise
+        finally:
+            self._busy = False
+
+    async def _receive(self, sink: Callable[[memoryview], None], want: Callable[[], int]) -> None:
+        conn = self._conn
+        port = self._port
+        delay = self.quirks.write_read_delay
+        if delay and self._last_write_end is not None:
+            wait = self._last_write_end + delay - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait + 0.001)
+        await port.bulk_out(conn.request_response(want()))
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = await port.bulk_in(conn.next_read_size())
+                conn.receive_bulk_in(data)
+            elif type(event) is ResponseData:
+                sink(event.data)
+            elif type(event) is NeedRequest:
+                await port.bulk_out(conn.request_response(want()))
+            else:
+                assert type(event) is EndOfMessage
+                return
+
+    async def read_stb(self, *, deadline: float = math.inf) -> int:
+        """USB488 READ_STATUS_BYTE; the answer comes on interrupt-IN when there is one.
+
+        Raises UnsupportedOperation on a plain USBTMC interface, ReadTimeout past
+        ``deadline`` (a late answer is dropped by the interrupt reader).
+        """
+        if not self._capabilities.usb488:
+            raise UnsupportedOperation(f"{self._resource}: not a USB488 interface (no status byte)")
+        self._begin()
+        try:
+            return await self._within(deadline, ReadTimeout, self._read_stb())
+        finally:
+            self._busy = False
+
+    async def _read_stb(self) -> int:
+        port = self._port
+        interface = port.interface_number
+        use_interrupt = self._interrupt_endpoint is not None and self._reader_scope is not None
+        for attempt in range(_TAG_RETRIES + 1):
+            tag = self._stb_tags.next()
+            waiter: _StbWaiter | None = None
+            if use_interrupt:
+                if self._reader_error is not None:
+                    raise self._reader_error
+                waiter = self._stb_waiters[tag] = _StbWaiter()
+            try:
+                reply = parse_read_status_byte(
+                    await port.control(read_status_byte_request(tag, interface))
+                )
+                if reply.status is UsbtmcStatus.INTERRUPT_IN_BUSY and attempt < _TAG_RETRIES:
+                    await anyio.sleep(self._poll_interval)
+                    continue
+                if reply.status is not _SUCCESS:
+                    raise RemoteProtocolError(f"READ_STATUS_BYTE returned {reply.status.name}")
+                if reply.tag != tag:
+                    raise RemoteProtocolError(
+                        f"READ_STATUS_BYTE answered bTag {reply.tag}, asked {tag}"
+                    )
+                if waiter is None:
+                    return reply.status_byte
+                await waiter.event.wait()
+                if waiter.error is not None:
+                    raise waiter.error
+                return waiter.value
+            finally:
+                self._stb_waiters.pop(tag, None)
+        raise RemoteProtocolError("READ_STATUS_BYTE: the interrupt endpoint stays busy")
+
+    async def trigger(self, *, deadline: float = math.inf) -> None:
+        """USB488 TRIGGER message (raises UnsupportedOperation if the device lacks it)."""
+        if not (self._capabilities.usb488 and self._capabilities.trigger):
+            raise UnsupportedOperation(f"{self._resource}: the device has no USB488 TRIGGER")
+        self._begin()
+        try:
+            message = self._conn.trigger()
+            await self._within(deadline, WriteTimeout, self._send([message], False))
+            self._out_partial = False
+        except BaseException as exc:
+            await self._after_error(exc)
+            raise
+        finally:
+            self._busy = False
+
+    async def clear(self, *, deadline: float = math.inf) -> None:
+        """Device clear (INITIATE_CLEAR / CHECK_CLEAR_STATUS / clear bulk-OUT halt).
+
+        On failure the transport is broken and SessionBrokenError is raised; a clear that
+        is cancelled or times out part-way (WriteTimeout) is finished (shielded, bounded)
+        before the cancellation or timeout propagates.
+        """
+        self._begin()
+        try:
+            await self._within(deadline, WriteTimeout, self._device_clear())
+            self._settled()
+        except AiotmcTimeout as exc:
+            await self._after_error(exc, force_clear=True)
+            raise
+        except Exception as exc:
+            if isinstance(exc, ConnectionLostError):
+                self._lost = exc
+                raise
+            self._broken = f"device clear failed: {exc}"
+            raise SessionBrokenError(
+                f"device clear failed ({exc}); reopen the instrument", resource=self._resource
+            ) from exc
+        except BaseException as exc:
+            await self._after_error(exc, force_clear=True)
+            raise
+        finally:
+            self._busy = False
+
+    async def set_remote(self, remote: bool, *, lockout: bool = False) -> None:
+        """REN_CONTROL (+ LOCAL_LOCKOUT), or GO_TO_LOCAL + REN off for ``remote=False``."""
+        caps = self._capabilities
+        if not (caps.usb488 and caps.ren_control):
+            raise UnsupportedOperation(f"{self._resource}: no USB488 remote/local control")
+        interface = self._port.interface_number
+        if remote:
+            requests = [ren_control_request(True, interface)]
+            if lockout:
+                requests.append(local_lockout_request(interface))
+        else:
+            requests = [go_to_local_request(interface), ren_control_request(False, interface)]
+        self._begin()
+        try:
+            for request in requests:
+                status = parse_status(await self._port.control(request))
+                if status is not _SUCCESS:
+                    raise RemoteProtocolError(f"request {request.request} returned {status.name}")
+        finally:
+            self._busy = False
+
+    async def indicator_pulse(self) -> None:
+        """Blink the device's activity indicator (USBTMC INDICATOR_PULSE)."""
+        if not self._capabilities.indicator_pulse:
+            raise UnsupportedOperation(f"{self._resource}: no INDICATOR_PULSE")
+        self._begin()
+        try:
+            status = parse_status(await self._port.control(self._conn.indicator_pulse()))
+            if status is not _SUCCESS:
+                raise RemoteProtocolError(f"INDICATOR_PULSE returned {status.name}")
+        finally:
+            self._busy = False
+
+    async def aclose(self) -> None:
+        """Stop the interrupt reader and close the port; idempotent, shielded."""
+        if self._closed:
+            await checkpoint()
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._reader_scope is not None:
+                self._reader_scope.cancel()
+                if self._reader_done is not None:
+                    with anyio.move_on_after(1.0):
+                        await self._reader_done.wait()
+            self._fail_waiters(anyio.ClosedResourceError())
+            self._srq.close()
+            await self._port.aclose()
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _plan(self, exc: BaseException, force_clear: bool) -> _Recovery | None:
+        conn = self._conn
+        plan = _Recovery(clear=force_clear)
+        state = conn.state
+        if state in (UsbtmcState.REQUESTED, UsbtmcState.RECEIVING, UsbtmcState.ERROR):
+            plan.in_tag = conn.in_tag
+        if state in (UsbtmcState.SENDING, UsbtmcState.ABORTING) or self._out_partial:
+            plan.clear = True
+        plan.out_tag = self._out_inflight
+        if isinstance(exc, UsbStallError) and exc.endpoint in (
+            self._port.bulk_in_endpoint,
+            self._port.bulk_out_endpoint,
+        ):
+            plan.stalled = exc.endpoint
+        if plan == _Recovery():
+            if state is UsbtmcState.PARTIAL:
+                conn.reset()  # the device drops the rest when the next message comes
+            return None
+        return plan
+
+    async def _after_error(self, exc: BaseException, *, force_clear: bool = False) -> None:
+        """Resynchronise after ``exc`` interrupted an operation (shielded, bounded)."""
+        if self._closed or isinstance(exc, (LocalProtocolError, anyio.ClosedResourceError)):
+            return
+        if isinstance(exc, ConnectionLostError):
+            self._lost = exc
+            return
+        plan = self._plan(exc, force_clear)
+        if plan is None:
+            return
+        self.recoveries += 1
+        failure: BaseException | None = None
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._recovery_timeout) as scope:
+                try:
+                    await self._recover(plan)
+                except ConnectionLostError as lost:
+                    self._lost = lost
+                    return
+                except Exception as error:
+                    failure = error
+        if scope.cancelled_caught:
+            failure = TimeoutError(f"recovery took longer than {self._recovery_timeout} s")
+        if failure is not None:
+            logger.warning("%s: recovery failed: %s", self._resource, failure)
+            self._broken = f"recovery after {type(exc).__name__} failed: {failure}"
+        else:
+            self._settled()
+
+    def _settled(self) -> None:
+        self._conn.reset()
+        self._out_partial = False
+        self._out_inflight = None
+
+    async def _recover(self, plan: _Recovery) -> None:
+        port = self._port
+        logger.debug("%s: recovering %s", self._resource, plan)
+        try:
+            if plan.stalled is not None:
+                await port.clear_halt(plan.stalled)
+            if plan.out_tag is not None:
+                await self._abort_bulk_out(plan.out_tag)
+            if plan.in_tag is not None:
+                await self._abort_bulk_in(plan.in_tag)
+        except (UsbTransferError, RemoteProtocolError) as exc:
+            logger.info("%s: abort failed (%s); escalating to device clear", self._resource, exc)
+            plan.clear = True
+        if plan.clear:
+            await self._device_clear()
+
+    async def _abort_bulk_in(self, tag: int) -> None:
+        """INITIATE_ABORT_BULK_IN (retrying with the device's bTag), drain, CHECK."""
+        port, conn = self._port, self._conn
+        for _ in range(_TAG_RETRIES):
+            reply = parse_initiate_abort(await port.control(conn.initiate_abort_bulk_in(tag)))
+            if reply.status is _SUCCESS:
+                break
+            if reply.status is UsbtmcStatus.FAILED:
+                return  # no transfer in progress and nothing queued
+            if reply.status is UsbtmcStatus.TRANSFER_NOT_IN_PROGRESS:
+                if reply.tag not in (0, tag):
+                    tag = reply.tag  # the device has another bTag in progress: abort that
+                    continue
+                await self._drain_bulk_in()  # nothing in progress but data queued
+                return
+            raise RemoteProtocolError(f"INITIATE_ABORT_BULK_IN returned {reply.status.name}")
+        else:
+            raise RemoteProtocolError("INITIATE_ABORT_BULK_IN: the device keeps naming other bTags")
+        await self._drain_bulk_in()
+        for _ in range(self._max_polls):
+            check = parse_check_abort_bulk_in(await port.control(conn.check_abort_bulk_in_status()))
+            if check.status is _SUCCESS:
+                return
+            if check.status is not _PENDING:
+                raise RemoteProtocolError(
+                    f"CHECK_ABORT_BULK_IN_STATUS returned {check.status.name}"
+                )
+            if check.more_data:
+                await self._drain_bulk_in()
+            else:
+                await anyio.sleep(self._poll_interval)
+        raise RemoteProtocolError(
+            f"CHECK_ABORT_BULK_IN_STATUS still PENDING after {self._max_polls} polls"
+        )
+
+    async def _abort_bulk_out(self, tag: int) -> None:
+        """INITIATE_ABORT_BULK_OUT (retrying with the device's bTag), CHECK, clear halt."""
+        port, conn = self._port, self._conn
+        try:
+            for _ in range(_TAG_RETRIES):
+                reply = parse_initiate_abort(await port.control(conn.initiate_abort_bulk_out(tag)))
+                if reply.status is _SUCCESS:
+                    break
+                if reply.status is UsbtmcStatus.FAILED:
+                    return  # the transfer had completed or never started
+                if reply.status is UsbtmcStatus.TRANSFER_NOT_IN_PROGRESS and reply.tag not in (
+                    0,
+                    tag,
+                ):
+                    tag = reply.tag
+                    continue
+                raise RemoteProtocolError(f"INITIATE_ABORT_BULK_OUT returned {reply.status.name}")
+            else:
+                raise RemoteProtocolError(
+                    "INITIATE_ABORT_BULK_OUT: the device keeps naming other bTags"
+                )
+            for _ in range(self._max_polls):
+                check = parse_check_abort_bulk_out(
+                    await port.control(conn.check_abort_bulk_out_status())
+                )
+                if check.status is _SUCCESS:
+                    return
+                if check.status is not _PENDING:
+                    raise RemoteProtocolError(
+                        f"CHECK_ABORT_BULK_OUT_STATUS returned {check.status.name}"
+                    )
+                await anyio.sleep(self._poll_interval)
+            raise RemoteProtocolError(
+                f"CHECK_ABORT_BULK_OUT_STATUS still PENDING after {self._max_polls} polls"
+            )
+        finally:
+            await port.clear_halt(port.bulk_out_endpoint)
+
+    async def _drain_bulk_in(self) -> None:
+        """Read bulk-IN until a short packet (each read bounded by ``drain_timeout``)."""
+        port = self._port
+        size = self._drain_size
+        mps = port.max_packet_size
+        for _ in range(self._max_polls):
+            with anyio.move_on_after(self._drain_timeout):
+                data = await port.bulk_in(size)
+                if len(data) < size or len(data) % mps:
+                    return
+                continue
+            return  # nothing more came
+
+    async def _device_clear(self) -> None:
+        port, conn = self._port, self._conn
+        if self.quirks.clear_hangs:
+            await self._clear_without_initiate_clear()
+            return
+        status = parse_status(await port.control(conn.initiate_clear()))
+        if status is not _SUCCESS:
+            raise RemoteProtocolError(f"INITIATE_CLEAR returned {status.name}")
+        for _ in range(self._max_polls):
+            check = parse_check_clear_status(await port.control(conn.check_clear_status()))
+            if check.status is _SUCCESS:
+                break
+            if check.status is not _PENDING:
+                raise RemoteProtocolError(f"CHECK_CLEAR_STATUS returned {check.status.name}")
+            if check.more_data:
+                await self._drain_bulk_in()
+            else:
+                await anyio.sleep(self._poll_interval)
+        else:
+            raise RemoteProtocolError(
+                f"CHECK_CLEAR_STATUS still PENDING after {self._max_polls} polls"
+            )
+        await port.clear_halt(port.bulk_out_endpoint)
+
+    async def _clear_without_initiate_clear(self) -> None:
+        """``Quirks.clear_hangs``: resynchronise with aborts and endpoint halts only."""
+        port, conn = self._port, self._conn
+        if conn.in_tag:
+            await self._abort_bulk_in(conn.in_tag)
+        if conn.out_tag:
+            await self._abort_bulk_out(conn.out_tag)
+        if self._out_partial:
+            # No INITIATE_CLEAR to drop a half-sent message: end it so framing resumes.
+            conn.reset()
+            for transfer in conn.send_message(b"\n"):
+                await port.bulk_out(transfer)
+            self._out_partial = False
+        await port.clear_halt(port.bulk_in_endpoint)
+
+    # -- the interrupt-IN reader ----------------------------------------------------------
+
+    async def _interrupt_reader(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        done = self._reader_done = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                self._reader_scope = scope
+                task_status.started()
+                await self._read_interrupts()
+        finally:
+            done.set()
+
+    async def _read_interrupts(self) -> None:
+        port = self._port
+        endpoint = self._interrupt_endpoint
+        assert endpoint is not None
+        failures = 0
+        while True:
+            try:
+                data = await port.interrupt_in(self._interrupt_size)
+            except ConnectionLostError as exc:
+                self._lost = exc
+                self._reader_error = exc
+                self._fail_waiters(exc)
+                return
+            except anyio.ClosedResourceError as exc:
+                self._reader_error = exc
+                self._fail_waiters(exc)
+                return
+            except Exception as exc:
+                failures += 1
+                logger.warning("%s: interrupt-IN failed: %s", self._resource, exc)
+                if failures > _READER_FAILURES:
+                    self._reader_error = TransportError(
+                        f"interrupt-IN reader stopped: {exc}", resource=self._resource
+                    )
+                    self._fail_waiters(self._reader_error)
+                    return
+                try:
+                    if isinstance(exc, UsbStallError):
+                        await port.clear_halt(endpoint)
+                    else:
+                        await anyio.sleep(self._poll_interval)
+                except Exception:
+                    logger.debug("clear_halt on the interrupt endpoint failed", exc_info=True)
+                continue
+            failures = 0
+            try:
+                note = parse_interrupt(data)
+            except RemoteProtocolError as exc:
+                logger.warning("%s: %s", self._resource, exc)
+                continue
+            if type(note) is SrqNotification:
+                self._srq.publish(note.status)
+            elif type(note) is StatusByteReply:
+                waiter = self._stb_waiters.get(note.tag)
+                if waiter is not None and not waiter.event.is_set():
+                    waiter.value = note.status
+                    waiter.event.set()
+                else:
+                    logger.debug("%s: late status byte reply, bTag %d", self._resource, note.tag)
+            else:
+                logger.debug("%s: vendor notification %r", self._resource, note)
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        for waiter in self._stb_waiters.values():
+            if not waiter.event.is_set():
+                waiter.error = error
+                waiter.event.set()
+
+
+def open_usbtmc_transport(
+    port: UsbPort, *, resource: str, quirks: Quirks | None = None, **options: Any
+) -> AbstractAsyncContextManager[UsbtmcTransport]:
+    """``async with open_usbtmc_transport(port, resource=...) as transport:``.
+
+    See :meth:`UsbtmcTransport.open` (``quirks=None``: look up the VID/PID in
+    ``resource``) and :class:`UsbtmcTransport` for ``options``.
+    """
+    return UsbtmcTransport.open(port, resource=resource, quirks=quirks, **options)
+
+
+@asynccontextmanager
+async def open_usb_resource(
+    resource: UsbInstr,
+    *,
+    connect_timeout: float | None = 10.0,
+    quirks: Quirks | Mapping[tuple[int, int | None], Quirks] | None = None,
+    driver: str = "auto",
+    **options: Any,
+) -> AsyncIterator[UsbtmcTransport]:
+    """Open ``USB::vid::pid[::serial[::interface]]::INSTR`` through libusb.
+
+    ``quirks``: a :class:`Quirks` to use as is, or extra table entries for
+    :func:`~aiotmc.protocol.quirks.quirks_for`. ``driver``: libusb event driver.
+    """
+    from .._usb.libusb_port import open_usb_port
+
+    if isinstance(quirks, Quirks):
+        chosen = quirks
+    else:
+        chosen = quirks_for(resource.vid, resource.pid, quirks)
+    name = str(resource)
+    async with AsyncExitStack() as stack:
+        port_cm = open_usb_port(
+            resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
+        )
+        try:
+            with anyio.fail_after(connect_timeout):
+                port = await stack.enter_async_context(port_cm)
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"USB device not opened within {connect_timeout} s", resource=name
+            ) from None
+        async with UsbtmcTransport.open(port, resource=name, quirks=chosen, **options) as transport:
+            yield transport
