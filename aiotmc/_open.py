@@ -16,6 +16,11 @@ from .transports.base import MessageTransport
 
 __all__ = ["open", "open_transport"]
 
+_OPTIONS: dict[str, frozenset[str]] = {
+    "sim": frozenset({"device"}),
+    "usb": frozenset({"quirks", "driver"}),
+}
+
 
 @asynccontextmanager
 async def open_transport(
@@ -32,6 +37,13 @@ async def open_transport(
     ("auto", "thread", "pollfd").
     """
     res = parse_resource(resource) if isinstance(resource, str) else resource
+    allowed = _OPTIONS.get(res.kind, frozenset())
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{res}: unexpected option(s) {', '.join(unknown)} for a {res.kind} resource"
+            + (f" (accepted: {', '.join(sorted(allowed))})" if allowed else "")
+        )
     if isinstance(res, TcpipSocket):
         from .transports.tcp import SocketTransport
 
@@ -75,9 +87,15 @@ async def open(
     write_termination: str = "\n",
     encoding: str = "ascii",
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    srq_poll_interval: float | None = None,
     **options: Any,
 ) -> AsyncIterator[Instrument]:
     """Open an instrument: ``async with aiotmc.open("TCPIP0::host::5025::SOCKET") as inst:``.
+
+    ``srq_poll_interval`` (seconds) opts in to service requests on transports without an
+    SRQ channel (raw sockets): a background task polls the status byte at that interval
+    under the instrument's lock (see :mod:`aiotmc.srq_poll`). Ignored where the transport
+    has its own SRQ channel.
 
     Raises :class:`~aiotmc.InvalidResourceName` for a malformed name,
     :class:`~aiotmc.UnsupportedOperation` for a transport not built yet,
@@ -98,6 +116,12 @@ async def open(
             max_message_size=max_message_size,
         )
         try:
-            yield instrument
+            if srq_poll_interval is not None and transport.srq is None:
+                from .srq_poll import poll_service_requests
+
+                async with poll_service_requests(instrument, srq_poll_interval):
+                    yield instrument
+            else:
+                yield instrument
         finally:
             await instrument.aclose()

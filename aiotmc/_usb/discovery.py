@@ -30,11 +30,24 @@ def visa_usb_name(
 
     The interface number is included only when it is not 0 (as VISA libraries print it).
     """
-    parts = [f"USB{board}", f"0x{vid:04X}", f"0x{pid:04X}", serial or ""]
-    if interface:
-        parts.append(str(interface))
-    parts.append("INSTR")
-    return "::".join(parts)
+    from .._exceptions import InvalidResourceName
+    from ..resources import UsbInstr
+
+    # Without a serial number the interface cannot be named (the grammar would be
+    # ambiguous): such a device is opened by VID:PID alone.
+    try:
+        return str(
+            UsbInstr(
+                board=board,
+                vid=vid,
+                pid=pid,
+                serial=serial or None,
+                interface=(interface or None) if serial else None,
+            )
+        )
+    except InvalidResourceName:  # a serial the grammar cannot hold ("S N", "a::b")
+        suffix = f"::{interface}" if interface else ""
+        return f"USB{board}::0x{vid:04X}::0x{pid:04X}::{serial}{suffix}::INSTR"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

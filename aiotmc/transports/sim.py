@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Final
 import anyio
 from anyio.lowlevel import checkpoint
 
-from .._exceptions import LocalProtocolError, ReadTimeout, RemoteProtocolError
+from .._exceptions import (
+    LocalProtocolError,
+    ReadTimeout,
+    RemoteProtocolError,
+    ResourceNotFoundError,
+)
 from .._util import background_task_group
 from ..protocol.ieee4882 import decode_block
 from ..srq import SrqBroadcaster
@@ -93,10 +98,9 @@ class SimTransport:
         return into[: len(payload)]
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
-        """Serial poll: the device's status byte."""
+        """Serial poll: the status byte with RQS (cleared by the poll, as USB488 does)."""
         await checkpoint()
-        self.device.poll()
-        return self.device.status_byte
+        return self.device.serial_poll()
 
     async def clear(self, *, deadline: float = math.inf) -> None:
         """Device clear."""
@@ -196,5 +200,9 @@ def shared_device(model: str, name: str | None = None) -> SimDevice:
     key = (model.lower(), (name or model).lower())
     device = _SHARED.get(key)
     if device is None:
-        device = _SHARED[key] = create_device(key[0])
+        try:
+            device = create_device(key[0])
+        except ValueError as exc:
+            raise ResourceNotFoundError(f"SIM::{model}: {exc}") from None
+        _SHARED[key] = device
     return device

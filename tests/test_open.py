@@ -1,0 +1,47 @@
+"""aiotmc.open(): dispatch by resource kind, option checking, unsupported kinds."""
+
+from __future__ import annotations
+
+import pytest
+
+import aiotmc
+
+
+async def test_unknown_simulator_model_is_not_found() -> None:
+    with pytest.raises(aiotmc.ResourceNotFoundError, match="nosuch"):
+        async with aiotmc.open("SIM::nosuch"):
+            pass  # pragma: no cover
+
+
+async def test_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="quirks"):
+        async with aiotmc.open("SIM::dmm", quirks=None):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match="device"):
+        async with aiotmc.open("TCPIP::127.0.0.1::5025::SOCKET", device=None):
+            pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    "resource", ["TCPIP::127.0.0.1::INSTR", "TCPIP::127.0.0.1::hislip0::INSTR"]
+)
+async def test_transports_not_built_yet_say_so(resource: str) -> None:
+    with pytest.raises(aiotmc.UnsupportedOperation, match="not implemented yet"):
+        async with aiotmc.open(resource):
+            pass  # pragma: no cover
+
+
+async def test_bad_name_is_invalid_resource_name() -> None:
+    with pytest.raises(aiotmc.InvalidResourceName) as info:
+        async with aiotmc.open("TCPIP::host::99999::SOCKET"):
+            pass  # pragma: no cover
+    assert isinstance(info.value, ValueError)
+    assert "99999" in str(info.value)
+
+
+async def test_shared_simulator_by_name() -> None:
+    async with aiotmc.open("SIM::psu::shared_a") as a, aiotmc.open("SIM::psu::shared_a") as b:
+        await a.write("VOLT 4.5")
+        assert float(await b.query("VOLT?")) == pytest.approx(4.5)
+    async with aiotmc.open("SIM::psu::shared_b") as c:
+        assert float(await c.query("VOLT?")) != pytest.approx(4.5)
