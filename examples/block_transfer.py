@@ -21,10 +21,9 @@ async def main(resource: str) -> None:
         await inst.write_binary_values("DATA:ARB sine,", wave, "h")  # int16, little-endian
         await inst.check_errors()
         back = await inst.query_binary_values("DATA:ARB? sine", "h")
-        print(
-            f"uploaded and read back {len(back)} int16 points "
-            f"in {(time.perf_counter() - start) * 1000:.1f} ms: {'OK' if back == wave else 'MISMATCH'}"
-        )
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        verdict = "OK" if back == wave else "MISMATCH"
+        print(f"uploaded and read back {len(back)} int16 points in {elapsed_ms:.1f} ms: {verdict}")
 
         buffer = bytearray(len(wave) * 2)  # reused between reads: no allocation per block
         for _ in range(3):

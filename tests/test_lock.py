@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aiotmc._lock import FifoLock
@@ -24,7 +25,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
         await lock.acquire()
         try:
             order.append(n)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         finally:
             lock.release()
 
@@ -108,7 +109,7 @@ async def test_lock_is_exclusive(holders: int) -> None:
             await lock.acquire()
             inside += 1
             peak = max(peak, inside)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             inside -= 1
             lock.release()
 
