@@ -145,6 +145,20 @@ class SocketTransport:
         """Raw sockets have no service-request channel."""
         return None
 
+    def set_read_termination(self, terminator: bytes) -> None:
+        """Frame later responses on ``terminator`` (bytes already buffered are kept)."""
+        if not terminator:
+            raise ValueError("a raw socket needs a read termination to frame messages")
+        if terminator == self._terminator:
+            return
+        if self._busy or not self._decoder.at_message_start:
+            raise anyio.BusyResourceError("cannot change the terminator in mid-message")
+        pending = bytes(self._decoder.buffered)
+        self._terminator = terminator
+        self._decoder = MessageDecoder(terminator=terminator)
+        if pending:
+            self._decoder.receive_data(pending)
+
     @property
     def stale(self) -> bool:
         """True when the next operation will reconnect first."""

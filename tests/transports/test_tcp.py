@@ -158,3 +158,22 @@ async def test_upload_is_sent_from_separate_buffers() -> None:
         assert await inst.errors() == []
         back = await inst.query_block("DATA:ARB? big")
         assert back == data
+
+
+async def test_read_termination_change_reframes_responses() -> None:
+    async def handler(stream: SocketStream) -> None:
+        async with stream:
+            while True:
+                try:
+                    command = await read_line(stream)
+                except anyio.EndOfStream:
+                    return
+                await stream.send(b"a\nb\r" if command == b"CR?\n" else b"plain\n")
+
+    async with raw_peer(handler) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+        with anyio.fail_after(5):
+            assert await inst.query("X?") == "plain"
+            inst.read_termination = "\r"
+            assert await inst.query("CR?") == "a\nb"
+            inst.read_termination = "\n"
+            assert await inst.query("X?") == "plain"
