@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a Debian/Ubuntu machine, then run it all:
 # lint (ruff), types (mypy --strict), and pytest (asyncio + trio, real sockets, real
-# subprocesses, real libusb below umockdev). This is the README's second Quick start line
+# subprocesses, real libusb below umockdev, the kernel USB stack under QEMU). This is the README's second Quick start line
 # and what .ci/run executes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0)
+# umockdev: real libusb against the emulated instrument; qemu/busybox/kmod: the kernel
+# USB stack tier (tests/kernel), which boots a stock Debian kernel under QEMU.
+APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
+    qemu-system-x86 busybox-static kmod)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "== installing system packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -25,7 +28,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 echo "== installing aiotmc[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+echo "== kernel for the QEMU tier (cached in ~/.cache/aiotmc-kernel)"
+if [ "${AIOTMC_KERNEL_TIER:-1}" != "0" ]; then
+    .venv/bin/python -m tests.kernel.harness --fetch \
+        || { $SUDO apt-get update -qq && .venv/bin/python -m tests.kernel.harness --fetch; }
+fi
 
 echo "== ruff"
 .venv/bin/ruff check aiotmc tests examples benchmarks scripts
