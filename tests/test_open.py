@@ -45,3 +45,21 @@ async def test_shared_simulator_by_name() -> None:
         assert float(await b.query("VOLT?")) == pytest.approx(4.5)
     async with aiotmc.open("SIM::psu::shared_b") as c:
         assert float(await c.query("VOLT?")) != pytest.approx(4.5)
+
+
+async def test_list_resources_names_usb_instruments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiotmc._usb import discovery
+
+    found = [
+        discovery.UsbResourceInfo(vid=0x0957, pid=0x1796, serial="MY1", interface=0),
+        discovery.UsbResourceInfo(vid=0x1AB1, pid=0x04CE, serial=None, interface=0),
+    ]
+
+    async def fake() -> list[discovery.UsbResourceInfo]:
+        return found
+
+    monkeypatch.setattr(discovery, "alist_usbtmc_devices", fake)
+    assert await aiotmc.list_resources() == [
+        "USB0::0x0957::0x1796::MY1::INSTR",
+        "USB0::0x1AB1::0x04CE::INSTR",
+    ]

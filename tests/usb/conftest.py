@@ -2,8 +2,9 @@
 
 umockdev tier: the ``umockdev`` fixture starts the device process
 (``/usr/bin/python3 -m aiotmc.sim.umockdev``, which has PyGObject) with the requested
-emulated devices, then runs a client scenario from ``tests/usb/umockdev_client.py`` in a
-*subprocess* of this interpreter started with ``LD_PRELOAD=libumockdev-preload.so.0`` and
+emulated devices, then runs a client scenario from ``tests/usb/umockdev_client.py`` (or,
+with ``run_process``, any program: the CLI, an example) in a *subprocess* of this
+interpreter started with ``LD_PRELOAD=libumockdev-preload.so.0`` and
 ``UMOCKDEV_DIR=<testbed>`` (the preload has to be there from process start, so the
 client cannot run inside pytest). A failing scenario fails the test with the client's
 traceback and the device process's log in the message.
@@ -88,6 +89,13 @@ def require_umockdev() -> None:
     if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
         pytest.fail(message + " (CI=true: this tier must run in CI)", pytrace=False)
     pytest.skip(message)
+
+
+def _text(output: str | bytes | None) -> str:
+    """What a timed-out subprocess wrote (TimeoutExpired holds bytes even in text mode)."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace")
+    return output or ""
 
 
 @dataclass
@@ -177,7 +185,7 @@ class UmockdevBed:
         except subprocess.TimeoutExpired as exc:
             pytest.fail(
                 f"umockdev client {scenario!r} timed out after {timeout} s\n"
-                f"--- client stderr ---\n{exc.stderr or ''}\n"
+                f"--- client stderr ---\n{_text(exc.stderr)}\n"
                 f"--- device log ---\n{self.device_log()}",
                 pytrace=False,
             )
@@ -195,6 +203,37 @@ class UmockdevBed:
                 pytrace=False,
             )
         return ClientResult(done.returncode, done.stdout, done.stderr, result)
+
+    def run_process(
+        self, command: list[str], *, timeout: float = 30.0, what: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run any program in the client environment (the CLI, an example); fail the test
+        readably when it exits non-zero or times out."""
+        what = what or " ".join(command[1:] if command[0] == sys.executable else command)
+        try:
+            done = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=self.client_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(
+                f"{what!r} under umockdev timed out after {timeout} s\n"
+                f"--- stderr ---\n{_text(exc.stderr)}\n"
+                f"--- device log ---\n{self.device_log()}",
+                pytrace=False,
+            )
+        if done.returncode != 0:
+            pytest.fail(
+                f"{what!r} under umockdev failed with exit code {done.returncode}\n"
+                f"--- stderr ---\n{done.stderr}\n--- stdout ---\n{done.stdout}\n"
+                f"--- device log ---\n{self.device_log()}",
+                pytrace=False,
+            )
+        return done
 
     def stop(self) -> int | None:
         if self.process.poll() is None:

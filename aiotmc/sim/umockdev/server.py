@@ -15,8 +15,16 @@ reply line ``{"ok": true, ...}`` / ``{"ok": false, "error": ...}``. An optional 
 token ``@N`` selects device N (default 0):
 
 ``ping`` · ``stats`` · ``unplug`` · ``latency <seconds>`` · ``stall <endpoint>`` ·
-``interrupt <hex>`` · ``srq [stb]`` · ``ignore-discards [0|1]`` ·
-``call <method> [json-args]`` · ``quit``
+``interrupt <hex>`` · ``srq [stb]`` · ``storm <count> [per_tick] [interval_ms]`` ·
+``ignore-discards [0|1]`` · ``call <method> [json-args]`` · ``get <attribute>`` ·
+``set <attribute> <json>`` · ``quit``
+
+``call``, ``get`` and ``set`` take a dotted path from the device's function
+(``call model.delay_next_responses [2.0, 1]``, ``set response_delay 0.5``,
+``get seen.triggers``). ``storm`` sends ``count`` SRQ notifications, ``per_tick`` of them
+every ``interval_ms`` (defaults 1 and 1), with status bytes ``0x40 | (n & 0x3F)`` for
+n = 0, 1, ...: through the function's own interrupt queue when it has one, so they
+interleave with READ_STATUS_BYTE replies as on a real device.
 
 The process exits when stdin reaches EOF (the parent went away) or on ``quit``.
 """
@@ -143,6 +151,26 @@ class ControlServer:
             reply["result"] = result
         return reply
 
+    def _storm(self, device: EmulatedUsbDevice, count: int, per_tick: int, interval: int) -> None:
+        inject_srq = getattr(device.function, "inject_srq", None)
+        sent = 0
+
+        def tick() -> bool:
+            nonlocal sent
+            if not device.plugged:
+                return False
+            for _ in range(min(per_tick, count - sent)):
+                stb = 0x40 | (sent & 0x3F)
+                if callable(inject_srq):
+                    inject_srq(stb)
+                else:
+                    device.inject_interrupt(bytes([0x81, stb]))
+                sent += 1
+            device.service()
+            return sent < count
+
+        self._glib.timeout_add(max(0, interval), tick)
+
     def _run(self, device: EmulatedUsbDevice, command: str, args: list[str]) -> Any:
         if command == "ping":
             return None
@@ -172,16 +200,41 @@ class ControlServer:
             else:
                 device.inject_interrupt(bytes([0x81, stb]))
             return None
-        if command == "call":
-            method = getattr(device.function, args[0])
-            call_args = json.loads(" ".join(args[1:])) if len(args) > 1 else []
-            value = method(*call_args) if callable(method) else method
-            device.service()
-            return value if isinstance(value, (int, float, str, bool, list, dict)) else repr(value)
+        if command == "storm":
+            count = int(args[0])
+            per_tick = int(args[1]) if len(args) > 1 else 1
+            interval = int(args[2]) if len(args) > 2 else 1
+            self._storm(device, count, max(1, per_tick), interval)
+            return None
+        if command in ("call", "get", "set"):
+            owner, _, name = args[0].rpartition(".")
+            target: Any = device.function
+            for part in filter(None, owner.split(".")):
+                target = getattr(target, part)
+            if command == "set":
+                setattr(target, name, json.loads(" ".join(args[1:])))
+                device.service()
+                return None
+            value = getattr(target, name)
+            if command == "call" and callable(value):
+                call_args = json.loads(" ".join(args[1:])) if len(args) > 1 else []
+                value = value(*call_args)
+                device.service()
+            return _jsonable(value)
         if command == "quit":
             self._loop.quit()
             return None
         raise ValueError(f"unknown command {command!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
 
 
 def _watch_lines(
