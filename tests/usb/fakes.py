@@ -73,6 +73,11 @@ class FakeTransfer:
         self, status: int = TransferStatus.COMPLETED, data: bytes = b"", delay: float = 0.01
     ) -> threading.Thread:
         def run() -> None:
+            # Like libusb, complete only a submitted transfer: on a loaded machine this
+            # thread may run before the test has submitted (the waiter would then hang).
+            deadline = time.monotonic() + 10
+            while not self.in_flight and time.monotonic() < deadline:
+                time.sleep(0.001)
             time.sleep(delay)
             self.complete(status, data)
 
