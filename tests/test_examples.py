@@ -14,6 +14,8 @@ CASES = {
     "query_idn_trio.py": ([], ","),
     "many_instruments.py": (["--count", "20"], "20 instruments"),
     "block_transfer.py": ([], "OK"),
+    "usb_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
+    "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
 }
 
 

@@ -28,7 +28,7 @@ import math
 import operator
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, overload
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
@@ -39,6 +39,7 @@ __all__ = [
     "MessageDecoder",
     "binary_format",
     "format_values",
+    "join_compound",
     "pack_binary",
     "parse_values",
     "split_compound",
@@ -648,3 +649,21 @@ def unpack_binary(
             f" {size}-byte {datatype!r} items"
         )
     return list(struct.unpack(f"{fmt[0]}{count}{fmt[1]}", view))
+
+
+def join_compound(units: Sequence[str]) -> str:
+    """Join program message units into one compound program message.
+
+    Units after the first are joined with ``;:`` (back to the root, so every header is
+    absolute); common commands (``*OPC``) and already-absolute headers with ``;`` alone,
+    since IEEE 488.2 allows no colon before a common command. Empty units are dropped.
+    """
+    out: list[str] = []
+    for unit in units:
+        unit = unit.strip()
+        if not unit:
+            continue
+        if out and not unit.startswith(("*", ":")):
+            unit = ":" + unit
+        out.append(unit)
+    return ";".join(out)

@@ -786,3 +786,13 @@ def test_pack_binary_rejects_unrepresentable_values(values: list[object], dataty
 def test_binary_int_round_trip(values: list[int], big_endian: bool) -> None:
     payload = pack_binary(values, "i", big_endian=big_endian)
     assert unpack_binary(payload, "i", big_endian=big_endian) == values
+
+
+def test_join_compound_never_puts_a_colon_before_a_common_command() -> None:
+    from aiotmc.protocol import join_compound
+
+    assert join_compound(["MEAS:VOLT?", "*IDN?", "CURR?", ":SYST:ERR?"]) == (
+        "MEAS:VOLT?;*IDN?;:CURR?;:SYST:ERR?"
+    )
+    assert join_compound(["", "*OPC?"]) == "*OPC?"
+    assert join_compound([]) == ""
