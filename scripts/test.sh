@@ -23,11 +23,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "== creating .venv"
-    "$PYTHON" -m venv .venv
-fi
+source scripts/_venv.sh
+ensure_venv
 echo "== installing aiotmc[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 
