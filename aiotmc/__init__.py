@@ -39,17 +39,47 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._open import open, open_transport
+    from .acquisition import (
+        Measurement,
+        OperationTiming,
+        PeriodicAcquisition,
+        Row,
+        Sample,
+        acquire,
+        periodic,
+        write_csv,
+    )
+    from .discovery import list_resources
+    from .group import InstrumentGroup, Result, Results, open_many
     from .instrument import Instrument
+    from .reconnect import Reconnect
     from .resources import ResourceName, parse_resource
     from .srq import SrqBroadcaster
+    from .srq_poll import SrqPoller, poll_service_requests
 
 _LAZY: dict[str, str] = {
     "open": "._open",
     "open_transport": "._open",
     "Instrument": ".instrument",
+    "list_resources": ".discovery",
     "ResourceName": ".resources",
     "parse_resource": ".resources",
     "SrqBroadcaster": ".srq",
+    "InstrumentGroup": ".group",
+    "Result": ".group",
+    "Results": ".group",
+    "open_many": ".group",
+    "Measurement": ".acquisition",
+    "OperationTiming": ".acquisition",
+    "PeriodicAcquisition": ".acquisition",
+    "Row": ".acquisition",
+    "Sample": ".acquisition",
+    "acquire": ".acquisition",
+    "periodic": ".acquisition",
+    "write_csv": ".acquisition",
+    "SrqPoller": ".srq_poll",
+    "poll_service_requests": ".srq_poll",
+    "Reconnect": ".reconnect",
 }
 
 __all__ = [
@@ -62,18 +92,28 @@ __all__ = [
     "EventStatus",
     "Instrument",
     "InstrumentError",
+    "InstrumentGroup",
     "InvalidResourceName",
     "LocalProtocolError",
+    "Measurement",
+    "OperationTiming",
+    "PeriodicAcquisition",
     "PermissionDeniedError",
     "ProtocolError",
     "ReadTimeout",
+    "Reconnect",
     "RemoteProtocolError",
     "ResourceBusyError",
     "ResourceName",
     "ResourceNotFoundError",
+    "Result",
+    "Results",
+    "Row",
+    "Sample",
     "ServiceRequest",
     "SessionBrokenError",
     "SrqBroadcaster",
+    "SrqPoller",
     "StatusByte",
     "TransportError",
     "UnsupportedOperation",
@@ -81,9 +121,15 @@ __all__ = [
     "UsbTransferError",
     "WriteTimeout",
     "__version__",
+    "acquire",
+    "list_resources",
     "open",
+    "open_many",
     "open_transport",
     "parse_resource",
+    "periodic",
+    "poll_service_requests",
+    "write_csv",
 ]
 
 

@@ -11,6 +11,7 @@ import anyio
 from ._exceptions import UnsupportedOperation
 from .instrument import Instrument
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .reconnect import Reconnect, resolve_policy
 from .resources import ResourceName, SimInstr, TcpipSocket, UsbInstr, parse_resource
 from .transports.base import MessageTransport
 
@@ -28,14 +29,16 @@ async def open_transport(
     *,
     connect_timeout: float | None = 10.0,
     read_termination: str = "\n",
+    reconnect: Reconnect | bool | None = None,
     **options: Any,
 ) -> AsyncIterator[MessageTransport]:
     """Open the transport for ``resource`` (closed when the block exits).
 
     Options by kind: ``SIM``: ``device=`` (a SimDevice to attach instead of the shared one
     named by the resource); ``USB``: ``quirks=`` (extra quirk table entries), ``driver=``
-    ("auto", "thread", "pollfd").
+    ("auto", "thread", "pollfd"). ``reconnect``: see :func:`open`.
     """
+    policy = resolve_policy(reconnect)
     res = parse_resource(resource) if isinstance(resource, str) else resource
     allowed = _OPTIONS.get(res.kind, frozenset())
     unknown = sorted(set(options) - allowed)
@@ -53,6 +56,7 @@ async def open_transport(
             resource=str(res),
             terminator=read_termination.encode("ascii"),
             connect_timeout=connect_timeout,
+            reconnect=policy,
         )
         try:
             yield tcp
@@ -68,7 +72,9 @@ async def open_transport(
     elif isinstance(res, UsbInstr):
         from .transports.usbtmc import open_usb_resource
 
-        async with open_usb_resource(res, connect_timeout=connect_timeout, **options) as usb:
+        async with open_usb_resource(
+            res, connect_timeout=connect_timeout, reconnect=policy, **options
+        ) as usb:
             yield usb
     else:
         raise UnsupportedOperation(
@@ -88,6 +94,7 @@ async def open(
     encoding: str = "ascii",
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     srq_poll_interval: float | None = None,
+    reconnect: Reconnect | bool | None = None,
     **options: Any,
 ) -> AsyncIterator[Instrument]:
     """Open an instrument: ``async with aiotmc.open("TCPIP0::host::5025::SOCKET") as inst:``.
@@ -95,7 +102,14 @@ async def open(
     ``srq_poll_interval`` (seconds) opts in to service requests on transports without an
     SRQ channel (raw sockets): a background task polls the status byte at that interval
     under the instrument's lock (see :mod:`aiotmc.srq_poll`). Ignored where the transport
-    has its own SRQ channel.
+    has its own SRQ channel; ``ValueError`` if it is not positive.
+
+    ``reconnect`` opts in to automatic reconnection (``True``, or a
+    :class:`~aiotmc.reconnect.Reconnect` policy with attempts and backoff): after the
+    link drops, the operation that was on the wire fails with ConnectionLostError (it is
+    never replayed) and the next one reconnects first, a bounded number of times; a
+    replugged USB device is reopened by its resource name. ``SIM::`` links never drop.
+    See docs/reliability.md.
 
     Raises :class:`~aiotmc.InvalidResourceName` for a malformed name,
     :class:`~aiotmc.UnsupportedOperation` for a transport not built yet,
@@ -105,6 +119,7 @@ async def open(
         resource,
         connect_timeout=connect_timeout,
         read_termination=read_termination,
+        reconnect=reconnect,
         **options,
     ) as transport:
         instrument = Instrument(

@@ -28,13 +28,22 @@ from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
-from .protocol.scpi import binary_format, pack_binary, parse_values, split_compound, unpack_binary
+from .protocol.scpi import (
+    binary_format,
+    join_compound,
+    pack_binary,
+    parse_values,
+    split_compound,
+    unpack_binary,
+)
 from .transports.base import BytesLike, MessageTransport
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
+    from .acquisition import OperationTiming, PendingOperation
     from .srq import SrqBroadcaster
+    from .srq_poll import SrqPoller
 
 __all__ = ["Instrument"]
 
@@ -67,13 +76,16 @@ class Instrument:
     ) -> None:
         self.transport = transport
         self.timeout = timeout
-        self.read_termination = read_termination
+        self._read_termination = read_termination
         self.write_termination = write_termination
         self.encoding = encoding
         self.max_message_size = max_message_size
         self._lock = FifoLock()
         self._transaction_task: int | None = None
         self._closed = False
+        #: The status-byte poller publishing service requests where the transport has no
+        #: SRQ channel (``aiotmc.open(..., srq_poll_interval=...)``), else ``None``.
+        self.srq_poller: SrqPoller | None = None
 
     # -- context management ------------------------------------------------------------------
 
@@ -82,6 +94,18 @@ class Instrument:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    @property
+    def read_termination(self) -> str:
+        """Stripped from text responses; byte-stream transports also frame messages on it."""
+        return self._read_termination
+
+    @read_termination.setter
+    def read_termination(self, value: str) -> None:
+        setter = getattr(self.transport, "set_read_termination", None)
+        if setter is not None:
+            setter(value.encode(self.encoding))
+        self._read_termination = value
 
     @property
     def resource(self) -> str:
@@ -216,8 +240,7 @@ class Instrument:
         """
         if not commands:
             return []
-        joined = ";:".join(c.lstrip(":") for c in commands)
-        parts = split_compound(await self.query(joined, timeout=timeout))
+        parts = split_compound(await self.query(join_compound(commands), timeout=timeout))
         if len(parts) != len(commands):
             raise RemoteProtocolError(
                 f"{len(commands)} queries returned {len(parts)} answers: {parts!r}"
@@ -427,9 +450,13 @@ class Instrument:
 
     def _srq(self) -> SrqBroadcaster:
         srq = self.transport.srq
+        if srq is None and self.srq_poller is not None:
+            srq = self.srq_poller.broadcaster
         if srq is None:
             raise UnsupportedOperation(
-                f"{self.resource}: this transport has no service-request channel"
+                f"{self.resource}: this transport has no service-request channel; "
+                "open it with aiotmc.open(..., srq_poll_interval=0.05) to poll the "
+                "status byte instead"
             )
         return srq
 
@@ -452,6 +479,62 @@ class Instrument:
                 return await events.receive()
         assert scope.cancelled_caught
         raise ReadTimeout(f"{self.resource}: no service request within {limit} s")
+
+    def operation(
+        self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
+    ) -> AbstractAsyncContextManager[PendingOperation]:
+        """Start an operation (``commands`` + ``*OPC``); completion is awaited by SRQ where
+        available, ``*OPC?`` otherwise: ``async with inst.operation(":SINGle") as op:``.
+
+        See :func:`aiotmc.acquisition.operation` for the sequence and exceptions.
+        """
+        from .acquisition import operation
+
+        return operation(
+            self, commands if isinstance(commands, str) else list(commands), timeout=timeout
+        )
+
+    async def wait_operation_complete(
+        self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
+    ) -> OperationTiming:
+        """Send ``commands`` + ``*OPC`` and wait for completion (SRQ, else ``*OPC?``).
+
+        See :func:`aiotmc.acquisition.wait_operation_complete`.
+        """
+        from .acquisition import wait_operation_complete
+
+        return await wait_operation_complete(
+            self, commands if isinstance(commands, str) else list(commands), timeout=timeout
+        )
+
+    # -- reconnecting ------------------------------------------------------------------------
+
+    async def reconnect(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Replace the link now: a raw socket connects again, a USB device is reopened by
+        its resource name and device-cleared, an in-process simulator has nothing to do.
+
+        Waits for the exchange in progress (the lock) like any operation; an exchange that
+        was on the wire when the link dropped has already failed and is never replayed.
+        Timeout, terminations, encoding and ``service_requests()`` subscriptions are kept
+        (they live here and in the transport, which stays the same object). Raises
+        :class:`~aiotmc.UnsupportedOperation` when the transport cannot reconnect,
+        :class:`~aiotmc.ConnectError` / :class:`~aiotmc.ConnectTimeout` when the
+        instrument cannot be reached (the link stays down). See docs/reliability.md; for
+        automatic reconnection open with ``aiotmc.open(..., reconnect=True)``.
+        """
+        replace = getattr(self.transport, "reconnect", None)
+        if replace is None:
+            raise UnsupportedOperation(f"{self.resource}: this transport cannot reconnect")
+        deadline = self._deadline(timeout)
+        locked = await self._acquire()
+        try:
+            await replace(deadline=deadline)
+            setter = getattr(self.transport, "set_read_termination", None)
+            if setter is not None:  # the framing terminator is the one set here
+                setter(self._read_termination.encode(self.encoding))
+        finally:
+            if locked:
+                self._lock.release()
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -740,8 +740,12 @@ class Call:
             raise ScpiError(DATA_TYPE_ERROR, "expected a block")
         if arg[1] == 0x30:
             return arg[2:]
-        header = parse_block_header(arg[:11], max_size=MAX_BLOCK_LENGTH)
-        assert header is not None and header.payload_length is not None  # framed already
+        try:  # parse_program framed it already; a handler may be handed anything, though
+            header = parse_block_header(arg[:11], max_size=MAX_BLOCK_LENGTH)
+        except RemoteProtocolError as exc:
+            raise ScpiError(INVALID_BLOCK_DATA, str(exc)[:40]) from None
+        if header is None or header.payload_length is None:
+            raise ScpiError(INVALID_BLOCK_DATA, "truncated block header")
         if header.header_length + header.payload_length != len(arg):
             raise ScpiError(INVALID_BLOCK_DATA, "data after the block")
         return arg[header.header_length :]

@@ -16,7 +16,8 @@ message and its response form one unit, so clients sharing a device never see ea
 other's answers. The device must use a real-time clock (the default).
 
 Fault hooks: :meth:`SimServer.disconnect_all` resets every connection now;
-:attr:`SimServer.close_after_bytes` cuts the next response and closes its connection.
+:attr:`SimServer.close_after_bytes` cuts the next response and closes its connection;
+:attr:`SimServer.drip` sends every response a few bytes at a time (slow-drip).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ _BATCH: Final = 32  # messages handled back to back before yielding to other tas
 _BIG_BLOCK: Final = 256 * 1024  # blocks this large are received straight into one buffer
 _SCAN_LIMIT: Final = 4 << 20  # look for an open block only in a partial message this small
 _SMALL_RESPONSE: Final = 16 * 1024  # joined and sent with one send()
+_SHORT_WAIT: Final = 0.05  # longer waits for the device also watch the connection
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
@@ -152,6 +154,9 @@ class SimServer:
         #: Fault hook: send only this many bytes of the next response, then close that
         #: connection (the hook disarms itself).
         self.close_after_bytes: int | None = None
+        #: Fault hook: ``(size, interval)`` sends every response ``size`` bytes at a time
+        #: with ``interval`` seconds between the pieces; ``None`` (default) does not.
+        self.drip: tuple[int, float] | None = None
         self._listener: socket.socket | None = None
         self._task_group: TaskGroup | None = None
         self._own_task_group: TaskGroup | None = None
@@ -431,16 +436,19 @@ class SimServer:
                 await self._send(conn, parts)
                 continue
             deadline = device.next_deadline()
-            if deadline is not None:
+            delay = math.inf if deadline is None else max(0.0, deadline - device.clock())
+            if delay <= _SHORT_WAIT:
                 # A plain sleep: far cheaper than a timed-out wait on the socket.
-                await anyio.sleep(max(0.0, deadline - device.clock()))
+                await anyio.sleep(delay)
                 continue
-            # Nothing due at a known time (a response delayed forever, an operation
-            # waiting for a trigger): keep reading so that a closed connection frees the
-            # device (later messages just stay buffered in the decoder).
-            await self._receive(conn.sock, decoder, chunk)
-            if decoder.eof:
-                raise _Closed
+            # A long wait, or nothing due at a known time (a response delayed forever, an
+            # operation waiting for a trigger): keep reading meanwhile, so that a client
+            # that gives up and closes the connection frees the device for the next one
+            # (later messages just stay buffered in the decoder).
+            with anyio.move_on_after(delay):
+                await self._receive(conn.sock, decoder, chunk)
+                if decoder.eof:
+                    raise _Closed
 
     @staticmethod
     async def _receive(sock: socket.socket, decoder: MessageDecoder, chunk: bytearray) -> None:
@@ -455,6 +463,9 @@ class SimServer:
 
     async def _send(self, conn: _Connection, parts: list[BytesLike]) -> None:
         cut = self.close_after_bytes
+        if self.drip is not None and cut is None:
+            await self._send_drip(conn, parts, *self.drip)
+            return
         if cut is None and sum(map(len, parts)) <= _SMALL_RESPONSE:
             data = b"".join(parts)
             sent = 0
@@ -490,6 +501,23 @@ class SimServer:
             except OSError:
                 pass
             raise _Closed
+
+    @staticmethod
+    async def _send_drip(
+        conn: _Connection, parts: list[BytesLike], size: int, interval: float
+    ) -> None:
+        data = memoryview(b"".join(parts))
+        for start in range(0, len(data), max(1, size)):
+            if start:
+                await anyio.sleep(interval)
+            piece = data[start : start + max(1, size)]
+            while piece:
+                try:
+                    sent = conn.sock.send(piece)
+                except BlockingIOError:
+                    await anyio.wait_writable(conn.sock)
+                    continue
+                piece = piece[sent:]
 
 
 def _truncate(views: list[memoryview], limit: int) -> list[memoryview]:

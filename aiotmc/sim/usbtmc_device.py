@@ -14,10 +14,13 @@ Bus adapters (:class:`~aiotmc.sim.fake_port.FakeUsbPort`, the umockdev adapter) 
 transaction at a time; time comes from ``clock`` and :meth:`UsbtmcFunction.next_deadline`.
 
 Fault injection: public attributes (``response_delay``, ``drop_responses``,
-``abort_pending_polls``, ``fail_abort``, ``fail_clear``, ``wrong_abort_tag_once``) and
-methods (:meth:`~UsbtmcFunction.stall_bulk_in`, :meth:`~UsbtmcFunction.stall_bulk_out`,
+``abort_pending_polls``, ``fail_abort``, ``fail_clear``, ``wrong_abort_tag_once``,
+``corrupt_next_response``, ``max_in_transfer``) and methods
+(:meth:`~UsbtmcFunction.stall_bulk_in`, :meth:`~UsbtmcFunction.stall_bulk_out`,
 :meth:`~UsbtmcFunction.inject_srq`, :meth:`~UsbtmcFunction.disconnect`,
-:meth:`~UsbtmcFunction.reset`). ``quirks=`` makes the device misbehave like the
+:meth:`~UsbtmcFunction.replug`, :meth:`~UsbtmcFunction.reset`). All attributes are plain
+JSON values, so the umockdev control channel can set them (``set corrupt_next_response
+"wrong_tag"``). ``quirks=`` makes the device misbehave like the
 instruments in :data:`~aiotmc.protocol.quirks.KNOWN_QUIRKS`, one named behaviour at a time.
 """
 
@@ -63,6 +66,17 @@ _SUCCESS: Final = UsbtmcStatus.SUCCESS
 _PENDING: Final = UsbtmcStatus.PENDING
 _FAILED: Final = UsbtmcStatus.FAILED
 _NOT_IN_PROGRESS: Final = UsbtmcStatus.TRANSFER_NOT_IN_PROGRESS
+
+#: Values of :attr:`UsbtmcFunction.corrupt_next_response`: how the next DEV_DEP_MSG_IN
+#: transfer breaks the protocol.
+CORRUPTIONS: Final = (
+    "wrong_tag",  # bTag of another request
+    "wrong_msgid",  # MsgID 1 (DEV_DEP_MSG_OUT) instead of 2
+    "bad_tag_inverse",  # bTagInverse does not match bTag
+    "truncated_header",  # a 7-byte transfer: the header is cut short
+    "short_transfer",  # TransferSize announces 100 bytes more than the transfer holds
+    "oversized_transfer",  # TransferSize larger than the host asked for
+)
 
 
 class DeviceModel(Protocol):
@@ -250,6 +264,12 @@ class UsbtmcFunction:
         #: The first INITIATE_ABORT_BULK_IN answers TRANSFER_NOT_IN_PROGRESS with another
         #: bTag, which the device then considers current (the host must retry with it).
         self.wrong_abort_tag_once = False
+        #: Break the next DEV_DEP_MSG_IN transfer one of the ways in :data:`CORRUPTIONS`
+        #: (the knob disarms itself).
+        self.corrupt_next_response: str | None = None
+        #: Answer at most this many payload bytes per DEV_DEP_MSG_IN transfer (EOM only on
+        #: the last): with ``response_delay`` a response drips in slowly.
+        self.max_in_transfer: int | None = None
         #: What the device saw.
         self.seen = _Counters()
         self.remote_enabled = False
@@ -367,9 +387,20 @@ class UsbtmcFunction:
 
     def disconnect(self) -> None:
         """Unplug: ``connected`` becomes False and every transaction fails."""
+        if not self._connected:
+            return
         self._connected = False
         self._unsubscribe()
         self._wake()
+
+    def replug(self) -> None:
+        """Plug the device back in after :meth:`disconnect`: a fresh bus state (as after a
+        power-on reset of the interface); the instrument model keeps its settings."""
+        if self._connected:
+            return
+        self._connected = True
+        self._unsubscribe = self.model.add_srq_listener(self._on_srq)
+        self.reset()
 
     def reset(self) -> None:
         """USB port reset: drop every transfer and halt; a ``reset_on_open`` device wakes up."""
@@ -559,6 +590,8 @@ class UsbtmcFunction:
             and response.peek(2)[1:2] not in (b"0", b"")
         )
         size = response.remaining if whole_block else min(request.size, response.remaining)
+        if self.max_in_transfer is not None:
+            size = max(1, min(size, self.max_in_transfer))
         attributes = 0
         if request.term_char is not None and self.capabilities.term_char:
             found = response.find(request.term_char, size)
@@ -575,8 +608,24 @@ class UsbtmcFunction:
         if whole_block:
             field &= 0xFFFF  # wrong for blocks of 64 KiB and more
         msg_id = MsgID.DEV_DEP_MSG_OUT if quirks.msgid_unreliable else MsgID.DEV_DEP_MSG_IN
-        header = pack_header(msg_id, request.tag, field, attributes)
+        tag = request.tag
+        corruption, self.corrupt_next_response = self.corrupt_next_response, None
+        if corruption == "wrong_tag":
+            tag = tag % 255 + 1
+        elif corruption == "wrong_msgid":
+            msg_id = MsgID.DEV_DEP_MSG_OUT
+        elif corruption == "short_transfer":
+            field += 100
+        elif corruption == "oversized_transfer":
+            field = max(field, request.size + 1)
+        elif corruption is not None and corruption not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {corruption!r}; known: {CORRUPTIONS}")
+        header = pack_header(msg_id, tag, field, attributes)
+        if corruption == "bad_tag_inverse":
+            header = header[:2] + bytes([header[2] ^ 0x55]) + header[3:]
         transfer = b"".join([header, *pieces, b"\0" * pad])
+        if corruption == "truncated_header":
+            transfer = header[:7]
         self._transfer = transfer
         self._transfer_tag = request.tag
         self._sent = 0

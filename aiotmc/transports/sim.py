@@ -114,6 +114,14 @@ class SimTransport:
         self.device.trigger()
         self._kick()
 
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Nothing to replace in process: check the link is open, let others run."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        await checkpoint()
+
     async def aclose(self) -> None:
         """Detach from the device; idempotent."""
         if not self._closed:

@@ -34,6 +34,7 @@ from anyio.lowlevel import checkpoint
 
 from .._exceptions import (
     AiotmcTimeout,
+    ConnectError,
     ConnectionLostError,
     ConnectTimeout,
     LocalProtocolError,
@@ -76,11 +77,17 @@ from ..protocol.usbtmc import (
     parse_initiate_abort,
     parse_status,
 )
+from ..reconnect import Reconnect, retry_connect
 from ..srq import SrqBroadcaster
 from .base import BytesLike, Capabilities, TransportInfo
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ..resources import UsbInstr
+
+PortOpener = Callable[[], AbstractAsyncContextManager[UsbPort]]
+"""Opens the device again (by its resource name) for :meth:`UsbtmcTransport.reconnect`."""
 
 __all__ = [
     "SupportsReset",
@@ -97,8 +104,10 @@ _SUCCESS: Final = UsbtmcStatus.SUCCESS
 _PENDING: Final = UsbtmcStatus.PENDING
 _TAG_RETRIES: Final = 3
 _DRAIN_SIZE: Final = 64 * 1024
+_DISCARD_LIMIT: Final = 1 << 20  # past an error, read at most this much more, then abort
 _READER_FAILURES: Final = 3
 _WHITESPACE: Final = frozenset(b" \t\r\n")
+_ONE_TRY: Final = Reconnect(attempts=1)
 _USB_IDS: Final = re.compile(r"^USB\d*::(0x[0-9a-fA-F]+|\d+)::(0x[0-9a-fA-F]+|\d+)", re.I)
 
 
@@ -129,7 +138,15 @@ class _StbWaiter:
 
 
 class _BlockSink:
-    """Receives a response's payload views and writes a block's payload into ``into``."""
+    """Receives a response's payload views and writes a block's payload into ``into``.
+
+    A device error (not a block, a bad header, bytes after the block, an indefinite block
+    past ``max_size``) is remembered and raised by :meth:`result` once the message has
+    been consumed, so the link stays in step without an abort. If more than
+    ``_DISCARD_LIMIT`` bytes follow the error, it is raised from the call instead: the
+    transport then aborts the transfer and the device drops the rest of a hostile
+    response, rather than it being read over the bus until the deadline.
+    """
 
     def __init__(self, into: memoryview | None, max_size: int, terminator: int) -> None:
         self.into = into
@@ -144,9 +161,13 @@ class _BlockSink:
         self.error: Exception | None = None
         self.overflow = False
         self.last = -1  # last byte of an indefinite block's message
+        self.discarded = 0  # bytes received after an error
 
     def __call__(self, view: memoryview) -> None:
         if self.error is not None:
+            self.discarded += len(view)
+            if self.discarded > _DISCARD_LIMIT:
+                raise self.error
             return
         if self.header is None:
             rest = self._parse_head(view)
@@ -167,6 +188,10 @@ class _BlockSink:
             view = view[n:]
         if len(view) and len(self.trailer) < 64:
             self.trailer += view[:64]
+            if bytes(self.trailer).strip():
+                self.error = RemoteProtocolError(
+                    f"unexpected bytes after the block: {bytes(self.trailer[:40])!r}"
+                )
 
     def _parse_head(self, view: memoryview) -> memoryview | None:
         old = len(self.head)
@@ -268,7 +293,12 @@ class UsbtmcTransport:
     I/O and starts nothing). Options: ``max_transfer_size`` (bytes per bulk transfer,
     default 1 MiB), ``recovery_timeout`` (bound on one abort/clear recovery, 5 s),
     ``poll_interval`` and ``max_polls`` (CHECK_*_STATUS loops, 50 ms x 100 as Linux),
-    ``drain_timeout`` (per bulk-IN drain read, 0.3 s).
+    ``drain_timeout`` (per bulk-IN drain read, 0.3 s), ``clear_on_open`` (device clear
+    after GET_CAPABILITIES, so that a new session never reads what an earlier one left
+    on the device; ``aiotmc.open`` sets it), ``reopen`` (a factory that opens the device
+    again, for :meth:`reconnect`) and ``reconnect`` (a
+    :class:`~aiotmc.reconnect.Reconnect` policy: a lost or broken link is reopened
+    before the next operation, and in the background after an unplug).
     """
 
     def __init__(
@@ -283,28 +313,28 @@ class UsbtmcTransport:
         max_polls: int = 100,
         drain_timeout: float = 0.3,
         interrupt_size: int | None = None,
+        clear_on_open: bool = False,
+        reopen: PortOpener | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self._port = port
         self._resource = resource
         self.quirks = quirks
-        self._conn = UsbtmcConnection(
-            interface=port.interface_number,
-            bulk_out_endpoint=port.bulk_out_endpoint,
-            bulk_in_endpoint=port.bulk_in_endpoint,
-            max_packet_size=port.max_packet_size,
-            max_transfer_size=max_transfer_size,
-            quirks=quirks,
-        )
         self._max_transfer_size = max_transfer_size
+        self._conn = self._make_connection(port)
         self._recovery_timeout = recovery_timeout
         self._poll_interval = poll_interval
         self._max_polls = max_polls
         self._drain_timeout = drain_timeout
-        mps = port.max_packet_size
-        self._drain_size = -(-_DRAIN_SIZE // mps) * mps
-        packet = interrupt_size or getattr(port, "interrupt_max_packet_size", None) or 64
-        self._interrupt_size = max(int(packet), 2)
-        self._interrupt_endpoint = port.interrupt_in_endpoint
+        self._interrupt_size_option = interrupt_size
+        self._clear_on_open = clear_on_open
+        self._reopen = reopen
+        self._policy = reconnect
+        self._port_stack: AsyncExitStack | None = None  # ports opened by reconnect()
+        self._task_group: TaskGroup | None = None
+        self._restoring: anyio.Event | None = None  # set while a background reconnect runs
+        self._restore_failure: Exception | None = None  # why the last one gave up
+        self._adopt_port(port)
         self._vid, self._pid = _ids_from_resource(resource)
         self._capabilities = UsbtmcCapabilities()
         self._srq = SrqBroadcaster(resource)
@@ -323,6 +353,28 @@ class UsbtmcTransport:
         self._info = self._make_info()
         #: How many recoveries ran (aborts/clears after an interrupted operation).
         self.recoveries = 0
+        #: How many times :meth:`reconnect` replaced the link.
+        self.reconnects = 0
+
+    def _make_connection(self, port: UsbPort) -> UsbtmcConnection:
+        return UsbtmcConnection(
+            interface=port.interface_number,
+            bulk_out_endpoint=port.bulk_out_endpoint,
+            bulk_in_endpoint=port.bulk_in_endpoint,
+            max_packet_size=port.max_packet_size,
+            max_transfer_size=self._max_transfer_size,
+            quirks=self.quirks,
+        )
+
+    def _adopt_port(self, port: UsbPort) -> None:
+        """Take the endpoint layout of ``port`` (at construction, and after a reopen)."""
+        mps = port.max_packet_size
+        self._drain_size = -(-_DRAIN_SIZE // mps) * mps
+        packet = (
+            self._interrupt_size_option or getattr(port, "interrupt_max_packet_size", None) or 64
+        )
+        self._interrupt_size = max(int(packet), 2)
+        self._interrupt_endpoint = port.interrupt_in_endpoint
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -347,8 +399,9 @@ class UsbtmcTransport:
         transport = cls(port, resource=resource, quirks=quirks, **options)
         failure: BaseException | None = None
         try:
-            await transport._initialize()
+            await transport._initialize(clear=transport._clear_on_open)
             async with anyio.create_task_group() as tg:
+                transport._task_group = tg
                 if transport._interrupt_endpoint is not None:
                     await tg.start(transport._interrupt_reader)
                 try:
@@ -363,7 +416,7 @@ class UsbtmcTransport:
         if failure is not None:
             raise failure
 
-    async def _initialize(self) -> None:
+    async def _initialize(self, *, clear: bool = False) -> None:
         port = self._port
         if self.quirks.reset_on_open:
             if isinstance(port, SupportsReset):
@@ -380,6 +433,25 @@ class UsbtmcTransport:
             if getattr(port, "usb488", False):
                 self._capabilities = UsbtmcCapabilities(bcd_usbtmc=0x0100, bcd_usb488=0x0100)
         self._info = self._make_info()
+        if clear:
+            await self._clear_at_open()
+
+    async def _clear_at_open(self) -> None:
+        """Device clear, so a new session never reads what an earlier one left behind
+        (a half-read response, a stalled endpoint). Best effort, bounded by
+        ``recovery_timeout``; ConnectionLostError propagates."""
+        with anyio.move_on_after(self._recovery_timeout) as scope:
+            try:
+                await self._device_clear()
+            except (UsbTransferError, RemoteProtocolError) as exc:
+                logger.warning("%s: device clear at open failed: %s", self._resource, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "%s: device clear at open took longer than %s s",
+                self._resource,
+                self._recovery_timeout,
+            )
+        self._settled()
 
     def _make_info(self) -> TransportInfo:
         caps = self._capabilities
@@ -462,6 +534,8 @@ class UsbtmcTransport:
         LocalProtocolError (empty message with ``end=True``); a timeout or cancellation
         aborts the transfer in flight first.
         """
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             transfers = self._conn.send_message(parts, end=end)
@@ -479,6 +553,11 @@ class UsbtmcTransport:
         last = len(transfers) - 1
         for index, transfer in enumerate(transfers):
             self._out_inflight = transfer[1]
+            if index < last or not end:
+                # If this is interrupted after the device took the whole transfer (the
+                # abort then finds nothing in progress), the device holds part of a
+                # message: the recovery must clear it, or the next message is appended.
+                self._out_partial = True
             await port.bulk_out(transfer)
             self._out_inflight = None
             self._out_partial = not (end and index == last)
@@ -503,6 +582,8 @@ class UsbtmcTransport:
         the device breaks framing (after resynchronising with an abort); ReadTimeout past
         ``deadline`` (after aborting the transfer).
         """
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             chunks: list[memoryview] = []
@@ -540,6 +621,8 @@ class UsbtmcTransport:
         consumed before RemoteProtocolError (not a block, too large, truncated) or
         LocalProtocolError (does not fit ``into``) is raised.
         """
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             sink = _BlockSink(into, max_size, self.quirks.terminator)
@@ -547,8 +630,11 @@ class UsbtmcTransport:
 
             def want() -> int:  # the connection caps each transfer
                 header = sink.header
-                if header is not None and header.payload_length is not None:
-                    return max(header.payload_length - sink.pos + slack, 1)
+                length = None if header is None else header.payload_length
+                if length is not None and sink.pos < length and sink.error is None:
+                    return max(length - sink.pos + slack, 1)
+                # Past the payload (normally nothing more comes), or a broken message:
+                # large requests, so that whatever follows drains in few transfers.
                 return max(max_size + slack - sink.pos, self._max_transfer_size)
 
             await self._within(deadline, ReadTimeout, self._receive(sink, want))
@@ -589,6 +675,8 @@ class UsbtmcTransport:
         """
         if not self._capabilities.usb488:
             raise UnsupportedOperation(f"{self._resource}: not a USB488 interface (no status byte)")
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             return await self._within(deadline, ReadTimeout, self._read_stb())
@@ -633,6 +721,8 @@ class UsbtmcTransport:
         """USB488 TRIGGER message (raises UnsupportedOperation if the device lacks it)."""
         if not (self._capabilities.usb488 and self._capabilities.trigger):
             raise UnsupportedOperation(f"{self._resource}: the device has no USB488 TRIGGER")
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             message = self._conn.trigger()
@@ -651,6 +741,8 @@ class UsbtmcTransport:
         is cancelled or times out part-way (WriteTimeout) is finished (shielded, bounded)
         before the cancellation or timeout propagates.
         """
+        if self._lost is not None or self._broken is not None:
+            await self._restore(deadline)
         self._begin()
         try:
             await self._within(deadline, WriteTimeout, self._device_clear())
@@ -719,7 +811,153 @@ class UsbtmcTransport:
                         await self._reader_done.wait()
             self._fail_waiters(anyio.ClosedResourceError())
             self._srq.close()
-            await self._port.aclose()
+            await self._close_port()
+
+    # -- reconnecting --------------------------------------------------------------------------
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Replace the link: close the port, open the device again by its resource name
+        (after a replug it has a new bus address), read GET_CAPABILITIES, device-clear
+        it and restart the interrupt reader.
+
+        :attr:`srq` stays the same broadcaster, so ``service_requests()`` subscribers keep
+        receiving. With a ``reconnect=`` policy it makes up to that many tries. Raises
+        UnsupportedOperation when the transport has no ``reopen`` factory (a port the
+        caller opened), ConnectError / ConnectTimeout when the device does not come back
+        (the link then stays down: every operation raises ConnectionLostError, or tries
+        again under a policy).
+        """
+        if self._reopen is None:
+            raise UnsupportedOperation(f"{self._resource}: this USB port cannot be reopened")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this USBTMC transport")
+        self._busy = True
+        try:
+            await retry_connect(
+                self._policy or _ONE_TRY,
+                self._replace_port,
+                resource=self._resource,
+                deadline=deadline,
+            )
+        finally:
+            self._busy = False
+
+    async def _restore(self, deadline: float) -> None:
+        """Under a retry policy: bring a lost or broken link back before an operation
+        (``_begin`` raises the typed error when there is no policy or it failed)."""
+        if self._policy is None or self._reopen is None or self._closed or self._busy:
+            return
+        restoring = self._restoring
+        if restoring is not None:  # the background reconnect is at it: wait for it
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await restoring.wait()
+            if scope.cancelled_caught:
+                raise ConnectTimeout("the link was not restored in time", resource=self._resource)
+            failure = self._restore_failure
+            if failure is not None and (self._lost is not None or self._broken is not None):
+                raise ConnectError(str(failure), resource=None) from failure
+            return
+        await self.reconnect(deadline=deadline)
+
+    def _schedule_reconnect(self) -> None:
+        """After an unplug, under a policy: reconnect without waiting for an operation,
+        so that service-request subscribers hear from a replugged device."""
+        if (
+            self._policy is None
+            or self._reopen is None
+            or self._closed
+            or self._task_group is None
+            or self._restoring is not None
+        ):
+            return
+        self._restoring = anyio.Event()
+        self._task_group.start_soon(self._background_reconnect, self._restoring)
+
+    async def _background_reconnect(self, done: anyio.Event) -> None:
+        policy = self._policy
+        assert policy is not None
+
+        async def attempt() -> None:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._busy:  # an operation is failing on the old link: try again later
+                raise ConnectionLostError("busy", resource=self._resource)
+            self._busy = True
+            try:
+                await self._replace_port()
+            finally:
+                self._busy = False
+
+        self._restore_failure = None
+        try:
+            await anyio.sleep(policy.backoff)  # a replugged device needs time to enumerate
+            await retry_connect(policy, attempt, resource=self._resource)
+        except anyio.ClosedResourceError:
+            pass
+        except Exception as exc:
+            self._restore_failure = exc
+            logger.warning("%s: background reconnect gave up: %s", self._resource, exc)
+        finally:
+            self._restoring = None
+            done.set()
+
+    async def _replace_port(self) -> None:
+        """One reconnect try (``_busy`` is held by the caller)."""
+        assert self._reopen is not None
+        self._lost = self._lost or ConnectionLostError("reconnecting", resource=self._resource)
+        await self._stop_reader()
+        self._fail_waiters(ConnectionLostError("the link is being replaced"))
+        await self._close_port()
+        stack = AsyncExitStack()
+        try:
+            port = await stack.enter_async_context(self._reopen())
+            if self._closed:
+                raise anyio.ClosedResourceError
+            self._port = port
+            self._port_stack = stack
+            self._adopt_port(port)
+            self._conn = self._make_connection(port)
+            self._broken = None
+            self._reader_error = None
+            self._out_inflight = None
+            self._out_partial = False
+            self._last_write_end = None
+            await self._initialize(clear=True)
+            if self._interrupt_endpoint is not None and self._task_group is not None:
+                await self._task_group.start(self._interrupt_reader)
+        except BaseException:
+            if self._port_stack is not stack:
+                with anyio.CancelScope(shield=True):
+                    await stack.aclose()
+            raise
+        self._lost = None
+        self.reconnects += 1
+        logger.info("%s: link replaced (reconnect %d)", self._resource, self.reconnects)
+
+    async def _stop_reader(self) -> None:
+        scope, done = self._reader_scope, self._reader_done
+        self._reader_scope = self._reader_done = None
+        if scope is not None:
+            scope.cancel()
+            if done is not None and not done.is_set():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    await done.wait()
+
+    async def _close_port(self) -> None:
+        """Close the current port (and the context it was opened in); never raises."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._port.aclose()
+            except Exception:
+                logger.debug("%s: closing the port failed", self._resource, exc_info=True)
+            stack, self._port_stack = self._port_stack, None
+            if stack is not None:
+                try:
+                    await stack.aclose()
+                except Exception:
+                    logger.debug("%s: closing the port failed", self._resource, exc_info=True)
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -942,6 +1180,7 @@ class UsbtmcTransport:
                 self._lost = exc
                 self._reader_error = exc
                 self._fail_waiters(exc)
+                self._schedule_reconnect()
                 return
             except anyio.ClosedResourceError as exc:
                 self._reader_error = exc
@@ -1007,30 +1246,54 @@ async def open_usb_resource(
     connect_timeout: float | None = 10.0,
     quirks: Quirks | Mapping[tuple[int, int | None], Quirks] | None = None,
     driver: str = "auto",
+    reconnect: Reconnect | None = None,
     **options: Any,
 ) -> AsyncIterator[UsbtmcTransport]:
     """Open ``USB::vid::pid[::serial[::interface]]::INSTR`` through libusb.
 
     ``quirks``: a :class:`Quirks` to use as is, or extra table entries for
     :func:`~aiotmc.protocol.quirks.quirks_for`. ``driver``: libusb event driver.
+    ``reconnect``: retry policy for reopening the device after it was lost (see
+    :class:`~aiotmc.reconnect.Reconnect`); :meth:`UsbtmcTransport.reconnect` works
+    without one. The session starts with a device clear (``clear_on_open``).
     """
-    from .._usb.libusb_port import open_usb_port
-
     if isinstance(quirks, Quirks):
         chosen = quirks
     else:
         chosen = quirks_for(resource.vid, resource.pid, quirks)
     name = str(resource)
-    async with AsyncExitStack() as stack:
-        port_cm = open_usb_port(
-            resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
-        )
-        try:
-            with anyio.fail_after(connect_timeout):
-                port = await stack.enter_async_context(port_cm)
-        except TimeoutError:
-            raise ConnectTimeout(
-                f"USB device not opened within {connect_timeout} s", resource=name
-            ) from None
-        async with UsbtmcTransport.open(port, resource=name, quirks=chosen, **options) as transport:
-            yield transport
+
+    def reopen() -> AbstractAsyncContextManager[UsbPort]:
+        return _libusb_port(resource, connect_timeout=connect_timeout, driver=driver)
+
+    options.setdefault("clear_on_open", True)
+    async with (
+        reopen() as port,
+        UsbtmcTransport.open(
+            port, resource=name, quirks=chosen, reopen=reopen, reconnect=reconnect, **options
+        ) as transport,
+    ):
+        yield transport
+
+
+@asynccontextmanager
+async def _libusb_port(
+    resource: UsbInstr, *, connect_timeout: float | None, driver: str
+) -> AsyncIterator[UsbPort]:
+    """The device's USBTMC interface through libusb, opened within ``connect_timeout``."""
+    from .._usb.libusb_port import open_usb_port
+
+    port_cm = open_usb_port(
+        resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
+    )
+    try:
+        with anyio.fail_after(connect_timeout):
+            port = await port_cm.__aenter__()
+    except TimeoutError:
+        raise ConnectTimeout(
+            f"USB device not opened within {connect_timeout} s", resource=str(resource)
+        ) from None
+    try:
+        yield port
+    finally:
+        await port_cm.__aexit__(None, None, None)
