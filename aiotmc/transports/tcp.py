@@ -37,6 +37,8 @@ from .._exceptions import (
 from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
+from ..reconnect import Reconnect, retry_connect
+from ._readiness import AnyioReadable, AsyncioReadable, readable_waiter
 from .base import BytesLike, Capabilities, TransportInfo
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = ["DEFAULT_PORT", "SocketTransport", "connect_socket"]
 DEFAULT_PORT: Final = 5025
 _RECV_CHUNK: Final = 256 * 1024
 _WHITESPACE: Final = frozenset(b" \t\r\n")
+_TRAILER_LIMIT: Final = 4096  # bytes kept of what follows a block (normally the terminator)
 _CAPABILITIES: Final = Capabilities()
 
 
@@ -92,8 +95,11 @@ class SocketTransport:
         resource: str,
         terminator: bytes = b"\n",
         connect_timeout: float | None = 10.0,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self._sock: socket.socket | None = sock
+        self._waiter: AsyncioReadable | AnyioReadable | None = None
+        self._policy = reconnect
         self._host = host
         self._port = port
         self._terminator = terminator
@@ -109,7 +115,7 @@ class SocketTransport:
             capabilities=_CAPABILITIES,
             details={"host": host, "port": str(port)},
         )
-        self.reconnects = 0  #: how many times a stale connection was replaced
+        self.reconnects = 0  #: how many times the connection was replaced (stale or lost)
 
     @classmethod
     async def connect(
@@ -120,8 +126,13 @@ class SocketTransport:
         resource: str | None = None,
         terminator: bytes = b"\n",
         connect_timeout: float | None = 10.0,
+        reconnect: Reconnect | None = None,
     ) -> SocketTransport:
-        """Connect and return a transport (the caller must ``aclose`` it)."""
+        """Connect and return a transport (the caller must ``aclose`` it).
+
+        ``reconnect``: retry policy for replacing the connection when it must be
+        replaced (stale after a cancellation, lost); without one a single try is made.
+        """
         sock = await connect_socket(host, port, timeout=connect_timeout)
         name = resource or f"TCPIP0::{host}::{port}::SOCKET"
         return cls(
@@ -131,6 +142,7 @@ class SocketTransport:
             resource=name,
             terminator=terminator,
             connect_timeout=connect_timeout,
+            reconnect=reconnect,
         )
 
     # -- MessageTransport ------------------------------------------------------------------
@@ -168,7 +180,7 @@ class SocketTransport:
         self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
     ) -> None:
         """Send ``parts`` back to back with ``sendmsg`` (no concatenation)."""
-        sock = await self._begin()
+        sock = await self._begin(deadline)
         try:
             if len(parts) == 1:
                 part = parts[0]
@@ -190,7 +202,7 @@ class SocketTransport:
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one message, terminator included."""
-        sock = await self._begin()
+        sock = await self._begin(deadline)
         try:
             return await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
@@ -204,11 +216,16 @@ class SocketTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response; the payload is read straight into ``into``."""
-        sock = await self._begin()
+        sock = await self._begin(deadline)
         try:
             return await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):
-            raise  # raised once the whole message was consumed (or marked stale): in step
+            # Normally raised once the whole message was consumed: in step. If the framing
+            # itself broke (the decoder is in an error state, or mid-message), the end of
+            # the message cannot be found: replace the connection before the next exchange.
+            if not self._decoder.at_message_start:
+                self._stale = True
+            raise
         except BaseException:
             self._stale = True
             raise
@@ -225,8 +242,18 @@ class SocketTransport:
 
     async def clear(self, *, deadline: float = math.inf) -> None:
         """Resynchronise by reconnecting: drops any answer still on its way."""
+        await self.reconnect(deadline=deadline)
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Close the connection and connect again now (with the retry policy, if any).
+
+        Raises ConnectError / ConnectTimeout when the instrument cannot be reached; the
+        transport then stays stale and the next operation tries again.
+        """
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
         self._stale = True
-        await self._begin()
+        await self._begin(deadline)
         self._busy = False
 
     async def aclose(self) -> None:
@@ -237,7 +264,7 @@ class SocketTransport:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _begin(self) -> socket.socket:
+    async def _begin(self, deadline: float = math.inf) -> socket.socket:
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
         if self._closed:
@@ -245,7 +272,15 @@ class SocketTransport:
         self._busy = True
         if self._stale or self._sock is None:
             try:
-                await self._reconnect()
+                if self._policy is None:
+                    await self._reconnect()
+                else:
+                    await retry_connect(
+                        self._policy,
+                        self._reconnect,
+                        resource=self._info.resource,
+                        deadline=deadline,
+                    )
             except BaseException:
                 self._busy = False
                 raise
@@ -260,7 +295,10 @@ class SocketTransport:
 
     def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
+        waiter, self._waiter = self._waiter, None
         self._decoder.reset()
+        if waiter is not None:
+            waiter.close()
         if sock is not None:
             try:
                 anyio.notify_closing(sock)
@@ -272,13 +310,11 @@ class SocketTransport:
         return ConnectionLostError(f"{what}: {exc}", resource=self._info.resource)
 
     async def _readable(self, sock: socket.socket, deadline: float) -> None:
-        """Wait until readable; a cancel scope only when there is a deadline."""
-        if deadline == math.inf:
-            await anyio.wait_readable(sock)
-            return
-        with anyio.CancelScope(deadline=deadline) as scope:
-            await anyio.wait_readable(sock)
-        if scope.cancelled_caught:
+        """Wait until readable (see ``_readiness``: no per-wait registration on asyncio)."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = readable_waiter(sock)
+        if not await waiter.wait(deadline):
             raise ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
 
     async def _writable(self, sock: socket.socket, deadline: float) -> None:
@@ -347,6 +383,18 @@ class SocketTransport:
                 raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
             await self._fill(sock, deadline)
 
+    async def _skip_message(self, sock: socket.socket, limit: int, deadline: float) -> bytes:
+        """Consume the current message, buffering at most ``limit`` bytes of it (more is
+        discarded as it arrives); return its first 40 bytes (for error messages)."""
+        head = bytes(self._decoder.buffered[:40])
+        try:
+            message = await self._receive_message(sock, limit, deadline)
+        except RemoteProtocolError:
+            if not self._decoder.at_message_start:
+                raise  # the framing broke: the caller marks the connection stale
+            return head or b"?"  # too long: consumed and dropped
+        return message[:40]
+
     async def _discard_message(self, sock: socket.socket, deadline: float) -> None:
         """Drop the rest of the current message, however long it turns out to be."""
         decoder = self._decoder
@@ -366,10 +414,8 @@ class SocketTransport:
                 start += 1
             if start < len(buffered):
                 if buffered[start] != 0x23:  # not '#': not a block; consume it and complain
-                    message = await self._receive_message(sock, 1 << 62, deadline)
-                    raise RemoteProtocolError(
-                        f"expected an IEEE 488.2 block, got {bytes(message[:40])!r}"
-                    )
+                    head = await self._skip_message(sock, max_size, deadline)
+                    raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {head!r}")
                 try:
                     header = parse_block_header(buffered[start:], max_size=max_size)
                 except RemoteProtocolError:
@@ -406,9 +452,9 @@ class SocketTransport:
                 )
             pos += n
         # 3. The rest of the message: normally just the terminator.
-        rest = await self._receive_message(sock, 1 << 62, deadline)
+        rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
         if rest.strip():
-            raise RemoteProtocolError(f"unexpected bytes after the block: {rest[:40]!r}")
+            raise RemoteProtocolError(f"unexpected bytes after the block: {rest!r}")
         if too_small:
             assert into is not None
             raise LocalProtocolError(
