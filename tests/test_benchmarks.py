@@ -60,8 +60,9 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     for m, row in expected:
         assert f"| {row.label} | {row.unit} |" in table, row.label
         got = rows[row.key]
-        assert set(got["clients"]) == set(m.clients)
-        for client in m.clients:
+        members = [c for c in m.clients if row.only is None or c in row.only]
+        assert set(got["clients"]) == set(members)
+        for client in members:
             cell = got["clients"][client]
             assert "error" not in cell, (row.key, client, cell["error"])
             if cell["median"] is None:
@@ -70,9 +71,9 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
             else:
                 assert math.isfinite(cell["median"]) and cell["median"] > 0
                 assert cell["min"] <= cell["median"] <= cell["max"]
-        if row.target is not None and "floor" in m.clients:
+        if row.target is not None and "floor" in members:
             ratios = got["ratios"]["aiotmc/floor"]
-            assert set(ratios) == set(AIOTMC) & set(m.clients)
+            assert set(ratios) == set(AIOTMC) & set(members)
             assert set(got["verdicts"]) <= set(AIOTMC)
     assert set(CLIENTS) <= {c for row in data["rows"] for c in row["clients"]}
 
@@ -83,3 +84,37 @@ def test_quick_schedule_covers_every_figure_kind() -> None:
     full_keys = {row.key for m in measurements("full") for row in m.rows}
     assert {"rtt", "cpu", "fanout_1000", "block_new_100MB", "block_reused_100MB"} <= full_keys
     assert {"upload_100MB", "concurrent", "srq", "usb_block", "umockdev"} <= full_keys
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_fresh_processes_per_figure(tmp_path: Path) -> None:
+    """The full run's policy (new client processes for every figure), on two figures."""
+    output = tmp_path / "fresh.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--fresh",
+            "figure",
+            "--only",
+            "fanout_10,srq",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert data["meta"]["fresh_processes"] == "per figure"
+    rows = {row["key"]: row for row in data["rows"]}
+    assert set(rows) == {"fanout_10", "srq"}
+    for row in rows.values():
+        for client, cell in row["clients"].items():
+            assert cell["median"] is not None, (row["key"], client, cell)

@@ -1,0 +1,5 @@
+"""``python -m benchmarks [--quick]``."""
+
+from benchmarks.runner import main
+
+raise SystemExit(main())

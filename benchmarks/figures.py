@@ -1,0 +1,327 @@
+"""What is measured: SCPI commands, sizes, clients, rounds and targets (full and quick)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+HOST: Final = "127.0.0.1"
+MB: Final = 1_000_000  #: MB/s in this harness means 10**6 bytes per second
+
+IDN: Final = "*IDN?"
+MEAS: Final = "MEAS:VOLT?"
+BLOCK_QUERY: Final = ":WAVeform:TEST? {size}"  #: block of ``size`` bytes 00..FF repeating
+UPLOAD: Final = ":WAVeform:UPLoad "  #: followed by a definite-length block
+UPLOAD_CHECK: Final = ":WAVeform:UPLoad?"  #: ``<bytes>,<crc32>`` of the last upload
+FANOUT_LATENCY: Final = 0.010  #: seconds each fan-out instrument takes to answer
+
+AIOTMC: Final = ("aiotmc-asyncio", "aiotmc-trio", "aiotmc-uvloop")
+PYVISA: Final = "pyvisa"  #: PyVISA + pyvisa-py as users write it
+PYVISA_BEST: Final = "pyvisa-best"  #: the fastest pyvisa-py configuration found
+FLOOR: Final = "floor"  #: plain sockets, no library
+CLIENTS: Final = (*AIOTMC, PYVISA, PYVISA_BEST, FLOOR)
+
+Mode = Literal["full", "quick"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """``aiotmc <op> value x floor`` (basis "floor") or ``aiotmc <op> value`` (absolute)."""
+
+    op: Literal["<=", ">="]
+    value: float
+    basis: Literal["floor", "absolute"] = "floor"
+
+    def describe(self, unit: str) -> str:
+        """Short text for the table, e.g. ``<= 1.3x floor``."""
+        if self.basis == "floor":
+            return f"{self.op} {self.value:g}x floor"
+        return f"{self.op} {self.value:g} {unit}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: one metric of a measurement."""
+
+    key: str
+    label: str
+    unit: str
+    metric: str
+    higher_is_better: bool = False
+    target: Target | None = None
+    #: The floor client reports this metric instead (a reference row: same aiotmc
+    #: samples, compared with another floor).
+    floor_metric: str | None = None
+    #: Only these clients appear on the row (default: all clients of the measurement).
+    only: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One kind of trial, run once per round by each of its clients (round-robin)."""
+
+    key: str
+    kind: str
+    params: dict[str, Any]
+    clients: tuple[str, ...]
+    rows: tuple[Row, ...]
+    rounds: int
+    timeout: float = 120.0  #: seconds one trial may take before the worker is killed
+    na: str = ""  #: when set, nothing runs and every cell reads ``n/a: <na>``
+    notes: dict[str, str] = field(default_factory=dict)  #: per-client method notes
+
+
+RTT_TARGET: Final = Target("<=", 1.3)
+THROUGHPUT_TARGET: Final = Target(">=", 0.8)
+FANOUT_TARGET: Final = Target("<=", 1.25)
+USB_TARGET: Final = Target(">=", 200.0, "absolute")
+
+_METHODS: Final = {
+    "rtt": {
+        PYVISA: "query()",
+        PYVISA_BEST: "write_raw() + read_raw()",
+        FLOOR: "blocking socket, recv_into (refs: asyncio sock_* API; BufferedProtocol)",
+    },
+    "fanout": {
+        "aiotmc": "task group",
+        PYVISA: "sequential query()",
+        PYVISA_BEST: "one thread per instrument (pool)",
+        FLOOR: "plain asyncio, non-blocking sockets, gather",
+    },
+    "block": {
+        PYVISA: "query_binary_values('B', container=numpy.array)",
+        PYVISA_BEST: "write_raw + read_bytes, termchar off (no read-into API)",
+        FLOOR: "blocking socket, exact-size recv_into",
+    },
+    "upload": {
+        "aiotmc": "write_binary_values(numpy uint8)",
+        PYVISA: "write_binary_values(numpy uint8)",
+        PYVISA_BEST: "write_raw(header + payload)",
+        FLOOR: "blocking socket, sendall of header, payload view, terminator",
+    },
+    "concurrent": {
+        "aiotmc": "100 tasks in a task group, shared Instrument",
+        PYVISA: "sequential query() (same number of queries)",
+        PYVISA_BEST: "thread pool + threading.Lock",
+        FLOOR: "sequential blocking socket (same number of queries)",
+    },
+}
+
+
+def _methods(kind: str) -> dict[str, str]:
+    methods = dict(_METHODS.get(kind, {}))
+    if "aiotmc" in methods:
+        text = methods.pop("aiotmc")
+        methods.update(dict.fromkeys(AIOTMC, text))
+    return methods
+
+
+def _mb(size: int) -> str:
+    return f"{size // MB} MB"
+
+
+def measurements(mode: Mode) -> list[Measurement]:
+    """The schedule for ``mode``: same figure kinds in both, smaller sizes when quick."""
+    quick = mode == "quick"
+    rounds = 1 if quick else 5
+    big_rounds = 1 if quick else 3
+    tcp_clients = CLIENTS
+    out: list[Measurement] = []
+
+    out.append(
+        Measurement(
+            key="rtt",
+            kind="rtt",
+            params={"queries": 300 if quick else 5000, "warmup": 50 if quick else 500},
+            clients=tcp_clients,
+            rounds=rounds,
+            rows=(
+                Row("rtt", "`*IDN?` round trip (median)", "µs", "rtt_us", target=RTT_TARGET),
+                Row("cpu", "client CPU per `*IDN?` query", "µs", "cpu_us"),
+                Row(
+                    "rtt_ref_sockapi",
+                    "ref.: same aiotmc vs floor = plain asyncio `loop.sock_recv_into`",
+                    "µs",
+                    "rtt_us",
+                    floor_metric="rtt_sockapi_us",
+                    only=(*AIOTMC, FLOOR),
+                ),
+                Row(
+                    "rtt_ref_protocol",
+                    "ref.: same aiotmc vs floor = plain asyncio `BufferedProtocol`",
+                    "µs",
+                    "rtt_us",
+                    floor_metric="rtt_protocol_us",
+                    only=(*AIOTMC, FLOOR),
+                ),
+            ),
+            notes=_methods("rtt"),
+        )
+    )
+
+    for n in (1, 10) if quick else (1, 10, 100, 1000):
+        out.append(
+            Measurement(
+                key=f"fanout_{n}",
+                kind="fanout",
+                params={
+                    "instruments": n,
+                    "reps": 2 if quick else (3 if n >= 1000 else 5),
+                    # PyVISA sequential takes N x 10 ms per round; above this count it is
+                    # measured on this many instruments and scaled by N / count.
+                    "sequential_cap": 10 if quick else 1000,
+                },
+                clients=tcp_clients,
+                rounds=big_rounds if n >= 1000 else rounds,
+                rows=(
+                    Row(
+                        f"fanout_{n}",
+                        f"`{MEAS}` on {n} instrument{'s' if n > 1 else ''}, 10 ms delay",
+                        "ms",
+                        "ms",
+                        target=FANOUT_TARGET,
+                    ),
+                ),
+                timeout=300.0,
+                notes=_methods("fanout"),
+            )
+        )
+
+    sizes = (MB,) if quick else (MB, 10 * MB, 100 * MB)
+    for reuse in (False, True):
+        for size in sizes:
+            which = "reused" if reuse else "new"
+            out.append(
+                Measurement(
+                    key=f"block_{which}_{size // MB}MB",
+                    kind="block",
+                    params={"size": size, "reuse": reuse, "reps": 3 if quick else 10},
+                    clients=tcp_clients,
+                    rounds=rounds,
+                    rows=(
+                        Row(
+                            f"block_{which}_{size // MB}MB",
+                            f"read {_mb(size)} block into a {which} buffer",
+                            "MB/s",
+                            "mb_s",
+                            higher_is_better=True,
+                            target=THROUGHPUT_TARGET,
+                        ),
+                    ),
+                    timeout=300.0,
+                    notes=_methods("block"),
+                )
+            )
+
+    for size in (MB,) if quick else (10 * MB, 100 * MB):
+        out.append(
+            Measurement(
+                key=f"upload_{size // MB}MB",
+                kind="upload",
+                params={"size": size, "reps": 3 if quick else 10},
+                clients=tcp_clients,
+                rounds=big_rounds if size >= 100 * MB else rounds,
+                rows=(
+                    Row(
+                        f"upload_{size // MB}MB",
+                        f"upload {_mb(size)} block (+ `{UPLOAD_CHECK}`)",
+                        "MB/s",
+                        "mb_s",
+                        higher_is_better=True,
+                        target=THROUGHPUT_TARGET,
+                    ),
+                ),
+                timeout=300.0,
+                notes=_methods("upload"),
+            )
+        )
+
+    tasks = 10 if quick else 100
+    per_task = 5 if quick else 20
+    out.append(
+        Measurement(
+            key="concurrent",
+            kind="concurrent",
+            params={"tasks": tasks, "per_task": per_task},
+            clients=tcp_clients,
+            rounds=rounds,
+            rows=(
+                Row(
+                    "concurrent",
+                    f"{tasks} concurrent tasks on one instrument, per `*IDN?`",
+                    "µs",
+                    "us_per_query",
+                ),
+            ),
+            notes=_methods("concurrent"),
+        )
+    )
+
+    out.append(
+        Measurement(
+            key="srq",
+            kind="srq",
+            params={"events": 100 if quick else 2000},
+            clients=AIOTMC,
+            rounds=big_rounds,
+            rows=(Row("srq", "SRQ publish -> subscriber wakes (SIM, median)", "µs", "srq_us"),),
+        )
+    )
+
+    usb_size = MB if quick else 10 * MB
+    out.append(
+        Measurement(
+            key="usb_block",
+            kind="usb_block",
+            params={"size": usb_size, "reps": 3 if quick else 10},
+            clients=AIOTMC,
+            rounds=big_rounds,
+            rows=(
+                Row(
+                    "usb_block",
+                    f"USB in-process: read {_mb(usb_size)} block (reused buffer)",
+                    "MB/s",
+                    "mb_s",
+                    higher_is_better=True,
+                    target=USB_TARGET,
+                ),
+                Row("usb_cpu", "USB in-process: client CPU per MB", "ms", "cpu_ms_per_mb"),
+            ),
+        )
+    )
+    out.append(
+        Measurement(
+            key="usb_rtt",
+            kind="usb_rtt",
+            params={"queries": 200 if quick else 3000, "warmup": 20 if quick else 200},
+            clients=AIOTMC,
+            rounds=big_rounds,
+            rows=(Row("usb_rtt", "USB in-process: `*IDN?` round trip", "µs", "rtt_us"),),
+        )
+    )
+    out.append(
+        Measurement(
+            key="umockdev",
+            kind="umockdev",
+            params={},
+            clients=AIOTMC,
+            rounds=0,
+            rows=(Row("umockdev", "USB via umockdev (real libusb)", "MB/s", "mb_s", True),),
+            na="measured by the umockdev tier's own tooling, not by this harness",
+        )
+    )
+    return out
+
+
+def resource(port: int) -> str:
+    """VISA resource name of a simulator port on the loopback host."""
+    return f"TCPIP0::{HOST}::{port}::SOCKET"
+
+
+def pattern_ok(data: Any, size: int) -> bool:
+    """True if ``data`` is ``size`` bytes of 00..FF repeating (spot checks, cheap)."""
+    view = memoryview(data).cast("B")
+    if len(view) != size:
+        return False
+    probes = {0, 1, 10, 255, 256, size // 2, size - 1} if size else set()
+    return all(view[i] == i % 256 for i in probes if 0 <= i < size)
