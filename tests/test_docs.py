@@ -28,15 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DOC_PAGES = ("cli.md", "resources.md", "simulators.md")  # the pages this file checks in depth
 
-# Pages that other pages already link to but that are still being written. A target listed
-# here may be missing; once the file exists it is checked like any other. Remove entries
-# when the pages land.
-PENDING = {
-    "docs/usb.md",
-    "docs/testing.md",
-    "docs/performance.md",
-}
-
 FENCE = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -226,7 +217,6 @@ def test_relative_links_point_to_existing_files(page: Path) -> None:
     missing = []
     for target in link_targets(page):
         resolved = (page.parent / target).resolve()
-        name = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else target
-        if not resolved.exists() and name not in PENDING:
+        if not resolved.exists():
             missing.append(target)
     assert missing == [], f"{page.relative_to(ROOT)}: broken links"
