@@ -17,9 +17,10 @@ $B mount -t tmpfs -o size=512m tmpfs /rw
 $B mkdir -p /rw/upper /rw/work
 $B mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
     || { echo "aiotmc-init: overlay failed"; $B poweroff -f; }
-$B mkdir -p /newroot/mnt/aiotmc-results /newroot/tmp /newroot/run
+$B mkdir -p /newroot/mnt/aiotmc-results /newroot/run
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 results /newroot/mnt/aiotmc-results
-$B mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the overlay's (host /tmp read-through, writes in tmpfs): the checkout may
+# live under the host's /tmp, as CI clones do.
 $B mount -t tmpfs tmpfs /newroot/run
 $B mount --move /dev /newroot/dev
 $B mount --move /proc /newroot/proc
