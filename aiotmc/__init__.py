@@ -9,8 +9,7 @@ simulator models stay importable without anyio (the USB emulator process relies 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._exceptions import (
     AiotmcError,
@@ -34,6 +33,7 @@ from ._exceptions import (
     UsbTransferError,
     WriteTimeout,
 )
+from ._lazy import lazy_exports
 from ._types import DEFAULT, EventStatus, ServiceRequest, StatusByte
 from ._version import __version__
 
@@ -133,14 +133,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiotmc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)
