@@ -19,7 +19,7 @@ __all__ = ["open", "open_transport"]
 
 _OPTIONS: dict[str, frozenset[str]] = {
     "sim": frozenset({"device"}),
-    "usb": frozenset({"quirks", "driver"}),
+    "usb": frozenset({"quirks", "driver", "pipeline"}),
 }
 
 
@@ -36,7 +36,8 @@ async def open_transport(
 
     Options by kind: ``SIM``: ``device=`` (a SimDevice to attach instead of the shared one
     named by the resource); ``USB``: ``quirks=`` (extra quirk table entries), ``driver=``
-    ("auto", "thread", "pollfd"). ``reconnect``: see :func:`open`.
+    ("auto", "thread", "pollfd"), ``pipeline=True`` (several bulk transfers in flight for
+    large reads and uploads). ``reconnect``: see :func:`open`.
     """
     policy = resolve_policy(reconnect)
     res = parse_resource(resource) if isinstance(resource, str) else resource

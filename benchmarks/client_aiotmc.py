@@ -227,6 +227,39 @@ async def usb_rtt(p: dict[str, Any]) -> Result:
         return await _rtt_loop(aiotmc.Instrument(transport), p["queries"], p["warmup"])
 
 
+async def umockdev(p: dict[str, Any]) -> Result:
+    """``aiotmc.open`` of the umockdev-emulated scope (real libusb below it): ``*IDN?``
+    round trip, then a block into a reused buffer with the client's CPU per MB.
+
+    Runs only in a worker started with ``LD_PRELOAD=libumockdev-preload.so.0`` and
+    ``UMOCKDEV_DIR`` (see :mod:`benchmarks.usbbed`).
+    """
+    size: int = p["size"]
+    command = BLOCK_QUERY.format(size=size)
+    async with aiotmc.open(p["usb_resource"], max_message_size=size + 64, timeout=60) as inst:
+        rtt_part = await _rtt_loop(inst, p["queries"], p["warmup"])
+        if not pattern_ok(await inst.query_block(command), size):
+            raise RuntimeError("umockdev block payload does not match the test pattern")
+        buffer = bytearray(size)
+
+        async def read() -> None:
+            await inst.query_block(command, into=buffer)
+
+        cpu0 = time.process_time()
+        times = await arepeat(read, p["reps"])
+        cpu = time.process_time() - cpu0
+        port = getattr(inst.transport, "_port", None)  # UsbtmcTransport's Libusb1Port
+        driver = getattr(port, "driver_name", None)
+    mbytes = size / MB
+    notes = [f"libusb driver: {driver}"] if driver else []
+    return result(
+        notes,
+        mb_s=mbytes / median(times),
+        cpu_ms_per_mb=cpu / (mbytes * len(times)) * 1e3,
+        rtt_us=rtt_part["metrics"]["rtt_us"],
+    )
+
+
 TRIALS: dict[str, Trial] = {
     "rtt": rtt,
     "fanout": fanout,
@@ -236,4 +269,5 @@ TRIALS: dict[str, Trial] = {
     "srq": srq,
     "usb_block": usb_block,
     "usb_rtt": usb_rtt,
+    "umockdev": umockdev,
 }

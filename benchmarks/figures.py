@@ -69,6 +69,9 @@ class Measurement:
     timeout: float = 120.0  #: seconds one trial may take before the worker is killed
     na: str = ""  #: when set, nothing runs and every cell reads ``n/a: <na>``
     notes: dict[str, str] = field(default_factory=dict)  #: per-client method notes
+    #: "umockdev": run in client processes of their own, against an emulated USB device
+    #: (see :mod:`benchmarks.usbbed`), started for this measurement only.
+    bed: str = ""
 
 
 RTT_TARGET: Final = Target("<=", 1.3)
@@ -299,15 +302,33 @@ def measurements(mode: Mode) -> list[Measurement]:
             rows=(Row("usb_rtt", "USB in-process: `*IDN?` round trip", "µs", "rtt_us"),),
         )
     )
+    umockdev_size = 8 * MB
     out.append(
         Measurement(
             key="umockdev",
             kind="umockdev",
-            params={},
+            params={
+                "size": umockdev_size,
+                "reps": 2 if quick else 10,
+                "queries": 100 if quick else 1000,
+                "warmup": 10 if quick else 100,
+            },
             clients=AIOTMC,
-            rounds=0,
-            rows=(Row("umockdev", "USB via umockdev (real libusb)", "MB/s", "mb_s", True),),
-            na="measured by the umockdev tier's own tooling, not by this harness",
+            rounds=big_rounds,
+            rows=(
+                Row(
+                    "umockdev",
+                    f"USB via umockdev (real libusb): read {_mb(umockdev_size)} block"
+                    " (reused buffer)",
+                    "MB/s",
+                    "mb_s",
+                    higher_is_better=True,
+                ),
+                Row("umockdev_cpu", "USB via umockdev: client CPU per MB", "ms", "cpu_ms_per_mb"),
+                Row("umockdev_rtt", "USB via umockdev: `*IDN?` round trip", "µs", "rtt_us"),
+            ),
+            timeout=180.0,
+            bed="umockdev",
         )
     )
     return out

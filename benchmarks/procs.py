@@ -118,11 +118,20 @@ class ChildProcess:
     stderr goes to ``log`` (a file), never to a pipe that could fill up and block.
     """
 
-    def __init__(self, name: str, module: str, args: list[str], *, log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        args: list[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.module = module
         self.args = args
         self.log_path = log
+        self.extra_env = dict(env or {})  #: added to the child's environment
         self._log: IO[bytes] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
@@ -148,6 +157,7 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(self.extra_env)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._proc = subprocess.Popen(

@@ -26,6 +26,7 @@ from .procs import (
     raise_fd_limit,
 )
 from .report import Report, fmt
+from .usbbed import UmockdevBed, UmockdevMissing, resource_name, umockdev_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _START_TIMEOUT = 120.0
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in selected:
             if m.na:
                 continue
+            if m.bed == "umockdev":
+                _run_umockdev(m, clients, report, meta, start, pin_args, cpu, logs)
+                continue
             # Fresh client processes for every figure (full runs): no allocator or loop state
             # carried over (a heap grown by 1000 connections made later 100 MB buffers look
             # free). Quick runs keep one process per client for the whole run.
@@ -248,6 +252,74 @@ def _start_workers(
         _start_worker(m, workers, name, report, meta, start, launched=True)
 
 
+def _run_umockdev(
+    m: Measurement,
+    clients: list[str],
+    report: Report,
+    meta: dict[str, Any],
+    start: float,
+    pin_args: list[str],
+    cpu: int | None,
+    logs: Path,
+) -> None:
+    """Run ``m`` against a umockdev-emulated scope: a device process of its own and client
+    processes of their own (the preload library must be there from process start), all
+    stopped, and the testbed removed, before returning."""
+    members = [c for c in m.clients if c in clients]
+
+    def not_installed(problem: str) -> None:
+        _log(start, f"{m.key}: umockdev not installed: {problem}")
+        for client in members:
+            report.fail_client(client, "umockdev not installed", m)
+        meta["umockdev"] = {"available": False, "problem": problem}
+
+    problem = umockdev_problem()
+    if problem is not None:
+        not_installed(problem)
+        return
+    bed = UmockdevBed(log=logs / "umockdev-device.log", cpu=cpu)
+    workers: dict[str, ChildProcess] = {}
+    try:
+        try:
+            info = bed.start(timeout=_START_TIMEOUT)
+        except UmockdevMissing as exc:
+            not_installed(str(exc))
+            return
+        except (RuntimeError, OSError, ValueError) as exc:
+            _log(start, f"{m.key}: {exc}")
+            for client in members:
+                report.fail_client(client, f"umockdev device process failed: {exc}", m)
+            return
+        device = info["devices"][0]
+        meta["umockdev"] = {
+            "available": True,
+            "device": device,
+            "device_pid": info.get("pid"),
+            "testbed": bed.root,
+            "pinned_cpu": cpu,
+        }
+        _log(start, f"umockdev device process up (testbed {bed.root})")
+        env = bed.client_env()
+        for name in members:
+            workers[name] = ChildProcess(
+                name,
+                "benchmarks.worker",
+                [name, *pin_args],
+                log=logs / f"{name}-umockdev.log",
+                env=env,
+            )
+            workers[name].launch()
+        for name in members:
+            _start_worker(m, workers, name, report, meta, start, launched=True)
+        params_base = {"usb_resource": resource_name(device)}
+        _run_measurement(m, clients, workers, report, params_base, start, bed=bed)
+        if not bed.alive:
+            _log(start, f"{m.key}: the umockdev device process died; see {bed.log_path}")
+    finally:
+        _stop_workers(workers)
+        bed.stop()
+
+
 def _stop_workers(workers: dict[str, ChildProcess]) -> None:
     for worker in workers.values():
         worker.close_stdin()  # all exit in parallel
@@ -293,6 +365,8 @@ def _run_measurement(
     report: Report,
     params_base: dict[str, Any],
     start: float,
+    *,
+    bed: UmockdevBed | None = None,
 ) -> None:
     members = [c for c in m.clients if c in clients]
     params = {**m.params, **params_base}
@@ -312,7 +386,8 @@ def _run_measurement(
             except ChildError as exc:
                 answer = {"ok": False, "error": str(exc)}
                 worker.kill()  # then a fresh process for the next measurements
-                _start_worker(m, workers, client, report, {"clients": {}}, start)
+                if bed is None or bed.alive:
+                    _start_worker(m, workers, client, report, {"clients": {}}, start)
             report.add(m, client, answer)
             if answer.get("ok"):
                 shown = ", ".join(f"{k}={fmt(v)}" for k, v in answer["metrics"].items())

@@ -14,7 +14,7 @@ libusb never gives back makes the port leak its handle and context on purpose.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +45,7 @@ from .errors import (
     map_usb_errors,
     udev_hint,
 )
+from .port import PIPELINE_DEPTH
 from .transfer import AsyncTransfer, Completion
 
 __all__ = ["Libusb1Port", "open_usb_port"]
@@ -261,6 +262,20 @@ class Libusb1Port:
                 handle.transfer(), name="control", endpoint=0, cancel_grace=self._cancel_grace
             ),
         }
+        # Extra transfers so that several bulk transfers can be in flight per endpoint.
+        for index in range(1, PIPELINE_DEPTH):
+            self._transfers[f"bulk_out.{index}"] = make(
+                handle.transfer(add_zero_packet=True),
+                name=f"bulk-OUT.{index}",
+                endpoint=usbtmc.bulk_out,
+                cancel_grace=self._cancel_grace,
+            )
+            self._transfers[f"bulk_in.{index}"] = make(
+                handle.transfer(),
+                name=f"bulk-IN.{index}",
+                endpoint=usbtmc.bulk_in,
+                cancel_grace=self._cancel_grace,
+            )
         if usbtmc.interrupt_in is not None:
             self._transfers["interrupt_in"] = make(
                 handle.transfer(),
@@ -341,16 +356,95 @@ class Libusb1Port:
             raise anyio.BusyResourceError(f"using {transfer.name}")
         return transfer
 
+    def _pool(self, role: str) -> list[AsyncTransfer]:
+        """All transfers of a bulk endpoint (none may be busy or a zombie)."""
+        first = self._transfer(role)
+        pool = [first]
+        for index in range(1, PIPELINE_DEPTH):
+            transfer = self._transfers.get(f"{role}.{index}")
+            if transfer is None:
+                break
+            if transfer.zombie:
+                raise SessionBrokenError(
+                    "an earlier transfer could not be cancelled; reopen the device",
+                    resource=self.resource,
+                )
+            if transfer.in_flight:
+                raise anyio.BusyResourceError(f"using {transfer.name}")
+            pool.append(transfer)
+        return pool
+
+    async def _run_pipelined(
+        self,
+        pool: list[AsyncTransfer],
+        prepares: Sequence[Callable[[LibusbTransfer], None]],
+        sizes: Sequence[int],
+        endpoint: int,
+        on_done: Callable[[int, Completion], None],
+    ) -> None:
+        """Run one transfer per ``prepares`` entry, ``len(pool)`` in flight at once.
+
+        Transfers are submitted in order. A completion shorter than its ``sizes`` entry
+        ends the run: later transfers are cancelled (and drained) and never reported.
+        An error or a cancellation cancels and drains every transfer in flight, then
+        raises (the error of the earliest failing transfer).
+        """
+        count = len(prepares)
+        scopes: dict[int, anyio.CancelScope] = {}
+        errors: dict[int, BaseException] = {}
+        stop = count  # index of the first transfer not to report
+        free = list(pool)
+        slot_free = anyio.Event()
+
+        async def one(index: int, transfer: AsyncTransfer, started: anyio.Event) -> None:
+            nonlocal stop, slot_free
+            try:
+                with scopes[index]:
+                    completion = await self._run(transfer, prepares[index], endpoint, started.set)
+                    if index < stop:
+                        on_done(index, completion)
+                        if completion.actual_length < sizes[index]:
+                            stop = index + 1
+                            for later, scope in scopes.items():
+                                if later > index:
+                                    scope.cancel()
+            except Exception as exc:
+                errors[index] = exc
+                stop = min(stop, index)
+                for later, scope in scopes.items():
+                    if later > index:
+                        scope.cancel()
+            finally:
+                started.set()
+                free.append(transfer)
+                slot_free.set()
+
+        async with anyio.create_task_group() as group:
+            for index in range(count):
+                while not free:
+                    slot_free = anyio.Event()
+                    await slot_free.wait()
+                if index >= stop:
+                    break
+                scopes[index] = anyio.CancelScope()
+                started = anyio.Event()
+                group.start_soon(one, index, free.pop(0), started)
+                # wait until it is submitted (or done), so that submission order is kept
+                await started.wait()
+        if errors:
+            raise errors[min(errors)]
+
     async def _run(
         self,
         transfer: AsyncTransfer,
         prepare: Callable[[LibusbTransfer], None],
         endpoint: int,
+        on_submitted: Callable[[], None] | None = None,
     ) -> Completion:
         handle = transfer.handle
         assert isinstance(handle, LibusbTransfer)
         prepare(handle)
-        completion = await transfer.run()
+        completion = await transfer.run(on_submitted)
         if completion.error is not None:
             raise UsbTransferError(
                 f"reading the completed transfer failed: {completion.error!r}",
@@ -371,6 +465,65 @@ class Libusb1Port:
         payload = bytearray(data)  # one copy, handed to libusb without another
         completion = await self._run(transfer, lambda t: t.set_bulk(endpoint, payload), endpoint)
         return completion.actual_length
+
+    async def bulk_out_many(
+        self, chunks: Sequence[BytesLike], on_sent: Callable[[int], None] | None = None
+    ) -> int:
+        """Send one bulk transfer per chunk (ZLP after each that ends on a packet).
+
+        Up to ``PIPELINE_DEPTH`` transfers in flight at once; returns the bytes sent.
+        """
+        pool = self._pool("bulk_out")
+        endpoint = self._iface.bulk_out
+        payloads = [bytearray(chunk) for chunk in chunks]
+        sent = 0
+
+        def done(index: int, completion: Completion) -> None:
+            nonlocal sent
+            sent += completion.actual_length
+            if on_sent is not None:
+                on_sent(index)
+
+        def prepare(payload: bytearray) -> Callable[[LibusbTransfer], None]:
+            return lambda t: t.set_bulk(endpoint, payload)
+
+        await self._run_pipelined(
+            pool, [prepare(p) for p in payloads], [len(p) for p in payloads], endpoint, done
+        )
+        return sent
+
+    async def bulk_in_into(self, views: Sequence[memoryview]) -> list[int]:
+        """Receive one bulk transfer per view, up to ``PIPELINE_DEPTH`` in flight.
+
+        Each view but the last must be a multiple of wMaxPacketSize. Returns the actual
+        length of each in order; after a short transfer the rest report 0.
+        """
+        pool = self._pool("bulk_in")
+        endpoint = self._iface.bulk_in
+        mps = self._iface.max_packet_size
+        lengths = [0] * len(views)
+        for view in views[:-1]:
+            if len(view) % mps:
+                raise ValueError(f"bulk-IN views must be multiples of {mps} bytes")
+
+        def done(index: int, completion: Completion) -> None:
+            data = completion.data
+            view = views[index]
+            n = min(len(data), len(view))
+            view[:n] = data[:n]
+            lengths[index] = n
+
+        def prepare(length: int) -> Callable[[LibusbTransfer], None]:
+            return lambda t: t.set_bulk(endpoint, length)
+
+        await self._run_pipelined(
+            pool,
+            [prepare(_round_up(len(v), mps)) for v in views],
+            [len(v) for v in views],
+            endpoint,
+            done,
+        )
+        return lengths
 
     async def bulk_in(self, size: int) -> bytes:
         """Receive one bulk transfer; ``size`` is rounded up to a multiple of wMaxPacketSize.

@@ -7,12 +7,16 @@ instrument directly. ``aiotmc.transports.usbtmc`` only ever sees this Protocol.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol, runtime_checkable
 
 from ..protocol.events import ControlRequest
 from ..transports.base import BytesLike
 
-__all__ = ["UsbPort"]
+__all__ = ["PIPELINE_DEPTH", "PipelinedUsbPort", "UsbPort"]
+
+#: How many bulk transfers per endpoint the ports keep in flight at once.
+PIPELINE_DEPTH: Final = 4
 
 
 @runtime_checkable
@@ -62,4 +66,28 @@ class UsbPort(Protocol):
 
     async def aclose(self) -> None:
         """Release the interface and close the device; idempotent."""
+        ...
+
+
+@runtime_checkable
+class PipelinedUsbPort(UsbPort, Protocol):
+    """A UsbPort that can keep several bulk transfers in flight on one endpoint."""
+
+    async def bulk_in_into(self, views: Sequence[memoryview]) -> list[int]:
+        """Read one bulk-IN transfer per view, up to ``PIPELINE_DEPTH`` in flight at once.
+
+        Every view but the last must be a multiple of max_packet_size. Returns the
+        actual length of each, in order. A short transfer ends the read: the later ones
+        are cancelled and drained and report 0. Cancelling cancels and drains all of them
+        (data already received is lost, as for :meth:`bulk_in`).
+        """
+        ...
+
+    async def bulk_out_many(
+        self, chunks: Sequence[BytesLike], on_sent: Callable[[int], None] | None = None
+    ) -> int:
+        """Write one bulk-OUT transfer per chunk, several in flight; the bytes sent.
+
+        ``on_sent(index)`` is called as each transfer completes (not necessarily in order).
+        """
         ...

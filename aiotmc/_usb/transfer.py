@@ -153,8 +153,11 @@ class AsyncTransfer:
         if done is not None:
             done.set()
 
-    async def run(self) -> Completion:
+    async def run(self, on_submitted: Callable[[], None] | None = None) -> Completion:
         """Submit and wait for completion; on cancellation cancel and drain, then re-raise.
+
+        ``on_submitted`` is called right after libusb accepted the transfer (so that a
+        caller keeping several in flight can keep them in order).
 
         Raises ``anyio.BusyResourceError`` if already in flight, ``SessionBrokenError``
         if an earlier cancellation never completed, mapped aiotmc errors if submit fails.
@@ -185,6 +188,8 @@ class AsyncTransfer:
             ) from exc
         self._in_flight = True
         self._driver.poke()
+        if on_submitted is not None:
+            on_submitted()
         try:
             await done.wait()
         finally:

@@ -757,6 +757,25 @@ class UsbtmcConnection:
         self._asked = size
         return size
 
+    @property
+    def read_is_exact(self) -> bool:
+        """The due bulk-IN read is the rest of a transfer whose TransferSize is trusted.
+
+        Then it may be split into several bulk transfers in flight at once: the device
+        ends it with a short packet exactly where :meth:`next_read_size` expects. False
+        for the first read of a transfer and whenever a quirk makes TransferSize or the
+        short packet unreliable.
+        """
+        quirks = self.quirks
+        return (
+            self._state is UsbtmcState.RECEIVING
+            and not self._draining
+            and not self._t_trusting_block
+            and not self._block_aware
+            and not quirks.one_request_per_response
+            and not quirks.no_short_packet_on_exact_multiple
+        )
+
     def receive_bulk_in(self, data: BytesLike) -> None:
         """Feed the result of one bulk-IN read of ``next_read_size()`` bytes."""
         if self._state not in (UsbtmcState.REQUESTED, UsbtmcState.RECEIVING):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
@@ -30,6 +30,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .._exceptions import ConnectionLostError, ResourceNotFoundError, UsbStallError
+from .._usb.port import PIPELINE_DEPTH
 from ..protocol.events import ControlRequest
 from ..protocol.usbtmc import clear_feature_endpoint_halt_request
 from ..transports.base import BytesLike
@@ -150,6 +151,9 @@ class FakeUsbPort:
         #: How many calls each operation made (counted on entry).
         self.calls: dict[str, int] = {"bulk_out": 0, "bulk_in": 0, "interrupt_in": 0, "control": 0}
         self.resets = 0
+        #: Bulk transfers outstanding now, and the most ever outstanding at once.
+        self.in_flight: dict[str, int] = {"bulk_out": 0, "bulk_in": 0}
+        self.peak_in_flight: dict[str, int] = {"bulk_out": 0, "bulk_in": 0}
         self._holds: list[Hold] = []
         # Waiters per side: bulk-IN, interrupt-IN. A function that reports its own
         # asynchronous changes (set_wakeup: SRQs, unplug) only changes the interrupt side
@@ -224,35 +228,104 @@ class FakeUsbPort:
 
     async def bulk_out(self, data: BytesLike) -> int:
         """Deliver one bulk-OUT transfer."""
-        payload = data if isinstance(data, bytes) else bytes(data)
+        return await self.bulk_out_many([data])
+
+    async def bulk_out_many(
+        self, chunks: Sequence[BytesLike], on_sent: Callable[[int], None] | None = None
+    ) -> int:
+        """Deliver one bulk-OUT transfer per chunk, in order, several "in flight"."""
+        payloads = [c if isinstance(c, bytes) else bytes(c) for c in chunks]
         endpoint = self._iface.bulk_out
-        hold = await self._enter("bulk_out")
+        await checkpoint()
+        self._check()
+        if "bulk_out" in self._busy:
+            raise anyio.BusyResourceError("bulk_out already in progress")
+        self._busy.add("bulk_out")
+        sent = 0
         try:
-            if hold is not None:
-                try:
-                    await hold._park()
-                except BaseException:
-                    if hold.deliver_on_cancel:
-                        mps = self._iface.max_packet_size
-                        part = payload[: hold.deliver_on_cancel // mps * mps]
-                        self.function.bulk_out(endpoint, part)
-                        self._wake(interrupt=False)
-                    raise
-            self._check()
-            result = self.function.bulk_out(endpoint, payload)
-            self._wake(interrupt=False)
-            if isinstance(result, Stall):
-                raise UsbStallError(f"bulk-OUT endpoint {endpoint:#04x} stalled", endpoint=endpoint)
-            return len(payload)
+            for index, payload in enumerate(payloads):
+                self._outstanding("bulk_out", len(payloads) - index)
+                hold = await self._enter("bulk_out", exclusive=False)
+                if hold is not None:
+                    try:
+                        await hold._park()
+                    except BaseException:
+                        if hold.deliver_on_cancel:
+                            mps = self._iface.max_packet_size
+                            part = payload[: hold.deliver_on_cancel // mps * mps]
+                            self.function.bulk_out(endpoint, part)
+                            self._wake(interrupt=False)
+                        raise
+                self._check()
+                result = self.function.bulk_out(endpoint, payload)
+                self._wake(interrupt=False)
+                if isinstance(result, Stall):
+                    raise UsbStallError(
+                        f"bulk-OUT endpoint {endpoint:#04x} stalled", endpoint=endpoint
+                    )
+                sent += len(payload)
+                if on_sent is not None:
+                    on_sent(index)
+            return sent
         finally:
+            self.in_flight["bulk_out"] = 0
             self._busy.discard("bulk_out")
 
     async def bulk_in(self, size: int) -> bytes:
         """Read one bulk-IN transfer of at most ``size`` bytes."""
         endpoint = self._iface.bulk_in
-        return await self._read(
-            "bulk_in", endpoint, lambda: self.function.bulk_in(endpoint, size), interrupt=False
-        )
+        if "bulk_in" not in self._busy:
+            self._outstanding("bulk_in", 1)
+        try:
+            return await self._read(
+                "bulk_in", endpoint, lambda: self.function.bulk_in(endpoint, size), interrupt=False
+            )
+        finally:
+            if "bulk_in" not in self._busy:
+                self.in_flight["bulk_in"] = 0
+
+    async def bulk_in_into(self, views: Sequence[memoryview]) -> list[int]:
+        """Read one bulk-IN transfer per view, in order, several "in flight".
+
+        A short transfer ends the read (the rest report 0); a cancellation loses what
+        the completed transfers had read, as with libusb.
+        """
+        endpoint = self._iface.bulk_in
+        mps = self._iface.max_packet_size
+        for view in views[:-1]:
+            if len(view) % mps:
+                raise ValueError(f"bulk-IN views must be multiples of {mps} bytes")
+        await checkpoint()
+        self._check()
+        if "bulk_in" in self._busy:
+            raise anyio.BusyResourceError("bulk_in already in progress")
+        self._busy.add("bulk_in")
+        lengths = [0] * len(views)
+        try:
+            for index, view in enumerate(views):
+                self._outstanding("bulk_in", len(views) - index)
+                size = len(view)
+                data = await self._read(
+                    "bulk_in",
+                    endpoint,
+                    lambda size=size: self.function.bulk_in(endpoint, size),  # type: ignore[misc]
+                    interrupt=False,
+                    exclusive=False,
+                )
+                n = min(len(data), size)
+                view[:n] = data[:n]
+                lengths[index] = n
+                if n < size:
+                    break
+            return lengths
+        finally:
+            self.in_flight["bulk_in"] = 0
+            self._busy.discard("bulk_in")
+
+    def _outstanding(self, operation: str, left: int) -> None:
+        count = min(left, PIPELINE_DEPTH)
+        self.in_flight[operation] = count
+        self.peak_in_flight[operation] = max(self.peak_in_flight[operation], count)
 
     async def interrupt_in(self, size: int) -> bytes:
         """Read one interrupt-IN transfer."""
@@ -335,8 +408,9 @@ class FakeUsbPort:
         attempt: Callable[[], bytes | Stall | None],
         *,
         interrupt: bool,
+        exclusive: bool = True,
     ) -> bytes:
-        hold = await self._enter(operation)
+        hold = await self._enter(operation, exclusive=exclusive)
         try:
             if hold is not None:
                 await hold._park()
@@ -350,7 +424,8 @@ class FakeUsbPort:
                     return result
                 await self._wait_for_change(interrupt)
         finally:
-            self._busy.discard(operation)
+            if exclusive:
+                self._busy.discard(operation)
 
     async def _wait_for_change(self, interrupt: bool) -> None:
         """Sleep until the function's deadline or a change, then run its time-based work."""

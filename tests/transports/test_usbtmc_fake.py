@@ -321,6 +321,101 @@ async def test_cancel_in_the_middle_of_a_response(rigol: bool) -> None:
         assert await t.receive_block(max_size=size) == test_pattern(size)
 
 
+# -- several transfers in flight -----------------------------------------------------------
+
+
+async def test_large_block_read_with_several_transfers_in_flight() -> None:
+    size = 3 * 1024 * 1024 + 5
+    async with rig(pipeline=True) as r:
+        buffer = memoryview(bytearray(size))
+        await r.transport.send_message([b"DATA? %d\n" % size])
+        payload = await r.transport.receive_block(buffer, max_size=size)
+        assert payload.obj is buffer.obj and payload == test_pattern(size)  # 0x0A inside
+        assert r.port.peak_in_flight["bulk_in"] >= 2
+        assert r.port.in_flight["bulk_in"] == 0
+        assert await query(r.transport, b"*IDN?\n") == IDN
+        assert await query(r.transport, b"DATA? 300000\n") == pattern_block(300000)
+
+
+async def test_upload_with_several_transfers_in_flight() -> None:
+    size = 2 * 1024 * 1024 + 7
+    payload = bytes(test_pattern(size))
+    async with rig(pipeline=True, max_transfer_size=256 * 1024) as r:
+        await r.transport.send_message([b"UPL ", block_header(size), payload, b"\n"])
+        assert r.port.peak_in_flight["bulk_out"] >= 2
+        assert [eom for _, _, eom in r.function.seen.out_transfers][-1] is True
+        answer = await query(r.transport, b"UPL?\n")
+        assert answer == b"%d,%d\n" % (size, zlib.crc32(payload))
+
+
+@pytest.mark.parametrize("options", [{}, {"pipeline": False}], ids=["default", "off"])
+async def test_pipeline_off_is_one_transfer_at_a_time(options: dict[str, Any]) -> None:
+    size = 2 * 1024 * 1024 + 3
+    payload = bytes(test_pattern(size))
+    async with rig(max_transfer_size=256 * 1024, **options) as r:
+        await r.transport.send_message([b"DATA? %d\n" % size])
+        assert await r.transport.receive_block(max_size=size) == test_pattern(size)
+        await r.transport.send_message([b"UPL ", block_header(size), payload, b"\n"])
+        assert await query(r.transport, b"UPL?\n") == b"%d,%d\n" % (size, zlib.crc32(payload))
+        assert r.port.peak_in_flight == {"bulk_in": 1, "bulk_out": 1}
+
+
+@pytest.mark.parametrize(
+    "quirks",
+    [
+        Quirks(one_request_per_response=True),
+        Quirks(transfer_size_wrong_for_blocks=True),
+        Quirks(no_short_packet_on_exact_multiple=True),
+        Quirks(transfer_size_includes_padding=True),
+        Quirks(max_transfer_size=100_000),
+    ],
+    ids=["one-request", "ts-wrong", "no-short", "ts-padding", "max-transfer"],
+)
+async def test_untrusted_transfer_size_reads_one_transfer_at_a_time(quirks: Quirks) -> None:
+    size = 2 * 1024 * 1024 + 1
+    async with rig(pipeline=True, quirks=quirks) as r:
+        await r.transport.send_message([b"DATA? %d\n" % size])
+        assert await r.transport.receive_block(max_size=size) == test_pattern(size)
+        assert r.port.peak_in_flight["bulk_in"] <= 1
+        assert await query(r.transport, b"*IDN?\n") == IDN
+
+
+@pytest.mark.parametrize("after", [1, 2, 3, 6])
+async def test_cancel_in_the_middle_of_a_pipelined_read(after: int) -> None:
+    size = 5 * 1024 * 1024
+    async with rig(pipeline=True) as r:
+        t = r.transport
+        start = len(r.port.requests)
+        with anyio.CancelScope() as scope:
+            hold = r.port.hold("bulk_in", after=after)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(query, t, b"DATA? %d\n" % size, 10 * size)
+                await hold.reached.wait()
+                tag = t.connection.in_tag
+                scope.cancel()
+        assert r.port.in_flight["bulk_in"] == 0
+        assert r.requests(start) == _abort_in(tag)
+        assert await query(t, b"*IDN?\n") == IDN
+        await t.send_message([b"DATA? %d\n" % size])
+        assert await t.receive_block(max_size=size) == test_pattern(size)
+
+
+async def test_cancel_in_the_middle_of_a_pipelined_upload() -> None:
+    payload = bytes(test_pattern(2_000_000))
+    async with rig(pipeline=True, max_transfer_size=256 * 1024) as r:
+        t = r.transport
+        with anyio.CancelScope() as scope:
+            hold = r.port.hold("bulk_out", after=3)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(t.send_message, [b"UPL ", block_header(2_000_000), payload, b"\n"])
+                await hold.reached.wait()
+                scope.cancel()
+        assert r.port.in_flight["bulk_out"] == 0
+        assert await query(t, b"*IDN?\n") == IDN
+        assert await query(t, b"UPL?\n") == b"0,0\n"  # the half upload was dropped
+        assert r.device.errors == []
+
+
 async def test_cancel_while_sending_the_request() -> None:
     async with rig() as r:
         t = r.transport

@@ -73,6 +73,12 @@ def test_transport_block(umockdev: Any, anyio_backend: str, driver: str) -> None
     print(f"4 MB block through UsbtmcTransport: {client.result['MBps']} MB/s")
 
 
+def test_pipelined_block(umockdev: Any, anyio_backend: str, driver: str) -> None:
+    scope = instrument("SCOPE1", model="scope")
+    _, client = run(umockdev, [scope], "pipelined_block", anyio_backend, driver)
+    print(f"10 MB block, several bulk-IN URBs in flight: {client.result}")
+
+
 def test_read_status_byte_on_interrupt_in(umockdev: Any, anyio_backend: str, driver: str) -> None:
     run(umockdev, [instrument()], "read_stb", anyio_backend, driver)
 

@@ -247,6 +247,68 @@ async def transport_block(env: Env) -> dict[str, Any]:
 
 
 @scenario
+async def pipelined_block(env: Env) -> dict[str, Any]:
+    """10 MB blocks into a caller buffer with several bulk-IN URBs in flight (compared
+    with one at a time, with and without URB latency); a cancel mid-read, then the next
+    query."""
+    import zlib
+
+    from aiotmc.protocol.ieee4882 import block_header
+    from aiotmc.sim.device import test_pattern
+    from aiotmc.transports.usbtmc import open_usbtmc_transport
+
+    size = 10_000_000
+    expected = (bytes(range(256)) * (size // 256 + 1))[:size]
+    result: dict[str, Any] = {}
+    async with (
+        env.open() as port,
+        open_usbtmc_transport(port, resource=port.resource, pipeline=True) as t,
+    ):
+        buffer = memoryview(bytearray(size))
+        pipelined = t._pipelined
+        assert pipelined is not None
+
+        async def read(label: str) -> None:
+            started = time.perf_counter()
+            await t.send_message([f":WAVeform:TEST? {size}\n".encode()])
+            payload = await t.receive_block(buffer, max_size=size)
+            result[label] = round(size / (time.perf_counter() - started) / 1e6, 1)
+            assert payload == expected
+
+        for latency in (0, 0.002):
+            await env.control(f"latency {latency}")
+            t._pipelined = None  # one transfer at a time (the path before pipelining)
+            await read(f"sequential_MBps_latency_{latency}")
+            t._pipelined = pipelined
+            await read(f"pipelined_MBps_latency_{latency}")
+        stats = await env.control("stats")
+        peak = stats["endpoints"][f"0x{port.bulk_in_endpoint:02x}"]["peak_outstanding"]
+        assert peak >= 2, stats
+        result["peak_in_flight"] = peak
+        with anyio.move_on_after(0.05) as scope:
+            await t.send_message([f":WAVeform:TEST? {size}\n".encode()])
+            await t.receive_block(buffer, max_size=size)
+        result["cancelled_mid_read"] = scope.cancelled_caught
+        await env.control("latency 0")
+        await t.send_message([b"*IDN?\n"])
+        assert b"SIM" in await t.receive_message(max_size=4096)
+        await t.send_message([b":WAVeform:TEST? 300000\n"])
+        assert await t.receive_block(max_size=300000) == test_pattern(300000)
+        # an upload: several DEV_DEP_MSG_OUT transfers (1 MiB each) in flight
+        upload = bytes(test_pattern(3_000_000))
+        started = time.perf_counter()
+        await t.send_message([b":WAVeform:UPLoad ", block_header(len(upload)), upload, b"\n"])
+        result["upload_MBps"] = round(len(upload) / (time.perf_counter() - started) / 1e6, 1)
+        await t.send_message([b":WAVeform:UPLoad?\n"])
+        answer = await t.receive_message(max_size=100)
+        assert answer == b"%d,%d\n" % (len(upload), zlib.crc32(upload)), answer
+        stats = await env.control("stats")
+        out = stats["endpoints"][f"0x{port.bulk_out_endpoint:02x}"]["peak_outstanding"]
+        result["peak_out_in_flight"] = out
+    return result
+
+
+@scenario
 async def read_stb(env: Env) -> dict[str, Any]:
     """READ_STATUS_BYTE: the reply arrives on interrupt-IN with bNotify1 = 0x80 | bTag."""
     async with env.open() as port:

@@ -73,6 +73,7 @@ class _EndpointStats:
     discarded: int = 0
     stalled: int = 0
     bytes: int = 0
+    peak_outstanding: int = 0  #: most URBs submitted and not yet reaped at once
 
 
 class EmulatedUsbDevice:
@@ -504,6 +505,13 @@ class EmulatedUsbDevice:
                     self._complete(urb, fs.STATUS_OK, actual=len(payload))
         else:
             self._in_queues.setdefault(endpoint, deque()).append(urb)
+        outstanding = sum(
+            1
+            for other in state.submitted.values()
+            if (other.header.endpoint if other.header.type != UrbType.CONTROL else 0) == endpoint
+        )
+        stats = self._stats(endpoint)
+        stats.peak_outstanding = max(stats.peak_outstanding, outstanding)
         client.complete(0, 0)
 
     def _submit_control(self, urb: _Urb) -> None:
