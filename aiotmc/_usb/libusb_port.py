@@ -45,7 +45,7 @@ from .errors import (
     map_usb_errors,
     udev_hint,
 )
-from .port import PIPELINE_DEPTH
+from .port import PIPELINE_DEPTH, InterfaceProperties
 from .transfer import AsyncTransfer, Completion
 
 __all__ = ["Libusb1Port", "open_usb_port"]
@@ -68,7 +68,7 @@ def _round_up(size: int, packet: int) -> int:
     return -(-size // packet) * packet
 
 
-class Libusb1Port:
+class Libusb1Port(InterfaceProperties):
     """An opened, claimed USBTMC interface (async context manager).
 
     ``Libusb1Port(vid, pid, serial, interface)`` does no I/O; entering opens: it lists
@@ -117,35 +117,8 @@ class Libusb1Port:
             raise anyio.ClosedResourceError if self._closed else RuntimeError("port not open")
         return self._opened.interface
 
-    @property
-    def interface_number(self) -> int:
-        return self._iface.number
-
-    @property
-    def bulk_in_endpoint(self) -> int:
-        return self._iface.bulk_in
-
-    @property
-    def bulk_out_endpoint(self) -> int:
-        return self._iface.bulk_out
-
-    @property
-    def interrupt_in_endpoint(self) -> int | None:
-        return self._iface.interrupt_in
-
-    @property
-    def max_packet_size(self) -> int:
-        """wMaxPacketSize of the bulk-IN endpoint."""
-        return self._iface.max_packet_size
-
-    @property
-    def interrupt_max_packet_size(self) -> int:
-        return self._iface.interrupt_max_packet_size
-
-    @property
-    def usb488(self) -> bool:
-        """The interface declares the USB488 subclass protocol."""
-        return self._iface.usb488
+    def _interface_info(self) -> UsbtmcInterface:
+        return self._iface
 
     @property
     def driver_name(self) -> str:

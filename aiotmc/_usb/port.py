@@ -13,7 +13,7 @@ from typing import Final, Protocol, runtime_checkable
 from ..protocol.events import ControlRequest
 from ..transports.base import BytesLike
 
-__all__ = ["PIPELINE_DEPTH", "PipelinedUsbPort", "UsbPort"]
+__all__ = ["PIPELINE_DEPTH", "InterfaceProperties", "PipelinedUsbPort", "UsbPort"]
 
 #: How many bulk transfers per endpoint the ports keep in flight at once.
 PIPELINE_DEPTH: Final = 4
@@ -91,3 +91,68 @@ class PipelinedUsbPort(UsbPort, Protocol):
         ``on_sent(index)`` is called as each transfer completes (not necessarily in order).
         """
         ...
+
+
+class _InterfaceInfo(Protocol):
+    """What a port knows about its claimed interface (either port's descriptor record)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def bulk_in(self) -> int: ...
+    @property
+    def bulk_out(self) -> int: ...
+    @property
+    def interrupt_in(self) -> int | None: ...
+    @property
+    def max_packet_size(self) -> int: ...
+    @property
+    def interrupt_max_packet_size(self) -> int: ...
+    @property
+    def usb488(self) -> bool: ...
+
+
+class InterfaceProperties:
+    """The endpoint properties of :class:`UsbPort`, read from ``_interface_info()``.
+
+    Shared by the libusb port and the in-process fake so both describe an interface the
+    same way; a port implements ``_interface_info`` (raising while it is not open).
+    """
+
+    def _interface_info(self) -> _InterfaceInfo:
+        raise NotImplementedError
+
+    @property
+    def interface_number(self) -> int:
+        """bInterfaceNumber of the USBTMC interface."""
+        return self._interface_info().number
+
+    @property
+    def bulk_in_endpoint(self) -> int:
+        """Address of the bulk-IN endpoint."""
+        return self._interface_info().bulk_in
+
+    @property
+    def bulk_out_endpoint(self) -> int:
+        """Address of the bulk-OUT endpoint."""
+        return self._interface_info().bulk_out
+
+    @property
+    def interrupt_in_endpoint(self) -> int | None:
+        """Address of the interrupt-IN endpoint (USB488), if any."""
+        return self._interface_info().interrupt_in
+
+    @property
+    def max_packet_size(self) -> int:
+        """wMaxPacketSize of the bulk-IN endpoint."""
+        return self._interface_info().max_packet_size
+
+    @property
+    def interrupt_max_packet_size(self) -> int:
+        """wMaxPacketSize of the interrupt-IN endpoint."""
+        return self._interface_info().interrupt_max_packet_size
+
+    @property
+    def usb488(self) -> bool:
+        """The interface declares the USB488 subclass protocol."""
+        return self._interface_info().usb488

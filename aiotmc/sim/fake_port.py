@@ -30,7 +30,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .._exceptions import ConnectionLostError, ResourceNotFoundError, UsbStallError
-from .._usb.port import PIPELINE_DEPTH
+from .._usb.port import PIPELINE_DEPTH, InterfaceProperties
 from ..protocol.events import ControlRequest
 from ..protocol.usbtmc import clear_feature_endpoint_halt_request
 from ..transports.base import BytesLike
@@ -133,7 +133,7 @@ class Hold:
             raise
 
 
-class FakeUsbPort:
+class FakeUsbPort(InterfaceProperties):
     """An in-process UsbPort for a :class:`~aiotmc.sim.usb_function.UsbFunction`.
 
     ``clock`` must be the function's clock (default: ``function.clock`` or
@@ -166,38 +166,8 @@ class FakeUsbPort:
         if isinstance(function, _Wakeable):
             function.set_wakeup(self.notify)
 
-    # -- UsbPort properties ---------------------------------------------------------------
-
-    @property
-    def interface_number(self) -> int:
-        return self._iface.number
-
-    @property
-    def bulk_in_endpoint(self) -> int:
-        return self._iface.bulk_in
-
-    @property
-    def bulk_out_endpoint(self) -> int:
-        return self._iface.bulk_out
-
-    @property
-    def interrupt_in_endpoint(self) -> int | None:
-        return self._iface.interrupt_in
-
-    @property
-    def max_packet_size(self) -> int:
-        """wMaxPacketSize of the bulk-IN endpoint."""
-        return self._iface.max_packet_size
-
-    @property
-    def interrupt_max_packet_size(self) -> int:
-        """wMaxPacketSize of the interrupt-IN endpoint."""
-        return self._iface.interrupt_max_packet_size
-
-    @property
-    def usb488(self) -> bool:
-        """The interface declares the USB488 subclass protocol."""
-        return self._iface.usb488
+    def _interface_info(self) -> _Interface:
+        return self._iface
 
     # -- test hooks --------------------------------------------------------------------------
 
