@@ -112,6 +112,24 @@ def raise_fd_limit(wanted: int = 16384) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """Stop a child that exits on EOF: close stdin, then terminate, then kill; reap it."""
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class ChildProcess:
     """A ``python -m <module>`` child speaking one JSON object per line on stdin/stdout.
 
@@ -223,20 +241,7 @@ class ChildProcess:
         """Close stdin (the child exits on EOF), then terminate, then kill; always reaps."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(OSError):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            try:
-                proc.wait(timeout=_KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=_KILL_GRACE)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(proc, _KILL_GRACE)
         if self._log is not None:
             self._log.close()
             self._log = None

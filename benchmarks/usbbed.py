@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .procs import stop_process
+
 __all__ = [
     "DEVICE_PYTHON",
     "SERIAL",
@@ -164,20 +166,7 @@ class UmockdevBed:
         """Stop the device process (EOF, then SIGTERM, then SIGKILL) and remove the testbed."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(OSError):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            try:
-                proc.wait(timeout=_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=_GRACE)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(proc, _GRACE)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -173,43 +173,27 @@ class UmockdevBed:
             "--driver",
             driver,
         ]
-        try:
-            done = subprocess.run(
-                command,
-                cwd=ROOT,
-                env=self.client_env(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(
-                f"umockdev client {scenario!r} timed out after {timeout} s\n"
-                f"--- client stderr ---\n{_text(exc.stderr)}\n"
-                f"--- device log ---\n{self.device_log()}",
-                pytrace=False,
-            )
+        done = self.run_command(
+            command, timeout=timeout, what=f"umockdev client {scenario!r} ({backend}, {driver})"
+        )
         result: dict[str, Any] = {}
         for line in done.stdout.splitlines():
             if line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT ") :])
-        if done.returncode != 0:
-            pytest.fail(
-                f"umockdev client {scenario!r} ({backend}, driver={driver}) failed "
-                f"with exit code {done.returncode}\n"
-                f"--- client stderr ---\n{done.stderr}\n"
-                f"--- client stdout ---\n{done.stdout}\n"
-                f"--- device log ---\n{self.device_log()}",
-                pytrace=False,
-            )
         return ClientResult(done.returncode, done.stdout, done.stderr, result)
 
     def run_process(
         self, command: list[str], *, timeout: float = 30.0, what: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run any program in the client environment (the CLI, an example); fail the test
-        readably when it exits non-zero or times out."""
+        """Run any program in the client environment (the CLI, an example)."""
         what = what or " ".join(command[1:] if command[0] == sys.executable else command)
+        return self.run_command(command, timeout=timeout, what=f"{what!r} under umockdev")
+
+    def run_command(
+        self, command: list[str], *, timeout: float, what: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in the client environment; fail the test readably (its output
+        and the device log) when it exits non-zero or times out."""
         try:
             done = subprocess.run(
                 command,
@@ -221,14 +205,14 @@ class UmockdevBed:
             )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(
-                f"{what!r} under umockdev timed out after {timeout} s\n"
+                f"{what} timed out after {timeout} s\n"
                 f"--- stderr ---\n{_text(exc.stderr)}\n"
                 f"--- device log ---\n{self.device_log()}",
                 pytrace=False,
             )
         if done.returncode != 0:
             pytest.fail(
-                f"{what!r} under umockdev failed with exit code {done.returncode}\n"
+                f"{what} failed with exit code {done.returncode}\n"
                 f"--- stderr ---\n{done.stderr}\n--- stdout ---\n{done.stdout}\n"
                 f"--- device log ---\n{self.device_log()}",
                 pytrace=False,
