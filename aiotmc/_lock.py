@@ -32,6 +32,13 @@ class FifoLock:
         """How many tasks wait for the lock."""
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, without waiting; True if taken."""
+        if self._locked:
+            return False
+        self._locked = True
+        return True
+
     async def acquire(self) -> None:
         """Take the lock, waiting in line if another task holds it."""
         if not self._locked:

@@ -21,9 +21,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import anyio
-from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
+from ._fastpath import checkpoint_if_cancelled, current_time
 from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -151,11 +151,13 @@ class Instrument:
         if limit is None:
             return math.inf
         assert not isinstance(limit, Default)
-        return anyio.current_time() + limit
+        return current_time() + limit
 
     async def _acquire(self) -> bool:
         """Checkpoint, then take the lock; False when this task's transaction holds it."""
         await checkpoint_if_cancelled()
+        if self._transaction_task is None and self._lock.try_acquire():
+            return True
         owner = self._transaction_task
         if owner is not None and owner == anyio.get_current_task().id:
             return False

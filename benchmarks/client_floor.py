@@ -1,8 +1,10 @@
 """The plain-socket floor: the fastest honest client without any library.
 
 Round trips and blocks use a blocking socket (``sendall``, ``recv_into`` a reused buffer,
-exact-size reads of the block payload); fan-out uses plain asyncio with non-blocking
-sockets (``loop.sock_sendall``/``sock_recv_into``, which try the syscall first).
+exact-size reads of the block payload); the round-trip trial also measures the plain
+non-blocking socket client on asyncio, uvloop and trio (the reference each aiotmc backend
+is held to). Fan-out uses plain asyncio with non-blocking sockets
+(``loop.sock_sendall``/``sock_recv_into``, which try the syscall first).
 """
 
 from __future__ import annotations
@@ -102,9 +104,8 @@ class FloorClient:
                 _query(sock, message, buffer)
                 samples.append(clock() - t0)
             cpu = time.process_time() - cpu0
-        refs = asyncio.run(_async_rtt_references(p["scope"], queries, p["warmup"]))
         out = result(rtt_us=median(samples) * 1e6, cpu_us=cpu / queries * 1e6)
-        out["metrics"].update(refs)
+        out["metrics"].update(_nonblocking_references(p["scope"], queries, p["warmup"]))
         return out
 
     def _fanout(self, p: dict[str, Any]) -> Result:
@@ -182,29 +183,34 @@ class _LineProtocol(asyncio.BufferedProtocol):
             self.waiter.set_exception(exc or ConnectionError("closed by the simulator"))
 
 
-async def _async_rtt_references(port: int, queries: int, warmup: int) -> dict[str, float]:
-    """Plain-asyncio round trips: the loop's sock_* API, and a BufferedProtocol."""
+def _nonblocking_references(port: int, queries: int, warmup: int) -> dict[str, float]:
+    """The plain non-blocking socket client on each event loop aiotmc runs on.
+
+    The fastest pattern found for each loop, with no library: asyncio and uvloop read
+    through a ``BufferedProtocol`` straight into one buffer (the loop keeps the socket
+    registered and reads in its own callback); trio tries ``recv_into`` first and waits
+    with ``trio.lowlevel.wait_readable`` only when the socket is empty.
+    """
+    out = {"rtt_nb_asyncio_us": asyncio.run(_protocol_rtt(port, queries, warmup))}
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            out["rtt_nb_uvloop_us"] = runner.run(_protocol_rtt(port, queries, warmup))
+    try:
+        import trio
+    except ImportError:
+        pass
+    else:
+        out["rtt_nb_trio_us"] = trio.run(_trio_rtt, port, queries, warmup)
+    return out
+
+
+async def _protocol_rtt(port: int, queries: int, warmup: int) -> float:
     loop = asyncio.get_running_loop()
     message = (IDN + "\n").encode()
-    out: dict[str, float] = {}
-
-    sock = socket.create_connection((HOST, port), timeout=10.0)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    buffer = bytearray(_LINE)
-    with sock:
-
-        async def sockapi() -> None:
-            await loop.sock_sendall(sock, message)
-            n = await loop.sock_recv_into(sock, buffer)
-            while buffer[n - 1] != 0x0A:
-                got = await loop.sock_recv_into(sock, memoryview(buffer)[n:])
-                if not got:
-                    raise ConnectionError("closed by the simulator")
-                n += got
-
-        out["rtt_sockapi_us"] = await _atime(sockapi, queries, warmup)
-
     transport, protocol = await loop.create_connection(_LineProtocol, HOST, port)
     try:
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -216,10 +222,39 @@ async def _async_rtt_references(port: int, queries: int, warmup: int) -> dict[st
                 protocol.waiter = loop.create_future()
                 await protocol.waiter
 
-        out["rtt_protocol_us"] = await _atime(buffered, queries, warmup)
+        return await _atime(buffered, queries, warmup)
     finally:
         transport.close()
-    return out
+
+
+async def _trio_rtt(port: int, queries: int, warmup: int) -> float:
+    import trio
+
+    wait_readable = trio.lowlevel.wait_readable
+    message = (IDN + "\n").encode()
+    buffer = bytearray(_LINE)
+    view = memoryview(buffer)
+    sock = socket.create_connection((HOST, port), timeout=10.0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    with sock:
+
+        async def query() -> None:
+            sock.send(message)
+            n = 0
+            while True:
+                try:
+                    got = sock.recv_into(view[n:])
+                except BlockingIOError:
+                    await wait_readable(sock)
+                    continue
+                if not got:
+                    raise ConnectionError("closed by the simulator")
+                n += got
+                if buffer[n - 1] == 0x0A:
+                    return
+
+        return await _atime(query, queries, warmup)
 
 
 async def _atime(query: Any, queries: int, warmup: int) -> float:

@@ -83,7 +83,8 @@ _METHODS: Final = {
     "rtt": {
         PYVISA: "query()",
         PYVISA_BEST: "write_raw() + read_raw()",
-        FLOOR: "blocking socket, recv_into (refs: asyncio sock_* API; BufferedProtocol)",
+        FLOOR: "blocking socket, recv_into (non-blocking refs: BufferedProtocol on asyncio"
+        " and uvloop; recv_into + trio.lowlevel.wait_readable on trio)",
     },
     "fanout": {
         "aiotmc": "task group",
@@ -141,21 +142,17 @@ def measurements(mode: Mode) -> list[Measurement]:
             rows=(
                 Row("rtt", "`*IDN?` round trip (median)", "µs", "rtt_us", target=RTT_TARGET),
                 Row("cpu", "client CPU per `*IDN?` query", "µs", "cpu_us"),
-                Row(
-                    "rtt_ref_sockapi",
-                    "ref.: same aiotmc vs floor = plain asyncio `loop.sock_recv_into`",
-                    "µs",
-                    "rtt_us",
-                    floor_metric="rtt_sockapi_us",
-                    only=(*AIOTMC, FLOOR),
-                ),
-                Row(
-                    "rtt_ref_protocol",
-                    "ref.: same aiotmc vs floor = plain asyncio `BufferedProtocol`",
-                    "µs",
-                    "rtt_us",
-                    floor_metric="rtt_protocol_us",
-                    only=(*AIOTMC, FLOOR),
+                *(
+                    Row(
+                        f"rtt_nb_{loop}",
+                        f"`*IDN?` vs the plain non-blocking socket on {loop}",
+                        "µs",
+                        "rtt_us",
+                        target=RTT_TARGET,
+                        floor_metric=f"rtt_nb_{loop}_us",
+                        only=(f"aiotmc-{loop}", FLOOR),
+                    )
+                    for loop in ("asyncio", "trio", "uvloop")
                 ),
             ),
             notes=_methods("rtt"),

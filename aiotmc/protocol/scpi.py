@@ -150,6 +150,11 @@ class MessageDecoder:
         return self._eof
 
     @property
+    def pending(self) -> int:
+        """How many unconsumed bytes are buffered (cheaper than ``len(buffered)``)."""
+        return len(self._buf)
+
+    @property
     def buffered(self) -> memoryview:
         """The unconsumed bytes, read-only; valid until the next mutating call."""
         return memoryview(self._buf).toreadonly()

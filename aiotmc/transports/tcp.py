@@ -1,8 +1,9 @@
 """Raw-socket SCPI over TCP (port 5025 by convention).
 
 Hot path (see docs/performance.md): a non-blocking socket, ``send``/``recv_into`` tried
-first, ``anyio.wait_readable``/``wait_writable`` only when the socket is not ready. anyio's
-high-level streams cost several times a raw round trip, so they are not used here.
+first, and a wait only when the socket is not ready, done by the cheapest receiver for the
+running loop (``_receivers``). anyio's high-level streams cost several times a raw round
+trip, so they are not used here.
 
 Block payloads are read with exact-size ``recv_into`` calls straight into the destination
 buffer; uploads go out with ``sendmsg`` over the caller's buffers, never concatenated.
@@ -38,7 +39,7 @@ from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
-from ._readiness import AnyioReadable, AsyncioReadable, readable_waiter
+from ._receivers import Receiver, receiver_for
 from .base import BytesLike, Capabilities, TransportInfo
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class SocketTransport:
         reconnect: Reconnect | None = None,
     ) -> None:
         self._sock: socket.socket | None = sock
-        self._waiter: AsyncioReadable | AnyioReadable | None = None
+        self._receiver: Receiver | None = None
         self._policy = reconnect
         self._host = host
         self._port = port
@@ -108,7 +109,8 @@ class SocketTransport:
         self._stale = False
         self._busy = False
         self._closed = False
-        self._chunk = bytearray(_RECV_CHUNK)
+        self._fresh = False
+        self._chunk = memoryview(bytearray(_RECV_CHUNK))
         self._info = TransportInfo(
             resource=resource,
             kind="tcp",
@@ -180,7 +182,11 @@ class SocketTransport:
         self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
     ) -> None:
         """Send ``parts`` back to back with ``sendmsg`` (no concatenation)."""
-        sock = await self._begin(deadline)
+        sock = self._sock
+        if self._busy or self._stale or sock is None or self._closed:
+            sock = await self._begin(deadline)
+        else:
+            self._busy = True
         try:
             if len(parts) == 1:
                 part = parts[0]
@@ -194,6 +200,8 @@ class SocketTransport:
                     await self._sendall(sock, [memoryview(part)[sent:]], deadline)
             else:
                 await self._sendall(sock, parts, deadline)
+            # The answer cannot be there yet: the first receive waits without trying.
+            self._fresh = not self._decoder.pending
         except BaseException:
             self._stale = True
             raise
@@ -202,7 +210,11 @@ class SocketTransport:
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one message, terminator included."""
-        sock = await self._begin(deadline)
+        sock = self._sock
+        if self._busy or self._stale or sock is None or self._closed:
+            sock = await self._begin(deadline)
+        else:
+            self._busy = True
         try:
             return await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
@@ -295,10 +307,11 @@ class SocketTransport:
 
     def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
-        waiter, self._waiter = self._waiter, None
+        receiver, self._receiver = self._receiver, None
+        self._fresh = False
         self._decoder.reset()
-        if waiter is not None:
-            waiter.close()
+        if receiver is not None:
+            receiver.close()
         if sock is not None:
             try:
                 anyio.notify_closing(sock)
@@ -309,13 +322,21 @@ class SocketTransport:
     def _lost(self, what: str, exc: OSError) -> ConnectionLostError:
         return ConnectionLostError(f"{what}: {exc}", resource=self._info.resource)
 
-    async def _readable(self, sock: socket.socket, deadline: float) -> None:
-        """Wait until readable (see ``_readiness``: no per-wait registration on asyncio)."""
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = readable_waiter(sock)
-        if not await waiter.wait(deadline):
-            raise ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
+    async def _recv_into(
+        self, sock: socket.socket, view: memoryview, deadline: float, try_first: bool = True
+    ) -> int:
+        """``recv_into`` that waits until ``deadline`` (see ``_receivers``); 0 is EOF."""
+        receiver = self._receiver
+        if receiver is None:
+            receiver = self._receiver = receiver_for(sock)
+        try:
+            return await receiver.recv_into(view, deadline, try_first)
+        except TimeoutError:
+            raise ReadTimeout(
+                f"{self._info.resource}: no complete answer before the deadline"
+            ) from None
+        except OSError as exc:
+            raise self._lost("receive failed", exc) from exc
 
     async def _writable(self, sock: socket.socket, deadline: float) -> None:
         if deadline == math.inf:
@@ -350,22 +371,16 @@ class SocketTransport:
     async def _fill(self, sock: socket.socket, deadline: float) -> None:
         """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
         chunk = self._chunk
-        while True:
-            try:
-                n = sock.recv_into(chunk)
-            except BlockingIOError:
-                await self._readable(sock, deadline)
-                continue
-            except OSError as exc:
-                raise self._lost("receive failed", exc) from exc
-            if n == 0:
-                pending = len(self._decoder.buffered)
-                detail = f" after {pending} bytes of a response" if pending else ""
-                raise ConnectionLostError(
-                    f"connection closed by the instrument{detail}", resource=self._info.resource
-                )
-            self._decoder.receive_data(memoryview(chunk)[:n])
-            return
+        try_first = not self._fresh
+        self._fresh = False
+        n = await self._recv_into(sock, chunk, deadline, try_first)
+        if n == 0:
+            pending = len(self._decoder.buffered)
+            detail = f" after {pending} bytes of a response" if pending else ""
+            raise ConnectionLostError(
+                f"connection closed by the instrument{detail}", resource=self._info.resource
+            )
+        self._decoder.receive_data(chunk[:n])
 
     async def _receive_message(self, sock: socket.socket, max_size: int, deadline: float) -> bytes:
         decoder = self._decoder
@@ -378,7 +393,7 @@ class SocketTransport:
                         f"response of {len(message)} bytes exceeds max_size={max_size}"
                     )
                 return message
-            if len(decoder.buffered) > max_size:
+            if decoder.pending > max_size:
                 await self._discard_message(sock, deadline)
                 raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
             await self._fill(sock, deadline)
@@ -438,13 +453,7 @@ class SocketTransport:
         decoder.consume(have)
         pos = have
         while pos < size:
-            try:
-                n = sock.recv_into(target[pos:])
-            except BlockingIOError:
-                await self._readable(sock, deadline)
-                continue
-            except OSError as exc:
-                raise self._lost("receive failed", exc) from exc
+            n = await self._recv_into(sock, target[pos:], deadline)
             if n == 0:
                 raise ConnectionLostError(
                     f"connection closed after {pos} of {size} block bytes",
