@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import sys
 from asyncio import _get_running_loop
+from types import ModuleType
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["checkpoint_if_cancelled", "current_time"]
+__all__ = ["checkpoint_if_cancelled", "current_time", "running_trio"]
+
+
+def running_trio() -> ModuleType | None:
+    """The ``trio`` module when called from inside a trio run, else ``None``."""
+    trio = sys.modules.get("trio")
+    if trio is None or _get_running_loop() is not None:
+        return None
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+    return trio
 
 
 def current_time() -> float:
@@ -21,20 +34,13 @@ def current_time() -> float:
     loop = _get_running_loop()
     if loop is not None:
         return loop.time()
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return float(trio.current_time())
-        except RuntimeError:
-            pass
     return anyio.current_time()
 
 
 async def checkpoint_if_cancelled() -> None:
     """Raise if the caller's cancel scope is cancelled; never lets another task run."""
-    if _get_running_loop() is None:
-        trio = sys.modules.get("trio")
-        if trio is not None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-    await anyio.lowlevel.checkpoint_if_cancelled()
+    trio = running_trio()
+    if trio is not None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    else:
+        await anyio.lowlevel.checkpoint_if_cancelled()

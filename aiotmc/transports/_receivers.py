@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-import sys
 from typing import Protocol
 
 import anyio
+
+from .._fastpath import running_trio
 
 __all__ = ["AnyioReceiver", "AsyncioReceiver", "Receiver", "TrioReceiver", "receiver_for"]
 
@@ -283,23 +284,14 @@ class AsyncioReceiver:
             waiter.set_exception(anyio.ClosedResourceError())
 
 
-def _on_trio() -> bool:
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
-
-
 def receiver_for(sock: socket.socket) -> Receiver:
     """The cheapest receiver for the event loop running now."""
+    if running_trio() is not None:
+        return TrioReceiver(sock)
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio (or another anyio backend)
-        return TrioReceiver(sock) if _on_trio() else AnyioReceiver(sock)
+    except RuntimeError:  # neither asyncio nor trio
+        return AnyioReceiver(sock)
     try:
         loop.remove_reader(sock.fileno())  # probes add/remove_reader support
     except NotImplementedError:  # e.g. the proactor loop on Windows
