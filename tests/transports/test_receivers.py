@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
@@ -52,45 +52,47 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield a, b
 
 
+@pytest.fixture
+async def receiver(pair: tuple[socket.socket, socket.socket]) -> AsyncIterator[Receiver]:
+    """The receiver picked for the running loop, on the client end of ``pair``."""
+    picked = receiver_for(pair[0])
+    try:
+        yield picked
+    finally:
+        picked.close()
+
+
 def _expected_type(backend: tuple[str, dict[str, object]]) -> type:
     return TrioReceiver if backend[0] == "trio" else AsyncioReceiver
 
 
 async def test_picks_the_receiver_for_the_running_loop(
-    pair: tuple[socket.socket, socket.socket], anyio_backend: tuple[str, dict[str, object]]
+    receiver: Receiver, anyio_backend: tuple[str, dict[str, object]]
 ) -> None:
-    receiver = receiver_for(pair[0])
-    try:
-        assert type(receiver) is _expected_type(anyio_backend)
-    finally:
-        receiver.close()
+    assert type(receiver) is _expected_type(anyio_backend)
 
 
 async def test_data_already_there_and_data_arriving_later(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], receiver: Receiver
 ) -> None:
-    a, b = pair
-    receiver = receiver_for(a)
+    b = pair[1]
     buffer = memoryview(bytearray(64))
-    try:
-        b.send(b"first\n")
-        n = await receiver.recv_into(buffer, math.inf)
-        assert bytes(buffer[:n]) == b"first\n"
+    b.send(b"first\n")
+    n = await receiver.recv_into(buffer, math.inf)
+    assert bytes(buffer[:n]) == b"first\n"
 
-        got: list[bytes] = []
+    got: list[bytes] = []
 
-        async def reader(try_first: bool) -> None:
-            n = await receiver.recv_into(buffer, current_time() + 10, try_first)
-            got.append(bytes(buffer[:n]))
+    async def reader(try_first: bool) -> None:
+        n = await receiver.recv_into(buffer, current_time() + 10, try_first)
+        got.append(bytes(buffer[:n]))
 
-        for try_first in (True, False):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader, try_first)
-                await anyio.wait_all_tasks_blocked()
-                b.send(b"later\n")
-        assert got == [b"later\n", b"later\n"]
-    finally:
-        receiver.close()
+    for try_first in (True, False):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader, try_first)
+            await anyio.wait_all_tasks_blocked()
+            b.send(b"later\n")
+    assert got == [b"later\n", b"later\n"]
 
 
 async def test_deadline_raises_promptly_and_consumes_nothing(
@@ -111,56 +113,48 @@ async def test_deadline_raises_promptly_and_consumes_nothing(
 
 
 async def test_an_earlier_deadline_moves_the_alarm_and_a_later_one_outlasts_it(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], receiver: Receiver
 ) -> None:
-    a, b = pair
-    receiver = receiver_for(a)
+    b = pair[1]
     buffer = memoryview(bytearray(16))
-    try:
-        # A wait with a long deadline arms the alarm late; a short one must still fire.
-        b.send(b"x")
-        assert await receiver.recv_into(buffer, current_time() + 60, False) == 1
-        start = current_time()
-        with pytest.raises(TimeoutError):
-            await receiver.recv_into(buffer, start + 0.05)
-        assert current_time() - start < 5
-        # The alarm is now armed early (or spent); a wait with a later deadline that is
-        # still waiting when that earlier time passes must not time out.
-        b.send(b"y")
-        assert await receiver.recv_into(buffer, current_time() + 0.05, False) == 1
-        got: list[int] = []
+    # A wait with a long deadline arms the alarm late; a short one must still fire.
+    b.send(b"x")
+    assert await receiver.recv_into(buffer, current_time() + 60, False) == 1
+    start = current_time()
+    with pytest.raises(TimeoutError):
+        await receiver.recv_into(buffer, start + 0.05)
+    assert current_time() - start < 5
+    # The alarm is now armed early (or spent); a wait with a later deadline that is
+    # still waiting when that earlier time passes must not time out.
+    b.send(b"y")
+    assert await receiver.recv_into(buffer, current_time() + 0.05, False) == 1
+    got: list[int] = []
 
-        async def reader() -> None:
-            got.append(await receiver.recv_into(buffer, current_time() + 60))
+    async def reader() -> None:
+        got.append(await receiver.recv_into(buffer, current_time() + 60))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
-            await anyio.sleep(0.2)  # past the earlier alarm: the reader must still wait
-            assert got == []
-            b.send(b"z")
-        assert got == [1] and bytes(buffer[:1]) == b"z"
-    finally:
-        receiver.close()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.sleep(0.2)  # past the earlier alarm: the reader must still wait
+        assert got == []
+        b.send(b"z")
+    assert got == [1] and bytes(buffer[:1]) == b"z"
 
 
 async def test_cancelled_wait_loses_nothing_and_the_receiver_stays_usable(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], receiver: Receiver
 ) -> None:
-    a, b = pair
-    receiver = receiver_for(a)
+    b = pair[1]
     buffer = memoryview(bytearray(16))
-    try:
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(receiver.recv_into, buffer, math.inf)
-                await anyio.wait_all_tasks_blocked()
-                scope.cancel()
-        assert scope.cancelled_caught
-        b.send(b"kept\n")
-        n = await receiver.recv_into(buffer, current_time() + 10)
-        assert bytes(buffer[:n]) == b"kept\n"
-    finally:
-        receiver.close()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver.recv_into, buffer, math.inf)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+    assert scope.cancelled_caught
+    b.send(b"kept\n")
+    n = await receiver.recv_into(buffer, current_time() + 10)
+    assert bytes(buffer[:n]) == b"kept\n"
 
 
 async def test_close_wakes_a_waiter_with_closed_resource_error(
@@ -185,12 +179,13 @@ async def test_close_wakes_a_waiter_with_closed_resource_error(
 
 
 async def test_asyncio_stale_readiness_does_not_wake_the_waiter(
-    pair: tuple[socket.socket, socket.socket], anyio_backend: tuple[str, dict[str, object]]
+    pair: tuple[socket.socket, socket.socket],
+    receiver: Receiver,
+    anyio_backend: tuple[str, dict[str, object]],
 ) -> None:
     if anyio_backend[0] != "asyncio":
         pytest.skip("asyncio's reader callback only")
-    a, b = pair
-    receiver = receiver_for(a)
+    b = pair[1]
     assert isinstance(receiver, AsyncioReceiver)
     buffer = memoryview(bytearray(16))
     got: list[int] = []
@@ -198,17 +193,14 @@ async def test_asyncio_stale_readiness_does_not_wake_the_waiter(
     async def reader() -> None:
         got.append(await receiver.recv_into(buffer, current_time() + 60, False))
 
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
-            await anyio.wait_all_tasks_blocked()
-            receiver._on_readable()  # a level-triggered event whose bytes are gone
-            await anyio.wait_all_tasks_blocked()
-            assert got == []
-            b.send(b"ok")
-        assert got == [2]
-    finally:
-        receiver.close()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.wait_all_tasks_blocked()
+        receiver._on_readable()  # a level-triggered event whose bytes are gone
+        await anyio.wait_all_tasks_blocked()
+        assert got == []
+        b.send(b"ok")
+    assert got == [2]
 
 
 async def test_portable_receiver_behaves_the_same(
