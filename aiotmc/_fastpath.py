@@ -1,20 +1,42 @@
 """Per-call helpers for the query hot path, specialised for the running event loop.
 
-``anyio.current_time()`` and ``anyio.lowlevel.checkpoint_if_cancelled()`` look up the
-running backend on every call (about 1 us each on asyncio); a loopback round trip is
-~30 us, so the exchange path asks the loop directly instead.
+A loopback round trip costs ~30 us, and on CPython 3.11 every ``get_running_loop()`` (so
+every ``asyncio.current_task()``, ``anyio.current_time()`` and anyio backend lookup) makes
+a ``getpid()`` system call. The exchange path therefore looks the loop up once per call
+(:func:`running_loop`) and hands it to these helpers:
+
+* :func:`current_time` reads the loop's clock (the one anyio deadlines use);
+* :func:`cancel_maybe_pending` tells, without awaiting, whether the calling task may have
+  a cancellation pending. On asyncio it walks the task's anyio cancel scopes exactly as
+  anyio's own ``checkpoint_if_cancelled`` does (anyio keeps them in a private table; if
+  that table is not where it used to be, the answer is always "maybe" and the public
+  check runs). It never answers "no" when anyio would cancel;
+* :func:`checkpoint_if_cancelled` is the (public) check itself, trio's own on trio.
 """
 
 from __future__ import annotations
 
 import sys
-from asyncio import _get_running_loop
+from asyncio import AbstractEventLoop, _get_running_loop, current_task
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["checkpoint_if_cancelled", "current_time", "running_trio"]
+__all__ = [
+    "cancel_maybe_pending",
+    "checkpoint_if_cancelled",
+    "current_time",
+    "running_loop",
+    "running_trio",
+]
+
+running_loop = _get_running_loop  #: the running asyncio loop, or None (trio, no loop)
+
+_task_states: Mapping[Any, Any] | None = None  # anyio's task -> TaskState table, once found
+_task_states_usable = True  # False once the table turned out not to have the expected shape
 
 
 def running_trio() -> ModuleType | None:
@@ -29,12 +51,50 @@ def running_trio() -> ModuleType | None:
     return trio
 
 
-def current_time() -> float:
-    """The running loop's clock (the one anyio deadlines use)."""
-    loop = _get_running_loop()
+def current_time(loop: AbstractEventLoop | None = None) -> float:
+    """The running loop's clock: ``loop``'s if given, else the running one's."""
+    if loop is None:
+        loop = _get_running_loop()
     if loop is not None:
         return loop.time()
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return float(trio.current_time())
+        except RuntimeError:  # not inside a trio run
+            pass
     return anyio.current_time()
+
+
+def cancel_maybe_pending(loop: AbstractEventLoop | None) -> bool:
+    """False only if the current task certainly has no cancellation pending.
+
+    ``loop`` is the running asyncio loop (from :func:`running_loop`); ``None`` (trio)
+    always answers True, since trio's own check is already cheap.
+    """
+    if loop is None:
+        return True
+    states = _task_states
+    if states is None:
+        states = _find_task_states()
+        if states is None:
+            return True
+    task = current_task(loop)  # with the loop given: no getpid()
+    state = states.get(task)
+    if state is None:
+        return False  # a task anyio does not manage has no anyio cancel scope
+    try:
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope.cancel_called:
+                return True
+            if scope.shield:
+                return False
+            scope = scope._parent_scope
+    except AttributeError:  # anyio changed shape: use the public check from now on
+        _forget_task_states()
+        return True
+    return False
 
 
 async def checkpoint_if_cancelled() -> None:
@@ -44,3 +104,21 @@ async def checkpoint_if_cancelled() -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
     else:
         await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def _find_task_states() -> Mapping[Any, Any] | None:
+    global _task_states
+    if not _task_states_usable:
+        return None
+    module = sys.modules.get("anyio._backends._asyncio")
+    states = getattr(module, "_task_states", None)
+    if not isinstance(states, Mapping):
+        return None
+    _task_states = states
+    return states
+
+
+def _forget_task_states() -> None:
+    global _task_states, _task_states_usable
+    _task_states = None
+    _task_states_usable = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+from asyncio import AbstractEventLoop
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 import anyio
 
 from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
-from ._fastpath import checkpoint_if_cancelled, current_time
+from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
 from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -144,19 +145,30 @@ class Instrument:
             self._transaction_task = None
             self._lock.release()
 
-    def _deadline(self, timeout: float | Default | None) -> float:
+    def _deadline(
+        self, timeout: float | Default | None, loop: AbstractEventLoop | None = None
+    ) -> float:
+        """``timeout`` (or the default) as a deadline; ``loop`` from ``running_loop()``."""
         if self._closed:
             raise anyio.ClosedResourceError(f"{self.resource} is closed")
         limit = self.timeout if timeout is DEFAULT else timeout
         if limit is None:
             return math.inf
         assert not isinstance(limit, Default)
-        return current_time() + limit
+        return current_time(loop) + limit
 
-    async def _acquire(self) -> bool:
-        """Checkpoint, then take the lock; False when this task's transaction holds it."""
-        await checkpoint_if_cancelled()
-        if self._transaction_task is None and self._lock.try_acquire():
+    def _take_lock(self) -> bool:
+        """Take the lock if it is free and no transaction holds it (no checkpoint)."""
+        return self._transaction_task is None and self._lock.try_acquire()
+
+    async def _acquire(self, loop: AbstractEventLoop | None = None) -> bool:
+        """Checkpoint, then take the lock; False when this task's transaction holds it.
+
+        ``loop``: the running asyncio loop if the caller already looked it up.
+        """
+        if cancel_maybe_pending(loop if loop is not None else running_loop()):
+            await checkpoint_if_cancelled()
+        if self._take_lock():
             return True
         owner = self._transaction_task
         if owner is not None and owner == anyio.get_current_task().id:
@@ -171,16 +183,17 @@ class Instrument:
 
     def _decode(self, raw: bytes) -> str:
         text = raw.decode(self.encoding)
-        term = self.read_termination
+        term = self._read_termination
         if term and text.endswith(term):
             text = text[: -len(term)]
         return text
 
     async def write(self, command: str, *, timeout: float | Default | None = DEFAULT) -> None:
         """Send ``command`` followed by the write termination."""
-        deadline = self._deadline(timeout)
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
         data = self._encode(command)
-        locked = await self._acquire()
+        locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), deadline=deadline)
         finally:
@@ -191,8 +204,9 @@ class Instrument:
         self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
     ) -> None:
         """Send bytes as they are (no termination added)."""
-        deadline = self._deadline(timeout)
-        locked = await self._acquire()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), end=end, deadline=deadline)
         finally:
@@ -207,8 +221,9 @@ class Instrument:
         self, *, max_size: int | None = None, timeout: float | Default | None = DEFAULT
     ) -> bytes:
         """Read one response message as bytes, terminator included."""
-        deadline = self._deadline(timeout)
-        locked = await self._acquire()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
         try:
             return await self.transport.receive_message(
                 max_size=max_size or self.max_message_size, deadline=deadline
@@ -219,13 +234,17 @@ class Instrument:
 
     async def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
         """Write ``command`` and read its answer as text, in one locked exchange."""
-        deadline = self._deadline(timeout)
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
         data = self._encode(command)
-        transport = self.transport
-        locked = await self._acquire()
+        if cancel_maybe_pending(loop) or not self._take_lock():
+            locked = await self._acquire(loop)
+        else:
+            locked = True
         try:
-            await transport.send_message((data,), deadline=deadline)
-            raw = await transport.receive_message(max_size=self.max_message_size, deadline=deadline)
+            raw = await self.transport.exchange(
+                data, max_size=self.max_message_size, deadline=deadline
+            )
         finally:
             if locked:
                 self._lock.release()
@@ -290,9 +309,10 @@ class Instrument:
         a ``memoryview`` of the filled part is returned.
         """
         target = memoryview(into).cast("B") if into is not None else None
-        deadline = self._deadline(timeout)
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
         data = self._encode(command)
-        locked = await self._acquire()
+        locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), deadline=deadline)
             view = await self.transport.receive_block(
@@ -377,8 +397,9 @@ class Instrument:
             payload,
             self.write_termination.encode(self.encoding),
         )
-        deadline = self._deadline(timeout)
-        locked = await self._acquire()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
         try:
             await self.transport.send_message(parts, deadline=deadline)
         finally:
@@ -390,8 +411,9 @@ class Instrument:
     async def read_stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
         """Read the status byte: serial poll where the bus has one, ``*STB?`` otherwise."""
         if self.transport.info.capabilities.read_stb:
-            deadline = self._deadline(timeout)
-            locked = await self._acquire()
+            loop = running_loop()
+            deadline = self._deadline(timeout, loop)
+            locked = await self._acquire(loop)
             try:
                 return StatusByte(await self.transport.read_stb(deadline=deadline))
             finally:
@@ -401,8 +423,9 @@ class Instrument:
 
     async def clear(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Device clear (bus-level where available; a raw socket reconnects)."""
-        deadline = self._deadline(timeout)
-        locked = await self._acquire()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
         try:
             await self.transport.clear(deadline=deadline)
         finally:
@@ -412,8 +435,9 @@ class Instrument:
     async def trigger(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Trigger: bus-level where available, ``*TRG`` otherwise."""
         if self.transport.info.capabilities.trigger:
-            deadline = self._deadline(timeout)
-            locked = await self._acquire()
+            loop = running_loop()
+            deadline = self._deadline(timeout, loop)
+            locked = await self._acquire(loop)
             try:
                 await self.transport.trigger(deadline=deadline)
             finally:
@@ -527,8 +551,9 @@ class Instrument:
         replace = getattr(self.transport, "reconnect", None)
         if replace is None:
             raise UnsupportedOperation(f"{self.resource}: this transport cannot reconnect")
-        deadline = self._deadline(timeout)
-        locked = await self._acquire()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
         try:
             await replace(deadline=deadline)
             setter = getattr(self.transport, "set_read_termination", None)

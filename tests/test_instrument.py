@@ -183,6 +183,27 @@ async def test_cancelled_query_leaves_instrument_in_step(open_sim: OpenSim) -> N
         assert float(await inst.query("VOLT:RANG?")) == pytest.approx(100)
 
 
+async def test_calls_in_an_already_cancelled_scope_send_nothing(open_sim: OpenSim) -> None:
+    """The cancellation check comes before the command is sent (cheap on the hot path)."""
+    async with open_sim("psu") as inst:
+        await inst.write("VOLT 1")
+        assert float(await inst.query("VOLT?")) == pytest.approx(1)  # warm: the fast path
+        with anyio.CancelScope() as outer:
+            outer.cancel()
+            with anyio.CancelScope():  # cancelled from outside the innermost scope
+                await inst.query("VOLT 7;:VOLT?")
+        assert outer.cancelled_caught
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await inst.write("VOLT 8")
+        assert scope.cancelled_caught
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with anyio.CancelScope(shield=True):  # a shield lets the call through
+                assert float(await inst.query("VOLT?")) == pytest.approx(1)
+        assert float(await inst.query("VOLT?")) == pytest.approx(1)
+
+
 async def test_garbage_instead_of_block(open_sim: OpenSim) -> None:
     device = create_device("dmm")
     device.add_raw_query("GARBage?", lambda args: b"this is not a block\n")

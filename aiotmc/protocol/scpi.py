@@ -278,6 +278,37 @@ class MessageDecoder:
                     return NEED_DATA
         return self._next_slow()
 
+    def receive_and_next(self, data: bytes | bytearray | memoryview) -> bytes | type[NEED_DATA]:
+        """:meth:`receive_data` then :meth:`next_message`, in one call.
+
+        The typical answer (nothing buffered, ``data`` is exactly one plain message) is
+        returned without passing through the buffer.
+        """
+        if (
+            not self._buf
+            and self._mode == _PLAIN
+            and self._error is None
+            and not self._discarding
+            and not self._eof
+            and data
+        ):
+            message = bytes(data)
+            end = message.find(self._term) + self._tlen
+            if (
+                end == len(message)
+                and end >= self._tlen
+                and _HASH not in message
+                and _DQ not in message
+                and _SQ not in message
+                and len(message) <= self._max
+            ):
+                self._started = False
+                return message
+            self.receive_data(message)
+        else:
+            self.receive_data(data)
+        return self.next_message()
+
     def _next_slow(self) -> bytes | type[NEED_DATA]:
         if self._error is not None:
             raise RemoteProtocolError(self._error)

@@ -97,6 +97,15 @@ class MessageTransport(Protocol):
         """
         ...
 
+    async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Send ``message`` and receive the one response message it asks for.
+
+        The same as :meth:`send_message` then :meth:`receive_message`, errors and
+        cancellation included; transports fuse the two where that saves time (the query
+        hot path).
+        """
+        ...
+
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:

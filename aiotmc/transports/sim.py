@@ -82,6 +82,11 @@ class SimTransport:
             )
         return message
 
+    async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Send ``message`` and receive its response (send, then receive)."""
+        await self.send_message((message,), deadline=deadline)
+        return await self.receive_message(max_size=max_size, deadline=deadline)
+
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:

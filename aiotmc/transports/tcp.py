@@ -35,7 +35,6 @@ from .._exceptions import (
     UnsupportedOperation,
     WriteTimeout,
 )
-from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
@@ -224,6 +223,60 @@ class SocketTransport:
         finally:
             self._busy = False
 
+    async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Send ``message`` and receive its response, in one coroutine on the hot path.
+
+        Behaves exactly as :meth:`send_message` then :meth:`receive_message`; the common
+        case (connection in step, nothing buffered, the command sent whole, the answer in
+        one ``recv``) just skips their layers of calls.
+        """
+        sock = self._sock
+        receiver = self._receiver
+        decoder = self._decoder
+        if (
+            self._busy
+            or self._stale
+            or sock is None
+            or receiver is None
+            or self._closed
+            or decoder.pending
+        ):
+            await self.send_message((message,), deadline=deadline)
+            return await self.receive_message(max_size=max_size, deadline=deadline)
+        self._busy = True
+        try:
+            try:
+                sent = sock.send(message)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._lost("send failed", exc) from exc
+            if sent < len(message):
+                await self._sendall(sock, [memoryview(message)[sent:]], deadline)
+            chunk = self._chunk
+            try:  # the answer cannot be there yet: wait without trying first
+                n = await receiver.recv_into(chunk, deadline, False)
+            except TimeoutError:
+                raise ReadTimeout(
+                    f"{self._info.resource}: no complete answer before the deadline"
+                ) from None
+            except OSError as exc:
+                raise self._lost("receive failed", exc) from exc
+            if not n:
+                raise self._closed_by_peer()
+            answer = decoder.receive_and_next(chunk[:n])
+            if isinstance(answer, bytes):
+                if len(answer) > max_size:
+                    raise _too_long(len(answer), max_size)
+                return answer
+            return await self._receive_message(sock, max_size, deadline)  # more to come
+        except BaseException as exc:
+            if not (isinstance(exc, RemoteProtocolError) and decoder.at_message_start):
+                self._stale = True  # part of a message may still be on its way
+            raise
+        finally:
+            self._busy = False
+
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
@@ -319,6 +372,13 @@ class SocketTransport:
                 pass
             sock.close()
 
+    def _closed_by_peer(self) -> ConnectionLostError:
+        pending = self._decoder.pending
+        detail = f" after {pending} bytes of a response" if pending else ""
+        return ConnectionLostError(
+            f"connection closed by the instrument{detail}", resource=self._info.resource
+        )
+
     def _lost(self, what: str, exc: OSError) -> ConnectionLostError:
         return ConnectionLostError(f"{what}: {exc}", resource=self._info.resource)
 
@@ -375,23 +435,16 @@ class SocketTransport:
         self._fresh = False
         n = await self._recv_into(sock, chunk, deadline, try_first)
         if n == 0:
-            pending = len(self._decoder.buffered)
-            detail = f" after {pending} bytes of a response" if pending else ""
-            raise ConnectionLostError(
-                f"connection closed by the instrument{detail}", resource=self._info.resource
-            )
+            raise self._closed_by_peer()
         self._decoder.receive_data(chunk[:n])
 
     async def _receive_message(self, sock: socket.socket, max_size: int, deadline: float) -> bytes:
         decoder = self._decoder
         while True:
             message = decoder.next_message()
-            if message is not NEED_DATA:
-                assert isinstance(message, bytes)
+            if isinstance(message, bytes):
                 if len(message) > max_size:
-                    raise RemoteProtocolError(
-                        f"response of {len(message)} bytes exceeds max_size={max_size}"
-                    )
+                    raise _too_long(len(message), max_size)
                 return message
             if decoder.pending > max_size:
                 await self._discard_message(sock, deadline)
@@ -470,6 +523,10 @@ class SocketTransport:
                 f"block of {size} bytes does not fit the {len(into)}-byte buffer"
             )
         return target
+
+
+def _too_long(size: int, max_size: int) -> RemoteProtocolError:
+    return RemoteProtocolError(f"response of {size} bytes exceeds max_size={max_size}")
 
 
 def _deliver(payload: bytes, into: memoryview | None) -> memoryview:

@@ -610,6 +610,11 @@ class UsbtmcTransport:
         what = "send" if timeout is WriteTimeout else "get an answer"
         raise timeout(f"{self._resource}: could not {what} before the deadline")
 
+    async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Send ``message`` and receive its response (send, then receive)."""
+        await self.send_message((message,), deadline=deadline)
+        return await self.receive_message(max_size=max_size, deadline=deadline)
+
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one response message (terminator included).
 

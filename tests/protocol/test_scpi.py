@@ -59,16 +59,30 @@ def decode(chunks: Iterable[bytes], *, terminator: bytes = b"\n", eof: bool = Tr
 
 
 def outcomes(
-    chunks: Iterable[bytes], *, max_message_size: int, terminator: bytes = b"\n"
+    chunks: Iterable[bytes],
+    *,
+    max_message_size: int,
+    terminator: bytes = b"\n",
+    fused: bool = False,
 ) -> list[object]:
-    """Messages and errors, discarding the broken message after each error, then EOF."""
+    """Messages and errors, discarding the broken message after each error, then EOF.
+
+    ``fused``: feed each chunk with ``receive_and_next`` (the transport's hot path)
+    instead of ``receive_data`` followed by ``next_message``.
+    """
     decoder = MessageDecoder(terminator=terminator, max_message_size=max_message_size)
     out: list[object] = []
+    first: bytes | None = None  # the chunk the next pull feeds with receive_and_next
 
     def pull() -> None:
+        nonlocal first
         for _ in range(10_000):  # bounded: a hang is a failure, not a timeout
             try:
-                message = decoder.next_message()
+                if first is not None:
+                    chunk, first = first, None
+                    message = decoder.receive_and_next(chunk)
+                else:
+                    message = decoder.next_message()
             except RemoteProtocolError:
                 out.append(ERROR)
                 decoder.discard_current()
@@ -81,7 +95,10 @@ def outcomes(
         raise AssertionError("next_message() loops forever")
 
     for chunk in chunks:
-        decoder.receive_data(chunk)
+        if fused and chunk:
+            first = chunk
+        else:
+            decoder.receive_data(chunk)
         pull()
     decoder.receive_data(b"")
     pull()
@@ -268,6 +285,59 @@ def test_garbage_never_hangs_and_splitting_does_not_change_the_outcome(
         split_at(data, points), max_message_size=max_message_size, terminator=terminator
     )
     assert pieces == whole
+
+
+@PROPERTY
+@given(
+    data=_garbage,
+    points=st.lists(st.integers(min_value=0), max_size=10),
+    max_message_size=st.integers(1, 80),
+    terminator=st.sampled_from([b"\n", b"\r\n", b"\x00"]),
+)
+def test_receive_and_next_is_receive_data_then_next_message(
+    data: bytes, points: list[int], max_message_size: int, terminator: bytes
+) -> None:
+    """The fused call (and its shortcut for a lone plain message) frames exactly alike."""
+    chunks = split_at(data, points)
+    options = {"max_message_size": max_message_size, "terminator": terminator}
+    assert outcomes(chunks, fused=True, **options) == outcomes(chunks, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "terminator", "expected"),
+    [
+        (b"1.5\n", b"\n", b"1.5\n"),  # the shortcut: one plain message, nothing buffered
+        (b"\n", b"\n", b"\n"),
+        (b"A\nB\n", b"\n", b"A\n"),  # two messages: the second stays buffered
+        (b"1.5", b"\n", NEED_DATA),  # no terminator yet
+        (b"\r", b"\r\n", NEED_DATA),  # shorter than the terminator
+        (b'"x\n"\n', b"\n", b'"x\n"\n'),  # a quote: the full scan
+        (b"#11\n\n", b"\n", b"#11\n\n"),  # a block: the full scan
+        (b"#15ab\n", b"\n", NEED_DATA),  # the newline is block payload: 2 bytes to come
+        (b'"ab\n', b"\n", NEED_DATA),  # the newline is inside a string
+        (b"'ab\n", b"\n", NEED_DATA),
+    ],
+)
+def test_receive_and_next_cases(chunk: bytes, terminator: bytes, expected: object) -> None:
+    decoder = MessageDecoder(terminator=terminator)
+    assert decoder.receive_and_next(memoryview(chunk)) == expected
+    rest = chunk[len(expected) :] if isinstance(expected, bytes) else chunk
+    assert bytes(decoder.buffered) == rest
+
+
+def test_receive_and_next_respects_max_message_size() -> None:
+    decoder = MessageDecoder(max_message_size=3)
+    with pytest.raises(RemoteProtocolError):
+        decoder.receive_and_next(b"1234\n")
+    decoder.discard_current()
+    assert decoder.receive_and_next(b"12\n") == b"12\n"
+
+
+def test_receive_and_next_after_eof_is_a_local_error() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(b"")
+    with pytest.raises(LocalProtocolError):
+        decoder.receive_and_next(b"1\n")
 
 
 @PROPERTY

@@ -177,3 +177,162 @@ async def test_read_termination_change_reframes_responses() -> None:
             assert await inst.query("CR?") == "a\nb"
             inst.read_termination = "\n"
             assert await inst.query("X?") == "plain"
+
+
+# -- exchange(): the fused send + receive of Instrument.query ------------------------------------
+
+SCRIPT: dict[bytes, bytes | None] = {
+    b"ONE?\n": b"one\n",
+    b"BIG?\n": b"x" * 100 + b"\n",
+    b"TWO?\n": b"first\nsecond\n",
+    b"QUOTE?\n": b'"a\nb"\n',
+    b"NEVER?\n": b"",
+    b"CLOSE?\n": None,
+    b"HALF?\n": None,
+}
+
+
+async def scripted(stream: SocketStream) -> None:
+    """Answers each command from SCRIPT; DRIP? byte by byte; CLOSE?/HALF? hang up."""
+    async with stream:
+        while True:
+            try:
+                command = await read_line(stream)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            if command == b"DRIP?\n":
+                for byte in b"d;r;i;p\n":
+                    await stream.send(bytes([byte]))
+                continue
+            if command == b"HALF?\n":
+                await stream.send(b"1.234")
+            answer = SCRIPT.get(command, b"?\n")
+            if answer is None:
+                return
+            if answer:
+                await stream.send(answer)
+
+
+@asynccontextmanager
+async def warm_transport() -> AsyncIterator[SocketTransport]:
+    """A transport to the scripted peer after one exchange, so the next ones take the
+    fused path (the first creates the receiver through the general one)."""
+    async with raw_peer(scripted) as port:
+        transport = await SocketTransport.connect("127.0.0.1", port)
+        try:
+            assert await transport.exchange(b"ONE?\n", max_size=1000) == b"one\n"
+            yield transport
+        finally:
+            await transport.aclose()
+
+
+async def exchange(transport: SocketTransport, command: bytes, max_size: int = 1000) -> bytes:
+    with anyio.fail_after(5):
+        return await transport.exchange(command, max_size=max_size)
+
+
+async def test_exchange_in_one_piece_and_dripped() -> None:
+    async with warm_transport() as transport:
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+        assert await exchange(transport, b"DRIP?\n") == b"d;r;i;p\n"
+        assert await exchange(transport, b"QUOTE?\n") == b'"a\nb"\n'
+        assert not transport.stale
+        assert transport.reconnects == 0
+
+
+async def test_exchange_equals_send_then_receive() -> None:
+    async with warm_transport() as transport:
+        for command in (b"ONE?\n", b"DRIP?\n", b"QUOTE?\n", b"BIG?\n"):
+            fused = await exchange(transport, command)
+            await transport.send_message([command])
+            assert await transport.receive_message(max_size=1000) == fused
+
+
+async def test_exchange_too_long_answer_is_consumed_and_the_link_stays_in_step() -> None:
+    async with warm_transport() as transport:
+        with pytest.raises(aiotmc.RemoteProtocolError, match="101 bytes"):
+            await exchange(transport, b"BIG?\n", max_size=50)
+        assert not transport.stale
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+        assert transport.reconnects == 0
+
+
+async def test_exchange_keeps_a_second_message_for_the_next_read() -> None:
+    async with warm_transport() as transport:
+        assert await exchange(transport, b"TWO?\n") == b"first\n"
+        # The unread answer is buffered: the next exchange is answered from it, as
+        # send_message + receive_message would be, and the link stays in step.
+        assert await transport.receive_message(max_size=1000) == b"second\n"
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "match"), [(b"CLOSE?\n", "closed by"), (b"HALF?\n", "5 bytes")]
+)
+async def test_exchange_peer_hangs_up_then_reconnects(command: bytes, match: str) -> None:
+    async with warm_transport() as transport:
+        with pytest.raises(aiotmc.ConnectionLostError, match=match):
+            await exchange(transport, command)
+        assert transport.stale
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+        assert transport.reconnects == 1
+
+
+async def test_exchange_timeout_then_reconnects() -> None:
+    async with warm_transport() as transport:
+        with pytest.raises(aiotmc.ReadTimeout):
+            await transport.exchange(
+                b"NEVER?\n", max_size=1000, deadline=anyio.current_time() + 0.05
+            )
+        assert transport.stale
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+        assert transport.reconnects == 1
+
+
+async def test_exchange_cancelled_while_waiting_then_reconnects() -> None:
+    async with warm_transport() as transport:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(exchange, transport, b"NEVER?\n")
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert transport.stale
+        assert await exchange(transport, b"ONE?\n") == b"one\n"
+        assert transport.reconnects == 1
+
+
+async def test_calls_in_a_cancelled_scope_send_nothing() -> None:
+    """Instrument's cancellation check runs before the fused exchange sends anything."""
+    received: list[bytes] = []
+
+    async def recorder(stream: SocketStream) -> None:
+        async with stream:
+            while True:
+                try:
+                    command = await read_line(stream)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                received.append(command)
+                await stream.send(b"ok\n")
+
+    async with raw_peer(recorder) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+        with anyio.fail_after(5):
+            assert await inst.query("WARM?") == "ok"  # the next queries take the fused path
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                with anyio.CancelScope():  # cancelled from an enclosing scope
+                    await inst.query("CANCELLED?")
+            assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await inst.write("CANCELLED")
+            assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    assert await inst.query("SHIELDED?") == "ok"
+            assert await inst.query("AFTER?") == "ok"
+    assert received == [b"WARM?\n", b"SHIELDED?\n", b"AFTER?\n"]
+    assert isinstance(inst.transport, SocketTransport)
+    assert inst.transport.reconnects == 0
