@@ -51,18 +51,18 @@ def running_trio() -> ModuleType | None:
     return trio
 
 
-def current_time(loop: AbstractEventLoop | None = None) -> float:
-    """The running loop's clock: ``loop``'s if given, else the running one's."""
-    if loop is None:
-        loop = _get_running_loop()
+def current_time(loop: AbstractEventLoop | None) -> float:
+    """The running loop's clock; ``loop`` is :func:`running_loop`'s answer (None: trio)."""
     if loop is not None:
         return loop.time()
     trio = sys.modules.get("trio")
     if trio is not None:
         try:
-            return float(trio.current_time())
+            now: float = trio.current_time()
         except RuntimeError:  # not inside a trio run
             pass
+        else:
+            return now
     return anyio.current_time()
 
 
@@ -99,11 +99,15 @@ def cancel_maybe_pending(loop: AbstractEventLoop | None) -> bool:
 
 async def checkpoint_if_cancelled() -> None:
     """Raise if the caller's cancel scope is cancelled; never lets another task run."""
-    trio = running_trio()
-    if trio is not None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-    else:
-        await anyio.lowlevel.checkpoint_if_cancelled()
+    trio = sys.modules.get("trio")
+    if trio is not None and _get_running_loop() is None:
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except RuntimeError:  # not inside a trio run
+            pass
+        else:
+            return
+    await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def _find_task_states() -> Mapping[Any, Any] | None:

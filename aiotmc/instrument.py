@@ -145,9 +145,7 @@ class Instrument:
             self._transaction_task = None
             self._lock.release()
 
-    def _deadline(
-        self, timeout: float | Default | None, loop: AbstractEventLoop | None = None
-    ) -> float:
+    def _deadline(self, timeout: float | Default | None, loop: AbstractEventLoop | None) -> float:
         """``timeout`` (or the default) as a deadline; ``loop`` from ``running_loop()``."""
         if self._closed:
             raise anyio.ClosedResourceError(f"{self.resource} is closed")
@@ -161,15 +159,17 @@ class Instrument:
         """Take the lock if it is free and no transaction holds it (no checkpoint)."""
         return self._transaction_task is None and self._lock.try_acquire()
 
-    async def _acquire(self, loop: AbstractEventLoop | None = None) -> bool:
+    async def _acquire(self, loop: AbstractEventLoop | None) -> bool:
         """Checkpoint, then take the lock; False when this task's transaction holds it.
 
-        ``loop``: the running asyncio loop if the caller already looked it up.
+        ``loop``: :func:`running_loop`'s answer, looked up once by the caller.
         """
-        if cancel_maybe_pending(loop if loop is not None else running_loop()):
+        if cancel_maybe_pending(loop):
             await checkpoint_if_cancelled()
-        if self._take_lock():
-            return True
+        return self._take_lock() or await self._wait_for_lock()
+
+    async def _wait_for_lock(self) -> bool:
+        """The lock is taken: wait for it, unless this task's transaction holds it."""
         owner = self._transaction_task
         if owner is not None and owner == anyio.get_current_task().id:
             return False
@@ -237,10 +237,9 @@ class Instrument:
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         data = self._encode(command)
-        if cancel_maybe_pending(loop) or not self._take_lock():
-            locked = await self._acquire(loop)
-        else:
-            locked = True
+        if cancel_maybe_pending(loop):  # _acquire() inlined: this is the hot path
+            await checkpoint_if_cancelled()
+        locked = self._take_lock() or await self._wait_for_lock()
         try:
             raw = await self.transport.exchange(
                 data, max_size=self.max_message_size, deadline=deadline

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
+from anyio import current_time
 
-from aiotmc._fastpath import current_time
 from aiotmc.transports._receivers import (
     AnyioReceiver,
     AsyncioReceiver,
