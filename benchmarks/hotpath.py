@@ -3,12 +3,15 @@
 ``python -m benchmarks.hotpath [--profile] [--backend asyncio|trio|uvloop]``
 
 The peer is the other end of a ``socketpair`` in the same thread: its answer is queued
-*before* each query, so every ``recv_into`` finds data and no context switch or event-loop
-wait happens. What is left is the Python cost of each layer:
+*before* each query, so no context switch happens, only one event-loop wait per exchange
+(every client below waits for readiness once, as it would for a real answer). What is left
+is the Python cost of each layer:
 
-* ``floor``: blocking ``send`` + ``recv_into``;
-* ``transport``: ``SocketTransport.send_message`` + ``receive_message``;
-* ``instrument``: ``Instrument.query`` (lock, timeout scope, encode/decode on top).
+* ``floor``: blocking ``send`` + ``recv_into`` (no event loop at all);
+* ``plain``: the plain non-blocking client of the round-trip benchmark on the same loop
+  (a ``BufferedProtocol`` on asyncio and uvloop; ``wait_readable`` + ``recv_into`` on trio);
+* ``transport``: ``SocketTransport.exchange`` (what ``Instrument.query`` calls);
+* ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode).
 
 ``--profile`` adds a cProfile listing of ``Instrument.query``, sorted by own time.
 """
@@ -41,15 +44,62 @@ def _floor(n: int) -> float:
         return (time.process_time() - t0) / n
 
 
-async def _layers(n: int, profiler: cProfile.Profile | None) -> dict[str, float]:
+async def _plain(n: int, backend: str) -> float:
+    """The plain non-blocking client of ``client_floor`` on the running loop."""
+    a, b = socket.socketpair()
+    message = b"*IDN?\n"
+    with a, b:
+        if backend == "trio":
+            import trio
+
+            a.setblocking(False)
+            wait_readable = trio.lowlevel.wait_readable
+            buffer = bytearray(4096)
+
+            async def query() -> None:
+                a.send(message)
+                await wait_readable(a)
+                a.recv_into(buffer)
+
+        else:
+            import asyncio
+
+            from .client_floor import _LineProtocol
+
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.create_connection(_LineProtocol, sock=a)
+
+            async def query() -> None:
+                protocol.length = 0
+                transport.write(message)
+                if not protocol.length or protocol.buffer[protocol.length - 1] != 0x0A:
+                    protocol.waiter = loop.create_future()
+                    await protocol.waiter
+
+        try:
+            for _warm_then_measure in range(2):  # the last pass counts
+                t0 = time.process_time()
+                for i in range(n):
+                    b.send(ANSWER)
+                    await query()
+                    if i % _DRAIN_EVERY == 0:
+                        b.recv(1 << 20)
+                elapsed = (time.process_time() - t0) / n
+        finally:
+            if backend != "trio":
+                transport.close()
+    return elapsed
+
+
+async def _layers(n: int, backend: str, profiler: cProfile.Profile | None) -> dict[str, float]:
     import aiotmc
     from aiotmc.transports.tcp import SocketTransport
 
+    out = {"plain": await _plain(n, backend)}
     a, b = socket.socketpair()
     a.setblocking(False)
     transport = SocketTransport(a, host="peer", port=0, resource="TCPIP0::peer::0::SOCKET")
     inst = aiotmc.Instrument(transport)
-    out: dict[str, float] = {}
     try:
         for label in ("transport", "instrument"):
             # Pass 0 warms up, pass 1 is measured, pass 2 (only with --profile) is profiled.
@@ -60,8 +110,7 @@ async def _layers(n: int, profiler: cProfile.Profile | None) -> dict[str, float]
                 for i in range(n):
                     b.send(ANSWER)
                     if label == "transport":
-                        await transport.send_message((b"*IDN?\n",))
-                        await transport.receive_message(max_size=1 << 20)
+                        await transport.exchange(b"*IDN?\n", max_size=1 << 20)
                     else:
                         await inst.query("*IDN?")
                     if i % _DRAIN_EVERY == 0:
@@ -90,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     profiler = cProfile.Profile() if args.profile else None
     n = max(1, min(args.n, 1_000_000))
     floor = _floor(n)
-    layers = anyio.run(_layers, n, profiler, backend=backend, backend_options=options)
+    layers = anyio.run(_layers, n, args.backend, profiler, backend=backend, backend_options=options)
     print(f"client CPU per *IDN? exchange, {args.backend}, no context switches (µs):")
     print(f"  floor (blocking socket)        {floor * 1e6:7.2f}")
     for label, value in layers.items():

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,24 @@ def test_fresh_processes_per_figure(tmp_path: Path) -> None:
     for row in rows.values():
         for client, cell in row["clients"].items():
             assert cell["median"] is not None, (row["key"], client, cell)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio", "uvloop"])
+def test_hotpath_reports_every_layer(backend: str) -> None:
+    """``python -m benchmarks.hotpath`` runs each layer on each loop (numbers not judged)."""
+    if backend == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop not installed")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.hotpath", "--backend", backend, "-n", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # "  plain                            11.59   (2.8x floor)"
+    rows = re.findall(r"^  (\w+)\D*?([\d.]+)(?:\s+\(|$)", proc.stdout, re.MULTILINE)
+    values = {label: float(value) for label, value in rows}
+    assert set(values) == {"floor", "plain", "transport", "instrument"}
+    assert all(value > 0 for value in values.values())
