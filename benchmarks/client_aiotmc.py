@@ -74,9 +74,27 @@ async def _rtt_loop(inst: aiotmc.Instrument, queries: int, warmup: int) -> Resul
 
 
 async def rtt(p: dict[str, Any]) -> Result:
-    """``*IDN?`` round trip and client CPU per query."""
+    """``*IDN?`` round trip and client CPU per query; then the same through the transport's
+    ``exchange`` alone (what ``Instrument.query`` calls), to show the Instrument layer's
+    share."""
     async with aiotmc.open(resource(p["scope"])) as inst:
-        return await _rtt_loop(inst, p["queries"], p["warmup"])
+        out = await _rtt_loop(inst, p["queries"], p["warmup"])
+        transport = inst.transport
+        message = (IDN + "\n").encode()
+        size = inst.max_message_size
+        for _ in range(p["warmup"]):
+            await transport.exchange(message, max_size=size)
+        samples: list[float] = []
+        clock = time.perf_counter
+        cpu0 = time.process_time()
+        for _ in range(p["queries"]):
+            t0 = clock()
+            await transport.exchange(message, max_size=size)
+            samples.append(clock() - t0)
+        cpu = time.process_time() - cpu0
+        out["metrics"]["rtt_exchange_us"] = median(samples) * 1e6
+        out["metrics"]["cpu_exchange_us"] = cpu / p["queries"] * 1e6
+        return out
 
 
 async def fanout(p: dict[str, Any]) -> Result:

@@ -154,6 +154,25 @@ def measurements(mode: Mode) -> list[Measurement]:
                     )
                     for loop in ("asyncio", "trio", "uvloop")
                 ),
+                *(
+                    Row(
+                        f"rtt_exchange_{loop}",
+                        f"transport alone (`exchange`) vs the plain non-blocking socket on {loop}",
+                        "µs",
+                        "rtt_exchange_us",
+                        floor_metric=f"rtt_nb_{loop}_us",
+                        only=(f"aiotmc-{loop}", FLOOR),
+                    )
+                    for loop in ("asyncio", "trio", "uvloop")
+                ),
+                Row(
+                    "cpu_exchange",
+                    "client CPU per `*IDN?` through the transport alone",
+                    "µs",
+                    "cpu_exchange_us",
+                    floor_metric="cpu_us",
+                    only=(*AIOTMC, FLOOR),
+                ),
             ),
             notes=_methods("rtt"),
         )
