@@ -128,8 +128,11 @@ def test_idle_cpu(umockdev: Any, anyio_backend: str, driver: str) -> None:
     _, client = run(umockdev, [stub()], "idle_cpu", anyio_backend, driver)
     print(
         f"idle ({driver}): client {client.result['client_cpu_pct']}% "
-        f"device {client.result['device_cpu_pct']}% of a core"
+        f"device {client.result['device_cpu_pct']}% of a core, "
+        f"{client.result['polls_per_s']} polls/s (polled fd: {client.result['polled']})"
     )
+    if driver == "thread":
+        assert not client.result["polled"]
 
 
 # -- the public API end to end ------------------------------------------------------------
