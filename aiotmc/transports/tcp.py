@@ -35,7 +35,7 @@ from .._exceptions import (
     UnsupportedOperation,
     WriteTimeout,
 )
-from ..protocol.ieee4882 import decode_block, parse_block_header
+from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
 from ._receivers import Receiver, receiver_for
@@ -474,24 +474,27 @@ class SocketTransport:
         self, sock: socket.socket, into: memoryview | None, max_size: int, deadline: float
     ) -> memoryview:
         decoder = self._decoder
-        # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered.
-        while True:
-            buffered = decoder.buffered
-            start = 0
-            while start < len(buffered) and buffered[start] in _WHITESPACE:
-                start += 1
-            if start < len(buffered):
-                if buffered[start] != 0x23:  # not '#': not a block; consume it and complain
-                    head = await self._skip_message(sock, max_size, deadline)
-                    raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {head!r}")
-                try:
-                    header = parse_block_header(buffered[start:], max_size=max_size)
-                except RemoteProtocolError:
-                    self._stale = True  # unknown length: cannot find the end of this message
-                    raise
-                if header is not None:
-                    break
-            await self._fill(sock, deadline)
+        # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered. The view
+        # of the decoder's buffer is released before the decoder changes: a live view would
+        # make it copy the whole buffer instead of growing or trimming it in place.
+        header: BlockHeader | None = None
+        while header is None:
+            with decoder.buffered as buffered:
+                start = 0
+                while start < len(buffered) and buffered[start] in _WHITESPACE:
+                    start += 1
+                first = buffered[start] if start < len(buffered) else None
+                if first == 0x23:  # '#'
+                    try:
+                        header = parse_block_header(buffered[start:], max_size=max_size)
+                    except RemoteProtocolError:
+                        self._stale = True  # unknown length: cannot find the message's end
+                        raise
+            if first is not None and first != 0x23:  # not a block: consume it and complain
+                head = await self._skip_message(sock, max_size, deadline)
+                raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {head!r}")
+            if header is None:
+                await self._fill(sock, deadline)
         if header.payload_length is None:  # indefinite "#0...<NL>": framed by the terminator
             message = await self._receive_message(sock, max_size, deadline)
             payload = decode_block(message, terminator=self._terminator, max_size=max_size)
@@ -501,7 +504,7 @@ class SocketTransport:
         too_small = into is not None and len(into) < size
         target = memoryview(bytearray(size)) if into is None or too_small else into[:size]
         # 2. The part already buffered, then exact-size reads straight into the target.
-        have = min(len(decoder.buffered), size)
+        have = min(decoder.pending, size)
         target[:have] = decoder.buffered[:have]
         decoder.consume(have)
         pos = have

@@ -336,3 +336,43 @@ async def test_calls_in_a_cancelled_scope_send_nothing() -> None:
     assert received == [b"WARM?\n", b"SHIELDED?\n", b"AFTER?\n"]
     assert isinstance(inst.transport, SocketTransport)
     assert inst.transport.reconnects == 0
+
+
+async def test_block_reads_never_copy_the_decoder_buffer() -> None:
+    """Views of the decoder's buffer are released before it changes: otherwise every block
+    read copied what was buffered (up to 256 KiB) into a new bytearray (white box: the
+    decoder keeps one bytearray, grown and trimmed in place)."""
+    payload = bytes(range(256)) * 40
+
+    async def dripping(stream: SocketStream) -> None:
+        async with stream:
+            while True:
+                try:
+                    command = await read_line(stream)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                if command == b"DRIP?\n":  # whitespace and the header in pieces, then the rest
+                    for piece in (b"  ", b"#", b"5", b"10", b"240", payload + b"\n"):
+                        await stream.send(piece)
+                else:
+                    await stream.send(encode_block(payload) + b"\n")
+
+    async with raw_peer(dripping) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+        transport = inst.transport
+        assert isinstance(transport, SocketTransport)
+        buffer = transport._decoder._buf
+        into = bytearray(len(payload))
+        with anyio.fail_after(10):
+            for command in ("BLK?", "DRIP?", "BLK?"):
+                assert await inst.query_block(command, into=into) == payload
+                assert transport._decoder._buf is buffer, command
+    async with SimServer(create_device("scope")) as server, aiotmc.open(server.resource) as inst:
+        transport = inst.transport
+        assert isinstance(transport, SocketTransport)
+        buffer = transport._decoder._buf
+        into = bytearray(2_000_000)
+        with anyio.fail_after(10):
+            for size in (10, 300_000, 2_000_000):
+                view = await inst.query_block(f":WAVeform:TEST? {size}", into=into)
+                assert len(view) == size
+                assert transport._decoder._buf is buffer, size
