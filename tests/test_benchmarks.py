@@ -28,6 +28,20 @@ USB_MODULES = ("aiotmc.sim.fake_port", "aiotmc.sim.usbtmc_device", "aiotmc.trans
 UMOCKDEV_ROWS = {"umockdev", "umockdev_cpu", "umockdev_rtt"}
 
 
+def run_module(module: str, *args: str, timeout: float) -> str:
+    """``python -m module args...`` from the checkout; its stdout (it must succeed)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def _allowed_na(row_key: str, client: str, cell: dict[str, Any], meta: dict[str, Any]) -> bool:
     """Cells that may legitimately read n/a on this machine."""
     if row_key in UMOCKDEV_ROWS:
@@ -43,16 +57,7 @@ def _allowed_na(row_key: str, client: str, cell: dict[str, Any], meta: dict[str,
 @pytest.mark.timeout(300)
 def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = proc.stdout
+    table = run_module("benchmarks", "--quick", "--output", str(output), timeout=280)
     assert "| figure | unit | aiotmc asyncio |" in table
     assert "aiotmc/floor" in table and "aiotmc/PyVISA" in table
 
@@ -106,26 +111,17 @@ def test_quick_schedule_covers_every_figure_kind() -> None:
 def test_fresh_processes_per_figure(tmp_path: Path) -> None:
     """The full run's policy (new client processes for every figure), on two figures."""
     output = tmp_path / "fresh.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--fresh",
-            "figure",
-            "--only",
-            "fanout_10,srq",
-            "--output",
-            str(output),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    run_module(
+        "benchmarks",
+        "--quick",
+        "--fresh",
+        "figure",
+        "--only",
+        "fanout_10,srq",
+        "--output",
+        str(output),
         timeout=100,
-        check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(output.read_text())
     assert data["meta"]["fresh_processes"] == "per figure"
     rows = {row["key"]: row for row in data["rows"]}
@@ -140,17 +136,9 @@ def test_hotpath_reports_every_layer(backend: str) -> None:
     """``python -m benchmarks.hotpath`` runs each layer on each loop (numbers not judged)."""
     if backend == "uvloop" and importlib.util.find_spec("uvloop") is None:
         pytest.skip("uvloop not installed")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.hotpath", "--backend", backend, "-n", "300"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_module("benchmarks.hotpath", "--backend", backend, "-n", "300", timeout=120)
     # "  plain                            11.59   (2.8x floor)"
-    rows = re.findall(r"^  (\w+)\D*?([\d.]+)(?:\s+\(|$)", proc.stdout, re.MULTILINE)
+    rows = re.findall(r"^  (\w+)\D*?([\d.]+)(?:\s+\(|$)", out, re.MULTILINE)
     values = {label: float(value) for label, value in rows}
     assert set(values) == {"floor", "plain", "transport", "instrument"}
     assert all(value > 0 for value in values.values())

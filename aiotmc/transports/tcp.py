@@ -189,12 +189,7 @@ class SocketTransport:
         try:
             if len(parts) == 1:
                 part = parts[0]
-                try:
-                    sent = sock.send(part)  # the common case: one short command
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    raise self._lost("send failed", exc) from exc
+                sent = self._send_now(sock, part)  # the common case: one short command
                 if sent < len(part):
                     await self._sendall(sock, [memoryview(part)[sent:]], deadline)
             else:
@@ -217,8 +212,7 @@ class SocketTransport:
         try:
             return await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
-            if not (isinstance(exc, RemoteProtocolError) and self._decoder.at_message_start):
-                self._stale = True  # part of a message may still be on its way
+            self._stale_unless_in_step(exc)
             raise
         finally:
             self._busy = False
@@ -245,23 +239,14 @@ class SocketTransport:
             return await self.receive_message(max_size=max_size, deadline=deadline)
         self._busy = True
         try:
-            try:
-                sent = sock.send(message)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise self._lost("send failed", exc) from exc
+            sent = self._send_now(sock, message)
             if sent < len(message):
                 await self._sendall(sock, [memoryview(message)[sent:]], deadline)
             chunk = self._chunk
             try:  # the answer cannot be there yet: wait without trying first
                 n = await receiver.recv_into(chunk, deadline, False)
-            except TimeoutError:
-                raise ReadTimeout(
-                    f"{self._info.resource}: no complete answer before the deadline"
-                ) from None
-            except OSError as exc:
-                raise self._lost("receive failed", exc) from exc
+            except OSError as exc:  # TimeoutError included
+                raise self._receive_failed(exc) from exc
             if not n:
                 raise self._closed_by_peer()
             answer = decoder.receive_and_next(chunk[:n])
@@ -271,8 +256,7 @@ class SocketTransport:
                 return answer
             return await self._receive_message(sock, max_size, deadline)  # more to come
         except BaseException as exc:
-            if not (isinstance(exc, RemoteProtocolError) and decoder.at_message_start):
-                self._stale = True  # part of a message may still be on its way
+            self._stale_unless_in_step(exc)
             raise
         finally:
             self._busy = False
@@ -372,6 +356,21 @@ class SocketTransport:
                 pass
             sock.close()
 
+    def _send_now(self, sock: socket.socket, data: BytesLike) -> int:
+        """Send what the socket takes without waiting (0 when it is full)."""
+        try:
+            return sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._lost("send failed", exc) from exc
+
+    def _stale_unless_in_step(self, exc: BaseException) -> None:
+        """After a failed receive: reconnect next time unless the failure consumed exactly
+        one whole message (a protocol error at a message boundary)."""
+        if not (isinstance(exc, RemoteProtocolError) and self._decoder.at_message_start):
+            self._stale = True  # part of a message may still be on its way
+
     def _closed_by_peer(self) -> ConnectionLostError:
         pending = self._decoder.pending
         detail = f" after {pending} bytes of a response" if pending else ""
@@ -391,12 +390,14 @@ class SocketTransport:
             receiver = self._receiver = receiver_for(sock)
         try:
             return await receiver.recv_into(view, deadline, try_first)
-        except TimeoutError:
-            raise ReadTimeout(
-                f"{self._info.resource}: no complete answer before the deadline"
-            ) from None
-        except OSError as exc:
-            raise self._lost("receive failed", exc) from exc
+        except OSError as exc:  # TimeoutError included
+            raise self._receive_failed(exc) from exc
+
+    def _receive_failed(self, exc: OSError) -> ReadTimeout | ConnectionLostError:
+        """The typed error for a receiver's TimeoutError (deadline) or OSError."""
+        if isinstance(exc, TimeoutError):
+            return ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
+        return self._lost("receive failed", exc)
 
     async def _writable(self, sock: socket.socket, deadline: float) -> None:
         if deadline == math.inf:

@@ -268,13 +268,17 @@ _garbage = st.lists(
 ).map(b"".join)
 
 
+# Garbage, cut anywhere, framed with limits and terminators that matter.
+GARBAGE_CASES = {
+    "data": _garbage,
+    "points": st.lists(st.integers(min_value=0), max_size=10),
+    "max_message_size": st.integers(1, 80),
+    "terminator": st.sampled_from([b"\n", b"\r\n", b"\x00"]),
+}
+
+
 @PROPERTY
-@given(
-    data=_garbage,
-    points=st.lists(st.integers(min_value=0), max_size=10),
-    max_message_size=st.integers(1, 80),
-    terminator=st.sampled_from([b"\n", b"\r\n", b"\x00"]),
-)
+@given(**GARBAGE_CASES)
 def test_garbage_never_hangs_and_splitting_does_not_change_the_outcome(
     data: bytes, points: list[int], max_message_size: int, terminator: bytes
 ) -> None:
@@ -288,12 +292,7 @@ def test_garbage_never_hangs_and_splitting_does_not_change_the_outcome(
 
 
 @PROPERTY
-@given(
-    data=_garbage,
-    points=st.lists(st.integers(min_value=0), max_size=10),
-    max_message_size=st.integers(1, 80),
-    terminator=st.sampled_from([b"\n", b"\r\n", b"\x00"]),
-)
+@given(**GARBAGE_CASES)
 def test_receive_and_next_is_receive_data_then_next_message(
     data: bytes, points: list[int], max_message_size: int, terminator: bytes
 ) -> None:

@@ -39,21 +39,44 @@ async def read_line(stream: SocketStream) -> bytes:
     return data
 
 
-async def test_slow_drip_response_is_framed() -> None:
-    payload = bytes(range(256)) * 3
+Answer = Callable[[SocketStream, bytes], Awaitable[bool | None]]
+
+
+def per_command(answer: Answer) -> Handler:
+    """A peer that reads command lines until EOF and lets ``answer(stream, command)``
+    reply to each; an answer returning False hangs up."""
 
     async def handler(stream: SocketStream) -> None:
         async with stream:
             while True:
                 try:
                     command = await read_line(stream)
-                except anyio.EndOfStream:
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
                     return
-                answer = encode_block(payload) + b"\n" if command == b"BLK?\n" else b'"a;b\nc",1\n'
-                for i in range(len(answer)):
-                    await stream.send(answer[i : i + 1])
+                if await answer(stream, command) is False:
+                    return
 
-    async with raw_peer(handler) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+    return handler
+
+
+@asynccontextmanager
+async def peer_instrument(answer: Answer) -> AsyncIterator[aiotmc.Instrument]:
+    """An Instrument connected to a :func:`per_command` peer on loopback."""
+    async with raw_peer(per_command(answer)) as port:
+        resource = f"TCPIP::127.0.0.1::{port}::SOCKET"
+        async with aiotmc.open(resource) as inst:
+            yield inst
+
+
+async def test_slow_drip_response_is_framed() -> None:
+    payload = bytes(range(256)) * 3
+
+    async def byte_by_byte(stream: SocketStream, command: bytes) -> None:
+        answer = encode_block(payload) + b"\n" if command == b"BLK?\n" else b'"a;b\nc",1\n'
+        for i in range(len(answer)):
+            await stream.send(answer[i : i + 1])
+
+    async with peer_instrument(byte_by_byte) as inst:
         with anyio.fail_after(10):
             assert await inst.query("TXT?") == '"a;b\nc",1'
             assert await inst.query_block("BLK?") == payload
@@ -161,16 +184,10 @@ async def test_upload_is_sent_from_separate_buffers() -> None:
 
 
 async def test_read_termination_change_reframes_responses() -> None:
-    async def handler(stream: SocketStream) -> None:
-        async with stream:
-            while True:
-                try:
-                    command = await read_line(stream)
-                except anyio.EndOfStream:
-                    return
-                await stream.send(b"a\nb\r" if command == b"CR?\n" else b"plain\n")
+    async def reply(stream: SocketStream, command: bytes) -> None:
+        await stream.send(b"a\nb\r" if command == b"CR?\n" else b"plain\n")
 
-    async with raw_peer(handler) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+    async with peer_instrument(reply) as inst:
         with anyio.fail_after(5):
             assert await inst.query("X?") == "plain"
             inst.read_termination = "\r"
@@ -192,25 +209,21 @@ SCRIPT: dict[bytes, bytes | None] = {
 }
 
 
-async def scripted(stream: SocketStream) -> None:
+async def from_script(stream: SocketStream, command: bytes) -> bool:
     """Answers each command from SCRIPT; DRIP? byte by byte; CLOSE?/HALF? hang up."""
-    async with stream:
-        while True:
-            try:
-                command = await read_line(stream)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                return
-            if command == b"DRIP?\n":
-                for byte in b"d;r;i;p\n":
-                    await stream.send(bytes([byte]))
-                continue
-            if command == b"HALF?\n":
-                await stream.send(b"1.234")
-            answer = SCRIPT.get(command, b"?\n")
-            if answer is None:
-                return
-            if answer:
-                await stream.send(answer)
+    if command == b"DRIP?\n":
+        for byte in b"d;r;i;p\n":
+            await stream.send(bytes([byte]))
+        return True
+    if command == b"HALF?\n":
+        await stream.send(b"1.234")
+    answer = SCRIPT.get(command, b"?\n")
+    if answer:
+        await stream.send(answer)
+    return answer is not None
+
+
+scripted = per_command(from_script)
 
 
 @asynccontextmanager
@@ -306,17 +319,11 @@ async def test_calls_in_a_cancelled_scope_send_nothing() -> None:
     """Instrument's cancellation check runs before the fused exchange sends anything."""
     received: list[bytes] = []
 
-    async def recorder(stream: SocketStream) -> None:
-        async with stream:
-            while True:
-                try:
-                    command = await read_line(stream)
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    return
-                received.append(command)
-                await stream.send(b"ok\n")
+    async def record(stream: SocketStream, command: bytes) -> None:
+        received.append(command)
+        await stream.send(b"ok\n")
 
-    async with raw_peer(recorder) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+    async with peer_instrument(record) as inst:
         with anyio.fail_after(5):
             assert await inst.query("WARM?") == "ok"  # the next queries take the fused path
             with anyio.CancelScope() as scope:
@@ -344,20 +351,14 @@ async def test_block_reads_never_copy_the_decoder_buffer() -> None:
     decoder keeps one bytearray, grown and trimmed in place)."""
     payload = bytes(range(256)) * 40
 
-    async def dripping(stream: SocketStream) -> None:
-        async with stream:
-            while True:
-                try:
-                    command = await read_line(stream)
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    return
-                if command == b"DRIP?\n":  # whitespace and the header in pieces, then the rest
-                    for piece in (b"  ", b"#", b"5", b"10", b"240", payload + b"\n"):
-                        await stream.send(piece)
-                else:
-                    await stream.send(encode_block(payload) + b"\n")
+    async def drip(stream: SocketStream, command: bytes) -> None:
+        if command == b"DRIP?\n":  # whitespace and the header in pieces, then the rest
+            for piece in (b"  ", b"#", b"5", b"10", b"240", payload + b"\n"):
+                await stream.send(piece)
+        else:
+            await stream.send(encode_block(payload) + b"\n")
 
-    async with raw_peer(dripping) as port, aiotmc.open(f"TCPIP::127.0.0.1::{port}::SOCKET") as inst:
+    async with peer_instrument(drip) as inst:
         transport = inst.transport
         assert isinstance(transport, SocketTransport)
         buffer = transport._decoder._buf
