@@ -59,18 +59,26 @@ class AiotmcClient:
         return anyio.run(partial(trial, params), backend=self.backend, backend_options=self.options)
 
 
-async def _rtt_loop(inst: aiotmc.Instrument, queries: int, warmup: int) -> Result:
+async def _time_queries(
+    query: Callable[[], Awaitable[object]], queries: int, warmup: int
+) -> tuple[float, float]:
+    """Median µs per call and client CPU µs per call of ``queries`` calls after ``warmup``."""
     for _ in range(warmup):
-        await inst.query(IDN)
+        await query()
     samples: list[float] = []
     clock = time.perf_counter
     cpu0 = time.process_time()
     for _ in range(queries):
         t0 = clock()
-        await inst.query(IDN)
+        await query()
         samples.append(clock() - t0)
     cpu = time.process_time() - cpu0
-    return result(rtt_us=median(samples) * 1e6, cpu_us=cpu / queries * 1e6)
+    return median(samples) * 1e6, cpu / queries * 1e6
+
+
+async def _rtt_loop(inst: aiotmc.Instrument, queries: int, warmup: int) -> Result:
+    rtt_us, cpu_us = await _time_queries(partial(inst.query, IDN), queries, warmup)
+    return result(rtt_us=rtt_us, cpu_us=cpu_us)
 
 
 async def rtt(p: dict[str, Any]) -> Result:
@@ -79,21 +87,12 @@ async def rtt(p: dict[str, Any]) -> Result:
     share."""
     async with aiotmc.open(resource(p["scope"])) as inst:
         out = await _rtt_loop(inst, p["queries"], p["warmup"])
-        transport = inst.transport
-        message = (IDN + "\n").encode()
-        size = inst.max_message_size
-        for _ in range(p["warmup"]):
-            await transport.exchange(message, max_size=size)
-        samples: list[float] = []
-        clock = time.perf_counter
-        cpu0 = time.process_time()
-        for _ in range(p["queries"]):
-            t0 = clock()
-            await transport.exchange(message, max_size=size)
-            samples.append(clock() - t0)
-        cpu = time.process_time() - cpu0
-        out["metrics"]["rtt_exchange_us"] = median(samples) * 1e6
-        out["metrics"]["cpu_exchange_us"] = cpu / p["queries"] * 1e6
+        exchange = partial(
+            inst.transport.exchange, (IDN + "\n").encode(), max_size=inst.max_message_size
+        )
+        rtt_us, cpu_us = await _time_queries(exchange, p["queries"], p["warmup"])
+        out["metrics"]["rtt_exchange_us"] = rtt_us
+        out["metrics"]["cpu_exchange_us"] = cpu_us
         return out
 
 
@@ -219,24 +218,29 @@ def _open_usb() -> AbstractAsyncContextManager[Any]:
     return open_usbtmc_transport(port, resource="USB0::0x2A8D::0x0001::BENCH::INSTR")
 
 
+async def _block_rate(inst: aiotmc.Instrument, command: str, size: int, reps: int) -> Result:
+    """Check the pattern once, then time block reads into one reused buffer: MB/s and the
+    client's CPU per MB."""
+    if not pattern_ok(await inst.query_block(command), size):
+        raise RuntimeError("block payload does not match the test pattern")
+    buffer = bytearray(size)
+
+    async def read() -> None:
+        await inst.query_block(command, into=buffer)
+
+    cpu0 = time.process_time()
+    times = await arepeat(read, reps)
+    cpu = time.process_time() - cpu0
+    mbytes = size / MB
+    return result(mb_s=mbytes / median(times), cpu_ms_per_mb=cpu / (mbytes * len(times)) * 1e3)
+
+
 async def usb_block(p: dict[str, Any]) -> Result:
     """Block read through FakeUsbPort + UsbtmcFunction + UsbtmcTransport."""
     size: int = p["size"]
-    command = BLOCK_QUERY.format(size=size)
     async with _open_usb() as transport:
         inst = aiotmc.Instrument(transport, max_message_size=size + 64)
-        if not pattern_ok(await inst.query_block(command), size):
-            raise RuntimeError("USB block payload does not match the test pattern")
-        buffer = bytearray(size)
-
-        async def read() -> None:
-            await inst.query_block(command, into=buffer)
-
-        cpu0 = time.process_time()
-        times = await arepeat(read, p["reps"])
-        cpu = time.process_time() - cpu0
-    mbytes = size / MB
-    return result(mb_s=mbytes / median(times), cpu_ms_per_mb=cpu / (mbytes * len(times)) * 1e3)
+        return await _block_rate(inst, BLOCK_QUERY.format(size=size), size, p["reps"])
 
 
 async def usb_rtt(p: dict[str, Any]) -> Result:
@@ -253,29 +257,15 @@ async def umockdev(p: dict[str, Any]) -> Result:
     ``UMOCKDEV_DIR`` (see :mod:`benchmarks.usbbed`).
     """
     size: int = p["size"]
-    command = BLOCK_QUERY.format(size=size)
     async with aiotmc.open(p["usb_resource"], max_message_size=size + 64, timeout=60) as inst:
-        rtt_part = await _rtt_loop(inst, p["queries"], p["warmup"])
-        if not pattern_ok(await inst.query_block(command), size):
-            raise RuntimeError("umockdev block payload does not match the test pattern")
-        buffer = bytearray(size)
-
-        async def read() -> None:
-            await inst.query_block(command, into=buffer)
-
-        cpu0 = time.process_time()
-        times = await arepeat(read, p["reps"])
-        cpu = time.process_time() - cpu0
+        rtt_us, _ = await _time_queries(partial(inst.query, IDN), p["queries"], p["warmup"])
+        out = await _block_rate(inst, BLOCK_QUERY.format(size=size), size, p["reps"])
         port = getattr(inst.transport, "_port", None)  # UsbtmcTransport's Libusb1Port
         driver = getattr(port, "driver_name", None)
-    mbytes = size / MB
-    notes = [f"libusb driver: {driver}"] if driver else []
-    return result(
-        notes,
-        mb_s=mbytes / median(times),
-        cpu_ms_per_mb=cpu / (mbytes * len(times)) * 1e3,
-        rtt_us=rtt_part["metrics"]["rtt_us"],
-    )
+    out["metrics"]["rtt_us"] = rtt_us
+    if driver:
+        out["notes"].append(f"libusb driver: {driver}")
+    return out
 
 
 TRIALS: dict[str, Trial] = {
