@@ -38,6 +38,7 @@ from .._exceptions import (
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
+from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
 from .base import BytesLike, Capabilities, TransportInfo
 
@@ -109,6 +110,7 @@ class SocketTransport:
         self._busy = False
         self._closed = False
         self._fresh = False
+        self._probe = AnswerProbe()  # look for the answer right after sending?
         self._chunk = memoryview(bytearray(_RECV_CHUNK))
         self._info = TransportInfo(
             resource=resource,
@@ -194,7 +196,7 @@ class SocketTransport:
                     await self._sendall(sock, [memoryview(part)[sent:]], deadline)
             else:
                 await self._sendall(sock, parts, deadline)
-            # The answer cannot be there yet: the first receive waits without trying.
+            # The first receive looks for the answer only as the probe says (_probe.py).
             self._fresh = not self._decoder.pending
         except BaseException:
             self._stale = True
@@ -243,8 +245,10 @@ class SocketTransport:
             if sent < len(message):
                 await self._sendall(sock, [memoryview(message)[sent:]], deadline)
             chunk = self._chunk
-            try:  # the answer cannot be there yet: wait without trying first
-                n = await receiver.recv_into(chunk, deadline, False)
+            try:
+                n = self._answer_already_there(sock, chunk)
+                if n < 0:  # not there (or not looked for): wait without trying again
+                    n = await receiver.recv_into(chunk, deadline, False)
             except OSError as exc:  # TimeoutError included
                 raise self._receive_failed(exc) from exc
             if not n:
@@ -365,6 +369,20 @@ class SocketTransport:
         except OSError as exc:
             raise self._lost("send failed", exc) from exc
 
+    def _answer_already_there(self, sock: socket.socket, view: memoryview) -> int:
+        """Right after a send: ``recv_into`` if the probe says the answer may already be
+        there; -1 when it was not looked for or not there (OSError propagates)."""
+        probe = self._probe
+        if not probe.should_look():
+            return -1
+        try:
+            n = sock.recv_into(view)
+        except BlockingIOError:
+            probe.missed()
+            return -1
+        probe.found()
+        return n
+
     def _stale_unless_in_step(self, exc: BaseException) -> None:
         """After a failed receive: reconnect next time unless the failure consumed exactly
         one whole message (a protocol error at a message boundary)."""
@@ -432,9 +450,17 @@ class SocketTransport:
     async def _fill(self, sock: socket.socket, deadline: float) -> None:
         """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
         chunk = self._chunk
-        try_first = not self._fresh
-        self._fresh = False
-        n = await self._recv_into(sock, chunk, deadline, try_first)
+        n = -1
+        if self._fresh:  # just sent: look only as the probe says, then wait
+            self._fresh = False
+            try:
+                n = self._answer_already_there(sock, chunk)
+            except OSError as exc:
+                raise self._lost("receive failed", exc) from exc
+            if n < 0:
+                n = await self._recv_into(sock, chunk, deadline, False)
+        else:
+            n = await self._recv_into(sock, chunk, deadline)
         if n == 0:
             raise self._closed_by_peer()
         self._decoder.receive_data(chunk[:n])

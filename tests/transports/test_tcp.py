@@ -14,6 +14,7 @@ import aiotmc
 from aiotmc.protocol.ieee4882 import block_header, encode_block
 from aiotmc.sim.devices import create_device
 from aiotmc.sim.server import SimServer
+from aiotmc.transports._receivers import Receiver, receiver_for
 from aiotmc.transports.tcp import SocketTransport
 
 Handler = Callable[[SocketStream], Awaitable[None]]
@@ -377,3 +378,61 @@ async def test_block_reads_never_copy_the_decoder_buffer() -> None:
                 view = await inst.query_block(f":WAVeform:TEST? {size}", into=into)
                 assert len(view) == size
                 assert transport._decoder._buf is buffer, size
+
+
+class CountingReceiver:
+    """Wraps a transport's receiver and counts the waits (white box)."""
+
+    def __init__(self, inner: Receiver) -> None:
+        self.inner = inner
+        self.waits = 0
+
+    async def recv_into(self, view: memoryview, deadline: float, try_first: bool = True) -> int:
+        self.waits += 1
+        return await self.inner.recv_into(view, deadline, try_first)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_an_answer_already_there_is_taken_without_waiting() -> None:
+    """A peer that answers before ``send`` returns (same host) costs no wait; after a look
+    that finds nothing the transport waits first, and looks again later (_probe.py)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    transport = SocketTransport(ours, host="pair", port=0, resource="TCPIP0::pair::0::SOCKET")
+    receiver = transport._receiver = CountingReceiver(receiver_for(ours))
+    try:
+        with theirs, anyio.fail_after(5):
+            theirs.sendall(b"early\n")  # there before the command is even sent
+            assert await transport.exchange(b"A?\n", max_size=100) == b"early\n"
+            theirs.sendall(b"again\n")
+            assert await transport.exchange(b"B?\n", max_size=100) == b"again\n"
+            assert receiver.waits == 0
+
+            late: list[bytes] = []
+            async with anyio.create_task_group() as tg:
+
+                async def query() -> None:
+                    late.append(await transport.exchange(b"C?\n", max_size=100))
+
+                tg.start_soon(query)
+                await anyio.wait_all_tasks_blocked()  # looked, found nothing, waits
+                theirs.sendall(b"late\n")
+            assert late == [b"late\n"] and receiver.waits == 1
+
+            # After that miss the next exchange does not look: it waits (and the wait
+            # ends at once, the answer being there); the one after looks again.
+            for answer, waits in ((b"skipped\n", 2), (b"looked\n", 2)):
+                theirs.sendall(answer)
+                assert await transport.exchange(b"D?\n", max_size=100) == answer
+                assert receiver.waits == waits
+            # The split path (send, then receive) follows the same probe.
+            await transport.send_message([b"E?\n"])
+            theirs.sendall(b"split\n")
+            assert await transport.receive_message(max_size=100) == b"split\n"
+            assert receiver.waits == 2
+            assert theirs.recv(100) == b"A?\nB?\nC?\nD?\nD?\nE?\n"
+            assert not transport.stale
+    finally:
+        await transport.aclose()
