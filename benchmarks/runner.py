@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         ["--dmm", str(max_dmm), *pin_args],
         log=logs / "simserver.log",
     )
+    responder = ChildProcess(
+        "responder", "benchmarks.responder", pin_args, log=logs / "responder.log"
+    )
     workers: dict[str, ChildProcess] = {}
     ticks0 = cpu_ticks(cpu) if cpu is not None else (0, 0)
     children0 = _children_cpu()
@@ -172,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         ports = sim.start(timeout=_START_TIMEOUT)
         meta["simulator"] = {"backend": ports.get("backend"), "pinned": ports.get("pinned")}
         _log(start, f"simulator up ({ports.get('backend')}, {max_dmm} fan-out instruments)")
-        params_base = {"scope": ports["scope"], "dmm": ports["dmm"]}
+        answering = responder.start(timeout=_START_TIMEOUT)
+        meta["responder"] = {"pinned": answering.get("pinned")}
+        params_base = {
+            "scope": ports["scope"],
+            "dmm": ports["dmm"],
+            "responder": answering["port"],
+        }
         for m in selected:
             if m.na:
                 continue
@@ -189,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if fresh_per_figure:
                     _stop_workers(workers)
-            if not sim.alive:
-                raise ChildError("the simulator died; see " + str(sim.log_path))
+            for child in (sim, responder):
+                if not child.alive:
+                    raise ChildError(f"the {child.name} died; see {child.log_path}")
     finally:
         _stop_workers(workers)
         sim.stop()
+        responder.stop()
     if cpu is not None:
         meta["foreign_load"] = _foreign_load(cpu, ticks0, _children_cpu() - children0)
 
@@ -370,6 +381,8 @@ def _run_measurement(
 ) -> None:
     members = [c for c in m.clients if c in clients]
     params = {**m.params, **params_base}
+    if m.server in params_base:  # the umockdev bed has no TCP servers
+        params["scope"] = params_base[m.server]
     skip: set[str] = set()
     for r in range(m.rounds):
         # A fresh (seeded, reproducible) order each round: drift, and after-effects of
