@@ -142,3 +142,31 @@ def test_hotpath_reports_every_layer(backend: str) -> None:
     values = {label: float(value) for label, value in rows}
     assert set(values) == {"floor", "plain", "transport", "instrument"}
     assert all(value > 0 for value in values.values())
+
+
+def test_responder_answers_every_line_once() -> None:
+    """The independent responder of the round-trip figures: one identity per line, lines
+    split across reads or sent together included, until the client hangs up."""
+    import socket
+    import threading
+
+    from benchmarks.responder import IDENTITY, answer_lines
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=5)
+        theirs, _ = listener.accept()
+    server = threading.Thread(target=answer_lines, args=(theirs,), daemon=True)
+    server.start()
+    with ours:
+        ours.sendall(b"*IDN?\n*IDN")
+        received = b""
+        while len(received) < len(IDENTITY):
+            received += ours.recv(1000)
+        ours.sendall(b"?\nA?\nB?\n")
+        while len(received) < 4 * len(IDENTITY):
+            received += ours.recv(1000)
+        assert received == IDENTITY * 4
+        ours.shutdown(socket.SHUT_WR)
+        assert ours.recv(1000) == b""  # the responder closed its end at EOF
+    server.join(5)
+    assert not server.is_alive()
