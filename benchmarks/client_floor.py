@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .common import NotAvailable, Result, median, repeat, result
@@ -226,7 +227,16 @@ def _nonblocking_socket(port: int) -> socket.socket:
 
 
 async def _sock_rtt(port: int, queries: int, warmup: int) -> float:
-    loop = asyncio.get_running_loop()
+    return await _looking_rtt(port, queries, warmup, asyncio.get_running_loop().sock_recv_into)
+
+
+async def _looking_rtt(
+    port: int,
+    queries: int,
+    warmup: int,
+    wait_and_recv: Callable[[socket.socket, memoryview], Awaitable[int]],
+) -> float:
+    """``recv_into`` right after the send; ``wait_and_recv`` only when the socket is empty."""
     message = (IDN + "\n").encode()
     buffer = bytearray(_LINE)
     view = memoryview(buffer)
@@ -239,7 +249,7 @@ async def _sock_rtt(port: int, queries: int, warmup: int) -> float:
                 try:
                     got = sock.recv_into(view[n:])
                 except BlockingIOError:
-                    got = await loop.sock_recv_into(sock, view[n:])
+                    got = await wait_and_recv(sock, view[n:])
                 if not got:
                     raise ConnectionError("closed by the simulator")
                 n += got
@@ -272,27 +282,16 @@ async def _trio_rtt(port: int, queries: int, warmup: int) -> float:
     import trio
 
     wait_readable = trio.lowlevel.wait_readable
-    message = (IDN + "\n").encode()
-    buffer = bytearray(_LINE)
-    view = memoryview(buffer)
-    with _nonblocking_socket(port) as sock:
 
-        async def query() -> None:
-            sock.send(message)
-            n = 0
-            while True:
-                try:
-                    got = sock.recv_into(view[n:])
-                except BlockingIOError:
-                    await wait_readable(sock)
-                    continue
-                if not got:
-                    raise ConnectionError("closed by the simulator")
-                n += got
-                if buffer[n - 1] == 0x0A:
-                    return
+    async def wait_and_recv(sock: socket.socket, view: memoryview) -> int:
+        while True:
+            await wait_readable(sock)
+            try:
+                return sock.recv_into(view)
+            except BlockingIOError:  # woken without data: wait again
+                continue
 
-        return await _atime(query, queries, warmup)
+    return await _looking_rtt(port, queries, warmup, wait_and_recv)
 
 
 async def _atime(query: Any, queries: int, warmup: int) -> float:
