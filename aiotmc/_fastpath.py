@@ -11,7 +11,12 @@ a ``getpid()`` system call. The exchange path therefore looks the loop up once p
   anyio's own ``checkpoint_if_cancelled`` does (anyio keeps them in a private table; if
   that table is not where it used to be, the answer is always "maybe" and the public
   check runs). It never answers "no" when anyio would cancel;
-* :func:`checkpoint_if_cancelled` is the (public) check itself, trio's own on trio.
+* :func:`checkpoint_if_cancelled` is the (public) check itself, trio's own on trio;
+* :func:`schedule_point_due` says when an operation must yield to the event loop even
+  though it need not wait: an exchange whose answer is already there (or a write the
+  socket takes at once) completes without ever letting another task run, so a tight loop
+  of them would starve every other task. Every :data:`SCHEDULE_EVERY`-th operation
+  therefore awaits a full checkpoint (``anyio.lowlevel.checkpoint``) before it starts.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 from asyncio import AbstractEventLoop, _get_running_loop, current_task
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -31,12 +36,28 @@ __all__ = [
     "current_time",
     "running_loop",
     "running_trio",
+    "schedule_point_due",
 ]
+
+SCHEDULE_EVERY: Final = 16  #: operations between forced schedule points, at the most
 
 running_loop = _get_running_loop  #: the running asyncio loop, or None (trio, no loop)
 
+_since_schedule_point = 0  # operations counted since the last forced schedule point
 _task_states: Mapping[Any, Any] | None = None  # anyio's task -> TaskState table, once found
 _task_states_usable = True  # False once the table turned out not to have the expected shape
+
+
+def schedule_point_due() -> bool:
+    """Count one operation; True for every :data:`SCHEDULE_EVERY`-th (the caller then
+    awaits ``anyio.lowlevel.checkpoint()``, a cancellation and schedule point, before
+    doing anything). Counted per process: a loop over many instruments yields too."""
+    global _since_schedule_point
+    _since_schedule_point += 1
+    if _since_schedule_point < SCHEDULE_EVERY:
+        return False
+    _since_schedule_point = 0
+    return True
 
 
 def running_trio() -> ModuleType | None:
