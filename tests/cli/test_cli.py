@@ -23,6 +23,7 @@ from anyio.from_thread import start_blocking_portal
 
 from aiotmc import cli
 from aiotmc.cli import main
+from aiotmc.cli._shell import Shell
 from aiotmc.sim.commands import Block
 from aiotmc.sim.devices import create_device
 from aiotmc.sim.server import SimServer
@@ -576,3 +577,16 @@ def test_device_specs() -> None:
 def test_history_file_is_in_home() -> None:
     assert cli.HISTORY_FILE == "~/.aiotmc_history"
     assert os.path.expanduser(cli.HISTORY_FILE) != cli.HISTORY_FILE
+
+
+def test_shell_history_follows_patched_history_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The shell reads ``cli.HISTORY_FILE`` when it starts, so patching the package works."""
+    readline = pytest.importorskip("readline")
+    history = tmp_path / "history"
+    monkeypatch.setattr(cli, "HISTORY_FILE", str(history))
+    shell = Shell(inst=None, portal=None, interactive=True)  # type: ignore[arg-type]
+    with shell._history():
+        readline.add_history("*IDN?")
+    assert "*IDN?" in history.read_text()

@@ -1,0 +1,60 @@
+"""The entry point: parse, dispatch to the command, turn errors into one line and a status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from .._exceptions import InvalidResourceName
+from ._demo import cmd_demo
+from ._errors import UsageError, describe, leaf
+from ._io import cmd_query, cmd_read_block, cmd_write
+from ._list import cmd_list
+from ._parser import build_parser
+from ._runtime import Options, options_from
+from ._shell import cmd_shell
+from ._sim import cmd_sim
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 1
+    options = options_from(args)
+    command: Callable[[argparse.Namespace, Options], int] = COMMANDS[args.command]
+    try:
+        return command(args, options)
+    except BaseException as exc:
+        if isinstance(leaf(exc), KeyboardInterrupt):
+            if args.command == "sim":
+                print("aiotmc: simulators stopped", file=sys.stderr)
+                return 0
+            print("aiotmc: interrupted", file=sys.stderr)
+            return 130
+        if not isinstance(exc, Exception):
+            raise  # SystemExit and the like are not ours to report
+        return _report(exc, debug=options.debug)
+
+
+def _report(exc: BaseException, *, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    print(f"aiotmc: error: {describe(exc)}", file=sys.stderr)
+    inner = leaf(exc)
+    return 2 if isinstance(inner, InvalidResourceName | UsageError) else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
+    "list": cmd_list,
+    "query": cmd_query,
+    "write": cmd_write,
+    "read-block": cmd_read_block,
+    "shell": cmd_shell,
+    "sim": cmd_sim,
+    "demo": cmd_demo,
+}

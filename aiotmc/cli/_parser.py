@@ -1,0 +1,164 @@
+"""Argument parsing: ``build_parser()`` and the argument types (timeouts, resources, devices)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn
+
+from .._exceptions import InvalidResourceName
+from .._version import __version__
+from ..resources import ResourceName, parse_resource
+from ._catalog import SIM_MODELS
+from ._errors import describe
+
+RESOURCE_HELP = "e.g. TCPIP::192.168.1.5::5025::SOCKET, USB::0x0957::0x1796::INSTR, SIM::dmm"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``aiotmc: error: <message> (see 'aiotmc ... --help')``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"aiotmc: error: {message} (see '{self.prog} --help')\n")
+
+
+def parse_timeout(text: str) -> float | None:
+    if text.lower() in ("none", "inf", "0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+    if not value > 0 or math.isinf(value) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"timeout must be > 0 seconds, got {text!r}")
+    return value
+
+
+def _resource(text: str) -> ResourceName:
+    try:
+        return parse_resource(text)
+    except InvalidResourceName as exc:
+        raise argparse.ArgumentTypeError(describe(exc)) from None
+
+
+def _device_spec(text: str) -> tuple[str, int | None]:
+    model, _, port = text.partition(":")
+    if not model.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected MODEL[:PORT], got {text!r}")
+    if not port:
+        return model.lower(), None
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: any free port), got {port!r}")
+    return model.lower(), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation tools and tests)."""
+    common = _Parser(add_help=False)
+    options = common.add_argument_group("global options")
+    options.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default=argparse.SUPPRESS,
+        help="event loop to run on (default: asyncio)",
+    )
+    options.add_argument(
+        "--timeout",
+        type=parse_timeout,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="per-operation timeout, 'none' to wait forever (default: 10)",
+    )
+    options.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the traceback of errors",
+    )
+
+    parser = _Parser(
+        prog="aiotmc",
+        description="Talk to SCPI test instruments over USBTMC and TCP, or simulate them.",
+        epilog=(
+            "resources: TCPIP::host::port::SOCKET, USB::vid::pid[::serial]::INSTR, "
+            "SIM::model (in-process simulator). Try 'aiotmc demo'."
+        ),
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"aiotmc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help, parents=[common])
+
+    command("list", "list USB instruments and the simulated instruments")
+
+    query = command("query", "send queries and print the answers")
+    query.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
+    query.add_argument("commands", nargs="+", metavar="CMD", help="e.g. '*IDN?'")
+
+    write = command(
+        "write",
+        "send commands",
+        "Send commands, then wait for '*OPC?' (or with --check read the error queue), so "
+        "that they have been executed when the command exits.",
+    )
+    write.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
+    write.add_argument("commands", nargs="+", metavar="CMD", help="e.g. 'VOLT 5'")
+    write.add_argument(
+        "--check", action="store_true", help="then read the error queue (SYST:ERR?), fail if any"
+    )
+
+    block = command(
+        "read-block",
+        "query an IEEE 488.2 binary block and save its payload",
+        "Query an IEEE 488.2 binary block (#<n><len><data>) and save the payload. Progress "
+        "(elapsed time) is shown on stderr when it is a terminal, or with --progress.",
+    )
+    block.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
+    block.add_argument("cmd", metavar="CMD", help="e.g. ':WAVeform:DATA?'")
+    block.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for stdout")
+    block.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
+
+    shell = command(
+        "shell",
+        "interactive session with one instrument",
+        "Interactive session: lines ending in '?' are queries, others are written. Shell "
+        "commands: :block CMD [> FILE], :stb, :clear, :trigger, :errors, :timeout [S], :help, "
+        ":quit. With stdin not a terminal, lines are read until end of input and the exit "
+        "status is 1 if any line failed. History is kept in ~/.aiotmc_history.",
+    )
+    shell.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
+
+    sim = command(
+        "sim",
+        "serve simulated instruments on TCP",
+        "Serve simulated instruments as raw SCPI sockets until Ctrl-C or SIGTERM. Prints one "
+        "line per instrument: its resource name and model. Without --device: one dmm on "
+        "port 5025; devices without a port take 5025, 5026... in order; port 0 picks a free "
+        f"port. Models: {', '.join(SIM_MODELS)}.",
+    )
+    sim.add_argument(
+        "--device",
+        action="append",
+        type=_device_spec,
+        metavar="MODEL[:PORT]",
+        help="a simulated instrument to serve (repeatable)",
+    )
+    sim.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+
+    command(
+        "demo",
+        "tour: simulated instruments driven concurrently",
+        "Start a simulated DMM, power supply, waveform generator and oscilloscope on "
+        "loopback TCP, open and identify them concurrently, run a concurrent acquisition, "
+        "then the same acquisition sequentially, and report both timings.",
+    )
+    return parser

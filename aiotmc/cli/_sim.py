@@ -1,0 +1,80 @@
+"""``aiotmc sim``: serve simulated instruments on TCP until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+
+from ..resources import TcpipSocket
+from ._catalog import sim_device
+from ._errors import CommandError
+from ._runtime import Options, run_async
+
+DEFAULT_SIM_PORT = 5025
+
+
+def cmd_sim(args: argparse.Namespace, options: Options) -> int:
+    specs: list[tuple[str, int | None]] = args.device or [("dmm", None)]
+    next_port = DEFAULT_SIM_PORT
+    plan: list[tuple[str, int]] = []
+    for model, port in specs:
+        if port is None:
+            port, next_port = next_port, next_port + 1
+        plan.append((model, port))
+
+    async def run() -> None:
+        from ..sim.server import serve_many
+
+        devices = [sim_device(model) for model, _ in plan]
+        try:
+            serving = serve_many(devices, host=args.host, ports=[port for _, port in plan])
+            # Catch the signals before saying "ready", so that nobody can stop us uncleanly.
+            with _termination_signals() as terminated:
+                async with serving as servers:
+                    for (model, _), server in zip(plan, servers, strict=True):
+                        resource = TcpipSocket(host=args.host, port=server.port)
+                        print(f"{resource}  {model}", flush=True)
+                    print(
+                        f"aiotmc: serving {len(servers)} simulated instrument(s); Ctrl-C to stop",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    await terminated()
+        except OSError as exc:
+            ports = ", ".join(str(port) for _, port in plan)
+            raise CommandError(
+                f"cannot listen on {args.host} port {ports}: {exc.strerror or exc}"
+            ) from exc
+        print("aiotmc: simulators stopped", file=sys.stderr)
+
+    run_async(options, run)
+    return 0
+
+
+@contextlib.contextmanager
+def _termination_signals() -> Iterator[Callable[[], Awaitable[None]]]:
+    """Catch SIGINT and SIGTERM; yields ``terminated()``, which returns when one arrives.
+
+    Where signals cannot be caught this way (Windows), ``terminated()`` waits forever and
+    Ctrl-C arrives as KeyboardInterrupt instead (handled by :func:`main`).
+    """
+    import anyio
+
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        signals = receiver.__enter__()
+    except NotImplementedError:
+        yield anyio.sleep_forever
+        return
+
+    async def terminated() -> None:
+        async for _ in signals:
+            return
+
+    try:
+        yield terminated
+    finally:
+        receiver.__exit__(None, None, None)
