@@ -72,6 +72,3 @@ def _usb_name(info: UsbResourceInfo) -> str:
     except InvalidResourceName:  # e.g. a serial number with spaces
         return info.visa_name
 
-
-def _describe_sim(model: str) -> str:
-    return f"simulated {SIM_MODELS.get(model, model)} (in-process)"
