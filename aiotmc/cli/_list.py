@@ -71,4 +71,3 @@ def _usb_name(info: UsbResourceInfo) -> str:
         )
     except InvalidResourceName:  # e.g. a serial number with spaces
         return info.visa_name
-
