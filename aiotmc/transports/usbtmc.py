@@ -14,9 +14,14 @@ USBTMC recovery for the bTag in flight: bulk-IN abort (INITIATE_ABORT_BULK_IN, d
 short packet, CHECK_ABORT_BULK_IN_STATUS until not PENDING, retrying with the bTag the
 device names), bulk-OUT abort (INITIATE/CHECK_ABORT_BULK_OUT + CLEAR_FEATURE(HALT)), and
 device clear (INITIATE_CLEAR/CHECK_CLEAR_STATUS) when an abort fails or a message was
-left half sent. If that fails too, the transport is broken: every later call raises
-:class:`~aiotmc.SessionBrokenError` ("reopen the instrument"). The next exchange after a
-successful recovery gets its own answer.
+left half sent (see :mod:`~aiotmc.transports._usb_recovery`). If that fails too, the
+transport is broken: every later call raises :class:`~aiotmc.SessionBrokenError` ("reopen
+the instrument"). The next exchange after a successful recovery gets its own answer.
+
+Block payloads are written into the caller's buffer by
+:class:`~aiotmc.transports._usb_block_sink.BlockSink`; :func:`open_usbtmc_transport` and
+:func:`open_usb_resource` live in :mod:`~aiotmc.transports._usb_open` and are re-exported
+here.
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 import anyio
@@ -48,7 +52,6 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._usb.port import PIPELINE_DEPTH, PipelinedUsbPort, UsbPort
-from ..protocol.ieee4882 import BlockHeader, parse_block_header
 from ..protocol.quirks import NO_QUIRKS, Quirks, quirks_for
 from ..protocol.usb488 import (
     SrqNotification,
@@ -69,22 +72,18 @@ from ..protocol.usbtmc import (
     ResponseData,
     UsbtmcCapabilities,
     UsbtmcConnection,
-    UsbtmcState,
     UsbtmcStatus,
-    parse_check_abort_bulk_in,
-    parse_check_abort_bulk_out,
-    parse_check_clear_status,
-    parse_initiate_abort,
     parse_status,
 )
 from ..reconnect import Reconnect, retry_connect
 from ..srq import SrqBroadcaster
+from ._usb_block_sink import BlockSink
+from ._usb_open import open_usb_resource, open_usbtmc_transport
+from ._usb_recovery import BulkOutProgress, UsbtmcRecovery
 from .base import BytesLike, Capabilities, TransportInfo
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
-
-    from ..resources import UsbInstr
 
 PortOpener = Callable[[], AbstractAsyncContextManager[UsbPort]]
 """Opens the device again (by its resource name) for :meth:`UsbtmcTransport.reconnect`."""
@@ -101,13 +100,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SUCCESS: Final = UsbtmcStatus.SUCCESS
-_PENDING: Final = UsbtmcStatus.PENDING
-_TAG_RETRIES: Final = 3
-_DRAIN_SIZE: Final = 64 * 1024
+_TAG_RETRIES: Final = 3  # READ_STATUS_BYTE retries while the interrupt endpoint is busy
 _PIPELINE_MIN_CHUNK: Final = 64 * 1024  # bulk-IN reads of 2+ such chunks are pipelined
-_DISCARD_LIMIT: Final = 1 << 20  # past an error, read at most this much more, then abort
 _READER_FAILURES: Final = 3
-_WHITESPACE: Final = frozenset(b" \t\r\n")
 _ONE_TRY: Final = Reconnect(attempts=1)
 _USB_IDS: Final = re.compile(r"^USB\d*::(0x[0-9a-fA-F]+|\d+)::(0x[0-9a-fA-F]+|\d+)", re.I)
 
@@ -119,16 +114,6 @@ class SupportsReset(Protocol):
     async def reset(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _Recovery:
-    """What an interrupted operation left behind on the bus."""
-
-    in_tag: int | None = None  # abort bulk-IN for this request
-    out_tag: int | None = None  # abort bulk-OUT for this transfer
-    stalled: int | None = None  # clear this endpoint's halt first
-    clear: bool = False  # a message is half sent, or a clear was interrupted
-
-
 class _StbWaiter:
     __slots__ = ("error", "event", "value")
 
@@ -136,148 +121,6 @@ class _StbWaiter:
         self.event = anyio.Event()
         self.value = 0
         self.error: BaseException | None = None
-
-
-class _BlockSink:
-    """Receives a response's payload views and writes a block's payload into ``into``.
-
-    A device error (not a block, a bad header, bytes after the block, an indefinite block
-    past ``max_size``) is remembered and raised by :meth:`result` once the message has
-    been consumed, so the link stays in step without an abort. If more than
-    ``_DISCARD_LIMIT`` bytes follow the error, it is raised from the call instead: the
-    transport then aborts the transfer and the device drops the rest of a hostile
-    response, rather than it being read over the bus until the deadline.
-    """
-
-    def __init__(self, into: memoryview | None, max_size: int, terminator: int) -> None:
-        self.into = into
-        self.max_size = max_size
-        self.terminator = terminator
-        self.head = bytearray()
-        self.header: BlockHeader | None = None
-        self.target: memoryview | None = None
-        self.growing: bytearray | None = None  # '#0' without a caller buffer
-        self.pos = 0
-        self.trailer = bytearray()
-        self.error: Exception | None = None
-        self.overflow = False
-        self.last = -1  # last byte of an indefinite block's message
-        self.discarded = 0  # bytes received after an error
-
-    def __call__(self, view: memoryview) -> None:
-        if self.error is not None:
-            self.discarded += len(view)
-            if self.discarded > _DISCARD_LIMIT:
-                raise self.error
-            return
-        if self.header is None:
-            rest = self._parse_head(view)
-            if rest is None:
-                return
-            view = rest
-        header = self.header
-        assert header is not None
-        if header.payload_length is None:
-            self._indefinite(view)
-            return
-        left = header.payload_length - self.pos
-        if left:
-            n = min(left, len(view))
-            if self.target is not None:
-                self.target[self.pos : self.pos + n] = view[:n]
-            self.pos += n
-            view = view[n:]
-        if len(view) and len(self.trailer) < 64:
-            self.trailer += view[:64]
-            if bytes(self.trailer).strip():
-                self.error = RemoteProtocolError(
-                    f"unexpected bytes after the block: {bytes(self.trailer[:40])!r}"
-                )
-
-    def _parse_head(self, view: memoryview) -> memoryview | None:
-        old = len(self.head)
-        self.head += view[:80]
-        head = self.head
-        start = 0
-        while start < len(head) and head[start] in _WHITESPACE:
-            start += 1
-        if start == len(head):
-            if len(head) > 64:
-                self.error = RemoteProtocolError("expected an IEEE 488.2 block, got whitespace")
-            return None
-        if head[start] != 0x23:
-            self.error = RemoteProtocolError(
-                f"expected an IEEE 488.2 block, got {bytes(head[start : start + 40])!r}"
-            )
-            return None
-        try:
-            header = parse_block_header(head[start:], max_size=self.max_size)
-        except RemoteProtocolError as exc:
-            self.error = exc
-            return None
-        if header is None:
-            return None
-        self.header = header
-        length = header.payload_length
-        if length is not None:
-            if self.into is not None and len(self.into) < length:
-                self.overflow = True
-            elif self.into is not None:
-                self.target = self.into[:length]
-            else:
-                self.target = memoryview(bytearray(length))
-        elif self.into is not None:
-            self.target = self.into
-        else:
-            self.growing = bytearray()
-        return view[start + header.header_length - old :]
-
-    def _indefinite(self, view: memoryview) -> None:
-        n = len(view)
-        if not n:
-            return
-        if self.pos + n > self.max_size + 1:  # +1: the final terminator
-            self.error = RemoteProtocolError(f"block exceeds max_size={self.max_size} bytes")
-            return
-        if self.growing is not None:
-            self.growing += view
-        elif self.target is not None:
-            take = min(n, len(self.target) - self.pos)
-            if take > 0:
-                self.target[self.pos : self.pos + take] = view[:take]
-        self.pos += n
-        self.last = view[n - 1]
-
-    def result(self) -> memoryview:
-        if self.error is not None:
-            raise self.error
-        header = self.header
-        if header is None:
-            raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {bytes(self.head)!r}")
-        length = header.payload_length
-        if length is None:  # '#0...<NL>': the payload is all but the final terminator
-            size = self.pos - (self.last == self.terminator)
-            if self.growing is not None:
-                return memoryview(self.growing)[:size]
-            assert self.target is not None
-            if size > len(self.target):
-                raise LocalProtocolError(
-                    f"block of {size} bytes does not fit the {len(self.target)}-byte buffer"
-                )
-            return self.target[:size]
-        if self.pos < length:
-            raise RemoteProtocolError(f"message ended after {self.pos} of {length} block bytes")
-        if bytes(self.trailer).strip():
-            raise RemoteProtocolError(
-                f"unexpected bytes after the block: {bytes(self.trailer[:40])!r}"
-            )
-        if self.overflow:
-            assert self.into is not None
-            raise LocalProtocolError(
-                f"block of {length} bytes does not fit the {len(self.into)}-byte buffer"
-            )
-        assert self.target is not None
-        return self.target
 
 
 def _ids_from_resource(resource: str) -> tuple[int | None, int | None]:
@@ -355,8 +198,8 @@ class UsbtmcTransport:
         self._closed = False
         self._broken: str | None = None
         self._lost: ConnectionLostError | None = None
-        self._out_inflight: int | None = None
-        self._out_partial = False
+        self._out = BulkOutProgress()
+        self._recovery = self._make_recovery()
         self._last_write_end: float | None = None
         self._info = self._make_info()
         #: How many recoveries ran (aborts/clears after an interrupted operation).
@@ -374,10 +217,21 @@ class UsbtmcTransport:
             quirks=self.quirks,
         )
 
+    def _make_recovery(self) -> UsbtmcRecovery:
+        return UsbtmcRecovery(
+            port=self._port,
+            conn=self._conn,
+            out=self._out,
+            clear_hangs=self.quirks.clear_hangs,
+            poll_interval=self._poll_interval,
+            max_polls=self._max_polls,
+            drain_timeout=self._drain_timeout,
+            resource=self._resource,
+        )
+
     def _adopt_port(self, port: UsbPort) -> None:
         """Take the endpoint layout of ``port`` (at construction, and after a reopen)."""
         mps = port.max_packet_size
-        self._drain_size = -(-_DRAIN_SIZE // mps) * mps
         packet = (
             self._interrupt_size_option or getattr(port, "interrupt_max_packet_size", None) or 64
         )
@@ -454,7 +308,7 @@ class UsbtmcTransport:
         ``recovery_timeout``; ConnectionLostError propagates."""
         with anyio.move_on_after(self._recovery_timeout) as scope:
             try:
-                await self._device_clear()
+                await self._recovery.device_clear()
             except (UsbTransferError, RemoteProtocolError) as exc:
                 logger.warning("%s: device clear at open failed: %s", self._resource, exc)
         if scope.cancelled_caught:
@@ -562,6 +416,7 @@ class UsbtmcTransport:
         if not transfers:
             await checkpoint()
         port = self._port
+        out = self._out
         last = len(transfers) - 1
         pipelined = self._pipelined
         if pipelined is not None and last > 0:
@@ -576,26 +431,26 @@ class UsbtmcTransport:
                 completed[index] = True
                 while first <= last and completed[first]:
                     first += 1
-                self._out_inflight = transfers[first][1] if first <= last else None
+                out.inflight = transfers[first][1] if first <= last else None
 
-            self._out_inflight = transfers[0][1]
-            self._out_partial = True
+            out.inflight = transfers[0][1]
+            out.partial = True
             await pipelined.bulk_out_many(transfers, sent)
-            self._out_inflight = None
-            self._out_partial = not end
+            out.inflight = None
+            out.partial = not end
             if end:
                 self._last_write_end = anyio.current_time()
             return
         for index, transfer in enumerate(transfers):
-            self._out_inflight = transfer[1]
+            out.inflight = transfer[1]
             if index < last or not end:
                 # If this is interrupted after the device took the whole transfer (the
                 # abort then finds nothing in progress), the device holds part of a
                 # message: the recovery must clear it, or the next message is appended.
-                self._out_partial = True
+                out.partial = True
             await port.bulk_out(transfer)
-            self._out_inflight = None
-            self._out_partial = not (end and index == last)
+            out.inflight = None
+            out.partial = not (end and index == last)
         if end:
             self._last_write_end = anyio.current_time()
 
@@ -665,7 +520,7 @@ class UsbtmcTransport:
             await self._restore(deadline)
         self._begin()
         try:
-            sink = _BlockSink(into, max_size, self.quirks.terminator)
+            sink = BlockSink(into, max_size, self.quirks.terminator)
             slack = 32  # block header and terminator
 
             def want() -> int:  # the connection caps each transfer
@@ -789,7 +644,7 @@ class UsbtmcTransport:
         try:
             message = self._conn.trigger()
             await self._within(deadline, WriteTimeout, self._send([message], False))
-            self._out_partial = False
+            self._out.partial = False
         except BaseException as exc:
             await self._after_error(exc)
             raise
@@ -807,7 +662,7 @@ class UsbtmcTransport:
             await self._restore(deadline)
         self._begin()
         try:
-            await self._within(deadline, WriteTimeout, self._device_clear())
+            await self._within(deadline, WriteTimeout, self._recovery.device_clear())
             self._settled()
         except AiotmcTimeout as exc:
             await self._after_error(exc, force_clear=True)
@@ -981,10 +836,11 @@ class UsbtmcTransport:
             self._port_stack = stack
             self._adopt_port(port)
             self._conn = self._make_connection(port)
+            self._recovery = self._make_recovery()
             self._broken = None
             self._reader_error = None
-            self._out_inflight = None
-            self._out_partial = False
+            self._out.inflight = None
+            self._out.partial = False
             self._last_write_end = None
             await self._initialize(clear=True)
             if self._interrupt_endpoint is not None and self._task_group is not None:
@@ -1023,26 +879,6 @@ class UsbtmcTransport:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def _plan(self, exc: BaseException, force_clear: bool) -> _Recovery | None:
-        conn = self._conn
-        plan = _Recovery(clear=force_clear)
-        state = conn.state
-        if state in (UsbtmcState.REQUESTED, UsbtmcState.RECEIVING, UsbtmcState.ERROR):
-            plan.in_tag = conn.in_tag
-        if state in (UsbtmcState.SENDING, UsbtmcState.ABORTING) or self._out_partial:
-            plan.clear = True
-        plan.out_tag = self._out_inflight
-        if isinstance(exc, UsbStallError) and exc.endpoint in (
-            self._port.bulk_in_endpoint,
-            self._port.bulk_out_endpoint,
-        ):
-            plan.stalled = exc.endpoint
-        if plan == _Recovery():
-            if state is UsbtmcState.PARTIAL:
-                conn.reset()  # the device drops the rest when the next message comes
-            return None
-        return plan
-
     async def _after_error(self, exc: BaseException, *, force_clear: bool = False) -> None:
         """Resynchronise after ``exc`` interrupted an operation (shielded, bounded)."""
         if self._closed or isinstance(exc, (LocalProtocolError, anyio.ClosedResourceError)):
@@ -1050,7 +886,7 @@ class UsbtmcTransport:
         if isinstance(exc, ConnectionLostError):
             self._lost = exc
             return
-        plan = self._plan(exc, force_clear)
+        plan = self._recovery.plan(exc, force_clear)
         if plan is None:
             return
         self.recoveries += 1
@@ -1058,7 +894,7 @@ class UsbtmcTransport:
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self._recovery_timeout) as scope:
                 try:
-                    await self._recover(plan)
+                    await self._recovery.run(plan)
                 except ConnectionLostError as lost:
                     self._lost = lost
                     return
@@ -1074,149 +910,8 @@ class UsbtmcTransport:
 
     def _settled(self) -> None:
         self._conn.reset()
-        self._out_partial = False
-        self._out_inflight = None
-
-    async def _recover(self, plan: _Recovery) -> None:
-        port = self._port
-        logger.debug("%s: recovering %s", self._resource, plan)
-        try:
-            if plan.stalled is not None:
-                await port.clear_halt(plan.stalled)
-            if plan.out_tag is not None:
-                await self._abort_bulk_out(plan.out_tag)
-            if plan.in_tag is not None:
-                await self._abort_bulk_in(plan.in_tag)
-        except (UsbTransferError, RemoteProtocolError) as exc:
-            logger.info("%s: abort failed (%s); escalating to device clear", self._resource, exc)
-            plan.clear = True
-        if plan.clear:
-            await self._device_clear()
-
-    async def _abort_bulk_in(self, tag: int) -> None:
-        """INITIATE_ABORT_BULK_IN (retrying with the device's bTag), drain, CHECK."""
-        port, conn = self._port, self._conn
-        for _ in range(_TAG_RETRIES):
-            reply = parse_initiate_abort(await port.control(conn.initiate_abort_bulk_in(tag)))
-            if reply.status is _SUCCESS:
-                break
-            if reply.status is UsbtmcStatus.FAILED:
-                return  # no transfer in progress and nothing queued
-            if reply.status is UsbtmcStatus.TRANSFER_NOT_IN_PROGRESS:
-                if reply.tag not in (0, tag):
-                    tag = reply.tag  # the device has another bTag in progress: abort that
-                    continue
-                await self._drain_bulk_in()  # nothing in progress but data queued
-                return
-            raise RemoteProtocolError(f"INITIATE_ABORT_BULK_IN returned {reply.status.name}")
-        else:
-            raise RemoteProtocolError("INITIATE_ABORT_BULK_IN: the device keeps naming other bTags")
-        await self._drain_bulk_in()
-        for _ in range(self._max_polls):
-            check = parse_check_abort_bulk_in(await port.control(conn.check_abort_bulk_in_status()))
-            if check.status is _SUCCESS:
-                return
-            if check.status is not _PENDING:
-                raise RemoteProtocolError(
-                    f"CHECK_ABORT_BULK_IN_STATUS returned {check.status.name}"
-                )
-            if check.more_data:
-                await self._drain_bulk_in()
-            else:
-                await anyio.sleep(self._poll_interval)
-        raise RemoteProtocolError(
-            f"CHECK_ABORT_BULK_IN_STATUS still PENDING after {self._max_polls} polls"
-        )
-
-    async def _abort_bulk_out(self, tag: int) -> None:
-        """INITIATE_ABORT_BULK_OUT (retrying with the device's bTag), CHECK, clear halt."""
-        port, conn = self._port, self._conn
-        try:
-            for _ in range(_TAG_RETRIES):
-                reply = parse_initiate_abort(await port.control(conn.initiate_abort_bulk_out(tag)))
-                if reply.status is _SUCCESS:
-                    break
-                if reply.status is UsbtmcStatus.FAILED:
-                    return  # the transfer had completed or never started
-                if reply.status is UsbtmcStatus.TRANSFER_NOT_IN_PROGRESS and reply.tag not in (
-                    0,
-                    tag,
-                ):
-                    tag = reply.tag
-                    continue
-                raise RemoteProtocolError(f"INITIATE_ABORT_BULK_OUT returned {reply.status.name}")
-            else:
-                raise RemoteProtocolError(
-                    "INITIATE_ABORT_BULK_OUT: the device keeps naming other bTags"
-                )
-            for _ in range(self._max_polls):
-                check = parse_check_abort_bulk_out(
-                    await port.control(conn.check_abort_bulk_out_status())
-                )
-                if check.status is _SUCCESS:
-                    return
-                if check.status is not _PENDING:
-                    raise RemoteProtocolError(
-                        f"CHECK_ABORT_BULK_OUT_STATUS returned {check.status.name}"
-                    )
-                await anyio.sleep(self._poll_interval)
-            raise RemoteProtocolError(
-                f"CHECK_ABORT_BULK_OUT_STATUS still PENDING after {self._max_polls} polls"
-            )
-        finally:
-            await port.clear_halt(port.bulk_out_endpoint)
-
-    async def _drain_bulk_in(self) -> None:
-        """Read bulk-IN until a short packet (each read bounded by ``drain_timeout``)."""
-        port = self._port
-        size = self._drain_size
-        mps = port.max_packet_size
-        for _ in range(self._max_polls):
-            with anyio.move_on_after(self._drain_timeout):
-                data = await port.bulk_in(size)
-                if len(data) < size or len(data) % mps:
-                    return
-                continue
-            return  # nothing more came
-
-    async def _device_clear(self) -> None:
-        port, conn = self._port, self._conn
-        if self.quirks.clear_hangs:
-            await self._clear_without_initiate_clear()
-            return
-        status = parse_status(await port.control(conn.initiate_clear()))
-        if status is not _SUCCESS:
-            raise RemoteProtocolError(f"INITIATE_CLEAR returned {status.name}")
-        for _ in range(self._max_polls):
-            check = parse_check_clear_status(await port.control(conn.check_clear_status()))
-            if check.status is _SUCCESS:
-                break
-            if check.status is not _PENDING:
-                raise RemoteProtocolError(f"CHECK_CLEAR_STATUS returned {check.status.name}")
-            if check.more_data:
-                await self._drain_bulk_in()
-            else:
-                await anyio.sleep(self._poll_interval)
-        else:
-            raise RemoteProtocolError(
-                f"CHECK_CLEAR_STATUS still PENDING after {self._max_polls} polls"
-            )
-        await port.clear_halt(port.bulk_out_endpoint)
-
-    async def _clear_without_initiate_clear(self) -> None:
-        """``Quirks.clear_hangs``: resynchronise with aborts and endpoint halts only."""
-        port, conn = self._port, self._conn
-        if conn.in_tag:
-            await self._abort_bulk_in(conn.in_tag)
-        if conn.out_tag:
-            await self._abort_bulk_out(conn.out_tag)
-        if self._out_partial:
-            # No INITIATE_CLEAR to drop a half-sent message: end it so framing resumes.
-            conn.reset()
-            for transfer in conn.send_message(b"\n"):
-                await port.bulk_out(transfer)
-            self._out_partial = False
-        await port.clear_halt(port.bulk_in_endpoint)
+        self._out.partial = False
+        self._out.inflight = None
 
     # -- the interrupt-IN reader ----------------------------------------------------------
 
@@ -1288,74 +983,3 @@ class UsbtmcTransport:
             if not waiter.event.is_set():
                 waiter.error = error
                 waiter.event.set()
-
-
-def open_usbtmc_transport(
-    port: UsbPort, *, resource: str, quirks: Quirks | None = None, **options: Any
-) -> AbstractAsyncContextManager[UsbtmcTransport]:
-    """``async with open_usbtmc_transport(port, resource=...) as transport:``.
-
-    See :meth:`UsbtmcTransport.open` (``quirks=None``: look up the VID/PID in
-    ``resource``) and :class:`UsbtmcTransport` for ``options``.
-    """
-    return UsbtmcTransport.open(port, resource=resource, quirks=quirks, **options)
-
-
-@asynccontextmanager
-async def open_usb_resource(
-    resource: UsbInstr,
-    *,
-    connect_timeout: float | None = 10.0,
-    quirks: Quirks | Mapping[tuple[int, int | None], Quirks] | None = None,
-    driver: str = "auto",
-    reconnect: Reconnect | None = None,
-    **options: Any,
-) -> AsyncIterator[UsbtmcTransport]:
-    """Open ``USB::vid::pid[::serial[::interface]]::INSTR`` through libusb.
-
-    ``quirks``: a :class:`Quirks` to use as is, or extra table entries for
-    :func:`~aiotmc.protocol.quirks.quirks_for`. ``driver``: libusb event driver.
-    ``reconnect``: retry policy for reopening the device after it was lost (see
-    :class:`~aiotmc.reconnect.Reconnect`); :meth:`UsbtmcTransport.reconnect` works
-    without one. The session starts with a device clear (``clear_on_open``).
-    """
-    if isinstance(quirks, Quirks):
-        chosen = quirks
-    else:
-        chosen = quirks_for(resource.vid, resource.pid, quirks)
-    name = str(resource)
-
-    def reopen() -> AbstractAsyncContextManager[UsbPort]:
-        return _libusb_port(resource, connect_timeout=connect_timeout, driver=driver)
-
-    options.setdefault("clear_on_open", True)
-    async with (
-        reopen() as port,
-        UsbtmcTransport.open(
-            port, resource=name, quirks=chosen, reopen=reopen, reconnect=reconnect, **options
-        ) as transport,
-    ):
-        yield transport
-
-
-@asynccontextmanager
-async def _libusb_port(
-    resource: UsbInstr, *, connect_timeout: float | None, driver: str
-) -> AsyncIterator[UsbPort]:
-    """The device's USBTMC interface through libusb, opened within ``connect_timeout``."""
-    from .._usb.libusb_port import open_usb_port
-
-    port_cm = open_usb_port(
-        resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
-    )
-    try:
-        with anyio.fail_after(connect_timeout):
-            port = await port_cm.__aenter__()
-    except TimeoutError:
-        raise ConnectTimeout(
-            f"USB device not opened within {connect_timeout} s", resource=str(resource)
-        ) from None
-    try:
-        yield port
-    finally:
-        await port_cm.__aexit__(None, None, None)

@@ -59,7 +59,7 @@ from aiotmc.sim.device import ERROR_QUEUE_SIZE
 from aiotmc.sim.devices import MODELS, create_device
 from aiotmc.sim.usb_function import STALL
 from aiotmc.sim.usbtmc_device import BULK_IN, BULK_OUT, UsbtmcFunction
-from aiotmc.transports.usbtmc import _BlockSink
+from aiotmc.transports._usb_block_sink import BlockSink
 
 EXAMPLES = int(os.environ.get("AIOTMC_FUZZ_EXAMPLES", "150"))
 RANDOM = os.environ.get("AIOTMC_FUZZ_RANDOM", "") not in ("", "0")
@@ -263,7 +263,7 @@ def test_block_sink_takes_any_message_in_any_pieces(
     buffer = memoryview(bytearray(into)) if into is not None else None
 
     def outcome(pieces: list[bytes]) -> object:
-        sink = _BlockSink(buffer, max_size, 0x0A)
+        sink = BlockSink(buffer, max_size, 0x0A)
         try:
             for piece in pieces:
                 sink(memoryview(piece))

@@ -1,0 +1,100 @@
+"""Opening a :class:`~aiotmc.transports.usbtmc.UsbtmcTransport`: over a port the caller
+opened, or by resource name through libusb (imported only when a device is opened).
+
+``aiotmc.transports.usbtmc`` re-exports both functions, so they import the transport class
+when called, not at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._exceptions import ConnectTimeout
+from ..protocol.quirks import Quirks, quirks_for
+
+if TYPE_CHECKING:
+    from .._usb.port import UsbPort
+    from ..reconnect import Reconnect
+    from ..resources import UsbInstr
+    from .usbtmc import UsbtmcTransport
+
+__all__ = ["open_usb_resource", "open_usbtmc_transport"]
+
+
+def open_usbtmc_transport(
+    port: UsbPort, *, resource: str, quirks: Quirks | None = None, **options: Any
+) -> AbstractAsyncContextManager[UsbtmcTransport]:
+    """``async with open_usbtmc_transport(port, resource=...) as transport:``.
+
+    See :meth:`UsbtmcTransport.open` (``quirks=None``: look up the VID/PID in
+    ``resource``) and :class:`UsbtmcTransport` for ``options``.
+    """
+    from .usbtmc import UsbtmcTransport
+
+    return UsbtmcTransport.open(port, resource=resource, quirks=quirks, **options)
+
+
+@asynccontextmanager
+async def open_usb_resource(
+    resource: UsbInstr,
+    *,
+    connect_timeout: float | None = 10.0,
+    quirks: Quirks | Mapping[tuple[int, int | None], Quirks] | None = None,
+    driver: str = "auto",
+    reconnect: Reconnect | None = None,
+    **options: Any,
+) -> AsyncIterator[UsbtmcTransport]:
+    """Open ``USB::vid::pid[::serial[::interface]]::INSTR`` through libusb.
+
+    ``quirks``: a :class:`Quirks` to use as is, or extra table entries for
+    :func:`~aiotmc.protocol.quirks.quirks_for`. ``driver``: libusb event driver.
+    ``reconnect``: retry policy for reopening the device after it was lost (see
+    :class:`~aiotmc.reconnect.Reconnect`); :meth:`UsbtmcTransport.reconnect` works
+    without one. The session starts with a device clear (``clear_on_open``).
+    """
+    from .usbtmc import UsbtmcTransport
+
+    if isinstance(quirks, Quirks):
+        chosen = quirks
+    else:
+        chosen = quirks_for(resource.vid, resource.pid, quirks)
+    name = str(resource)
+
+    def reopen() -> AbstractAsyncContextManager[UsbPort]:
+        return _libusb_port(resource, connect_timeout=connect_timeout, driver=driver)
+
+    options.setdefault("clear_on_open", True)
+    async with (
+        reopen() as port,
+        UsbtmcTransport.open(
+            port, resource=name, quirks=chosen, reopen=reopen, reconnect=reconnect, **options
+        ) as transport,
+    ):
+        yield transport
+
+
+@asynccontextmanager
+async def _libusb_port(
+    resource: UsbInstr, *, connect_timeout: float | None, driver: str
+) -> AsyncIterator[UsbPort]:
+    """The device's USBTMC interface through libusb, opened within ``connect_timeout``."""
+    from .._usb.libusb_port import open_usb_port
+
+    port_cm = open_usb_port(
+        resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
+    )
+    try:
+        with anyio.fail_after(connect_timeout):
+            port = await port_cm.__aenter__()
+    except TimeoutError:
+        raise ConnectTimeout(
+            f"USB device not opened within {connect_timeout} s", resource=str(resource)
+        ) from None
+    try:
+        yield port
+    finally:
+        await port_cm.__aexit__(None, None, None)
