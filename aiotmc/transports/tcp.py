@@ -247,7 +247,7 @@ class SocketTransport:
             chunk = self._chunk
             try:
                 n = self._answer_already_there(sock, chunk)
-                if n < 0:  # not there (or not looked for): wait without trying again
+                if n < 0:  # not there, or the probe skipped the look: wait, no extra try
                     n = await receiver.recv_into(chunk, deadline, False)
             except OSError as exc:  # TimeoutError included
                 raise self._receive_failed(exc) from exc
@@ -450,17 +450,15 @@ class SocketTransport:
     async def _fill(self, sock: socket.socket, deadline: float) -> None:
         """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
         chunk = self._chunk
+        just_sent, self._fresh = self._fresh, False
         n = -1
-        if self._fresh:  # just sent: look only as the probe says, then wait
-            self._fresh = False
+        if just_sent:  # look only as the probe says; a wait after it does not try again
             try:
                 n = self._answer_already_there(sock, chunk)
             except OSError as exc:
-                raise self._lost("receive failed", exc) from exc
-            if n < 0:
-                n = await self._recv_into(sock, chunk, deadline, False)
-        else:
-            n = await self._recv_into(sock, chunk, deadline)
+                raise self._receive_failed(exc) from exc
+        if n < 0:
+            n = await self._recv_into(sock, chunk, deadline, not just_sent)
         if n == 0:
             raise self._closed_by_peer()
         self._decoder.receive_data(chunk[:n])
