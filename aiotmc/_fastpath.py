@@ -13,10 +13,11 @@ a ``getpid()`` system call. The exchange path therefore looks the loop up once p
   check runs). It never answers "no" when anyio would cancel;
 * :func:`checkpoint_if_cancelled` is the (public) check itself, trio's own on trio;
 * :func:`schedule_point_due` says when an operation must yield to the event loop even
-  though it need not wait: an exchange whose answer is already there (or a write the
-  socket takes at once) completes without ever letting another task run, so a tight loop
-  of them would starve every other task. Every :data:`SCHEDULE_EVERY`-th operation
-  therefore awaits a full checkpoint (``anyio.lowlevel.checkpoint``) before it starts.
+  though it did not wait: on TCP an exchange whose answer is already there (or a write
+  the socket takes at once) completes without ever letting another task run, so a tight
+  loop of them would starve every other task. Every :data:`SCHEDULE_EVERY`-th operation
+  therefore ends with ``anyio.lowlevel.cancel_shielded_checkpoint()`` (as trio's own
+  socket calls do after an operation that did not block).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ _task_states_usable = True  # False once the table turned out not to have the ex
 
 
 def schedule_point_due() -> bool:
-    """Count one operation; True for every :data:`SCHEDULE_EVERY`-th (the caller then
-    awaits ``anyio.lowlevel.checkpoint()``, a cancellation and schedule point, before
-    doing anything). Counted per process: a loop over many instruments yields too."""
+    """Count one operation; True for every :data:`SCHEDULE_EVERY`-th (the caller, its
+    work done, then awaits ``anyio.lowlevel.cancel_shielded_checkpoint()``). Counted per
+    process: a loop over many instruments yields too."""
     global _since_schedule_point
     _since_schedule_point += 1
     if _since_schedule_point < SCHEDULE_EVERY:

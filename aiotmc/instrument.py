@@ -22,16 +22,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import anyio
-import anyio.lowlevel
 
 from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
-from ._fastpath import (
-    cancel_maybe_pending,
-    checkpoint_if_cancelled,
-    current_time,
-    running_loop,
-    schedule_point_due,
-)
+from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
 from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -169,12 +162,9 @@ class Instrument:
     async def _acquire(self, loop: AbstractEventLoop | None) -> bool:
         """Checkpoint, then take the lock; False when this task's transaction holds it.
 
-        ``loop``: :func:`running_loop`'s answer, looked up once by the caller. Every
-        16th operation also yields to other tasks (``_fastpath.schedule_point_due``).
+        ``loop``: :func:`running_loop`'s answer, looked up once by the caller.
         """
-        if schedule_point_due():
-            await anyio.lowlevel.checkpoint()
-        elif cancel_maybe_pending(loop):
+        if cancel_maybe_pending(loop):
             await checkpoint_if_cancelled()
         return self._take_lock() or await self._wait_for_lock()
 
@@ -247,9 +237,7 @@ class Instrument:
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         data = self._encode(command)
-        if schedule_point_due():  # _acquire() inlined: this is the hot path
-            await anyio.lowlevel.checkpoint()
-        elif cancel_maybe_pending(loop):
+        if cancel_maybe_pending(loop):  # _acquire() inlined: this is the hot path
             await checkpoint_if_cancelled()
         locked = self._take_lock() or await self._wait_for_lock()
         try:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import anyio
 import anyio.lowlevel
 import pytest
 
 import aiotmc
 from aiotmc import StatusByte
-from aiotmc._fastpath import SCHEDULE_EVERY
 from aiotmc.sim.devices import create_device
-from aiotmc.transports.base import BytesLike, Capabilities, TransportInfo
 
 from .conftest import OpenSim
 
@@ -304,52 +300,3 @@ async def test_read_stb_is_not_disturbed_by_srq(open_sim: OpenSim) -> None:
                 await events.receive()
             stb = await inst.read_stb()
             assert StatusByte.ESB in stb
-
-
-class NeverWaits:
-    """A transport whose operations complete without awaiting anything, as a TCP exchange
-    does when the answer is already there and a write the socket takes at once."""
-
-    info = TransportInfo(resource="TEST::never", kind="test", capabilities=Capabilities())
-    srq = None
-
-    def __init__(self) -> None:
-        self.operations = 0
-
-    async def send_message(self, parts: Sequence[BytesLike], **_: object) -> None:
-        self.operations += 1
-
-    async def exchange(self, message: bytes, **_: object) -> bytes:
-        self.operations += 1
-        return b"1.5\n"
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def test_operations_that_never_wait_still_let_other_tasks_run() -> None:
-    """A tight loop of queries and writes yields at least every SCHEDULE_EVERY operations."""
-    transport = NeverWaits()
-    inst = aiotmc.Instrument(transport)  # type: ignore[arg-type]
-    turns = 0
-    rounds = 10 * SCHEDULE_EVERY
-
-    async def bystander() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bystander)
-        await anyio.lowlevel.checkpoint()  # the bystander starts
-        before = turns
-        for _ in range(rounds):
-            assert await inst.query("MEAS?") == "1.5"
-        assert turns - before >= 9
-        before = turns
-        for _ in range(rounds):
-            await inst.write("VOLT 1")
-        assert turns - before >= 9
-        tg.cancel_scope.cancel()
-    assert transport.operations == 2 * rounds

@@ -8,6 +8,11 @@ trip, so they are not used here.
 Block payloads are read with exact-size ``recv_into`` calls straight into the destination
 buffer; uploads go out with ``sendmsg`` over the caller's buffers, never concatenated.
 
+Fairness: an operation that finds its data already there (or a send the socket takes at
+once) completes without waiting, so every 16th operation ends with a schedule point
+(``_fastpath.schedule_point_due``), shielded from cancellation since the operation is
+complete; the cancellation check before an operation is the Instrument's.
+
 Desynchronisation: an operation cancelled (or timed out) part-way may leave a late or
 partial answer on the connection. The transport then marks itself *stale*; its next
 operation closes the socket and connects again, so a stale answer can never reach a later
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint
 
 from .._exceptions import (
     ConnectError,
@@ -35,6 +40,7 @@ from .._exceptions import (
     UnsupportedOperation,
     WriteTimeout,
 )
+from .._fastpath import schedule_point_due
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
@@ -203,6 +209,8 @@ class SocketTransport:
             raise
         finally:
             self._busy = False
+        if schedule_point_due():  # a send the socket took at once never waited
+            await cancel_shielded_checkpoint()
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one message, terminator included."""
@@ -212,12 +220,15 @@ class SocketTransport:
         else:
             self._busy = True
         try:
-            return await self._receive_message(sock, max_size, deadline)
+            message = await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
             self._stale_unless_in_step(exc)
             raise
         finally:
             self._busy = False
+        if schedule_point_due():  # a message already buffered never waited
+            await cancel_shielded_checkpoint()
+        return message
 
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Send ``message`` and receive its response, in one coroutine on the hot path.
@@ -257,6 +268,8 @@ class SocketTransport:
             if isinstance(answer, bytes):
                 if len(answer) > max_size:
                     raise _too_long(len(answer), max_size)
+                if schedule_point_due():  # the look may have found it: no wait so far
+                    await cancel_shielded_checkpoint()
                 return answer
             return await self._receive_message(sock, max_size, deadline)  # more to come
         except BaseException as exc:
@@ -271,7 +284,7 @@ class SocketTransport:
         """Receive a block response; the payload is read straight into ``into``."""
         sock = await self._begin(deadline)
         try:
-            return await self._receive_block(sock, into, max_size, deadline)
+            payload = await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):
             # Normally raised once the whole message was consumed: in step. If the framing
             # itself broke (the decoder is in an error state, or mid-message), the end of
@@ -284,6 +297,9 @@ class SocketTransport:
             raise
         finally:
             self._busy = False
+        if schedule_point_due():  # a small block already buffered never waited
+            await cancel_shielded_checkpoint()
+        return payload
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Raw sockets have no serial poll; the Instrument falls back to ``*STB?``."""

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.abc import SocketStream
 
 import aiotmc
+from aiotmc._fastpath import SCHEDULE_EVERY
 from aiotmc.protocol.ieee4882 import block_header, encode_block
 from aiotmc.sim.devices import create_device
 from aiotmc.sim.server import SimServer
@@ -433,6 +435,44 @@ async def test_an_answer_already_there_is_taken_without_waiting() -> None:
             assert await transport.receive_message(max_size=100) == b"split\n"
             assert receiver.waits == 2
             assert theirs.recv(100) == b"A?\nB?\nC?\nD?\nD?\nE?\n"
+            assert not transport.stale
+    finally:
+        await transport.aclose()
+
+
+async def test_operations_that_never_wait_still_let_other_tasks_run() -> None:
+    """Answers already there and sends the socket takes at once complete without waiting;
+    a tight loop of them still yields at least every SCHEDULE_EVERY operations."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    transport = SocketTransport(ours, host="pair", port=0, resource="TCPIP0::pair::0::SOCKET")
+    transport._receiver = receiver_for(ours)
+    turns = 0
+    rounds = 10 * SCHEDULE_EVERY
+
+    async def bystander() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    try:
+        with theirs, anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bystander)
+                await anyio.lowlevel.checkpoint()  # the bystander starts
+                before = turns
+                for _ in range(rounds):
+                    theirs.sendall(b"1.5\n")  # there before the query is sent: no wait
+                    assert await transport.exchange(b"MEAS?\n", max_size=100) == b"1.5\n"
+                    assert theirs.recv(100) == b"MEAS?\n"
+                assert turns - before >= 9
+                before = turns
+                for _ in range(rounds):
+                    await transport.send_message([b"VOLT 1\n"])
+                    assert theirs.recv(100) == b"VOLT 1\n"
+                assert turns - before >= 9
+                tg.cancel_scope.cancel()
             assert not transport.stale
     finally:
         await transport.aclose()
