@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
-__all__ = ["DEFAULT", "Default", "EventStatus", "ServiceRequest", "StatusByte"]
+__all__ = ["DEFAULT", "BytesLike", "Default", "EventStatus", "ServiceRequest", "StatusByte"]
+
+
+#: Any buffer of bytes the library sends without copying it first.
+BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 
 class StatusByte(enum.IntFlag):

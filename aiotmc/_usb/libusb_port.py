@@ -32,8 +32,8 @@ from .._exceptions import (
     UnsupportedOperation,
     UsbTransferError,
 )
+from .._types import BytesLike
 from ..protocol.events import ControlRequest
-from ..transports.base import BytesLike
 from .context import LibusbDevice, LibusbHandle, LibusbTransfer, UsbContext
 from .descriptors import UsbtmcInterface, find_usbtmc_interfaces
 from .discovery import UsbResourceInfo, list_usbtmc_devices, visa_usb_name

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol, runtime_checkable
 
+from .._types import BytesLike
 from ..protocol.events import ControlRequest
-from ..transports.base import BytesLike
 
 __all__ = ["PIPELINE_DEPTH", "InterfaceProperties", "PipelinedUsbPort", "UsbPort"]
 

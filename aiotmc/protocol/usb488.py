@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._types import BytesLike
 from .events import ControlRequest
-from .usbtmc import REQUEST_TYPE_INTERFACE, BytesLike, UsbtmcStatus, parse_status
+from .usbtmc import REQUEST_TYPE_INTERFACE, UsbtmcStatus, parse_status
 
 __all__ = [
     "SRQ_TAG",

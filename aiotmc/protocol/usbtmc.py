@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Final, TypeAlias
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._types import BytesLike
 from .events import ControlRequest
 from .ieee4882 import parse_block_header
 from .quirks import NO_QUIRKS, Quirks
@@ -77,7 +78,6 @@ __all__ = [
     "unpack_header",
 ]
 
-BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 HEADER_SIZE: Final = 12
 """Bytes in every bulk header."""

@@ -30,10 +30,10 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .._exceptions import ConnectionLostError, ResourceNotFoundError, UsbStallError
+from .._types import BytesLike
 from .._usb.port import PIPELINE_DEPTH, InterfaceProperties
 from ..protocol.events import ControlRequest
 from ..protocol.usbtmc import clear_feature_endpoint_halt_request
-from ..transports.base import BytesLike
 from .usb_function import Stall, UsbFunction
 
 __all__ = ["FakeUsbPort", "Hold", "Operation"]

@@ -32,9 +32,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol, TypeAlias
+from typing import Final, Protocol
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._types import BytesLike
 from ..protocol.events import ControlRequest
 from ..protocol.quirks import NO_QUIRKS, Quirks
 from ..protocol.usb488 import Usb488Request, srq_notification, status_byte_notification
@@ -53,7 +54,6 @@ __all__ = ["BULK_IN", "BULK_OUT", "INTERRUPT_IN", "DeviceModel", "UsbtmcFunction
 
 _log = logging.getLogger("aiotmc.sim.usbtmc")
 
-BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 BULK_OUT: Final = 0x01
 BULK_IN: Final = 0x82

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .._types import BytesLike
 
 if TYPE_CHECKING:
     from ..srq import SrqBroadcaster
@@ -23,8 +25,6 @@ __all__ = [
     "SupportsRemoteLocal",
     "TransportInfo",
 ]
-
-BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
