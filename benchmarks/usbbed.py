@@ -1,7 +1,7 @@
 """The umockdev device process for the "USB via umockdev" figures.
 
 Started exactly as ``tests/usb/conftest.py`` does: ``/usr/bin/python3 -m
-aiotmc.sim.umockdev --devices <json>`` with ``PYTHONPATH=<checkout>`` (the system Python has
+testbeds.umockdev --devices <json>`` with ``PYTHONPATH=<checkout>`` (the system Python has
 PyGObject and the UMockdev typelib); it prints ``READY <json>`` with the testbed root. The
 client workers then run with ``LD_PRELOAD=libumockdev-preload.so.0``,
 ``UMOCKDEV_DIR=<root>`` and ``AIOTMC_LIBUSB=system`` (see :meth:`UmockdevBed.client_env`).
@@ -39,10 +39,10 @@ __all__ = [
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEVICE_PYTHON: Final = os.environ.get("AIOTMC_UMOCKDEV_PYTHON", "/usr/bin/python3")
 SERIAL: Final = "BENCH1"
-VID, PID = 0x0957, 0x1796  #: the default ids of aiotmc.sim.umockdev.factories:usbtmc
+VID, PID = 0x0957, 0x1796  #: the default ids of testbeds.umockdev.factories:usbtmc
 DEVICES: Final = [
     {
-        "factory": "aiotmc.sim.umockdev.factories:usbtmc",
+        "factory": "testbeds.umockdev.factories:usbtmc",
         "config": {"model": "scope", "serial": SERIAL},
     }
 ]
@@ -109,7 +109,7 @@ class UmockdevBed:
         env.pop("LD_PRELOAD", None)
         env.pop("UMOCKDEV_DIR", None)
         self._proc = subprocess.Popen(
-            [DEVICE_PYTHON, "-m", "aiotmc.sim.umockdev", "--devices", json.dumps(DEVICES)],
+            [DEVICE_PYTHON, "-m", "testbeds.umockdev", "--devices", json.dumps(DEVICES)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

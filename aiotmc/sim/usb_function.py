@@ -5,7 +5,7 @@ bulk/interrupt endpoints. ``aiotmc.sim.usbtmc_device.UsbtmcFunction`` implements
 USBTMC/USB488 instrument; two bus adapters drive it:
 
 * ``aiotmc.sim.fake_port.FakeUsbPort``: in-process, implements ``aiotmc._usb.port.UsbPort``.
-* ``aiotmc.sim.umockdev``: answers the Linux usbdevfs ioctls under umockdev, below real libusb.
+* ``testbeds.umockdev``: answers the Linux usbdevfs ioctls under umockdev, below real libusb.
 
 Everything here is synchronous and time is injected: an adapter asks ``next_deadline()``
 and calls ``poll()`` when it passes, so the same model runs under anyio, under a GLib main

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from aiotmc.sim.devices import create_device
-from aiotmc.sim.usbredir import UsbredirDevice, UsbredirError, UsbredirRunner
-from aiotmc.sim.usbredir.protocol import Capability, PacketType, Status
 from aiotmc.sim.usbtmc_device import UsbtmcFunction
+from testbeds.usbredir import UsbredirDevice, UsbredirError, UsbredirRunner
+from testbeds.usbredir.protocol import Capability, PacketType, Status
 
 QEMU_CAPS = sum(
     1 << c

@@ -1,7 +1,7 @@
 """Fixtures for the USB tests, and the umockdev tier's harness.
 
 umockdev tier: the ``umockdev`` fixture starts the device process
-(``/usr/bin/python3 -m aiotmc.sim.umockdev``, which has PyGObject) with the requested
+(``/usr/bin/python3 -m testbeds.umockdev``, which has PyGObject) with the requested
 emulated devices, then runs a client scenario from ``tests/usb/umockdev_client.py`` (or,
 with ``run_process``, any program: the CLI, an example) in a *subprocess* of this
 interpreter started with ``LD_PRELOAD=libumockdev-preload.so.0`` and
@@ -33,7 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE_PYTHON = os.environ.get("AIOTMC_UMOCKDEV_PYTHON", "/usr/bin/python3")
 STUB = "tests.usb.usbtmc_stub:create"
-INSTRUMENT = "aiotmc.sim.umockdev.factories:usbtmc"
+INSTRUMENT = "testbeds.umockdev.factories:usbtmc"
 
 _availability: str | None = None
 _checked = False
@@ -113,7 +113,7 @@ class UmockdevBed:
         self._log = log
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
         self.process = subprocess.Popen(
-            [DEVICE_PYTHON, "-m", "aiotmc.sim.umockdev", "--devices", json.dumps(devices)],
+            [DEVICE_PYTHON, "-m", "testbeds.umockdev", "--devices", json.dumps(devices)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

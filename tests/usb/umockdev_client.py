@@ -918,7 +918,7 @@ def quirk_devices() -> list[dict[str, Any]]:
     return devices
 
 
-INSTRUMENT_FACTORY = "aiotmc.sim.umockdev.factories:usbtmc"
+INSTRUMENT_FACTORY = "testbeds.umockdev.factories:usbtmc"
 
 
 @scenario

@@ -1,4 +1,4 @@
-"""``python3 -m aiotmc.sim.umockdev``: run the umockdev device process (see server.py)."""
+"""``python3 -m testbeds.umockdev``: run the umockdev device process (see server.py)."""
 
 from __future__ import annotations
 

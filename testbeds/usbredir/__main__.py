@@ -1,4 +1,4 @@
-"""``python -m aiotmc.sim.usbredir --connect /path/to/usbredir.sock [--model dmm]``.
+"""``python -m testbeds.usbredir --connect /path/to/usbredir.sock [--model dmm]``.
 
 Plugs one simulated USBTMC instrument into a QEMU started with
 ``-chardev socket,id=ur,path=/path/to/usbredir.sock,server=on,wait=off
@@ -13,13 +13,14 @@ import logging
 import sys
 import time
 
-from ..devices import create_device
-from ..usbtmc_device import UsbtmcFunction
+from aiotmc.sim.devices import create_device
+from aiotmc.sim.usbtmc_device import UsbtmcFunction
+
 from .runner import Address, UsbredirRunner
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aiotmc.sim.usbredir")
+    parser = argparse.ArgumentParser(prog="python -m testbeds.usbredir")
     parser.add_argument("--connect", required=True, help="unix socket path or HOST:PORT")
     parser.add_argument("--model", default="dmm", help="dmm, psu, scope or wavegen")
     parser.add_argument("--serial", default="MY123")

@@ -2,8 +2,8 @@
 
 Run with the *system* Python (it has PyGObject and the UMockdev typelib)::
 
-    PYTHONPATH=<checkout> /usr/bin/python3 -m aiotmc.sim.umockdev \\
-        --devices '[{"factory": "tests.usb.usbtmc_stub:create", "config": {"serial": "A1"}}]'
+    PYTHONPATH=<checkout> /usr/bin/python3 -m testbeds.umockdev \\
+        --devices '[{"config": {"model": "dmm", "serial": "A1"}}]'
 
 On start it prints one line ``READY <json>`` on stdout with ``root`` (set
 ``UMOCKDEV_DIR`` to it in the client, together with
@@ -45,12 +45,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..usb_function import UsbFunction
+from aiotmc.sim.usb_function import UsbFunction
+
 from .device import EmulatedUsbDevice
 
 __all__ = ["ControlServer", "load_factory", "main"]
 
-DEFAULT_FACTORY = "aiotmc.sim.umockdev.factories:usbtmc"
+DEFAULT_FACTORY = "testbeds.umockdev.factories:usbtmc"
 
 _INSTALL_HINT = (
     "umockdev is not available to this Python: install the Debian/Ubuntu packages "
@@ -294,7 +295,7 @@ def _serve_socket(glib: Any, path: str, server: ControlServer) -> socket.socket:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python3 -m aiotmc.sim.umockdev", description=__doc__.split("\n\n")[0]
+        prog="python3 -m testbeds.umockdev", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--devices",

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ...protocol.events import ControlRequest
-from ..usb_function import Stall, UsbFunction
+from aiotmc.protocol.events import ControlRequest
+from aiotmc.sim.usb_function import Stall, UsbFunction
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -38,7 +38,7 @@ __all__ = [
     "parse_descriptors",
 ]
 
-_log = logging.getLogger("aiotmc.sim.usbredir")
+_log = logging.getLogger("testbeds.usbredir")
 
 PROTOCOL_VERSION: Final = "aiotmc usbredir host 0.7"
 

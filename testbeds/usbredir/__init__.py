@@ -5,7 +5,7 @@
 * :mod:`.runner`: :class:`UsbredirRunner`, a thread that connects devices to QEMU
   chardev sockets (connect = plug, close = unplug).
 
-Stdlib only. ``python -m aiotmc.sim.usbredir --connect PATH`` serves one instrument.
+Stdlib only. ``python -m testbeds.usbredir --connect PATH`` serves one instrument.
 """
 
 from __future__ import annotations

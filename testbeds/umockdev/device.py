@@ -28,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...protocol.events import ControlRequest
-from ..usb_function import Stall, UsbFunction
+from aiotmc.protocol.events import ControlRequest
+from aiotmc.sim.usb_function import Stall, UsbFunction
+
 from . import usbdevfs as fs
 from .usbdevfs import Ioctl, UrbHeader, UrbType, ioctl_name
 

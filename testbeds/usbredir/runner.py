@@ -21,12 +21,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..usb_function import UsbFunction
+from aiotmc.sim.usb_function import UsbFunction
+
 from .protocol import UsbredirDevice, UsbredirError
 
 __all__ = ["Address", "UsbredirRunner"]
 
-_log = logging.getLogger("aiotmc.sim.usbredir")
+_log = logging.getLogger("testbeds.usbredir")
 
 T = TypeVar("T")
 Address = str | tuple[str, int]

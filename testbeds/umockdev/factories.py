@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..usb_function import UsbFunction
+from aiotmc.sim.usb_function import UsbFunction
 
 __all__ = ["usbtmc"]
 
@@ -18,9 +18,9 @@ def usbtmc(config: dict[str, Any]) -> UsbFunction:
     of :class:`~aiotmc.sim.usbtmc_device.UsbtmcFunction` (``vid``, ``pid``, ``serial``,
     ``usb488``, ``interrupt_endpoint``, ``max_packet_size``...).
     """
-    from ...protocol.quirks import Quirks
-    from ..devices import create_device
-    from ..usbtmc_device import UsbtmcFunction
+    from aiotmc.protocol.quirks import Quirks
+    from aiotmc.sim.devices import create_device
+    from aiotmc.sim.usbtmc_device import UsbtmcFunction
 
     options = dict(config)
     model = create_device(options.pop("model", "dmm"), **options.pop("model_options", {}))
