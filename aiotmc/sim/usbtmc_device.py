@@ -9,6 +9,8 @@ handles the class requests (abort, clear, capabilities, READ_STATUS_BYTE, REN/GT
 INDICATOR_PULSE), the TRIGGER message, string descriptors, and sends SRQ notifications on
 interrupt-IN when the model requests service.
 
+The wire format (endpoints, descriptors, alignment, cutting a response into transfers)
+is :mod:`aiotmc.sim.usbtmc_framing`; this module is the function's behaviour on top of it.
 Stdlib only and sans-IO: it also runs under the system Python inside a umockdev process.
 Bus adapters (:class:`~aiotmc.sim.fake_port.FakeUsbPort`, the umockdev adapter) call it one
 transaction at a time; time comes from ``clock`` and :meth:`UsbtmcFunction.next_deadline`.
@@ -27,7 +29,6 @@ instruments in :data:`~aiotmc.protocol.quirks.KNOWN_QUIRKS`, one named behaviour
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,19 +50,23 @@ from ..protocol.usbtmc import (
     unpack_header,
 )
 from .usb_function import STALL, Stall
+from .usbtmc_framing import (
+    BULK_IN,
+    BULK_OUT,
+    EOM,
+    INTERRUPT_IN,
+    TERM_CHAR,
+    ResponseCursor,
+    alignment_padding,
+    string_descriptor,
+    usbtmc_descriptors,
+)
 
 __all__ = ["BULK_IN", "BULK_OUT", "INTERRUPT_IN", "DeviceModel", "UsbtmcFunction"]
 
 _log = logging.getLogger("aiotmc.sim.usbtmc")
 
 
-BULK_OUT: Final = 0x01
-BULK_IN: Final = 0x82
-INTERRUPT_IN: Final = 0x83
-_INTERRUPT_PACKET: Final = 8
-_LANGUAGE_EN_US: Final = 0x0409
-_EOM: Final = 0x01
-_TERM: Final = 0x02
 _SUCCESS: Final = UsbtmcStatus.SUCCESS
 _PENDING: Final = UsbtmcStatus.PENDING
 _FAILED: Final = UsbtmcStatus.FAILED
@@ -101,10 +106,6 @@ class DeviceModel(Protocol):
     def add_srq_listener(self, callback: Callable[[int], object]) -> Callable[[], object]: ...
 
 
-def _pad(size: int) -> int:
-    return -size % 4
-
-
 @dataclass(slots=True)
 class _Out:
     tag: int
@@ -121,64 +122,6 @@ class _Request:
     size: int
     term_char: int | None
     time: float
-
-
-@dataclass(slots=True)
-class _Response:
-    parts: list[memoryview]
-    total: int
-    offset: int = 0  # bytes handed out so far
-    index: int = 0  # cursor: part index and offset inside it
-    inner: int = 0
-
-    @classmethod
-    def of(cls, parts: list[BytesLike]) -> _Response:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        return cls(views, sum(len(v) for v in views))
-
-    @property
-    def remaining(self) -> int:
-        return self.total - self.offset
-
-    def restart(self) -> None:
-        self.offset = self.index = self.inner = 0
-
-    def peek(self, size: int) -> bytes:
-        out = bytearray()
-        index, inner = self.index, self.inner
-        while len(out) < size and index < len(self.parts):
-            part = self.parts[index]
-            take = min(size - len(out), len(part) - inner)
-            out += part[inner : inner + take]
-            index, inner = index + 1, 0
-        return bytes(out)
-
-    def find(self, byte: int, limit: int) -> int:
-        """Offset (from the cursor) of the first ``byte`` within ``limit`` bytes, or -1."""
-        seen = 0
-        index, inner = self.index, self.inner
-        while seen < limit and index < len(self.parts):
-            part = self.parts[index]
-            end = min(len(part), inner + limit - seen)
-            found = bytes(part[inner:end]).find(byte)
-            if found >= 0:
-                return seen + found
-            seen += end - inner
-            index, inner = index + 1, 0
-        return -1
-
-    def take(self, size: int) -> list[memoryview]:
-        pieces: list[memoryview] = []
-        while size:
-            part = self.parts[self.index]
-            n = min(size, len(part) - self.inner)
-            pieces.append(part[self.inner : self.inner + n])
-            size -= n
-            self.offset += n
-            self.inner += n
-            if self.inner == len(part):
-                self.index, self.inner = self.index + 1, 0
-        return pieces
 
 
 @dataclass(slots=True)
@@ -287,7 +230,7 @@ class UsbtmcFunction:
         self._last_out_tag = 0
         self._last_message_end = -1e18
         self._request: _Request | None = None
-        self._response: _Response | None = None
+        self._response: ResponseCursor | None = None
         self._transfer: bytes | None = None
         self._transfer_tag = 0
         self._sent = 0
@@ -298,28 +241,15 @@ class UsbtmcFunction:
         self._clear_hanging = False
         self._tag_override: int | None = None
         self._unsubscribe = model.add_srq_listener(self._on_srq)
-        self._descriptors = self._build_descriptors()
+        self._descriptors = usbtmc_descriptors(
+            vid=vid,
+            pid=pid,
+            max_packet_size=max_packet_size,
+            usb488=usb488,
+            interrupt=interrupt_endpoint,
+        )
 
     # -- descriptors -------------------------------------------------------------------------
-
-    def _build_descriptors(self) -> bytes:
-        endpoints = [
-            struct.pack("<BBBBHB", 7, 5, BULK_OUT, 2, self.max_packet_size, 0),
-            struct.pack("<BBBBHB", 7, 5, BULK_IN, 2, self.max_packet_size, 0),
-        ]
-        if self.interrupt_endpoint is not None:
-            interval = 4 if self.high_speed else 1  # HS: 2**(4-1) microframes = 1 ms
-            endpoints.append(
-                struct.pack("<BBBBHB", 7, 5, INTERRUPT_IN, 3, _INTERRUPT_PACKET, interval)
-            )
-        protocol = 1 if self.usb488 else 0
-        interface = struct.pack("<9B", 9, 4, 0, 0, len(endpoints), 0xFE, 0x03, protocol, 0)
-        total = 9 + len(interface) + sum(len(e) for e in endpoints)
-        config = struct.pack("<BBHBBBBB", 9, 2, total, 1, 1, 0, 0x80, 50)
-        device = struct.pack(
-            "<BBHBBBBHHHBBBB", 18, 1, 0x0200, 0, 0, 0, 64, self.vid, self.pid, 0x0100, 1, 2, 3, 1
-        )
-        return device + config + interface + b"".join(endpoints)
 
     @property
     def high_speed(self) -> bool:
@@ -332,14 +262,9 @@ class UsbtmcFunction:
         return self._descriptors
 
     def _string(self, index: int) -> bytes | Stall:
-        if index == 0:
-            return bytes((4, 3)) + _LANGUAGE_EN_US.to_bytes(2, "little")
         strings = {1: self.manufacturer, 2: self.product, 3: self.serial}
-        text = strings.get(index)
-        if text is None:
-            return STALL
-        encoded = text.encode("utf-16-le")[:252]
-        return bytes((2 + len(encoded), 3)) + encoded
+        descriptor = string_descriptor(index, strings)
+        return STALL if descriptor is None else descriptor
 
     # -- UsbFunction: status -------------------------------------------------------------------
 
@@ -479,7 +404,7 @@ class UsbtmcFunction:
             limit = self.quirks.out_transfer_limit
             if size == 0 or (limit is not None and size > limit):
                 return self._halt_out()
-            self._out = _Out(header.tag, size, _pad(size), header.eom, True)
+            self._out = _Out(header.tag, size, alignment_padding(size), header.eom, True)
             self._last_out_tag = header.tag
             self.seen.out_transfers.append((header.tag, size, header.eom))
         elif msg_id == MsgID.REQUEST_DEV_DEP_MSG_IN:
@@ -491,7 +416,7 @@ class UsbtmcFunction:
             self.seen.triggers += 1
             self.model.trigger()
         elif msg_id == MsgID.VENDOR_SPECIFIC_OUT:
-            self._out = _Out(header.tag, size, _pad(size), False, False)
+            self._out = _Out(header.tag, size, alignment_padding(size), False, False)
         elif msg_id != MsgID.REQUEST_VENDOR_SPECIFIC_IN:
             return self._halt_out()
         return None
@@ -580,7 +505,7 @@ class UsbtmcFunction:
                     self.drop_responses -= 1
                     continue
                 break
-            response = self._response = _Response.of(parts)
+            response = self._response = ResponseCursor.of(parts)
         self._request = None
         quirks = self.quirks
         whole_block = (
@@ -597,13 +522,13 @@ class UsbtmcFunction:
             found = response.find(request.term_char, size)
             if found >= 0:
                 size = found + 1
-                attributes |= _TERM
+                attributes |= TERM_CHAR
         pieces = response.take(size)
         if not response.remaining:
             self._response = None
             if not quirks.eom_unreliable:
-                attributes |= _EOM
-        pad = _pad(size)
+                attributes |= EOM
+        pad = alignment_padding(size)
         field = size + pad if quirks.transfer_size_includes_padding else size
         if whole_block:
             field &= 0xFFFF  # wrong for blocks of 64 KiB and more

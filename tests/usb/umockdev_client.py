@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 import traceback
@@ -41,6 +40,7 @@ from aiotmc._usb.errors import AmbiguousDeviceError, TransferStatus
 from aiotmc._usb.libusb_port import Libusb1Port, open_usb_port
 from aiotmc._usb.transfer import ZOMBIES
 from aiotmc.protocol.events import ControlRequest
+from aiotmc.protocol.usbtmc import HEADER_SIZE, MsgID, pack_header, unpack_header
 
 VID, PID = 0x0957, 0x1796
 
@@ -100,23 +100,22 @@ class Usbtmc:
 
     async def write(self, message: bytes) -> None:
         tag = self._next_tag()
-        header = struct.pack("<BBBBIB3x", 1, tag, ~tag & 0xFF, 0, len(message), 1)
-        transfer = header + message
-        await self.port.bulk_out(transfer + b"\0" * (-len(transfer) % 4))
+        header = pack_header(MsgID.DEV_DEP_MSG_OUT, tag, len(message), attributes=1)  # EOM
+        await self.port.bulk_out(header + message + b"\0" * (-len(message) % 4))
 
     async def read(self, chunk: int = 1 << 20) -> bytes:
         data = bytearray()
         while True:
             tag = self._next_tag()
-            await self.port.bulk_out(struct.pack("<BBBBIB3x", 2, tag, ~tag & 0xFF, 0, chunk, 0))
+            await self.port.bulk_out(pack_header(MsgID.REQUEST_DEV_DEP_MSG_IN, tag, chunk))
             while True:
-                transfer = await self.port.bulk_in(chunk + 12)
+                transfer = await self.port.bulk_in(chunk + HEADER_SIZE)
                 if transfer:  # a device may send an empty first packet
                     break
-            msg_id, rtag, _, _, size, attributes = struct.unpack_from("<BBBBIB", transfer)
-            assert msg_id == 2 and rtag == tag, (msg_id, rtag, tag)
-            data += transfer[12 : 12 + size]
-            if attributes & 1:
+            header = unpack_header(transfer)
+            assert (header.msg_id, header.tag) == (MsgID.DEV_DEP_MSG_IN, tag), (header, tag)
+            data += transfer[HEADER_SIZE : HEADER_SIZE + header.transfer_size]
+            if header.eom:
                 return bytes(data)
 
     async def query(self, command: str) -> bytes:
