@@ -41,6 +41,8 @@ from aiotmc._usb.libusb_port import Libusb1Port, open_usb_port
 from aiotmc._usb.transfer import ZOMBIES
 from aiotmc.protocol.events import ControlRequest
 from aiotmc.protocol.usbtmc import HEADER_SIZE, MsgID, pack_header, unpack_header
+from testbeds.umockdev.control import ControlClient
+from testbeds.umockdev.host import INFO_ENV
 
 VID, PID = 0x0957, 0x1796
 
@@ -58,30 +60,15 @@ class Env:
 
     def __init__(self, driver: str) -> None:
         self.driver = driver
-        self.info: dict[str, Any] = json.loads(os.environ["AIOTMC_UMOCKDEV_INFO"])
-        self._control_path = os.environ["AIOTMC_UMOCKDEV_CONTROL"]
-        self._stream: anyio.abc.SocketStream | None = None
-        self._buffer = b""
+        self.info: dict[str, Any] = json.loads(os.environ[INFO_ENV])
+        #: ``await env.control("stats")``: a command to the device process (fault injection).
+        self.control = ControlClient()
 
     def open(self, serial: str | None = None, **kwargs: Any) -> Libusb1Port:
         return Libusb1Port(VID, PID, serial, driver=self.driver, **kwargs)
 
-    async def control(self, command: str) -> Any:
-        """Send a fault-injection command to the device process; return its result."""
-        if self._stream is None:
-            self._stream = await anyio.connect_unix(self._control_path)
-        await self._stream.send(command.encode() + b"\n")
-        while b"\n" not in self._buffer:
-            self._buffer += await self._stream.receive()
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"device command {command!r} failed: {reply['error']}")
-        return reply.get("result")
-
     async def aclose(self) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
+        await self.control.aclose()
 
 
 # -- raw USBTMC helpers (the transport under test elsewhere; here: the port) --------------
