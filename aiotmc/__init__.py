@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         periodic,
         write_csv,
     )
-    from .discovery import list_resources
+    from .discovery import discover, list_resources
     from .group import InstrumentGroup, Result, Results, open_many
     from .instrument import Instrument
     from .reconnect import Reconnect
@@ -62,6 +62,7 @@ _LAZY: dict[str, str] = {
     "open_transport": "._open",
     "Instrument": ".instrument",
     "list_resources": ".discovery",
+    "discover": ".discovery",
     "ResourceName": ".resources",
     "parse_resource": ".resources",
     "SrqBroadcaster": ".srq",
@@ -122,6 +123,7 @@ __all__ = [
     "WriteTimeout",
     "__version__",
     "acquire",
+    "discover",
     "list_resources",
     "open",
     "open_many",
