@@ -108,9 +108,7 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 async def test_a_plugin_registered_by_entry_point_opens_with_aiotmc_open(
     plugin_path: Path,
 ) -> None:
-    _install_plugin(
-        plugin_path, "[aiotmc.transports]\ndummy = dummy_aiotmc_plugin:TRANSPORT\n"
-    )
+    _install_plugin(plugin_path, "[aiotmc.transports]\ndummy = dummy_aiotmc_plugin:TRANSPORT\n")
     registry.reload()
     assert "dummy" in registry.kinds()
     async with aiotmc.open("DUMMY0::bench::INSTR", colour="red", read_termination="\n") as inst:
