@@ -39,19 +39,12 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._open import open, open_transport
-    from .acquisition import (
-        Measurement,
-        OperationTiming,
-        PeriodicAcquisition,
-        Row,
-        Sample,
-        acquire,
-        periodic,
-        write_csv,
-    )
+    from .acquisition import Measurement, PeriodicAcquisition, Row, Sample, acquire, periodic
     from .discovery import discover, list_resources
+    from .export import write_csv
     from .group import InstrumentGroup, Result, Results, open_many
     from .instrument import Instrument
+    from .operation import OperationTiming
     from .reconnect import Reconnect
     from .resources import ResourceName, parse_resource
     from .srq import SrqBroadcaster
@@ -71,13 +64,13 @@ _LAZY: dict[str, str] = {
     "Results": ".group",
     "open_many": ".group",
     "Measurement": ".acquisition",
-    "OperationTiming": ".acquisition",
+    "OperationTiming": ".operation",
     "PeriodicAcquisition": ".acquisition",
     "Row": ".acquisition",
     "Sample": ".acquisition",
     "acquire": ".acquisition",
     "periodic": ".acquisition",
-    "write_csv": ".acquisition",
+    "write_csv": ".export",
     "SrqPoller": ".srq_poll",
     "poll_service_requests": ".srq_poll",
     "Reconnect": ".reconnect",

@@ -27,6 +27,7 @@ from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, Unsu
 from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
 from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
+from .operation import OperationTiming, PendingOperation, operation, wait_operation_complete
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
 from .protocol.scpi import (
@@ -42,7 +43,6 @@ from .transports.base import BytesLike, MessageTransport
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from .acquisition import OperationTiming, PendingOperation
     from .srq import SrqBroadcaster
     from .srq_poll import SrqPoller
 
@@ -511,10 +511,8 @@ class Instrument:
         """Start an operation (``commands`` + ``*OPC``); completion is awaited by SRQ where
         available, ``*OPC?`` otherwise: ``async with inst.operation(":SINGle") as op:``.
 
-        See :func:`aiotmc.acquisition.operation` for the sequence and exceptions.
+        See :func:`aiotmc.operation.operation` for the sequence and exceptions.
         """
-        from .acquisition import operation
-
         return operation(
             self, commands if isinstance(commands, str) else list(commands), timeout=timeout
         )
@@ -524,10 +522,8 @@ class Instrument:
     ) -> OperationTiming:
         """Send ``commands`` + ``*OPC`` and wait for completion (SRQ, else ``*OPC?``).
 
-        See :func:`aiotmc.acquisition.wait_operation_complete`.
+        See :func:`aiotmc.operation.wait_operation_complete`.
         """
-        from .acquisition import wait_operation_complete
-
         return await wait_operation_complete(
             self, commands if isinstance(commands, str) else list(commands), timeout=timeout
         )

@@ -593,10 +593,10 @@ def test_history_file_is_in_home() -> None:
 def test_shell_history_follows_patched_history_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The shell reads ``cli.HISTORY_FILE`` when it starts, so patching the package works."""
+    """The shell reads ``HISTORY_FILE`` of its module when it starts, so patching it works."""
     readline = pytest.importorskip("readline")
     history = tmp_path / "history"
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(history))
+    monkeypatch.setattr(cli._shell, "HISTORY_FILE", str(history))
     shell = Shell(inst=None, portal=None, interactive=True)  # type: ignore[arg-type]
     with shell._history():
         readline.add_history("*IDN?")
