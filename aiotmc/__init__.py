@@ -34,7 +34,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._lazy import lazy_exports
-from ._types import DEFAULT, EventStatus, ServiceRequest, StatusByte
+from ._types import DEFAULT, EventStatus, RenMode, ServiceRequest, StatusByte
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ __all__ = [
     "ReadTimeout",
     "Reconnect",
     "RemoteProtocolError",
+    "RenMode",
     "ResourceBusyError",
     "ResourceName",
     "ResourceNotFoundError",
