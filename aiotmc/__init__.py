@@ -34,24 +34,17 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._lazy import lazy_exports
-from ._types import DEFAULT, EventStatus, ServiceRequest, StatusByte
+from ._types import DEFAULT, EventStatus, RenMode, ServiceRequest, StatusByte
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._open import open, open_transport
-    from .acquisition import (
-        Measurement,
-        OperationTiming,
-        PeriodicAcquisition,
-        Row,
-        Sample,
-        acquire,
-        periodic,
-        write_csv,
-    )
-    from .discovery import list_resources
+    from .acquisition import Measurement, PeriodicAcquisition, Row, Sample, acquire, periodic
+    from .discovery import discover, list_resources
+    from .export import write_csv
     from .group import InstrumentGroup, Result, Results, open_many
     from .instrument import Instrument
+    from .operation import OperationTiming
     from .reconnect import Reconnect
     from .resources import ResourceName, parse_resource
     from .srq import SrqBroadcaster
@@ -62,6 +55,7 @@ _LAZY: dict[str, str] = {
     "open_transport": "._open",
     "Instrument": ".instrument",
     "list_resources": ".discovery",
+    "discover": ".discovery",
     "ResourceName": ".resources",
     "parse_resource": ".resources",
     "SrqBroadcaster": ".srq",
@@ -70,13 +64,13 @@ _LAZY: dict[str, str] = {
     "Results": ".group",
     "open_many": ".group",
     "Measurement": ".acquisition",
-    "OperationTiming": ".acquisition",
+    "OperationTiming": ".operation",
     "PeriodicAcquisition": ".acquisition",
     "Row": ".acquisition",
     "Sample": ".acquisition",
     "acquire": ".acquisition",
     "periodic": ".acquisition",
-    "write_csv": ".acquisition",
+    "write_csv": ".export",
     "SrqPoller": ".srq_poll",
     "poll_service_requests": ".srq_poll",
     "Reconnect": ".reconnect",
@@ -103,6 +97,7 @@ __all__ = [
     "ReadTimeout",
     "Reconnect",
     "RemoteProtocolError",
+    "RenMode",
     "ResourceBusyError",
     "ResourceName",
     "ResourceNotFoundError",
@@ -122,6 +117,7 @@ __all__ = [
     "WriteTimeout",
     "__version__",
     "acquire",
+    "discover",
     "list_resources",
     "open",
     "open_many",

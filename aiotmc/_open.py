@@ -1,4 +1,4 @@
-"""``aiotmc.open()``: resource name -> transport -> :class:`~aiotmc.Instrument`."""
+"""``aiotmc.open()``: resource name -> registry -> transport -> :class:`~aiotmc.Instrument`."""
 
 from __future__ import annotations
 
@@ -6,21 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-
-from ._exceptions import UnsupportedOperation
 from .instrument import Instrument
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .reconnect import Reconnect, resolve_policy
-from .resources import ResourceName, SimInstr, TcpipSocket, UsbInstr, parse_resource
+from .registry import LinkSettings, registry
+from .resources import ResourceName
 from .transports.base import MessageTransport
 
 __all__ = ["open", "open_transport"]
-
-_OPTIONS: dict[str, frozenset[str]] = {
-    "sim": frozenset({"device"}),
-    "usb": frozenset({"quirks", "driver", "pipeline"}),
-}
 
 
 @asynccontextmanager
@@ -29,59 +22,31 @@ async def open_transport(
     *,
     connect_timeout: float | None = 10.0,
     read_termination: str = "\n",
+    encoding: str = "ascii",
     reconnect: Reconnect | bool | None = None,
     **options: Any,
 ) -> AsyncIterator[MessageTransport]:
     """Open the transport for ``resource`` (closed when the block exits).
 
-    Options by kind: ``SIM``: ``device=`` (a SimDevice to attach instead of the shared one
-    named by the resource); ``USB``: ``quirks=`` (extra quirk table entries), ``driver=``
-    ("auto", "thread", "pollfd"), ``pipeline=True`` (several bulk transfers in flight for
-    large reads and uploads). ``reconnect``: see :func:`open`.
+    The transport is the one registered for the resource's kind (see
+    :mod:`aiotmc.registry`); ``options`` are its own keyword options, checked against
+    what it declares (``TypeError`` naming the accepted ones). Built-in options by kind:
+    ``SIM``: ``device=`` (a SimDevice to attach instead of the shared one named by the
+    resource); ``USB``: ``quirks=`` (extra quirk table entries), ``driver=`` ("auto",
+    "thread", "pollfd"), ``pipeline=True`` (several bulk transfers in flight for large
+    reads and uploads). ``reconnect``: see :func:`open`.
     """
     policy = resolve_policy(reconnect)
-    res = parse_resource(resource) if isinstance(resource, str) else resource
-    allowed = _OPTIONS.get(res.kind, frozenset())
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(
-            f"{res}: unexpected option(s) {', '.join(unknown)} for a {res.kind} resource"
-            + (f" (accepted: {', '.join(sorted(allowed))})" if allowed else "")
-        )
-    if isinstance(res, TcpipSocket):
-        from .transports.tcp import SocketTransport
-
-        tcp = await SocketTransport.connect(
-            res.host,
-            res.port,
-            resource=str(res),
-            terminator=read_termination.encode("ascii"),
-            connect_timeout=connect_timeout,
-            reconnect=policy,
-        )
-        try:
-            yield tcp
-        finally:
-            with anyio.CancelScope(shield=True):
-                await tcp.aclose()
-    elif isinstance(res, SimInstr):
-        from .transports.sim import open_sim_transport, shared_device
-
-        device = options.pop("device", None) or shared_device(res.model, res.name)
-        async with open_sim_transport(device, resource=str(res)) as sim:
-            yield sim
-    elif isinstance(res, UsbInstr):
-        from .transports.usbtmc import open_usb_resource
-
-        async with open_usb_resource(
-            res, connect_timeout=connect_timeout, reconnect=policy, **options
-        ) as usb:
-            yield usb
-    else:
-        raise UnsupportedOperation(
-            f"{res}: the {res.kind} transport is not implemented yet "
-            "(supported: TCPIP::host::port::SOCKET, USB::...::INSTR, SIM::model)"
-        )
+    res, spec = registry.for_resource(resource)
+    spec.check_options(res, options)
+    settings = LinkSettings(
+        connect_timeout=connect_timeout,
+        read_termination=read_termination,
+        encoding=encoding,
+        reconnect=policy,
+    )
+    async with spec.open(res, settings, options) as transport:
+        yield transport
 
 
 @asynccontextmanager
@@ -112,6 +77,9 @@ async def open(
     replugged USB device is reopened by its resource name. ``SIM::`` links never drop.
     See docs/reliability.md.
 
+    Other keyword options belong to the resource's transport (see :func:`open_transport`);
+    an option it does not declare raises ``TypeError`` naming the ones it accepts.
+
     Raises :class:`~aiotmc.InvalidResourceName` for a malformed name,
     :class:`~aiotmc.UnsupportedOperation` for a transport not built yet,
     :class:`~aiotmc.ConnectError` / :class:`~aiotmc.ConnectTimeout` when the link fails.
@@ -120,6 +88,7 @@ async def open(
         resource,
         connect_timeout=connect_timeout,
         read_termination=read_termination,
+        encoding=encoding,
         reconnect=reconnect,
         **options,
     ) as transport:

@@ -6,7 +6,15 @@ import enum
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-__all__ = ["DEFAULT", "BytesLike", "Default", "EventStatus", "ServiceRequest", "StatusByte"]
+__all__ = [
+    "DEFAULT",
+    "BytesLike",
+    "Default",
+    "EventStatus",
+    "RenMode",
+    "ServiceRequest",
+    "StatusByte",
+]
 
 
 #: Any buffer of bytes the library sends without copying it first.
@@ -39,6 +47,22 @@ class EventStatus(enum.IntFlag):
     CME = 0x20  #: command error
     URQ = 0x40  #: user request
     PON = 0x80  #: power on
+
+
+class RenMode(enum.IntEnum):
+    """Remote-enable line operations, with VISA's values (PyVISA ``RENLineOperation``).
+
+    ``Instrument.control_ren(mode)`` takes these (or the same integers). On USB488 there
+    is no addressing: the ``ADDRESS`` variants act like their unaddressed forms.
+    """
+
+    DEASSERT = 0  #: REN off: every device goes to local
+    ASSERT = 1  #: REN on: the device goes remote when next addressed
+    DEASSERT_GTL = 2  #: go to local, then REN off
+    ASSERT_ADDRESS = 3  #: REN on and address the device (remote now)
+    ASSERT_LLO = 4  #: REN on and local lockout (front panel locked)
+    ASSERT_ADDRESS_LLO = 5  #: REN on, address the device, local lockout
+    ADDRESS_GTL = 6  #: address the device and send go-to-local (REN stays on)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

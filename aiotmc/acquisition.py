@@ -1,10 +1,5 @@
-"""Operation completion, synchronized and periodic acquisition across a group, CSV export.
+"""Synchronized and periodic acquisition across an :class:`~aiotmc.InstrumentGroup`.
 
-* :func:`operation` / :func:`wait_operation_complete` (also methods of
-  :class:`~aiotmc.Instrument`): the IEEE 488.2 completion pattern. ``*ESE 1;*SRE 32``,
-  subscribe to service requests *before* starting, send the operation followed by
-  ``*OPC``, wait for the service request (native or polled, see :mod:`aiotmc.srq_poll`)
-  or, without one, for ``*OPC?``; read ``*ESR?`` to clear.
 * :func:`acquire`: arm every member, trigger them all together (each ``inst.trigger()``
   launched at once by one event: USB488 TRIGGER, the simulator's bus trigger or ``*TRG``),
   wait for completion, fetch concurrently; samples carry monotonic and wall-clock stamps,
@@ -12,32 +7,37 @@
 * :func:`periodic`: an async iterator of rows on an absolute schedule (``k * period`` from
   the first row: no drift); nothing is queued while the consumer is busy, periods that
   passed meanwhile are skipped and counted in :attr:`Row.missed`.
-* :func:`write_csv`: rows to CSV.
+
+Operation completion lives in :mod:`aiotmc.operation`, CSV export in :mod:`aiotmc.export`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from ._exceptions import ReadTimeout, UnsupportedOperation
-from ._types import DEFAULT, Default, EventStatus, ServiceRequest, StatusByte
+from ._exceptions import ReadTimeout
+from ._types import DEFAULT, Default
 from ._util import background_task_group
-from .group import Commands, InstrumentGroup, join_program
 from .instrument import Instrument
+from .operation import (
+    OperationTiming,
+    PendingOperation,
+    operation,
+    time_left,
+    timeout_of,
+    wait_operation_complete,
+)
+from .protocol.scpi import Commands
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream
+    from .group import InstrumentGroup
 
 __all__ = [
     "Clock",
@@ -52,193 +52,8 @@ __all__ = [
     "acquire",
     "operation",
     "periodic",
-    "rows_to_csv",
     "wait_operation_complete",
-    "write_csv",
 ]
-
-_SETUP: Final = "*ESE 1;*SRE 32;*ESR?"  # enable OPC -> ESB -> SRQ; reading *ESR? clears it
-_OPC: Final = int(EventStatus.OPC)
-
-
-def _limit(inst: Instrument, timeout: float | Default | None) -> float | None:
-    return inst.timeout if isinstance(timeout, Default) else timeout
-
-
-def _remaining(deadline: float) -> float | None:
-    return None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-
-
-# -- operation completion --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OperationTiming:
-    """How an operation completed.
-
-    ``started``/``completed`` are ``time.monotonic()`` values (start: the operation and
-    ``*OPC`` were sent; completed: the service request arrived, or ``*OPC?`` answered),
-    ``wall`` is ``time.time()`` at completion. ``method`` is ``"srq"`` or ``"opc?"``;
-    ``status`` the status byte of the service request (``None`` with ``*OPC?``);
-    ``event_status`` the ``*ESR?`` value read (and so cleared) at the end.
-    """
-
-    started: float
-    completed: float
-    wall: float
-    method: Literal["srq", "opc?"]
-    status: StatusByte | None
-    event_status: EventStatus
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds from start to completion."""
-        return self.completed - self.started
-
-
-class PendingOperation:
-    """An operation started by :func:`operation`; :meth:`wait` for its completion."""
-
-    def __init__(
-        self,
-        instrument: Instrument,
-        events: MemoryObjectReceiveStream[ServiceRequest] | None,
-        *,
-        started: float,
-        deadline: float,
-        limit: float | None,
-    ) -> None:
-        self.instrument = instrument
-        self.started = started
-        self.timing: OperationTiming | None = None  #: set once :meth:`wait` returned
-        self._events = events
-        self._deadline = deadline
-        self._limit = limit
-
-    @property
-    def uses_srq(self) -> bool:
-        """True when completion is awaited by service request (False: ``*OPC?``)."""
-        return self._events is not None
-
-    async def wait(self) -> OperationTiming:
-        """Wait until the operation completes (by SRQ where available, else ``*OPC?``).
-
-        Raises :class:`~aiotmc.ReadTimeout` when the operation's timeout passes first,
-        ``anyio.ClosedResourceError`` if the instrument is closed meanwhile, and whatever
-        the ``*OPC?``/``*ESR?`` exchanges raise.
-        """
-        if self.timing is not None:
-            return self.timing
-        inst = self.instrument
-        if self._events is None:
-            await inst.query("*OPC?", timeout=_remaining(self._deadline))
-            completed, wall = time.monotonic(), time.time()
-            esr = int(await inst.query("*ESR?", timeout=_remaining(self._deadline)))
-            self.timing = OperationTiming(
-                started=self.started,
-                completed=completed,
-                wall=wall,
-                method="opc?",
-                status=None,
-                event_status=EventStatus(esr & 0xFF),
-            )
-            return self.timing
-        seen = 0
-        while True:
-            event: ServiceRequest | None = None
-            with anyio.move_on_after(_remaining(self._deadline)):
-                try:
-                    event = await self._events.receive()
-                except anyio.EndOfStream:
-                    raise anyio.ClosedResourceError(
-                        f"{inst.resource} closed while waiting for an operation"
-                    ) from None
-            if event is None:
-                raise ReadTimeout(
-                    f"{inst.resource}: operation not complete within {self._limit} s "
-                    "(no service request)"
-                )
-            esr = int(await inst.query("*ESR?", timeout=_remaining(self._deadline)))
-            seen |= esr
-            if esr & _OPC:
-                break
-            if inst.srq_poller is not None:  # *ESR? just cleared ESB: a new SRQ is an edge
-                inst.srq_poller.rearm()
-        self.timing = OperationTiming(
-            started=self.started,
-            completed=event.monotonic,
-            wall=event.wall,
-            method="srq",
-            status=event.status,
-            event_status=EventStatus(seen & 0xFF),
-        )
-        return self.timing
-
-
-def _units(commands: Commands) -> list[str]:
-    return [commands] if isinstance(commands, str) else list(commands)
-
-
-@asynccontextmanager
-async def operation(
-    instrument: Instrument,
-    commands: Commands = (),
-    *,
-    timeout: float | Default | None = DEFAULT,
-) -> AsyncIterator[PendingOperation]:
-    """Start an operation; wait for it in the block or on leaving it.
-
-    ``async with inst.operation(":SINGle") as op: await inst.trigger()`` sets
-    ``*ESE 1;*SRE 32`` (and reads ``*ESR?`` to clear stale events), subscribes to service
-    requests if the instrument has them (native or polled), sends ``commands`` + ``*OPC``
-    + ``*SRE?`` as one message and reads the answer (so the instrument has taken the
-    operation in when the block starts: armed, for a triggered one), and yields a
-    :class:`PendingOperation`. If the block ends normally
-    without calling ``await op.wait()``, completion is awaited on exit. ``timeout``
-    (default: the instrument's) bounds everything from setup to completion.
-
-    Note: ``*ESE`` and ``*SRE`` stay set to 1 and 32 afterwards.
-
-    Raises :class:`~aiotmc.ReadTimeout`/:class:`~aiotmc.WriteTimeout` when the timeout
-    passes, and what the exchanges raise (:class:`~aiotmc.TransportError`...).
-    """
-    limit = _limit(instrument, timeout)
-    deadline = math.inf if limit is None else time.monotonic() + limit
-    # ends in a query: the answer proves the instrument has taken the operation in (a
-    # write returns once the bytes are sent, not once the instrument executed them)
-    message = join_program([*_units(commands), "*OPC", "*SRE?"])
-    async with instrument.lock():
-        await instrument.query(_SETUP, timeout=_remaining(deadline))
-        if instrument.srq_poller is not None:
-            instrument.srq_poller.rearm()
-    subscription: AbstractAsyncContextManager[MemoryObjectReceiveStream[ServiceRequest] | None]
-    try:
-        subscription = instrument.service_requests(buffer=16)
-    except UnsupportedOperation:
-        subscription = nullcontext(None)
-    async with subscription as events:
-        started = time.monotonic()
-        await instrument.query(message, timeout=_remaining(deadline))
-        pending = PendingOperation(
-            instrument, events, started=started, deadline=deadline, limit=limit
-        )
-        yield pending
-        await pending.wait()
-
-
-async def wait_operation_complete(
-    instrument: Instrument,
-    commands: Commands = (),
-    *,
-    timeout: float | Default | None = DEFAULT,
-) -> OperationTiming:
-    """Send ``commands`` + ``*OPC`` and wait until the operation completes.
-
-    See :func:`operation` (same arguments and exceptions); returns the timing.
-    """
-    async with operation(instrument, commands, timeout=timeout) as pending:
-        return await pending.wait()
-    raise AssertionError("unreachable")  # pragma: no cover  (for type checkers)
 
 
 # -- synchronized acquisition ----------------------------------------------------------------
@@ -361,9 +176,9 @@ def _normalize(group: InstrumentGroup, plan: Plan) -> dict[str, Measurement]:
 
 async def _fetch(inst: Instrument, fetch: Fetch, deadline: float) -> Any:
     if isinstance(fetch, str):
-        return await inst.query(fetch, timeout=_remaining(deadline))
+        return await inst.query(fetch, timeout=time_left(deadline))
     if isinstance(fetch, list | tuple):
-        return await inst.query_many(list(fetch), timeout=_remaining(deadline))
+        return await inst.query_many(list(fetch), timeout=time_left(deadline))
     return await fetch(inst)
 
 
@@ -401,12 +216,12 @@ async def _acquire(
             await go.wait()  # read when the triggers go out
         elif not m.trigger:
             state.completion = await wait_operation_complete(
-                inst, m.arm or (), timeout=_remaining(deadline)
+                inst, m.arm or (), timeout=time_left(deadline)
             )
         else:
             try:
                 with arming[name] as scope:
-                    async with operation(inst, m.arm or (), timeout=_remaining(deadline)) as op:
+                    async with operation(inst, m.arm or (), timeout=time_left(deadline)) as op:
                         async with inst.lock():  # nothing slips in between arm and trigger
                             if go.is_set():
                                 raise ReadTimeout(
@@ -415,7 +230,7 @@ async def _acquire(
                             arrive(state)
                             await go.wait()
                             state.started = time.monotonic()
-                            await inst.trigger(timeout=_remaining(deadline))
+                            await inst.trigger(timeout=time_left(deadline))
                             state.sent = time.monotonic()
                             # let every other trigger go out before any follow-up work
                             await checkpoint()
@@ -428,7 +243,7 @@ async def _acquire(
         return value if m.convert is None else m.convert(value)
 
     async def run(name: str, inst: Instrument, m: Measurement) -> None:
-        limit = _limit(inst, timeout)
+        limit = timeout_of(inst, timeout)
         deadline = math.inf if limit is None else time.monotonic() + limit
         value: Any = None
         error: Exception | None = None
@@ -637,83 +452,3 @@ def periodic(
         arm_timeout=arm_timeout,
         clock=clock,
     )
-
-
-# -- CSV -------------------------------------------------------------------------------------
-
-_FIXED: Final = ("index", "scheduled", "monotonic", "wall", "missed", "skew")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Iterable):
-        return ";".join(_cell(v) for v in value)
-    return str(value)
-
-
-def write_csv(
-    rows: Iterable[Row],
-    path_or_file: str | os.PathLike[str] | IO[str],
-    *,
-    names: Sequence[str] | None = None,
-    header: bool = True,
-) -> int:
-    """Write rows as CSV; returns how many rows were written.
-
-    Columns: ``index, scheduled, monotonic, wall, missed, skew``, then for each instrument
-    ``<name>`` (the value: floats exactly as ``repr``, lists joined with ``;``, bytes as
-    hex), ``<name>.monotonic`` and ``<name>.error`` (``Type: message``). ``names``
-    (default: the first row's) picks and orders the instruments. A path is opened with
-    ``newline=""`` and UTF-8; an open text file is written as is (``header=False`` to
-    append). This is blocking file I/O: for big exports from async code use
-    ``await anyio.to_thread.run_sync(write_csv, rows, path)``.
-
-    Raises ``OSError`` from the file and ``KeyError`` when a row lacks a named instrument.
-    """
-    if isinstance(path_or_file, str | os.PathLike):
-        with open(path_or_file, "w", newline="", encoding="utf-8") as file:
-            return write_csv(rows, file, names=names, header=header)
-    writer = csv.writer(path_or_file)
-    count = 0
-    chosen = list(names) if names is not None else None
-    for row in rows:
-        if chosen is None:
-            chosen = list(row.samples)
-        if count == 0 and header:
-            columns = list(_FIXED)
-            for name in chosen:
-                columns += [name, f"{name}.monotonic", f"{name}.error"]
-            writer.writerow(columns)
-        cells = [
-            str(row.index),
-            repr(row.scheduled),
-            repr(row.monotonic),
-            repr(row.wall),
-            str(row.missed),
-            "" if row.skew is None else repr(row.skew),
-        ]
-        for name in chosen:
-            sample = row.samples[name]
-            error = sample.error
-            cells += [
-                _cell(sample.value),
-                repr(sample.monotonic),
-                "" if error is None else f"{type(error).__name__}: {error}",
-            ]
-        writer.writerow(cells)
-        count += 1
-    return count
-
-
-def rows_to_csv(rows: Iterable[Row], *, names: Sequence[str] | None = None) -> str:
-    """:func:`write_csv` into a string."""
-    buffer = io.StringIO()
-    write_csv(rows, buffer, names=names)
-    return buffer.getvalue()

@@ -1,26 +1,40 @@
-"""Finding instruments: ``await aiotmc.list_resources()``."""
+"""Finding instruments: ``await aiotmc.list_resources()`` and ``await aiotmc.discover()``.
+
+Both ask every registered transport that can list its resources (see
+:mod:`aiotmc.registry`); a transport that cannot work here is reported, not raised.
+"""
 
 from __future__ import annotations
 
-from ._exceptions import UnsupportedOperation
+import logging
 
-__all__ = ["list_resources"]
+from .registry import Discovery, registry
+
+__all__ = ["discover", "list_resources"]
+
+logger = logging.getLogger(__name__)
+
+
+async def discover() -> Discovery:
+    """Attached resources with descriptions, and why a kind could not be listed.
+
+    ``Discovery.found`` holds :class:`~aiotmc.registry.FoundResource` entries (name and
+    description); ``Discovery.problems`` maps a resource kind to the reason it could not
+    be listed, e.g. ``{"usb": 'python-libusb1 is not installed: pip install "aiotmc[usb]"'}``.
+    """
+    return await registry.discover()
 
 
 async def list_resources() -> list[str]:
-    """VISA names of the attached USBTMC instruments, e.g. ``USB0::0x0957::0x1796::MY1::INSTR``.
+    """VISA names of the attached instruments, e.g. ``USB0::0x0957::0x1796::MY1::INSTR``.
 
-    Enumeration runs in a worker thread on a private libusb context, so open instruments
-    are not disturbed and the event loop never blocks. Devices without a serial number are
-    listed as ``USB0::vid::pid::INSTR`` (open them that way while they are unambiguous).
-
-    Raises :class:`~aiotmc.UnsupportedOperation` when USB support is not installed
-    (``pip install "aiotmc[usb]"``) and ``LibusbNotFoundError`` when no libusb is found.
+    USB enumeration runs in a worker thread on a private libusb context, so open
+    instruments are not disturbed and the event loop never blocks. USB devices without a
+    serial number are listed as ``USB0::vid::pid::INSTR`` (open them that way while they
+    are unambiguous). A transport that cannot list here (e.g. USB without the ``usb``
+    extra) is skipped and its reason logged; :func:`discover` returns the reasons.
     """
-    try:
-        from ._usb.discovery import alist_usbtmc_devices
-    except ImportError as exc:  # python-libusb1 missing
-        raise UnsupportedOperation(
-            f'USB discovery needs python-libusb1: pip install "aiotmc[usb]" ({exc})'
-        ) from exc
-    return [info.visa_name for info in await alist_usbtmc_devices()]
+    result = await discover()
+    for kind, reason in result.problems.items():
+        logger.info("not listing %s resources: %s", kind, reason)
+    return [found.resource for found in result.found]

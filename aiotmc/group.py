@@ -26,16 +26,18 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast, overlo
 
 import anyio
 
+from ._open import open as open_instrument
 from ._types import DEFAULT, Default
 from ._util import background_task_group
+from .acquisition import acquire, periodic
 from .instrument import Instrument
-from .protocol.scpi import join_compound
+from .protocol.scpi import Commands, join_compound
 from .resources import ResourceName
 
 if TYPE_CHECKING:
     from .acquisition import PeriodicAcquisition, Plan, Row
 
-__all__ = ["InstrumentGroup", "Result", "Results", "join_program", "open_many"]
+__all__ = ["Commands", "InstrumentGroup", "Result", "Results", "join_program", "open_many"]
 
 join_program = join_compound  # re-exported: the group API speaks of program messages
 
@@ -44,7 +46,6 @@ _log = logging.getLogger("aiotmc.group")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
-Commands: TypeAlias = str | list[str] | tuple[str, ...]
 """One command, or several sent as one compound program message."""
 ResourceSpec: TypeAlias = str | ResourceName | tuple[str | ResourceName, Mapping[str, Any]]
 """A resource name, or ``(resource, {per-instrument open() options})``."""
@@ -351,8 +352,6 @@ class InstrumentGroup(Mapping[str, Instrument]):
         arm_timeout: float | None = None,
     ) -> Row:
         """Synchronized acquisition across the group: :func:`aiotmc.acquire`."""
-        from .acquisition import acquire
-
         return await acquire(self, plan, timeout=timeout, arm_timeout=arm_timeout)
 
     def periodic(
@@ -365,8 +364,6 @@ class InstrumentGroup(Mapping[str, Instrument]):
         arm_timeout: float | None = None,
     ) -> PeriodicAcquisition:
         """One row per ``period`` across the group: :func:`aiotmc.periodic`."""
-        from .acquisition import periodic
-
         return periodic(self, plan, period, count=count, timeout=timeout, arm_timeout=arm_timeout)
 
     # -- closing ----------------------------------------------------------------------------
@@ -425,8 +422,6 @@ async def open_many(
     open errors. ``limit`` is the group's default concurrency limit for fan-out calls.
     Leaving the block closes every member, also when cancelled.
     """
-    from ._open import open as open_instrument
-
     group = InstrumentGroup(limit=limit)
     group._order = list(resources)
     closing = group._closing = anyio.Event()

@@ -27,6 +27,7 @@ from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, Unsu
 from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
 from ._lock import FifoLock
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
+from .operation import OperationTiming, PendingOperation, operation, wait_operation_complete
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
 from .protocol.scpi import (
@@ -37,12 +38,19 @@ from .protocol.scpi import (
     split_compound,
     unpack_binary,
 )
-from .transports.base import BytesLike, MessageTransport
+from .transports.base import (
+    BytesLike,
+    MessageTransport,
+    RenMode,
+    SupportsIndicatorPulse,
+    SupportsReadTermination,
+    SupportsReconnect,
+    SupportsRemoteLocal,
+)
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from .acquisition import OperationTiming, PendingOperation
     from .srq import SrqBroadcaster
     from .srq_poll import SrqPoller
 
@@ -103,9 +111,8 @@ class Instrument:
 
     @read_termination.setter
     def read_termination(self, value: str) -> None:
-        setter = getattr(self.transport, "set_read_termination", None)
-        if setter is not None:
-            setter(value.encode(self.encoding))
+        if isinstance(self.transport, SupportsReadTermination):
+            self.transport.set_read_termination(value.encode(self.encoding))
         self._read_termination = value
 
     @property
@@ -471,6 +478,67 @@ class Instrument:
             first.errors = found  # type: ignore[attr-defined]
             raise first
 
+    # -- remote / local, indicator ------------------------------------------------------------
+
+    async def control_ren(
+        self, mode: RenMode | int, *, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Remote-enable operations, PyVISA's ``control_ren``: ``mode`` is a
+        :class:`~aiotmc.RenMode` or its VISA number (1: remote, 2: local, 4: lockout...).
+
+        Raises :class:`~aiotmc.UnsupportedOperation` where the bus or the device has no
+        remote/local control (raw sockets, USBTMC devices without USB488 REN_CONTROL).
+        """
+        ren = RenMode(mode)
+        transport = self.transport
+        if not (
+            isinstance(transport, SupportsRemoteLocal) and transport.info.capabilities.remote_local
+        ):
+            raise UnsupportedOperation(f"{self.resource}: no remote/local control on this link")
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            await transport.control_ren(ren, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
+    async def remote(
+        self, *, lockout: bool = False, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Put the instrument in remote (``lockout=True``: also lock its front panel)."""
+        mode = RenMode.ASSERT_ADDRESS_LLO if lockout else RenMode.ASSERT_ADDRESS
+        await self.control_ren(mode, timeout=timeout)
+
+    async def local(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Return the instrument to local (go to local, then release remote enable)."""
+        await self.control_ren(RenMode.DEASSERT_GTL, timeout=timeout)
+
+    async def local_lockout(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Remote with the front panel locked; the same as ``remote(lockout=True)``."""
+        await self.remote(lockout=True, timeout=timeout)
+
+    async def indicator_pulse(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Blink the instrument's activity indicator to find it on the bench (USBTMC).
+
+        Raises :class:`~aiotmc.UnsupportedOperation` where the bus or device cannot.
+        """
+        transport = self.transport
+        if not (
+            isinstance(transport, SupportsIndicatorPulse)
+            and transport.info.capabilities.indicator_pulse
+        ):
+            raise UnsupportedOperation(f"{self.resource}: no indicator pulse on this link")
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            await transport.indicator_pulse(deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
     # -- service requests ------------------------------------------------------------------
 
     def _srq(self) -> SrqBroadcaster:
@@ -511,10 +579,8 @@ class Instrument:
         """Start an operation (``commands`` + ``*OPC``); completion is awaited by SRQ where
         available, ``*OPC?`` otherwise: ``async with inst.operation(":SINGle") as op:``.
 
-        See :func:`aiotmc.acquisition.operation` for the sequence and exceptions.
+        See :func:`aiotmc.operation.operation` for the sequence and exceptions.
         """
-        from .acquisition import operation
-
         return operation(
             self, commands if isinstance(commands, str) else list(commands), timeout=timeout
         )
@@ -524,10 +590,8 @@ class Instrument:
     ) -> OperationTiming:
         """Send ``commands`` + ``*OPC`` and wait for completion (SRQ, else ``*OPC?``).
 
-        See :func:`aiotmc.acquisition.wait_operation_complete`.
+        See :func:`aiotmc.operation.wait_operation_complete`.
         """
-        from .acquisition import wait_operation_complete
-
         return await wait_operation_complete(
             self, commands if isinstance(commands, str) else list(commands), timeout=timeout
         )
@@ -547,17 +611,17 @@ class Instrument:
         instrument cannot be reached (the link stays down). See docs/reliability.md; for
         automatic reconnection open with ``aiotmc.open(..., reconnect=True)``.
         """
-        replace = getattr(self.transport, "reconnect", None)
-        if replace is None:
+        transport = self.transport
+        if not isinstance(transport, SupportsReconnect):
             raise UnsupportedOperation(f"{self.resource}: this transport cannot reconnect")
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         locked = await self._acquire(loop)
         try:
-            await replace(deadline=deadline)
-            setter = getattr(self.transport, "set_read_termination", None)
-            if setter is not None:  # the framing terminator is the one set here
-                setter(self._read_termination.encode(self.encoding))
+            await transport.reconnect(deadline=deadline)
+            if isinstance(transport, SupportsReadTermination):
+                # the framing terminator is the one set here
+                transport.set_read_termination(self._read_termination.encode(self.encoding))
         finally:
             if locked:
                 self._lock.release()

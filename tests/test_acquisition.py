@@ -16,7 +16,7 @@ import pytest
 
 import aiotmc
 from aiotmc import InstrumentGroup, Measurement, Row
-from aiotmc.acquisition import rows_to_csv
+from aiotmc.export import rows_to_csv
 from aiotmc.sim.device import SimDevice
 from aiotmc.sim.devices import create_device
 
@@ -321,7 +321,7 @@ async def test_csv_round_trip(tmp_path: Path) -> None:
 
 
 def test_csv_cells() -> None:
-    from aiotmc.acquisition import _cell
+    from aiotmc.export import _cell
 
     assert _cell(None) == ""
     assert _cell(0.1) == "0.1" and float(_cell(1 / 3)) == 1 / 3

@@ -21,8 +21,6 @@ from ._app import main
 from ._errors import CommandError, UsageError, describe
 from ._parser import _device_spec as _device_spec
 from ._parser import build_parser
+from ._shell import HISTORY_FILE
 
 __all__ = ["HISTORY_FILE", "CommandError", "UsageError", "build_parser", "describe", "main"]
-
-HISTORY_FILE = "~/.aiotmc_history"
-"""The ``aiotmc shell`` history; the shell reads it from here when it starts (patchable)."""

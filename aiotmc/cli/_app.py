@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from .._exceptions import InvalidResourceName
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
+from ._info import cmd_info
 from ._io import cmd_query, cmd_read_block, cmd_write
 from ._list import cmd_list
 from ._parser import build_parser
@@ -51,6 +52,7 @@ def _report(exc: BaseException, *, debug: bool) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "list": cmd_list,
+    "info": cmd_info,
     "query": cmd_query,
     "write": cmd_write,
     "read-block": cmd_read_block,

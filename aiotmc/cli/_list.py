@@ -1,27 +1,27 @@
-"""``aiotmc list``: the attached USBTMC instruments and the simulated models."""
+"""``aiotmc list``: attached instruments of every transport, and the simulated models."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
-from .._exceptions import InvalidResourceName
-from ..resources import UsbInstr
+from ..registry import Discovery
 from ._catalog import SIM_MODELS
-from ._errors import describe
 from ._runtime import Options, run_async
-
-if TYPE_CHECKING:
-    from .._usb.discovery import UsbResourceInfo
 
 
 def cmd_list(args: argparse.Namespace, options: Options) -> int:
-    async def run() -> list[tuple[str, str]]:
-        return await _usb_instruments()
+    async def run() -> Discovery:
+        from ..discovery import discover
 
-    usb = run_async(options, run)
-    rows = list(usb)
+        return await discover()
+
+    result = run_async(options, run)
+    for kind, reason in result.problems.items():
+        print(f"aiotmc: note: {kind}: {reason}", file=sys.stderr)
+    if not result.found and not result.problems:
+        print("aiotmc: note: no instruments found", file=sys.stderr)
+    rows = [(found.resource, found.description) for found in result.found]
     rows += [
         (f"SIM::{model}", f"simulated {what} (in-process)") for model, what in SIM_MODELS.items()
     ]
@@ -29,45 +29,3 @@ def cmd_list(args: argparse.Namespace, options: Options) -> int:
     for name, what in rows:
         print(f"{name:<{width}}  {what}")
     return 0
-
-
-async def _usb_instruments() -> list[tuple[str, str]]:
-    """``(resource, description)`` for attached USBTMC instruments; notes problems on stderr."""
-    import anyio
-
-    try:
-        from .._usb.discovery import list_usbtmc_devices
-    except ImportError as exc:  # the "usb" extra (libusb1) is not installed
-        print(f"aiotmc: note: USB discovery unavailable ({exc})", file=sys.stderr)
-        return []
-    try:
-        found = await anyio.to_thread.run_sync(list_usbtmc_devices, abandon_on_cancel=True)
-    except Exception as exc:  # no libusb, no permission to enumerate...
-        print(f"aiotmc: note: cannot list USB instruments ({describe(exc)})", file=sys.stderr)
-        return []
-    if not found:
-        print("aiotmc: note: no USB instruments found", file=sys.stderr)
-    rows = []
-    for info in found:
-        words = [w for w in (info.manufacturer, info.product) if w] or ["USBTMC instrument"]
-        if info.usb488:
-            words.append("(USB488)")
-        if not info.accessible:
-            words.append("(no access: check the udev rules / driver)")
-        rows.append((_usb_name(info), " ".join(words)))
-    return rows
-
-
-def _usb_name(info: UsbResourceInfo) -> str:
-    """The canonical name (serial left out when the device has none: an aiotmc extension)."""
-    try:
-        return str(
-            UsbInstr(
-                vid=info.vid,
-                pid=info.pid,
-                serial=info.serial or None,
-                interface=info.interface or None,
-            )
-        )
-    except InvalidResourceName:  # e.g. a serial number with spaces
-        return info.visa_name

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 from .._exceptions import InvalidResourceName
 from .._version import __version__
-from ..resources import ResourceName, parse_resource
+from ..resources import ResourceName
 from ._catalog import SIM_MODELS
 from ._errors import describe
 
@@ -35,8 +35,10 @@ def parse_timeout(text: str) -> float | None:
 
 
 def _resource(text: str) -> ResourceName:
+    from ..registry import registry
+
     try:
-        return parse_resource(text)
+        return registry.parse(text)
     except InvalidResourceName as exc:
         raise argparse.ArgumentTypeError(describe(exc)) from None
 
@@ -91,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, parents=[common])
 
-    command("list", "list USB instruments and the simulated instruments")
+    command("list", "list attached instruments and the simulated instruments")
+    command(
+        "info",
+        "versions and transports",
+        "Print the versions of aiotmc and its optional dependencies, and every transport "
+        "with whether it works here (and if not, why).",
+    )
 
     query = command("query", "send queries and print the answers")
     query.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)

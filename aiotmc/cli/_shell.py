@@ -35,6 +35,9 @@ SHELL_HELP = """\
   :help             this text
   :quit             leave (or end of input, Ctrl-D)"""
 
+HISTORY_FILE = "~/.aiotmc_history"
+"""The ``aiotmc shell`` history; read from here when the shell starts (patchable)."""
+
 
 def cmd_shell(args: argparse.Namespace, options: Options) -> int:
     from anyio.from_thread import start_blocking_portal
@@ -126,8 +129,6 @@ class Shell:
         except ImportError:  # Windows without pyreadline
             yield
             return
-        from . import HISTORY_FILE  # looked up on the package now, so patching it there works
-
         path = os.path.expanduser(HISTORY_FILE)
         with contextlib.suppress(OSError):
             readline.read_history_file(path)

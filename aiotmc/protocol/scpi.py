@@ -29,13 +29,14 @@ import operator
 import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeAlias, TypeVar, overload
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .ieee4882 import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = [
     "NEED_DATA",
+    "Commands",
     "MessageDecoder",
     "binary_format",
     "format_values",
@@ -685,6 +686,10 @@ def unpack_binary(
             f" {size}-byte {datatype!r} items"
         )
     return list(struct.unpack(f"{fmt[0]}{count}{fmt[1]}", view))
+
+
+Commands: TypeAlias = str | list[str] | tuple[str, ...]
+"""One program message unit, or several to be joined with :func:`join_compound`."""
 
 
 def join_compound(units: Sequence[str]) -> str:

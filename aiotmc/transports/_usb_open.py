@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import anyio
 
 from .._exceptions import ConnectTimeout
 from ..protocol.quirks import Quirks, quirks_for
+from ..resources import ResourceName, UsbInstr
+from .spec import FoundResource, LinkSettings, TransportSpec
 
 if TYPE_CHECKING:
     from .._usb.port import UsbPort
     from ..reconnect import Reconnect
-    from ..resources import UsbInstr
     from .usbtmc import UsbtmcTransport
 
-__all__ = ["open_usb_resource", "open_usbtmc_transport"]
+__all__ = ["TRANSPORT", "UsbOptions", "open_usb_resource", "open_usbtmc_transport"]
 
 
 def open_usbtmc_transport(
@@ -98,3 +99,69 @@ async def _libusb_port(
         yield port
     finally:
         await port_cm.__aexit__(None, None, None)
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+class UsbOptions(TypedDict, total=False):
+    """Options of ``USB::...::INSTR`` resources (see :func:`open_usb_resource`)."""
+
+    quirks: Quirks | Mapping[tuple[int, int | None], Quirks] | None
+    driver: str  #: libusb event driver: "auto", "thread" or "pollfd"
+    pipeline: bool  #: several bulk transfers in flight for large reads and uploads
+
+
+def _open_usb(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AbstractAsyncContextManager[UsbtmcTransport]:
+    assert isinstance(resource, UsbInstr)
+    return open_usb_resource(
+        resource,
+        connect_timeout=settings.connect_timeout,
+        reconnect=settings.reconnect,
+        **options,
+    )
+
+
+def _usb_unavailable() -> str | None:
+    """Why USB cannot work here: python-libusb1 or libusb missing; None when it can."""
+    try:
+        import usb1  # noqa: F401
+    except ImportError:
+        return 'python-libusb1 is not installed: pip install "aiotmc[usb]"'
+    from .._usb.errors import LibusbNotFoundError
+    from .._usb.library import load_libusb
+
+    try:
+        load_libusb()
+    except LibusbNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+async def _list_usb() -> list[FoundResource]:
+    """Attached USBTMC interfaces with manufacturer, product and access problems."""
+    from .._usb import discovery
+
+    found = []
+    for info in await discovery.alist_usbtmc_devices():
+        words = [w for w in (info.manufacturer, info.product) if w] or ["USBTMC instrument"]
+        if info.usb488:
+            words.append("(USB488)")
+        if not info.accessible:
+            words.append("(no access: check the udev rules / driver)")
+        found.append(FoundResource(info.visa_name, " ".join(words)))
+    return found
+
+
+TRANSPORT: Final = TransportSpec(
+    kind="usb",
+    summary="USBTMC / USB488 through libusb",
+    example="USB0::0x0957::0x1796::MY123::INSTR",
+    open=_open_usb,
+    options=UsbOptions,
+    list_resources=_list_usb,
+    unavailable=_usb_unavailable,
+)
+"""The USBTMC transport's registration (see :mod:`aiotmc.registry`)."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .._types import BytesLike
+from .._types import BytesLike, RenMode
 
 if TYPE_CHECKING:
     from ..srq import SrqBroadcaster
@@ -22,6 +22,10 @@ __all__ = [
     "BytesLike",
     "Capabilities",
     "MessageTransport",
+    "RenMode",
+    "SupportsIndicatorPulse",
+    "SupportsReadTermination",
+    "SupportsReconnect",
     "SupportsRemoteLocal",
     "TransportInfo",
 ]
@@ -35,7 +39,8 @@ class Capabilities:
     read_stb: bool = False  #: a status-byte read that does not use the message channel
     device_clear: bool = False  #: a bus-level device clear
     trigger: bool = False  #: a bus-level trigger (USB488 TRIGGER, GPIB GET)
-    remote_local: bool = False  #: REN / GTL / LLO
+    remote_local: bool = False  #: REN / GTL / LLO (:class:`SupportsRemoteLocal`)
+    indicator_pulse: bool = False  #: blink the device's indicator (:class:`SupportsIndicatorPulse`)
     eom: bool = False  #: the bus marks the end of each message (USBTMC EOM)
 
 
@@ -136,10 +141,44 @@ class MessageTransport(Protocol):
         ...
 
 
+# -- optional abilities ----------------------------------------------------------------------
+# A transport implements one of these Protocols when its bus has the ability; the matching
+# Capabilities flag says whether the connected device has it. Instrument checks both and
+# raises UnsupportedOperation otherwise.
+
+
 @runtime_checkable
 class SupportsRemoteLocal(Protocol):
-    """Transports with REN / GTL / LLO (USB488, GPIB)."""
+    """Remote / local / local lockout (USB488 REN_CONTROL, GO_TO_LOCAL, LOCAL_LOCKOUT;
+    GPIB REN, GTL, LLO; VXI-11 device_remote, device_local, lockout)."""
 
-    async def set_remote(self, remote: bool, *, lockout: bool = False) -> None:
-        """Enter remote (optionally with local lockout) or go to local."""
+    async def control_ren(self, mode: RenMode, *, deadline: float = math.inf) -> None:
+        """Apply the remote-enable operation ``mode``."""
+        ...
+
+
+@runtime_checkable
+class SupportsIndicatorPulse(Protocol):
+    """Blink the device's activity indicator (USBTMC INDICATOR_PULSE)."""
+
+    async def indicator_pulse(self, *, deadline: float = math.inf) -> None:
+        """Blink the indicator once."""
+        ...
+
+
+@runtime_checkable
+class SupportsReconnect(Protocol):
+    """Replace a dropped link with a new one (see docs/reliability.md)."""
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Open the link again; the transport object (and its SRQ fan-out) stays."""
+        ...
+
+
+@runtime_checkable
+class SupportsReadTermination(Protocol):
+    """Byte-stream transports that frame responses on a terminator."""
+
+    def set_read_termination(self, terminator: bytes) -> None:
+        """Frame the next responses on ``terminator``."""
         ...

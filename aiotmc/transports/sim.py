@@ -9,9 +9,9 @@ its service requests to :attr:`srq` the moment they happen.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -24,8 +24,10 @@ from .._exceptions import (
 )
 from .._util import background_task_group
 from ..protocol.ieee4882 import decode_block
+from ..resources import ResourceName, SimInstr
 from ..srq import SrqBroadcaster
 from .base import BytesLike, Capabilities, TransportInfo
+from .spec import LinkSettings, TransportSpec
 
 if TYPE_CHECKING:
     from ..sim.device import SimDevice
@@ -219,3 +221,32 @@ def shared_device(model: str, name: str | None = None) -> SimDevice:
             raise ResourceNotFoundError(f"SIM::{model}: {exc}") from None
         _SHARED[key] = device
     return device
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+class SimOptions(TypedDict, total=False):
+    """Options of ``SIM::`` resources."""
+
+    device: SimDevice  #: attach to this device instead of the shared one the name gives
+
+
+@asynccontextmanager
+async def _open_sim(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AsyncIterator[SimTransport]:
+    assert isinstance(resource, SimInstr)
+    device = options.get("device") or shared_device(resource.model, resource.name)
+    async with open_sim_transport(device, resource=str(resource)) as sim:
+        yield sim
+
+
+TRANSPORT: Final = TransportSpec(
+    kind="sim",
+    summary="simulated instrument, in-process (aiotmc extension)",
+    example="SIM::dmm",
+    open=_open_sim,
+    options=SimOptions,
+)
+"""The in-process simulator's registration (see :mod:`aiotmc.registry`)."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 import errno
 import math
 import socket
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint
@@ -44,9 +45,11 @@ from .._fastpath import schedule_point_due
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
+from ..resources import ResourceName, TcpipSocket
 from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
 from .base import BytesLike, Capabilities, TransportInfo
+from .spec import LinkSettings, TransportSpec
 
 if TYPE_CHECKING:
     from ..srq import SrqBroadcaster
@@ -582,3 +585,35 @@ def _deliver(payload: bytes, into: memoryview | None) -> memoryview:
         )
     into[: len(payload)] = payload
     return into[: len(payload)]
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _open_tcp(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AsyncIterator[SocketTransport]:
+    assert isinstance(resource, TcpipSocket)
+    tcp = await SocketTransport.connect(
+        resource.host,
+        resource.port,
+        resource=str(resource),
+        terminator=settings.read_termination.encode(settings.encoding),
+        connect_timeout=settings.connect_timeout,
+        reconnect=settings.reconnect,
+    )
+    try:
+        yield tcp
+    finally:
+        with anyio.CancelScope(shield=True):
+            await tcp.aclose()
+
+
+TRANSPORT: Final = TransportSpec(
+    kind="tcpip-socket",
+    summary="SCPI over a raw TCP socket",
+    example="TCPIP0::192.0.2.7::5025::SOCKET",
+    open=_open_tcp,
+)
+"""The raw-socket transport's registration (see :mod:`aiotmc.registry`)."""

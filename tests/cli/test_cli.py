@@ -514,7 +514,7 @@ def test_list_with_usb_discovery(
         discovery.UsbResourceInfo(vid=0x1AB1, pid=0x04CE, serial=None, interface=0),
         discovery.UsbResourceInfo(vid=1, pid=2, serial="S N", interface=0, accessible=False),
     ]
-    monkeypatch.setattr(discovery, "list_usbtmc_devices", lambda: found)
+    monkeypatch.setattr(discovery, "list_usbtmc_devices", lambda **_: found)
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == [
@@ -541,23 +541,34 @@ def test_list_when_usb_fails(
         raise OSError(2, "libusb-1.0.so: cannot open shared object file")
 
     fake = ModuleType("aiotmc._usb.discovery")
-    fake.list_usbtmc_devices = broken  # type: ignore[attr-defined]
+    fake.alist_usbtmc_devices = broken  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "aiotmc._usb.discovery", fake)
+    usb_package = pytest.importorskip("aiotmc._usb")
+    monkeypatch.setattr(usb_package, "discovery", fake, raising=False)
     assert main(["list"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.startswith("aiotmc: note: cannot list USB instruments")
+    assert captured.err.startswith("aiotmc: note: usb: cannot list usb resources: ")
+    assert "cannot open shared object file" in captured.err
     assert captured.err.count("\n") == 1
     assert "SIM::dmm" in captured.out
 
 
-def test_list_without_usb_module(
+def test_list_and_info_without_the_usb_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "aiotmc._usb.discovery", None)  # import fails
+    monkeypatch.setitem(sys.modules, "usb1", None)  # python-libusb1 not installed
     assert main(["list"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.startswith("aiotmc: note: USB discovery unavailable")
+    assert captured.err == (
+        'aiotmc: note: usb: python-libusb1 is not installed: pip install "aiotmc[usb]"\n'
+    )
     assert "SIM::scope" in captured.out
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    usb = [line for line in lines if line.split()[:1] == ["usb"]]
+    assert len(usb) == 1 and "unavailable: python-libusb1 is not installed" in usb[0]
+    tcp = [line for line in lines if line.split()[:1] == ["tcpip-socket"]]
+    assert len(tcp) == 1 and tcp[0].endswith(": available")
 
 
 def test_describe_unwraps_exception_groups() -> None:
@@ -582,10 +593,10 @@ def test_history_file_is_in_home() -> None:
 def test_shell_history_follows_patched_history_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The shell reads ``cli.HISTORY_FILE`` when it starts, so patching the package works."""
+    """The shell reads ``HISTORY_FILE`` of its module when it starts, so patching it works."""
     readline = pytest.importorskip("readline")
     history = tmp_path / "history"
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(history))
+    monkeypatch.setattr(cli._shell, "HISTORY_FILE", str(history))
     shell = Shell(inst=None, portal=None, interactive=True)  # type: ignore[arg-type]
     with shell._history():
         readline.add_history("*IDN?")
