@@ -1,0 +1,115 @@
+"""USBTMC class control requests (and the standard CLEAR_FEATURE(ENDPOINT_HALT)) as data.
+
+Each function returns the :class:`~aiotmc.protocol.events.ControlRequest` to run; the
+replies are decoded by the functions in :mod:`._parsers`.
+"""
+
+from __future__ import annotations
+
+from ..events import ControlRequest
+from ._wire import REQUEST_TYPE_ENDPOINT, REQUEST_TYPE_INTERFACE, UsbtmcRequest
+
+__all__ = [
+    "check_abort_bulk_in_status_request",
+    "check_abort_bulk_out_status_request",
+    "check_clear_status_request",
+    "clear_feature_endpoint_halt_request",
+    "get_capabilities_request",
+    "indicator_pulse_request",
+    "initiate_abort_bulk_in_request",
+    "initiate_abort_bulk_out_request",
+    "initiate_clear_request",
+]
+
+
+def initiate_abort_bulk_out_request(tag: int, endpoint: int) -> ControlRequest:
+    """INITIATE_ABORT_BULK_OUT for the transfer with ``tag`` on ``endpoint``."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_ENDPOINT,
+        request=UsbtmcRequest.INITIATE_ABORT_BULK_OUT,
+        value=tag,
+        index=endpoint,
+        length=2,
+    )
+
+
+def check_abort_bulk_out_status_request(endpoint: int) -> ControlRequest:
+    """CHECK_ABORT_BULK_OUT_STATUS."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_ENDPOINT,
+        request=UsbtmcRequest.CHECK_ABORT_BULK_OUT_STATUS,
+        value=0,
+        index=endpoint,
+        length=8,
+    )
+
+
+def initiate_abort_bulk_in_request(tag: int, endpoint: int) -> ControlRequest:
+    """INITIATE_ABORT_BULK_IN for the response requested with ``tag``."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_ENDPOINT,
+        request=UsbtmcRequest.INITIATE_ABORT_BULK_IN,
+        value=tag,
+        index=endpoint,
+        length=2,
+    )
+
+
+def check_abort_bulk_in_status_request(endpoint: int) -> ControlRequest:
+    """CHECK_ABORT_BULK_IN_STATUS."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_ENDPOINT,
+        request=UsbtmcRequest.CHECK_ABORT_BULK_IN_STATUS,
+        value=0,
+        index=endpoint,
+        length=8,
+    )
+
+
+def initiate_clear_request(interface: int) -> ControlRequest:
+    """INITIATE_CLEAR."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_INTERFACE,
+        request=UsbtmcRequest.INITIATE_CLEAR,
+        value=0,
+        index=interface,
+        length=1,
+    )
+
+
+def check_clear_status_request(interface: int) -> ControlRequest:
+    """CHECK_CLEAR_STATUS."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_INTERFACE,
+        request=UsbtmcRequest.CHECK_CLEAR_STATUS,
+        value=0,
+        index=interface,
+        length=2,
+    )
+
+
+def get_capabilities_request(interface: int) -> ControlRequest:
+    """GET_CAPABILITIES (0x18 bytes)."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_INTERFACE,
+        request=UsbtmcRequest.GET_CAPABILITIES,
+        value=0,
+        index=interface,
+        length=0x18,
+    )
+
+
+def indicator_pulse_request(interface: int) -> ControlRequest:
+    """INDICATOR_PULSE (blink the device's activity light)."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_INTERFACE,
+        request=UsbtmcRequest.INDICATOR_PULSE,
+        value=0,
+        index=interface,
+        length=1,
+    )
+
+
+def clear_feature_endpoint_halt_request(endpoint: int) -> ControlRequest:
+    """Standard CLEAR_FEATURE(ENDPOINT_HALT) for ``endpoint`` (ports offer ``clear_halt``)."""
+    return ControlRequest(request_type=0x02, request=0x01, value=0, index=endpoint, length=0)
