@@ -54,11 +54,13 @@ from ._requests import (
     check_abort_bulk_out_status_request,
     check_clear_status_request,
     clear_feature_endpoint_halt_request,
+    endpoint_request,
     get_capabilities_request,
     indicator_pulse_request,
     initiate_abort_bulk_in_request,
     initiate_abort_bulk_out_request,
     initiate_clear_request,
+    interface_request,
 )
 from ._state import UsbtmcState
 from ._wire import (
@@ -102,11 +104,13 @@ __all__ = [
     "check_abort_bulk_out_status_request",
     "check_clear_status_request",
     "clear_feature_endpoint_halt_request",
+    "endpoint_request",
     "get_capabilities_request",
     "indicator_pulse_request",
     "initiate_abort_bulk_in_request",
     "initiate_abort_bulk_out_request",
     "initiate_clear_request",
+    "interface_request",
     "pack_header",
     "parse_capabilities",
     "parse_check_abort_bulk_in",

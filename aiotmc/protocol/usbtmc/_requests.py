@@ -14,100 +14,76 @@ __all__ = [
     "check_abort_bulk_out_status_request",
     "check_clear_status_request",
     "clear_feature_endpoint_halt_request",
+    "endpoint_request",
     "get_capabilities_request",
     "indicator_pulse_request",
     "initiate_abort_bulk_in_request",
     "initiate_abort_bulk_out_request",
     "initiate_clear_request",
+    "interface_request",
 ]
+
+
+def interface_request(request: int, interface: int, length: int, value: int = 0) -> ControlRequest:
+    """A class request to ``interface`` that reads ``length`` bytes (USBTMC and USB488)."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_INTERFACE,
+        request=request,
+        value=value,
+        index=interface,
+        length=length,
+    )
+
+
+def endpoint_request(request: int, endpoint: int, length: int, value: int = 0) -> ControlRequest:
+    """A class request to ``endpoint`` that reads ``length`` bytes (the abort requests)."""
+    return ControlRequest(
+        request_type=REQUEST_TYPE_ENDPOINT,
+        request=request,
+        value=value,
+        index=endpoint,
+        length=length,
+    )
 
 
 def initiate_abort_bulk_out_request(tag: int, endpoint: int) -> ControlRequest:
     """INITIATE_ABORT_BULK_OUT for the transfer with ``tag`` on ``endpoint``."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.INITIATE_ABORT_BULK_OUT,
-        value=tag,
-        index=endpoint,
-        length=2,
-    )
+    return endpoint_request(UsbtmcRequest.INITIATE_ABORT_BULK_OUT, endpoint, 2, tag)
 
 
 def check_abort_bulk_out_status_request(endpoint: int) -> ControlRequest:
     """CHECK_ABORT_BULK_OUT_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.CHECK_ABORT_BULK_OUT_STATUS,
-        value=0,
-        index=endpoint,
-        length=8,
-    )
+    return endpoint_request(UsbtmcRequest.CHECK_ABORT_BULK_OUT_STATUS, endpoint, 8)
 
 
 def initiate_abort_bulk_in_request(tag: int, endpoint: int) -> ControlRequest:
     """INITIATE_ABORT_BULK_IN for the response requested with ``tag``."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.INITIATE_ABORT_BULK_IN,
-        value=tag,
-        index=endpoint,
-        length=2,
-    )
+    return endpoint_request(UsbtmcRequest.INITIATE_ABORT_BULK_IN, endpoint, 2, tag)
 
 
 def check_abort_bulk_in_status_request(endpoint: int) -> ControlRequest:
     """CHECK_ABORT_BULK_IN_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.CHECK_ABORT_BULK_IN_STATUS,
-        value=0,
-        index=endpoint,
-        length=8,
-    )
+    return endpoint_request(UsbtmcRequest.CHECK_ABORT_BULK_IN_STATUS, endpoint, 8)
 
 
 def initiate_clear_request(interface: int) -> ControlRequest:
     """INITIATE_CLEAR."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.INITIATE_CLEAR,
-        value=0,
-        index=interface,
-        length=1,
-    )
+    return interface_request(UsbtmcRequest.INITIATE_CLEAR, interface, 1)
 
 
 def check_clear_status_request(interface: int) -> ControlRequest:
     """CHECK_CLEAR_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.CHECK_CLEAR_STATUS,
-        value=0,
-        index=interface,
-        length=2,
-    )
+    return interface_request(UsbtmcRequest.CHECK_CLEAR_STATUS, interface, 2)
 
 
 def get_capabilities_request(interface: int) -> ControlRequest:
     """GET_CAPABILITIES (0x18 bytes)."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.GET_CAPABILITIES,
-        value=0,
-        index=interface,
-        length=0x18,
-    )
+    return interface_request(UsbtmcRequest.GET_CAPABILITIES, interface, 0x18)
 
 
 def indicator_pulse_request(interface: int) -> ControlRequest:
     """INDICATOR_PULSE (blink the device's activity light)."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.INDICATOR_PULSE,
-        value=0,
-        index=interface,
-        length=1,
-    )
+    return interface_request(UsbtmcRequest.INDICATOR_PULSE, interface, 1)
 
 
 def clear_feature_endpoint_halt_request(endpoint: int) -> ControlRequest:
