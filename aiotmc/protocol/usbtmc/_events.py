@@ -1,4 +1,4 @@
-"""What :meth:`UsbtmcConnection.next_event` returns while a response is received."""
+"""What :meth:`~aiotmc.protocol.usbtmc.UsbtmcConnection.next_event` returns for a response."""
 
 from __future__ import annotations
 
