@@ -1,535 +1,60 @@
-"""USBTMC 1.0 host side, sans-IO: bulk framing, bTags, class requests, capabilities.
+"""The host side of one USBTMC interface: :class:`UsbtmcConnection` (see the package
+docstring for how a transport drives it).
 
-Theory of operation (h11 style). :class:`UsbtmcConnection` never does I/O and never
-looks at a clock. The transport asks it for bytes and control requests and feeds back
-what the device sent:
-
-* ``send_message(data, end=...)`` returns the DEV_DEP_MSG_OUT transfers to write, one per
-  ``max_transfer_size`` chunk (EOM only on the last, zero padding to 4 bytes); never one
-  header per packet.
-* ``request_response(max_bytes)`` returns the REQUEST_DEV_DEP_MSG_IN to write. Then, until
-  :class:`EndOfMessage`: ``next_event()``; on :data:`NEED_DATA` read
-  ``next_read_size()`` bytes from bulk-IN and ``receive_bulk_in(data)``; on
-  :class:`ResponseData` use ``data``; on :class:`NeedRequest` call ``request_response``
-  again (the response continues in another transfer).
-* Class requests are data: methods return :class:`~aiotmc.protocol.events.ControlRequest`
-  values, module functions parse the replies.
-
-A read ends a USB transfer when it is short (fewer bytes than asked, possibly zero).
-The connection sizes reads so that a well-behaved device always ends a transfer inside
-one read, and copes with the quirks in :class:`~aiotmc.protocol.quirks.Quirks`.
-
-Every state change happens through :data:`_TRANSITIONS` below. A receive error moves the
-connection to the sticky ``ERROR`` state; the transport then runs the abort (or clear)
-sequence and calls :meth:`UsbtmcConnection.reset`.
-
-Errors: :class:`~aiotmc.LocalProtocolError` when the caller breaks the rules,
-:class:`~aiotmc.RemoteProtocolError` when the device does. Anything else is a bug.
+Sending cuts a message into DEV_DEP_MSG_OUT transfers; receiving sizes each bulk-IN read
+and parses the DEV_DEP_MSG_IN transfers that come back into events, coping with the
+device quirks in :class:`~aiotmc.protocol.quirks.Quirks`. Every state change goes through
+the table in :mod:`._state`.
 """
 
 from __future__ import annotations
 
-import enum
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Final, TypeAlias
+from dataclasses import replace
+from typing import Final
 
-from .._exceptions import LocalProtocolError, RemoteProtocolError
-from .._types import BytesLike
-from .events import ControlRequest
-from .ieee4882 import parse_block_header
-from .quirks import NO_QUIRKS, Quirks
-from .scpi import NEED_DATA
+from ..._exceptions import LocalProtocolError, RemoteProtocolError
+from ..._types import BytesLike
+from ..events import ControlRequest
+from ..ieee4882 import parse_block_header
+from ..quirks import NO_QUIRKS, Quirks
+from ..scpi import NEED_DATA
+from ._events import END_OF_MESSAGE, NEED_REQUEST, EndOfMessage, Event, NeedRequest, ResponseData
+from ._parsers import UsbtmcCapabilities, parse_capabilities
+from ._requests import (
+    check_abort_bulk_in_status_request,
+    check_abort_bulk_out_status_request,
+    check_clear_status_request,
+    get_capabilities_request,
+    indicator_pulse_request,
+    initiate_abort_bulk_in_request,
+    initiate_abort_bulk_out_request,
+    initiate_clear_request,
+)
+from ._state import TRANSITIONS, Ev, UsbtmcState, next_state
+from ._wire import (
+    ATTR_EOM,
+    ATTR_TERM_CHAR,
+    DEFAULT_MAX_TRANSFER_SIZE,
+    HEADER_SIZE,
+    MAX_TRANSFER_SIZE_FIELD,
+    MsgID,
+    pack_header,
+    pad_length,
+    unpack_header,
+)
 
-__all__ = [
-    "DEFAULT_MAX_TRANSFER_SIZE",
-    "HEADER_SIZE",
-    "NEED_DATA",
-    "BulkHeader",
-    "CheckAbortReply",
-    "CheckClearReply",
-    "EndOfMessage",
-    "InitiateAbortReply",
-    "MsgID",
-    "NeedRequest",
-    "ResponseData",
-    "UsbtmcCapabilities",
-    "UsbtmcConnection",
-    "UsbtmcRequest",
-    "UsbtmcState",
-    "UsbtmcStatus",
-    "check_abort_bulk_in_status_request",
-    "check_abort_bulk_out_status_request",
-    "check_clear_status_request",
-    "clear_feature_endpoint_halt_request",
-    "get_capabilities_request",
-    "indicator_pulse_request",
-    "initiate_abort_bulk_in_request",
-    "initiate_abort_bulk_out_request",
-    "initiate_clear_request",
-    "pack_header",
-    "parse_capabilities",
-    "parse_check_abort_bulk_in",
-    "parse_check_abort_bulk_out",
-    "parse_check_clear_status",
-    "parse_initiate_abort",
-    "parse_status",
-    "unpack_header",
-]
+__all__ = ["UsbtmcConnection"]
 
-
-HEADER_SIZE: Final = 12
-"""Bytes in every bulk header."""
-
-DEFAULT_MAX_TRANSFER_SIZE: Final = 1 << 20
-"""Payload bytes per DEV_DEP_MSG_OUT transfer and per request, unless configured."""
-
-_MAX_U32: Final = 0xFFFF_FFFF
-_EOM: Final = 0x01
-_TERM_CHAR: Final = 0x02
-_HEADER: Final = struct.Struct("<BBBxIBB2x")
 _SNIFF: Final = 11  # longest IEEE 488.2 block header: '#9' + 9 digits
-
-
-class MsgID(enum.IntEnum):
-    """Bulk MsgID values (USBTMC table 2, USB488 table 3).
-
-    ``DEV_DEP_MSG_IN`` is the same number as ``REQUEST_DEV_DEP_MSG_IN`` (2), and
-    ``VENDOR_SPECIFIC_IN`` the same as ``REQUEST_VENDOR_SPECIFIC_IN`` (127): the
-    direction tells them apart, so they are aliases here.
-    """
-
-    DEV_DEP_MSG_OUT = 1
-    REQUEST_DEV_DEP_MSG_IN = 2
-    DEV_DEP_MSG_IN = 2
-    VENDOR_SPECIFIC_OUT = 126
-    REQUEST_VENDOR_SPECIFIC_IN = 127
-    VENDOR_SPECIFIC_IN = 127
-    TRIGGER = 128  #: USB488
-
-
-class UsbtmcRequest(enum.IntEnum):
-    """USBTMC class control requests (bRequest)."""
-
-    INITIATE_ABORT_BULK_OUT = 1
-    CHECK_ABORT_BULK_OUT_STATUS = 2
-    INITIATE_ABORT_BULK_IN = 3
-    CHECK_ABORT_BULK_IN_STATUS = 4
-    INITIATE_CLEAR = 5
-    CHECK_CLEAR_STATUS = 6
-    GET_CAPABILITIES = 7
-    INDICATOR_PULSE = 64
-
-
-class UsbtmcStatus(enum.IntEnum):
-    """USBTMC_status values in class request replies."""
-
-    SUCCESS = 0x01
-    PENDING = 0x02
-    INTERRUPT_IN_BUSY = 0x20  #: USB488: READ_STATUS_BYTE while a reply is still queued
-    FAILED = 0x80
-    TRANSFER_NOT_IN_PROGRESS = 0x81
-    SPLIT_NOT_IN_PROGRESS = 0x82
-    SPLIT_IN_PROGRESS = 0x83
-
-
-REQUEST_TYPE_INTERFACE: Final = 0xA1  # class, interface recipient, device-to-host
-REQUEST_TYPE_ENDPOINT: Final = 0xA2  # class, endpoint recipient, device-to-host
-
-
-# -- bulk headers ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BulkHeader:
-    """A decoded 12-byte bulk header (``term_char`` is byte 9, used by requests only)."""
-
-    msg_id: int
-    tag: int
-    transfer_size: int
-    attributes: int
-    term_char: int = 0
-
-    @property
-    def eom(self) -> bool:
-        """bmTransferAttributes bit 0."""
-        return bool(self.attributes & _EOM)
-
-    @property
-    def term_char_set(self) -> bool:
-        """bmTransferAttributes bit 1 (TermCharEnabled / ended on TermChar)."""
-        return bool(self.attributes & _TERM_CHAR)
-
-
-def pack_header(
-    msg_id: int, tag: int, transfer_size: int, attributes: int = 0, term_char: int = 0
-) -> bytes:
-    """Encode a bulk header (bTagInverse computed here)."""
-    if not 1 <= tag <= 255:
-        raise LocalProtocolError(f"bTag must be 1..255, got {tag}")
-    if not 0 <= transfer_size <= _MAX_U32:
-        raise LocalProtocolError(f"TransferSize {transfer_size} does not fit 32 bits")
-    return _HEADER.pack(msg_id, tag, ~tag & 0xFF, transfer_size, attributes, term_char)
-
-
-def unpack_header(data: BytesLike) -> BulkHeader:
-    """Decode the first 12 bytes of ``data``; RemoteProtocolError if bTagInverse is wrong."""
-    if len(data) < HEADER_SIZE:
-        raise RemoteProtocolError(f"bulk header needs {HEADER_SIZE} bytes, got {len(data)}")
-    msg_id, tag, inverse, size, attributes, term_char = _HEADER.unpack_from(data)
-    if inverse != ~tag & 0xFF:
-        raise RemoteProtocolError(
-            f"bulk header bTagInverse {inverse:#04x} does not match bTag {tag} "
-            f"(header {bytes(data[:HEADER_SIZE]).hex(' ')})"
-        )
-    return BulkHeader(msg_id, tag, size, attributes, term_char)
-
-
-# -- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseData:
-    """Payload bytes of the response message, in order (a view into the received read)."""
-
-    data: memoryview
-
-
-@dataclass(frozen=True, slots=True)
-class NeedRequest:
-    """A transfer ended without EOM: call ``request_response`` for the rest.
-
-    ``term_char`` is set when the transfer ended on the requested TermChar.
-    """
-
-    term_char: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
-    """The response message is complete (``term_char``: the last transfer ended on it)."""
-
-    term_char: bool = False
-
-
-Event: TypeAlias = ResponseData | NeedRequest | EndOfMessage
-
-_END_OF_MESSAGE: Final = EndOfMessage()
-_NEED_REQUEST: Final = NeedRequest()
-
-
-# -- capabilities -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsbtmcCapabilities:
-    """GET_CAPABILITIES, decoded (USBTMC table 37, USB488 table 8).
-
-    ``bcd_usb488`` is 0 for a plain USBTMC interface.
-    """
-
-    bcd_usbtmc: int = 0
-    indicator_pulse: bool = False
-    talk_only: bool = False
-    listen_only: bool = False
-    term_char: bool = False
-    bcd_usb488: int = 0
-    usb488_2: bool = False  #: the interface is IEEE 488.2 (USB488 interface bit 2)
-    ren_control: bool = False  #: REN_CONTROL, GO_TO_LOCAL, LOCAL_LOCKOUT
-    trigger: bool = False  #: the TRIGGER bulk message
-    scpi: bool = False
-    sr1: bool = False  #: service request capable
-    rl1: bool = False  #: remote/local capable
-    dt1: bool = False  #: device trigger capable
-
-    @property
-    def usb488(self) -> bool:
-        """True for a USB488 interface (READ_STATUS_BYTE, SRQ notifications)."""
-        return self.bcd_usb488 != 0
-
-    def to_bytes(self, status: int = UsbtmcStatus.SUCCESS) -> bytes:
-        """Encode the 0x18-byte GET_CAPABILITIES reply (the device side uses this)."""
-        out = bytearray(0x18)
-        out[0] = status
-        struct.pack_into("<H", out, 2, self.bcd_usbtmc)
-        out[4] = self.indicator_pulse << 2 | self.talk_only << 1 | self.listen_only
-        out[5] = int(self.term_char)
-        struct.pack_into("<H", out, 12, self.bcd_usb488)
-        out[14] = self.usb488_2 << 2 | self.ren_control << 1 | self.trigger
-        out[15] = self.scpi << 3 | self.sr1 << 2 | self.rl1 << 1 | self.dt1
-        return bytes(out)
-
-
-def parse_capabilities(data: BytesLike) -> UsbtmcCapabilities:
-    """Decode a GET_CAPABILITIES reply; short replies are zero-extended."""
-    status = parse_status(data)
-    if status is not UsbtmcStatus.SUCCESS:
-        raise RemoteProtocolError(f"GET_CAPABILITIES returned {status.name}")
-    raw = bytes(data[:0x18]).ljust(0x18, b"\0")
-    iface, dev, iface488, dev488 = raw[4], raw[5], raw[14], raw[15]
-    return UsbtmcCapabilities(
-        bcd_usbtmc=int.from_bytes(raw[2:4], "little"),
-        indicator_pulse=bool(iface & 4),
-        talk_only=bool(iface & 2),
-        listen_only=bool(iface & 1),
-        term_char=bool(dev & 1),
-        bcd_usb488=int.from_bytes(raw[12:14], "little"),
-        usb488_2=bool(iface488 & 4),
-        ren_control=bool(iface488 & 2),
-        trigger=bool(iface488 & 1),
-        scpi=bool(dev488 & 8),
-        sr1=bool(dev488 & 4),
-        rl1=bool(dev488 & 2),
-        dt1=bool(dev488 & 1),
-    )
-
-
-# -- control requests and their replies ----------------------------------------------------
-
-
-def _status(value: int, what: str = "class request") -> UsbtmcStatus:
-    try:
-        return UsbtmcStatus(value)
-    except ValueError:
-        raise RemoteProtocolError(f"{what} returned unknown status {value:#04x}") from None
-
-
-def parse_status(data: BytesLike) -> UsbtmcStatus:
-    """The USBTMC_status byte that starts every class request reply."""
-    if len(data) < 1:
-        raise RemoteProtocolError("empty class request reply")
-    return _status(data[0])
-
-
-def initiate_abort_bulk_out_request(tag: int, endpoint: int) -> ControlRequest:
-    """INITIATE_ABORT_BULK_OUT for the transfer with ``tag`` on ``endpoint``."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.INITIATE_ABORT_BULK_OUT,
-        value=tag,
-        index=endpoint,
-        length=2,
-    )
-
-
-def check_abort_bulk_out_status_request(endpoint: int) -> ControlRequest:
-    """CHECK_ABORT_BULK_OUT_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.CHECK_ABORT_BULK_OUT_STATUS,
-        value=0,
-        index=endpoint,
-        length=8,
-    )
-
-
-def initiate_abort_bulk_in_request(tag: int, endpoint: int) -> ControlRequest:
-    """INITIATE_ABORT_BULK_IN for the response requested with ``tag``."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.INITIATE_ABORT_BULK_IN,
-        value=tag,
-        index=endpoint,
-        length=2,
-    )
-
-
-def check_abort_bulk_in_status_request(endpoint: int) -> ControlRequest:
-    """CHECK_ABORT_BULK_IN_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_ENDPOINT,
-        request=UsbtmcRequest.CHECK_ABORT_BULK_IN_STATUS,
-        value=0,
-        index=endpoint,
-        length=8,
-    )
-
-
-def initiate_clear_request(interface: int) -> ControlRequest:
-    """INITIATE_CLEAR."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.INITIATE_CLEAR,
-        value=0,
-        index=interface,
-        length=1,
-    )
-
-
-def check_clear_status_request(interface: int) -> ControlRequest:
-    """CHECK_CLEAR_STATUS."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.CHECK_CLEAR_STATUS,
-        value=0,
-        index=interface,
-        length=2,
-    )
-
-
-def get_capabilities_request(interface: int) -> ControlRequest:
-    """GET_CAPABILITIES (0x18 bytes)."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.GET_CAPABILITIES,
-        value=0,
-        index=interface,
-        length=0x18,
-    )
-
-
-def indicator_pulse_request(interface: int) -> ControlRequest:
-    """INDICATOR_PULSE (blink the device's activity light)."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=UsbtmcRequest.INDICATOR_PULSE,
-        value=0,
-        index=interface,
-        length=1,
-    )
-
-
-def clear_feature_endpoint_halt_request(endpoint: int) -> ControlRequest:
-    """Standard CLEAR_FEATURE(ENDPOINT_HALT) for ``endpoint`` (ports offer ``clear_halt``)."""
-    return ControlRequest(request_type=0x02, request=0x01, value=0, index=endpoint, length=0)
-
-
-@dataclass(frozen=True, slots=True)
-class InitiateAbortReply:
-    """INITIATE_ABORT_BULK_OUT/IN reply: status and the bTag the device considers current."""
-
-    status: UsbtmcStatus
-    tag: int
-
-
-@dataclass(frozen=True, slots=True)
-class CheckAbortReply:
-    """CHECK_ABORT_BULK_OUT/IN_STATUS reply.
-
-    ``more_data`` (bulk-IN only, bmAbortBulkIn bit 0): read bulk-IN before asking again.
-    ``count`` is NBYTES_RXD / NBYTES_TXD.
-    """
-
-    status: UsbtmcStatus
-    more_data: bool
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class CheckClearReply:
-    """CHECK_CLEAR_STATUS reply (``more_data``: bmClear bit 0, drain bulk-IN)."""
-
-    status: UsbtmcStatus
-    more_data: bool
-
-
-def _need(data: BytesLike, size: int, what: str) -> None:
-    if len(data) < size:
-        raise RemoteProtocolError(f"{what} reply needs {size} bytes, got {bytes(data).hex()}")
-
-
-def parse_initiate_abort(data: BytesLike) -> InitiateAbortReply:
-    """Decode an INITIATE_ABORT_BULK_OUT/IN reply (2 bytes)."""
-    _need(data, 2, "INITIATE_ABORT")
-    return InitiateAbortReply(_status(data[0], "INITIATE_ABORT"), data[1])
-
-
-def parse_check_abort_bulk_out(data: BytesLike) -> CheckAbortReply:
-    """Decode a CHECK_ABORT_BULK_OUT_STATUS reply (8 bytes)."""
-    _need(data, 8, "CHECK_ABORT_BULK_OUT_STATUS")
-    count = int.from_bytes(bytes(data[4:8]), "little")
-    return CheckAbortReply(_status(data[0], "CHECK_ABORT_BULK_OUT_STATUS"), False, count)
-
-
-def parse_check_abort_bulk_in(data: BytesLike) -> CheckAbortReply:
-    """Decode a CHECK_ABORT_BULK_IN_STATUS reply (8 bytes)."""
-    _need(data, 8, "CHECK_ABORT_BULK_IN_STATUS")
-    count = int.from_bytes(bytes(data[4:8]), "little")
-    status = _status(data[0], "CHECK_ABORT_BULK_IN_STATUS")
-    return CheckAbortReply(status, bool(data[1] & 1), count)
-
-
-def parse_check_clear_status(data: BytesLike) -> CheckClearReply:
-    """Decode a CHECK_CLEAR_STATUS reply (2 bytes)."""
-    _need(data, 2, "CHECK_CLEAR_STATUS")
-    return CheckClearReply(_status(data[0], "CHECK_CLEAR_STATUS"), bool(data[1] & 1))
-
-
-# -- the state machine ----------------------------------------------------------------------
-
-
-class UsbtmcState(enum.Enum):
-    """Host-side session state."""
-
-    IDLE = "IDLE"  #: nothing in progress
-    SENDING = "SENDING"  #: a message was started with end=False; more of it must follow
-    REQUESTED = "REQUESTED"  #: a REQUEST_DEV_DEP_MSG_IN was sent; a transfer header is due
-    RECEIVING = "RECEIVING"  #: inside a DEV_DEP_MSG_IN transfer
-    PARTIAL = "PARTIAL"  #: a transfer ended without EOM; request again for the rest
-    ABORTING = "ABORTING"  #: an abort or clear sequence is running; ends with reset()
-    ERROR = "ERROR"  #: the device broke the protocol; sticky until reset()
-
-
-class _Ev(enum.Enum):
-    SEND_PART = enum.auto()
-    SEND_END = enum.auto()
-    TRIGGER = enum.auto()
-    REQUEST = enum.auto()
-    HEADER = enum.auto()
-    TRANSFER_END = enum.auto()
-    MESSAGE_END = enum.auto()
-    ABORT = enum.auto()
-    RESET = enum.auto()
-
-
-_S = UsbtmcState
-_TRANSITIONS: Final[dict[UsbtmcState, dict[_Ev, UsbtmcState]]] = {
-    _S.IDLE: {
-        _Ev.SEND_PART: _S.SENDING,
-        _Ev.SEND_END: _S.IDLE,
-        _Ev.TRIGGER: _S.IDLE,
-        _Ev.REQUEST: _S.REQUESTED,
-        _Ev.ABORT: _S.ABORTING,
-        _Ev.RESET: _S.IDLE,
-    },
-    _S.SENDING: {
-        _Ev.SEND_PART: _S.SENDING,
-        _Ev.SEND_END: _S.IDLE,
-        _Ev.ABORT: _S.ABORTING,
-        _Ev.RESET: _S.IDLE,
-    },
-    _S.REQUESTED: {_Ev.HEADER: _S.RECEIVING, _Ev.ABORT: _S.ABORTING, _Ev.RESET: _S.IDLE},
-    _S.RECEIVING: {
-        _Ev.TRANSFER_END: _S.PARTIAL,
-        _Ev.MESSAGE_END: _S.IDLE,
-        _Ev.ABORT: _S.ABORTING,
-        _Ev.RESET: _S.IDLE,
-    },
-    # A new message may follow an unfinished response: the device discards the rest.
-    _S.PARTIAL: {
-        _Ev.REQUEST: _S.REQUESTED,
-        _Ev.SEND_PART: _S.SENDING,
-        _Ev.SEND_END: _S.IDLE,
-        _Ev.TRIGGER: _S.IDLE,
-        _Ev.ABORT: _S.ABORTING,
-        _Ev.RESET: _S.IDLE,
-    },
-    _S.ABORTING: {_Ev.ABORT: _S.ABORTING, _Ev.RESET: _S.IDLE},
-    _S.ERROR: {_Ev.ABORT: _S.ABORTING, _Ev.RESET: _S.IDLE},
-}
 
 
 def _round_up(size: int, packet: int) -> int:
     return -(-size // packet) * packet
 
 
-def _pad(size: int) -> int:
-    return -size % 4
-
-
 class UsbtmcConnection:
-    """The host side of one USBTMC interface (see the module docstring for the loop).
+    """The host side of one USBTMC interface (see the package docstring for the loop).
 
     ``max_transfer_size`` bounds the payload of each DEV_DEP_MSG_OUT transfer and the
     TransferSize of each request (quirks may lower it). ``capabilities`` can be given
@@ -628,11 +153,8 @@ class UsbtmcConnection:
         """What GET_CAPABILITIES said (after quirks), or None if not asked yet."""
         return self._capabilities
 
-    def _move(self, event: _Ev) -> None:
-        new = _TRANSITIONS[self._state].get(event)
-        if new is None:
-            raise LocalProtocolError(f"cannot {event.name.lower()} in state {self._state.name}")
-        self._state = new
+    def _move(self, event: Ev) -> None:
+        self._state = next_state(self._state, event)
 
     def _next_tag(self) -> int:
         self._tag = self._tag % 255 + 1
@@ -658,10 +180,10 @@ class UsbtmcConnection:
         if total == 0:
             if end:
                 raise LocalProtocolError("USBTMC cannot send an empty message (TransferSize 0)")
-            if _Ev.SEND_PART not in _TRANSITIONS[self._state]:
+            if Ev.SEND_PART not in TRANSITIONS[self._state]:
                 raise LocalProtocolError(f"cannot send in state {self._state.name}")
             return []
-        self._move(_Ev.SEND_END if end else _Ev.SEND_PART)
+        self._move(Ev.SEND_END if end else Ev.SEND_PART)
         chunk = self._out_chunk
         transfers: list[bytes] = []
         index, offset = 0, 0
@@ -669,7 +191,7 @@ class UsbtmcConnection:
         while remaining:
             size = min(chunk, remaining)
             remaining -= size
-            attributes = _EOM if end and not remaining else 0
+            attributes = ATTR_EOM if end and not remaining else 0
             tag = self._next_tag()
             pieces: list[BytesLike] = [pack_header(MsgID.DEV_DEP_MSG_OUT, tag, size, attributes)]
             need = size
@@ -681,7 +203,7 @@ class UsbtmcConnection:
                 offset += take
                 if offset == len(view):
                     index, offset = index + 1, 0
-            pad = _pad(size)
+            pad = pad_length(size)
             if pad:
                 pieces.append(b"\0" * pad)
             transfers.append(b"".join(pieces))
@@ -690,7 +212,7 @@ class UsbtmcConnection:
 
     def trigger(self) -> bytes:
         """The USB488 TRIGGER bulk message (header only)."""
-        self._move(_Ev.TRIGGER)
+        self._move(Ev.TRIGGER)
         tag = self._next_tag()
         self._out_tag = tag
         return pack_header(MsgID.TRIGGER, tag, 0)
@@ -706,9 +228,9 @@ class UsbtmcConnection:
         if max_bytes < 1:
             raise LocalProtocolError(f"max_bytes must be positive, got {max_bytes}")
         new_message = self._state is UsbtmcState.IDLE
-        self._move(_Ev.REQUEST)
+        self._move(Ev.REQUEST)
         if self.quirks.one_request_per_response:
-            size = min(max_bytes, _MAX_U32)
+            size = min(max_bytes, MAX_TRANSFER_SIZE_FIELD)
             if self.quirks.max_transfer_size:
                 size = min(size, self.quirks.max_transfer_size)
         else:
@@ -717,7 +239,7 @@ class UsbtmcConnection:
         tc = 0
         caps = self._capabilities
         if term_char is not None and caps is not None and caps.term_char:
-            attributes, tc = _TERM_CHAR, term_char & 0xFF
+            attributes, tc = ATTR_TERM_CHAR, term_char & 0xFF
         tag = self._next_tag()
         self._in_tag = tag
         self._requested = size
@@ -860,7 +382,7 @@ class UsbtmcConnection:
                     self._t_received += 1
                     self._m_received += 1
                     self._m_last = self.quirks.terminator
-                self._t_pad = _pad(self._t_received)
+                self._t_pad = pad_length(self._t_received)
                 self._t_total = self._t_received + self._t_pad
                 if terminated:
                     return ResponseData(buf[self._pos - 1 : self._pos])
@@ -924,10 +446,10 @@ class UsbtmcConnection:
             raise RemoteProtocolError(
                 f"device sent a {size}-byte transfer for a {self._requested}-byte request"
             )
-        self._move(_Ev.HEADER)
+        self._move(Ev.HEADER)
         self._zlp_allowance = 0
         self._t_left = size
-        self._t_pad = _pad(size)
+        self._t_pad = pad_length(size)
         self._t_total = HEADER_SIZE + size + self._t_pad
         self._t_received = HEADER_SIZE
         self._t_attributes = header.attributes
@@ -975,7 +497,7 @@ class UsbtmcConnection:
         if (
             not self._t_left
             and self.quirks.transfer_size_includes_padding
-            and (self._t_attributes & _EOM or self.quirks.eom_unreliable)
+            and (self._t_attributes & ATTR_EOM or self.quirks.eom_unreliable)
             and (self._m_block_end is None or self._m_received + n > self._m_block_end)
         ):
             view = self._strip_padding(view)
@@ -1009,7 +531,7 @@ class UsbtmcConnection:
             return n  # '#0': ends at the terminator like text
         end = header.header_length + header.payload_length
         self._m_block_end = end
-        if not (self.quirks.transfer_size_wrong_for_blocks and self._t_attributes & _EOM):
+        if not (self.quirks.transfer_size_wrong_for_blocks and self._t_attributes & ATTR_EOM):
             return n
         return min(self._trust_block(end), avail)
 
@@ -1029,7 +551,7 @@ class UsbtmcConnection:
         self._t_optional_term = False
         if full_read:
             self._zlp_allowance = 1  # the device may still send the terminating ZLP
-        term_char = bool(self._t_attributes & _TERM_CHAR)
+        term_char = bool(self._t_attributes & ATTR_TERM_CHAR)
         quirks = self.quirks
         block_end = self._m_block_end
         if self._t_trusting_block or quirks.one_request_per_response:
@@ -1039,12 +561,12 @@ class UsbtmcConnection:
             inside = block_end is not None and self._m_received <= block_end
             done = not inside and self._m_last == quirks.terminator
         else:
-            done = bool(self._t_attributes & _EOM)
+            done = bool(self._t_attributes & ATTR_EOM)
         if done:
-            self._move(_Ev.MESSAGE_END)
-            return EndOfMessage(term_char) if term_char else _END_OF_MESSAGE
-        self._move(_Ev.TRANSFER_END)
-        return NeedRequest(term_char) if term_char else _NEED_REQUEST
+            self._move(Ev.MESSAGE_END)
+            return EndOfMessage(term_char) if term_char else END_OF_MESSAGE
+        self._move(Ev.TRANSFER_END)
+        return NeedRequest(term_char) if term_char else NEED_REQUEST
 
     # -- class requests ------------------------------------------------------------------------
 
@@ -1066,36 +588,36 @@ class UsbtmcConnection:
 
     def initiate_abort_bulk_in(self, tag: int | None = None) -> ControlRequest:
         """INITIATE_ABORT_BULK_IN for ``tag`` (default: the last request's bTag)."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return initiate_abort_bulk_in_request(
             self._in_tag if tag is None else tag, self.bulk_in_endpoint
         )
 
     def check_abort_bulk_in_status(self) -> ControlRequest:
         """CHECK_ABORT_BULK_IN_STATUS."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return check_abort_bulk_in_status_request(self.bulk_in_endpoint)
 
     def initiate_abort_bulk_out(self, tag: int | None = None) -> ControlRequest:
         """INITIATE_ABORT_BULK_OUT for ``tag`` (default: the last OUT transfer's bTag)."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return initiate_abort_bulk_out_request(
             self._out_tag if tag is None else tag, self.bulk_out_endpoint
         )
 
     def check_abort_bulk_out_status(self) -> ControlRequest:
         """CHECK_ABORT_BULK_OUT_STATUS."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return check_abort_bulk_out_status_request(self.bulk_out_endpoint)
 
     def initiate_clear(self) -> ControlRequest:
         """INITIATE_CLEAR for this interface."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return initiate_clear_request(self.interface)
 
     def check_clear_status(self) -> ControlRequest:
         """CHECK_CLEAR_STATUS for this interface."""
-        self._move(_Ev.ABORT)
+        self._move(Ev.ABORT)
         return check_clear_status_request(self.interface)
 
     def reset(self) -> None:
@@ -1103,7 +625,7 @@ class UsbtmcConnection:
 
         The next header may be preceded by one stale zero-length packet, which is skipped.
         """
-        self._move(_Ev.RESET)
+        self._move(Ev.RESET)
         self._buf = None
         self._asked = 0
         self._header.clear()
