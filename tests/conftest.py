@@ -17,6 +17,7 @@ import pytest
 import aiotmc
 from aiotmc.sim.device import SimDevice
 from aiotmc.sim.devices import create_device
+from aiotmc.transports.base import MessageTransport
 
 TRANSPORTS = ["sim", "tcp", "usb"]
 
@@ -55,6 +56,32 @@ async def open_device(
                 yield inst
             finally:
                 await inst.aclose()
+    else:  # pragma: no cover
+        raise ValueError(via)
+
+
+LinkOpener = Callable[[], AbstractAsyncContextManager[MessageTransport]]
+
+
+@asynccontextmanager
+async def open_link(device: SimDevice, via: str) -> AsyncIterator[LinkOpener]:
+    """A function opening new links to ``device`` through ``via`` (the conformance kit's
+    ``open_link``); the TCP server runs while the block does."""
+    if via == "sim":
+        yield lambda: aiotmc.open_transport("SIM::kit::kit", device=device)
+    elif via == "tcp":
+        from aiotmc.sim.server import SimServer
+
+        async with SimServer(device) as server:
+            yield lambda: aiotmc.open_transport(server.resource)
+    elif via == "usb":
+        from aiotmc.sim.fake_port import FakeUsbPort
+        from aiotmc.sim.usbtmc_device import UsbtmcFunction
+        from aiotmc.transports.usbtmc import open_usbtmc_transport
+
+        function = UsbtmcFunction(device)
+        resource = "USB0::0x0957::0x1796::MY123::INSTR"
+        yield lambda: open_usbtmc_transport(FakeUsbPort(function), resource=resource)
     else:  # pragma: no cover
         raise ValueError(via)
 
