@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._session import KitOptions, LinkOpener, Stats
     from ._status import check_info, check_status
     from ._timing import check_busy, check_close, check_deadlines
+    from .attach import ATTACHMENTS, open_sim_instrument, sim_device
     from .conformance import CHECKS, check_transport
     from .device import (
         USB_FACTORY,
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, str] = {
+    "ATTACHMENTS": ".attach",
+    "open_sim_instrument": ".attach",
+    "sim_device": ".attach",
     "CHECKS": ".conformance",
     "check_transport": ".conformance",
     "check_info": "._status",
@@ -57,6 +61,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ATTACHMENTS",
     "CHECKS",
     "USB_FACTORY",
     "ConformanceDevice",
@@ -77,6 +82,8 @@ __all__ = [
     "check_status",
     "check_transport",
     "conformance_device",
+    "open_sim_instrument",
+    "sim_device",
     "usb_function",
 ]
 

@@ -1,0 +1,88 @@
+"""The pytest plugin, as a user gets it: a separate pytest run in an empty directory,
+the fixtures found through the ``pytest11`` entry point (no conftest, no ``-p``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+USER_TESTS = """
+import pytest
+
+import aiotmc
+from aiotmc.sim import create_device
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+async def test_every_attachment(aiotmc_sim_instrument, aiotmc_via):
+    psu = create_device("psu")
+    async with aiotmc_sim_instrument(psu, via=aiotmc_via, timeout=5) as inst:
+        await inst.write("VOLT 5;:CURR 0.2;:OUTP ON")
+        assert await inst.query("OUTP:MODE?") == "CC"
+    assert psu.channels[0].voltage == 5.0 and psu.channels[0].output
+
+
+async def test_model_by_name_is_a_fresh_device(aiotmc_sim_instrument):
+    async with aiotmc_sim_instrument("dmm") as inst:
+        await inst.write("VOLT:RANG 100")
+    async with aiotmc_sim_instrument("dmm") as inst:
+        assert float(await inst.query("VOLT:RANG?")) != 100.0
+
+
+async def test_server(aiotmc_sim_server):
+    async with aiotmc_sim_server("dmm") as server, aiotmc.open(server.resource) as inst:
+        assert (await inst.query("*IDN?")).startswith("aiotmc,SIM-DMM")
+
+
+async def test_unknown_attachment(aiotmc_sim_instrument):
+    with pytest.raises(ValueError, match="via must be one of"):
+        async with aiotmc_sim_instrument("dmm", via="gpib"):
+            pass
+"""
+
+
+def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_fixtures_in_a_users_test_session(tmp_path: Path) -> None:
+    (tmp_path / "test_user.py").write_text(USER_TESTS)
+    done = run_pytest(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "12 passed" in done.stdout, done.stdout
+
+
+def test_fixtures_are_listed(tmp_path: Path) -> None:
+    done = run_pytest(tmp_path, "--fixtures")
+    for name in ("aiotmc_sim_instrument", "aiotmc_sim_server", "aiotmc_via"):
+        assert name in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("module", ["aiotmc.testing.pytest_plugin", "aiotmc.testing.device"])
+def test_importing_loads_no_event_loop_library(module: str) -> None:
+    """pytest imports the plugin at start-up in every session: no anyio, no trio then.
+    The device half also runs in USB emulator processes without anyio."""
+    code = textwrap.dedent(f"""
+        import sys
+        import {module}
+        loaded = sorted(m for m in ("anyio", "trio", "sniffio") if m in sys.modules)
+        assert not loaded, loaded
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
