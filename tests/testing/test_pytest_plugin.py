@@ -3,6 +3,7 @@ the fixtures found through the ``pytest11`` entry point (no conftest, no ``-p``)
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-USER_TESTS = """
-import pytest
+ROOT = Path(__file__).resolve().parents[2]
 
-import aiotmc
-from aiotmc.sim import create_device
+EXTRA_TESTS = """
+import pytest
 
 pytestmark = pytest.mark.anyio
 
@@ -24,14 +24,6 @@ def anyio_backend(request):
     return request.param
 
 
-async def test_every_attachment(aiotmc_sim_instrument, aiotmc_via):
-    psu = create_device("psu")
-    async with aiotmc_sim_instrument(psu, via=aiotmc_via, timeout=5) as inst:
-        await inst.write("VOLT 5;:CURR 0.2;:OUTP ON")
-        assert await inst.query("OUTP:MODE?") == "CC"
-    assert psu.channels[0].voltage == 5.0 and psu.channels[0].output
-
-
 async def test_model_by_name_is_a_fresh_device(aiotmc_sim_instrument):
     async with aiotmc_sim_instrument("dmm") as inst:
         await inst.write("VOLT:RANG 100")
@@ -39,16 +31,21 @@ async def test_model_by_name_is_a_fresh_device(aiotmc_sim_instrument):
         assert float(await inst.query("VOLT:RANG?")) != 100.0
 
 
-async def test_server(aiotmc_sim_server):
-    async with aiotmc_sim_server("dmm") as server, aiotmc.open(server.resource) as inst:
-        assert (await inst.query("*IDN?")).startswith("aiotmc,SIM-DMM")
-
-
 async def test_unknown_attachment(aiotmc_sim_instrument):
     with pytest.raises(ValueError, match="via must be one of"):
         async with aiotmc_sim_instrument("dmm", via="gpib"):
             pass
 """
+
+
+def docs_example() -> str:
+    """The ```python title="test_with_fixtures.py"``` block of docs/simulators.md."""
+    text = (ROOT / "docs" / "simulators.md").read_text(encoding="utf-8")
+    found = re.findall(
+        r'^```python title="test_with_fixtures.py"\n(.*?)^```$', text, re.MULTILINE | re.DOTALL
+    )
+    assert len(found) == 1, "docs/simulators.md lost its plugin example"
+    return str(found[0])
 
 
 def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,10 +59,12 @@ def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_fixtures_in_a_users_test_session(tmp_path: Path) -> None:
-    (tmp_path / "test_user.py").write_text(USER_TESTS)
+    """The example of docs/simulators.md, as a user would run it, and a few more."""
+    (tmp_path / "test_with_fixtures.py").write_text(docs_example())
+    (tmp_path / "test_more.py").write_text(EXTRA_TESTS)
     done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "12 passed" in done.stdout, done.stdout
+    assert "14 passed" in done.stdout, done.stdout
 
 
 def test_fixtures_are_listed(tmp_path: Path) -> None:
