@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,13 @@ def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def test_the_entry_point_is_installed() -> None:
+    names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert names.get("aiotmc") == "aiotmc.testing.pytest_plugin", (
+        "the pytest11 entry point is not installed: reinstall aiotmc (pip install -e .)"
     )
 
 
