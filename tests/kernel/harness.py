@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import lzma
@@ -316,8 +317,13 @@ class DeviceHub:
     def plug(self, request: dict[str, Any]) -> dict[str, Any]:
         self.runner.unplug()
         options = dict(request.get("options", {}))
-        model = create_device(request.get("model", "dmm"), **request.get("model_options", {}))
-        function = UsbtmcFunction(model, **options)
+        factory = request.get("factory")  # "module:callable" taking the options (as umockdev)
+        if factory:
+            module, _, name = factory.partition(":")
+            function = getattr(importlib.import_module(module), name)(options)
+        else:
+            model = create_device(request.get("model", "dmm"), **request.get("model_options", {}))
+            function = UsbtmcFunction(model, **options)
         self.runner.plug(function, self.redir_path)
         self.plugged = Plugged(function.serial, function)
         self.events.append(f"plug {function.serial}")
