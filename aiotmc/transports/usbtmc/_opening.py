@@ -1,8 +1,9 @@
 """Opening a :class:`~aiotmc.transports.usbtmc.UsbtmcTransport`: over a port the caller
 opened, or by resource name through libusb (imported only when a device is opened).
 
-``aiotmc.transports.usbtmc`` re-exports both functions, so they import the transport class
-when called, not at import time.
+Neither holds a task group or cancel scope across its ``yield``: entering in one task and
+exiting in another, or inside a cancel scope (even an already-cancelled one), closes the
+transport, the port and the libusb context.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import ConnectTimeout
-from ..protocol.quirks import Quirks, quirks_for
+from ..._exceptions import ConnectTimeout
+from ...protocol.quirks import Quirks, quirks_for
+from ._transport import UsbtmcTransport
 
 if TYPE_CHECKING:
-    from .._usb.port import UsbPort
-    from ..reconnect import Reconnect
-    from ..resources import UsbInstr
-    from .usbtmc import UsbtmcTransport
+    from ..._usb.port import UsbPort
+    from ...reconnect import Reconnect
+    from ...resources import UsbInstr
 
 __all__ = ["open_usb_resource", "open_usbtmc_transport"]
 
@@ -33,8 +34,6 @@ def open_usbtmc_transport(
     See :meth:`UsbtmcTransport.open` (``quirks=None``: look up the VID/PID in
     ``resource``) and :class:`UsbtmcTransport` for ``options``.
     """
-    from .usbtmc import UsbtmcTransport
-
     return UsbtmcTransport.open(port, resource=resource, quirks=quirks, **options)
 
 
@@ -56,8 +55,6 @@ async def open_usb_resource(
     :class:`~aiotmc.reconnect.Reconnect`); :meth:`UsbtmcTransport.reconnect` works
     without one. The session starts with a device clear (``clear_on_open``).
     """
-    from .usbtmc import UsbtmcTransport
-
     if isinstance(quirks, Quirks):
         chosen = quirks
     else:
@@ -82,7 +79,7 @@ async def _libusb_port(
     resource: UsbInstr, *, connect_timeout: float | None, driver: str
 ) -> AsyncIterator[UsbPort]:
     """The device's USBTMC interface through libusb, opened within ``connect_timeout``."""
-    from .._usb.libusb_port import open_usb_port
+    from ..._usb.libusb_port import open_usb_port
 
     port_cm = open_usb_port(
         resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
@@ -97,4 +94,5 @@ async def _libusb_port(
     try:
         yield port
     finally:
-        await port_cm.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):  # the libusb context must close, even when cancelled
+            await port_cm.__aexit__(None, None, None)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from .._exceptions import RemoteProtocolError, UsbStallError, UsbTransferError
-from ..protocol.usbtmc import (
+from ..._exceptions import RemoteProtocolError, UsbStallError, UsbTransferError
+from ...protocol.usbtmc import (
     UsbtmcConnection,
     UsbtmcState,
     UsbtmcStatus,
@@ -29,7 +29,7 @@ from ..protocol.usbtmc import (
 )
 
 if TYPE_CHECKING:
-    from .._usb.port import UsbPort
+    from ..._usb.port import UsbPort
 
 __all__ = ["BulkOutProgress", "RecoveryPlan", "UsbtmcRecovery"]
 
