@@ -21,8 +21,9 @@ left half sent. If that fails too, the transport is broken: every later call rai
 successful recovery gets its own answer.
 
 One job per module: ``_session`` (state, guards, recovery glue), ``_link`` (start,
-reconnect, close), ``_reader`` (interrupt-IN), ``_messages`` (message and block I/O),
-``_control`` (status byte, trigger, clear, remote/local), ``_recovery`` (aborts and device
+reconnect, close), ``_reader`` (interrupt-IN), ``_messages`` (message and block I/O,
+TRIGGER), ``_control`` (status byte, clear, remote/local, pulse), ``_vendor`` (vendor-specific
+messages, class/vendor control transfers), ``_recovery`` (aborts and device
 clear), ``_block_sink`` (a block's payload into the caller's buffer), ``_transport`` (the
 class and ``open``), ``_opening`` (opening over a port or by resource name).
 """
@@ -31,8 +32,10 @@ from ._link import SupportsReset
 from ._opening import open_usb_resource, open_usbtmc_transport
 from ._session import PortOpener
 from ._transport import UsbtmcTransport
+from ._vendor import MAX_CONTROL_LENGTH
 
 __all__ = [
+    "MAX_CONTROL_LENGTH",
     "PortOpener",
     "SupportsReset",
     "UsbtmcTransport",

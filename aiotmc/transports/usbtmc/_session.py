@@ -237,14 +237,17 @@ class UsbtmcSession:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    async def _after_error(self, exc: BaseException, *, force_clear: bool = False) -> None:
-        """Resynchronise after ``exc`` interrupted an operation (shielded, bounded)."""
+    async def _after_error(
+        self, exc: BaseException, *, force_clear: bool = False, in_tag: int | None = None
+    ) -> None:
+        """Resynchronise after ``exc`` interrupted an operation (shielded, bounded);
+        ``in_tag``: a bulk-IN transfer in flight that the connection does not track."""
         if self._closed or isinstance(exc, (LocalProtocolError, anyio.ClosedResourceError)):
             return
         if isinstance(exc, ConnectionLostError):
             self._lost = exc
             return
-        plan = self._recovery.plan(exc, force_clear)
+        plan = self._recovery.plan(exc, force_clear, in_tag)
         if plan is None:
             return
         self.recoveries += 1

@@ -2,8 +2,9 @@
 
 The class is assembled from one layer per job: the session's state and guards
 (:mod:`._session`), the link's lifecycle and reconnect (:mod:`._link`, with the
-interrupt-IN reader in :mod:`._reader`), messages (:mod:`._messages`) and control
-requests (:mod:`._control`).
+interrupt-IN reader in :mod:`._reader`), messages (:mod:`._messages`), control
+requests (:mod:`._control`) and vendor-specific messages and control transfers
+(:mod:`._vendor`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from ...protocol.quirks import Quirks, quirks_for
 from ._control import UsbtmcControl
 from ._messages import UsbtmcMessages
 from ._session import ids_from_resource
+from ._vendor import UsbtmcVendor
 
 __all__ = ["UsbtmcTransport"]
 
 
-class UsbtmcTransport(UsbtmcMessages, UsbtmcControl):
+class UsbtmcTransport(UsbtmcMessages, UsbtmcControl, UsbtmcVendor):
     """A :class:`~aiotmc.transports.base.MessageTransport` over a USBTMC/USB488 interface.
 
     Construct with :meth:`open` / :func:`open_usbtmc_transport` (the constructor does no
