@@ -107,10 +107,10 @@ class UsbtmcVendor(UsbtmcLink):
         port = self._port
         mps = port.max_packet_size
         await port.bulk_out(request_vendor_specific_in(tag, max_size))
-        read_size = vendor_in_read_size(max_size, mps)
-        data = await port.bulk_in(read_size)
+        asked = vendor_in_read_size(max_size, mps)
+        data = await port.bulk_in(asked)
         if not data:  # one stale zero-length packet may precede the header
-            data = await port.bulk_in(read_size)
+            data = await port.bulk_in(asked)
         length = parse_vendor_specific_in(data, tag=tag, max_size=max_size)
         total = HEADER_SIZE + length
         received = bytearray(data)
@@ -120,8 +120,13 @@ class UsbtmcVendor(UsbtmcLink):
                     f"VENDOR_SPECIFIC_IN ended after {len(received) - HEADER_SIZE} "
                     f"of {length} bytes"
                 )
-            data = await port.bulk_in(vendor_in_read_size(total - len(received), mps))
+            asked = vendor_in_read_size(total - len(received), mps)
+            data = await port.bulk_in(asked)
             received += data
+        if len(data) == asked:
+            # The last read ended on a full packet: the device may still send the
+            # terminating zero-length packet. Let the next transfer skip it.
+            self._conn.reset()
         return bytes(received[HEADER_SIZE:total])
 
     async def control_transfer(
