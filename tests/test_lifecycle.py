@@ -68,6 +68,7 @@ async def test_close_matrix(via: str, mode: str) -> None:
     with anyio.fail_after(30):
         async with _opener(via, device) as opener:
             await run_cell(mode, opener, tally, stall=stall)
+    print(f"{via} {mode}: {tally.as_dict()}")
     assert tally.escaped_cancellations == 0
     assert tally.runtime_errors == 0
     assert tally.cells == 1
@@ -84,6 +85,33 @@ async def test_close_twice_from_two_tasks(via: str) -> None:
             tg.start_soon(inst.aclose)
             tg.start_soon(cm.__aexit__, None, None, None)
         assert inst.closed
+
+
+@pytest.mark.parametrize("via", ["sim", "tcp_srq_poll", "usb_fake"])
+async def test_close_from_another_task_ends_srq_subscriptions(via: str) -> None:
+    """A task iterating ``service_requests()`` ends cleanly when another task closes."""
+    device = create_device("dmm")
+    async with _opener(via, device) as opener:
+        cm = opener()
+        inst = await in_new_task(cm.__aenter__)
+        received: list[object] = []
+        ended = anyio.Event()
+
+        async def subscriber() -> None:
+            async with inst.service_requests() as events:
+                subscribed.set()
+                async for event in events:
+                    received.append(event)
+            ended.set()
+
+        subscribed = anyio.Event()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(subscriber)
+                await subscribed.wait()
+                await in_new_task(lambda: cm.__aexit__(None, None, None))
+                await ended.wait()
+        assert inst.closed and received == []
 
 
 async def test_background_task_failure_is_logged_and_kept(caplog: pytest.LogCaptureFixture) -> None:
