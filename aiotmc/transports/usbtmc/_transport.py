@@ -41,6 +41,10 @@ class UsbtmcTransport(UsbtmcMessages, UsbtmcControl, UsbtmcVendor):
     trust, and for the DEV_DEP_MSG_OUT transfers of a large message. Off by default:
     measured slower than one 1 MiB transfer at a time under QEMU/usbredir, umockdev and
     the in-process fake, where one large URB already keeps the endpoint busy).
+
+    Beyond the MessageTransport seam: :meth:`set_remote`, :meth:`indicator_pulse`,
+    :meth:`reconnect`, and for vendor tools :meth:`vendor_write`, :meth:`vendor_read`
+    and :meth:`control_transfer`.
     """
 
     @classmethod
