@@ -17,7 +17,7 @@ __all__ = ["background_task_group"]
 
 @asynccontextmanager
 async def background_task_group() -> AsyncIterator[TaskGroup]:
-    """A task group for concurrent helpers that end before the caller's block does.
+    """A task group for the front end's concurrent helpers, around a caller's block.
 
     anyio wraps whatever leaves a task group in an ``ExceptionGroup``; users of
     ``async with aiotmc.open(...)`` should see their own exception (``ReadTimeout``,
