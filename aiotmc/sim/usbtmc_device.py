@@ -62,7 +62,14 @@ from .usbtmc_framing import (
     usbtmc_descriptors,
 )
 
-__all__ = ["BULK_IN", "BULK_OUT", "INTERRUPT_IN", "DeviceModel", "UsbtmcFunction"]
+__all__ = [
+    "BULK_IN",
+    "BULK_OUT",
+    "INTERRUPT_IN",
+    "VENDOR_REGISTER",
+    "DeviceModel",
+    "UsbtmcFunction",
+]
 
 _log = logging.getLogger("aiotmc.sim.usbtmc")
 
@@ -134,6 +141,10 @@ class _Counters:
     dropped_requests: int = 0
     triggers: int = 0
     indicator_pulses: int = 0
+
+
+VENDOR_REGISTER: Final = 0x5A
+"""The emulator's one vendor control request: a register per wValue (tests use it)."""
 
 
 class UsbtmcFunction:
@@ -217,6 +228,12 @@ class UsbtmcFunction:
         self.seen = _Counters()
         self.remote_enabled = False
         self.local_lockout = False
+        #: Vendor-specific messages, a loopback: VENDOR_SPECIFIC_OUT payloads queue here
+        #: and REQUEST_VENDOR_SPECIFIC_IN answers from the front.
+        self.vendor_data = bytearray()
+        #: Vendor control request :data:`VENDOR_REGISTER` (0x5A): OUT stores its data
+        #: under wValue, IN reads it back (any other vendor request stalls).
+        self.vendor_registers: dict[int, bytes] = {}
         # -- state --
         self._connected = True
         self._awake = not quirks.reset_on_open
@@ -375,6 +392,8 @@ class UsbtmcFunction:
             if take:
                 if out.data:
                     self._message.append(view[pos : pos + take])
+                else:  # VENDOR_SPECIFIC_OUT
+                    self.vendor_data += view[pos : pos + take]
                 out.left -= take
                 out.received += take
                 pos += take
@@ -419,6 +438,8 @@ class UsbtmcFunction:
             self._out = _Out(header.tag, size, alignment_padding(size), False, False)
         elif msg_id != MsgID.REQUEST_VENDOR_SPECIFIC_IN:
             return self._halt_out()
+        else:
+            self._on_vendor_request(header.tag, size)
         return None
 
     def _halt_out(self) -> Stall:
@@ -456,6 +477,16 @@ class UsbtmcFunction:
             self._transfer = None
         self._request = _Request(tag, size, term_char, now)
         self._empty_first = quirks.empty_first_bulk_in_retry
+
+    def _on_vendor_request(self, tag: int, size: int) -> None:
+        """REQUEST_VENDOR_SPECIFIC_IN: the next bulk-IN transfer is VENDOR_SPECIFIC_IN."""
+        payload = bytes(self.vendor_data[:size])
+        del self.vendor_data[:size]
+        header = pack_header(MsgID.VENDOR_SPECIFIC_IN, tag, len(payload))
+        self._request = None
+        self._transfer = header + payload + bytes(-len(payload) % 4)
+        self._transfer_tag = tag
+        self._sent = 0
 
     # -- bulk-IN -------------------------------------------------------------------------------
 
@@ -604,7 +635,8 @@ class UsbtmcFunction:
     # -- control --------------------------------------------------------------------------------
 
     def control(self, request: ControlRequest) -> bytes | Stall:
-        """A control transfer: standard (descriptors, halts) or class (USBTMC/USB488)."""
+        """A control transfer: standard (descriptors, halts), class (USBTMC/USB488) or
+        vendor (:data:`VENDOR_REGISTER` only)."""
         if not self._connected:
             return STALL
         kind = request.request_type & 0x60
@@ -612,6 +644,8 @@ class UsbtmcFunction:
             reply = self._standard(request)
         elif kind == 0x20:
             reply = self._class(request)
+        elif kind == 0x40:
+            reply = self._vendor(request)
         else:
             reply = STALL
         if isinstance(reply, Stall):
@@ -646,6 +680,14 @@ class UsbtmcFunction:
         if rtype == 0x82 and code == 0:  # GET_STATUS (endpoint)
             return b"\x01\0" if req.index in self._halted else b"\0\0"
         return STALL
+
+    def _vendor(self, req: ControlRequest) -> bytes | Stall:
+        if req.request != VENDOR_REGISTER:
+            return STALL
+        if req.is_in:
+            return self.vendor_registers.get(req.value, b"")
+        self.vendor_registers[req.value] = bytes(req.data)
+        return b""
 
     def _class(self, req: ControlRequest) -> bytes | Stall:
         code = req.request

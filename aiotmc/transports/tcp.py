@@ -361,7 +361,11 @@ class SocketTransport:
 
     async def _reconnect(self) -> None:
         self._drop_socket()
-        self._sock = await connect_socket(self._host, self._port, timeout=self._connect_timeout)
+        sock = await connect_socket(self._host, self._port, timeout=self._connect_timeout)
+        if self._closed:  # closed by another task while this one connected
+            sock.close()
+            raise anyio.ClosedResourceError
+        self._sock = sock
         self._stale = False
         self.reconnects += 1
 

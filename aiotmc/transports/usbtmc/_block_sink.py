@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._exceptions import LocalProtocolError, RemoteProtocolError
-from ..protocol.ieee4882 import BlockHeader, parse_block_header
+from ..._exceptions import LocalProtocolError, RemoteProtocolError
+from ...protocol.ieee4882 import BlockHeader, parse_block_header
 
 __all__ = ["BlockSink"]
 

@@ -1,8 +1,9 @@
 """Opening a :class:`~aiotmc.transports.usbtmc.UsbtmcTransport`: over a port the caller
 opened, or by resource name through libusb (imported only when a device is opened).
 
-``aiotmc.transports.usbtmc`` re-exports both functions, so they import the transport class
-when called, not at import time.
+Neither holds a task group or cancel scope across its ``yield``: entering in one task and
+exiting in another, or inside a cancel scope (even an already-cancelled one), closes the
+transport, the port and the libusb context.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import anyio
 
-from .._exceptions import ConnectTimeout
-from ..protocol.quirks import Quirks, quirks_for
-from ..resources import ResourceName, UsbInstr
-from .spec import FoundResource, LinkSettings, TransportSpec
+from ..._exceptions import ConnectTimeout
+from ...protocol.quirks import Quirks, quirks_for
+from ...resources import ResourceName, UsbInstr
+from ..spec import FoundResource, LinkSettings, TransportSpec
+from ._transport import UsbtmcTransport
 
 if TYPE_CHECKING:
-    from .._usb.port import UsbPort
-    from ..reconnect import Reconnect
-    from .usbtmc import UsbtmcTransport
+    from ..._usb.port import UsbPort
+    from ...reconnect import Reconnect
 
 __all__ = ["TRANSPORT", "UsbOptions", "open_usb_resource", "open_usbtmc_transport"]
 
@@ -34,8 +35,6 @@ def open_usbtmc_transport(
     See :meth:`UsbtmcTransport.open` (``quirks=None``: look up the VID/PID in
     ``resource``) and :class:`UsbtmcTransport` for ``options``.
     """
-    from .usbtmc import UsbtmcTransport
-
     return UsbtmcTransport.open(port, resource=resource, quirks=quirks, **options)
 
 
@@ -57,8 +56,6 @@ async def open_usb_resource(
     :class:`~aiotmc.reconnect.Reconnect`); :meth:`UsbtmcTransport.reconnect` works
     without one. The session starts with a device clear (``clear_on_open``).
     """
-    from .usbtmc import UsbtmcTransport
-
     if isinstance(quirks, Quirks):
         chosen = quirks
     else:
@@ -83,7 +80,7 @@ async def _libusb_port(
     resource: UsbInstr, *, connect_timeout: float | None, driver: str
 ) -> AsyncIterator[UsbPort]:
     """The device's USBTMC interface through libusb, opened within ``connect_timeout``."""
-    from .._usb.libusb_port import open_usb_port
+    from ..._usb.libusb_port import open_usb_port
 
     port_cm = open_usb_port(
         resource.vid, resource.pid, resource.serial, resource.interface, driver=driver
@@ -98,7 +95,8 @@ async def _libusb_port(
     try:
         yield port
     finally:
-        await port_cm.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):  # the libusb context must close, even when cancelled
+            await port_cm.__aexit__(None, None, None)
 
 
 # -- registration ---------------------------------------------------------------------------
@@ -130,8 +128,8 @@ def _usb_unavailable() -> str | None:
         import usb1  # noqa: F401
     except ImportError:
         return 'python-libusb1 is not installed: pip install "aiotmc[usb]"'
-    from .._usb.errors import LibusbNotFoundError
-    from .._usb.library import load_libusb
+    from ..._usb.errors import LibusbNotFoundError
+    from ..._usb.library import load_libusb
 
     try:
         load_libusb()
@@ -142,7 +140,7 @@ def _usb_unavailable() -> str | None:
 
 async def _list_usb() -> list[FoundResource]:
     """Attached USBTMC interfaces with manufacturer, product and access problems."""
-    from .._usb import discovery
+    from ..._usb import discovery
 
     found = []
     for info in await discovery.alist_usbtmc_devices():

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from .._exceptions import RemoteProtocolError, UsbStallError, UsbTransferError
-from ..protocol.usbtmc import (
+from ..._exceptions import RemoteProtocolError, UsbStallError, UsbTransferError
+from ...protocol.usbtmc import (
     UsbtmcConnection,
     UsbtmcState,
     UsbtmcStatus,
@@ -29,7 +29,7 @@ from ..protocol.usbtmc import (
 )
 
 if TYPE_CHECKING:
-    from .._usb.port import UsbPort
+    from ..._usb.port import UsbPort
 
 __all__ = ["BulkOutProgress", "RecoveryPlan", "UsbtmcRecovery"]
 
@@ -79,11 +79,14 @@ class UsbtmcRecovery:
         mps = self.port.max_packet_size
         self._drain_size = -(-_DRAIN_SIZE // mps) * mps
 
-    def plan(self, exc: BaseException, force_clear: bool) -> RecoveryPlan | None:
+    def plan(
+        self, exc: BaseException, force_clear: bool, in_tag: int | None = None
+    ) -> RecoveryPlan | None:
         """What to undo after ``exc``; None if nothing is in flight (a response left
-        between two transfers is forgotten: the device drops its rest at the next message)."""
+        between two transfers is forgotten: the device drops its rest at the next message).
+        ``in_tag``: a bulk-IN transfer the connection does not track (vendor-specific IN)."""
         conn = self.conn
-        plan = RecoveryPlan(clear=force_clear)
+        plan = RecoveryPlan(clear=force_clear, in_tag=in_tag)
         state = conn.state
         if state in (UsbtmcState.REQUESTED, UsbtmcState.RECEIVING, UsbtmcState.ERROR):
             plan.in_tag = conn.in_tag
