@@ -22,6 +22,8 @@ from ..._exceptions import (
     UnsupportedOperation,
     WriteTimeout,
 )
+from ..._types import RenMode
+from ...protocol.events import ControlRequest
 from ...protocol.usb488 import (
     go_to_local_request,
     local_lockout_request,
@@ -34,6 +36,17 @@ from ._link import UsbtmcLink
 from ._reader import StbWaiter
 
 __all__ = ["UsbtmcControl"]
+
+# USB488 requests for each VISA remote-enable operation, in order
+_REN_STEPS: Final[dict[RenMode, tuple[str, ...]]] = {
+    RenMode.DEASSERT: ("ren_off",),
+    RenMode.ASSERT: ("ren_on",),
+    RenMode.DEASSERT_GTL: ("gtl", "ren_off"),
+    RenMode.ASSERT_ADDRESS: ("ren_on",),
+    RenMode.ASSERT_LLO: ("ren_on", "llo"),
+    RenMode.ASSERT_ADDRESS_LLO: ("ren_on", "llo"),
+    RenMode.ADDRESS_GTL: ("gtl",),
+}
 
 _SUCCESS: Final = UsbtmcStatus.SUCCESS
 _TAG_RETRIES: Final = 3  # READ_STATUS_BYTE retries while the interrupt endpoint is busy
@@ -123,35 +136,52 @@ class UsbtmcControl(UsbtmcLink):
         finally:
             self._busy = False
 
-    async def set_remote(self, remote: bool, *, lockout: bool = False) -> None:
-        """REN_CONTROL (+ LOCAL_LOCKOUT), or GO_TO_LOCAL + REN off for ``remote=False``."""
+    async def control_ren(self, mode: RenMode, *, deadline: float = math.inf) -> None:
+        """A VISA remote-enable operation as USB488 REN_CONTROL / GO_TO_LOCAL /
+        LOCAL_LOCKOUT requests (USB488 has no addressing: ``ASSERT_ADDRESS*`` act like
+        ``ASSERT*``). Raises WriteTimeout when the deadline passes part-way."""
         caps = self._capabilities
         if not (caps.usb488 and caps.ren_control):
             raise UnsupportedOperation(f"{self._resource}: no USB488 remote/local control")
         interface = self._port.interface_number
-        if remote:
-            requests = [ren_control_request(True, interface)]
-            if lockout:
+        requests = []
+        for step in _REN_STEPS[RenMode(mode)]:
+            if step == "gtl":
+                requests.append(go_to_local_request(interface))
+            elif step == "llo":
                 requests.append(local_lockout_request(interface))
-        else:
-            requests = [go_to_local_request(interface), ren_control_request(False, interface)]
-        self._begin()
-        try:
-            for request in requests:
-                status = parse_status(await self._port.control(request))
-                if status is not _SUCCESS:
-                    raise RemoteProtocolError(f"request {request.request} returned {status.name}")
-        finally:
-            self._busy = False
+            else:
+                requests.append(ren_control_request(step == "ren_on", interface))
+        await self._class_requests(requests, deadline, f"remote-enable operation {mode.name}")
 
-    async def indicator_pulse(self) -> None:
+    async def set_remote(self, remote: bool, *, lockout: bool = False) -> None:
+        """REN_CONTROL (+ LOCAL_LOCKOUT), or GO_TO_LOCAL + REN off for ``remote=False``."""
+        if remote:
+            await self.control_ren(RenMode.ASSERT_LLO if lockout else RenMode.ASSERT)
+        else:
+            await self.control_ren(RenMode.DEASSERT_GTL)
+
+    async def indicator_pulse(self, *, deadline: float = math.inf) -> None:
         """Blink the device's activity indicator (USBTMC INDICATOR_PULSE)."""
         if not self._capabilities.indicator_pulse:
             raise UnsupportedOperation(f"{self._resource}: no INDICATOR_PULSE")
+        await self._class_requests([self._conn.indicator_pulse()], deadline, "INDICATOR_PULSE")
+
+    async def _class_requests(
+        self, requests: list[ControlRequest], deadline: float, what: str
+    ) -> None:
+        """Send class requests that leave no message state behind, in order, each checked
+        for SUCCESS; stopping part-way (deadline, cancellation) needs no recovery."""
         self._begin()
         try:
-            status = parse_status(await self._port.control(self._conn.indicator_pulse()))
-            if status is not _SUCCESS:
-                raise RemoteProtocolError(f"INDICATOR_PULSE returned {status.name}")
+            with anyio.CancelScope(deadline=deadline) as scope:
+                for request in requests:
+                    status = parse_status(await self._port.control(request))
+                    if status is not _SUCCESS:
+                        raise RemoteProtocolError(
+                            f"{self._resource}: request {request.request} returned {status.name}"
+                        )
+            if scope.cancelled_caught:
+                raise WriteTimeout(f"{self._resource}: {what} not done before the deadline")
         finally:
             self._busy = False

@@ -176,6 +176,7 @@ class UsbtmcSession:
                 device_clear=True,
                 trigger=usb488 and caps.trigger,
                 remote_local=usb488 and caps.ren_control,
+                indicator_pulse=caps.indicator_pulse,
                 eom=not self.quirks.eom_unreliable,
             ),
             details=details,
