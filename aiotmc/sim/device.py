@@ -50,6 +50,7 @@ from .commands import (
     parse_program,
     render,
 )
+from .program import MAX_DATA_ELEMENTS
 
 __all__ = ["ERROR_QUEUE_SIZE", "Operation", "SimDevice", "test_pattern"]
 
@@ -71,13 +72,13 @@ _pattern_cache: bytes = b""
 _parse_cache: dict[bytes, list[list[ProgramUnit]]] = {}
 
 
-def _parse(message: BytesLike) -> list[list[ProgramUnit]]:
+def _parse(message: BytesLike, max_elements: int) -> list[list[ProgramUnit]]:
     """:func:`parse_program`, cached for short messages (parsing is pure; bytes immutable)."""
-    if type(message) is not bytes or len(message) > 256:
-        return parse_program(message)
+    if type(message) is not bytes or len(message) > 256 or max_elements < 256:
+        return parse_program(message, max_elements=max_elements)
     programs = _parse_cache.get(message)
     if programs is None:
-        programs = parse_program(message)
+        programs = parse_program(message, max_elements=max_elements)
         if len(_parse_cache) >= 4096:
             _parse_cache.clear()
         _parse_cache[message] = programs
@@ -182,6 +183,11 @@ class SimDevice:
 
     _command_specs: ClassVar[list[_Spec]] = []
 
+    #: Most message units, parameters, strings and blocks in one program message; more
+    #: give -223 Too much data and nothing of the message runs (bounds the work per
+    #: message: parsing runs Python code once per element).
+    max_data_elements: int = MAX_DATA_ELEMENTS
+
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._command_specs = _collect_specs(cls)
@@ -229,7 +235,7 @@ class SimDevice:
         """
         now = self.clock()
         try:
-            programs = _parse(message)
+            programs = _parse(message, self.max_data_elements)
         except ScpiError as exc:
             self._input.append(_Message([], now, self.latency, exc))
         else:

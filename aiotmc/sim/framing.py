@@ -139,39 +139,41 @@ class ProgramFramer:
                         message = self._take(s + 1)
                         pos, mode = 0, _PLAIN
                         return message
-                    self._count_element()
                     if c == _HASH:
                         if s + 1 == n:
                             pos = s
                             return NEED_DATA
                         d = buf[s + 1]
+                        stop = s + 2 + d - _ZERO
+                        if _ZERO < d <= _NINE and stop > n:
+                            pos = s  # wait for the whole header
+                            return NEED_DATA
+                        self._count_element(s)
                         if not _ZERO <= d <= _NINE:
                             pos = s + 1  # '#H1F', a stray '#': text
                         elif d == _ZERO:
                             pos = s + 2
                             mode = _RAW
                         else:
-                            stop = s + 2 + d - _ZERO
-                            if stop > n:
-                                pos = s
-                                return NEED_DATA
                             digits = buf[s + 2 : stop]
                             if not digits.isdigit():
                                 pos = s + 1  # not a block header: text
                                 continue
                             length = int(digits)
                             if stop + length > self._max_message:
-                                self._reject_block(s, stop, length)
+                                self._reject_block(stop, length)
                             self._block_end = stop + length
                             self._payload += length
                             pos = stop
                             mode = _BLOCK
-                    elif s == 0 or buf[s - 1] in _OPENERS:
-                        self._quote = c
-                        pos = s + 1
-                        mode = _STRING
                     else:
-                        pos = s + 1  # a quote inside a word: text
+                        self._count_element(s)
+                        if s == 0 or buf[s - 1] in _OPENERS:
+                            self._quote = c
+                            pos = s + 1
+                            mode = _STRING
+                        else:
+                            pos = s + 1  # a quote inside a word: text
                 elif mode == _STRING:
                     k = buf.find(self._quote, pos)
                     if k < 0 or k + 1 == n:  # (a quote at the end may be doubled)
@@ -179,7 +181,7 @@ class ProgramFramer:
                         self._check_text(pos)
                         return NEED_DATA
                     if buf[k + 1] == self._quote:
-                        self._count_element()
+                        self._count_element(k)
                         pos = k + 2
                     else:
                         pos = k + 1
@@ -223,25 +225,29 @@ class ProgramFramer:
     def _check_text(self, pos: int) -> None:
         if pos - self._payload > self._max_text:
             self._reject_line(
+                pos,
                 "text too long",
                 f"program message text exceeds max_text_size={self._max_text} bytes",
             )
 
-    def _count_element(self) -> None:
+    def _count_element(self, pos: int) -> None:
         self._elements += 1
         if self._elements > self._max_elements:
             self._reject_line(
+                pos,
                 "too many elements",
                 f"more than {self._max_elements} blocks and strings in one program message",
             )
 
-    def _reject_line(self, kind: str, detail: str) -> None:
-        self._buf.clear()
+    def _reject_line(self, pos: int, kind: str, detail: str) -> None:
+        """Drop the message: what was scanned (up to ``pos``), then up to a newline."""
+        del self._buf[:pos]
         self._skip_line = True
+        self._discard()
         self._restart()
         raise FramingError(kind, detail)
 
-    def _reject_block(self, start: int, stop: int, length: int) -> None:
+    def _reject_block(self, stop: int, length: int) -> None:
         del self._buf[:stop]
         self._skip = length
         self._skip_line = True

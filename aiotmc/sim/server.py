@@ -79,6 +79,7 @@ DEFAULT_SEND_TIMEOUT: Final = 10.0
 """Seconds a response may wait for a client that does not read before it is dropped."""
 
 _RECV_SIZE: Final = 256 * 1024  # one receive buffer per thread, shared by all connections
+_RECV_STREAK: Final = 4  # full receive buffers in a row before yielding to other tasks
 _WATCH_LIMIT: Final = 1 << 20  # while the device works, read ahead only this much
 _WATCH_POLL: Final = 0.1  # ...then look again this often
 _BATCH: Final = 32  # messages handled back to back before yielding to other tasks
@@ -203,7 +204,7 @@ _device_locks = _DeviceLocks()
 
 
 class _Connection:
-    __slots__ = ("framer", "peer", "reported", "scope", "sock")
+    __slots__ = ("framer", "peer", "reported", "scope", "sock", "streak")
 
     def __init__(
         self, sock: socket.socket, scope: anyio.CancelScope, framer: ProgramFramer
@@ -212,6 +213,7 @@ class _Connection:
         self.scope = scope
         self.framer = framer
         self.reported: set[str] = set()
+        self.streak = 0  # full receive buffers in a row
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -547,6 +549,11 @@ class SimServer:
                 self._violation(conn, "idle timeout", f"nothing received for {timeout} s")
                 raise _Closed(reset=True) from None
             conn.framer.feed(scratch.view[:n] if n else b"")
+            if n == _RECV_SIZE:  # more is probably waiting: let the other clients in
+                conn.streak += 1
+                if conn.streak >= _RECV_STREAK:
+                    conn.streak = 0
+                    await checkpoint()
             return
 
     async def _exchange(
