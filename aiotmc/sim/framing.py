@@ -215,6 +215,10 @@ class ProgramFramer:
         if end == len(buf):
             message = buf  # the usual case: hand the buffer over, no copy
             self._buf = bytearray()
+        elif len(buf) - end < end:  # a large message: keep it, move what follows
+            self._buf = buf[end:]
+            del buf[end:]
+            message = buf
         else:
             with memoryview(buf) as view:
                 message = view[:end].tobytes()

@@ -78,7 +78,7 @@ DEFAULT_IDLE_TIMEOUT: Final = 3600.0
 DEFAULT_SEND_TIMEOUT: Final = 10.0
 """Seconds a response may wait for a client that does not read before it is dropped."""
 
-_RECV_SIZE: Final = 256 * 1024  # one receive buffer per thread, shared by all connections
+_RECV_SIZE: Final = 1 << 20  # one receive buffer per thread, shared by all connections
 _RECV_STREAK: Final = 4  # full receive buffers in a row before yielding to other tasks
 _WATCH_LIMIT: Final = 1 << 20  # while the device works, read ahead only this much
 _WATCH_POLL: Final = 0.1  # ...then look again this often
