@@ -126,46 +126,58 @@ class ProgramFramer:
         mode = self._mode
         try:
             while True:
+                # Text may run up to (not including) ``limit``; a newline at ``limit - 1``
+                # is still in. Searches stop there, so a violation is found at the same
+                # place however the stream was cut.
+                limit = self._payload + self._max_text + 1
+                end = min(n, limit)
                 if mode == _PLAIN:
-                    m = _SPECIAL.search(buf, pos)
+                    m = _SPECIAL.search(buf, pos, end)
                     if m is None:
-                        pos = n
-                        self._check_text(n)
-                        return NEED_DATA
+                        pos = end
+                        return self._need(n, limit)
                     s = m.start()
-                    self._check_text(s)
                     c = buf[s]
                     if c == _NL:
                         message = self._take(s + 1)
                         pos, mode = 0, _PLAIN
                         return message
                     if c == _HASH:
+                        if s + 1 >= limit:  # only a byte past the limit could tell
+                            pos = s
+                            return self._need(limit, limit)
                         if s + 1 == n:
                             pos = s
-                            return NEED_DATA
+                            return self._need(n, limit)
                         d = buf[s + 1]
+                        if not _ZERO < d <= _NINE:
+                            self._count_element(s)
+                            if d == _ZERO:
+                                pos = s + 2
+                                mode = _RAW
+                            else:
+                                pos = s + 1  # '#H1F', a stray '#': text
+                            continue
                         stop = s + 2 + d - _ZERO
-                        if _ZERO < d <= _NINE and stop > n:
+                        digits = buf[s + 2 : min(stop, n, limit)]
+                        if digits and not digits.isdigit():
+                            self._count_element(s)
+                            pos = s + 1  # '#2x': not a block header, text
+                            continue
+                        if stop > limit:  # the header crosses the limit
+                            pos = s
+                            return self._need(n, limit)
+                        if stop > n:
                             pos = s  # wait for the whole header
                             return NEED_DATA
                         self._count_element(s)
-                        if not _ZERO <= d <= _NINE:
-                            pos = s + 1  # '#H1F', a stray '#': text
-                        elif d == _ZERO:
-                            pos = s + 2
-                            mode = _RAW
-                        else:
-                            digits = buf[s + 2 : stop]
-                            if not digits.isdigit():
-                                pos = s + 1  # not a block header: text
-                                continue
-                            length = int(digits)
-                            if stop + length > self._max_message:
-                                self._reject_block(stop, length)
-                            self._block_end = stop + length
-                            self._payload += length
-                            pos = stop
-                            mode = _BLOCK
+                        length = int(digits)
+                        if stop + length > self._max_message:
+                            self._reject_block(stop, length)
+                        self._block_end = stop + length
+                        self._payload += length
+                        pos = stop
+                        mode = _BLOCK
                     else:
                         self._count_element(s)
                         if s == 0 or buf[s - 1] in _OPENERS:
@@ -175,11 +187,10 @@ class ProgramFramer:
                         else:
                             pos = s + 1  # a quote inside a word: text
                 elif mode == _STRING:
-                    k = buf.find(self._quote, pos)
-                    if k < 0 or k + 1 == n:  # (a quote at the end may be doubled)
-                        pos = n if k < 0 else k
-                        self._check_text(pos)
-                        return NEED_DATA
+                    k = buf.find(self._quote, pos, end)
+                    if k < 0 or k + 1 == n or k + 1 == limit:  # (is the quote doubled?)
+                        pos = end if k < 0 else k
+                        return self._need(n, limit)
                     if buf[k + 1] == self._quote:
                         self._count_element(k)
                         pos = k + 2
@@ -192,11 +203,10 @@ class ProgramFramer:
                     pos = self._block_end
                     mode = _PLAIN
                 else:  # _RAW
-                    k = buf.find(b"\n", pos)
+                    k = buf.find(b"\n", pos, end)
                     if k < 0:
-                        pos = n
-                        self._check_text(n)
-                        return NEED_DATA
+                        pos = end
+                        return self._need(n, limit)
                     message = self._take(k + 1)
                     pos, mode = 0, _PLAIN
                     return message
@@ -226,13 +236,15 @@ class ProgramFramer:
         self._restart()
         return message
 
-    def _check_text(self, pos: int) -> None:
-        if pos - self._payload > self._max_text:
+    def _need(self, n: int, limit: int) -> type[NEED_DATA]:
+        """NEED_DATA, or a violation if the text already reaches ``limit``."""
+        if n >= limit:
             self._reject_line(
-                pos,
+                limit - 1,
                 "text too long",
                 f"program message text exceeds max_text_size={self._max_text} bytes",
             )
+        return NEED_DATA
 
     def _count_element(self, pos: int) -> None:
         self._elements += 1

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from .._types import BytesLike
 from ..protocol.ieee4882 import block_header
 
-__all__ = ["Block", "BytesLike", "Later", "Raw", "Response", "format_nr3", "render"]
+__all__ = [
+    "Block",
+    "BytesLike",
+    "Later",
+    "Raw",
+    "Response",
+    "format_nr3",
+    "render",
+    "test_pattern",
+]
+
+_PATTERN_256: Final = bytes(range(256))
+_pattern_cache: bytes = b""
 
 
 class Block:
@@ -92,3 +104,17 @@ def render(value: Response) -> list[BytesLike]:
     if isinstance(value, Sequence):
         return [",".join(format_nr3(float(v)) for v in value).encode()]
     raise TypeError(f"handler returned unsupported response {value!r}")
+
+
+def test_pattern(size: int) -> memoryview:
+    """``size`` bytes 00 01 .. FF 00 01 ..., as a view of one cached buffer (no copy).
+
+    The buffer grows to the largest size asked for and is shared by all devices.
+    """
+    global _pattern_cache
+    if size > len(_pattern_cache):
+        _pattern_cache = _PATTERN_256 * -(-size // 256)
+    return memoryview(_pattern_cache)[:size]
+
+
+test_pattern.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

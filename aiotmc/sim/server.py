@@ -33,15 +33,11 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import struct
-import threading
-import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final, TypedDict, Unpack
-from weakref import WeakKeyDictionary
 
 import anyio
 from anyio.abc import TaskGroup
@@ -50,6 +46,17 @@ from anyio.lowlevel import checkpoint
 from .._types import BytesLike
 from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import DEFAULT_MAX_MESSAGE_SIZE
+from ._gate import Gate, device_locks
+from ._server_io import (
+    RECV_SIZE,
+    RateLimitedLog,
+    close,
+    listen,
+    raise_fd_limit,
+    scratch,
+    set_reset,
+    truncate,
+)
 from .device import SimDevice
 from .errors import DEVICE_ERROR, ScpiError
 from .framing import FramingError, ProgramFramer
@@ -78,7 +85,6 @@ DEFAULT_IDLE_TIMEOUT: Final = 3600.0
 DEFAULT_SEND_TIMEOUT: Final = 10.0
 """Seconds a response may wait for a client that does not read before it is dropped."""
 
-_RECV_SIZE: Final = 1 << 20  # one receive buffer per thread, shared by all connections
 _RECV_STREAK: Final = 4  # full receive buffers in a row before yielding to other tasks
 _WATCH_LIMIT: Final = 1 << 20  # while the device works, read ahead only this much
 _WATCH_POLL: Final = 0.1  # ...then look again this often
@@ -86,9 +92,6 @@ _BATCH: Final = 32  # messages handled back to back before yielding to other tas
 _SMALL_RESPONSE: Final = 16 * 1024  # joined and sent with one send()
 _SHORT_WAIT: Final = 0.05  # longer waits for the device also watch the connection
 _ACCEPT_BACKOFF: Final = 0.1  # pause after accept() failed (EMFILE...)
-_LOG_BURST: Final = 10  # violation log lines per _LOG_PERIOD, per server
-_LOG_PERIOD: Final = 10.0
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
 class ServerOptions(TypedDict, total=False):
@@ -108,99 +111,6 @@ class _Closed(Exception):
     def __init__(self, reset: bool = False) -> None:
         super().__init__()
         self.reset = reset
-
-
-class _Scratch(threading.local):
-    """The receive buffer: connections served by one thread take turns (no await inside)."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray(_RECV_SIZE)
-        self.view = memoryview(self.buffer)
-
-
-_scratch = _Scratch()
-
-
-class _RateLimitedLog:
-    """At most ``burst`` warnings per ``period`` seconds; says how many it held back."""
-
-    def __init__(self, burst: int = _LOG_BURST, period: float = _LOG_PERIOD) -> None:
-        self._burst = burst
-        self._period = period
-        self._window = -math.inf
-        self._count = 0
-        self._held = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._window >= self._period:
-            self._window = now
-            self._count = 0
-        if self._count >= self._burst:
-            self._held += 1
-            return
-        self._count += 1
-        if self._held:
-            message += " (%d similar messages suppressed)"
-            args = (*args, self._held)
-            self._held = 0
-        _log.warning(message, *args)
-
-
-class _Gate:
-    """A FIFO lock handed from holder to next waiter; no checkpoint when uncontended."""
-
-    __slots__ = ("held", "waiters")
-
-    def __init__(self) -> None:
-        self.held = False
-        self.waiters: deque[anyio.Event] = deque()
-
-    async def acquire(self) -> None:
-        if not self.held:
-            self.held = True
-            return
-        event = anyio.Event()
-        self.waiters.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():
-                self.release()  # it was handed to us as we were cancelled: pass it on
-            else:
-                self.waiters.remove(event)
-            raise
-
-    def release(self) -> None:
-        if self.waiters:
-            self.waiters.popleft().set()  # stays held: ownership moves to that waiter
-        else:
-            self.held = False
-
-
-class _DeviceLocks:
-    """One gate per device, shared by every live server serving it (refcounted)."""
-
-    def __init__(self) -> None:
-        self._gates: WeakKeyDictionary[SimDevice, tuple[_Gate, int]] = WeakKeyDictionary()
-
-    def acquire(self, device: SimDevice) -> _Gate:
-        gate, users = self._gates.get(device) or (_Gate(), 0)
-        self._gates[device] = (gate, users + 1)
-        return gate
-
-    def release(self, device: SimDevice) -> None:
-        entry = self._gates.get(device)
-        if entry is None:
-            return
-        gate, users = entry
-        if users <= 1:
-            del self._gates[device]
-        else:
-            self._gates[device] = (gate, users - 1)
-
-
-_device_locks = _DeviceLocks()
 
 
 class _Connection:
@@ -290,11 +200,11 @@ class SimServer:
         self._own_task_group: TaskGroup | None = None
         self._connections: set[_Connection] = set()
         self._timer: anyio.CancelScope | None = None
-        self._lock: _Gate | None = None
+        self._lock: Gate | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._changed: anyio.Event | None = None
         self._exchanges = 0  # connections inside _exchange (they poll the device)
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(_log)
 
     @property
     def resource(self) -> str:
@@ -355,9 +265,9 @@ class SimServer:
         """Open the listening socket (raises ``OSError`` naming the address)."""
         if self._listener is not None:
             raise RuntimeError("this SimServer is already running")
-        self._listener = await _listen(self.host, self.port)
+        self._listener = await listen(self.host, self.port)
         self.port = self._listener.getsockname()[1]
-        self._lock = _device_locks.acquire(self.device)
+        self._lock = device_locks.acquire(self.device)
         self._unsubscribe = self.device.add_deadline_listener(self._wake_timer)
 
     def _run_in(self, task_group: TaskGroup) -> None:
@@ -371,13 +281,13 @@ class SimServer:
             self._unsubscribe()
             self._unsubscribe = None
         if self._lock is not None:
-            _device_locks.release(self.device)
+            device_locks.release(self.device)
             self._lock = None
         for conn in list(self._connections):
             self._drop(conn, reset=False)
         listener, self._listener = self._listener, None
         if listener is not None:
-            _close(listener)
+            close(listener)
         self._task_group = None
 
     # -- fault hooks ------------------------------------------------------------------------
@@ -394,8 +304,8 @@ class SimServer:
         self._connections_changed()
         conn.scope.cancel()
         if reset:
-            _set_reset(conn.sock)
-        _close(conn.sock)
+            set_reset(conn.sock)
+        close(conn.sock)
 
     def _violation(self, conn: _Connection | None, kind: str, detail: str) -> None:
         """Count a broken limit; log it once per connection, rate-limited."""
@@ -458,7 +368,7 @@ class SimServer:
                 self._violation(
                     None, "connection limit", f"{self.max_connections} clients connected"
                 )
-                _set_reset(sock)
+                set_reset(sock)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -535,10 +445,10 @@ class SimServer:
         Raises :class:`_Closed` when nothing arrives for ``timeout`` seconds.
         """
         sock = conn.sock
-        scratch = _scratch
+        buffers = scratch
         while True:
             try:
-                n = sock.recv_into(scratch.buffer)
+                n = sock.recv_into(buffers.buffer)
             except BlockingIOError:
                 if timeout is None:
                     await anyio.wait_readable(sock)
@@ -548,8 +458,8 @@ class SimServer:
                     continue
                 self._violation(conn, "idle timeout", f"nothing received for {timeout} s")
                 raise _Closed(reset=True) from None
-            conn.framer.feed(scratch.view[:n] if n else b"")
-            if n == _RECV_SIZE:  # more is probably waiting: let the other clients in
+            conn.framer.feed(buffers.view[:n] if n else b"")
+            if n == RECV_SIZE:  # more is probably waiting: let the other clients in
                 conn.streak += 1
                 if conn.streak >= _RECV_STREAK:
                     conn.streak = 0
@@ -622,7 +532,7 @@ class SimServer:
         views = [memoryview(part).cast("B") for part in parts if len(part)]
         if cut is not None:
             self.close_after_bytes = None
-            views = _truncate(views, cut)
+            views = truncate(views, cut)
         sock = conn.sock
         while views:
             try:
@@ -660,79 +570,6 @@ class SimServer:
                     await self._wait_writable(conn)
                     continue
                 piece = piece[sent:]
-
-
-def _truncate(views: list[memoryview], limit: int) -> list[memoryview]:
-    out: list[memoryview] = []
-    for view in views:
-        if limit <= 0:
-            break
-        out.append(view[:limit])
-        limit -= len(out[-1])
-    return out
-
-
-def _set_reset(sock: socket.socket) -> None:
-    """Make ``close()`` send a TCP RST and free the socket's buffers at once."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise this process's soft limit on open files towards ``wanted`` (up to the hard
-    limit); returns the soft limit now in force (``-1`` where there is no such limit).
-
-    A server with many clients needs one descriptor per connection; ``aiotmc sim`` calls
-    this at start. Never lowers the limit.
-    """
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or (0 <= wanted <= soft):
-        return soft
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError):
-            return soft
-        return target
-    return soft
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        anyio.notify_closing(sock)
-    except Exception:  # no event loop, or nobody waiting
-        pass
-    sock.close()
-
-
-async def _listen(host: str, port: int) -> socket.socket:
-    infos = await anyio.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
-    )
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    family, type_, proto, _, address = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @asynccontextmanager

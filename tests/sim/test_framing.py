@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aiotmc.protocol import NEED_DATA
@@ -102,8 +102,13 @@ streams = st.lists(alphabet, max_size=80).map(b"".join)
 
 @settings(max_examples=300, deadline=None)
 @given(data=streams, points=st.lists(st.integers(0, 100), max_size=6))
+@example(data=b"aaaaaaa#0\n", points=[9])  # a violation is found where the whole finds it
 def test_splitting_never_changes_the_outcome(data: bytes, points: list[int]) -> None:
-    for limits in ({}, {"max_text_size": 8, "max_message_size": 16, "max_elements": 3}):
+    for limits in (
+        {},
+        {"max_text_size": 8, "max_message_size": 16, "max_elements": 3},
+        {"max_text_size": 3, "max_message_size": 40, "max_elements": 20},
+    ):
         whole, _, _ = frame([data], **limits)
         pieces, _, _ = frame(split_at(data, points), **limits)
         assert pieces == whole
