@@ -48,6 +48,7 @@ class Sim:
     proc: subprocess.Popen[str]
     host: str
     port: int
+    stderr: str = ""
 
     @property
     def resource(self) -> str:
@@ -81,7 +82,8 @@ def run_sim(backend: str, *options: str) -> Iterator[Sim]:
         line = proc.stdout.readline()
         resource = line.split()[0]  # TCPIP0::127.0.0.1::PORT::SOCKET
         _, host, port, _ = resource.split("::")
-        yield Sim(proc, host, int(port))
+        sim = Sim(proc, host, int(port))
+        yield sim
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -90,6 +92,7 @@ def run_sim(backend: str, *options: str) -> Iterator[Sim]:
             proc.kill()
             _, stderr = proc.communicate()
         assert "Traceback" not in stderr, stderr
+    sim.stderr = stderr
 
 
 @dataclass
@@ -258,3 +261,30 @@ async def test_2000_idle_connections(anyio_backend: str) -> None:
     finally:
         if soft != resource.RLIM_INFINITY and soft < needed:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_cli_limits_reach_the_server(anyio_backend: str) -> None:
+    """``--max-connections`` and ``--idle-timeout`` are the server's; violations go to
+    stderr, once per connection."""
+    options = ("--max-connections", "1", "--idle-timeout", "0.5")
+    with anyio.fail_after(TIMEOUT), run_sim(anyio_backend, *options) as sim:
+
+        def clients() -> None:
+            with socket.create_connection((sim.host, sim.port), timeout=10) as first:
+                first.sendall(b"*IDN?\n")
+                assert first.makefile("rb").readline().startswith(b"aiotmc,SIM-SCOPE")
+                with socket.create_connection((sim.host, sim.port), timeout=10) as second:
+                    try:  # over the cap: reset at once
+                        assert second.recv(100) == b""
+                    except ConnectionResetError:
+                        pass
+                start = time.monotonic()
+                try:  # idle: dropped after 0.5 s
+                    assert first.recv(100) == b""
+                except ConnectionResetError:
+                    pass
+                assert time.monotonic() - start < 5
+
+        await anyio.to_thread.run_sync(clients)
+    assert sim.stderr.count("connection limit: 1 clients connected") == 1
+    assert sim.stderr.count("idle timeout: nothing received for 0.5 s") == 1

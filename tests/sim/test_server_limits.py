@@ -176,3 +176,28 @@ def test_raise_fd_limit_never_lowers() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert raise_fd_limit(1) == soft
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+
+
+class _ExhaustedListener:
+    """A listener whose accept() always fails as at the descriptor limit."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.calls += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_accept_at_the_descriptor_limit_backs_off_and_logs_little(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiotmc.sim.server")
+    listener = _ExhaustedListener()
+    server = SimServer(create_device("dmm"))
+    with anyio.move_on_after(1.0):
+        await server._accept_loop(listener)  # type: ignore[arg-type]
+    assert 3 <= listener.calls <= 12  # one try per 0.1 s, not a busy loop
+    assert server.violations == {"accept failed": listener.calls}
+    assert len(caplog.records) <= 10
+    assert "Too many open files" in caplog.records[0].getMessage()
