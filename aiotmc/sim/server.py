@@ -204,6 +204,7 @@ class SimServer:
         self._unsubscribe: Callable[[], None] | None = None
         self._changed: anyio.Event | None = None
         self._exchanges = 0  # connections inside _exchange (they poll the device)
+        self._starting = 0  # accepted connections whose task has not started yet
         self._log = RateLimitedLog(_log)
 
     @property
@@ -364,7 +365,7 @@ class SimServer:
                 self._violation(None, "accept failed", str(exc))
                 await anyio.sleep(_ACCEPT_BACKOFF)
                 continue
-            if len(self._connections) >= self.max_connections:
+            if len(self._connections) + self._starting >= self.max_connections:
                 self._violation(
                     None, "connection limit", f"{self.max_connections} clients connected"
                 )
@@ -374,9 +375,11 @@ class SimServer:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assert self._task_group is not None
+            self._starting += 1  # counts against the cap until its task has started
             self._task_group.start_soon(self._serve_connection, sock)
 
     async def _serve_connection(self, sock: socket.socket) -> None:
+        self._starting -= 1
         with anyio.CancelScope() as scope:
             framer = ProgramFramer(
                 max_text_size=self.max_text_size,

@@ -201,3 +201,21 @@ async def test_accept_at_the_descriptor_limit_backs_off_and_logs_little(
     assert server.violations == {"accept failed": listener.calls}
     assert len(caplog.records) <= 10
     assert "Too many open files" in caplog.records[0].getMessage()
+
+
+async def test_connection_cap_holds_for_a_burst_of_connects() -> None:
+    """Connections accepted in one go count against the cap before their tasks run."""
+    with anyio.fail_after(TIMEOUT):
+        async with SimServer(create_device("dmm"), max_connections=3) as server:
+            burst = [socket.create_connection((server.host, server.port)) for _ in range(10)]
+            try:
+                await server.wait_connections(3)
+                for _ in range(100):
+                    if server.violations["connection limit"] == 7:
+                        break
+                    await anyio.sleep(0.01)  # the accept loop resets the other 7
+                assert server.violations == {"connection limit": 7}
+                assert server.connections == 3
+            finally:
+                for sock in burst:
+                    sock.close()
