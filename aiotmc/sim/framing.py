@@ -40,6 +40,7 @@ _HASH: Final = 0x23
 _ZERO: Final = 0x30
 _NINE: Final = 0x39
 _OPENERS: Final = frozenset(b",; \t\r\n")
+_SMALL: Final = 4096  # messages up to this size are returned as bytes
 
 
 class FramingError(Exception):
@@ -222,8 +223,12 @@ class ProgramFramer:
     def _take(self, end: int) -> bytes | bytearray:
         buf = self._buf
         message: bytes | bytearray
-        if end == len(buf):
-            message = buf  # the usual case: hand the buffer over, no copy
+        if end <= _SMALL:
+            with memoryview(buf) as view:
+                message = view[:end].tobytes()  # bytes: the device caches their parse
+            del buf[:end]
+        elif end == len(buf):
+            message = buf  # a large message, alone: hand the buffer over, no copy
             self._buf = bytearray()
         elif len(buf) - end < end:  # a large message: keep it, move what follows
             self._buf = buf[end:]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -114,7 +115,7 @@ class _Closed(Exception):
 
 
 class _Connection:
-    __slots__ = ("framer", "peer", "reported", "scope", "sock", "streak")
+    __slots__ = ("busy", "framer", "last_active", "peer", "reported", "scope", "sock", "streak")
 
     def __init__(
         self, sock: socket.socket, scope: anyio.CancelScope, framer: ProgramFramer
@@ -124,6 +125,8 @@ class _Connection:
         self.framer = framer
         self.reported: set[str] = set()
         self.streak = 0  # full receive buffers in a row
+        self.busy = False  # inside an exchange or sending its answer: never idle
+        self.last_active = time.monotonic()
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -145,7 +148,8 @@ class SimServer:
       dropped as it arrives;
     * ``max_elements``: blocks and strings in one program message (16,384);
     * ``max_connections``: clients at once (4096); more are closed at once;
-    * ``idle_timeout``: seconds with nothing received outside an exchange (3600);
+    * ``idle_timeout``: seconds with nothing received outside an exchange (3600;
+      checked every quarter of it);
     * ``send_timeout``: seconds a response may wait for the client to read (10).
 
     A broken limit is logged (once per connection, rate-limited) and counted in
@@ -276,6 +280,8 @@ class SimServer:
         assert self._listener is not None
         self._task_group = task_group
         task_group.start_soon(self._accept_loop, self._listener)
+        if self.idle_timeout is not None:
+            task_group.start_soon(self._sweep_idle, self.idle_timeout)
 
     def _cleanup(self) -> None:
         if self._unsubscribe is not None:
@@ -378,6 +384,17 @@ class SimServer:
             self._starting += 1  # counts against the cap until its task has started
             self._task_group.start_soon(self._serve_connection, sock)
 
+    async def _sweep_idle(self, timeout: float) -> None:
+        """Reset connections silent for ``timeout`` s (checked every quarter of it: one
+        task per server instead of a timer per wait keeps the exchange path cheap)."""
+        while True:
+            await anyio.sleep(timeout / 4)
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if not conn.busy and now - conn.last_active >= timeout:
+                    self._violation(conn, "idle timeout", f"nothing received for {timeout} s")
+                    self._drop(conn, reset=True)
+
     async def _serve_connection(self, sock: socket.socket) -> None:
         self._starting -= 1
         with anyio.CancelScope() as scope:
@@ -410,6 +427,7 @@ class SimServer:
             message = await self._next_message(conn)
             if message is None:
                 return
+            conn.busy = True
             await lock.acquire()
             self._exchanges += 1
             try:
@@ -421,6 +439,8 @@ class SimServer:
             del message
             for parts in responses:  # the device is free for others meanwhile
                 await self._send(conn, parts)
+            conn.busy = False
+            conn.last_active = time.monotonic()
             handled += 1
             if handled >= _BATCH:  # a client pipelining fast must not starve the others
                 handled = 0
@@ -440,27 +460,19 @@ class SimServer:
                 return message
             if framer.eof:
                 return None
-            await self._receive(conn, self.idle_timeout)
+            await self._receive(conn)
 
-    async def _receive(self, conn: _Connection, timeout: float | None) -> None:
-        """Receive what is there (at least one byte, or EOF) into the connection's framer.
-
-        Raises :class:`_Closed` when nothing arrives for ``timeout`` seconds.
-        """
+    async def _receive(self, conn: _Connection) -> None:
+        """Receive what is there (at least one byte, or EOF) into the connection's framer."""
         sock = conn.sock
         buffers = scratch
         while True:
             try:
                 n = sock.recv_into(buffers.buffer)
             except BlockingIOError:
-                if timeout is None:
-                    await anyio.wait_readable(sock)
-                    continue
-                with anyio.move_on_after(timeout):
-                    await anyio.wait_readable(sock)
-                    continue
-                self._violation(conn, "idle timeout", f"nothing received for {timeout} s")
-                raise _Closed(reset=True) from None
+                await anyio.wait_readable(sock)
+                continue
+            conn.last_active = time.monotonic()
             conn.framer.feed(buffers.view[:n] if n else b"")
             if n == RECV_SIZE:  # more is probably waiting: let the other clients in
                 conn.streak += 1
@@ -500,7 +512,7 @@ class SimServer:
                 await anyio.sleep(min(delay, _WATCH_POLL))
                 continue
             with anyio.move_on_after(delay):
-                await self._receive(conn, None)
+                await self._receive(conn)
                 if conn.framer.eof:
                     raise _Closed
         return responses

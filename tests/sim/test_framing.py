@@ -52,12 +52,22 @@ def test_messages_blocks_and_strings() -> None:
     ]
 
 
-def test_message_is_handed_over_without_a_copy() -> None:
+def test_large_message_is_handed_over_without_a_copy() -> None:
     framer = ProgramFramer(max_text_size=100, max_message_size=1 << 20, max_elements=10)
-    framer.feed(b"DATA #3100" + bytes(100) + b"\n")
+    framer.feed(b"DATA #510000" + bytes(10000) + b"\n")
     message = framer.next_message()
-    assert isinstance(message, bytearray) and len(message) == 111
+    assert isinstance(message, bytearray) and len(message) == 10013
     assert framer.pending == 0
+    framer.feed(b"DATA #510000" + bytes(10000) + b"\n*IDN?\n")  # the rest moves instead
+    message = framer.next_message()
+    assert isinstance(message, bytearray) and len(message) == 10013
+    assert framer.next_message() == b"*IDN?\n"
+
+
+def test_small_messages_are_bytes() -> None:
+    framer = ProgramFramer(max_text_size=100, max_message_size=1 << 20, max_elements=10)
+    framer.feed(b"*IDN?\n")
+    assert type(framer.next_message()) is bytes  # the device caches the parse of bytes
 
 
 def test_text_limit_drops_the_line_as_it_arrives() -> None:
