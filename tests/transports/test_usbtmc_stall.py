@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
-from aiotmc import UsbStallError
+from aiotmc import ReadTimeout, UsbStallError
 from aiotmc.protocol.ieee4882 import block_header
 from aiotmc.transports.usbtmc import UsbtmcTransport
 
@@ -135,6 +136,41 @@ async def test_in_halt_mid_response_raises_and_clears(
         assert t.stall_retries == 0
         assert cleared(r, start)
         await assert_clean(t, r)
+
+
+async def test_the_retry_keeps_the_deadline() -> None:
+    async with rig() as r:
+        start = await clean_baseline(r, response_delay=30)
+        t = r.transport
+        await t.send_message([b"*IDN?\n"])
+        r.function.stall_bulk_in(0)
+        with pytest.raises(ReadTimeout):
+            await t.receive_message(max_size=1000, deadline=anyio.current_time() + 0.2)
+        assert t.stall_retries == 1
+        assert (R.INITIATE_ABORT_BULK_IN, t.connection.in_tag) in r.requests(start)
+        r.function.response_delay = 0
+        # A query abandoned at its deadline is interrupted by the next message (-410):
+        # that is the timeout's outcome, not the halt's.
+        assert int(await query(t, b"*ESR?\n")) & QYE
+        assert (await query(t, b"SYST:ERR?\n")).startswith(b"-410,")
+        await assert_clean(t)
+
+
+async def test_in_halt_with_a_refused_abort_raises_and_clears() -> None:
+    """The device cannot confirm it had not started sending: no retry."""
+    async with rig() as r:
+        start = await clean_baseline(r)
+        t = r.transport
+        await t.send_message([b"*IDN?\n"])
+        r.function.stall_bulk_in(0)
+        r.function.fail_abort = True  # INITIATE_ABORT_BULK_IN stalls
+        with pytest.raises(UsbStallError) as info:
+            await t.receive_message(max_size=1000)
+        assert info.value.endpoint == BULK_IN  # the halt, not the refused request
+        assert t.stall_retries == 0
+        assert cleared(r, start)
+        r.function.fail_abort = False
+        await assert_clean(t)
 
 
 @pytest.mark.parametrize("after", [None, 0])

@@ -31,6 +31,7 @@ from ..._exceptions import (
     RemoteProtocolError,
     UnsupportedOperation,
     UsbStallError,
+    UsbTransferError,
     WriteTimeout,
 )
 from ..._types import BytesLike
@@ -249,7 +250,10 @@ class UsbtmcMessages(UsbtmcLink):
                 "clearing the halt and sending it again",
                 self._resource,
             )
-            await port.clear_halt(endpoint)
+            try:
+                await port.clear_halt(endpoint)
+            except UsbTransferError as failure:
+                raise exc from failure
             await port.bulk_out(transfer)
 
     async def _retry_request(self, exc: UsbStallError, want: Callable[[], int]) -> None:
@@ -264,7 +268,11 @@ class UsbtmcMessages(UsbtmcLink):
         ):
             raise exc
         self._stall_retry = False
-        if not await self._recovery.nothing_sent_after_halt(conn.in_tag):
+        try:
+            unsent = await self._recovery.nothing_sent_after_halt(conn.in_tag)
+        except (UsbTransferError, RemoteProtocolError) as failure:
+            raise exc from failure  # the halt is the error; _after_error clears the device
+        if not unsent:
             raise exc
         self.stall_retries += 1
         logger.info("%s: bulk-IN halted before the response; requesting it again", self._resource)
