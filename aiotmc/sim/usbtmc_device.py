@@ -18,11 +18,12 @@ transaction at a time; time comes from ``clock`` and :meth:`UsbtmcFunction.next_
 Fault injection: public attributes (``response_delay``, ``drop_responses``,
 ``abort_pending_polls``, ``fail_abort``, ``fail_clear``, ``wrong_abort_tag_once``,
 ``corrupt_next_response``, ``max_in_transfer``) and methods
-(:meth:`~UsbtmcFunction.stall_bulk_in`, :meth:`~UsbtmcFunction.stall_bulk_out`,
-:meth:`~UsbtmcFunction.inject_srq`, :meth:`~UsbtmcFunction.disconnect`,
-:meth:`~UsbtmcFunction.replug`, :meth:`~UsbtmcFunction.reset`). All attributes are plain
-JSON values, so the umockdev control channel can set them (``set corrupt_next_response
-"wrong_tag"``). ``quirks=`` makes the device misbehave like the
+(:meth:`~UsbtmcFunction.stall_bulk_in` and :meth:`~UsbtmcFunction.stall_bulk_out`, at
+once or at a chosen byte, once or repeatedly; :meth:`~UsbtmcFunction.inject_srq`,
+:meth:`~UsbtmcFunction.disconnect`, :meth:`~UsbtmcFunction.replug`,
+:meth:`~UsbtmcFunction.reset`). All attributes are plain JSON values, so the umockdev
+control channel can set them (``set corrupt_next_response "wrong_tag"``) and call the
+methods (``call stall_bulk_in [0]``). ``quirks=`` makes the device misbehave like the
 instruments in :data:`~aiotmc.protocol.quirks.KNOWN_QUIRKS`, one named behaviour at a time.
 """
 
@@ -129,6 +130,15 @@ class _Request:
     size: int
     term_char: int | None
     time: float
+
+
+@dataclass(slots=True)
+class _ArmedHalt:
+    """A halt armed by :meth:`UsbtmcFunction.stall_bulk_in` / ``stall_bulk_out``."""
+
+    after: int | None  # bytes to pass before halting (None: halt at once)
+    left: int  # halts still to come (each CLEAR_FEATURE re-arms the next)
+    budget: int | None  # bytes still to pass before this halt (None: not armed now)
 
 
 @dataclass(slots=True)
@@ -239,6 +249,11 @@ class UsbtmcFunction:
         self._awake = not quirks.reset_on_open
         self._wedged = False
         self._halted: set[int] = set()
+        self._in_halt: _ArmedHalt | None = None
+        self._out_halt: _ArmedHalt | None = None
+        # Where the transfer being sent started in its response (a halt before its first
+        # byte puts it back, as a device whose output queue keeps the message).
+        self._rewind: tuple[ResponseCursor, int, int, int] | None = None
         self._wakeup: Callable[[], None] | None = None
         self._interrupts: deque[bytes] = deque(maxlen=1024)
         self._out_header = bytearray()
@@ -315,13 +330,84 @@ class UsbtmcFunction:
 
     # -- fault injection -------------------------------------------------------------------
 
-    def stall_bulk_in(self) -> None:
-        """Halt bulk-IN until CLEAR_FEATURE(ENDPOINT_HALT)."""
-        self._halted.add(BULK_IN)
+    def stall_bulk_in(self, after: int | None = None, times: int = 1) -> None:
+        """Halt bulk-IN until CLEAR_FEATURE(ENDPOINT_HALT), like a real device: the halt
+        ends the transfer, the response stays queued.
 
-    def stall_bulk_out(self) -> None:
-        """Halt bulk-OUT until CLEAR_FEATURE(ENDPOINT_HALT)."""
+        ``after=None`` halts now; ``after=N`` once N more bytes have gone out (0: when a
+        request would get its first byte). A URB that would carry byte N+1 ends with
+        STALL: the whole packets before it left the device but are lost to the host. A
+        halt before a transfer's first byte forgets the request and keeps the response
+        (a new request gets it whole); a halt inside a transfer leaves the transfer in
+        progress (INITIATE_ABORT_BULK_IN finds it). ``times``: each CLEAR_FEATURE re-arms
+        the same halt until this many have happened.
+        """
+        self._in_halt = _ArmedHalt(after, times, after)
+        if after is None:
+            self._halt_in()
+
+    def stall_bulk_out(self, after: int | None = None, times: int = 1) -> None:
+        """Halt bulk-OUT until CLEAR_FEATURE(ENDPOINT_HALT).
+
+        ``after=None`` halts now (the next URB delivers nothing); ``after=N`` once N more
+        bytes have come in: the URB that would carry byte N+1 delivers the whole packets
+        before it, then ends with STALL; what the device took of a message stays until an
+        abort or clear. ``times`` as for :meth:`stall_bulk_in`.
+        """
+        self._out_halt = _ArmedHalt(after, times, after)
+        if after is None:
+            self._halt_out_armed()
+
+    def _halt_in(self) -> Stall:
+        self._halted.add(BULK_IN)
+        armed = self._in_halt
+        if armed is not None:
+            armed.left -= 1
+            armed.budget = None
+        self._end_in_transfer()
+        return STALL
+
+    def _end_in_transfer(self) -> None:
+        """A halted bulk-IN URB: a request not started is forgotten and the response
+        keeps the bytes of a transfer not started; a transfer partly sent stays current."""
+        if self._transfer is not None and self._sent == 0 and self._rewind is not None:
+            response, offset, index, inner = self._rewind
+            response.offset, response.index, response.inner = offset, index, inner
+            self._response = response
+            self._transfer = None
+        self._rewind = None
+        if self._transfer is None:
+            self._request = None
+            self._empty_first = False
+
+    def _halt_out_armed(self) -> Stall:
         self._halted.add(BULK_OUT)
+        armed = self._out_halt
+        if armed is not None:
+            armed.left -= 1
+            armed.budget = None
+        return STALL
+
+    def _rearm(self, endpoint: int) -> None:
+        """After CLEAR_FEATURE: the next of several armed halts."""
+        if endpoint == BULK_IN:
+            armed, halt = self._in_halt, self._halt_in
+        elif endpoint == BULK_OUT:
+            armed, halt = self._out_halt, self._halt_out_armed
+        else:
+            return
+        if armed is None:
+            return
+        if armed.left <= 0:
+            if endpoint == BULK_IN:
+                self._in_halt = None
+            else:
+                self._out_halt = None
+            return
+        if armed.after is None:
+            halt()
+        else:
+            armed.budget = armed.after
 
     def inject_srq(self, status_byte: int) -> None:
         """Queue an SRQ notification as if the model had requested service."""
@@ -349,6 +435,7 @@ class UsbtmcFunction:
         self._awake = True
         self._wedged = False
         self._halted.clear()
+        self._in_halt = self._out_halt = None
         self._interrupts.clear()
         self._clear_hanging = False
         self._drop_out()
@@ -368,7 +455,17 @@ class UsbtmcFunction:
             return STALL
         if not self._responsive:
             return None
-        view = memoryview(data).cast("B")
+        armed = self._out_halt
+        if armed is not None and armed.budget is not None:
+            if len(data) > armed.budget:  # the halt comes inside this URB
+                keep = armed.budget // self.max_packet_size * self.max_packet_size
+                if keep:
+                    self._receive_out(memoryview(data).cast("B")[:keep])
+                return self._halt_out_armed()
+            armed.budget -= len(data)
+        return self._receive_out(memoryview(data).cast("B"))
+
+    def _receive_out(self, view: memoryview) -> Stall | None:
         size = len(view)
         pos = 0
         while pos < size:
@@ -487,12 +584,16 @@ class UsbtmcFunction:
         self._transfer = header + payload + bytes(-len(payload) % 4)
         self._transfer_tag = tag
         self._sent = 0
+        self._rewind = None
 
     # -- bulk-IN -------------------------------------------------------------------------------
 
     def bulk_in(self, endpoint: int, size: int) -> bytes | Stall | None:
         """What one bulk-IN URB of ``size`` bytes receives now (None: NAK)."""
-        if not self._connected or endpoint != BULK_IN or BULK_IN in self._halted:
+        if not self._connected or endpoint != BULK_IN:
+            return STALL
+        if BULK_IN in self._halted:
+            self._end_in_transfer()
             return STALL
         if not self._responsive:
             return None
@@ -502,6 +603,10 @@ class UsbtmcFunction:
         if self._empty_first and self._request is not None:
             self._empty_first = False
             return b""
+        armed = self._in_halt
+        budget = None if armed is None else armed.budget
+        if budget == 0 and (self._request is not None or self._transfer is not None):
+            return self._halt_in()
         transfer = self._transfer
         if transfer is None:
             transfer = self._prepare()
@@ -509,6 +614,11 @@ class UsbtmcFunction:
                 return None
         sent = self._sent
         remaining = len(transfer) - sent
+        if armed is not None and budget is not None:
+            if min(size, remaining) > budget:  # the halt comes inside this URB
+                self._sent = sent + budget // self.max_packet_size * self.max_packet_size
+                return self._halt_in()
+            armed.budget = budget - min(size, remaining)
         if remaining > size:
             self._sent = sent + size
             return transfer[sent : sent + size]
@@ -516,6 +626,7 @@ class UsbtmcFunction:
         if remaining < size and exact and self.quirks.no_short_packet_on_exact_multiple:
             return None  # the last packet was full and no ZLP follows: the URB never ends
         self._transfer = None
+        self._rewind = None
         if remaining == size and exact and not self.quirks.no_short_packet_on_exact_multiple:
             self._zlp_pending = True  # the terminating ZLP arrives in the next URB
         return transfer if sent == 0 else transfer[sent:]
@@ -554,6 +665,7 @@ class UsbtmcFunction:
             if found >= 0:
                 size = found + 1
                 attributes |= TERM_CHAR
+        self._rewind = (response, response.offset, response.index, response.inner)
         pieces = response.take(size)
         if not response.remaining:
             self._response = None
@@ -599,6 +711,7 @@ class UsbtmcFunction:
         self._request = None
         self._response = None
         self._transfer = None
+        self._rewind = None
         self._sent = 0
         self._empty_first = False
 
@@ -631,6 +744,7 @@ class UsbtmcFunction:
         self._halted.discard(endpoint)
         if endpoint == BULK_OUT:
             self._out_header.clear()
+        self._rearm(endpoint)
 
     # -- control --------------------------------------------------------------------------------
 

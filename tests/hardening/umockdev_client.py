@@ -146,8 +146,13 @@ async def faults(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         await echo()
         await env.control("ping")  # the control connection is part of the baseline
         before = Resources.now()
-        for endpoint in ("0x82", "0x01"):
-            await env.control(f"stall {endpoint}")
+        # 0x82: halted by the bus while the device keeps the request (the abort finds it
+        # in progress, so no retry); 0x01: a halt that comes back after the retry.
+        for endpoint, command in (
+            ("0x82", "stall 0x82"),
+            ("0x01", "call stall_bulk_out [null, 2]"),
+        ):
+            await env.control(command)
             seen[f"stall {endpoint}"] = await _expect(
                 UsbStallError, lambda: inst.query("ECHO? 0"), within=0
             )

@@ -506,6 +506,56 @@ async def stall(env: Env) -> None:
 
 
 @scenario
+async def stall_rules(env: Env) -> dict[str, Any]:
+    """Endpoint halts through real libusb (the emulator halts at the chosen byte): one
+    before the response or on a one-packet command is retried and the query answered;
+    mid-response or a second one raises UsbStallError after a device clear. After each,
+    ``*ESR?`` reads 0 and the error queue is empty."""
+    from aiotmc.transports.usbtmc import open_usbtmc_transport
+
+    async def ask(t: Any, command: bytes) -> bytes:
+        await t.send_message([command])
+        return bytes(await t.receive_message(max_size=4096))
+
+    async def clean(t: Any) -> None:
+        assert await ask(t, b"*ESR?\n") == b"0\n"
+        assert await ask(t, b"SYST:ERR?\n") == b'+0,"No error"\n'
+        assert b"SIM" in await ask(t, b"*IDN?\n")
+
+    options = {"poll_interval": 0.005, "drain_timeout": 0.05}
+    seen: dict[str, str] = {}
+    async with (
+        env.open() as port,
+        open_usbtmc_transport(port, resource=port.resource, **options) as t,
+    ):
+        await ask(t, b"*ESR?\n")  # baseline
+        with anyio.fail_after(10):
+            await env.control("call stall_bulk_in [0]")
+            assert b"SIM" in await ask(t, b"*IDN?\n")
+            await clean(t)
+            await env.control("call stall_bulk_out [0]")
+            assert b"SIM" in await ask(t, b"*IDN?\n")
+            await clean(t)
+            assert t.stall_retries == 2
+            seen["retried"] = "answered"
+            await env.control("set max_in_transfer 4")
+            await env.control("call stall_bulk_in [16]")
+            await t.send_message([b"*IDN?\n"])
+            await expect(UsbStallError, t.receive_message(max_size=4096))
+            await env.control("set max_in_transfer null")
+            await clean(t)
+            await env.control("call stall_bulk_in [0, 2]")
+            await expect(UsbStallError, ask(t, b"*IDN?\n"))
+            await clean(t)
+            await env.control("call stall_bulk_out [0, 2]")
+            await expect(UsbStallError, ask(t, b"*IDN?\n"))
+            await clean(t)
+            assert t.stall_retries == 4 and not t.broken
+            seen["mid-response, second halts"] = "UsbStallError, clean"
+    return seen
+
+
+@scenario
 async def misuse(env: Env) -> None:
     port = env.open()
     async with port:

@@ -112,6 +112,7 @@ class UsbtmcConnection:
         self._header = bytearray()
         # the current request / transfer
         self._requested = 0
+        self._first_request = False  # the current request is the message's first
         self._t_left = 0  # payload bytes of this transfer still to come
         self._t_pad = 0  # alignment bytes after the payload still to come
         self._t_total = 0  # expected transfer length, header included
@@ -147,6 +148,17 @@ class UsbtmcConnection:
     def in_tag(self) -> int:
         """bTag of the last REQUEST_DEV_DEP_MSG_IN (for abort bulk-IN)."""
         return self._in_tag
+
+    @property
+    def awaiting_first_byte(self) -> bool:
+        """A response was requested and not one byte of it has arrived (no earlier
+        transfer, no header byte): a bulk-IN halt now has lost none of it."""
+        return (
+            self._state is UsbtmcState.REQUESTED
+            and self._first_request
+            and not self._header
+            and self._buf is None
+        )
 
     @property
     def capabilities(self) -> UsbtmcCapabilities | None:
@@ -243,6 +255,7 @@ class UsbtmcConnection:
         tag = self._next_tag()
         self._in_tag = tag
         self._requested = size
+        self._first_request = new_message
         self._empty_retry_left = 1 if self.quirks.empty_first_bulk_in_retry else 0
         self._header.clear()
         if new_message:

@@ -8,24 +8,47 @@ transfer per ``max_transfer_size`` chunk of a message (several in flight with
 views, or a :class:`~._block_sink.BlockSink` that writes a block's payload into the
 caller's buffer). An operation that stops part-way is resynchronised by
 :meth:`~._session.UsbtmcSession._after_error` before the error propagates.
+
+Endpoint halts (docs/reliability.md, "USB endpoint halts"): a bulk-IN halt before any
+byte of a response arrived is cleared and the response requested again (a read retry,
+not a replay of the command), when the device confirms it had not started sending; a
+bulk-OUT halt on a one-packet transfer that starts a message (the device cannot hold any
+of it) is cleared and the transfer sent again. Once per operation: any other halt raises
+UsbStallError after a device clear.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
 import anyio
 from anyio.lowlevel import checkpoint
 
-from ..._exceptions import ReadTimeout, RemoteProtocolError, UnsupportedOperation, WriteTimeout
+from ..._exceptions import (
+    ReadTimeout,
+    RemoteProtocolError,
+    UnsupportedOperation,
+    UsbStallError,
+    UsbTransferError,
+    WriteTimeout,
+)
 from ..._types import BytesLike
 from ..._usb.port import PIPELINE_DEPTH, PipelinedUsbPort
-from ...protocol.usbtmc import NEED_DATA, EndOfMessage, NeedRequest, ResponseData
+from ...protocol.usbtmc import (
+    NEED_DATA,
+    EndOfMessage,
+    NeedRequest,
+    ResponseData,
+    UsbtmcState,
+)
 from ._block_sink import BlockSink
 from ._link import UsbtmcLink
 
 __all__ = ["UsbtmcMessages"]
+
+logger = logging.getLogger("aiotmc.transports.usbtmc")
 
 
 class UsbtmcMessages(UsbtmcLink):
@@ -44,18 +67,20 @@ class UsbtmcMessages(UsbtmcLink):
             await self._restore(deadline)
         self._begin()
         try:
+            starts = self._conn.state is not UsbtmcState.SENDING
             transfers = self._conn.send_message(parts, end=end)
-            await self._within(deadline, WriteTimeout, self._send(transfers, end))
+            await self._within(deadline, WriteTimeout, self._send(transfers, end, starts))
         except BaseException as exc:
             await self._after_error(exc)
             raise
         finally:
             self._busy = False
 
-    async def _send(self, transfers: list[bytes], end: bool) -> None:
+    async def _send(self, transfers: list[bytes], end: bool, starts: bool) -> None:
+        """``starts``: the first transfer begins a message (the device holds none of it)."""
+        self._stall_retry = starts
         if not transfers:
             await checkpoint()
-        port = self._port
         out = self._out
         last = len(transfers) - 1
         pipelined = self._pipelined
@@ -88,7 +113,8 @@ class UsbtmcMessages(UsbtmcLink):
                 # abort then finds nothing in progress), the device holds part of a
                 # message: the recovery must clear it, or the next message is appended.
                 out.partial = True
-            await port.bulk_out(transfer)
+            await self._bulk_out(transfer)
+            self._stall_retry = False
             out.inflight = None
             out.partial = not (end and index == last)
         if end:
@@ -177,7 +203,8 @@ class UsbtmcMessages(UsbtmcLink):
             wait = self._last_write_end + delay - anyio.current_time()
             if wait > 0:
                 await anyio.sleep(wait + 0.001)
-        await port.bulk_out(conn.request_response(want()))
+        self._stall_retry = True
+        await self._bulk_out(conn.request_response(want()))
         data: BytesLike
         while True:
             event = conn.next_event()
@@ -189,15 +216,68 @@ class UsbtmcMessages(UsbtmcLink):
                 if pipelined is not None and size >= 2 * self._min_chunk and conn.read_is_exact:
                     data = await self._read_pipelined(pipelined, size)
                 else:
-                    data = await port.bulk_in(size)
+                    try:
+                        data = await port.bulk_in(size)
+                    except UsbStallError as exc:
+                        await self._retry_request(exc, want)
+                        continue
                 conn.receive_bulk_in(data)
             elif type(event) is ResponseData:
                 sink(event.data)
             elif type(event) is NeedRequest:
-                await port.bulk_out(conn.request_response(want()))
+                await self._bulk_out(conn.request_response(want()))
             else:
                 assert type(event) is EndOfMessage
                 return
+
+    async def _bulk_out(self, transfer: bytes) -> None:
+        """One bulk-OUT transfer. A halt on a transfer of one packet (the device took
+        none of it: a packet is accepted or refused whole) is cleared and the transfer
+        sent again, once per operation and only where ``_stall_retry`` allows it."""
+        port = self._port
+        try:
+            await port.bulk_out(transfer)
+        except UsbStallError as exc:
+            endpoint = port.bulk_out_endpoint
+            if not self._stall_retry or exc.endpoint != endpoint:
+                raise
+            if len(transfer) > port.max_packet_size:
+                raise
+            self._stall_retry = False
+            self.stall_retries += 1
+            logger.info(
+                "%s: bulk-OUT halted before the device took any of a transfer; "
+                "clearing the halt and sending it again",
+                self._resource,
+            )
+            try:
+                await port.clear_halt(endpoint)
+            except UsbTransferError as failure:
+                raise exc from failure
+            await port.bulk_out(transfer)
+
+    async def _retry_request(self, exc: UsbStallError, want: Callable[[], int]) -> None:
+        """A bulk-IN read halted: if no byte of the response had arrived and the device
+        confirms it had not started sending, request the same response again (once per
+        operation); else re-raise ``exc`` (``_after_error`` clears the device)."""
+        port, conn = self._port, self._conn
+        if (
+            not self._stall_retry
+            or exc.endpoint != port.bulk_in_endpoint
+            or not conn.awaiting_first_byte
+        ):
+            raise exc
+        self._stall_retry = False
+        try:
+            unsent = await self._recovery.nothing_sent_after_halt(conn.in_tag)
+        except (UsbTransferError, RemoteProtocolError) as failure:
+            raise exc from failure  # the halt is the error; _after_error clears the device
+        if not unsent:
+            raise exc
+        self.stall_retries += 1
+        logger.info("%s: bulk-IN halted before the response; requesting it again", self._resource)
+        conn.reset()
+        await port.bulk_out(conn.request_response(want()))
 
     async def _read_pipelined(self, port: PipelinedUsbPort, size: int) -> memoryview:
         """One bulk-IN read of ``size`` bytes as several transfers in flight at once.
@@ -222,7 +302,7 @@ class UsbtmcMessages(UsbtmcLink):
         self._begin()
         try:
             message = self._conn.trigger()
-            await self._within(deadline, WriteTimeout, self._send([message], False))
+            await self._within(deadline, WriteTimeout, self._send([message], False, True))
             self._out.partial = False
         except BaseException as exc:
             await self._after_error(exc)

@@ -4,8 +4,10 @@
 (the connection's state, the bulk-OUT progress, a stalled endpoint);
 :meth:`UsbtmcRecovery.run` undoes it: clear the endpoint halt, abort bulk-OUT and bulk-IN
 (retrying with the bTag the device names, draining bulk-IN to a short packet), and
-escalate to a device clear when an abort fails or a message was left half sent. Time
-bounds, shielding and what a failure means for the session are the transport's business.
+escalate to a device clear when an abort fails, a message was left half sent or a bulk
+endpoint halted. :meth:`UsbtmcRecovery.nothing_sent_after_halt` tells the transport
+whether a bulk-IN halt may be answered with a new request. Time bounds, shielding and
+what a failure means for the session are the transport's business.
 """
 
 from __future__ import annotations
@@ -97,7 +99,12 @@ class UsbtmcRecovery:
             self.port.bulk_in_endpoint,
             self.port.bulk_out_endpoint,
         ):
+            # A halt the transport could not retry: the device may hold part of a
+            # message or a response. INITIATE_CLEAR drops both (aborts would leave an
+            # unread response queued, and the next message would interrupt it: -410).
             plan.stalled = exc.endpoint
+            plan.clear = True
+            plan.in_tag = plan.out_tag = None
         if plan == RecoveryPlan():
             if state is UsbtmcState.PARTIAL:
                 conn.reset()  # the device drops the rest when the next message comes
@@ -121,6 +128,21 @@ class UsbtmcRecovery:
         if plan.clear:
             await self.device_clear()
 
+    async def nothing_sent_after_halt(self, tag: int) -> bool:
+        """After a bulk-IN halt hit request ``tag`` before any byte of its response
+        arrived: clear the halt and ask the device (INITIATE_ABORT_BULK_IN) whether it
+        had started that transfer. True (FAILED: nothing in progress): the response is
+        still queued whole and a new request gets it. False: it had started (lost
+        packets; the abort is completed here) or answered otherwise: clear the device."""
+        port, conn = self.port, self.conn
+        await port.clear_halt(port.bulk_in_endpoint)
+        reply = parse_initiate_abort(await port.control(conn.initiate_abort_bulk_in(tag)))
+        if reply.status is UsbtmcStatus.FAILED:
+            return True
+        if reply.status is _SUCCESS:
+            await self._finish_abort_bulk_in()
+        return False
+
     async def _abort_bulk_in(self, tag: int) -> None:
         """INITIATE_ABORT_BULK_IN (retrying with the device's bTag), drain, CHECK."""
         port, conn = self.port, self.conn
@@ -139,6 +161,11 @@ class UsbtmcRecovery:
             raise RemoteProtocolError(f"INITIATE_ABORT_BULK_IN returned {reply.status.name}")
         else:
             raise RemoteProtocolError("INITIATE_ABORT_BULK_IN: the device keeps naming other bTags")
+        await self._finish_abort_bulk_in()
+
+    async def _finish_abort_bulk_in(self) -> None:
+        """After INITIATE_ABORT_BULK_IN succeeded: drain, CHECK_ABORT_BULK_IN_STATUS."""
+        port, conn = self.port, self.conn
         await self._drain_bulk_in()
         for _ in range(self.max_polls):
             check = parse_check_abort_bulk_in(await port.control(conn.check_abort_bulk_in_status()))

@@ -118,6 +118,9 @@ class UsbtmcSession:
         self.recoveries = 0
         #: How many times :meth:`reconnect` replaced the link.
         self.reconnects = 0
+        #: How many endpoint halts were cleared and the transfer retried (no error raised).
+        self.stall_retries = 0
+        self._stall_retry = False  # the operation running may still retry after a halt
 
     def _make_connection(self, port: UsbPort) -> UsbtmcConnection:
         return UsbtmcConnection(
