@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast, overload
 
@@ -169,8 +169,8 @@ class InstrumentGroup(Mapping[str, Instrument]):
         self.failed: dict[str, Exception] = dict(failed or {})
         self.limit = limit
         self._order: list[str] = [*self._instruments, *self.failed]
-        self._closing: anyio.Event | None = None  # members wait on it (open_many)
-        self._members_done: anyio.Event | None = None  # set by open_many
+        # open_many: how each member was opened, exited to close it (else inst.aclose())
+        self._exits: dict[str, AbstractAsyncContextManager[Instrument]] | None = None
         self._closed = False
 
     # -- mapping ----------------------------------------------------------------------------
@@ -373,13 +373,13 @@ class InstrumentGroup(Mapping[str, Instrument]):
         if self._closed:
             return
         self._closed = True
-        if self._closing is not None:
-            self._closing.set()
+        exits = self._exits
         with anyio.CancelScope(shield=True):
-            if self._members_done is not None:
-                await self._members_done.wait()  # each member task closes its instrument
-            else:
-                async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as tg:
+                if exits is not None:
+                    for name, opening in list(exits.items()):
+                        tg.start_soon(_exit_quietly, name, opening)
+                else:
                     for inst in self._instruments.values():
                         tg.start_soon(_close_quietly, inst)
 
@@ -388,6 +388,13 @@ class InstrumentGroup(Mapping[str, Instrument]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _exit_quietly(name: str, opening: AbstractAsyncContextManager[Instrument]) -> None:
+    try:
+        await opening.__aexit__(None, None, None)
+    except Exception:
+        _log.exception("closing %r failed", name)
 
 
 async def _close_quietly(inst: Instrument) -> None:
@@ -424,55 +431,35 @@ async def open_many(
     """
     group = InstrumentGroup(limit=limit)
     group._order = list(resources)
-    closing = group._closing = anyio.Event()
-    pending = len(resources)
-    settled = anyio.Event()
-    members_done = anyio.Event()
-    running = len(resources)
-    group._members_done = members_done
-
-    def settle() -> None:
-        nonlocal pending
-        pending -= 1
-        if pending == 0:
-            settled.set()
+    exits: dict[str, AbstractAsyncContextManager[Instrument]] = {}
+    group._exits = exits
 
     async def member(name: str, spec: ResourceSpec) -> None:
-        nonlocal running
-        opened = False
+        resource, own = _split_spec(spec)
+        opening = open_instrument(resource, **{**options, **own})
         try:
-            resource, own = _split_spec(spec)
-            async with open_instrument(resource, **{**options, **own}) as inst:
-                group._instruments[name] = inst
-                opened = True
-                settle()
-                await closing.wait()
+            inst = await opening.__aenter__()
         except Exception as exc:
-            if opened:
-                _log.warning("instrument %r failed while open: %r", name, exc)
-            group._instruments.pop(name, None)
             group.failed[name] = exc
-            if not opened:
-                settle()
-        finally:
-            running -= 1
-            if running == 0:
-                members_done.set()
+            return
+        exits[name] = opening  # no await since __aenter__ returned: never lost
+        group._instruments[name] = inst
 
-    if not resources:
-        settled.set()
-        members_done.set()
-    async with background_task_group() as tg:
-        for name, spec in resources.items():
-            tg.start_soon(member, name, spec, name=f"aiotmc.open_many:{name}")
-        try:
-            await settled.wait()
-            # keep the order of ``resources`` whatever order the opens finished in
-            group._instruments = {
-                n: group._instruments[n] for n in resources if n in group._instruments
-            }
-            if strict and group.failed:
-                raise _exception_group(group.failed, len(resources), "failed to open")
-            yield group
-        finally:
-            await group.aclose()
+    # The opens run concurrently in a task group that ends before the caller's block: no
+    # task group is held across the ``yield``, so the group can be closed from any task
+    # or cancel scope, like a single instrument.
+    try:
+        async with background_task_group() as tg:
+            for name, spec in resources.items():
+                tg.start_soon(member, name, spec, name=f"aiotmc.open_many:{name}")
+    except BaseException:
+        await group.aclose()
+        raise
+    # keep the order of ``resources`` whatever order the opens finished in
+    group._instruments = {n: group._instruments[n] for n in resources if n in group._instruments}
+    try:
+        if strict and group.failed:
+            raise _exception_group(group.failed, len(resources), "failed to open")
+        yield group
+    finally:
+        await group.aclose()

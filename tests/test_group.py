@@ -212,6 +212,33 @@ async def test_group_closes_every_member_when_cancelled(via: str) -> None:
         assert all(inst.closed for inst in members)
 
 
+async def test_group_closes_from_another_task_and_a_cancelled_scope(via: str) -> None:
+    """open_many holds no task group across its block: the notebook pattern works."""
+    devices = {f"dev{i}": create_device(m) for i, m in enumerate(["dmm", "psu"])}
+    async with bench(devices, via) as resources:
+        opening = aiotmc.open_many(resources)
+        group = await opening.__aenter__()
+        members = list(group.values())
+        results: list[str] = []
+
+        async def use() -> None:
+            results.extend((await group.query_all("*IDN?")).unwrap().values())
+
+        async def close() -> None:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await opening.__aexit__(None, None, None)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(use)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+        assert len(results) == 2 and all("SIM-" in r for r in results)
+        assert group.closed and all(inst.closed for inst in members)
+        assert "SIM-" in results[0]  # this task's scopes are intact: it can still await
+        await anyio.lowlevel.checkpoint()
+
+
 async def test_group_closes_when_cancelled_during_open(monkeypatch: pytest.MonkeyPatch) -> None:
     # one member never finishes connecting; the scope is cancelled once the other is open
     import aiotmc.transports.tcp as tcp
