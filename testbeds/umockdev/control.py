@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -16,7 +19,7 @@ import anyio.abc
 
 from .host import CONTROL_ENV
 
-__all__ = ["ControlClient"]
+__all__ = ["ControlClient", "run_and_report"]
 
 _MAX_REPLY = 1 << 20
 
@@ -47,3 +50,18 @@ class ControlClient:
         if self._stream is not None:
             await self._stream.aclose()
             self._stream = None
+
+
+def run_and_report(
+    main: Callable[..., Awaitable[Any]], *args: Any, backend: str = "asyncio"
+) -> int:
+    """Run a client's ``main(*args)`` on ``backend``; print ``RESULT <json>`` (exit 0) or
+    the traceback (exit 1): the line the test harnesses read from a client process."""
+    try:
+        result = anyio.run(main, *args, backend=backend)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    sys.stdout.write("RESULT " + json.dumps(result if result is not None else {}) + "\n")
+    sys.stdout.flush()
+    return 0

@@ -15,7 +15,6 @@ import os
 import random
 import sys
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -35,7 +34,7 @@ from aiotmc.reconnect import Reconnect
 from aiotmc.resources import UsbInstr, parse_resource
 from aiotmc.sim.usbtmc_device import CORRUPTIONS
 from aiotmc.transports.usbtmc import UsbtmcTransport, open_usb_resource
-from testbeds.umockdev.control import ControlClient
+from testbeds.umockdev.control import ControlClient, run_and_report
 from testbeds.umockdev.host import INFO_ENV
 
 from .storm import Storm
@@ -290,14 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=50.0)
     args = parser.parse_args(argv)
-    try:
-        result = anyio.run(_run, args.scenario, args, backend=args.backend)
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return run_and_report(_run, args.scenario, args, backend=args.backend)
 
 
 if __name__ == "__main__":

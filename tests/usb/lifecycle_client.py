@@ -15,46 +15,21 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from typing import Any
 
 import anyio
 import anyio.abc
 
 import aiotmc
+from testbeds.umockdev.control import ControlClient, run_and_report
 from tests.lifecycle_cases import MODES, Tally, run_cell
-
-
-class DeviceControl:
-    """The device process's control socket (fault injection, statistics)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._stream: anyio.abc.SocketStream | None = None
-        self._buffer = b""
-
-    async def __call__(self, command: str) -> Any:
-        if self._stream is None:
-            self._stream = await anyio.connect_unix(self._path)
-        await self._stream.send(command.encode() + b"\n")
-        while b"\n" not in self._buffer:
-            self._buffer += await self._stream.receive()
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"device command {command!r} failed: {reply['error']}")
-        return reply.get("result")
-
-    async def aclose(self) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
 
 
 async def run(driver: str) -> dict[str, Any]:
     info = json.loads(os.environ["AIOTMC_UMOCKDEV_INFO"])
     device = info["devices"][0]
     name = f"USB0::0x{device['vid']:04X}::0x{device['pid']:04X}::{device['serial']}::INSTR"
-    control = DeviceControl(os.environ["AIOTMC_UMOCKDEV_CONTROL"])
+    control = ControlClient()
     tally = Tally()
 
     async def stall(inst: aiotmc.Instrument) -> None:
@@ -90,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--driver", default="thread", choices=["thread", "pollfd", "auto"])
     args = parser.parse_args(argv)
-    try:
-        result = anyio.run(run, args.driver, backend=args.backend)
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return run_and_report(run, args.driver, backend=args.backend)
 
 
 if __name__ == "__main__":

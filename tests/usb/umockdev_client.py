@@ -41,7 +41,7 @@ from aiotmc._usb.libusb_port import Libusb1Port, open_usb_port
 from aiotmc._usb.transfer import ZOMBIES
 from aiotmc.protocol.events import ControlRequest
 from aiotmc.protocol.usbtmc import HEADER_SIZE, MsgID, pack_header, unpack_header
-from testbeds.umockdev.control import ControlClient
+from testbeds.umockdev.control import ControlClient, run_and_report
 from testbeds.umockdev.host import INFO_ENV
 
 VID, PID = 0x0957, 0x1796
@@ -1145,14 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--driver", default="thread", choices=["thread", "pollfd", "auto"])
     args = parser.parse_args(argv)
-    try:
-        result = anyio.run(_run, args.scenario, args.driver, backend=args.backend)
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    sys.stdout.write("RESULT " + json.dumps(result or {}) + "\n")
-    sys.stdout.flush()
-    return 0
+    return run_and_report(_run, args.scenario, args.driver, backend=args.backend)
 
 
 if __name__ == "__main__":

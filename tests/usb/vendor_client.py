@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from typing import Any
 
 import anyio
@@ -20,7 +19,7 @@ import anyio
 import aiotmc
 from aiotmc.sim.usbtmc_device import VENDOR_REGISTER
 from aiotmc.transports.usbtmc import MAX_CONTROL_LENGTH, UsbtmcTransport
-from tests.usb.lifecycle_client import DeviceControl
+from testbeds.umockdev.control import ControlClient, run_and_report
 
 
 def payload(size: int) -> bytes:
@@ -50,7 +49,7 @@ async def run(driver: str) -> dict[str, Any]:
                 pass
             else:
                 raise AssertionError("an unknown vendor request did not stall")
-            control = DeviceControl(os.environ["AIOTMC_UMOCKDEV_CONTROL"])
+            control = ControlClient()
             try:
                 await control("@0 latency 0.2")  # every URB completes 200 ms late
                 with anyio.move_on_after(0.05) as scope:  # cancelled mid vendor read: aborted
@@ -68,14 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--driver", default="thread", choices=["thread", "pollfd", "auto"])
     args = parser.parse_args(argv)
-    try:
-        result = anyio.run(run, args.driver, backend=args.backend)
-    except BaseException:
-        traceback.print_exc()
-        return 1
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return run_and_report(run, args.driver, backend=args.backend)
 
 
 if __name__ == "__main__":
