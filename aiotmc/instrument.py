@@ -46,6 +46,7 @@ from .transports.base import (
     SupportsReadTermination,
     SupportsReconnect,
     SupportsRemoteLocal,
+    SupportsVendorMessages,
 )
 
 if TYPE_CHECKING:
@@ -542,6 +543,74 @@ class Instrument:
         locked = await self._acquire(loop)
         try:
             await transport.indicator_pulse(deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
+    # -- vendor-specific messages (USBTMC) ---------------------------------------------------
+
+    def _vendor(self) -> SupportsVendorMessages:
+        transport = self.transport
+        if not (
+            isinstance(transport, SupportsVendorMessages)
+            and transport.info.capabilities.vendor_messages
+        ):
+            raise UnsupportedOperation(f"{self.resource}: no vendor-specific messages on this link")
+        return transport
+
+    async def vendor_write(
+        self, data: BytesLike, *, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Send ``data`` as one USBTMC VENDOR_SPECIFIC_OUT message (vendor tools' channel)."""
+        transport = self._vendor()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            await transport.vendor_write(data, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
+    async def vendor_read(
+        self, max_size: int, *, timeout: float | Default | None = DEFAULT
+    ) -> bytes:
+        """Read one USBTMC VENDOR_SPECIFIC_IN message of at most ``max_size`` bytes."""
+        transport = self._vendor()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            return await transport.vendor_read(max_size, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
+    async def control_transfer(
+        self,
+        request_type: int,
+        request: int,
+        value: int = 0,
+        index: int = 0,
+        data_or_length: BytesLike | int = 0,
+        *,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytes:
+        """A USB class or vendor control transfer on the default endpoint.
+
+        ``request_type`` is bmRequestType: device-to-host (bit 7 set) reads up to
+        ``data_or_length`` bytes and returns them; host-to-device sends the bytes in
+        ``data_or_length`` and returns ``b""``. Standard requests and data stages over
+        4096 bytes raise :class:`~aiotmc.LocalProtocolError` before anything is sent.
+        """
+        transport = self._vendor()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            return await transport.control_transfer(
+                request_type, request, value, index, data_or_length, deadline=deadline
+            )
         finally:
             if locked:
                 self._lock.release()

@@ -11,6 +11,7 @@ import pytest
 import aiotmc
 from aiotmc import RenMode
 from aiotmc.sim.devices import create_device
+from aiotmc.sim.usbtmc_device import VENDOR_REGISTER
 
 from .conftest import OpenSim, open_device
 
@@ -62,3 +63,25 @@ async def test_invalid_ren_mode_is_a_value_error(open_sim: OpenSim) -> None:
     async with open_sim("dmm") as inst:
         with pytest.raises(ValueError, match="7"):
             await inst.control_ren(7)
+
+
+async def test_vendor_messages_and_control_transfers_reach_instrument(open_sim: OpenSim) -> None:
+    async with open_sim("dmm") as inst:
+        if open_sim.via != "usb":  # type: ignore[attr-defined]
+            for call in (
+                lambda: inst.vendor_write(b"x"),
+                lambda: inst.vendor_read(8),
+                lambda: inst.control_transfer(0xC1, VENDOR_REGISTER, 0, 0, 8),
+            ):
+                with pytest.raises(aiotmc.UnsupportedOperation, match="vendor"):
+                    await call()
+            return
+        function = inst.function  # type: ignore[attr-defined]
+        await inst.vendor_write(b"\x00raw vendor bytes\xff")
+        assert bytes(function.vendor_data) == b"\x00raw vendor bytes\xff"
+        assert await inst.vendor_read(64) == b"\x00raw vendor bytes\xff"  # the emulator echoes
+        assert await inst.control_transfer(0x41, VENDOR_REGISTER, 3, 0, b"cal") == b""
+        assert await inst.control_transfer(0xC1, VENDOR_REGISTER, 3, 0, 16) == b"cal"
+        with pytest.raises(aiotmc.LocalProtocolError):
+            await inst.control_transfer(0x80, 6, 0x0100, 0, 18)  # a standard request
+        assert "SIM-DMM" in await inst.query("*IDN?")

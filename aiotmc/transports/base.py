@@ -27,6 +27,7 @@ __all__ = [
     "SupportsReadTermination",
     "SupportsReconnect",
     "SupportsRemoteLocal",
+    "SupportsVendorMessages",
     "TransportInfo",
 ]
 
@@ -41,6 +42,7 @@ class Capabilities:
     trigger: bool = False  #: a bus-level trigger (USB488 TRIGGER, GPIB GET)
     remote_local: bool = False  #: REN / GTL / LLO (:class:`SupportsRemoteLocal`)
     indicator_pulse: bool = False  #: blink the device's indicator (:class:`SupportsIndicatorPulse`)
+    vendor_messages: bool = False  #: vendor-specific messages (:class:`SupportsVendorMessages`)
     eom: bool = False  #: the bus marks the end of each message (USBTMC EOM)
 
 
@@ -181,4 +183,30 @@ class SupportsReadTermination(Protocol):
 
     def set_read_termination(self, terminator: bytes) -> None:
         """Frame the next responses on ``terminator``."""
+        ...
+
+
+@runtime_checkable
+class SupportsVendorMessages(Protocol):
+    """USBTMC vendor-specific messages and class/vendor control transfers."""
+
+    async def vendor_write(self, data: BytesLike, *, deadline: float = math.inf) -> None:
+        """Send ``data`` as one VENDOR_SPECIFIC_OUT transfer."""
+        ...
+
+    async def vendor_read(self, max_size: int, *, deadline: float = math.inf) -> bytes:
+        """REQUEST_VENDOR_SPECIFIC_IN: at most ``max_size`` bytes of the device's answer."""
+        ...
+
+    async def control_transfer(
+        self,
+        request_type: int,
+        request: int,
+        value: int = 0,
+        index: int = 0,
+        data_or_length: BytesLike | int = 0,
+        *,
+        deadline: float = math.inf,
+    ) -> bytes:
+        """A class or vendor control transfer; the data read (``b""`` for host-to-device)."""
         ...

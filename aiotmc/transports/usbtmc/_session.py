@@ -180,6 +180,7 @@ class UsbtmcSession:
                 trigger=usb488 and caps.trigger,
                 remote_local=usb488 and caps.ren_control,
                 indicator_pulse=caps.indicator_pulse,
+                vendor_messages=True,
                 eom=not self.quirks.eom_unreliable,
             ),
             details=details,
