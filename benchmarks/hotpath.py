@@ -11,7 +11,11 @@ is the Python cost of each layer:
 * ``plain``: the plain non-blocking client of the round-trip benchmark on the same loop
   (a ``BufferedProtocol`` on asyncio and uvloop; ``wait_readable`` + ``recv_into`` on trio);
 * ``transport``: ``SocketTransport.exchange`` (what ``Instrument.query`` calls);
-* ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode).
+* ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode);
+* ``instrument, answer on send`` and ``100 tasks, answer on send``: ``Instrument.query``
+  against a peer that answers inside the client's ``send`` (as a fast peer on the same
+  CPU does), from one task and from :data:`TASKS` tasks sharing the instrument: the
+  difference is the price of handing the exchange lock from task to task.
 
 ``--profile`` adds a cProfile listing of ``Instrument.query``, sorted by own time.
 """
@@ -28,6 +32,22 @@ from typing import Any
 
 ANSWER = b"aiotmc,SIM-SCOPE,0001,0.1\n"
 _DRAIN_EVERY = 100  # the peer drains the queries it received every this many exchanges
+TASKS = 100  #: tasks sharing one instrument in the contended layer
+
+
+class _AnsweringSocket(socket.socket):
+    """The client's end of a socketpair whose peer answers inside every ``send``."""
+
+    peer: socket.socket
+    sends = 0
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        sent = super().send(data, flags)
+        self.peer.send(ANSWER)
+        self.sends += 1
+        if self.sends % _DRAIN_EVERY == 0:
+            self.peer.recv(1 << 20)
+        return sent
 
 
 def _floor(n: int) -> float:
@@ -119,6 +139,52 @@ async def _layers(n: int, backend: str, profiler: cProfile.Profile | None) -> di
                     out[label] = (time.process_time() - t0) / n
                 if profiler is not None:
                     profiler.disable()
+    finally:
+        await inst.aclose()
+        b.close()
+    out.update(await _contended(n))
+    return out
+
+
+async def _contended(n: int) -> dict[str, float]:
+    """``Instrument.query`` from one task, then from :data:`TASKS` tasks, against a peer
+    that answers inside ``send``."""
+    import anyio
+
+    import aiotmc
+    from aiotmc.transports.tcp import SocketTransport
+
+    a, b = socket.socketpair()
+    sock = _AnsweringSocket(fileno=a.detach())
+    sock.peer = b
+    sock.setblocking(False)
+    transport = SocketTransport(sock, host="peer", port=0, resource="TCPIP0::peer::0::SOCKET")
+    inst = aiotmc.Instrument(transport)
+    per_task = max(1, n // TASKS)
+
+    async def one_task() -> None:
+        for _ in range(per_task * TASKS):
+            await inst.query("*IDN?")
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await inst.query("*IDN?")
+
+    async def many_tasks() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(TASKS):
+                tg.start_soon(worker)
+
+    out: dict[str, float] = {}
+    try:
+        for label, run in (
+            ("instrument, answer on send", one_task),
+            (f"{TASKS} tasks, answer on send", many_tasks),
+        ):
+            await run()  # warm-up
+            t0 = time.process_time()
+            await run()
+            out[label] = (time.process_time() - t0) / (per_task * TASKS)
     finally:
         await inst.aclose()
         b.close()

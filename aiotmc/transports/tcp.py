@@ -240,14 +240,7 @@ class SocketTransport:
         sock = self._sock
         receiver = self._receiver
         decoder = self._decoder
-        if (
-            self._busy
-            or self._stale
-            or sock is None
-            or receiver is None
-            or self._closed
-            or decoder.pending
-        ):
+        if self._busy or self._stale or sock is None or self._closed or decoder.pending:
             await self.send_message((message,), deadline=deadline)
             return await self.receive_message(max_size=max_size, deadline=deadline)
         self._busy = True
@@ -259,6 +252,8 @@ class SocketTransport:
             try:
                 n = self._answer_already_there(sock, chunk)
                 if n < 0:  # not there, or the probe skipped the look: wait, no extra try
+                    if receiver is None:
+                        receiver = self._receiver = receiver_for(sock)
                     n = await receiver.recv_into(chunk, deadline, False)
             except OSError as exc:  # TimeoutError included
                 raise self._receive_failed(exc) from exc
