@@ -1,35 +1,144 @@
 """Event-loop specifics, one module per loop library, and the selector over them.
 
 The hot paths (the TCP receivers, the exchange lock, the per-call checks of
-``Instrument``) and the libusb drivers need what anyio does not offer cheaply enough or
-at all: a wait without a cancel scope, a hand-over between tasks without an event
-object, a thread-safe "run soon" for foreign threads. Everything that depends on which
-loop runs lives in :mod:`.asyncio_` (asyncio, uvloop) or :mod:`.trio_`; this module picks
-one. The package is the lowest layer: it imports the standard library, anyio and the
-loop library, nothing else of aiotmc. :mod:`.trio_` is imported only inside a trio run.
+``Instrument``) and the libusb drivers need what anyio does not offer cheaply enough or at
+all: a wait without a cancel scope, a hand-over between tasks without an event object, a
+thread-safe "run soon" for foreign threads. Everything that depends on the loop library
+lives in :mod:`.asyncio_` (asyncio, uvloop) or :mod:`.trio_`; the functions here pick one.
+The package is the lowest layer: it imports the standard library, anyio and the loop
+library, nothing else of aiotmc. :mod:`.trio_` is imported only while trio runs.
+
+On CPython 3.11 every ``get_running_loop()`` (so every ``asyncio.current_task()``,
+``anyio.current_time()`` and anyio backend lookup) makes a ``getpid()`` system call; the
+per-call helpers therefore take the loop that the caller looked up once
+(:func:`running_loop`; ``None`` under trio).
 """
 
 from __future__ import annotations
 
-from asyncio import Future, _get_running_loop
+import socket
+import sys
+from asyncio import AbstractEventLoop, Future, _get_running_loop
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
 
 from . import asyncio_
 
-__all__ = ["give_turn", "wait_turn"]
+if TYPE_CHECKING:
+    from .asyncio_ import AsyncioReceiver
+    from .trio_ import TrioReceiver
 
-_trio_: ModuleType | None = None  # .trio_, once a trio run needed it
+__all__ = [
+    "Reentry",
+    "Spawner",
+    "cancel_maybe_pending",
+    "capture_reentry",
+    "capture_spawner",
+    "checkpoint_if_cancelled",
+    "current_async_library",
+    "current_time",
+    "give_turn",
+    "loop_receiver",
+    "running_loop",
+    "running_trio",
+    "wait_turn",
+]
+
+Reentry = Callable[[Callable[[], object]], None]  #: thread-safe "run this on the loop soon"
+Spawner = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]  #: (fn, name)
+
+running_loop = _get_running_loop  #: the running asyncio loop, or None (trio, no loop)
 
 
-def _trio_module() -> ModuleType:
-    global _trio_
-    if _trio_ is None:
+def running_trio() -> ModuleType | None:
+    """The ``trio`` module when called from inside a trio run, else ``None``."""
+    trio = sys.modules.get("trio")
+    if trio is None or _get_running_loop() is not None:
+        return None
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+    return trio
+
+
+def current_async_library() -> str:
+    """``"trio"`` or ``"asyncio"``: the library running the current thread's loop
+    (RuntimeError outside any)."""
+    try:
+        import sniffio
+    except ImportError:
+        pass
+    else:
+        try:
+            return sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            pass
+    if "trio" in sys.modules:
+        import trio
+
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    import asyncio
+
+    asyncio.get_running_loop()  # raises RuntimeError outside any loop
+    return "asyncio"
+
+
+# -- per-call checks -----------------------------------------------------------------------
+
+
+def current_time(loop: AbstractEventLoop | None) -> float:
+    """The running loop's clock (the one anyio deadlines use); ``loop`` is
+    :func:`running_loop`'s answer (None: trio)."""
+    if loop is not None:
+        return loop.time()
+    if "trio" in sys.modules:
         from . import trio_
 
-        _trio_ = trio_
-    return _trio_
+        try:
+            return trio_.current_time()
+        except RuntimeError:  # not inside a trio run
+            pass
+    return anyio.current_time()
+
+
+def cancel_maybe_pending(loop: AbstractEventLoop | None) -> bool:
+    """False only if the current task certainly has no cancellation pending.
+
+    ``loop`` is the running asyncio loop (from :func:`running_loop`); ``None`` (trio)
+    always answers True, since trio's own check is already cheap. It never answers "no"
+    when anyio would cancel (see :func:`.asyncio_.cancel_maybe_pending`).
+    """
+    if loop is None:
+        return True
+    return asyncio_.cancel_maybe_pending(loop)
+
+
+async def checkpoint_if_cancelled() -> None:
+    """Raise if the caller's cancel scope is cancelled; never lets another task run."""
+    if "trio" in sys.modules and _get_running_loop() is None:
+        from . import trio_
+
+        try:
+            await trio_.checkpoint_if_cancelled()
+        except RuntimeError:  # not inside a trio run
+            pass
+        else:
+            return
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+# -- the exchange lock's hand-over -------------------------------------------------------
 
 
 async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
@@ -42,7 +151,9 @@ async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
     if loop is not None:
         await asyncio_.wait_turn(line, loop, pass_on)
     else:
-        await _trio_module().wait_turn(line)
+        from . import trio_
+
+        await trio_.wait_turn(line)
 
 
 def give_turn(line: deque[object]) -> bool:
@@ -52,6 +163,61 @@ def give_turn(line: deque[object]) -> bool:
         if isinstance(waiter, Future):
             if asyncio_.give_turn(waiter):
                 return True
-        elif _trio_module().give_turn(waiter):
-            return True
+        else:
+            from . import trio_
+
+            if trio_.give_turn(waiter):
+                return True
     return False
+
+
+# -- the TCP transport's receiver --------------------------------------------------------
+
+
+def loop_receiver(sock: socket.socket) -> AsyncioReceiver | TrioReceiver | None:
+    """The cheapest receiver for the running loop; None when only a portable one fits
+    (no asyncio or trio loop, or an asyncio loop without ``add_reader``)."""
+    if running_trio() is not None:
+        from .trio_ import TrioReceiver
+
+        return TrioReceiver(sock)
+    loop = _get_running_loop()
+    if loop is None:
+        return None
+    try:
+        loop.remove_reader(sock.fileno())  # probes add/remove_reader support
+    except NotImplementedError:  # e.g. the proactor loop on Windows
+        return None
+    return asyncio_.AsyncioReceiver(loop, sock)
+
+
+# -- libusb drivers ----------------------------------------------------------------------
+
+
+def capture_reentry() -> Reentry:
+    """Capture the running loop; the result may be called from any thread, never blocks.
+
+    Call on the loop thread. Calls made after the loop has finished are dropped.
+    """
+    if current_async_library() == "trio":
+        from . import trio_
+
+        return trio_.reentry()
+    import asyncio
+
+    return asyncio_.reentry(asyncio.get_running_loop())
+
+
+def capture_spawner() -> Spawner:
+    """Capture the running loop; the result starts background tasks on it that belong to
+    no task group (trio system tasks, asyncio tasks kept referenced until they end).
+
+    Call on the loop thread.
+    """
+    if current_async_library() == "trio":
+        from . import trio_
+
+        return trio_.spawner()
+    import asyncio
+
+    return asyncio_.spawner(asyncio.get_running_loop())
