@@ -12,10 +12,10 @@ is the Python cost of each layer:
   (a ``BufferedProtocol`` on asyncio and uvloop; ``wait_readable`` + ``recv_into`` on trio);
 * ``transport``: ``SocketTransport.exchange`` (what ``Instrument.query`` calls);
 * ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode);
-* ``instrument, answer on send`` and ``100 tasks, answer on send``: ``Instrument.query``
-  against a peer that answers inside the client's ``send`` (as a fast peer on the same
-  CPU does), from one task and from :data:`TASKS` tasks sharing the instrument: the
-  difference is the price of handing the exchange lock from task to task.
+* ``answered`` and ``contended``: ``Instrument.query`` against a peer that answers inside
+  the client's ``send`` (as a fast peer on the same CPU does), from one task and from
+  :data:`TASKS` tasks sharing the instrument: the difference is the price of handing the
+  exchange lock from task to task.
 
 ``--profile`` adds a cProfile listing of ``Instrument.query``, sorted by own time.
 """
@@ -178,8 +178,8 @@ async def _contended(n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         for label, run in (
-            ("instrument, answer on send", one_task),
-            (f"{TASKS} tasks, answer on send", many_tasks),
+            ("answered", one_task),
+            ("contended", many_tasks),
         ):
             await run()  # warm-up
             t0 = time.process_time()
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  floor (blocking socket)        {floor * 1e6:7.2f}")
     for label, value in layers.items():
         print(f"  {label:<30} {value * 1e6:7.2f}   ({value / floor:.1f}x floor)")
+    print(f"  (answered / contended: the peer answers inside send; 1 / {TASKS} tasks)")
     if profiler is not None:
         print("\n(profiled run of Instrument.query; cProfile inflates every call)")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)

@@ -140,7 +140,7 @@ def test_hotpath_reports_every_layer(backend: str) -> None:
     # "  plain                            11.59   (2.8x floor)"
     rows = re.findall(r"^  (\w+)\D*?([\d.]+)(?:\s+\(|$)", out, re.MULTILINE)
     values = {label: float(value) for label, value in rows}
-    assert set(values) == {"floor", "plain", "transport", "instrument"}
+    assert set(values) == {"floor", "plain", "transport", "instrument", "answered", "contended"}
     assert all(value > 0 for value in values.values())
 
 
