@@ -4,6 +4,7 @@ loop libraries, and nothing else of aiotmc (only its own modules)."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,3 +39,39 @@ def test_loops_package_imports_only_stdlib_anyio_and_loop_libraries() -> None:
                 assert name[1:] in {"", "asyncio_", "trio_"}, (path.name, name)
             else:
                 assert name in sys.stdlib_module_names or name in _ALLOWED, (path.name, name)
+
+
+_FRESH_TRIO_RUN = """
+import anyio
+from aiotmc._fastpath import checkpoint_if_cancelled, current_time
+from aiotmc._lock import FifoLock
+
+async def main():
+    lock, order = FifoLock(), []
+    async def worker(n):
+        await lock.acquire()
+        order.append(n)
+        await checkpoint_if_cancelled()
+        lock.release()
+    await lock.acquire()
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(worker, n)
+            await anyio.wait_all_tasks_blocked()
+        lock.release()
+    assert order == [0, 1, 2], order
+    assert current_time(None) <= anyio.current_time()
+    print("ok")
+
+anyio.run(main, backend="trio")
+"""
+
+
+def test_trio_specifics_load_on_first_use_in_a_fresh_interpreter() -> None:
+    """``_loops.trio_`` is imported only once trio runs: the first use in a process (which
+    the rest of the test session hides, having imported it already) must load it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_TRIO_RUN], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

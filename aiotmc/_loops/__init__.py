@@ -16,6 +16,7 @@ per-call helpers therefore take the loop that the caller looked up once
 
 from __future__ import annotations
 
+import importlib
 import socket
 import sys
 from asyncio import AbstractEventLoop, Future, _get_running_loop
@@ -30,8 +31,11 @@ import anyio.lowlevel
 from . import asyncio_
 
 if TYPE_CHECKING:
+    from . import trio_
     from .asyncio_ import AsyncioReceiver
     from .trio_ import TrioReceiver
+else:
+    trio_ = None  # imported by _trio() once trio runs (an import statement costs ~0.6 µs)
 
 __all__ = [
     "Reentry",
@@ -53,6 +57,13 @@ Reentry = Callable[[Callable[[], object]], None]  #: thread-safe "run this on th
 Spawner = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]  #: (fn, name)
 
 running_loop = _get_running_loop  #: the running asyncio loop, or None (trio, no loop)
+
+
+def _load_trio_() -> None:
+    """Import :mod:`.trio_` (on first use, when trio runs), which sets the global
+    ``trio_`` (a submodule import sets its package's attribute)."""
+    global trio_
+    trio_ = importlib.import_module(".trio_", __name__)
 
 
 def running_trio() -> ModuleType | None:
@@ -103,8 +114,8 @@ def current_time(loop: AbstractEventLoop | None) -> float:
     if loop is not None:
         return loop.time()
     if "trio" in sys.modules:
-        from . import trio_
-
+        if trio_ is None:
+            _load_trio_()
         try:
             return trio_.current_time()
         except RuntimeError:  # not inside a trio run
@@ -127,8 +138,8 @@ def cancel_maybe_pending(loop: AbstractEventLoop | None) -> bool:
 async def checkpoint_if_cancelled() -> None:
     """Raise if the caller's cancel scope is cancelled; never lets another task run."""
     if "trio" in sys.modules and _get_running_loop() is None:
-        from . import trio_
-
+        if trio_ is None:
+            _load_trio_()
         try:
             await trio_.checkpoint_if_cancelled()
         except RuntimeError:  # not inside a trio run
@@ -147,12 +158,16 @@ async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
     ``pass_on`` is called if the turn arrives as the waiter is cancelled (it must give
     the turn to the next one). Cancelling a waiter still in line takes it out.
     """
-    loop = _get_running_loop()
+    if line:  # the waiters ahead tell the loop (no running-loop lookup: a getpid() on 3.11)
+        head = line[0]
+        loop = head.get_loop() if isinstance(head, Future) else None
+    else:
+        loop = _get_running_loop()
     if loop is not None:
         await asyncio_.wait_turn(line, loop, pass_on)
     else:
-        from . import trio_
-
+        if trio_ is None:
+            _load_trio_()
         await trio_.wait_turn(line)
 
 
@@ -164,8 +179,8 @@ def give_turn(line: deque[object]) -> bool:
             if asyncio_.give_turn(waiter):
                 return True
         else:
-            from . import trio_
-
+            if trio_ is None:
+                _load_trio_()
             if trio_.give_turn(waiter):
                 return True
     return False
@@ -200,8 +215,7 @@ def capture_reentry() -> Reentry:
     Call on the loop thread. Calls made after the loop has finished are dropped.
     """
     if current_async_library() == "trio":
-        from . import trio_
-
+        _load_trio_()
         return trio_.reentry()
     import asyncio
 
@@ -215,8 +229,7 @@ def capture_spawner() -> Spawner:
     Call on the loop thread.
     """
     if current_async_library() == "trio":
-        from . import trio_
-
+        _load_trio_()
         return trio_.spawner()
     import asyncio
 
