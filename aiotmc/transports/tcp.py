@@ -280,7 +280,11 @@ class SocketTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response; the payload is read straight into ``into``."""
-        sock = await self._begin(deadline)
+        sock = self._sock
+        if self._busy or self._stale or sock is None or self._closed:
+            sock = await self._begin(deadline)
+        else:
+            self._busy = True
         try:
             payload = await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):
