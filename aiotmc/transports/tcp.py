@@ -613,7 +613,12 @@ class SocketTransport:
         size = len(target)
         pos = have
         while pos < size:
-            n = await self._recv_into(sock, target[pos:], deadline)
+            try:  # what is there already, without the receiver's layers
+                n = sock.recv_into(target[pos:])
+            except BlockingIOError:
+                n = await self._recv_into(sock, target[pos:], deadline, False)
+            except OSError as exc:
+                raise self._receive_failed(exc) from exc
             if n == 0:
                 raise ConnectionLostError(
                     f"connection closed after {pos} of {size} block bytes",
@@ -636,7 +641,12 @@ class SocketTransport:
         if self._decoder.pending:
             return False
         chunk = self._chunk
-        n = await self._recv_into(sock, chunk, deadline)
+        try:
+            n = sock.recv_into(chunk)
+        except BlockingIOError:
+            n = await self._recv_into(sock, chunk, deadline, False)
+        except OSError as exc:
+            raise self._receive_failed(exc) from exc
         if n == 0:
             raise self._closed_by_peer()
         if chunk[:n] == self._terminator:
