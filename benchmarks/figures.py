@@ -14,6 +14,8 @@ BLOCK_QUERY: Final = ":WAVeform:TEST? {size}"  #: block of ``size`` bytes 00..FF
 UPLOAD: Final = ":WAVeform:UPLoad "  #: followed by a definite-length block
 UPLOAD_CHECK: Final = ":WAVeform:UPLoad?"  #: ``<bytes>,<crc32>`` of the last upload
 FANOUT_LATENCY: Final = 0.010  #: seconds each fan-out instrument takes to answer
+#: Block sizes up to this also get rows against the plain non-blocking client per loop
+PLAIN_BLOCK_MAX: Final = 10 * MB
 
 AIOTMC: Final = ("aiotmc-asyncio", "aiotmc-trio", "aiotmc-uvloop")
 PYVISA: Final = "pyvisa"  #: PyVISA + pyvisa-py as users write it
@@ -197,6 +199,26 @@ def _rtt_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
     )
 
 
+def _plain_block_rows(key: str, size: int, which: str) -> tuple[Row, ...]:
+    """Up to :data:`PLAIN_BLOCK_MAX`: each loop's aiotmc against the plain non-blocking
+    client on the same loop (``benchmarks/block_plain.py``), for information."""
+    if size > PLAIN_BLOCK_MAX:
+        return ()
+    return tuple(
+        Row(
+            f"{key}_nb_{loop}",
+            f"read {_mb(size)} block into a {which} buffer vs the plain non-blocking socket"
+            f" on {loop}",
+            "MB/s",
+            "mb_s",
+            higher_is_better=True,
+            floor_metric=f"mb_s_nb_{loop}",
+            only=(f"aiotmc-{loop}", FLOOR),
+        )
+        for loop in ("asyncio", "trio", "uvloop")
+    )
+
+
 def _concurrent_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
     """Many tasks sharing one instrument, against ``server`` (as for round trips: the
     independent responder, key ``concurrent``, and aiotmc's simulator, ``concurrent_sim``).
@@ -295,6 +317,7 @@ def measurements(mode: Mode) -> list[Measurement]:
                             higher_is_better=True,
                             target=THROUGHPUT_TARGET,
                         ),
+                        *_plain_block_rows(f"block_{which}_{size // MB}MB", size, which),
                     ),
                     timeout=300.0,
                     notes=_methods("block"),
