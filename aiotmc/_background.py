@@ -18,20 +18,19 @@ error for the user's next operation. Cancellation by the loop at shutdown propag
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
+
+from ._loops import capture_spawner
 
 __all__ = ["BackgroundTask", "running", "spawn"]
 
 logger = logging.getLogger("aiotmc.background")
 
 _TASKS: set[BackgroundTask] = set()  # running tasks, for :func:`running`
-_ASYNCIO_TASKS: set[asyncio.Task[None]] = set()  # strong references (the loop keeps weak ones)
 
 
 class BackgroundTask:
@@ -108,30 +107,9 @@ def spawn(
     that ended the body.
     """
     task = BackgroundTask(fn, name, on_error)
-    context = contextvars.copy_context()
-    if _on_trio():
-        import trio
-
-        trio.lowlevel.spawn_system_task(task._run, name=name, context=context)
-    else:
-        handle = asyncio.get_running_loop().create_task(task._run(), name=name, context=context)
-        _ASYNCIO_TASKS.add(handle)
-        handle.add_done_callback(_ASYNCIO_TASKS.discard)
-        handle.add_done_callback(task._finish)  # also when cancelled before it first ran
+    capture_spawner()(task._run, name, context=contextvars.copy_context(), on_done=task._finish)
     _TASKS.add(task)
     return task
-
-
-def _on_trio() -> bool:
-    if "trio" not in sys.modules:
-        return False
-    import trio
-
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
 
 
 def running() -> int:

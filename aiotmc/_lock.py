@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-import anyio
+from ._loops import give_turn, wait_turn
 
 __all__ = ["FifoLock"]
 
@@ -12,16 +12,18 @@ __all__ = ["FifoLock"]
 class FifoLock:
     """Strict FIFO: a release hands ownership straight to the oldest waiter (no barging).
 
-    Uncontended ``acquire`` does not yield (callers checkpoint themselves); a waiter that
-    is cancelled after ownership was handed to it passes ownership on, so the lock is
-    never lost.
+    Uncontended ``acquire`` does not yield (callers checkpoint themselves). Waiters sleep
+    on the loop's own primitive (an asyncio future, a parked trio task; see
+    :func:`aiotmc._loops.wait_turn`), so a hand-over costs one task wake-up and no event
+    object. A waiter cancelled while queued leaves the line; one cancelled after
+    ownership was handed to it passes ownership on, so the lock is never lost.
     """
 
     __slots__ = ("_locked", "_waiters")
 
     def __init__(self) -> None:
         self._locked = False
-        self._waiters: deque[anyio.Event] = deque()  # non-empty only while locked
+        self._waiters: deque[object] = deque()  # non-empty only while locked
 
     def locked(self) -> bool:
         """True while some task holds the lock."""
@@ -44,20 +46,9 @@ class FifoLock:
         if not self._locked:
             self._locked = True
             return
-        event = anyio.Event()
-        self._waiters.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():
-                self.release()  # ownership arrived as we were cancelled: pass it on
-            else:
-                self._waiters.remove(event)
-            raise
+        await wait_turn(self._waiters, self.release)
 
     def release(self) -> None:
         """Release the lock (to the next waiter, if any)."""
-        if self._waiters:
-            self._waiters.popleft().set()
-        else:
+        if not give_turn(self._waiters):
             self._locked = False

@@ -156,8 +156,10 @@ async def upload(p: dict[str, Any]) -> Result:
 
 
 async def concurrent(p: dict[str, Any]) -> Result:
-    """``tasks`` tasks share one Instrument, each running ``per_task`` queries."""
+    """``tasks`` tasks share one Instrument, each running ``per_task`` queries; then one
+    task runs as many queries alone on the same connection (the uncontended figure)."""
     tasks, per_task = p["tasks"], p["per_task"]
+    total = tasks * per_task
     async with aiotmc.open(resource(p["scope"])) as inst:
 
         async def worker() -> None:
@@ -169,9 +171,17 @@ async def concurrent(p: dict[str, Any]) -> Result:
                 for _ in range(tasks):
                     tg.start_soon(worker)
 
+        async def alone() -> None:
+            for _ in range(total):
+                await inst.query(IDN)
+
         await everyone()
-        times = await arepeat(everyone, 3)
-    return result(us_per_query=median(times) / (tasks * per_task) * 1e6)
+        contended = median(await arepeat(everyone, 3)) / total * 1e6
+        await alone()
+        uncontended = median(await arepeat(alone, 3)) / total * 1e6
+    return result(
+        us_per_query=contended, uncontended_us=uncontended, contended_x=contended / uncontended
+    )
 
 
 async def srq(p: dict[str, Any]) -> Result:

@@ -16,8 +16,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .block_plain import plain_block_rates
 from .common import NotAvailable, Result, median, repeat, result
-from .figures import BLOCK_QUERY, HOST, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok
+from .figures import (
+    BLOCK_QUERY,
+    HOST,
+    IDN,
+    MB,
+    MEAS,
+    PLAIN_BLOCK_MAX,
+    UPLOAD,
+    UPLOAD_CHECK,
+    pattern_ok,
+)
 
 __all__ = ["FloorClient"]
 
@@ -123,7 +134,11 @@ class FloorClient:
                 raise RuntimeError("block payload does not match the test pattern")
             into = bytearray(size) if p["reuse"] else None
             times = repeat(lambda: _read_block(sock, command, into), p["reps"])
-        return result(mb_s=size / MB / median(times))
+        out = result(mb_s=size / MB / median(times))
+        if size <= PLAIN_BLOCK_MAX:
+            rates = plain_block_rates(p["scope"], command, size, p["reuse"], p["reps"])
+            out["metrics"].update(rates)
+        return out
 
     def _upload(self, p: dict[str, Any]) -> Result:
         size = p["size"]

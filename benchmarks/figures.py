@@ -14,6 +14,8 @@ BLOCK_QUERY: Final = ":WAVeform:TEST? {size}"  #: block of ``size`` bytes 00..FF
 UPLOAD: Final = ":WAVeform:UPLoad "  #: followed by a definite-length block
 UPLOAD_CHECK: Final = ":WAVeform:UPLoad?"  #: ``<bytes>,<crc32>`` of the last upload
 FANOUT_LATENCY: Final = 0.010  #: seconds each fan-out instrument takes to answer
+#: Block sizes up to this also get rows against the plain non-blocking client per loop
+PLAIN_BLOCK_MAX: Final = 10 * MB
 
 AIOTMC: Final = ("aiotmc-asyncio", "aiotmc-trio", "aiotmc-uvloop")
 PYVISA: Final = "pyvisa"  #: PyVISA + pyvisa-py as users write it
@@ -26,16 +28,19 @@ Mode = Literal["full", "quick"]
 
 @dataclass(frozen=True)
 class Target:
-    """``aiotmc <op> value x floor`` (basis "floor") or ``aiotmc <op> value`` (absolute)."""
+    """``aiotmc <op> value x floor`` (basis "floor"), ``... x PyVISA best`` (basis
+    "pyvisa-best") or ``aiotmc <op> value`` (absolute)."""
 
     op: Literal["<=", ">="]
     value: float
-    basis: Literal["floor", "absolute"] = "floor"
+    basis: Literal["floor", "pyvisa-best", "absolute"] = "floor"
 
     def describe(self, unit: str) -> str:
         """Short text for the table, e.g. ``<= 1.3x floor``."""
         if self.basis == "floor":
             return f"{self.op} {self.value:g}x floor"
+        if self.basis == "pyvisa-best":
+            return f"{self.op} {self.value:g}x PyVISA best"
         return f"{self.op} {self.value:g} {unit}"
 
 
@@ -81,6 +86,8 @@ RTT_TARGET: Final = Target("<=", 1.3)
 THROUGHPUT_TARGET: Final = Target(">=", 0.8)
 FANOUT_TARGET: Final = Target("<=", 1.25)
 USB_TARGET: Final = Target(">=", 200.0, "absolute")
+CONTENDED_TARGET: Final = Target("<=", 0.8, "pyvisa-best")
+CONTENDED_OWN_TARGET: Final = Target("<=", 2.0, "absolute")  #: x one task's round trip
 
 _METHODS: Final = {
     "rtt": {
@@ -108,7 +115,8 @@ _METHODS: Final = {
         FLOOR: "blocking socket, sendall of header, payload view, terminator",
     },
     "concurrent": {
-        "aiotmc": "100 tasks in a task group, shared Instrument",
+        "aiotmc": "100 tasks in a task group, shared Instrument; then one task alone"
+        " (the uncontended round trip, same connection)",
         PYVISA: "sequential query() (same number of queries)",
         PYVISA_BEST: "thread pool + threading.Lock",
         FLOOR: "sequential blocking socket (same number of queries)",
@@ -191,6 +199,65 @@ def _rtt_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
     )
 
 
+def _plain_block_rows(key: str, size: int, which: str) -> tuple[Row, ...]:
+    """Up to :data:`PLAIN_BLOCK_MAX`: each loop's aiotmc against the plain non-blocking
+    client on the same loop (``benchmarks/block_plain.py``), for information."""
+    if size > PLAIN_BLOCK_MAX:
+        return ()
+    return tuple(
+        Row(
+            f"{key}_nb_{loop}",
+            f"read {_mb(size)} block into a {which} buffer vs the plain non-blocking socket"
+            f" on {loop}",
+            "MB/s",
+            "mb_s",
+            higher_is_better=True,
+            floor_metric=f"mb_s_nb_{loop}",
+            only=(f"aiotmc-{loop}", FLOOR),
+        )
+        for loop in ("asyncio", "trio", "uvloop")
+    )
+
+
+def _concurrent_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
+    """Many tasks sharing one instrument, against ``server`` (as for round trips: the
+    independent responder, key ``concurrent``, and aiotmc's simulator, ``concurrent_sim``).
+
+    The aiotmc trial also times one task alone on the same connection, so the cost of
+    contention is a ratio to aiotmc's own uncontended round trip.
+    """
+    ours = server == "responder"
+    key = "concurrent" if ours else "concurrent_sim"
+    against = "" if ours else " against aiotmc's simulator"
+    tasks = 10 if quick else 100
+    return Measurement(
+        key=key,
+        kind="concurrent",
+        params={"tasks": tasks, "per_task": 5 if quick else 20},
+        clients=CLIENTS,
+        rounds=rounds,
+        rows=(
+            Row(
+                key,
+                f"{tasks} concurrent tasks on one instrument{against}, per `*IDN?`",
+                "µs",
+                "us_per_query",
+                target=CONTENDED_TARGET,
+            ),
+            Row(
+                f"{key}_x",
+                f"{tasks} concurrent tasks{against}, per `*IDN?`, / one task alone",
+                "x uncontended",
+                "contended_x",
+                target=CONTENDED_OWN_TARGET,
+                only=AIOTMC,
+            ),
+        ),
+        notes=_methods("concurrent"),
+        server=server,
+    )
+
+
 def measurements(mode: Mode) -> list[Measurement]:
     """The schedule for ``mode``: same figure kinds in both, smaller sizes when quick."""
     quick = mode == "quick"
@@ -250,6 +317,7 @@ def measurements(mode: Mode) -> list[Measurement]:
                             higher_is_better=True,
                             target=THROUGHPUT_TARGET,
                         ),
+                        *_plain_block_rows(f"block_{which}_{size // MB}MB", size, which),
                     ),
                     timeout=300.0,
                     notes=_methods("block"),
@@ -279,26 +347,8 @@ def measurements(mode: Mode) -> list[Measurement]:
             )
         )
 
-    tasks = 10 if quick else 100
-    per_task = 5 if quick else 20
-    out.append(
-        Measurement(
-            key="concurrent",
-            kind="concurrent",
-            params={"tasks": tasks, "per_task": per_task},
-            clients=tcp_clients,
-            rounds=rounds,
-            rows=(
-                Row(
-                    "concurrent",
-                    f"{tasks} concurrent tasks on one instrument, per `*IDN?`",
-                    "µs",
-                    "us_per_query",
-                ),
-            ),
-            notes=_methods("concurrent"),
-        )
-    )
+    out.append(_concurrent_measurement(quick, rounds, server="responder"))
+    out.append(_concurrent_measurement(quick, rounds, server="scope"))
 
     out.append(
         Measurement(

@@ -11,7 +11,11 @@ is the Python cost of each layer:
 * ``plain``: the plain non-blocking client of the round-trip benchmark on the same loop
   (a ``BufferedProtocol`` on asyncio and uvloop; ``wait_readable`` + ``recv_into`` on trio);
 * ``transport``: ``SocketTransport.exchange`` (what ``Instrument.query`` calls);
-* ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode).
+* ``instrument``: ``Instrument.query`` (lock, deadline, cancellation check, encode/decode);
+* ``answered`` and ``contended``: ``Instrument.query`` against a peer that answers inside
+  the client's ``send`` (as a fast peer on the same CPU does), from one task and from
+  :data:`TASKS` tasks sharing the instrument: the difference is the price of handing the
+  exchange lock from task to task.
 
 ``--profile`` adds a cProfile listing of ``Instrument.query``, sorted by own time.
 """
@@ -28,6 +32,22 @@ from typing import Any
 
 ANSWER = b"aiotmc,SIM-SCOPE,0001,0.1\n"
 _DRAIN_EVERY = 100  # the peer drains the queries it received every this many exchanges
+TASKS = 100  #: tasks sharing one instrument in the contended layer
+
+
+class _AnsweringSocket(socket.socket):
+    """The client's end of a socketpair whose peer answers inside every ``send``."""
+
+    peer: socket.socket
+    sends = 0
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        sent = super().send(data, flags)
+        self.peer.send(ANSWER)
+        self.sends += 1
+        if self.sends % _DRAIN_EVERY == 0:
+            self.peer.recv(1 << 20)
+        return sent
 
 
 def _floor(n: int) -> float:
@@ -122,6 +142,52 @@ async def _layers(n: int, backend: str, profiler: cProfile.Profile | None) -> di
     finally:
         await inst.aclose()
         b.close()
+    out.update(await _contended(n))
+    return out
+
+
+async def _contended(n: int) -> dict[str, float]:
+    """``Instrument.query`` from one task, then from :data:`TASKS` tasks, against a peer
+    that answers inside ``send``."""
+    import anyio
+
+    import aiotmc
+    from aiotmc.transports.tcp import SocketTransport
+
+    a, b = socket.socketpair()
+    sock = _AnsweringSocket(fileno=a.detach())
+    sock.peer = b
+    sock.setblocking(False)
+    transport = SocketTransport(sock, host="peer", port=0, resource="TCPIP0::peer::0::SOCKET")
+    inst = aiotmc.Instrument(transport)
+    per_task = max(1, n // TASKS)
+
+    async def one_task() -> None:
+        for _ in range(per_task * TASKS):
+            await inst.query("*IDN?")
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await inst.query("*IDN?")
+
+    async def many_tasks() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(TASKS):
+                tg.start_soon(worker)
+
+    out: dict[str, float] = {}
+    try:
+        for label, run in (
+            ("answered", one_task),
+            ("contended", many_tasks),
+        ):
+            await run()  # warm-up
+            t0 = time.process_time()
+            await run()
+            out[label] = (time.process_time() - t0) / (per_task * TASKS)
+    finally:
+        await inst.aclose()
+        b.close()
     return out
 
 
@@ -144,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  floor (blocking socket)        {floor * 1e6:7.2f}")
     for label, value in layers.items():
         print(f"  {label:<30} {value * 1e6:7.2f}   ({value / floor:.1f}x floor)")
+    print(f"  (answered / contended: the peer answers inside send; 1 / {TASKS} tasks)")
     if profiler is not None:
         print("\n(profiled run of Instrument.query; cProfile inflates every call)")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)

@@ -94,6 +94,8 @@ class RowResult:
                 continue
             if target.basis == "floor":
                 value = self.ratio(client, FLOOR) if FLOOR in self.cells else None
+            elif target.basis == "pyvisa-best":
+                value = self.ratio(client, PYVISA_BEST) if PYVISA_BEST in self.cells else None
             else:
                 value = self.cells[client].median
             if value is None:

@@ -140,8 +140,22 @@ def test_hotpath_reports_every_layer(backend: str) -> None:
     # "  plain                            11.59   (2.8x floor)"
     rows = re.findall(r"^  (\w+)\D*?([\d.]+)(?:\s+\(|$)", out, re.MULTILINE)
     values = {label: float(value) for label, value in rows}
-    assert set(values) == {"floor", "plain", "transport", "instrument"}
+    assert set(values) == {"floor", "plain", "transport", "instrument", "answered", "contended"}
     assert all(value > 0 for value in values.values())
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_hotblock_reports_floor_and_instrument(backend: str) -> None:
+    """``python -m benchmarks.hotblock`` reads blocks both ways (numbers not judged)."""
+    out = run_module(
+        "benchmarks.hotblock", "--backend", backend, "--size", "100000", "-n", "20", timeout=120
+    )
+    # "  instrument reused buffer      30.3   (1.68x floor)"
+    rows = re.findall(r"^  (floor|instrument) +(reused|new) +buffer +([\d.]+)", out, re.MULTILINE)
+    assert {(who, which) for who, which, _ in rows} == {
+        (who, which) for who in ("floor", "instrument") for which in ("reused", "new")
+    }
+    assert all(float(value) > 0 for _, _, value in rows)
 
 
 def test_responder_answers_every_line_once() -> None:

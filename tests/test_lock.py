@@ -97,6 +97,31 @@ async def test_ownership_handed_to_a_cancelled_task_is_passed_on() -> None:
     assert lock.waiting == 0
 
 
+async def test_waiter_cancelled_just_before_a_release_is_skipped() -> None:
+    lock = FifoLock()
+    got: list[str] = []
+
+    async def waiter(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await lock.acquire()
+            got.append(name)
+            lock.release()
+
+    await lock.acquire()
+    doomed = anyio.CancelScope()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, "first", doomed)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, "second", anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            doomed.cancel()  # "first" has not run since: still in line, or just out of it
+            lock.release()  # must go to "second"
+    assert got == ["second"]
+    assert not lock.locked()
+    assert lock.waiting == 0
+
+
 @pytest.mark.parametrize("holders", [1, 5])
 async def test_lock_is_exclusive(holders: int) -> None:
     lock = FifoLock()

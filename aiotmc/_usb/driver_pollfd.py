@@ -21,7 +21,6 @@ reset by pokes and completions. A warning is logged once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import select
@@ -34,9 +33,10 @@ from typing import Final, TypeVar
 import anyio
 import anyio.lowlevel
 
+from .._loops import Spawner, capture_spawner
 from .driver_api import EventContext
 from .errors import LibusbError, usb_error_code
-from .reentry import LoopAffineReentry, capture_reentry, current_async_library
+from .reentry import LoopAffineReentry, capture_reentry
 
 __all__ = ["PollfdEventDriver"]
 
@@ -81,12 +81,11 @@ class PollfdEventDriver:
         self._poll_backoff = poll_backoff
         self._poll_backoff_max = poll_backoff_max
         self._local: LoopAffineReentry | None = None
-        self._library = ""
+        self._spawner: Spawner | None = None
         self._started = False
         self._closed = False
         self._watchers: dict[int, _Watcher] = {}
         self._service_scopes: list[anyio.CancelScope] = []
-        self._asyncio_tasks: set[asyncio.Task[None]] = set()
         self._running = 0
         self._all_done: anyio.Event | None = None
         self._poke_event: anyio.Event | None = None
@@ -138,7 +137,7 @@ class PollfdEventDriver:
         if self._started:
             raise RuntimeError("driver already started")
         self._started = True
-        self._library = current_async_library()
+        self._spawner = capture_spawner()
         self._local = LoopAffineReentry(capture_reentry())
         self._poke_event = anyio.Event()
         self._changed = anyio.Event()
@@ -191,14 +190,8 @@ class PollfdEventDriver:
                 if not self._running and self._all_done is not None:
                     self._all_done.set()
 
-        if self._library == "trio":
-            import trio
-
-            trio.lowlevel.spawn_system_task(runner, name=f"aiotmc-libusb-{fn!r}")
-        else:
-            task = asyncio.get_running_loop().create_task(runner())
-            self._asyncio_tasks.add(task)
-            task.add_done_callback(self._asyncio_tasks.discard)
+        assert self._spawner is not None
+        self._spawner(runner, f"aiotmc-libusb-{fn!r}")
 
     def _spawn_service(self, fn: Callable[[], Awaitable[None]]) -> None:
         async def service() -> None:

@@ -6,74 +6,19 @@ loop and can deadlock) and without raising once the loop is gone:
 
 * asyncio: ``loop.call_soon_threadsafe``; ``RuntimeError`` (closed loop) is swallowed.
 * trio: ``TrioToken.run_sync_soon``; ``trio.RunFinishedError`` is swallowed.
+
+Both live with the rest of the loop-specific code in :mod:`aiotmc._loops`
+(:func:`capture_reentry`); this module adds the loop-thread shortcut.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
 import threading
 from collections.abc import Callable
 
+from .._loops import Reentry, capture_reentry, current_async_library
+
 __all__ = ["LoopAffineReentry", "Reentry", "capture_reentry", "current_async_library"]
-
-logger = logging.getLogger(__name__)
-
-Reentry = Callable[[Callable[[], object]], None]
-
-
-def current_async_library() -> str:
-    """``"trio"`` or ``"asyncio"``: the library running the current thread's loop."""
-    try:
-        import sniffio
-    except ImportError:
-        pass
-    else:
-        try:
-            return sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            pass
-    if "trio" in sys.modules:
-        import trio
-
-        try:
-            trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-        else:
-            return "trio"
-    asyncio.get_running_loop()  # raises RuntimeError outside any loop
-    return "asyncio"
-
-
-def capture_reentry() -> Reentry:
-    """Capture the running loop; the result may be called from any thread, never blocks.
-
-    Call on the loop thread. Calls made after the loop has finished are dropped.
-    """
-    if current_async_library() == "trio":
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-
-        def trio_reentry(fn: Callable[[], object]) -> None:
-            try:
-                token.run_sync_soon(fn)
-            except trio.RunFinishedError:
-                logger.debug("trio run finished; dropped %r", fn)
-
-        return trio_reentry
-
-    loop = asyncio.get_running_loop()
-
-    def asyncio_reentry(fn: Callable[[], object]) -> None:
-        try:
-            loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # loop closed
-            logger.debug("event loop closed; dropped %r", fn)
-
-    return asyncio_reentry
 
 
 class LoopAffineReentry:

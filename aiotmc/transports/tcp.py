@@ -58,6 +58,9 @@ __all__ = ["DEFAULT_PORT", "SocketTransport", "connect_socket"]
 
 DEFAULT_PORT: Final = 5025
 _RECV_CHUNK: Final = 256 * 1024
+#: The first read of a block response: the header and the start of the payload, which is
+#: then copied once more; the rest of the payload goes straight into the target.
+_BLOCK_FIRST_READ: Final = 16 * 1024
 _WHITESPACE: Final = frozenset(b" \t\r\n")
 _TRAILER_LIMIT: Final = 4096  # bytes kept of what follows a block (normally the terminator)
 _CAPABILITIES: Final = Capabilities()
@@ -243,14 +246,7 @@ class SocketTransport:
         sock = self._sock
         receiver = self._receiver
         decoder = self._decoder
-        if (
-            self._busy
-            or self._stale
-            or sock is None
-            or receiver is None
-            or self._closed
-            or decoder.pending
-        ):
+        if self._busy or self._stale or sock is None or self._closed or decoder.pending:
             await self.send_message((message,), deadline=deadline)
             return await self.receive_message(max_size=max_size, deadline=deadline)
         self._busy = True
@@ -262,6 +258,8 @@ class SocketTransport:
             try:
                 n = self._answer_already_there(sock, chunk)
                 if n < 0:  # not there, or the probe skipped the look: wait, no extra try
+                    if receiver is None:
+                        receiver = self._receiver = receiver_for(sock)
                     n = await receiver.recv_into(chunk, deadline, False)
             except OSError as exc:  # TimeoutError included
                 raise self._receive_failed(exc) from exc
@@ -285,7 +283,11 @@ class SocketTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response; the payload is read straight into ``into``."""
-        sock = await self._begin(deadline)
+        sock = self._sock
+        if self._busy or self._stale or sock is None or self._closed:
+            sock = await self._begin(deadline)
+        else:
+            self._busy = True
         try:
             payload = await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):
@@ -470,20 +472,27 @@ class SocketTransport:
                     views[0] = head[sent:]
                     sent = 0
 
-    async def _fill(self, sock: socket.socket, deadline: float) -> None:
-        """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
-        chunk = self._chunk
+    async def _recv_some(self, sock: socket.socket, view: memoryview, deadline: float) -> int:
+        """Receive at least one byte into ``view`` (or raise ConnectionLostError); right
+        after a send, look for the answer only as the probe says (a wait after that look
+        does not try again)."""
         just_sent, self._fresh = self._fresh, False
         n = -1
-        if just_sent:  # look only as the probe says; a wait after it does not try again
+        if just_sent:
             try:
-                n = self._answer_already_there(sock, chunk)
+                n = self._answer_already_there(sock, view)
             except OSError as exc:
                 raise self._receive_failed(exc) from exc
         if n < 0:
-            n = await self._recv_into(sock, chunk, deadline, not just_sent)
+            n = await self._recv_into(sock, view, deadline, not just_sent)
         if n == 0:
             raise self._closed_by_peer()
+        return n
+
+    async def _fill(self, sock: socket.socket, deadline: float) -> None:
+        """Receive at least one byte into the decoder (or raise ConnectionLostError)."""
+        chunk = self._chunk
+        n = await self._recv_some(sock, chunk, deadline)
         self._decoder.receive_data(chunk[:n])
 
     async def _receive_message(self, sock: socket.socket, max_size: int, deadline: float) -> bytes:
@@ -522,6 +531,10 @@ class SocketTransport:
         self, sock: socket.socket, into: memoryview | None, max_size: int, deadline: float
     ) -> memoryview:
         decoder = self._decoder
+        if not decoder.pending and decoder.at_message_start:
+            started = await self._receive_block_start(sock, into, max_size, deadline)
+            if started is not None:
+                return started
         # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered. The view
         # of the decoder's buffer is released before the decoder changes: a live view would
         # make it copy the whole buffer instead of growing or trimming it in place.
@@ -550,31 +563,114 @@ class SocketTransport:
             return _deliver(payload, into)
         size = header.payload_length
         decoder.consume(start + header.header_length)
-        too_small = into is not None and len(into) < size
-        target = memoryview(bytearray(size)) if into is None or too_small else into[:size]
+        target, too_small = _block_target(into, size)
         # 2. The part already buffered, then exact-size reads straight into the target.
         have = min(decoder.pending, size)
         target[:have] = decoder.buffered[:have]
         decoder.consume(have)
+        return await self._receive_block_rest(sock, target, have, too_small, deadline)
+
+    async def _receive_block_start(
+        self, sock: socket.socket, into: memoryview | None, max_size: int, deadline: float
+    ) -> memoryview | None:
+        """The common start of a block response, with nothing buffered: one read of at
+        most :data:`_BLOCK_FIRST_READ` bytes, the header parsed where it landed, and the
+        payload bytes that came with it copied once into the target (the rest of the
+        payload then goes straight from the socket to the target).
+
+        ``None``: what arrived is not a whole definite-length header; it is then in the
+        decoder and the general path takes over.
+        """
+        first = self._chunk[:_BLOCK_FIRST_READ]
+        n = await self._recv_some(sock, first, deadline)
+        got = first[:n]
+        start = 0
+        while start < n and got[start] in _WHITESPACE:
+            start += 1
+        header = None
+        if start < n and got[start] == 0x23:  # '#'
+            try:
+                header = parse_block_header(got[start:], max_size=max_size)
+            except RemoteProtocolError:
+                self._stale = True  # unknown length: cannot find the message's end
+                raise
+        if header is None or header.payload_length is None:
+            self._decoder.receive_data(got)
+            return None
+        size = header.payload_length
+        begin = start + header.header_length
+        target, too_small = _block_target(into, size)
+        have = min(n - begin, size)
+        target[:have] = got[begin : begin + have]
+        if begin + have < n:  # the terminator (or more) came along
+            self._decoder.receive_data(got[begin + have :])
+        return await self._receive_block_rest(sock, target, have, too_small, deadline)
+
+    async def _receive_block_rest(
+        self,
+        sock: socket.socket,
+        target: memoryview,
+        have: int,
+        too_small: int | None,
+        deadline: float,
+    ) -> memoryview:
+        """Exact-size reads straight into ``target`` from ``have`` on, then the rest of the
+        message (normally just the terminator). ``too_small``: the length of the caller's
+        buffer that could not hold the block (``target`` is then a scratch buffer): raise
+        once the message is consumed."""
+        size = len(target)
         pos = have
         while pos < size:
-            n = await self._recv_into(sock, target[pos:], deadline)
+            try:  # what is there already, without the receiver's layers
+                n = sock.recv_into(target[pos:])
+            except BlockingIOError:
+                n = await self._recv_into(sock, target[pos:], deadline, False)
+            except OSError as exc:
+                raise self._receive_failed(exc) from exc
             if n == 0:
                 raise ConnectionLostError(
                     f"connection closed after {pos} of {size} block bytes",
                     resource=self._info.resource,
                 )
             pos += n
-        # 3. The rest of the message: normally just the terminator.
-        rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
-        if rest.strip():
-            raise RemoteProtocolError(f"unexpected bytes after the block: {rest!r}")
-        if too_small:
-            assert into is not None
+        if not await self._terminator_alone(sock, deadline):
+            rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
+            if rest.strip():
+                raise RemoteProtocolError(f"unexpected bytes after the block: {rest!r}")
+        if too_small is not None:
             raise LocalProtocolError(
-                f"block of {size} bytes does not fit the {len(into)}-byte buffer"
+                f"block of {size} bytes does not fit the {too_small}-byte buffer"
             )
         return target
+
+    async def _terminator_alone(self, sock: socket.socket, deadline: float) -> bool:
+        """After a block's payload, with nothing buffered: read what follows; True when it
+        is exactly the terminator (the common end), else it goes to the decoder."""
+        if self._decoder.pending:
+            return False
+        chunk = self._chunk
+        try:
+            n = sock.recv_into(chunk)
+        except BlockingIOError:
+            n = await self._recv_into(sock, chunk, deadline, False)
+        except OSError as exc:
+            raise self._receive_failed(exc) from exc
+        if n == 0:
+            raise self._closed_by_peer()
+        if chunk[:n] == self._terminator:
+            return True
+        self._decoder.receive_data(chunk[:n])
+        return False
+
+
+def _block_target(into: memoryview | None, size: int) -> tuple[memoryview, int | None]:
+    """Where a payload of ``size`` bytes (already checked against max_size) goes: ``into``
+    or a new buffer; and the length of ``into`` when it is too small (else None)."""
+    if into is None:
+        return memoryview(bytearray(size)), None
+    if len(into) < size:
+        return memoryview(bytearray(size)), len(into)
+    return into[:size], None
 
 
 def _too_long(size: int, max_size: int) -> RemoteProtocolError:

@@ -1,4 +1,5 @@
-"""The socket receivers behind the TCP transport (``aiotmc.transports._receivers``).
+"""The socket receivers behind the TCP transport (``aiotmc.transports._receivers``, the
+loop-specific ones in ``aiotmc._loops.asyncio_`` and ``aiotmc._loops.trio_``).
 
 Each runs on asyncio, uvloop and trio: the receiver picked for the loop, on a real
 socketpair. What matters: data already there or arriving later is delivered, a deadline
@@ -17,13 +18,9 @@ import anyio
 import pytest
 from anyio import current_time
 
-from aiotmc.transports._receivers import (
-    AnyioReceiver,
-    AsyncioReceiver,
-    Receiver,
-    TrioReceiver,
-    receiver_for,
-)
+from aiotmc._loops.asyncio_ import AsyncioReceiver
+from aiotmc._loops.trio_ import TrioReceiver
+from aiotmc.transports._receivers import AnyioReceiver, Receiver, receiver_for
 
 _BACKENDS = [
     pytest.param(("asyncio", {}), id="asyncio"),

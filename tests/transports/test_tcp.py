@@ -382,6 +382,79 @@ async def test_block_reads_never_copy_the_decoder_buffer() -> None:
                 assert transport._decoder._buf is buffer, size
 
 
+_BIG = bytes(range(256)) * 400  # 102,400 bytes: more than the first read of a block
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param(encode_block(b"abc") + b"\n", b"abc", id="small"),
+        pytest.param(b" \r\n" + encode_block(b"abc") + b"\n", b"abc", id="leading-whitespace"),
+        pytest.param(encode_block(_BIG) + b"\n", _BIG, id="larger-than-first-read"),
+        pytest.param(encode_block(b"") + b"\n", b"", id="empty"),
+        pytest.param(b"#0abc\n", b"abc", id="indefinite"),
+        pytest.param(encode_block(b"abc") + b" \t\n", b"abc", id="whitespace-after"),
+    ],
+)
+async def test_block_arriving_in_one_piece(answer: bytes, expected: bytes) -> None:
+    """Header, payload and terminator in one read (the fast start of a block read),
+    followed by another message in the same piece, which is kept for the next read."""
+
+    async def reply(stream: SocketStream, command: bytes) -> None:
+        await stream.send(answer + b"NEXT\n" if command == b"BLK?\n" else b"OTHER\n")
+
+    async with peer_instrument(reply) as inst:
+        with anyio.fail_after(10):
+            assert await inst.query_block("BLK?") == expected
+            assert await inst.read() == "NEXT"
+            into = bytearray(len(expected) + 7)
+            assert await inst.query_block("BLK?", into=into) == expected
+            assert await inst.read() == "NEXT"
+            assert await inst.query("X?") == "OTHER"
+            assert inst.transport.reconnects == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "match"),
+    [
+        pytest.param(
+            encode_block(b"abc") + b"xyz\n",
+            aiotmc.RemoteProtocolError,
+            "unexpected bytes after the block",
+            id="garbage-after",
+        ),
+        pytest.param(b"NOPE\n", aiotmc.RemoteProtocolError, "expected an IEEE", id="no-block"),
+        pytest.param(
+            encode_block(_BIG) + b"\n", aiotmc.LocalProtocolError, "does not fit", id="too-small"
+        ),
+    ],
+)
+async def test_bad_block_in_one_piece_leaves_the_link_in_step(
+    answer: bytes, error: type[Exception], match: str
+) -> None:
+    async def reply(stream: SocketStream, command: bytes) -> None:
+        await stream.send(answer if command == b"BLK?\n" else b"OTHER\n")
+
+    async with peer_instrument(reply) as inst:
+        with anyio.fail_after(10):
+            with pytest.raises(error, match=match):
+                await inst.query_block("BLK?", into=bytearray(10))
+            assert await inst.query("X?") == "OTHER"
+            assert inst.transport.reconnects == 0  # type: ignore[attr-defined]
+
+
+async def test_malformed_block_header_in_one_piece_replaces_the_connection() -> None:
+    async def reply(stream: SocketStream, command: bytes) -> None:
+        await stream.send(b"#9999999999\n" if command == b"BLK?\n" else b"OTHER\n")
+
+    async with peer_instrument(reply) as inst:
+        with anyio.fail_after(10):
+            with pytest.raises(aiotmc.RemoteProtocolError, match="more than max_size"):
+                await inst.query_block("BLK?")
+            assert await inst.query("X?") == "OTHER"
+            assert inst.transport.reconnects == 1  # type: ignore[attr-defined]
+
+
 class CountingReceiver:
     """Wraps a transport's receiver and counts the waits (white box)."""
 

@@ -13,7 +13,13 @@ from pathlib import Path
 import aiotmc._usb
 
 #: The aiotmc modules _usb may use: its own package, the shared primitives, protocol/.
-ALLOWED_AIOTMC = ("aiotmc._usb", "aiotmc._types", "aiotmc._exceptions", "aiotmc.protocol")
+ALLOWED_AIOTMC = (
+    "aiotmc._usb",
+    "aiotmc._types",
+    "aiotmc._exceptions",
+    "aiotmc.protocol",
+    "aiotmc._loops",
+)
 #: Third-party packages _usb may use (sniffio and trio: loop-specific re-entry).
 ALLOWED_THIRD_PARTY = {"anyio", "usb1", "libusb_package", "sniffio", "trio"}
 

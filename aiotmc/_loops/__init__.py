@@ -1,0 +1,256 @@
+"""Event-loop specifics, one module per loop library, and the selector over them.
+
+The hot paths (the TCP receivers, the exchange lock, the per-call checks of
+``Instrument``) and the libusb drivers need what anyio does not offer cheaply enough or at
+all: a wait without a cancel scope, a hand-over between tasks without an event object, a
+thread-safe "run soon" for foreign threads. Everything that depends on the loop library
+lives in :mod:`.asyncio_` (asyncio, uvloop) or :mod:`.trio_`; the functions here pick one.
+The package is the lowest layer: it imports the standard library, anyio and the loop
+library, nothing else of aiotmc. :mod:`.trio_` is imported only while trio runs.
+
+On CPython 3.11 every ``get_running_loop()`` (so every ``asyncio.current_task()``,
+``anyio.current_time()`` and anyio backend lookup) makes a ``getpid()`` system call; the
+per-call helpers therefore take the loop that the caller looked up once
+(:func:`running_loop`; ``None`` under trio).
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import sys
+from asyncio import AbstractEventLoop, Future, _get_running_loop
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextvars import Context
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.lowlevel
+
+from . import asyncio_
+
+if TYPE_CHECKING:
+    from . import trio_
+    from .asyncio_ import AsyncioReceiver
+    from .trio_ import TrioReceiver
+else:
+    trio_ = None  # set by _load_trio_() once trio runs: an import statement per call
+    # would cost ~0.6 µs, and the hot paths call into it several times per query
+
+__all__ = [
+    "Reentry",
+    "Spawner",
+    "cancel_maybe_pending",
+    "capture_reentry",
+    "capture_spawner",
+    "checkpoint_if_cancelled",
+    "current_async_library",
+    "current_time",
+    "give_turn",
+    "loop_receiver",
+    "running_loop",
+    "running_trio",
+    "wait_turn",
+]
+
+Reentry = Callable[[Callable[[], object]], None]  #: thread-safe "run this on the loop soon"
+
+
+class Spawner(Protocol):
+    """Starts ``fn()`` as a task of the captured loop that belongs to no task group."""
+
+    def __call__(
+        self,
+        fn: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+        *,
+        context: Context | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        """``context``: the task's context variables (default: a copy of the caller's);
+        ``on_done``: called once the task has ended, also when it was cancelled before it
+        first ran (its ``finally`` blocks then never run)."""
+
+
+running_loop = _get_running_loop  #: the running asyncio loop, or None (trio, no loop)
+
+
+def _load_trio_() -> None:
+    """Import :mod:`.trio_` into the global ``trio_`` (on first use, when trio runs).
+
+    Not ``from . import trio_``: with the package attribute ``trio_`` already there (None)
+    that form returns the attribute instead of importing the submodule."""
+    global trio_
+    trio_ = importlib.import_module(".trio_", __name__)
+
+
+def running_trio() -> ModuleType | None:
+    """The ``trio`` module when called from inside a trio run, else ``None``."""
+    trio = sys.modules.get("trio")
+    if trio is None or _get_running_loop() is not None:
+        return None
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+    return trio
+
+
+def current_async_library() -> str:
+    """``"trio"`` or ``"asyncio"``: the library running the current thread's loop
+    (RuntimeError outside any)."""
+    try:
+        import sniffio
+    except ImportError:
+        pass
+    else:
+        try:
+            return sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            pass
+    if "trio" in sys.modules:
+        import trio
+
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    import asyncio
+
+    asyncio.get_running_loop()  # raises RuntimeError outside any loop
+    return "asyncio"
+
+
+# -- per-call checks -----------------------------------------------------------------------
+
+
+def current_time(loop: AbstractEventLoop | None) -> float:
+    """The running loop's clock (the one anyio deadlines use); ``loop`` is
+    :func:`running_loop`'s answer (None: trio)."""
+    if loop is not None:
+        return loop.time()
+    if "trio" in sys.modules:
+        if trio_ is None:
+            _load_trio_()
+        try:
+            return trio_.current_time()
+        except RuntimeError:  # not inside a trio run
+            pass
+    return anyio.current_time()
+
+
+def cancel_maybe_pending(loop: AbstractEventLoop | None) -> bool:
+    """False only if the current task certainly has no cancellation pending.
+
+    ``loop`` is the running asyncio loop (from :func:`running_loop`); ``None`` (trio)
+    always answers True, since trio's own check is already cheap. It never answers "no"
+    when anyio would cancel (see :func:`.asyncio_.cancel_maybe_pending`).
+    """
+    if loop is None:
+        return True
+    return asyncio_.cancel_maybe_pending(loop)
+
+
+async def checkpoint_if_cancelled() -> None:
+    """Raise if the caller's cancel scope is cancelled; never lets another task run."""
+    if "trio" in sys.modules and _get_running_loop() is None:
+        if trio_ is None:
+            _load_trio_()
+        try:
+            await trio_.checkpoint_if_cancelled()
+        except RuntimeError:  # not inside a trio run
+            pass
+        else:
+            return
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+# -- the exchange lock's hand-over -------------------------------------------------------
+
+
+async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
+    """Wait at the end of ``line`` until :func:`give_turn` picks this task.
+
+    ``pass_on`` is called if the turn arrives as the waiter is cancelled (it must give
+    the turn to the next one). Cancelling a waiter still in line takes it out.
+    """
+    if line:  # the waiters ahead tell the loop (no running-loop lookup: a getpid() on 3.11)
+        head = line[0]
+        loop = head.get_loop() if isinstance(head, Future) else None
+    else:
+        loop = _get_running_loop()
+    if loop is not None:
+        await asyncio_.wait_turn(line, loop, pass_on)
+    else:
+        if trio_ is None:
+            _load_trio_()
+        await trio_.wait_turn(line)
+
+
+def give_turn(line: deque[object]) -> bool:
+    """Wake the oldest waiter of ``line`` still waiting; False when there is none."""
+    while line:
+        waiter = line.popleft()
+        if isinstance(waiter, Future):
+            if asyncio_.give_turn(waiter):
+                return True
+        else:
+            if trio_ is None:
+                _load_trio_()
+            if trio_.give_turn(waiter):
+                return True
+    return False
+
+
+# -- the TCP transport's receiver --------------------------------------------------------
+
+
+def loop_receiver(sock: socket.socket) -> AsyncioReceiver | TrioReceiver | None:
+    """The cheapest receiver for the running loop; None when only a portable one fits
+    (no asyncio or trio loop, or an asyncio loop without ``add_reader``)."""
+    if running_trio() is not None:
+        from .trio_ import TrioReceiver
+
+        return TrioReceiver(sock)
+    loop = _get_running_loop()
+    if loop is None:
+        return None
+    try:
+        loop.remove_reader(sock.fileno())  # probes add/remove_reader support
+    except NotImplementedError:  # e.g. the proactor loop on Windows
+        return None
+    return asyncio_.AsyncioReceiver(loop, sock)
+
+
+# -- libusb drivers ----------------------------------------------------------------------
+
+
+def capture_reentry() -> Reentry:
+    """Capture the running loop; the result may be called from any thread, never blocks.
+
+    Call on the loop thread. Calls made after the loop has finished are dropped.
+    """
+    if current_async_library() == "trio":
+        _load_trio_()
+        return trio_.reentry()
+    import asyncio
+
+    return asyncio_.reentry(asyncio.get_running_loop())
+
+
+def capture_spawner() -> Spawner:
+    """Capture the running loop; the result starts background tasks on it that belong to
+    no task group (trio system tasks, asyncio tasks kept referenced until they end).
+
+    Call on the loop thread.
+    """
+    if current_async_library() == "trio":
+        _load_trio_()
+        return trio_.spawner()
+    import asyncio
+
+    return asyncio_.spawner(asyncio.get_running_loop())

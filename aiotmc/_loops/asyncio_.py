@@ -1,0 +1,276 @@
+"""asyncio (and uvloop) specifics, in one place (see :mod:`aiotmc._loops`).
+
+* :func:`cancel_maybe_pending`: reads anyio's private table of task states, as anyio's own
+  ``checkpoint_if_cancelled`` does, to skip a checkpoint when no cancellation can be
+  pending (``tests/test_fastpath.py`` fails clearly if anyio changes that table);
+* :class:`AsyncioReceiver`: ``recv_into`` with a deadline, the reader callback doing the
+  read (the TCP transport's waits);
+* :func:`wait_turn` / :func:`give_turn`: the exchange lock's hand-over, on a bare future;
+* :func:`reentry` / :func:`spawner`: thread-safe "run soon" and background tasks for the
+  libusb drivers.
+
+Imports the standard library and anyio only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+import sys
+from asyncio import AbstractEventLoop, current_task
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from contextvars import Context
+from typing import Any
+
+import anyio
+
+__all__ = [
+    "AsyncioReceiver",
+    "anyio_task_states",
+    "cancel_maybe_pending",
+    "give_turn",
+    "reentry",
+    "spawner",
+    "wait_turn",
+]
+
+logger = logging.getLogger("aiotmc._loops")
+
+_task_states: Mapping[Any, Any] | None = None  # anyio's task -> TaskState table, once found
+_task_states_usable = True  # False once the table turned out not to have the expected shape
+
+
+# -- cancellation ------------------------------------------------------------------------
+
+
+def cancel_maybe_pending(loop: AbstractEventLoop) -> bool:
+    """False only if the current task certainly has no cancellation pending.
+
+    Walks the task's anyio cancel scopes exactly as anyio's ``checkpoint_if_cancelled``
+    does. If anyio's private table is not where it used to be, or not of the expected
+    shape, the answer is always "maybe" (True) and the caller runs the public check.
+    """
+    states = _task_states
+    if states is None:
+        states = _find_task_states()
+        if states is None:
+            return True
+    task = current_task(loop)  # with the loop given: no getpid()
+    state = states.get(task)
+    if state is None:
+        return False  # a task anyio does not manage has no anyio cancel scope
+    try:
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope.cancel_called:
+                return True
+            if scope.shield:
+                return False
+            scope = scope._parent_scope
+    except AttributeError:  # anyio changed shape: use the public check from now on
+        _forget_task_states()
+        return True
+    return False
+
+
+def anyio_task_states() -> Mapping[Any, Any] | None:
+    """anyio's private ``task -> TaskState`` table that :func:`cancel_maybe_pending`
+    reads, or None if it is not there (or was found to have another shape)."""
+    return _task_states if _task_states is not None else _find_task_states()
+
+
+def _find_task_states() -> Mapping[Any, Any] | None:
+    global _task_states
+    if not _task_states_usable:
+        return None
+    module = sys.modules.get("anyio._backends._asyncio")
+    states = getattr(module, "_task_states", None)
+    if not isinstance(states, Mapping):
+        return None
+    _task_states = states
+    return states
+
+
+def _forget_task_states() -> None:
+    global _task_states, _task_states_usable
+    _task_states = None
+    _task_states_usable = False
+
+
+# -- the exchange lock's hand-over -------------------------------------------------------
+
+
+async def wait_turn(
+    line: deque[object], loop: AbstractEventLoop, pass_on: Callable[[], None]
+) -> None:
+    """Queue a future at the end of ``line`` and wait until :func:`give_turn` resolves it.
+
+    A waiter cancelled while queued leaves the line; one cancelled after its turn was
+    given (its wake-up already scheduled) calls ``pass_on``, so the turn is not lost.
+    """
+    waiter = loop.create_future()
+    line.append(waiter)
+    try:
+        await waiter
+    except BaseException:
+        if waiter.done() and not waiter.cancelled():
+            pass_on()  # the turn arrived as we were cancelled: pass it on
+        else:
+            try:
+                line.remove(waiter)
+            except ValueError:  # already taken out (and skipped) by give_turn
+                pass
+        raise
+
+
+def give_turn(waiter: asyncio.Future[None]) -> bool:
+    """Wake ``waiter`` (a future from :func:`wait_turn`); False if it was cancelled."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
+
+
+# -- libusb drivers: callbacks from other threads, background tasks ----------------------
+
+
+def reentry(loop: AbstractEventLoop) -> Callable[[Callable[[], object]], None]:
+    """``loop.call_soon_threadsafe``, callable from any thread, never blocking; calls made
+    after the loop closed are dropped."""
+
+    def asyncio_reentry(fn: Callable[[], object]) -> None:
+        try:
+            loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # loop closed
+            logger.debug("event loop closed; dropped %r", fn)
+
+    return asyncio_reentry
+
+
+def spawner(loop: AbstractEventLoop) -> Callable[..., None]:
+    """Start background tasks on ``loop`` (strong references kept until they end)."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(
+        fn: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+        *,
+        context: Context | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        task = loop.create_task(fn(), name=name, context=context)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if on_done is not None:
+            task.add_done_callback(lambda _: on_done())
+
+    return spawn
+
+
+# -- the TCP transport's receiver --------------------------------------------------------
+
+
+class AsyncioReceiver:
+    """Reader callback does the ``recv_into``; the fd stays registered between waits.
+
+    When the callback runs with nobody waiting (data arrived in between), it unregisters,
+    so a readable socket nobody reads never spins the loop; the next wait registers again.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_fd",
+        "_loop",
+        "_registered",
+        "_sock",
+        "_timer",
+        "_timer_at",
+        "_view",
+        "_waiter",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._registered = False
+        self._waiter: asyncio.Future[int] | None = None
+        self._view: memoryview | None = None
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    async def recv_into(self, view: memoryview, deadline: float, try_first: bool = True) -> int:
+        """See :class:`Receiver`."""
+        if try_first:
+            try:
+                return self._sock.recv_into(view)
+            except BlockingIOError:
+                pass
+        loop = self._loop
+        waiter: asyncio.Future[int] = loop.create_future()
+        self._waiter = waiter
+        self._view = view
+        self._deadline = deadline
+        if not self._registered:
+            loop.add_reader(self._fd, self._on_readable)
+            self._registered = True
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            self._view = None
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._loop.remove_reader(self._fd)
+            self._registered = False
+            return
+        if waiter.done():  # cancelled, or timed out: leave the bytes in the socket
+            return
+        assert self._view is not None
+        try:
+            n = self._sock.recv_into(self._view)
+        except BlockingIOError:  # stale readiness: keep waiting
+            return
+        except OSError as exc:
+            waiter.set_exception(exc)
+            return
+        waiter.set_result(n)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer, when)
+        self._timer_at = when
+
+    def _on_timer(self, when: float) -> None:
+        """The timer is re-armed lazily: waits whose deadline is later only move it on."""
+        self._timer = None
+        self._timer_at = math.inf
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._deadline <= when:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._arm(self._deadline)
+
+    def close(self) -> None:
+        """Unregister and cancel the timer; a waiter gets ``anyio.ClosedResourceError``."""
+        if self._registered:
+            self._registered = False
+            self._loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(anyio.ClosedResourceError())

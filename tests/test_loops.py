@@ -1,0 +1,77 @@
+"""``aiotmc._loops`` is the lowest layer: it imports the standard library, anyio and the
+loop libraries, and nothing else of aiotmc (only its own modules)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import aiotmc._loops
+
+_ALLOWED = {"anyio", "trio", "sniffio"}
+_PACKAGE = Path(aiotmc._loops.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in ``path``; relative ones as ``.name``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                assert node.level == 1, f"{path.name} imports from above aiotmc._loops"
+                found.add("." + (node.module or ""))
+            else:
+                assert node.module is not None
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_loops_package_imports_only_stdlib_anyio_and_loop_libraries() -> None:
+    modules = sorted(_PACKAGE.glob("*.py"))
+    assert {p.name for p in modules} >= {"__init__.py", "asyncio_.py", "trio_.py"}
+    for path in modules:
+        for name in _imports(path):
+            if name.startswith("."):
+                assert name[1:] in {"", "asyncio_", "trio_"}, (path.name, name)
+            else:
+                assert name in sys.stdlib_module_names or name in _ALLOWED, (path.name, name)
+
+
+_FRESH_TRIO_RUN = """
+import anyio
+from aiotmc._fastpath import checkpoint_if_cancelled, current_time
+from aiotmc._lock import FifoLock
+
+async def main():
+    lock, order = FifoLock(), []
+    async def worker(n):
+        await lock.acquire()
+        order.append(n)
+        await checkpoint_if_cancelled()
+        lock.release()
+    await lock.acquire()
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(worker, n)
+            await anyio.wait_all_tasks_blocked()
+        lock.release()
+    assert order == [0, 1, 2], order
+    assert current_time(None) <= anyio.current_time()
+    print("ok")
+
+anyio.run(main, backend="trio")
+"""
+
+
+def test_trio_specifics_load_on_first_use_in_a_fresh_interpreter() -> None:
+    """``_loops.trio_`` is imported only once trio runs: the first use in a process (which
+    the rest of the test session hides, having imported it already) must load it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_TRIO_RUN], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
