@@ -1,0 +1,658 @@
+"""Serve simulated instruments over VXI-11 (core and abort channels, a tiny portmapper).
+
+:class:`Vxi11Server` serves one or more :class:`~aiotmc.sim.SimDevice` under VXI-11
+device names (``inst0`` by default; gateway names such as ``gpib0,5`` work the same way).
+Link ids start at 0 (valid, and a case clients get wrong). With ``portmapper_port`` set
+(0: any free port) it also answers PMAPPROC_GETPORT itself, for tests that cannot bind
+port 111.
+
+Server rules (issue 14): per-connection memory grows only with bytes received (records
+are reassembled from received bytes, never allocated from a header, and bounded by
+``max_record``); a program message split over several device_write calls is bounded by
+``max_message_size``; at most ``max_connections`` connections (others are closed at
+once); a connection idle for ``idle_timeout`` seconds, or whose client does not take a
+reply within ``send_timeout``, is closed; hostile input is logged once per connection and
+never reaches the device's error queue.
+
+Implemented: create_link, device_write, device_read (requestSize, TERMCHRSET, END),
+device_readstb, device_trigger, device_clear, device_remote, device_local, device_lock
+(with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort. Not yet: the
+interrupt channel (create_intr_chan, device_enable_srq answer "operation not
+supported"), device_docmd.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskGroup
+
+from .._exceptions import RemoteProtocolError
+from ..protocol.oncrpc import (
+    AcceptStat,
+    RecordReassembler,
+    RpcError,
+    decode_call,
+    encode_accepted_error,
+    encode_denied,
+    encode_reply,
+    peek_xid,
+    record_mark,
+)
+from ..protocol.portmap import (
+    IPPROTO_TCP,
+    PMAP_PROG,
+    PMAP_VERS,
+    PMAPPROC_GETPORT,
+    PMAPPROC_NULL,
+    encode_port,
+)
+from ..protocol.portmap import (
+    Mapping as PortMapping,
+)
+from ..protocol.scpi import NEED_DATA
+from ..protocol.vxi11 import (
+    DEVICE_ASYNC,
+    DEVICE_CORE,
+    END,
+    TERMCHRSET,
+    VERSION,
+    WAITLOCK,
+    CreateLinkParms,
+    CreateLinkResp,
+    DeviceError,
+    DeviceGenericParms,
+    DeviceLink,
+    DeviceLockParms,
+    DeviceReadParms,
+    DeviceReadResp,
+    DeviceReadStbResp,
+    DeviceWriteParms,
+    DeviceWriteResp,
+    ErrorCode,
+    Proc,
+    Reason,
+)
+from .device import SimDevice
+
+__all__ = ["Vxi11Server"]
+
+_log = logging.getLogger("aiotmc.sim.vxi11")
+
+DEFAULT_MAX_RECV_SIZE: Final = 1 << 20  #: maxRecvSize announced by create_link
+DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  #: a program message over several device_writes
+_RECV_SIZE: Final = 64 * 1024
+_RECORD_OVERHEAD: Final = 1024
+_MAX_LINKS_PER_CONNECTION: Final = 16
+_ACCEPT_RETRY: Final = 0.05
+
+
+@dataclass(eq=False)
+class _Lock:
+    owner: int | None = None
+    released: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(eq=False)
+class _Link:
+    lid: int
+    name: str
+    device: SimDevice
+    input: bytearray = field(default_factory=bytearray)
+    overflow: bool = False  # the current program message went over the limit: dropped
+    output: bytes | None = None  # the response being read, from ``offset``
+    offset: int = 0
+    aborted: anyio.Event | None = None  # set while a call can be aborted
+
+
+@dataclass(eq=False)
+class _Conn:
+    stream: SocketStream
+    channel: str
+    links: set[int] = field(default_factory=set)
+    warned: bool = False
+
+
+_Handler = Callable[[_Conn, int, int, int, int, memoryview], Awaitable[bytes]]
+
+
+class _Hostile(Exception):
+    """A client broke the protocol so that the connection cannot continue."""
+
+
+class Vxi11Server:
+    """Serve simulated devices over VXI-11 (async context manager).
+
+    ``devices``: one device (served as ``inst0``) or a mapping of VXI-11 device names to
+    devices. ``port``/``abort_port`` 0 pick free ports; after ``__aenter__`` the bound ones
+    are in :attr:`port`, :attr:`abort_port` and :attr:`portmapper_port`.
+    """
+
+    def __init__(
+        self,
+        devices: SimDevice | Mapping[str, SimDevice],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        abort_port: int = 0,
+        portmapper_port: int | None = None,
+        max_recv_size: int = DEFAULT_MAX_RECV_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_connections: int = 64,
+        idle_timeout: float = 3600.0,
+        send_timeout: float = 10.0,
+    ) -> None:
+        if isinstance(devices, SimDevice):
+            devices = {"inst0": devices}
+        self.devices = {name.lower(): device for name, device in devices.items()}
+        self.host = host
+        self.port = port
+        self.abort_port = abort_port
+        self.portmapper_port = portmapper_port
+        self.max_recv_size = max_recv_size
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        #: Fault hook: a response that is an exact multiple of requestSize ends with
+        #: REQCNT only, and END comes in one more, empty, device_read (pyvisa-py #608).
+        self.split_exact_multiple = False
+        #: Remote state set by device_remote / device_local, by device name.
+        self.remote: dict[str, bool] = {}
+        #: Fault hook: every create_link and device_write answers a maxRecvSize / size
+        #: of this many bytes (a device that takes its input in small pieces).
+        self.short_writes: int | None = None
+        self.calls: list[tuple[str, int]] = []  #: (channel, procedure) of each call served
+        self._links: dict[int, _Link] = {}
+        self._locks: dict[str, _Lock] = {}
+        self._next_lid = 0
+        self._conns: set[_Conn] = set()
+        self._listeners: list[SocketListener] = []
+        self._task_group: TaskGroup | None = None
+        self._refused = 0
+
+    # -- names -----------------------------------------------------------------------------
+
+    def resource(self, device: str = "inst0", *, explicit_port: bool = True) -> str:
+        """The VISA resource name of ``device``; ``explicit_port`` uses ``host,port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f",{self.port}" if explicit_port else ""
+        return f"TCPIP0::{host}{port}::{device}::INSTR"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (all channels)."""
+        return len(self._conns)
+
+    @property
+    def links(self) -> int:
+        """Links open now."""
+        return len(self._links)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Vxi11Server:
+        try:
+            core = await self._listen(self.port)
+            self.port = core.extra(anyio.abc.SocketAttribute.local_port)
+            abort = await self._listen(self.abort_port)
+            self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
+            pmap = None
+            if self.portmapper_port is not None:
+                pmap = await self._listen(self.portmapper_port)
+                self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+        except BaseException:
+            await self._close_listeners()
+            raise
+        self._task_group = task_group
+        task_group.start_soon(self._accept, core, "core", self._serve_core)
+        task_group.start_soon(self._accept, abort, "abort", self._serve_abort)
+        if pmap is not None:
+            task_group.start_soon(self._accept, pmap, "portmapper", self._serve_portmapper)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                return await task_group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_listeners()
+
+    async def _listen(self, port: int) -> SocketListener:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port)
+        first = listener.listeners[0]
+        for extra in listener.listeners[1:]:
+            await extra.aclose()
+        assert isinstance(first, SocketListener)
+        self._listeners.append(first)
+        return first
+
+    async def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await listener.aclose()
+        for conn in list(self._conns):
+            await conn.stream.aclose()
+
+    def disconnect_all(self) -> None:
+        """Fault hook: close every client connection now (links are destroyed)."""
+        for conn in list(self._conns):
+            conn.stream.extra(anyio.abc.SocketAttribute.raw_socket).close()
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _accept(
+        self,
+        listener: SocketListener,
+        channel: str,
+        serve: Callable[[_Conn], Awaitable[None]],
+    ) -> None:
+        assert self._task_group is not None
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # EMFILE...: keep serving, without a log storm
+                if self._refused % 100 == 0:
+                    _log.warning("vxi11 %s: accept failed: %s", channel, exc)
+                self._refused += 1
+                await anyio.sleep(_ACCEPT_RETRY)
+                continue
+            if len(self._conns) >= self.max_connections:
+                if self._refused % 100 == 0:
+                    _log.warning(
+                        "vxi11 %s: connection refused: %d connections open",
+                        channel,
+                        len(self._conns),
+                    )
+                self._refused += 1
+                await stream.aclose()
+                continue
+            conn = _Conn(stream, channel)
+            self._conns.add(conn)
+            self._task_group.start_soon(self._run, conn, serve)
+
+    async def _run(self, conn: _Conn, serve: Callable[[_Conn], Awaitable[None]]) -> None:
+        try:
+            await serve(conn)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        except OSError:
+            pass
+        except _Hostile as exc:
+            self._warn(conn, str(exc))
+        except Exception:  # a bug: log it, keep serving the others
+            _log.exception("vxi11 %s connection failed", conn.channel)
+        finally:
+            self._conns.discard(conn)
+            for lid in list(conn.links):
+                self._destroy(lid)
+            with anyio.CancelScope(shield=True):
+                await conn.stream.aclose()
+
+    def _warn(self, conn: _Conn, message: str) -> None:
+        if not conn.warned:
+            conn.warned = True
+            _log.warning("vxi11 %s client: %s", conn.channel, message)
+        else:
+            _log.debug("vxi11 %s client: %s", conn.channel, message)
+
+    async def _loop(
+        self,
+        conn: _Conn,
+        max_record: int,
+        handle: _Handler,
+    ) -> None:
+        reassembler = RecordReassembler(max_size=max_record)
+        while True:
+            record = reassembler.next_record() if reassembler.buffered else NEED_DATA
+            if record is NEED_DATA:
+                data = b""
+                with anyio.move_on_after(self.idle_timeout):
+                    data = await conn.stream.receive(_RECV_SIZE)
+                if not data:
+                    self._warn(conn, f"idle for {self.idle_timeout} s: closed")
+                    return
+                try:
+                    reassembler.receive_data(data)
+                except RemoteProtocolError as exc:
+                    raise _Hostile(str(exc)) from None
+                continue
+            assert isinstance(record, bytes)
+            reply = await self._answer(conn, record, handle)
+            if reply is not None:
+                await self._send(conn, reply)
+
+    async def _answer(
+        self,
+        conn: _Conn,
+        record: bytes,
+        handle: _Handler,
+    ) -> bytes | None:
+        try:
+            call = decode_call(record)
+        except RpcError:
+            xid = peek_xid(record)
+            self._warn(conn, "RPC version is not 2")
+            return None if xid is None else encode_denied(xid)
+        except RemoteProtocolError as exc:
+            raise _Hostile(f"not an RPC call: {exc}") from None
+        self.calls.append((conn.channel, call.proc))
+        try:
+            result = await handle(conn, call.xid, call.prog, call.vers, call.proc, call.args)
+        except RemoteProtocolError as exc:
+            self._warn(conn, f"garbage arguments to procedure {call.proc}: {exc}")
+            return encode_accepted_error(call.xid, AcceptStat.GARBAGE_ARGS)
+        return result
+
+    async def _send(self, conn: _Conn, reply: bytes) -> None:
+        with anyio.move_on_after(self.send_timeout) as scope:
+            await conn.stream.send(record_mark(len(reply)) + reply)
+        if scope.cancelled_caught:
+            raise _Hostile(f"the client took no reply for {self.send_timeout} s: closed")
+
+    # -- portmapper ------------------------------------------------------------------------
+
+    async def _serve_portmapper(self, conn: _Conn) -> None:
+        await self._loop(conn, 4096, self._portmapper_call)
+
+    async def _portmapper_call(
+        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != PMAP_PROG:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != PMAP_VERS:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(2, 2))
+        if proc == PMAPPROC_NULL:
+            return encode_reply(xid)
+        if proc != PMAPPROC_GETPORT:
+            return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+        wanted = PortMapping.decode(args)
+        port = 0
+        if wanted.vers == VERSION and wanted.prot == IPPROTO_TCP:
+            port = {DEVICE_CORE: self.port, DEVICE_ASYNC: self.abort_port}.get(wanted.prog, 0)
+        return encode_reply(xid, encode_port(port))
+
+    # -- abort channel ---------------------------------------------------------------------
+
+    async def _serve_abort(self, conn: _Conn) -> None:
+        await self._loop(conn, 4096, self._abort_call)
+
+    async def _abort_call(
+        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != DEVICE_ASYNC:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != VERSION:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
+        if proc != Proc.DEVICE_ABORT:
+            return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+        link = self._links.get(DeviceLink.decode(args).lid)
+        if link is None:
+            return encode_reply(xid, DeviceError(ErrorCode.INVALID_LINK_IDENTIFIER).encode())
+        if link.aborted is not None:
+            link.aborted.set()
+        return encode_reply(xid, DeviceError(0).encode())
+
+    # -- core channel ----------------------------------------------------------------------
+
+    async def _serve_core(self, conn: _Conn) -> None:
+        await self._loop(conn, self.max_recv_size + _RECORD_OVERHEAD, self._core_call)
+
+    async def _core_call(
+        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != DEVICE_CORE:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != VERSION:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
+        if proc == Proc.CREATE_LINK:
+            return encode_reply(xid, self._create_link(conn, CreateLinkParms.decode(args)))
+        if proc == Proc.DEVICE_WRITE:
+            write = DeviceWriteParms.decode(args)
+            return encode_reply(xid, await self._write(conn, write))
+        if proc == Proc.DEVICE_READ:
+            return encode_reply(xid, await self._read(conn, DeviceReadParms.decode(args)))
+        if proc in _GENERIC:
+            generic = DeviceGenericParms.decode(args)
+            return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
+        if proc == Proc.DEVICE_LOCK:
+            return encode_reply(xid, await self._lock(conn, DeviceLockParms.decode(args)))
+        if proc in (Proc.DEVICE_UNLOCK, Proc.DESTROY_LINK):
+            lid = DeviceLink.decode(args).lid
+            error: int
+            if self._link(conn, lid) is None:
+                error = ErrorCode.INVALID_LINK_IDENTIFIER
+            elif proc == Proc.DESTROY_LINK:
+                conn.links.discard(lid)
+                self._destroy(lid)
+                error = ErrorCode.NO_ERROR
+            else:
+                error = self._unlock(self._links[lid])
+            return encode_reply(xid, DeviceError(error).encode())
+        if proc in _UNSUPPORTED:
+            return encode_reply(xid, _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED))
+        return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+
+    def _link(self, conn: _Conn, lid: int) -> _Link | None:
+        return self._links.get(lid) if lid in conn.links else None
+
+    def _create_link(self, conn: _Conn, parms: CreateLinkParms) -> bytes:
+        device = self.devices.get(parms.device.lower())
+        if device is None:
+            return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
+        if len(conn.links) >= _MAX_LINKS_PER_CONNECTION:
+            return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
+        lid = self._next_lid
+        self._next_lid = (lid + 1) & 0x7FFFFFFF
+        self._links[lid] = _Link(lid, parms.device.lower(), device)
+        conn.links.add(lid)
+        if parms.lock_device:
+            lock = self._locks.setdefault(parms.device.lower(), _Lock())
+            if lock.owner is not None:
+                self._destroy(lid)
+                conn.links.discard(lid)
+                return CreateLinkResp(ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK, 0, 0, 0).encode()
+            lock.owner = lid
+        size = self.max_recv_size if self.short_writes is None else self.short_writes
+        return CreateLinkResp(0, lid, self.abort_port, size).encode()
+
+    def _destroy(self, lid: int) -> None:
+        link = self._links.pop(lid, None)
+        if link is None:
+            return
+        if link.aborted is not None:
+            link.aborted.set()
+        lock = self._locks.get(link.name)
+        if lock is not None and lock.owner == lid:
+            self._unlock(link)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    async def _access(self, link: _Link, flags: int, lock_timeout_ms: int) -> int:
+        """0 when ``link`` may use its device now, else the error code."""
+        lock = self._locks.get(link.name)
+        if lock is None or lock.owner is None or lock.owner == link.lid:
+            return 0
+        if not flags & WAITLOCK or lock_timeout_ms == 0:
+            return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+        with anyio.move_on_after(lock_timeout_ms / 1000):
+            while lock.owner is not None and lock.owner != link.lid:
+                await lock.released.wait()
+        if lock.owner is None or lock.owner == link.lid:
+            return 0
+        return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+
+    async def _lock(self, conn: _Conn, parms: DeviceLockParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceError(ErrorCode.INVALID_LINK_IDENTIFIER).encode()
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if not error:
+            lock = self._locks.setdefault(link.name, _Lock())
+            lock.owner = link.lid
+        return DeviceError(error).encode()
+
+    def _unlock(self, link: _Link) -> int:
+        lock = self._locks.get(link.name)
+        if lock is None or lock.owner != link.lid:
+            return ErrorCode.NO_LOCK_HELD_BY_THIS_LINK
+        lock.owner = None
+        released, lock.released = lock.released, anyio.Event()
+        released.set()
+        return 0
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    async def _write(self, conn: _Conn, parms: DeviceWriteParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return DeviceWriteResp(error, 0).encode()
+        data = memoryview(parms.data)
+        if self.short_writes is not None:
+            data = data[: self.short_writes]
+        end = bool(parms.flags & END) and len(data) == len(parms.data)
+        if link.overflow or len(link.input) + len(data) > self.max_message_size:
+            if not link.overflow:
+                self._warn(conn, f"program message over {self.max_message_size} bytes: dropped")
+            link.input.clear()
+            link.overflow = not end
+            return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
+        if end:
+            message = bytes(link.input) + data if link.input else bytes(data)
+            link.input.clear()
+            try:
+                link.device.write(message)
+            except Exception:  # a bug in a device model: log it, keep serving
+                _log.exception("device failed in write()")
+                return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
+        else:
+            link.input += data
+        return DeviceWriteResp(0, len(data)).encode()
+
+    async def _read(self, conn: _Conn, parms: DeviceReadParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"").encode()
+        if parms.request_size == 0:
+            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"").encode()
+        deadline = anyio.current_time() + parms.io_timeout / 1000
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return DeviceReadResp(error, 0, b"").encode()
+        if link.output is None:
+            error = await self._wait_output(link, deadline)
+            if error:
+                return DeviceReadResp(error, 0, b"").encode()
+        output = link.output
+        assert output is not None
+        start = link.offset
+        stop = min(len(output), start + parms.request_size)
+        reason = Reason.NONE
+        if parms.flags & TERMCHRSET:
+            found = output.find(bytes([parms.term_char & 0xFF]), start, stop)
+            if found >= 0:
+                stop = found + 1
+                reason |= Reason.CHR
+        if stop - start == parms.request_size:
+            reason |= Reason.REQCNT
+        chunk = memoryview(output)[start:stop]
+        link.offset = stop
+        if stop == len(output):
+            exact = stop - start == parms.request_size and stop > start
+            if not (self.split_exact_multiple and exact):
+                reason |= Reason.END
+                link.output = None
+                link.offset = 0
+        return DeviceReadResp(0, reason, chunk).encode()
+
+    async def _wait_output(self, link: _Link, deadline: float) -> int:
+        """Wait until the device has a response for ``link`` (0), or an error code."""
+        device = link.device
+        link.aborted = aborted = anyio.Event()
+        try:
+            while True:
+                parts = device.read_parts()
+                if parts is not None:
+                    link.output = b"".join(parts)
+                    link.offset = 0
+                    return 0
+                now = anyio.current_time()
+                if now >= deadline:
+                    return ErrorCode.IO_TIMEOUT
+                due = device.next_deadline()
+                wake = deadline if due is None else min(deadline, now + due - device.clock())
+                with anyio.move_on_after(max(0.0, wake - now)):
+                    await aborted.wait()
+                if aborted.is_set():
+                    return ErrorCode.ABORT
+        finally:
+            link.aborted = None
+
+    async def _generic(self, conn: _Conn, proc: Proc, parms: DeviceGenericParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return _error_only(proc, ErrorCode.INVALID_LINK_IDENTIFIER)
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return _error_only(proc, error)
+        device = link.device
+        if proc == Proc.DEVICE_READSTB:
+            return DeviceReadStbResp(0, device.serial_poll()).encode()
+        if proc == Proc.DEVICE_TRIGGER:
+            device.trigger()
+        elif proc == Proc.DEVICE_CLEAR:
+            device.device_clear()
+            link.input.clear()
+            link.overflow = False
+            link.output = None
+            link.offset = 0
+        else:
+            self.remote[link.name] = proc == Proc.DEVICE_REMOTE
+        return DeviceError(0).encode()
+
+
+_GENERIC: Final = frozenset(
+    {
+        Proc.DEVICE_READSTB,
+        Proc.DEVICE_TRIGGER,
+        Proc.DEVICE_CLEAR,
+        Proc.DEVICE_REMOTE,
+        Proc.DEVICE_LOCAL,
+    }
+)
+_UNSUPPORTED: Final = frozenset(
+    {
+        Proc.DEVICE_ENABLE_SRQ,
+        Proc.DEVICE_DOCMD,
+        Proc.CREATE_INTR_CHAN,
+        Proc.DESTROY_INTR_CHAN,
+    }
+)
+
+
+def _error_only(proc: int, error: int) -> bytes:
+    """The result of ``proc`` carrying only an error code."""
+    if proc == Proc.DEVICE_READSTB:
+        return DeviceReadStbResp(error, 0).encode()
+    if proc == Proc.DEVICE_DOCMD:
+        return DeviceError(error).encode() + b"\0\0\0\0"  # error, empty data_out
+    return DeviceError(error).encode()

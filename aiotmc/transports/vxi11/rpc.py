@@ -1,0 +1,208 @@
+"""One ONC-RPC client connection over TCP (anyio streams, no threads).
+
+:meth:`RpcChannel.call` sends one CALL and waits for the REPLY with its XID. Replies
+with another XID are late answers to calls given up earlier (cancelled or timed out)
+and are skipped; :attr:`RpcChannel.abandoned` counts the replies still owed. A call
+cancelled while its CALL was only partly sent leaves the stream unusable:
+:attr:`RpcChannel.broken` is then True and the owner reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from typing import Final, cast
+
+import anyio
+from anyio.abc import SocketStream
+
+from ..._exceptions import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectTimeout,
+    ReadTimeout,
+    RemoteProtocolError,
+    WriteTimeout,
+)
+from ..._types import BytesLike
+from ...protocol.oncrpc import (
+    RecordReassembler,
+    call_header,
+    decode_reply,
+    peek_xid,
+    record_mark,
+)
+from ...protocol.scpi import NEED_DATA
+
+__all__ = ["RpcChannel", "connect_stream"]
+
+_log = logging.getLogger("aiotmc.transports.vxi11")
+
+_RECV_SIZE: Final = 256 * 1024
+_JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
+_MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
+_CALL_HEADER: Final = 40
+
+
+async def connect_stream(host: str, port: int, *, deadline: float, what: str) -> SocketStream:
+    """Connect to ``host:port`` by ``deadline``; ConnectError / ConnectTimeout otherwise."""
+    try:
+        with anyio.fail_after(None if math.isinf(deadline) else deadline - anyio.current_time()):
+            return await anyio.connect_tcp(host, port)
+    except TimeoutError:
+        raise ConnectTimeout(f"no connection to the {what} at {host}:{port} in time") from None
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to the {what} at {host}:{port}: {exc}") from exc
+
+
+class RpcChannel:
+    """An RPC client for one program/version over one TCP connection."""
+
+    def __init__(
+        self,
+        stream: SocketStream,
+        *,
+        prog: int,
+        vers: int,
+        max_record: int,
+        resource: str | None = None,
+    ) -> None:
+        self._stream = stream
+        self._prog = prog
+        self._vers = vers
+        self._resource = resource
+        self._where = f"{resource}: " if resource else ""
+        self._reassembler = RecordReassembler(max_size=max_record)
+        self._xid = random.getrandbits(32)
+        self.abandoned = 0  #: replies still owed to calls given up (skipped on arrival)
+        self.broken = False  #: the stream is out of step: close it and connect again
+        self._answered = False
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        prog: int,
+        vers: int,
+        max_record: int,
+        deadline: float,
+        what: str,
+        resource: str | None = None,
+    ) -> RpcChannel:
+        """Connect to ``host:port`` (ConnectError / ConnectTimeout) and return a channel."""
+        stream = await connect_stream(host, port, deadline=deadline, what=what)
+        return cls(stream, prog=prog, vers=vers, max_record=max_record, resource=resource)
+
+    @property
+    def max_record(self) -> int:
+        """The largest reply accepted."""
+        return self._reassembler.max_size
+
+    @max_record.setter
+    def max_record(self, size: int) -> None:
+        if self._reassembler.at_record_start:
+            self._reassembler = RecordReassembler(max_size=size)
+
+    async def aclose(self) -> None:
+        """Close the connection (never blocks)."""
+        self.broken = True
+        with anyio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+    async def call(
+        self, proc: int, args: Sequence[BytesLike], *, wait_until: float = math.inf
+    ) -> memoryview:
+        """Call ``proc`` with the concatenation of ``args``; return the results.
+
+        ``wait_until`` (absolute ``anyio.current_time()``) bounds the whole call: past it,
+        :class:`~aiotmc.WriteTimeout` while sending, :class:`~aiotmc.ReadTimeout` while
+        waiting. RPC-level refusals raise :class:`~aiotmc.protocol.oncrpc.RpcError`.
+        """
+        self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
+        size = _CALL_HEADER + sum(len(a) for a in args)
+        head = record_mark(size) + call_header(xid, self._prog, self._vers, proc)
+        self._answered = False
+        sending = True
+        try:
+            with anyio.CancelScope(deadline=wait_until):
+                await self._send(head, args, size)
+                sending = False
+                return await self._await_reply(xid)
+        except BaseException:
+            self._give_up(sending)
+            raise
+        self._give_up(sending)  # the deadline passed
+        if sending:
+            raise WriteTimeout(f"{self._where}RPC call {proc} not sent in time")
+        raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
+
+    def _give_up(self, sending: bool) -> None:
+        if sending:
+            self.broken = True  # part of a CALL may be on the wire
+        elif not self.broken and not self._answered:
+            self.abandoned += 1  # its reply will come later: skip it then
+
+    async def _send(self, head: bytes, args: Sequence[BytesLike], size: int) -> None:
+        try:
+            if size <= _JOIN_LIMIT:
+                await self._stream.send(b"".join((head, *args)))
+            else:
+                await self._stream.send(head)
+                for piece in args:
+                    if len(piece):  # anyio's streams take any buffer
+                        await self._stream.send(cast("bytes", piece))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self.broken = True
+            raise ConnectionLostError(f"sending failed: {exc!r}", resource=self._resource) from exc
+
+    async def _await_reply(self, xid: int) -> memoryview:
+        reassembler = self._reassembler
+        skipped = 0
+        while True:
+            try:
+                record = reassembler.next_record()
+            except RemoteProtocolError:
+                self.broken = True  # the framing is lost
+                raise
+            if record is NEED_DATA:
+                await self._fill()
+                continue
+            assert isinstance(record, bytes)
+            try:
+                reply = decode_reply(record)
+            except RemoteProtocolError as exc:
+                if peek_xid(record) == xid:
+                    self._answered = True
+                    raise RemoteProtocolError(f"garbled RPC reply: {exc}; {record[:40]!r}") from exc
+                reply = None
+            if reply is not None and reply.xid == xid:
+                self._answered = True
+                return reply.check()
+            skipped += 1
+            if self.abandoned:
+                self.abandoned -= 1
+                _log.debug("skipped a late RPC reply (xid %s)", peek_xid(record))
+            else:
+                _log.warning("skipped an unexpected RPC record: %r", record[:40])
+            if skipped > _MAX_SKIPPED:
+                self.broken = True
+                raise RemoteProtocolError(
+                    f"{skipped} RPC records with unexpected XIDs while waiting for {xid}"
+                )
+
+    async def _fill(self) -> None:
+        try:
+            data = await self._stream.receive(_RECV_SIZE)
+        except anyio.EndOfStream:
+            self.broken = True
+            raise ConnectionLostError(
+                "the server closed the connection", resource=self._resource
+            ) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self.broken = True
+            raise ConnectionLostError(f"receive failed: {exc!r}", resource=self._resource) from exc
+        self._reassembler.receive_data(data)
