@@ -116,6 +116,7 @@ class _Conn:
     channel: str
     links: set[int] = field(default_factory=set)
     warned: bool = False
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 _Handler = Callable[[_Conn, int, int, int, int, memoryview], Awaitable[bytes]]
@@ -253,7 +254,7 @@ class Vxi11Server:
     def disconnect_all(self) -> None:
         """Fault hook: close every client connection now (links are destroyed)."""
         for conn in list(self._conns):
-            conn.stream.extra(anyio.abc.SocketAttribute.raw_socket).close()
+            conn.scope.cancel()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -289,7 +290,8 @@ class Vxi11Server:
 
     async def _run(self, conn: _Conn, serve: Callable[[_Conn], Awaitable[None]]) -> None:
         try:
-            await serve(conn)
+            with conn.scope:
+                await serve(conn)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         except OSError:

@@ -114,13 +114,19 @@ class RpcChannel:
             await self._stream.aclose()
 
     async def call(
-        self, proc: int, args: Sequence[BytesLike], *, wait_until: float = math.inf
+        self,
+        proc: int,
+        args: Sequence[BytesLike],
+        *,
+        wait_until: float = math.inf,
+        writing: bool = False,
     ) -> memoryview:
         """Call ``proc`` with the concatenation of ``args``; return the results.
 
         ``wait_until`` (absolute ``anyio.current_time()``) bounds the whole call: past it,
         :class:`~aiotmc.WriteTimeout` while sending, :class:`~aiotmc.ReadTimeout` while
-        waiting. RPC-level refusals raise :class:`~aiotmc.protocol.oncrpc.RpcError`.
+        waiting (WriteTimeout for a call that is a write: ``writing``). RPC-level refusals
+        raise :class:`~aiotmc.protocol.oncrpc.RpcError`.
         """
         self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
         size = _CALL_HEADER + sum(len(a) for a in args)
@@ -136,7 +142,7 @@ class RpcChannel:
             self._give_up(sending)
             raise
         self._give_up(sending)  # the deadline passed
-        if sending:
+        if sending or writing:
             raise WriteTimeout(f"{self._where}RPC call {proc} not sent in time")
         raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
 

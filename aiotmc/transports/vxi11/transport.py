@@ -505,6 +505,7 @@ class Vxi11Transport:
                 Proc.DEVICE_WRITE,
                 [head, *pieces, padding(size)],
                 wait_until=self._wait_until(deadline),
+                writing=True,
             )
             reply = DeviceWriteResp.decode(results)
             if reply.error:
