@@ -176,6 +176,7 @@ class Vxi11Server:
         self._listeners: list[SocketListener] = []
         self._task_group: TaskGroup | None = None
         self._refused = 0
+        self._changed: anyio.Event | None = None
 
     # -- names -----------------------------------------------------------------------------
 
@@ -189,6 +190,17 @@ class Vxi11Server:
     def connections(self) -> int:
         """Connections open now (all channels)."""
         return len(self._conns)
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until exactly ``count`` connections are open (use under a timeout)."""
+        while len(self._conns) != count:
+            self._changed = anyio.Event() if self._changed is None else self._changed
+            await self._changed.wait()
+
+    def _connections_changed(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     @property
     def links(self) -> int:
@@ -286,6 +298,7 @@ class Vxi11Server:
                 continue
             conn = _Conn(stream, channel)
             self._conns.add(conn)
+            self._connections_changed()
             self._task_group.start_soon(self._run, conn, serve)
 
     async def _run(self, conn: _Conn, serve: Callable[[_Conn], Awaitable[None]]) -> None:
@@ -302,6 +315,7 @@ class Vxi11Server:
             _log.exception("vxi11 %s connection failed", conn.channel)
         finally:
             self._conns.discard(conn)
+            self._connections_changed()
             for lid in list(conn.links):
                 self._destroy(lid)
             with anyio.CancelScope(shield=True):
