@@ -90,6 +90,7 @@ _RECV_SIZE: Final = 64 * 1024
 _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _ACCEPT_RETRY: Final = 0.05
+_MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
 @dataclass(eq=False)
@@ -438,7 +439,7 @@ class Vxi11Server:
         if vers != VERSION:
             return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
         if proc == Proc.CREATE_LINK:
-            return encode_reply(xid, self._create_link(conn, CreateLinkParms.decode(args)))
+            return encode_reply(xid, await self._create_link(conn, CreateLinkParms.decode(args)))
         if proc == Proc.DEVICE_WRITE:
             write = DeviceWriteParms.decode(args)
             return encode_reply(xid, await self._write(conn, write))
@@ -468,7 +469,7 @@ class Vxi11Server:
     def _link(self, conn: _Conn, lid: int) -> _Link | None:
         return self._links.get(lid) if lid in conn.links else None
 
-    def _create_link(self, conn: _Conn, parms: CreateLinkParms) -> bytes:
+    async def _create_link(self, conn: _Conn, parms: CreateLinkParms) -> bytes:
         device = self.devices.get(parms.device.lower())
         if device is None:
             return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
@@ -476,15 +477,16 @@ class Vxi11Server:
             return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
         lid = self._next_lid
         self._next_lid = (lid + 1) & 0x7FFFFFFF
-        self._links[lid] = _Link(lid, parms.device.lower(), device)
+        link = self._links[lid] = _Link(lid, parms.device.lower(), device)
         conn.links.add(lid)
         if parms.lock_device:
-            lock = self._locks.setdefault(parms.device.lower(), _Lock())
-            if lock.owner is not None:
-                self._destroy(lid)
+            flags = WAITLOCK if parms.lock_timeout else 0
+            error = await self._access(link, flags, parms.lock_timeout)
+            if error:
                 conn.links.discard(lid)
-                return CreateLinkResp(ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK, 0, 0, 0).encode()
-            lock.owner = lid
+                self._destroy(lid)
+                return CreateLinkResp(error, 0, 0, 0).encode()
+            self._locks.setdefault(link.name, _Lock()).owner = lid
         size = self.max_recv_size if self.short_writes is None else self.short_writes
         return CreateLinkResp(0, lid, self.abort_port, size).encode()
 
@@ -616,7 +618,7 @@ class Vxi11Server:
                     return ErrorCode.IO_TIMEOUT
                 due = device.next_deadline()
                 wake = deadline if due is None else min(deadline, now + due - device.clock())
-                with anyio.move_on_after(max(0.0, wake - now)):
+                with anyio.move_on_after(max(_MIN_WAIT, wake - now)):
                     await aborted.wait()
                 if aborted.is_set():
                     return ErrorCode.ABORT

@@ -463,15 +463,35 @@ async def test_link_lost_mid_read_then_reconnects() -> None:
 async def test_device_locked_by_another_link() -> None:
     async with served() as (server, _):
         async with aiotmc.open(server.resource()) as owner, aiotmc.open(server.resource()) as other:
-            transport = owner.transport
-            assert isinstance(transport, Vxi11Transport)
-            from aiotmc.protocol.vxi11 import DeviceLockParms
-
-            core = transport._core
-            assert core is not None
-            await core.call(Proc.DEVICE_LOCK, [DeviceLockParms(transport.link_id, 0, 0).encode()])
+            mine, theirs = owner.transport, other.transport
+            assert isinstance(mine, Vxi11Transport) and isinstance(theirs, Vxi11Transport)
+            await mine.lock()
             with pytest.raises(aiotmc.ResourceBusyError, match="locked by another link"):
                 await other.query("*IDN?")
+            start = anyio.current_time()
+            with pytest.raises(aiotmc.ResourceBusyError):
+                await theirs.lock(timeout=0.2)  # the device waits 0.2 s, then refuses
+            assert anyio.current_time() - start >= 0.15
             assert await owner.query("ECHO mine") == "mine"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mine.unlock)
+                await theirs.lock(timeout=5)  # granted when the owner unlocks
+            assert await other.query("ECHO theirs") == "theirs"
+            with pytest.raises(aiotmc.LocalProtocolError, match="no lock held"):
+                await mine.unlock()
         async with aiotmc.open(server.resource()) as later:  # the lock went with its link
             assert await later.query("ECHO free") == "free"
+
+
+async def test_lock_at_open() -> None:
+    async with served() as (server, _), aiotmc.open(server.resource(), lock=True) as owner:
+        with pytest.raises(aiotmc.ResourceBusyError, match="create_link"):
+            async with aiotmc.open(server.resource(), lock=True):
+                pass  # pragma: no cover
+        transport = owner.transport
+        assert isinstance(transport, Vxi11Transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(transport.unlock)
+            async with aiotmc.open(server.resource(), lock=True, lock_timeout=5) as second:
+                assert await second.query("ECHO second") == "second"
+        assert await owner.query("ECHO ok") == "ok"  # released with the second link

@@ -27,6 +27,7 @@ class Vxi11Options(TypedDict, total=False):
     lock_timeout: float  #: seconds the device waits for another link's lock (0: fail at once)
     request_size: int  #: device_read requestSize in bytes (1 MiB)
     term_char: str | None  #: end reads at this character too (TERMCHRSET); None: END only
+    lock: bool  #: open with the device locked for this link (create_link lockDevice)
 
 
 @asynccontextmanager
@@ -48,6 +49,7 @@ async def _open_vxi11(
         lock_timeout=options.get("lock_timeout", 0.0),
         request_size=options.get("request_size", DEFAULT_REQUEST_SIZE),
         term_char=None if term is None else encoded[0],
+        lock_at_open=options.get("lock", False),
         connect_timeout=settings.connect_timeout,
         reconnect=settings.reconnect,
     )

@@ -55,6 +55,7 @@ from ...protocol.vxi11 import (
     DeviceError,
     DeviceGenericParms,
     DeviceLink,
+    DeviceLockParms,
     DeviceReadParms,
     DeviceReadResp,
     DeviceReadStbResp,
@@ -94,6 +95,7 @@ _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instea
 _CAPABILITIES: Final = Capabilities(
     read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
 )
+_REFUSALS: Final = frozenset({1, 4, 5, 6, 8, 11, 12, 21, 29})  # error codes: nothing was done
 _REMOTE_MODES: Final = frozenset(
     {RenMode.ASSERT, RenMode.ASSERT_ADDRESS, RenMode.ASSERT_LLO, RenMode.ASSERT_ADDRESS_LLO}
 )
@@ -130,6 +132,7 @@ class Vxi11Transport:
         lock_timeout: float = 0.0,
         request_size: int = DEFAULT_REQUEST_SIZE,
         term_char: int | None = None,
+        lock_at_open: bool = False,
         connect_timeout: float | None = 10.0,
         reconnect: Reconnect | None = None,
     ) -> None:
@@ -149,6 +152,7 @@ class Vxi11Transport:
         self._flags = WAITLOCK if lock_timeout > 0 else 0
         self._request_size = request_size
         self._term_char = term_char
+        self._lock_at_open = lock_at_open
         self._connect_timeout = connect_timeout
         self._policy = reconnect
         self._core: RpcChannel | None = None
@@ -158,6 +162,7 @@ class Vxi11Transport:
         self._abort_port = 0
         self._max_recv = 0
         self._dirty = False  # the device may hold a stale answer or partial input
+        self._untouched = True  # the device_write in progress has not changed the device
         self._busy = False
         self._closed = False
         self._client_id = id(self) & 0x7FFFFFFF
@@ -220,10 +225,12 @@ class Vxi11Transport:
     ) -> None:
         """device_write the concatenation of ``parts`` in maxRecvSize chunks."""
         core = await self._enter(deadline)
+        self._untouched = True
         try:
             await self._write(core, parts, end, deadline)
         except BaseException:
-            self._dirty = True  # part of the message may be in the device
+            if not self._untouched:
+                self._dirty = True  # part of the message may be in the device
             raise
         finally:
             self._busy = False
@@ -284,6 +291,42 @@ class Vxi11Transport:
             await self._checked(Proc.DEVICE_REMOTE, "device_remote", deadline)
         else:
             await self._checked(Proc.DEVICE_LOCAL, "device_local", deadline)
+
+    async def lock(self, *, timeout: float | None = None, deadline: float = math.inf) -> None:
+        """device_lock: exclusive access for this link across clients (VISA's exclusive lock).
+
+        ``timeout`` (seconds): how long the device waits for another link's lock (WAITLOCK);
+        None: the link's ``lock_timeout``. Raises :class:`~aiotmc.ResourceBusyError` when
+        another link still holds it. Not the Instrument's in-process task lock.
+        """
+        wait = self._lock_timeout if timeout is None else timeout
+        if wait < 0:
+            raise ValueError("timeout must be >= 0")
+        core = await self._enter(deadline)
+        try:
+            flags = WAITLOCK if wait > 0 else 0
+            parms = DeviceLockParms(self._lid, flags, _ms(wait))
+            until = deadline + wait + REPLY_MARGIN
+            results = await core.call(Proc.DEVICE_LOCK, [parms.encode()], wait_until=until)
+        finally:
+            self._busy = False
+        error = DeviceError.decode(results).error
+        if error:
+            raise error_for(error, "device_lock", resource=self._resource)
+
+    async def unlock(self, *, deadline: float = math.inf) -> None:
+        """device_unlock (LocalProtocolError when this link holds no lock)."""
+        core = await self._enter(deadline)
+        try:
+            link = DeviceLink(self._lid).encode()
+            results = await core.call(
+                Proc.DEVICE_UNLOCK, [link], wait_until=self._wait_until(deadline)
+            )
+        finally:
+            self._busy = False
+        error = DeviceError.decode(results).error
+        if error:
+            raise error_for(error, "device_unlock", resource=self._resource)
 
     async def reconnect(self, *, deadline: float = math.inf) -> None:
         """Replace the connection and the link now."""
@@ -350,7 +393,9 @@ class Vxi11Transport:
             await self._connect(deadline)  # the server moved: ask the portmapper again
             return
         try:
-            parms = CreateLinkParms(self._client_id, False, self._lock_ms, self._device)
+            parms = CreateLinkParms(
+                self._client_id, self._lock_at_open, self._lock_ms, self._device
+            )
             results = await core.call(
                 Proc.CREATE_LINK, [parms.encode()], wait_until=self._wait_until(deadline)
             )
@@ -509,7 +554,10 @@ class Vxi11Transport:
             )
             reply = DeviceWriteResp.decode(results)
             if reply.error:
+                # a refusal (locked, bad parameter...) of the first chunk changed nothing
+                self._untouched = self._untouched and reply.error in _REFUSALS
                 raise error_for(reply.error, "device_write", resource=self._resource)
+            self._untouched = False
             taken = min(reply.size, size)
             if taken == 0 and size:
                 raise TransportError(
