@@ -495,3 +495,25 @@ async def test_lock_at_open() -> None:
             async with aiotmc.open(server.resource(), lock=True, lock_timeout=5) as second:
                 assert await second.query("ECHO second") == "second"
         assert await owner.query("ECHO ok") == "ok"  # released with the second link
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_cancellation_storm() -> None:
+    """5,000 cancellations per backend at random points; every answer is its own."""
+    rng = random.Random(15)
+    device = echo_device()
+    async with served(device) as (server, _), aiotmc.open(server.resource()) as inst:
+        cancelled = completed = 0
+        for i in range(50_000):
+            device.latency = rng.choice((0.0, 0.0005, 0.002))
+            with anyio.CancelScope() as scope:
+                scope.deadline = anyio.current_time() + rng.uniform(0, 0.004)
+                assert await inst.query(f"ECHO {i}") == str(i)
+                completed += 1
+            cancelled += scope.cancelled_caught
+            if cancelled >= 5_000 and completed >= 500:
+                break
+        assert cancelled >= 5_000
+        device.latency = 0.0
+        assert await inst.query("ECHO last") == "last"
