@@ -256,6 +256,17 @@ async def test_cancelled_read_sends_abort_then_the_link_is_in_step() -> None:
         assert ("abort", Proc.DEVICE_ABORT) in server.calls
 
 
+async def test_replaced_link_does_not_inherit_a_stale_answer() -> None:
+    async with served() as (server, _), aiotmc.open(server.resource()) as inst:
+        transport = inst.transport
+        assert isinstance(transport, Vxi11Transport)
+        await inst.write("ECHO stale")  # its answer waits in the device's output queue
+        assert transport._core is not None
+        transport._core.broken = True  # as after a call cancelled while partly sent
+        assert await inst.query("ECHO fresh") == "fresh"
+        assert transport.reconnects == 1
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_random_cancellations_never_cross_answers(seed: int) -> None:
     rng = random.Random(seed)
@@ -515,5 +526,8 @@ async def test_cancellation_storm() -> None:
             if cancelled >= 5_000 and completed >= 500:
                 break
         assert cancelled >= 5_000
+        transport = inst.transport
+        assert isinstance(transport, Vxi11Transport)
+        assert transport.aborts and transport.clears
         device.latency = 0.0
         assert await inst.query("ECHO last") == "last"

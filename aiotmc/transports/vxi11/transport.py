@@ -21,7 +21,8 @@ need: some devices hang when a client opens it eagerly) ends a device_read still
 blocking in the device, then device_clear empties the device's queues so the answer to
 an abandoned query cannot reach a later one. The same device_clear follows any read or
 write that failed part-way. A stream out of step (partial send, lost framing, too many
-unanswered calls) is replaced: new connection, new link.
+unanswered calls) is replaced: new connection, new link, then device_clear (the device's
+queues outlive the link).
 """
 
 from __future__ import annotations
@@ -446,6 +447,10 @@ class Vxi11Transport:
             core = self._core
             if core is None or core.broken or core.abandoned > _MAX_ABANDONED:
                 await self._replace(deadline)
+                # the device's queues outlive the link: an answer to a query sent on the
+                # old link may still be there
+                assert self._core is not None
+                await self._device_clear(self._core, deadline)
             elif core.abandoned:
                 await self._send_abort(deadline)
                 await self._device_clear(core, deadline)  # late replies are skipped first
