@@ -161,6 +161,7 @@ class Vxi11Transport:
         self._abort_refused = False
         self._lid = 0
         self._abort_port = 0
+        self._core_port = 0
         self._max_recv = 0
         self._dirty = False  # the device may hold a stale answer or partial input
         self._untouched = True  # the device_write in progress has not changed the device
@@ -191,7 +192,7 @@ class Vxi11Transport:
         if self._core is not None:
             details.update(
                 lid=str(self._lid),
-                port=str(self._port or cached_port(self._host, DEVICE_CORE, VERSION)),
+                port=str(self._core_port),
                 max_recv_size=str(self._max_recv),
                 abort_port=str(self._abort_port),
             )
@@ -407,6 +408,7 @@ class Vxi11Transport:
             await core.aclose()
             raise
         self._core = core
+        self._core_port = port
         self._lid = reply.lid
         self._abort_port = reply.abort_port
         size = reply.max_recv_size
