@@ -531,3 +531,18 @@ async def test_cancellation_storm() -> None:
         assert transport.aborts and transport.clears
         device.latency = 0.0
         assert await inst.query("ECHO last") == "last"
+
+
+async def test_reconnect_policy_survives_a_server_restart() -> None:
+    device = echo_device()
+    policy = aiotmc.Reconnect(attempts=3, backoff=0.05)
+    async with served(device) as (server, _):
+        port, abort_port = server.port, server.abort_port
+        async with aiotmc.open(server.resource(), reconnect=policy) as inst:
+            assert await inst.query("ECHO 1") == "1"
+            await server.__aexit__(None, None, None)  # the instrument reboots...
+            with pytest.raises(aiotmc.ConnectionLostError):
+                await inst.query("ECHO 2")  # the query on the wire is not replayed
+            async with Vxi11Server(device, port=port, abort_port=abort_port):  # ...and is back
+                assert await inst.query("ECHO 3") == "3"
+            assert inst.transport.reconnects == 1
