@@ -1,4 +1,8 @@
-"""One ONC-RPC client connection over TCP (anyio streams, no threads).
+"""One ONC-RPC client connection over TCP (a non-blocking socket, anyio waits, no threads).
+
+Sends and receives are tried first and wait (``anyio.wait_writable`` /
+``anyio.wait_readable``) only when the socket is not ready: a cancelled wait consumes
+nothing, so the framing survives any cancellation that is not mid-send.
 
 :meth:`RpcChannel.call` sends one CALL and waits for the REPLY with its XID. Replies
 with another XID are late answers to calls given up earlier (cancelled or timed out)
@@ -12,11 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import Final
 
 import anyio
-from anyio.abc import SocketStream
 
 from ..._exceptions import (
     ConnectError,
@@ -35,8 +39,9 @@ from ...protocol.oncrpc import (
     record_mark,
 )
 from ...protocol.scpi import NEED_DATA
+from ..tcp import connect_socket
 
-__all__ = ["RpcChannel", "connect_stream"]
+__all__ = ["RpcChannel"]
 
 _log = logging.getLogger("aiotmc.transports.vxi11")
 
@@ -46,30 +51,20 @@ _MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting fo
 _CALL_HEADER: Final = 40
 
 
-async def connect_stream(host: str, port: int, *, deadline: float, what: str) -> SocketStream:
-    """Connect to ``host:port`` by ``deadline``; ConnectError / ConnectTimeout otherwise."""
-    try:
-        with anyio.fail_after(None if math.isinf(deadline) else deadline - anyio.current_time()):
-            return await anyio.connect_tcp(host, port)
-    except TimeoutError:
-        raise ConnectTimeout(f"no connection to the {what} at {host}:{port} in time") from None
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to the {what} at {host}:{port}: {exc}") from exc
-
-
 class RpcChannel:
     """An RPC client for one program/version over one TCP connection."""
 
     def __init__(
         self,
-        stream: SocketStream,
+        sock: socket.socket,
         *,
         prog: int,
         vers: int,
         max_record: int,
         resource: str | None = None,
     ) -> None:
-        self._stream = stream
+        self._sock: socket.socket | None = sock
+        self._buffer = memoryview(bytearray(_RECV_SIZE))
         self._prog = prog
         self._vers = vers
         self._resource = resource
@@ -94,8 +89,14 @@ class RpcChannel:
         resource: str | None = None,
     ) -> RpcChannel:
         """Connect to ``host:port`` (ConnectError / ConnectTimeout) and return a channel."""
-        stream = await connect_stream(host, port, deadline=deadline, what=what)
-        return cls(stream, prog=prog, vers=vers, max_record=max_record, resource=resource)
+        timeout = None if math.isinf(deadline) else max(0.0, deadline - anyio.current_time())
+        try:
+            sock = await connect_socket(host, port, timeout=timeout)
+        except ConnectTimeout:
+            raise ConnectTimeout(f"no connection to the {what} at {host}:{port} in time") from None
+        except ConnectError as exc:
+            raise ConnectError(f"{what}: {exc}") from exc.__cause__
+        return cls(sock, prog=prog, vers=vers, max_record=max_record, resource=resource)
 
     @property
     def max_record(self) -> int:
@@ -110,8 +111,15 @@ class RpcChannel:
     async def aclose(self) -> None:
         """Close the connection (never blocks)."""
         self.broken = True
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                anyio.notify_closing(sock)  # wakes a task waiting on it
+            except Exception:
+                pass
+            sock.close()
         with anyio.CancelScope(shield=True):
-            await self._stream.aclose()
+            await anyio.lowlevel.checkpoint()
 
     async def call(
         self,
@@ -152,18 +160,36 @@ class RpcChannel:
         elif not self.broken and not self._answered:
             self.abandoned += 1  # its reply will come later: skip it then
 
-    async def _send(self, head: bytes, args: Sequence[BytesLike], size: int) -> None:
-        try:
-            if size <= _JOIN_LIMIT:
-                await self._stream.send(b"".join((head, *args)))
-            else:
-                await self._stream.send(head)
-                for piece in args:
-                    if len(piece):  # anyio's streams take any buffer
-                        await self._stream.send(cast("bytes", piece))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+    def _socket(self) -> socket.socket:
+        sock = self._sock
+        if sock is None:
             self.broken = True
-            raise ConnectionLostError(f"sending failed: {exc!r}", resource=self._resource) from exc
+            raise ConnectionLostError("the connection is closed", resource=self._resource)
+        return sock
+
+    async def _send(self, head: bytes, args: Sequence[BytesLike], size: int) -> None:
+        sock = self._socket()
+        if size <= _JOIN_LIMIT:
+            views = [memoryview(b"".join((head, *args)))]
+        else:
+            views = [memoryview(p).cast("B") for p in (head, *args) if len(p)]
+        while views:
+            try:
+                sent = sock.sendmsg(views)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                continue
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
+            while sent:
+                first = views[0]
+                if sent >= len(first):
+                    sent -= len(first)
+                    views.pop(0)
+                else:
+                    views[0] = first[sent:]
+                    sent = 0
 
     async def _await_reply(self, xid: int) -> memoryview:
         reassembler = self._reassembler
@@ -201,14 +227,19 @@ class RpcChannel:
                 )
 
     async def _fill(self) -> None:
-        try:
-            data = await self._stream.receive(_RECV_SIZE)
-        except anyio.EndOfStream:
+        sock = self._socket()
+        while True:
+            try:
+                n = sock.recv_into(self._buffer)
+                break
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(
+                    f"receive failed: {exc!r}", resource=self._resource
+                ) from exc
+        if n == 0:
             self.broken = True
-            raise ConnectionLostError(
-                "the server closed the connection", resource=self._resource
-            ) from None
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            self.broken = True
-            raise ConnectionLostError(f"receive failed: {exc!r}", resource=self._resource) from exc
-        self._reassembler.receive_data(data)
+            raise ConnectionLostError("the server closed the connection", resource=self._resource)
+        self._reassembler.receive_data(self._buffer[:n])
