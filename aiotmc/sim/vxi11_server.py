@@ -337,7 +337,10 @@ class Vxi11Server:
     ) -> None:
         reassembler = RecordReassembler(max_size=max_record)
         while True:
-            record = reassembler.next_record() if reassembler.buffered else NEED_DATA
+            try:
+                record = reassembler.next_record() if reassembler.buffered else NEED_DATA
+            except RemoteProtocolError as exc:  # a header announcing too much
+                raise _Hostile(str(exc)) from None
             if record is NEED_DATA:
                 data = b""
                 with anyio.move_on_after(self.idle_timeout):

@@ -11,6 +11,8 @@ import logging
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -272,6 +274,7 @@ async def test_hostile_inputs_close_only_that_connection_and_are_logged_once(
             assert await good.write(await link(good), b"*IDN?\n") == 0
     warnings = [r for r in caplog.records if r.name == "aiotmc.sim.vxi11"]
     assert len(warnings) == len(hostile)  # one line per hostile connection
+    assert {r.levelno for r in warnings} == {logging.WARNING}  # no traceback
     assert device.errors == []  # nothing reached the device's error queue
 
 
@@ -325,3 +328,59 @@ async def test_client_that_never_reads_is_dropped_without_blocking_others() -> N
             await server.wait_connections(1)  # the greedy one, dropped next
             await server.wait_connections(0)
             assert await greedy.closed()
+
+
+SERVER = """
+import anyio
+from aiotmc.sim import create_device
+from aiotmc.sim.vxi11_server import Vxi11Server
+
+async def main():
+    async with Vxi11Server(create_device("dmm"), max_connections=600) as server:
+        print(server.port, flush=True)
+        await anyio.sleep(600)  # the test kills it
+
+anyio.run(main)
+"""
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(90)
+async def test_memory_of_500_linked_clients_and_oversized_headers_stays_bounded() -> None:
+    command = [sys.executable, "-c", SERVER]
+    async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as server:
+        try:
+            assert server.stdout is not None
+            with anyio.fail_after(30):
+                port = int((await server.stdout.receive()).decode())
+            before = rss_kib(server.pid)
+            clients: list[SocketStream] = []
+            try:
+                with anyio.fail_after(60):
+                    for _ in range(500):
+                        stream = await anyio.connect_tcp("127.0.0.1", port)
+                        clients.append(stream)
+                        await link(RawClient(stream))  # accepted, with a link
+                    for stream in clients[:100]:  # records announced as 1 MiB, 1 KiB sent
+                        await stream.send(record_mark(1 << 20) + b"x" * 1024)
+                    for stream in clients[100:200]:  # 2 GB fragments: refused at once
+                        await stream.send(b"\\xff\\xff\\xff\\xff")
+                    for stream in clients[100:200]:
+                        assert await RawClient(stream).closed()
+                    async with raw_client(port) as probe:  # everything above was handled
+                        await link(probe)
+                grown = rss_kib(server.pid) - before
+            finally:
+                for stream in clients:
+                    await stream.aclose()
+        finally:
+            server.kill()
+    assert grown < 64 * 1024, f"server RSS grew by {grown} KiB"
