@@ -117,6 +117,7 @@ class _Conn:
     channel: str
     links: set[int] = field(default_factory=set)
     warned: bool = False
+    pending: bytes | None = None  # received while a device_read waited (b"": EOF)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
@@ -342,12 +343,16 @@ class Vxi11Server:
             except RemoteProtocolError as exc:  # a header announcing too much
                 raise _Hostile(str(exc)) from None
             if record is NEED_DATA:
-                data = b""
-                with anyio.move_on_after(self.idle_timeout):
-                    data = await conn.stream.receive(_RECV_SIZE)
-                if not data:
-                    self._warn(conn, f"idle for {self.idle_timeout} s: closed")
-                    return
+                data, conn.pending = conn.pending, None
+                if data == b"":
+                    return  # the client left while a device_read waited
+                if data is None:
+                    data = b""
+                    with anyio.move_on_after(self.idle_timeout):
+                        data = await conn.stream.receive(_RECV_SIZE)
+                    if not data:
+                        self._warn(conn, f"idle for {self.idle_timeout} s: closed")
+                        return
                 try:
                     reassembler.receive_data(data)
                 except RemoteProtocolError as exc:
@@ -580,7 +585,7 @@ class Vxi11Server:
         if error:
             return DeviceReadResp(error, 0, b"").encode()
         if link.output is None:
-            error = await self._wait_output(link, deadline)
+            error = await self._wait_output(conn, link, deadline)
             if error:
                 return DeviceReadResp(error, 0, b"").encode()
         output = link.output
@@ -605,28 +610,49 @@ class Vxi11Server:
                 link.offset = 0
         return DeviceReadResp(0, reason, chunk).encode()
 
-    async def _wait_output(self, link: _Link, deadline: float) -> int:
-        """Wait until the device has a response for ``link`` (0), or an error code."""
-        device = link.device
+    async def _wait_output(self, conn: _Conn, link: _Link, deadline: float) -> int:
+        """Wait until the device has a response for ``link`` (0), or an error code.
+
+        Meanwhile the connection is watched: a client that leaves ends the wait (its
+        next call, if it sent one, is kept for the connection's loop)."""
         link.aborted = aborted = anyio.Event()
         try:
-            while True:
-                parts = device.read_parts()
-                if parts is not None:
-                    link.output = b"".join(parts)
-                    link.offset = 0
-                    return 0
-                now = anyio.current_time()
-                if now >= deadline:
-                    return ErrorCode.IO_TIMEOUT
-                due = device.next_deadline()
-                wake = deadline if due is None else min(deadline, now + due - device.clock())
-                with anyio.move_on_after(max(_MIN_WAIT, wake - now)):
-                    await aborted.wait()
-                if aborted.is_set():
-                    return ErrorCode.ABORT
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, conn, aborted)
+                result = await self._poll_output(link, deadline, aborted)
+                tg.cancel_scope.cancel()
+            return result
         finally:
             link.aborted = None
+
+    async def _poll_output(self, link: _Link, deadline: float, aborted: anyio.Event) -> int:
+        device = link.device
+        while True:
+            parts = device.read_parts()
+            if parts is not None:
+                link.output = b"".join(parts)
+                link.offset = 0
+                return 0
+            now = anyio.current_time()
+            if now >= deadline:
+                return ErrorCode.IO_TIMEOUT
+            due = device.next_deadline()
+            wake = deadline if due is None else min(deadline, now + due - device.clock())
+            with anyio.move_on_after(max(_MIN_WAIT, wake - now)):
+                await aborted.wait()
+            if aborted.is_set():
+                return ErrorCode.ABORT
+
+    @staticmethod
+    async def _watch(conn: _Conn, aborted: anyio.Event) -> None:
+        """Receive once: EOF aborts the wait, data is kept for the connection's loop."""
+        if conn.pending is not None:
+            return
+        try:
+            conn.pending = await conn.stream.receive(_RECV_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            conn.pending = b""
+            aborted.set()
 
     async def _generic(self, conn: _Conn, proc: Proc, parms: DeviceGenericParms) -> bytes:
         link = self._link(conn, parms.lid)

@@ -453,9 +453,9 @@ async def test_link_lost_mid_read_then_reconnects() -> None:
         reading = anyio.Event()
         wait_output = server._wait_output
 
-        async def spy(link: Any, deadline: float) -> int:
+        async def spy(conn: Any, link: Any, deadline: float) -> int:
             reading.set()
-            return await wait_output(link, deadline)
+            return await wait_output(conn, link, deadline)
 
         server._wait_output = spy  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:
@@ -546,3 +546,42 @@ async def test_reconnect_policy_survives_a_server_restart() -> None:
             async with Vxi11Server(device, port=port, abort_port=abort_port):  # ...and is back
                 assert await inst.query("ECHO 3") == "3"
             assert inst.transport.reconnects == 1
+
+
+async def test_device_answering_empty_reads_forever_is_typed() -> None:
+    async def answer(stream: SocketStream, call: Call) -> None:
+        if not await linked(stream, call):
+            if call.proc == Proc.DEVICE_READ:
+                reply = DeviceReadResp(0, Reason.NONE, b"").encode()
+                await send_record(stream, encode_reply(call.xid, reply))
+            else:
+                await answer_reads(stream, call)
+
+    async with rpc_peer(answer) as (port, _), aiotmc.open(resource(port)) as inst:
+        with pytest.raises(aiotmc.RemoteProtocolError, match="empty answers"):
+            await inst.query("X?")
+
+
+async def test_close_from_another_task_while_a_read_waits() -> None:
+    device = echo_device()
+    async with served(device) as (server, _):
+        async with aiotmc.open(server.resource()) as inst:
+            device.delay_next_responses(math.inf)
+            failures: list[BaseException] = []
+
+            async def reader() -> None:
+                try:
+                    await inst.query("ECHO never", timeout=30)
+                except Exception as exc:
+                    failures.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                await anyio.wait_all_tasks_blocked()
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await inst.transport.aclose()  # inside an already-cancelled scope
+            assert len(failures) == 1
+            assert isinstance(failures[0], (anyio.ClosedResourceError, aiotmc.AiotmcError))
+        with anyio.fail_after(5):
+            await server.wait_connections(0)

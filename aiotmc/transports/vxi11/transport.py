@@ -92,6 +92,7 @@ _MAX_TIMEOUT: Final = 0x7FFFFFFF  # ms, also for "no deadline"
 _SMALL_RECORD: Final = 64 * 1024
 _ABORT_WAIT: Final = 1.0  # seconds allowed for device_abort
 _CLOSE_WAIT: Final = 0.5  # seconds allowed for destroy_link on close
+_MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
 _CAPABILITIES: Final = Capabilities(
     read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
@@ -583,6 +584,7 @@ class Vxi11Transport:
     async def _read(self, core: RpcChannel, max_size: int, deadline: float) -> bytes:
         chunks: list[BytesLike] = []
         total = 0
+        empty = 0
         flags = self._flags
         term = 0
         stop = Reason.END
@@ -608,6 +610,11 @@ class Vxi11Transport:
             total += size
             if reply.reason & stop:
                 break
+            empty = empty + 1 if size == 0 else 0
+            if empty > _MAX_EMPTY_READS:
+                raise RemoteProtocolError(
+                    f"device_read: {empty} empty answers in a row without END"
+                )
         if total > max_size:
             raise _ConsumedError(f"response of {total} bytes exceeds max_size={max_size}")
         if len(chunks) == 1:
