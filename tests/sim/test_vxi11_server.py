@@ -384,3 +384,41 @@ async def test_memory_of_500_linked_clients_and_oversized_headers_stays_bounded(
         finally:
             server.kill()
     assert grown < 64 * 1024, f"server RSS grew by {grown} KiB"
+
+
+async def test_pyvisa_py_lock_timeout_and_abort_against_aiotmc() -> None:
+    """pyvisa-py's exclusive lock shuts aiotmc's link out; pyvisa-py's timeouts recover."""
+    pyvisa = pytest.importorskip("pyvisa")
+    import aiotmc
+
+    device = dmm()
+    async with Vxi11Server(device) as server, aiotmc.open(server.resource()) as ours:
+        rm = pyvisa.ResourceManager("@py")
+        try:
+            theirs = await in_thread(lambda: rm.open_resource(server.resource(), timeout=2000))
+            await in_thread(theirs.lock_excl)
+            with pytest.raises(aiotmc.ResourceBusyError):
+                await ours.query("*IDN?")
+            await in_thread(theirs.unlock)
+            assert await ours.query("*IDN?") == IDN
+            device.delay_next_responses(float("inf"))
+            theirs.timeout = 300
+            with pytest.raises(pyvisa.errors.VisaIOError, match="TMO"):
+                await in_thread(lambda: theirs.query("*IDN?"))
+            theirs.timeout = 2000
+            await in_thread(theirs.clear)
+            assert (await in_thread(lambda: theirs.query("*IDN?"))).strip() == IDN
+            await in_thread(theirs.close)
+        finally:
+            await in_thread(rm.close)
+
+
+async def test_cli_query_over_vxi11() -> None:
+    async with Vxi11Server(dmm()) as server:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "aiotmc", "query", server.resource(), "*IDN?"],
+                check=False,
+            )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == IDN
