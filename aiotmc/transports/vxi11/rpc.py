@@ -71,9 +71,8 @@ class RpcChannel:
         self._where = f"{resource}: " if resource else ""
         self._reassembler = RecordReassembler(max_size=max_record)
         self._xid = random.getrandbits(32)
-        self.abandoned = 0  #: replies still owed to calls given up (skipped on arrival)
+        self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
         self.broken = False  #: the stream is out of step: close it and connect again
-        self._answered = False
 
     @classmethod
     async def connect(
@@ -121,6 +120,11 @@ class RpcChannel:
         with anyio.CancelScope(shield=True):
             await anyio.lowlevel.checkpoint()
 
+    @property
+    def abandoned(self) -> int:
+        """Replies owed to calls nobody waits for any more (between operations)."""
+        return len(self._outstanding)
+
     async def call(
         self,
         proc: int,
@@ -136,29 +140,38 @@ class RpcChannel:
         waiting (WriteTimeout for a call that is a write: ``writing``). RPC-level refusals
         raise :class:`~aiotmc.protocol.oncrpc.RpcError`.
         """
+        xid = await self.send_call(proc, args, wait_until=wait_until)
+        return await self.reply(xid, wait_until=wait_until, writing=writing, proc=proc)
+
+    async def send_call(
+        self, proc: int, args: Sequence[BytesLike], *, wait_until: float = math.inf
+    ) -> int:
+        """Send one CALL without waiting for its reply; its XID (see :meth:`reply`)."""
         self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
         size = _CALL_HEADER + sum(len(a) for a in args)
         head = record_mark(size) + call_header(xid, self._prog, self._vers, proc)
-        self._answered = False
-        sending = True
         try:
             with anyio.CancelScope(deadline=wait_until):
                 await self._send(head, args, size)
-                sending = False
-                return await self._await_reply(xid)
+                self._outstanding.add(xid)
+                return xid
         except BaseException:
-            self._give_up(sending)
-            raise
-        self._give_up(sending)  # the deadline passed
-        if sending or writing:
-            raise WriteTimeout(f"{self._where}RPC call {proc} not sent in time")
-        raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
-
-    def _give_up(self, sending: bool) -> None:
-        if sending:
             self.broken = True  # part of a CALL may be on the wire
-        elif not self.broken and not self._answered:
-            self.abandoned += 1  # its reply will come later: skip it then
+            raise
+        self.broken = True
+        raise WriteTimeout(f"{self._where}RPC call {proc} not sent in time")
+
+    async def reply(
+        self, xid: int, *, wait_until: float = math.inf, writing: bool = False, proc: int = 0
+    ) -> memoryview:
+        """Wait for the reply to call ``xid`` (calls sent earlier are answered first and
+        skipped when nobody waits for them). A reply given up stays owed (:attr:`abandoned`).
+        """
+        with anyio.CancelScope(deadline=wait_until):
+            return await self._await_reply(xid)
+        if writing:
+            raise WriteTimeout(f"{self._where}no reply to RPC call {proc} in time")
+        raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
 
     def _socket(self) -> socket.socket:
         sock = self._sock
@@ -204,20 +217,21 @@ class RpcChannel:
                 await self._fill()
                 continue
             assert isinstance(record, bytes)
+            record_xid = peek_xid(record)
             try:
                 reply = decode_reply(record)
             except RemoteProtocolError as exc:
-                if peek_xid(record) == xid:
-                    self._answered = True
+                if record_xid == xid:
+                    self._outstanding.discard(xid)
                     raise RemoteProtocolError(f"garbled RPC reply: {exc}; {record[:40]!r}") from exc
                 reply = None
             if reply is not None and reply.xid == xid:
-                self._answered = True
+                self._outstanding.discard(xid)
                 return reply.check()
             skipped += 1
-            if self.abandoned:
-                self.abandoned -= 1
-                _log.debug("skipped a late RPC reply (xid %s)", peek_xid(record))
+            if record_xid in self._outstanding:
+                self._outstanding.discard(record_xid)
+                _log.debug("skipped a late RPC reply (xid %s)", record_xid)
             else:
                 _log.warning("skipped an unexpected RPC record: %r", record[:40])
             if skipped > _MAX_SKIPPED:
