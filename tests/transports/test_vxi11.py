@@ -585,3 +585,66 @@ async def test_close_from_another_task_while_a_read_waits() -> None:
             assert isinstance(failures[0], (anyio.ClosedResourceError, aiotmc.AiotmcError))
         with anyio.fail_after(5):
             await server.wait_connections(0)
+
+
+# -- pipelined queries (device_write and device_read in one round trip) ---------------------
+
+
+async def test_pipelined_query() -> None:
+    async with (
+        served(block_device(10_000)) as (server, _),
+        aiotmc.open(server.resource(), pipeline=True, request_size=4096) as inst,
+    ):
+        assert await inst.query("ECHO one") == "one"
+        server.calls.clear()
+        assert await inst.query("ECHO two") == "two"
+        assert server.calls == [("core", Proc.DEVICE_WRITE), ("core", Proc.DEVICE_READ)]
+        block = await inst.query_block("DATA?")
+        assert block == test_pattern(10_000)
+        await inst.write("ECHO three")
+        assert await inst.read() == "three"
+
+
+async def test_pipelined_short_write_is_finished_step_by_step() -> None:
+    async with served() as (server, _), aiotmc.open(server.resource(), pipeline=True) as inst:
+        server.short_writes = 4
+        assert await inst.query("ECHO abcdef") == "abcdef"
+        assert ("abort", Proc.DEVICE_ABORT) in server.calls
+
+
+async def test_pipelined_timeout_and_refusal_resynchronise() -> None:
+    device = echo_device()
+    async with (
+        served(device) as (server, _),
+        aiotmc.open(server.resource(), pipeline=True) as inst,
+        aiotmc.open(server.resource()) as owner,
+    ):
+        device.delay_next_responses(0.3)
+        with pytest.raises(aiotmc.ReadTimeout):
+            await inst.query("ECHO late", timeout=0.1)
+        assert await inst.query("ECHO fresh") == "fresh"
+        transport = owner.transport
+        assert isinstance(transport, Vxi11Transport)
+        await transport.lock()
+        with pytest.raises(aiotmc.ResourceBusyError):
+            await inst.query("ECHO locked")
+        await transport.unlock()
+        assert await inst.query("ECHO unlocked") == "unlocked"
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+async def test_pipelined_random_cancellations_never_cross_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    device = echo_device()
+    async with served(device) as (server, _), aiotmc.open(server.resource(), pipeline=True) as inst:
+        cancelled = 0
+        for i in range(150):
+            device.latency = rng.choice((0.0, 0.001))
+            with anyio.CancelScope() as scope:
+                scope.deadline = anyio.current_time() + rng.uniform(0, 0.003)
+                assert await inst.query(f"ECHO a{i}") == f"a{i}"
+            cancelled += scope.cancelled_caught
+        device.latency = 0.0
+        with anyio.fail_after(5):
+            assert await inst.query("ECHO end") == "end"
+        assert cancelled > 10

@@ -147,19 +147,36 @@ class RpcChannel:
         self, proc: int, args: Sequence[BytesLike], *, wait_until: float = math.inf
     ) -> int:
         """Send one CALL without waiting for its reply; its XID (see :meth:`reply`)."""
-        self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
-        size = _CALL_HEADER + sum(len(a) for a in args)
-        head = record_mark(size) + call_header(xid, self._prog, self._vers, proc)
+        (xid,) = await self.send_calls([(proc, args)], wait_until=wait_until)
+        return xid
+
+    async def send_calls(
+        self,
+        calls: Sequence[tuple[int, Sequence[BytesLike]]],
+        *,
+        wait_until: float = math.inf,
+    ) -> list[int]:
+        """Send CALLs back to back (one send when small); their XIDs, in order."""
+        xids = []
+        pieces: list[BytesLike] = []
+        total = 0
+        for proc, args in calls:
+            self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
+            size = _CALL_HEADER + sum(len(a) for a in args)
+            pieces.append(record_mark(size) + call_header(xid, self._prog, self._vers, proc))
+            pieces.extend(args)
+            total += 4 + size
+            xids.append(xid)
         try:
             with anyio.CancelScope(deadline=wait_until):
-                await self._send(head, args, size)
-                self._outstanding.add(xid)
-                return xid
+                await self._send(pieces, total)
+                self._outstanding.update(xids)
+                return xids
         except BaseException:
             self.broken = True  # part of a CALL may be on the wire
             raise
         self.broken = True
-        raise WriteTimeout(f"{self._where}RPC call {proc} not sent in time")
+        raise WriteTimeout(f"{self._where}RPC calls {[p for p, _ in calls]} not sent in time")
 
     async def reply(
         self, xid: int, *, wait_until: float = math.inf, writing: bool = False, proc: int = 0
@@ -180,12 +197,12 @@ class RpcChannel:
             raise ConnectionLostError("the connection is closed", resource=self._resource)
         return sock
 
-    async def _send(self, head: bytes, args: Sequence[BytesLike], size: int) -> None:
+    async def _send(self, pieces: Sequence[BytesLike], size: int) -> None:
         sock = self._socket()
         if size <= _JOIN_LIMIT:
-            views = [memoryview(b"".join((head, *args)))]
+            views = [memoryview(b"".join(pieces))]
         else:
-            views = [memoryview(p).cast("B") for p in (head, *args) if len(p)]
+            views = [memoryview(p).cast("B") for p in pieces if len(p)]
         while views:
             try:
                 sent = sock.sendmsg(views)

@@ -135,6 +135,7 @@ class Vxi11Transport:
         request_size: int = DEFAULT_REQUEST_SIZE,
         term_char: int | None = None,
         lock_at_open: bool = False,
+        pipeline: bool = False,
         connect_timeout: float | None = 10.0,
         reconnect: Reconnect | None = None,
     ) -> None:
@@ -155,6 +156,7 @@ class Vxi11Transport:
         self._request_size = request_size
         self._term_char = term_char
         self._lock_at_open = lock_at_open
+        self._pipeline = pipeline
         self._connect_timeout = connect_timeout
         self._policy = reconnect
         self._core: RpcChannel | None = None
@@ -252,9 +254,60 @@ class Vxi11Transport:
             self._busy = False
 
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
-        """Send ``message``, then receive its response."""
-        await self.send_message((message,), deadline=deadline)
-        return await self.receive_message(max_size=max_size, deadline=deadline)
+        """Send ``message``, then receive its response.
+
+        With ``pipeline``, device_write and the first device_read go out together and the
+        two replies come back in one round trip.
+        """
+        if not self._pipeline or len(message) > self._max_recv:
+            await self.send_message((message,), deadline=deadline)
+            return await self.receive_message(max_size=max_size, deadline=deadline)
+        core = await self._enter(deadline)
+        self._untouched = True
+        try:
+            return await self._pipelined(core, message, max_size, deadline)
+        except _ConsumedError:
+            raise  # the whole message was read: in step
+        except BaseException:
+            if not self._untouched:
+                self._dirty = True
+            raise
+        finally:
+            self._busy = False
+
+    async def _pipelined(
+        self, core: RpcChannel, message: bytes, max_size: int, deadline: float
+    ) -> bytes:
+        size = len(message)
+        until = self._wait_until(deadline)
+        io_ms = self._io_ms(deadline)
+        head = device_write_head(self._lid, io_ms, self._lock_ms, self._flags | END, size)
+        write, read = await core.send_calls(
+            [
+                (Proc.DEVICE_WRITE, [head, message, padding(size)]),
+                (Proc.DEVICE_READ, [self._read_parms(deadline)]),
+            ],
+            wait_until=until,
+        )
+        results = await core.reply(write, wait_until=until, writing=True, proc=Proc.DEVICE_WRITE)
+        reply = DeviceWriteResp.decode(results)
+        if reply.error:  # the read queued behind it is given up: the next operation resyncs
+            self._untouched = self._untouched and reply.error in _REFUSALS
+            raise error_for(reply.error, "device_write", resource=self._resource)
+        self._untouched = False
+        if reply.size < size:
+            # A short write: the queued read would wait for an answer to a message that is
+            # not complete. End it (device_abort), then finish step by step.
+            await self._send_abort(deadline)
+            try:
+                await core.reply(read, wait_until=until, proc=Proc.DEVICE_READ)
+            except RemoteProtocolError:
+                pass  # its reply was consumed, whatever it said
+            rest = memoryview(message)[max(reply.size, 0) :]
+            await self._write(core, [rest], True, deadline)
+            return await self._read(core, max_size, deadline)
+        first = await core.reply(read, wait_until=until, proc=Proc.DEVICE_READ)
+        return await self._read(core, max_size, deadline, first=first)
 
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
@@ -581,24 +634,33 @@ class Vxi11Transport:
                 if offset == len(views[index]):
                     index, offset = index + 1, 0
 
-    async def _read(self, core: RpcChannel, max_size: int, deadline: float) -> bytes:
-        chunks: list[BytesLike] = []
-        total = 0
-        empty = 0
+    def _read_parms(self, deadline: float) -> bytes:
         flags = self._flags
         term = 0
-        stop = Reason.END
         if self._term_char is not None:
             flags |= TERMCHRSET
             term = self._term_char
-            stop |= Reason.CHR
+        io_ms = self._io_ms(deadline)
+        return DeviceReadParms(
+            self._lid, self._request_size, io_ms, self._lock_ms, flags, term
+        ).encode()
+
+    async def _read(
+        self, core: RpcChannel, max_size: int, deadline: float, first: memoryview | None = None
+    ) -> bytes:
+        chunks: list[BytesLike] = []
+        total = 0
+        empty = 0
+        stop = Reason.END if self._term_char is None else Reason.END | Reason.CHR
         while True:
-            parms = DeviceReadParms(
-                self._lid, self._request_size, self._io_ms(deadline), self._lock_ms, flags, term
-            )
-            results = await core.call(
-                Proc.DEVICE_READ, [parms.encode()], wait_until=self._wait_until(deadline)
-            )
+            if first is not None:
+                results, first = first, None
+            else:
+                results = await core.call(
+                    Proc.DEVICE_READ,
+                    [self._read_parms(deadline)],
+                    wait_until=self._wait_until(deadline),
+                )
             reply = DeviceReadResp.decode(results)
             if reply.error:
                 raise error_for(reply.error, "device_read", resource=self._resource)
