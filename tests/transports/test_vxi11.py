@@ -648,3 +648,27 @@ async def test_pipelined_random_cancellations_never_cross_answers(seed: int) -> 
         with anyio.fail_after(5):
             assert await inst.query("ECHO end") == "end"
         assert cancelled > 10
+
+
+async def test_block_read_cancelled_midway_then_in_step() -> None:
+    size = 1 << 20
+    async with (
+        served(block_device(size)) as (server, _),
+        aiotmc.open(server.resource(), request_size=16 * 1024) as inst,
+    ):
+        reads = 0
+        handler = server._read
+
+        async def counting(conn: Any, parms: Any) -> bytes:
+            nonlocal reads
+            reads += 1
+            if reads == 5:
+                scope.cancel()  # the client gives up in the middle of the block
+            return await handler(conn, parms)
+
+        server._read = counting  # type: ignore[method-assign]
+        with anyio.CancelScope() as scope:
+            await inst.query_block("DATA?")
+        assert scope.cancelled_caught
+        assert await inst.query("ECHO after") == "after"
+        assert await inst.query_block("DATA?") == test_pattern(size)
