@@ -24,26 +24,14 @@ supported"), device_docmd.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Final
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketListener
 
-from .._exceptions import RemoteProtocolError
-from ..protocol.oncrpc import (
-    AcceptStat,
-    RecordReassembler,
-    RpcError,
-    decode_call,
-    encode_accepted_error,
-    encode_denied,
-    encode_reply,
-    peek_xid,
-    record_mark,
-)
+from ..protocol.oncrpc import AcceptStat, encode_accepted_error, encode_reply
 from ..protocol.portmap import (
     IPPROTO_TCP,
     PMAP_PROG,
@@ -55,7 +43,6 @@ from ..protocol.portmap import (
 from ..protocol.portmap import (
     Mapping as PortMapping,
 )
-from ..protocol.scpi import NEED_DATA
 from ..protocol.vxi11 import (
     DEVICE_ASYNC,
     DEVICE_CORE,
@@ -79,6 +66,7 @@ from ..protocol.vxi11 import (
     Reason,
 )
 from .device import SimDevice
+from .rpc_server import RECV_SIZE, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server"]
 
@@ -86,10 +74,8 @@ _log = logging.getLogger("aiotmc.sim.vxi11")
 
 DEFAULT_MAX_RECV_SIZE: Final = 1 << 20  #: maxRecvSize announced by create_link
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  #: a program message over several device_writes
-_RECV_SIZE: Final = 64 * 1024
 _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
-_ACCEPT_RETRY: Final = 0.05
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
@@ -111,30 +97,15 @@ class _Link:
     aborted: anyio.Event | None = None  # set while a call can be aborted
 
 
-@dataclass(eq=False)
-class _Conn:
-    stream: SocketStream
-    channel: str
-    links: set[int] = field(default_factory=set)
-    warned: bool = False
-    pending: bytes | None = None  # received while a device_read waited (b"": EOF)
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-
-
-_Handler = Callable[[_Conn, int, int, int, int, memoryview], Awaitable[bytes]]
-
-
-class _Hostile(Exception):
-    """A client broke the protocol so that the connection cannot continue."""
-
-
-class Vxi11Server:
+class Vxi11Server(RpcServer):
     """Serve simulated devices over VXI-11 (async context manager).
 
     ``devices``: one device (served as ``inst0``) or a mapping of VXI-11 device names to
     devices. ``port``/``abort_port`` 0 pick free ports; after ``__aenter__`` the bound ones
     are in :attr:`port`, :attr:`abort_port` and :attr:`portmapper_port`.
     """
+
+    log = _log
 
     def __init__(
         self,
@@ -150,18 +121,20 @@ class Vxi11Server:
         idle_timeout: float = 3600.0,
         send_timeout: float = 10.0,
     ) -> None:
+        super().__init__(
+            host=host,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+        )
         if isinstance(devices, SimDevice):
             devices = {"inst0": devices}
         self.devices = {name.lower(): device for name, device in devices.items()}
-        self.host = host
         self.port = port
         self.abort_port = abort_port
         self.portmapper_port = portmapper_port
         self.max_recv_size = max_recv_size
         self.max_message_size = max_message_size
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.send_timeout = send_timeout
         #: Fault hook: a response that is an exact multiple of requestSize ends with
         #: REQCNT only, and END comes in one more, empty, device_read (pyvisa-py #608).
         self.split_exact_multiple = False
@@ -170,15 +143,9 @@ class Vxi11Server:
         #: Fault hook: every create_link and device_write answers a maxRecvSize / size
         #: of this many bytes (a device that takes its input in small pieces).
         self.short_writes: int | None = None
-        self.calls: list[tuple[str, int]] = []  #: (channel, procedure) of each call served
         self._links: dict[int, _Link] = {}
         self._locks: dict[str, _Lock] = {}
         self._next_lid = 0
-        self._conns: set[_Conn] = set()
-        self._listeners: list[SocketListener] = []
-        self._task_group: TaskGroup | None = None
-        self._refused = 0
-        self._changed: anyio.Event | None = None
 
     # -- names -----------------------------------------------------------------------------
 
@@ -189,215 +156,38 @@ class Vxi11Server:
         return f"TCPIP0::{host}{port}::{device}::INSTR"
 
     @property
-    def connections(self) -> int:
-        """Connections open now (all channels)."""
-        return len(self._conns)
-
-    async def wait_connections(self, count: int) -> None:
-        """Wait until exactly ``count`` connections are open (use under a timeout)."""
-        while len(self._conns) != count:
-            self._changed = anyio.Event() if self._changed is None else self._changed
-            await self._changed.wait()
-
-    def _connections_changed(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
-
-    @property
     def links(self) -> int:
         """Links open now."""
         return len(self._links)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Vxi11Server:
-        try:
-            core = await self._listen(self.port)
-            self.port = core.extra(anyio.abc.SocketAttribute.local_port)
-            abort = await self._listen(self.abort_port)
-            self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
-            pmap = None
-            if self.portmapper_port is not None:
-                pmap = await self._listen(self.portmapper_port)
-                self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-        except BaseException:
-            await self._close_listeners()
-            raise
-        self._task_group = task_group
-        task_group.start_soon(self._accept, core, "core", self._serve_core)
-        task_group.start_soon(self._accept, abort, "abort", self._serve_abort)
-        if pmap is not None:
-            task_group.start_soon(self._accept, pmap, "portmapper", self._serve_portmapper)
-        return self
+    async def _bind(self) -> list[tuple[SocketListener, str, Serve]]:
+        core = await self._listen(self.port)
+        self.port = core.extra(anyio.abc.SocketAttribute.local_port)
+        abort = await self._listen(self.abort_port)
+        self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
+        served: list[tuple[SocketListener, str, Serve]] = [
+            (core, "core", self._serve_core),
+            (abort, "abort", self._serve_abort),
+        ]
+        if self.portmapper_port is not None:
+            pmap = await self._listen(self.portmapper_port)
+            self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
+            served.append((pmap, "portmapper", self._serve_portmapper))
+        return served
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._close_listeners()
-
-    async def _listen(self, port: int) -> SocketListener:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port)
-        first = listener.listeners[0]
-        for extra in listener.listeners[1:]:
-            await extra.aclose()
-        assert isinstance(first, SocketListener)
-        self._listeners.append(first)
-        return first
-
-    async def _close_listeners(self) -> None:
-        listeners, self._listeners = self._listeners, []
-        for listener in listeners:
-            await listener.aclose()
-        for conn in list(self._conns):
-            await conn.stream.aclose()
-
-    def disconnect_all(self) -> None:
-        """Fault hook: close every client connection now (links are destroyed)."""
-        for conn in list(self._conns):
-            conn.scope.cancel()
-
-    # -- connections -----------------------------------------------------------------------
-
-    async def _accept(
-        self,
-        listener: SocketListener,
-        channel: str,
-        serve: Callable[[_Conn], Awaitable[None]],
-    ) -> None:
-        assert self._task_group is not None
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # EMFILE...: keep serving, without a log storm
-                if self._refused % 100 == 0:
-                    _log.warning("vxi11 %s: accept failed: %s", channel, exc)
-                self._refused += 1
-                await anyio.sleep(_ACCEPT_RETRY)
-                continue
-            if len(self._conns) >= self.max_connections:
-                if self._refused % 100 == 0:
-                    _log.warning(
-                        "vxi11 %s: connection refused: %d connections open",
-                        channel,
-                        len(self._conns),
-                    )
-                self._refused += 1
-                await stream.aclose()
-                continue
-            conn = _Conn(stream, channel)
-            self._conns.add(conn)
-            self._connections_changed()
-            self._task_group.start_soon(self._run, conn, serve)
-
-    async def _run(self, conn: _Conn, serve: Callable[[_Conn], Awaitable[None]]) -> None:
-        try:
-            with conn.scope:
-                await serve(conn)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        except OSError:
-            pass
-        except _Hostile as exc:
-            self._warn(conn, str(exc))
-        except Exception:  # a bug: log it, keep serving the others
-            _log.exception("vxi11 %s connection failed", conn.channel)
-        finally:
-            self._conns.discard(conn)
-            self._connections_changed()
-            for lid in list(conn.links):
-                self._destroy(lid)
-            with anyio.CancelScope(shield=True):
-                await conn.stream.aclose()
-
-    def _warn(self, conn: _Conn, message: str) -> None:
-        if not conn.warned:
-            conn.warned = True
-            _log.warning("vxi11 %s client: %s", conn.channel, message)
-        else:
-            _log.debug("vxi11 %s client: %s", conn.channel, message)
-
-    async def _loop(
-        self,
-        conn: _Conn,
-        max_record: int,
-        handle: _Handler,
-    ) -> None:
-        reassembler = RecordReassembler(max_size=max_record)
-        while True:
-            try:
-                record = reassembler.next_record() if reassembler.buffered else NEED_DATA
-            except RemoteProtocolError as exc:  # a header announcing too much
-                raise _Hostile(str(exc)) from None
-            if record is NEED_DATA:
-                data, conn.pending = conn.pending, None
-                if data == b"":
-                    return  # the client left while a device_read waited
-                if data is None:
-                    data = b""
-                    with anyio.move_on_after(self.idle_timeout):
-                        data = await conn.stream.receive(_RECV_SIZE)
-                    if not data:
-                        self._warn(conn, f"idle for {self.idle_timeout} s: closed")
-                        return
-                try:
-                    reassembler.receive_data(data)
-                except RemoteProtocolError as exc:
-                    raise _Hostile(str(exc)) from None
-                continue
-            assert isinstance(record, bytes)
-            reply = await self._answer(conn, record, handle)
-            if reply is not None:
-                await self._send(conn, reply)
-
-    async def _answer(
-        self,
-        conn: _Conn,
-        record: bytes,
-        handle: _Handler,
-    ) -> bytes | None:
-        try:
-            call = decode_call(record)
-        except RpcError:
-            xid = peek_xid(record)
-            self._warn(conn, "RPC version is not 2")
-            return None if xid is None else encode_denied(xid)
-        except RemoteProtocolError as exc:
-            raise _Hostile(f"not an RPC call: {exc}") from None
-        self.calls.append((conn.channel, call.proc))
-        try:
-            result = await handle(conn, call.xid, call.prog, call.vers, call.proc, call.args)
-        except RemoteProtocolError as exc:
-            self._warn(conn, f"garbage arguments to procedure {call.proc}: {exc}")
-            return encode_accepted_error(call.xid, AcceptStat.GARBAGE_ARGS)
-        return result
-
-    async def _send(self, conn: _Conn, reply: bytes) -> None:
-        with anyio.move_on_after(self.send_timeout) as scope:
-            await conn.stream.send(record_mark(len(reply)) + reply)
-        if scope.cancelled_caught:
-            raise _Hostile(f"the client took no reply for {self.send_timeout} s: closed")
+    def _connection_closed(self, conn: RpcConnection) -> None:
+        for lid in list(conn.links):
+            self._destroy(lid)
 
     # -- portmapper ------------------------------------------------------------------------
 
-    async def _serve_portmapper(self, conn: _Conn) -> None:
+    async def _serve_portmapper(self, conn: RpcConnection) -> None:
         await self._loop(conn, 4096, self._portmapper_call)
 
     async def _portmapper_call(
-        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
     ) -> bytes:
         if prog != PMAP_PROG:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
@@ -415,11 +205,11 @@ class Vxi11Server:
 
     # -- abort channel ---------------------------------------------------------------------
 
-    async def _serve_abort(self, conn: _Conn) -> None:
+    async def _serve_abort(self, conn: RpcConnection) -> None:
         await self._loop(conn, 4096, self._abort_call)
 
     async def _abort_call(
-        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
     ) -> bytes:
         if prog != DEVICE_ASYNC:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
@@ -436,11 +226,11 @@ class Vxi11Server:
 
     # -- core channel ----------------------------------------------------------------------
 
-    async def _serve_core(self, conn: _Conn) -> None:
+    async def _serve_core(self, conn: RpcConnection) -> None:
         await self._loop(conn, self.max_recv_size + _RECORD_OVERHEAD, self._core_call)
 
     async def _core_call(
-        self, conn: _Conn, xid: int, prog: int, vers: int, proc: int, args: memoryview
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
     ) -> bytes:
         if prog != DEVICE_CORE:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
@@ -474,10 +264,10 @@ class Vxi11Server:
             return encode_reply(xid, _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED))
         return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
 
-    def _link(self, conn: _Conn, lid: int) -> _Link | None:
+    def _link(self, conn: RpcConnection, lid: int) -> _Link | None:
         return self._links.get(lid) if lid in conn.links else None
 
-    async def _create_link(self, conn: _Conn, parms: CreateLinkParms) -> bytes:
+    async def _create_link(self, conn: RpcConnection, parms: CreateLinkParms) -> bytes:
         device = self.devices.get(parms.device.lower())
         if device is None:
             return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
@@ -524,7 +314,7 @@ class Vxi11Server:
             return 0
         return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
 
-    async def _lock(self, conn: _Conn, parms: DeviceLockParms) -> bytes:
+    async def _lock(self, conn: RpcConnection, parms: DeviceLockParms) -> bytes:
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceError(ErrorCode.INVALID_LINK_IDENTIFIER).encode()
@@ -545,7 +335,7 @@ class Vxi11Server:
 
     # -- I/O -------------------------------------------------------------------------------
 
-    async def _write(self, conn: _Conn, parms: DeviceWriteParms) -> bytes:
+    async def _write(self, conn: RpcConnection, parms: DeviceWriteParms) -> bytes:
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
@@ -574,7 +364,7 @@ class Vxi11Server:
             link.input += data
         return DeviceWriteResp(0, len(data)).encode()
 
-    async def _read(self, conn: _Conn, parms: DeviceReadParms) -> bytes:
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> bytes:
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"").encode()
@@ -610,7 +400,7 @@ class Vxi11Server:
                 link.offset = 0
         return DeviceReadResp(0, reason, chunk).encode()
 
-    async def _wait_output(self, conn: _Conn, link: _Link, deadline: float) -> int:
+    async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
         """Wait until the device has a response for ``link`` (0), or an error code.
 
         Meanwhile the connection is watched: a client that leaves ends the wait (its
@@ -644,17 +434,17 @@ class Vxi11Server:
                 return ErrorCode.ABORT
 
     @staticmethod
-    async def _watch(conn: _Conn, aborted: anyio.Event) -> None:
+    async def _watch(conn: RpcConnection, aborted: anyio.Event) -> None:
         """Receive once: EOF aborts the wait, data is kept for the connection's loop."""
         if conn.pending is not None:
             return
         try:
-            conn.pending = await conn.stream.receive(_RECV_SIZE)
+            conn.pending = await conn.stream.receive(RECV_SIZE)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             conn.pending = b""
             aborted.set()
 
-    async def _generic(self, conn: _Conn, proc: Proc, parms: DeviceGenericParms) -> bytes:
+    async def _generic(self, conn: RpcConnection, proc: Proc, parms: DeviceGenericParms) -> bytes:
         link = self._link(conn, parms.lid)
         if link is None:
             return _error_only(proc, ErrorCode.INVALID_LINK_IDENTIFIER)
