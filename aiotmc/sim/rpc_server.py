@@ -111,6 +111,9 @@ class RpcServer:
     def _connection_closed(self, conn: RpcConnection) -> None:
         """Release what ``conn`` owned (called once it is gone)."""
 
+    def _start_more(self, task_group: TaskGroup) -> None:
+        """Start other serving tasks (e.g. a UDP responder) in ``task_group``."""
+
     async def __aenter__(self) -> Self:
         try:
             listeners = await self._bind()
@@ -122,6 +125,7 @@ class RpcServer:
         self._task_group = task_group
         for listener, channel, serve in listeners:
             task_group.start_soon(self._accept, listener, channel, serve)
+        self._start_more(task_group)
         return self
 
     async def __aexit__(

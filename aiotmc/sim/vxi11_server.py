@@ -3,8 +3,8 @@
 :class:`Vxi11Server` serves one or more :class:`~aiotmc.sim.SimDevice` under VXI-11
 device names (``inst0`` by default; gateway names such as ``gpib0,5`` work the same way).
 Link ids start at 0 (valid, and a case clients get wrong). With ``portmapper_port`` set
-(0: any free port) it also answers PMAPPROC_GETPORT itself, for tests that cannot bind
-port 111.
+(0: any free port) it also answers PMAPPROC_GETPORT itself, over TCP and UDP on the same
+port number, for tests that cannot bind port 111 and for discovery.
 
 Server rules (issue 14): per-connection memory grows only with bytes received (records
 are reassembled from received bytes, never allocated from a header, and bounded by
@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
-from anyio.abc import SocketListener
+from anyio.abc import SocketListener, TaskGroup, UDPSocket
 
-from ..protocol.oncrpc import AcceptStat, encode_accepted_error, encode_reply
+from .._exceptions import RemoteProtocolError
+from ..protocol.oncrpc import AcceptStat, decode_call, encode_accepted_error, encode_reply
 from ..protocol.portmap import (
     IPPROTO_TCP,
     PMAP_PROG,
@@ -76,6 +77,7 @@ DEFAULT_MAX_RECV_SIZE: Final = 1 << 20  #: maxRecvSize announced by create_link
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  #: a program message over several device_writes
 _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
+_PORT_TRIES: Final = 8
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
@@ -143,6 +145,7 @@ class Vxi11Server(RpcServer):
         #: Fault hook: every create_link and device_write answers a maxRecvSize / size
         #: of this many bytes (a device that takes its input in small pieces).
         self.short_writes: int | None = None
+        self._udp: UDPSocket | None = None
         self._links: dict[int, _Link] = {}
         self._locks: dict[str, _Lock] = {}
         self._next_lid = 0
@@ -172,10 +175,57 @@ class Vxi11Server(RpcServer):
             (abort, "abort", self._serve_abort),
         ]
         if self.portmapper_port is not None:
-            pmap = await self._listen(self.portmapper_port)
+            pmap = await self._bind_portmapper(self.portmapper_port)
             self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
             served.append((pmap, "portmapper", self._serve_portmapper))
         return served
+
+    async def _bind_portmapper(self, port: int) -> SocketListener:
+        """The portmapper's TCP listener, and its UDP socket on the same port number."""
+        for _ in range(_PORT_TRIES):
+            udp = await anyio.create_udp_socket(local_host=self.host, local_port=port)
+            chosen = udp.extra(anyio.abc.SocketAttribute.local_port)
+            try:
+                listener = await self._listen(chosen)
+            except OSError:
+                await udp.aclose()
+                if port:
+                    raise
+                continue  # the free UDP port is taken over TCP: try another one
+            self._udp = udp
+            return listener
+        raise OSError(f"no port free for both TCP and UDP after {_PORT_TRIES} tries")
+
+    def _start_more(self, task_group: TaskGroup) -> None:
+        if self._udp is not None:
+            task_group.start_soon(self._serve_udp_portmapper, self._udp)
+
+    async def _close_listeners(self) -> None:
+        udp, self._udp = self._udp, None
+        if udp is not None:
+            await udp.aclose()
+        await super()._close_listeners()
+
+    async def _serve_udp_portmapper(self, udp: UDPSocket) -> None:
+        """GETPORT over UDP (discovery); anything that is not a valid call is ignored."""
+        while True:
+            try:
+                data, (host, port) = await udp.receive()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            try:
+                call = decode_call(data)
+                reply = self._portmapper_answer(
+                    call.xid, call.prog, call.vers, call.proc, call.args
+                )
+            except RemoteProtocolError:
+                self.log.debug("ignored a UDP datagram that is no portmapper call")
+                continue
+            self.calls.append(("portmapper-udp", call.proc))
+            try:
+                await udp.sendto(reply, host, port)
+            except OSError:
+                pass
 
     def _connection_closed(self, conn: RpcConnection) -> None:
         for lid in list(conn.links):
@@ -188,6 +238,11 @@ class Vxi11Server(RpcServer):
 
     async def _portmapper_call(
         self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        return self._portmapper_answer(xid, prog, vers, proc, args)
+
+    def _portmapper_answer(
+        self, xid: int, prog: int, vers: int, proc: int, args: memoryview
     ) -> bytes:
         if prog != PMAP_PROG:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
