@@ -1,4 +1,8 @@
-"""Small anyio helpers shared by transports."""
+"""Small anyio helpers of the front end (group fan-out, acquisition).
+
+Background work of a link (readers, pollers, clocks) does not belong in a task group
+around the caller's block: it uses :mod:`aiotmc._background`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ __all__ = ["background_task_group"]
 
 @asynccontextmanager
 async def background_task_group() -> AsyncIterator[TaskGroup]:
-    """A task group for background helpers (listeners, clocks) around a caller's block.
+    """A task group for the front end's concurrent helpers, around a caller's block.
 
     anyio wraps whatever leaves a task group in an ``ExceptionGroup``; users of
     ``async with aiotmc.open(...)`` should see their own exception (``ReadTimeout``,

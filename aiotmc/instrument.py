@@ -189,7 +189,14 @@ class Instrument:
         return (command + self.write_termination).encode(self.encoding)
 
     def _decode(self, raw: bytes) -> str:
-        text = raw.decode(self.encoding)
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            shown = bytes(raw[:80])
+            more = "" if len(raw) <= 80 else f"... ({len(raw)} bytes)"
+            raise RemoteProtocolError(
+                f"answer is not valid {self.encoding} (byte {exc.start}): {shown!r}{more}"
+            ) from exc
         term = self._read_termination
         if term and text.endswith(term):
             text = text[: -len(term)]

@@ -22,6 +22,8 @@ Costs and rules (docs/srq.md):
   a poll in flight; the transport's cancellation contract keeps the link in step (a raw
   socket reconnects before its next exchange). Failed polls are counted and logged, and
   polling goes on; it ends when the instrument closes.
+* The poller is a task of the event loop (:mod:`aiotmc._background`), not of the caller:
+  the instrument may be opened and closed in different tasks and cancel scopes.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ._background import BackgroundTask, spawn
 from ._types import StatusByte
-from ._util import background_task_group
 from .srq import SrqBroadcaster
 
 if TYPE_CHECKING:
@@ -72,6 +74,26 @@ class SrqPoller:
         # reports MSS, a level that stays set until the cause is cleared.
         self._serial_poll = instrument.transport.info.capabilities.read_stb
         self._asserted = False
+        self._task: BackgroundTask | None = None
+
+    def start(self) -> None:
+        """Run :meth:`run` in a background task of the event loop (until :meth:`stop`
+        or the instrument closes)."""
+        if self._task is None:
+            self._task = spawn(
+                self.run, name=f"aiotmc srq poll {self.instrument.resource}", on_error=self._fail
+            )
+
+    async def stop(self) -> None:
+        """Stop polling (cancels a poll in flight); completes under cancellation."""
+        task = self._task
+        if task is not None:
+            await task.stop(timeout=5.0)
+        self.broadcaster.close()
+
+    def _fail(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = exc
 
     def rearm(self) -> None:
         """Forget that a request is asserted: the next poll that sees one publishes it.
@@ -139,13 +161,9 @@ async def poll_service_requests(
         raise RuntimeError(f"{instrument.resource} is already polled for service requests")
     poller = SrqPoller(instrument, interval, timeout=timeout)
     instrument.srq_poller = poller
+    poller.start()
     try:
-        async with background_task_group() as tg:
-            tg.start_soon(poller.run, name=f"aiotmc srq poll {instrument.resource}")
-            try:
-                yield poller
-            finally:
-                tg.cancel_scope.cancel()
+        yield poller
     finally:
         instrument.srq_poller = None
-        poller.broadcaster.close()
+        await poller.stop()

@@ -1,9 +1,9 @@
 """The umockdev device process for the "USB via umockdev" figures.
 
-Started exactly as ``tests/usb/conftest.py`` does: ``/usr/bin/python3 -m
-aiotmc.sim.umockdev --devices <json>`` with ``PYTHONPATH=<checkout>`` (the system Python has
-PyGObject and the UMockdev typelib); it prints ``READY <json>`` with the testbed root. The
-client workers then run with ``LD_PRELOAD=libumockdev-preload.so.0``,
+Started through :mod:`testbeds.umockdev.host`, as ``tests/usb/conftest.py`` does:
+``/usr/bin/python3 -m testbeds.umockdev --devices <json>`` with ``PYTHONPATH=<checkout>``
+(the system Python has PyGObject and the UMockdev typelib); it prints ``READY <json>`` with
+the testbed root. The client workers then run with ``LD_PRELOAD=libumockdev-preload.so.0``,
 ``UMOCKDEV_DIR=<root>`` and ``AIOTMC_LIBUSB=system`` (see :meth:`UmockdevBed.client_env`).
 
 :meth:`UmockdevBed.stop` always kills the device process and removes the testbed
@@ -13,17 +13,16 @@ directory, also when the process died or never became ready.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
-import json
 import os
 import selectors
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any, Final
+
+from testbeds.umockdev import host
 
 from .procs import stop_process
 
@@ -36,13 +35,12 @@ __all__ = [
     "umockdev_problem",
 ]
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-DEVICE_PYTHON: Final = os.environ.get("AIOTMC_UMOCKDEV_PYTHON", "/usr/bin/python3")
+DEVICE_PYTHON: Final = host.DEVICE_PYTHON
 SERIAL: Final = "BENCH1"
-VID, PID = 0x0957, 0x1796  #: the default ids of aiotmc.sim.umockdev.factories:usbtmc
+VID, PID = 0x0957, 0x1796  #: the default ids of testbeds.umockdev.factories:usbtmc
 DEVICES: Final = [
     {
-        "factory": "aiotmc.sim.umockdev.factories:usbtmc",
+        "factory": "testbeds.umockdev.factories:usbtmc",
         "config": {"model": "scope", "serial": SERIAL},
     }
 ]
@@ -55,19 +53,8 @@ class UmockdevMissing(RuntimeError):
 
 def umockdev_problem() -> str | None:
     """Why the umockdev figures cannot run here (``None`` when they can)."""
-    if not sys.platform.startswith("linux"):
-        return "umockdev is Linux only"
-    if shutil.which(DEVICE_PYTHON) is None:
-        return f"{DEVICE_PYTHON} (the system Python with PyGObject) not found"
-    if ctypes.util.find_library("umockdev-preload") is None:
-        return "libumockdev-preload not found (apt install umockdev)"
-    if ctypes.util.find_library("usb-1.0") is None:
-        return "system libusb-1.0 not found (apt install libusb-1.0-0)"
-    try:
-        import usb1  # noqa: F401
-    except ImportError:
-        return "python-libusb1 is not installed in this environment"
-    return None  # the gi/UMockdev typelib check happens when the device process starts
+    # The gi/UMockdev typelib check happens when the device process starts (exit status 2).
+    return host.umockdev_problem(probe_typelib=False)
 
 
 def resource_name(device: dict[str, Any]) -> str:
@@ -100,18 +87,10 @@ class UmockdevBed:
         # The testbed directory goes into a directory of ours, so it is removed even if
         # the device process dies before telling us where it is.
         self._tmp = tempfile.mkdtemp(prefix="aiotmc-bench-umockdev-")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "TMPDIR": self._tmp,
-        }
-        env.pop("LD_PRELOAD", None)
-        env.pop("UMOCKDEV_DIR", None)
         self._proc = subprocess.Popen(
-            [DEVICE_PYTHON, "-m", "aiotmc.sim.umockdev", "--devices", json.dumps(DEVICES)],
-            cwd=ROOT,
-            env=env,
+            host.device_command(DEVICES),
+            cwd=host.CHECKOUT,
+            env=host.device_env(TMPDIR=self._tmp),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -120,7 +99,8 @@ class UmockdevBed:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(self._proc.pid, {self.cpu})
         line = self._readline(timeout)
-        if not line.startswith(b"READY "):
+        info = host.parse_ready(line)
+        if info is None:
             proc = self._proc
             self.stop()
             if proc.returncode == 2:
@@ -128,8 +108,8 @@ class UmockdevBed:
             raise RuntimeError(
                 f"umockdev device process did not start ({line[:200]!r}); see {self.log_path}"
             )
-        self.info = json.loads(line[len(b"READY ") :])
-        self.root = str(self.info["root"])
+        self.info = info
+        self.root = str(info["root"])
         return self.info
 
     def _readline(self, timeout: float) -> bytes:
@@ -155,12 +135,7 @@ class UmockdevBed:
         """Environment additions for a client process that talks to the emulated device."""
         if self.root is None:
             raise RuntimeError("the umockdev device process is not running")
-        preload = " ".join(filter(None, ["libumockdev-preload.so.0", os.environ.get("LD_PRELOAD")]))
-        return {
-            "LD_PRELOAD": preload,
-            "UMOCKDEV_DIR": self.root,
-            "AIOTMC_LIBUSB": "system",  # the netlink-only libusb-package build misses umockdev
-        }
+        return host.client_env(self.info)
 
     def stop(self) -> None:
         """Stop the device process (EOF, then SIGTERM, then SIGKILL) and remove the testbed."""

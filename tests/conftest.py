@@ -1,22 +1,27 @@
 """Shared fixtures: every async test runs on asyncio and on trio.
 
-``open_sim_instrument(model, via)`` opens a simulated instrument through one of the real
+``open_device(device, via)`` opens a simulated instrument through one of the real
 attachments: ``"sim"`` (in-process), ``"tcp"`` (SimServer on 127.0.0.1, real socket) and
 ``"usb"`` (USBTMC emulator behind the in-process USB port, real UsbtmcTransport). The
-Instrument tests run once per attachment: one suite, every transport.
+Instrument tests run once per attachment: one suite, every transport. ``open_link`` does
+the same for the conformance kit (``aiotmc.testing``); ``fake_usb_bus`` lets
+``aiotmc.open("USB0::...")`` reach emulated devices through the in-process port.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 
 import aiotmc
 from aiotmc.sim.device import SimDevice
 from aiotmc.sim.devices import create_device
+from aiotmc.transports.base import MessageTransport
 
 TRANSPORTS = ["sim", "tcp", "usb"]
 
@@ -57,6 +62,63 @@ async def open_device(
                 await inst.aclose()
     else:  # pragma: no cover
         raise ValueError(via)
+
+
+LinkOpener = Callable[[], AbstractAsyncContextManager[MessageTransport]]
+
+
+@asynccontextmanager
+async def open_link(device: SimDevice, via: str) -> AsyncIterator[LinkOpener]:
+    """A function opening new links to ``device`` through ``via`` (the conformance kit's
+    ``open_link``); the TCP server runs while the block does."""
+    if via == "sim":
+        yield lambda: aiotmc.open_transport("SIM::kit::kit", device=device)
+    elif via == "tcp":
+        from aiotmc.sim.server import SimServer
+
+        async with SimServer(device) as server:
+            yield lambda: aiotmc.open_transport(server.resource)
+    elif via == "usb":
+        from aiotmc.sim.fake_port import FakeUsbPort
+        from aiotmc.sim.usbtmc_device import UsbtmcFunction
+        from aiotmc.transports.usbtmc import open_usbtmc_transport
+
+        function = UsbtmcFunction(device)
+        resource = "USB0::0x0957::0x1796::MY123::INSTR"
+        yield lambda: open_usbtmc_transport(FakeUsbPort(function), resource=resource)
+    else:  # pragma: no cover
+        raise ValueError(via)
+
+
+@contextmanager
+def fake_usb_bus(devices: Mapping[str, SimDevice]) -> Iterator[dict[str, str]]:
+    """``aiotmc.open("USB0::0x0957::0x1796::<name>::INSTR")`` reaches ``devices[name]``
+    behind a UsbtmcFunction and the in-process FakeUsbPort instead of libusb.
+
+    Everything above the port is the real path (resource parsing, ``open_usb_resource``,
+    clear on open, reopen). Yields the resource name of each device.
+    """
+    from aiotmc.sim.fake_port import FakeUsbPort
+    from aiotmc.sim.usbtmc_device import UsbtmcFunction
+    from aiotmc.transports.usbtmc import open_usb_resource
+
+    functions = {name: UsbtmcFunction(dev, serial=name) for name, dev in devices.items()}
+
+    @asynccontextmanager
+    async def fake_port(resource: Any, **_: Any) -> AsyncIterator[FakeUsbPort]:
+        function = functions.get(resource.serial)
+        if function is None:
+            raise aiotmc.ResourceNotFoundError(f"no emulated device {resource.serial!r}")
+        port = FakeUsbPort(function)
+        try:
+            yield port
+        finally:
+            await port.aclose()
+
+    scope = inspect.unwrap(open_usb_resource).__globals__  # where it finds its port opener
+    assert "_libusb_port" in scope, "open_usb_resource no longer opens _libusb_port"
+    with mock.patch.dict(scope, {"_libusb_port": fake_port}):
+        yield {name: f"USB0::0x0957::0x1796::{name}::INSTR" for name in devices}
 
 
 OpenSim = Callable[..., AbstractAsyncContextManager[aiotmc.Instrument]]

@@ -23,7 +23,7 @@ from aiotmc.sim.devices import create_device
 from .test_group import bench, count_writes, refused_resource
 
 
-@pytest.fixture(params=["sim", "tcp", "tcp-poll"])
+@pytest.fixture(params=["sim", "tcp", "tcp-poll", "usb"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -32,7 +32,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 async def open_bench(
     devices: dict[str, SimDevice], mode: str, **options: Any
 ) -> AsyncIterator[InstrumentGroup]:
-    """A group over the in-process sim, plain TCP (*OPC?) or TCP with polled SRQ."""
+    """A group over the in-process sim, plain TCP (*OPC?), TCP with polled SRQ or USB."""
     if mode == "tcp-poll":
         options["srq_poll_interval"] = 0.005
     async with (

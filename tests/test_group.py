@@ -1,6 +1,8 @@
 """InstrumentGroup / open_many: concurrent open, per-instrument results, limits, closing.
 
-Every test runs over the in-process simulator and over real loopback TCP (SimServer).
+Every test runs over every attachment of tests/conftest.py: the in-process simulator, real
+loopback TCP (SimServer) and USBTMC (``aiotmc.open("USB0::...")`` down to the in-process
+USB port).
 """
 
 from __future__ import annotations
@@ -19,17 +21,23 @@ from aiotmc.sim.device import SimDevice
 from aiotmc.sim.devices import create_device
 from aiotmc.sim.server import serve_many
 
+from .conftest import TRANSPORTS, fake_usb_bus
 
-@pytest.fixture(params=["sim", "tcp"])
+
+@pytest.fixture(params=TRANSPORTS)
 def via(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @asynccontextmanager
 async def bench(devices: dict[str, SimDevice], via: str) -> AsyncIterator[dict[str, ResourceSpec]]:
-    """Resources for ``devices``: in-process (``SIM::`` + ``device=``) or SimServers."""
+    """Resources for ``devices``: in-process (``SIM::`` + ``device=``), SimServers or
+    emulated USB devices."""
     if via == "sim":
         yield {name: (f"SIM::{name}::group", {"device": dev}) for name, dev in devices.items()}
+    elif via == "usb":
+        with fake_usb_bus(devices) as resources:
+            yield dict(resources)
     else:
         async with serve_many(list(devices.values())) as servers:
             yield {name: s.resource for name, s in zip(devices, servers, strict=True)}

@@ -88,3 +88,36 @@ def test_low_layers_import_only_primitives(package: str) -> None:
         if target.startswith("aiotmc") and not target.startswith(allowed)
     )
     assert upward == []
+
+
+def _contract_layers() -> list[str]:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    names = []
+    for layer in contract["layers"]:
+        names += [part.strip(" ()") for part in layer.split("|")]
+    return names
+
+
+def _top_level_modules() -> set[str]:
+    package = ROOT / "aiotmc"
+    found = {f"aiotmc.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    found |= {f"aiotmc.{p.parent.name}" for p in package.glob("*/__init__.py")}
+    return found
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A module missing from the contract would be unconstrained."""
+    assert _top_level_modules() - set(_contract_layers()) == set()
+
+
+def test_architecture_page_names_every_layer_module() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set()
+    for module in _top_level_modules():
+        short = module.removeprefix("aiotmc.")
+        if f"`{short}.py`" in text or f"`{short}/`" in text:
+            named.add(module)
+    assert _top_level_modules() - named == set()

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import anyio
 
 from .descriptors import EndpointDescriptor, InterfaceDescriptor
-from .driver import EventDriver, PollfdAdded, PollfdRemoved, open_event_driver
+from .driver import open_event_driver
+from .driver_api import EventDriver, PollfdAdded, PollfdRemoved
 from .errors import LibusbError, map_usb_errors, usb_error_code
 from .library import load_libusb, usb1_module
 from .transfer import Completion

@@ -29,25 +29,19 @@ def visa_usb_name(
     """``USB<board>::0x<VID>::0x<PID>::<serial>[::<interface>]::INSTR``.
 
     The interface number is included only when it is not 0 (as VISA libraries print it).
+    Without a serial number the interface cannot be named (the grammar would be
+    ambiguous): such a device is opened by VID:PID alone. The same text as
+    :class:`aiotmc.resources.UsbInstr` prints (a test keeps them in step); formatted here
+    because this layer imports nothing above it, and a serial number the grammar cannot
+    parse (``"S N"``) is still named.
     """
-    from .._exceptions import InvalidResourceName
-    from ..resources import UsbInstr
-
-    # Without a serial number the interface cannot be named (the grammar would be
-    # ambiguous): such a device is opened by VID:PID alone.
-    try:
-        return str(
-            UsbInstr(
-                board=board,
-                vid=vid,
-                pid=pid,
-                serial=serial or None,
-                interface=(interface or None) if serial else None,
-            )
-        )
-    except InvalidResourceName:  # a serial the grammar cannot hold ("S N", "a::b")
-        suffix = f"::{interface}" if interface else ""
-        return f"USB{board}::0x{vid:04X}::0x{pid:04X}::{serial}{suffix}::INSTR"
+    parts = [f"USB{board}", f"0x{vid:04X}", f"0x{pid:04X}"]
+    if serial:
+        parts.append(serial)
+        if interface:
+            parts.append(str(interface))
+    parts.append("INSTR")
+    return "::".join(parts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

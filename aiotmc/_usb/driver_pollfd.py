@@ -34,7 +34,7 @@ from typing import Final, TypeVar
 import anyio
 import anyio.lowlevel
 
-from .driver import EventContext
+from .driver_api import EventContext
 from .errors import LibusbError, usb_error_code
 from .reentry import LoopAffineReentry, capture_reentry, current_async_library
 

@@ -22,7 +22,7 @@ from typing import Final, TypeVar
 
 import anyio
 
-from .driver import EventContext
+from .driver_api import EventContext
 from .errors import LibusbError, usb_error_code
 from .reentry import Reentry, capture_reentry
 

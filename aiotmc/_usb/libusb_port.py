@@ -3,7 +3,8 @@
 Implements :class:`aiotmc._usb.port.UsbPort`. Every data and control request is an
 asynchronous libusb transfer driven by the context's event driver on the loop; the few
 unavoidable blocking calls (device list, open, claim, clear halt, release) run in a
-worker thread, one at a time.
+worker thread, one at a time. Choosing, opening, claiming and giving the interface back
+are in :mod:`.claim`; several bulk transfers in flight at once in :mod:`.pipeline`.
 
 Close order (design 2.1 rule 8): abort in-flight transfers and wait until libusb gives
 them back -> release the interface (reattach a kernel driver we detached) -> close the
@@ -14,53 +15,34 @@ libusb never gives back makes the port leak its handle and context on purpose.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Final
 
 import anyio
 import anyio.lowlevel
 
 from .._exceptions import (
     ConnectionLostError,
-    PermissionDeniedError,
-    ResourceNotFoundError,
     SessionBrokenError,
     UnsupportedOperation,
     UsbTransferError,
 )
 from .._types import BytesLike
 from ..protocol.events import ControlRequest
-from .context import LibusbDevice, LibusbHandle, LibusbTransfer, UsbContext
-from .descriptors import UsbtmcInterface, find_usbtmc_interfaces
+from .claim import ClaimedInterface, choose_device, claim_interface, leak, release
+from .context import LibusbTransfer, UsbContext
+from .descriptors import UsbtmcInterface
 from .discovery import UsbResourceInfo, list_usbtmc_devices, visa_usb_name
-from .errors import (
-    AmbiguousDeviceError,
-    LibusbError,
-    TransferStatus,
-    error_from_status,
-    map_usb_errors,
-    udev_hint,
-)
+from .errors import LibusbError, TransferStatus, error_from_status, map_usb_errors
+from .pipeline import Prepare, run_pipelined
 from .port import PIPELINE_DEPTH, InterfaceProperties
 from .transfer import AsyncTransfer, Completion
 
 __all__ = ["Libusb1Port", "open_usb_port"]
 
 logger = logging.getLogger(__name__)
-
-_LEAKED_HANDLES: Final[list[object]] = []
-
-
-@dataclass(slots=True)
-class _Opened:
-    device: LibusbDevice
-    handle: LibusbHandle
-    interface: UsbtmcInterface
-    detached: bool = False
 
 
 def _round_up(size: int, packet: int) -> int:
@@ -102,7 +84,7 @@ class Libusb1Port(InterfaceProperties):
         self._library = library
         self._cancel_grace = cancel_grace
         self._stack: AsyncExitStack | None = None
-        self._opened: _Opened | None = None
+        self._opened: ClaimedInterface | None = None
         self._transfers: dict[str, AsyncTransfer] = {}
         self._closing = False
         self._closed = False
@@ -165,57 +147,16 @@ class Libusb1Port(InterfaceProperties):
     ) -> None:
         await self.aclose()
 
-    def _choose(self, infos: list[UsbResourceInfo]) -> UsbResourceInfo:
-        wanted = visa_usb_name(self._vid, self._pid, self._serial, self._interface_wanted or 0)
-        candidates = [
-            info
-            for info in infos
-            if self._interface_wanted is None or info.interface == self._interface_wanted
-        ]
-        if self._serial is not None:
-            unreadable = [info for info in candidates if not info.accessible]
-            candidates = [info for info in candidates if info.serial == self._serial]
-            if not candidates and unreadable:
-                raise PermissionDeniedError(
-                    f"cannot read the serial number of {len(unreadable)} matching device(s); "
-                    + udev_hint(self._vid, self._pid),
-                    resource=wanted,
-                )
-        if not candidates:
-            present = ", ".join(info.visa_name for info in infos) or "none"
-            raise ResourceNotFoundError(
-                f"no USBTMC device matches {wanted} (USBTMC devices with this VID/PID: {present})"
-            )
-        devices = {(info.bus, info.address) for info in candidates}
-        if len(devices) > 1:
-            names = ", ".join(sorted({info.visa_name for info in candidates}))
-            raise AmbiguousDeviceError(
-                f"{len(devices)} devices match {wanted}; give a serial number to choose: {names}"
-            )
-        return min(candidates, key=lambda info: info.interface)
-
     async def _open(self, context: UsbContext) -> None:
         infos = await anyio.to_thread.run_sync(
             partial(list_usbtmc_devices, vid=self._vid, pid=self._pid, library=self._library)
         )
-        info = self._choose(infos)
+        info = choose_device(infos, self._vid, self._pid, self._serial, self._interface_wanted)
         self.info = info
         self.resource = info.visa_name
-        if not info.accessible:
-            raise PermissionDeniedError(
-                "cannot open the device; " + udev_hint(self._vid, self._pid),
-                resource=self.resource,
-            )
-        device, handle, usbtmc = await context.run_sync(partial(self._open_sync, context, info))
-        opened = _Opened(device, handle, usbtmc)
-        try:
-            opened.detached = await context.run_sync(partial(self._claim_sync, opened))
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await context.driver.run_source_change(handle.close)
-                device.close()
-            raise
+        opened = await claim_interface(context, info, resource=self.resource)
         self._opened = opened
+        handle, usbtmc = opened.handle, opened.interface
         driver = context.driver
         make = partial(AsyncTransfer, driver=driver, resource=self.resource)
         self._transfers = {
@@ -258,58 +199,6 @@ class Libusb1Port(InterfaceProperties):
             )
         logger.debug("opened %s (driver %s)", self.resource, driver.name)
 
-    def _open_sync(
-        self, context: UsbContext, info: UsbResourceInfo
-    ) -> tuple[LibusbDevice, LibusbHandle, UsbtmcInterface]:
-        target: LibusbDevice | None = None
-        for device in context.libusb.devices():
-            if (
-                target is None
-                and (device.bus, device.address) == (info.bus, info.address)
-                and (device.vid, device.pid) == (info.vid, info.pid)
-            ):
-                target = device
-            else:
-                device.close()
-        if target is None:
-            raise ResourceNotFoundError(f"{self.resource} disappeared while opening")
-        try:
-            usbtmc = next(
-                i for i in find_usbtmc_interfaces(target.interfaces()) if i.number == info.interface
-            )
-            with map_usb_errors(
-                "opening the device",
-                resource=self.resource,
-                opening=True,
-                vid=info.vid,
-                pid=info.pid,
-            ):
-                handle = target.open()
-        except BaseException:
-            target.close()
-            raise
-        return target, handle, usbtmc
-
-    def _claim_sync(self, opened: _Opened) -> bool:
-        handle, number = opened.handle, opened.interface.number
-        with map_usb_errors(
-            "claiming the interface",
-            resource=self.resource,
-            opening=True,
-            vid=self._vid,
-            pid=self._pid,
-        ):
-            detached = False
-            if not handle.set_auto_detach_kernel_driver(True) and handle.kernel_driver_active(
-                number
-            ):
-                handle.detach_kernel_driver(number)
-                detached = True
-            handle.claim_interface(number)
-            if opened.interface.alt_setting:
-                handle.set_alt_setting(number, opened.interface.alt_setting)
-        return detached
-
     # -- transfers ---------------------------------------------------------------------
 
     def _transfer(self, role: str) -> AsyncTransfer:
@@ -347,70 +236,10 @@ class Libusb1Port(InterfaceProperties):
             pool.append(transfer)
         return pool
 
-    async def _run_pipelined(
-        self,
-        pool: list[AsyncTransfer],
-        prepares: Sequence[Callable[[LibusbTransfer], None]],
-        sizes: Sequence[int],
-        endpoint: int,
-        on_done: Callable[[int, Completion], None],
-    ) -> None:
-        """Run one transfer per ``prepares`` entry, ``len(pool)`` in flight at once.
-
-        Transfers are submitted in order. A completion shorter than its ``sizes`` entry
-        ends the run: later transfers are cancelled (and drained) and never reported.
-        An error or a cancellation cancels and drains every transfer in flight, then
-        raises (the error of the earliest failing transfer).
-        """
-        count = len(prepares)
-        scopes: dict[int, anyio.CancelScope] = {}
-        errors: dict[int, BaseException] = {}
-        stop = count  # index of the first transfer not to report
-        free = list(pool)
-        slot_free = anyio.Event()
-
-        async def one(index: int, transfer: AsyncTransfer, started: anyio.Event) -> None:
-            nonlocal stop, slot_free
-            try:
-                with scopes[index]:
-                    completion = await self._run(transfer, prepares[index], endpoint, started.set)
-                    if index < stop:
-                        on_done(index, completion)
-                        if completion.actual_length < sizes[index]:
-                            stop = index + 1
-                            for later, scope in scopes.items():
-                                if later > index:
-                                    scope.cancel()
-            except Exception as exc:
-                errors[index] = exc
-                stop = min(stop, index)
-                for later, scope in scopes.items():
-                    if later > index:
-                        scope.cancel()
-            finally:
-                started.set()
-                free.append(transfer)
-                slot_free.set()
-
-        async with anyio.create_task_group() as group:
-            for index in range(count):
-                while not free:
-                    slot_free = anyio.Event()
-                    await slot_free.wait()
-                if index >= stop:
-                    break
-                scopes[index] = anyio.CancelScope()
-                started = anyio.Event()
-                group.start_soon(one, index, free.pop(0), started)
-                # wait until it is submitted (or done), so that submission order is kept
-                await started.wait()
-        if errors:
-            raise errors[min(errors)]
-
     async def _run(
         self,
         transfer: AsyncTransfer,
-        prepare: Callable[[LibusbTransfer], None],
+        prepare: Prepare,
         endpoint: int,
         on_submitted: Callable[[], None] | None = None,
     ) -> Completion:
@@ -430,6 +259,16 @@ class Libusb1Port(InterfaceProperties):
         if error is not None:
             raise error
         return completion
+
+    def _run_submitted(
+        self,
+        endpoint: int,
+        transfer: AsyncTransfer,
+        prepare: Prepare,
+        on_submitted: Callable[[], None],
+    ) -> Awaitable[Completion]:
+        """:meth:`_run` in the argument order :func:`run_pipelined` calls it."""
+        return self._run(transfer, prepare, endpoint, on_submitted)
 
     async def bulk_out(self, data: BytesLike) -> int:
         """Send one bulk transfer (a zero-length packet follows when it ends on a packet)."""
@@ -457,11 +296,15 @@ class Libusb1Port(InterfaceProperties):
             if on_sent is not None:
                 on_sent(index)
 
-        def prepare(payload: bytearray) -> Callable[[LibusbTransfer], None]:
+        def prepare(payload: bytearray) -> Prepare:
             return lambda t: t.set_bulk(endpoint, payload)
 
-        await self._run_pipelined(
-            pool, [prepare(p) for p in payloads], [len(p) for p in payloads], endpoint, done
+        await run_pipelined(
+            pool,
+            [prepare(p) for p in payloads],
+            [len(p) for p in payloads],
+            partial(self._run_submitted, endpoint),
+            done,
         )
         return sent
 
@@ -486,14 +329,14 @@ class Libusb1Port(InterfaceProperties):
             view[:n] = data[:n]
             lengths[index] = n
 
-        def prepare(length: int) -> Callable[[LibusbTransfer], None]:
+        def prepare(length: int) -> Prepare:
             return lambda t: t.set_bulk(endpoint, length)
 
-        await self._run_pipelined(
+        await run_pipelined(
             pool,
             [prepare(_round_up(len(v), mps)) for v in views],
             [len(v) for v in views],
-            endpoint,
+            partial(self._run_submitted, endpoint),
             done,
         )
         return lengths
@@ -592,40 +435,10 @@ class Libusb1Port(InterfaceProperties):
         leaked = any(transfer.zombie for transfer in transfers)
         if opened is not None and context is not None:
             if leaked:
-                logger.error(
-                    "%s: leaking the device handle (uncancellable transfer)", self.resource
-                )
-                _LEAKED_HANDLES.append((opened, transfers))
-                opened.handle.leak()
-                opened.device.leak()
-                context.leak()
+                leak(context, opened, transfers, resource=self.resource)
             else:
-                await self._release(context, opened, transfers)
+                await release(context, opened, transfers, resource=self.resource)
         self._transfers = {}
-
-    async def _release(
-        self, context: UsbContext, opened: _Opened, transfers: list[AsyncTransfer]
-    ) -> None:
-        number = opened.interface.number
-        try:
-            await context.run_sync(partial(opened.handle.release_interface, number))
-        except Exception:
-            logger.debug("%s: release_interface failed", self.resource, exc_info=True)
-        if opened.detached:
-            try:
-                await context.run_sync(partial(opened.handle.attach_kernel_driver, number))
-            except Exception:
-                logger.debug(
-                    "%s: reattaching the kernel driver failed", self.resource, exc_info=True
-                )
-        for transfer in transfers:
-            handle = transfer.handle
-            if isinstance(handle, LibusbTransfer):
-                handle.close()
-        try:
-            await context.driver.run_source_change(opened.handle.close)
-        finally:
-            opened.device.close()
 
 
 def open_usb_port(

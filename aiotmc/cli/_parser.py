@@ -34,6 +34,16 @@ def parse_timeout(text: str) -> float | None:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _resource(text: str) -> ResourceName:
     from ..registry import registry
 
@@ -160,6 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    sim.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="clients served at once per instrument (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--max-text-size",
+        type=_positive_int,
+        default=4 << 20,
+        metavar="BYTES",
+        help="program message text per message, block payloads apart (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--idle-timeout",
+        type=parse_timeout,
+        default=3600.0,
+        metavar="SECONDS",
+        help="drop a client silent this long, 'none' never (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--send-timeout",
+        type=parse_timeout,
+        default=10.0,
+        metavar="SECONDS",
+        help="drop a client that reads nothing this long, 'none' never (default: %(default)s)",
     )
 
     command(

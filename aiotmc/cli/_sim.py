@@ -26,11 +26,21 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
         plan.append((model, port))
 
     async def run() -> None:
-        from ..sim.server import serve_many
+        from ..sim.server import raise_fd_limit, serve_many
 
         devices = [sim_device(model) for model, _ in plan]
+        # One descriptor per client: let each instrument reach its connection cap.
+        raise_fd_limit(args.max_connections * len(plan) + len(plan) + 64)
         try:
-            serving = serve_many(devices, host=args.host, ports=[port for _, port in plan])
+            serving = serve_many(
+                devices,
+                host=args.host,
+                ports=[port for _, port in plan],
+                max_connections=args.max_connections,
+                max_text_size=args.max_text_size,
+                idle_timeout=args.idle_timeout,
+                send_timeout=args.send_timeout,
+            )
             # Catch the signals before saying "ready", so that nobody can stop us uncleanly.
             with _termination_signals() as terminated:
                 async with serving as servers:

@@ -18,7 +18,7 @@ from typing import Final, TypeAlias
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .._types import BytesLike
 from .events import ControlRequest
-from .usbtmc import REQUEST_TYPE_INTERFACE, UsbtmcStatus, parse_status
+from .usbtmc import UsbtmcStatus, interface_request, parse_status
 
 __all__ = [
     "SRQ_TAG",
@@ -78,46 +78,22 @@ def read_status_byte_request(tag: int, interface: int) -> ControlRequest:
     """READ_STATUS_BYTE with ``tag`` (2..127)."""
     if not _FIRST_TAG <= tag <= _LAST_TAG:
         raise LocalProtocolError(f"READ_STATUS_BYTE bTag must be 2..127, got {tag}")
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=Usb488Request.READ_STATUS_BYTE,
-        value=tag,
-        index=interface,
-        length=3,
-    )
+    return interface_request(Usb488Request.READ_STATUS_BYTE, interface, 3, tag)
 
 
 def ren_control_request(enable: bool, interface: int) -> ControlRequest:
     """REN_CONTROL: assert (``enable``) or deassert remote enable."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=Usb488Request.REN_CONTROL,
-        value=int(enable),
-        index=interface,
-        length=1,
-    )
+    return interface_request(Usb488Request.REN_CONTROL, interface, 1, int(enable))
 
 
 def go_to_local_request(interface: int) -> ControlRequest:
     """GO_TO_LOCAL."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=Usb488Request.GO_TO_LOCAL,
-        value=0,
-        index=interface,
-        length=1,
-    )
+    return interface_request(Usb488Request.GO_TO_LOCAL, interface, 1)
 
 
 def local_lockout_request(interface: int) -> ControlRequest:
     """LOCAL_LOCKOUT."""
-    return ControlRequest(
-        request_type=REQUEST_TYPE_INTERFACE,
-        request=Usb488Request.LOCAL_LOCKOUT,
-        value=0,
-        index=interface,
-        length=1,
-    )
+    return interface_request(Usb488Request.LOCAL_LOCKOUT, interface, 1)
 
 
 @dataclass(frozen=True, slots=True)

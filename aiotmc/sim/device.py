@@ -27,29 +27,23 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from .._types import EventStatus, StatusByte
-from .commands import (
+from .._types import BytesLike, EventStatus, StatusByte
+from .arguments import Call
+from .common import CommonCommands
+from .errors import (
     MISSING_PARAMETER,
     PARAMETER_NOT_ALLOWED,
     QUERY_INTERRUPTED,
     QUEUE_OVERFLOW,
     UNDEFINED_HEADER,
-    BytesLike,
-    Call,
-    CommandTable,
-    Handler,
-    Later,
-    ProgramUnit,
-    Raw,
-    Response,
     ScpiError,
-    command,
-    parse_program,
-    render,
 )
+from .messages import Operation, OutputMessage, PendingMessage, parse_cached
+from .patterns import CommandTable, Handler
+from .program import MAX_DATA_ELEMENTS, ProgramUnit
+from .responses import Later, Raw, Response, render, test_pattern
 
 __all__ = ["ERROR_QUEUE_SIZE", "Operation", "SimDevice", "test_pattern"]
 
@@ -63,95 +57,6 @@ _ESB: Final = int(StatusByte.ESB)
 _RQS: Final = int(StatusByte.RQS)
 _OPC: Final = int(EventStatus.OPC)
 _MAX_STEPS: Final = 1000  # bound on operation-completion / execution rounds per call
-
-_PATTERN_256: Final = bytes(range(256))
-_pattern_cache: bytes = b""
-
-
-_parse_cache: dict[bytes, list[list[ProgramUnit]]] = {}
-
-
-def _parse(message: BytesLike) -> list[list[ProgramUnit]]:
-    """:func:`parse_program`, cached for short messages (parsing is pure; bytes immutable)."""
-    if type(message) is not bytes or len(message) > 256:
-        return parse_program(message)
-    programs = _parse_cache.get(message)
-    if programs is None:
-        programs = parse_program(message)
-        if len(_parse_cache) >= 4096:
-            _parse_cache.clear()
-        _parse_cache[message] = programs
-    return programs
-
-
-def test_pattern(size: int) -> memoryview:
-    """``size`` bytes 00 01 .. FF 00 01 ..., as a view of one cached buffer (no copy).
-
-    The buffer grows to the largest size asked for and is shared by all devices.
-    """
-    global _pattern_cache
-    if size > len(_pattern_cache):
-        _pattern_cache = _PATTERN_256 * -(-size // 256)
-    return memoryview(_pattern_cache)[:size]
-
-
-test_pattern.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
-
-
-@dataclass(eq=False, slots=True)
-class Operation:
-    """An overlapped operation (acquisition, measurement) that ``*OPC``/``*WAI`` wait for.
-
-    ``due`` is the clock time it completes, ``None`` while it waits for a trigger (then
-    it completes ``duration`` seconds after the trigger).
-    """
-
-    duration: float
-    due: float | None
-    on_complete: Callable[[], None] | None = None
-    done: bool = False
-
-
-class _Message:
-    __slots__ = (
-        "arrival",
-        "count",
-        "error",
-        "index",
-        "last_raw",
-        "latency",
-        "parts",
-        "path",
-        "units",
-        "waiting",
-    )
-
-    def __init__(
-        self,
-        units: list[ProgramUnit],
-        arrival: float,
-        latency: float,
-        error: ScpiError | None = None,
-    ) -> None:
-        self.units = units
-        self.arrival = arrival
-        self.latency = latency
-        self.error = error
-        self.index = 0
-        self.parts: list[BytesLike] = []
-        self.count = 0  # response units so far
-        self.last_raw = False
-        self.path: tuple[str, ...] = ()
-        self.waiting: Callable[[], Response] | None = None
-
-
-class _Output:
-    __slots__ = ("parts", "ready", "ready_at")
-
-    def __init__(self, parts: list[BytesLike], ready_at: float, ready: bool) -> None:
-        self.parts = parts
-        self.ready_at = ready_at
-        self.ready = ready
 
 
 _Spec = tuple[str, int | tuple[int, int | None], str]
@@ -170,7 +75,7 @@ def _collect_specs(cls: type) -> list[_Spec]:
     return specs
 
 
-class SimDevice:
+class SimDevice(CommonCommands):
     """A simulated SCPI instrument with the IEEE 488.2 status model.
 
     Subclasses add commands with :func:`~aiotmc.sim.commands.command`-decorated methods
@@ -181,6 +86,11 @@ class SimDevice:
     """
 
     _command_specs: ClassVar[list[_Spec]] = []
+
+    #: Most message units, parameters, strings and blocks in one program message; more
+    #: give -223 Too much data and nothing of the message runs (bounds the work per
+    #: message: parsing runs Python code once per element).
+    max_data_elements: int = MAX_DATA_ELEMENTS
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -205,9 +115,9 @@ class SimDevice:
         self._ese = 0
         self._sre = 0
         self._errors: deque[tuple[int, str]] = deque()
-        self._input: deque[_Message] = deque()
-        self._current: _Message | None = None
-        self._output: deque[_Output] = deque()
+        self._input: deque[PendingMessage] = deque()
+        self._current: PendingMessage | None = None
+        self._output: deque[OutputMessage] = deque()
         self._operations: list[Operation] = []
         self._opc_armed = False
         self._listeners: list[Callable[[int], object]] = []
@@ -229,12 +139,12 @@ class SimDevice:
         """
         now = self.clock()
         try:
-            programs = _parse(message)
+            programs = parse_cached(message, self.max_data_elements)
         except ScpiError as exc:
-            self._input.append(_Message([], now, self.latency, exc))
+            self._input.append(PendingMessage([], now, self.latency, exc))
         else:
             for units in programs:
-                self._input.append(_Message(units, now, self.latency))
+                self._input.append(PendingMessage(units, now, self.latency))
         self._process(now)
         self._finish()
 
@@ -526,9 +436,9 @@ class SimDevice:
                     ready_at = now
                 if not msg.last_raw:
                     msg.parts.append(b"\n")
-                self._output.append(_Output(msg.parts, ready_at, ready_at <= now))
+                self._output.append(OutputMessage(msg.parts, ready_at, ready_at <= now))
 
-    def _execute(self, msg: _Message, unit: ProgramUnit) -> Response:
+    def _execute(self, msg: PendingMessage, unit: ProgramUnit) -> Response:
         try:
             tokens = unit.tokens
             if unit.common:
@@ -561,7 +471,7 @@ class SimDevice:
             raise TypeError("a Later callback must not return another Later")
         return result
 
-    def _respond(self, msg: _Message, result: Response) -> None:
+    def _respond(self, msg: PendingMessage, result: Response) -> None:
         if result is None:
             return
         if msg.count:
@@ -629,94 +539,6 @@ class SimDevice:
                 callback(stb)
             except Exception:
                 _log.exception("SRQ listener %r failed", callback)
-
-    # -- IEEE 488.2 common commands and SCPI system commands ---------------------------------
-
-    @command("*IDN?")
-    def _idn(self, call: Call) -> Response:
-        return self.identity
-
-    @command("*RST")
-    def _rst(self, call: Call) -> Response:
-        self.reset()
-        return None
-
-    @command("*CLS")
-    def _cls(self, call: Call) -> Response:
-        self._esr = 0
-        self._errors.clear()
-        self._opc_armed = False
-        return None
-
-    @command("*ESE", args=1)
-    def _ese_set(self, call: Call) -> Response:
-        self._ese = call.integer(0, minimum=0, maximum=255)
-        return None
-
-    @command("*ESE?")
-    def _ese_query(self, call: Call) -> Response:
-        return self._ese
-
-    @command("*ESR?")
-    def _esr_query(self, call: Call) -> Response:
-        value, self._esr = self._esr, 0
-        return value
-
-    @command("*SRE", args=1)
-    def _sre_set(self, call: Call) -> Response:
-        self._sre = call.integer(0, minimum=0, maximum=255) & ~_RQS
-        return None
-
-    @command("*SRE?")
-    def _sre_query(self, call: Call) -> Response:
-        return self._sre
-
-    @command("*STB?")
-    def _stb_query(self, call: Call) -> Response:
-        return self._stb()
-
-    @command("*OPC")
-    def _opc_set(self, call: Call) -> Response:
-        if self._operations:
-            self._opc_armed = True
-        else:
-            self._esr |= _OPC
-        return None
-
-    @command("*OPC?")
-    def _opc_query(self, call: Call) -> Response:
-        return Later(lambda: 1)
-
-    @command("*WAI")
-    def _wai(self, call: Call) -> Response:
-        return Later(lambda: None)
-
-    @command("*TRG")
-    def _trg(self, call: Call) -> Response:
-        self.handle_trigger()
-        return None
-
-    @command("*TST?")
-    def _tst(self, call: Call) -> Response:
-        return 0
-
-    @command("*OPT?")
-    def _opt(self, call: Call) -> Response:
-        return "0"
-
-    @command("SYSTem:ERRor[:NEXT]?")
-    def _syst_err(self, call: Call) -> Response:
-        code, message = self._errors.popleft() if self._errors else (0, "No error")
-        text = message.replace('"', "'")
-        return f'{code:+d},"{text}"'
-
-    @command("SYSTem:ERRor:COUNt?")
-    def _syst_err_count(self, call: Call) -> Response:
-        return len(self._errors)
-
-    @command("SYSTem:VERSion?")
-    def _syst_version(self, call: Call) -> Response:
-        return "1999.0"
 
 
 SimDevice._command_specs = _collect_specs(SimDevice)

@@ -3,9 +3,9 @@
 Each :class:`SimServer` is one listening socket and one task that accepts connections
 and also runs the device's timer (pending operations complete on time, service requests
 fire, even with no client connected). Each client connection is one more task: it frames
-program messages with the block-aware :class:`~aiotmc.protocol.scpi.MessageDecoder`, hands
-them to the device one at a time and sends each response once the device's latency has
-elapsed, watching the socket meanwhile so a vanished client is noticed.
+program messages with :class:`~aiotmc.sim.framing.ProgramFramer`, hands them to the
+device one at a time and sends each response once the device's latency has elapsed,
+watching the socket meanwhile so a vanished client is noticed.
 
 Hot path as in :mod:`aiotmc.transports.tcp`: non-blocking sockets, ``recv_into``/``sendmsg``
 tried first, ``anyio.wait_readable``/``wait_writable`` only when not ready; responses go
@@ -13,7 +13,15 @@ out as ``sendmsg`` over the device's parts (a block payload is never copied here
 
 Exchanges on one device are serialized across connections (and servers): a program
 message and its response form one unit, so clients sharing a device never see each
-other's answers. The device must use a real-time clock (the default).
+other's answers. The device must use a real-time clock (the default). The device lock
+covers the device's work only: responses are sent after it is released, so a client
+that does not read holds up nobody but itself.
+
+Every client is untrusted (see docs/reliability.md, "Simulator servers"): per-connection
+memory grows only with bytes received, program message text is limited apart from
+block payloads, connections are capped, idle ones and ones that stop reading are
+dropped, and each violation is logged once per connection (rate-limited overall),
+never written into the error queue that every client of the device reads.
 
 Fault hooks: :meth:`SimServer.disconnect_all` resets every connection now;
 :attr:`SimServer.close_after_bytes` cuts the next response and closes its connection;
@@ -25,111 +33,105 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import struct
-from collections import deque
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final
-from weakref import WeakKeyDictionary
+from typing import Final, TypedDict, Unpack
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from .._exceptions import RemoteProtocolError
+from .._types import BytesLike
 from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import DEFAULT_MAX_MESSAGE_SIZE
-from ..protocol.scpi import MessageDecoder
-from .commands import (
-    DEVICE_ERROR,
-    INVALID_BLOCK_DATA,
-    TOO_MUCH_DATA,
-    BytesLike,
-    ScpiError,
-    find_open_block,
+from ._gate import Gate, device_locks
+from ._server_io import (
+    RECV_SIZE,
+    RateLimitedLog,
+    close,
+    listen,
+    raise_fd_limit,
+    scratch,
+    set_reset,
+    truncate,
 )
 from .device import SimDevice
+from .errors import DEVICE_ERROR, ScpiError
+from .framing import FramingError, ProgramFramer
+from .program import MAX_DATA_ELEMENTS
 
-__all__ = ["SimServer", "serve_forever", "serve_many"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_TEXT_SIZE",
+    "DEFAULT_SEND_TIMEOUT",
+    "ServerOptions",
+    "SimServer",
+    "raise_fd_limit",
+    "serve_forever",
+    "serve_many",
+]
 
 _log = logging.getLogger("aiotmc.sim.server")
 
-_RECV_SIZE: Final = 1 << 20
+DEFAULT_MAX_TEXT_SIZE: Final = 4 << 20
+"""Program message text (all but definite-block payloads) accepted per message: 4 MiB."""
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+"""Clients served at once per server; later ones are accepted and closed at once."""
+DEFAULT_IDLE_TIMEOUT: Final = 3600.0
+"""Seconds a client may send nothing (outside an exchange) before it is dropped."""
+DEFAULT_SEND_TIMEOUT: Final = 10.0
+"""Seconds a response may wait for a client that does not read before it is dropped."""
+
+_RECV_STREAK: Final = 4  # full receive buffers in a row before yielding to other tasks
+_WATCH_LIMIT: Final = 1 << 20  # while the device works, read ahead only this much
+_WATCH_POLL: Final = 0.1  # ...then look again this often
 _BATCH: Final = 32  # messages handled back to back before yielding to other tasks
-_BIG_BLOCK: Final = 256 * 1024  # blocks this large are received straight into one buffer
-_SCAN_LIMIT: Final = 4 << 20  # look for an open block only in a partial message this small
 _SMALL_RESPONSE: Final = 16 * 1024  # joined and sent with one send()
 _SHORT_WAIT: Final = 0.05  # longer waits for the device also watch the connection
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
+_ACCEPT_BACKOFF: Final = 0.1  # pause after accept() failed (EMFILE...)
+
+
+class ServerOptions(TypedDict, total=False):
+    """Per-connection limits of a :class:`SimServer` (keyword arguments)."""
+
+    max_message_size: int
+    max_text_size: int
+    max_elements: int
+    max_connections: int
+    idle_timeout: float | None
+    send_timeout: float | None
 
 
 class _Closed(Exception):
-    """The connection is finished (EOF, reset, cut by a fault hook)."""
+    """The connection is finished (EOF, reset, cut by a fault hook, dropped)."""
 
-
-class _Gate:
-    """A FIFO lock handed from holder to next waiter; no checkpoint when uncontended."""
-
-    __slots__ = ("held", "waiters")
-
-    def __init__(self) -> None:
-        self.held = False
-        self.waiters: deque[anyio.Event] = deque()
-
-    async def acquire(self) -> None:
-        if not self.held:
-            self.held = True
-            return
-        event = anyio.Event()
-        self.waiters.append(event)
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():
-                self.release()  # it was handed to us as we were cancelled: pass it on
-            else:
-                self.waiters.remove(event)
-            raise
-
-    def release(self) -> None:
-        if self.waiters:
-            self.waiters.popleft().set()  # stays held: ownership moves to that waiter
-        else:
-            self.held = False
-
-
-class _DeviceLocks:
-    """One gate per device, shared by every live server serving it (refcounted)."""
-
-    def __init__(self) -> None:
-        self._gates: WeakKeyDictionary[SimDevice, tuple[_Gate, int]] = WeakKeyDictionary()
-
-    def acquire(self, device: SimDevice) -> _Gate:
-        gate, users = self._gates.get(device) or (_Gate(), 0)
-        self._gates[device] = (gate, users + 1)
-        return gate
-
-    def release(self, device: SimDevice) -> None:
-        entry = self._gates.get(device)
-        if entry is None:
-            return
-        gate, users = entry
-        if users <= 1:
-            del self._gates[device]
-        else:
-            self._gates[device] = (gate, users - 1)
-
-
-_device_locks = _DeviceLocks()
+    def __init__(self, reset: bool = False) -> None:
+        super().__init__()
+        self.reset = reset
 
 
 class _Connection:
-    __slots__ = ("scope", "sock")
+    __slots__ = ("busy", "framer", "last_active", "peer", "reported", "scope", "sock", "streak")
 
-    def __init__(self, sock: socket.socket, scope: anyio.CancelScope) -> None:
+    def __init__(
+        self, sock: socket.socket, scope: anyio.CancelScope, framer: ProgramFramer
+    ) -> None:
         self.sock = sock
         self.scope = scope
+        self.framer = framer
+        self.reported: set[str] = set()
+        self.streak = 0  # full receive buffers in a row
+        self.busy = False  # inside an exchange or sending its answer: never idle
+        self.last_active = time.monotonic()
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
 
 
 class SimServer:
@@ -137,6 +139,21 @@ class SimServer:
 
     ``port=0`` picks a free port; :attr:`port` holds the bound one after ``__aenter__``.
     Several servers may share a device.
+
+    Limits per connection (``None`` disables a timeout):
+
+    * ``max_message_size``: a whole program message, definite-block payloads included
+      (256 MiB); buffered only as its bytes arrive;
+    * ``max_text_size``: the rest of a program message (4 MiB): a longer line is
+      dropped as it arrives;
+    * ``max_elements``: blocks and strings in one program message (16,384);
+    * ``max_connections``: clients at once (4096); more are closed at once;
+    * ``idle_timeout``: seconds with nothing received outside an exchange (3600;
+      checked every quarter of it);
+    * ``send_timeout``: seconds a response may wait for the client to read (10).
+
+    A broken limit is logged (once per connection, rate-limited) and counted in
+    :attr:`violations`; it never reaches the device's error queue.
     """
 
     def __init__(
@@ -146,11 +163,36 @@ class SimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_text_size: int = DEFAULT_MAX_TEXT_SIZE,
+        max_elements: int = 2 * MAX_DATA_ELEMENTS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     ) -> None:
+        for name, value in (
+            ("max_message_size", max_message_size),
+            ("max_text_size", max_text_size),
+            ("max_elements", max_elements),
+            ("max_connections", max_connections),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, timeout in (("idle_timeout", idle_timeout), ("send_timeout", send_timeout)):
+            if timeout is not None and not timeout > 0:
+                raise ValueError(f"{name} must be positive or None, got {timeout}")
         self.device = device
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
+        self.max_text_size = max_text_size
+        self.max_elements = max_elements
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        #: Limits broken by clients so far, by kind ("text too long", "block too large",
+        #: "too many elements", "idle timeout", "send timeout", "connection limit",
+        #: "accept failed").
+        self.violations: Counter[str] = Counter()
         #: Fault hook: send only this many bytes of the next response, then close that
         #: connection (the hook disarms itself).
         self.close_after_bytes: int | None = None
@@ -162,10 +204,12 @@ class SimServer:
         self._own_task_group: TaskGroup | None = None
         self._connections: set[_Connection] = set()
         self._timer: anyio.CancelScope | None = None
-        self._lock: _Gate | None = None
+        self._lock: Gate | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._changed: anyio.Event | None = None
         self._exchanges = 0  # connections inside _exchange (they poll the device)
+        self._starting = 0  # accepted connections whose task has not started yet
+        self._log = RateLimitedLog(_log)
 
     @property
     def resource(self) -> str:
@@ -226,9 +270,9 @@ class SimServer:
         """Open the listening socket (raises ``OSError`` naming the address)."""
         if self._listener is not None:
             raise RuntimeError("this SimServer is already running")
-        self._listener = await _listen(self.host, self.port)
+        self._listener = await listen(self.host, self.port)
         self.port = self._listener.getsockname()[1]
-        self._lock = _device_locks.acquire(self.device)
+        self._lock = device_locks.acquire(self.device)
         self._unsubscribe = self.device.add_deadline_listener(self._wake_timer)
 
     def _run_in(self, task_group: TaskGroup) -> None:
@@ -236,19 +280,21 @@ class SimServer:
         assert self._listener is not None
         self._task_group = task_group
         task_group.start_soon(self._accept_loop, self._listener)
+        if self.idle_timeout is not None:
+            task_group.start_soon(self._sweep_idle, self.idle_timeout)
 
     def _cleanup(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         if self._lock is not None:
-            _device_locks.release(self.device)
+            device_locks.release(self.device)
             self._lock = None
         for conn in list(self._connections):
             self._drop(conn, reset=False)
         listener, self._listener = self._listener, None
         if listener is not None:
-            _close(listener)
+            close(listener)
         self._task_group = None
 
     # -- fault hooks ------------------------------------------------------------------------
@@ -265,11 +311,23 @@ class SimServer:
         self._connections_changed()
         conn.scope.cancel()
         if reset:
-            try:
-                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        _close(conn.sock)
+            set_reset(conn.sock)
+        close(conn.sock)
+
+    def _violation(self, conn: _Connection | None, kind: str, detail: str) -> None:
+        """Count a broken limit; log it once per connection, rate-limited."""
+        self.violations[kind] += 1
+        if conn is None:
+            self._log.warning("%s: %s: %s", self.resource, kind, detail)
+        elif kind not in conn.reported:
+            conn.reported.add(kind)
+            self._log.warning(
+                "%s: client %s: %s: %s (not logged again for this connection)",
+                self.resource,
+                conn.peer,
+                kind,
+                detail,
+            )
 
     def _wake_timer(self) -> None:
         """The device has an earlier deadline: pull the accept task's wake-up forward.
@@ -309,131 +367,136 @@ class SimServer:
                     except Exception:  # a bug in a device model: log it, keep serving
                         _log.exception("%s: device failed in poll()", self.resource)
                 continue
-            except OSError as exc:  # EMFILE, ECONNABORTED...: keep serving
-                _log.warning("%s: accept failed: %s", self.resource, exc)
-                await anyio.sleep(0.05)
+            except OSError as exc:  # EMFILE, ECONNABORTED...: keep serving, quietly
+                self._violation(None, "accept failed", str(exc))
+                await anyio.sleep(_ACCEPT_BACKOFF)
+                continue
+            if len(self._connections) + self._starting >= self.max_connections:
+                self._violation(
+                    None, "connection limit", f"{self.max_connections} clients connected"
+                )
+                set_reset(sock)
+                sock.close()
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assert self._task_group is not None
+            self._starting += 1  # counts against the cap until its task has started
             self._task_group.start_soon(self._serve_connection, sock)
 
+    async def _sweep_idle(self, timeout: float) -> None:
+        """Reset connections silent for ``timeout`` s (checked every quarter of it: one
+        task per server instead of a timer per wait keeps the exchange path cheap)."""
+        while True:
+            await anyio.sleep(timeout / 4)
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if not conn.busy and now - conn.last_active >= timeout:
+                    self._violation(conn, "idle timeout", f"nothing received for {timeout} s")
+                    self._drop(conn, reset=True)
+
     async def _serve_connection(self, sock: socket.socket) -> None:
+        self._starting -= 1
         with anyio.CancelScope() as scope:
-            conn = _Connection(sock, scope)
+            framer = ProgramFramer(
+                max_text_size=self.max_text_size,
+                max_message_size=self.max_message_size,
+                max_elements=self.max_elements,
+            )
+            conn = _Connection(sock, scope, framer)
             self._connections.add(conn)
             self._connections_changed()
+            reset = False
             try:
                 await self._converse(conn)
-            except (_Closed, OSError, anyio.ClosedResourceError):
+            except _Closed as exc:
+                reset = exc.reset
+            except (OSError, anyio.ClosedResourceError):
                 pass
             except Exception:
                 _log.exception("%s: connection failed", self.resource)
             finally:
                 if conn in self._connections:
-                    self._drop(conn, reset=False)
+                    self._drop(conn, reset=reset)
 
     async def _converse(self, conn: _Connection) -> None:
-        decoder = MessageDecoder(terminator=b"\n", max_message_size=self.max_message_size)
-        chunk = bytearray(_RECV_SIZE)
         assert self._lock is not None
         lock = self._lock
         handled = 0
         while True:
-            message = await self._next_message(conn.sock, decoder, chunk)
+            message = await self._next_message(conn)
             if message is None:
                 return
+            conn.busy = True
             await lock.acquire()
             self._exchanges += 1
             try:
-                await self._exchange(conn, decoder, chunk, message)
+                responses = await self._exchange(conn, message)
             finally:
                 self._exchanges -= 1
                 lock.release()
                 self._wake_timer()
+            del message
+            for parts in responses:  # the device is free for others meanwhile
+                await self._send(conn, parts)
+            conn.busy = False
+            conn.last_active = time.monotonic()
             handled += 1
             if handled >= _BATCH:  # a client pipelining fast must not starve the others
                 handled = 0
                 await checkpoint()
 
-    async def _next_message(
-        self, sock: socket.socket, decoder: MessageDecoder, chunk: bytearray
-    ) -> bytes | bytearray | None:
-        """The next program message, or None at EOF.
-
-        A message that ends inside a large definite block is taken over from the decoder
-        (``consume``) and its payload received straight into the message buffer.
-        """
-        head: bytearray | None = None
+    async def _next_message(self, conn: _Connection) -> bytes | bytearray | None:
+        """The next program message, or None at EOF (a partial message is dropped)."""
+        framer = conn.framer
         while True:
             try:
-                message = decoder.next_message()
-            except RemoteProtocolError as exc:
-                if decoder.eof:
-                    return None  # the client left mid-message: nothing to report to
-                # Framing broke (malformed block header, message too long): report it the
-                # way an instrument would and skip to the end of that message.
-                code = TOO_MUCH_DATA if "max_message_size" in str(exc) else INVALID_BLOCK_DATA
-                self.device.push_error(code, ScpiError(code, str(exc)[:200]).message)
-                decoder.discard_current()
-                head = None
+                message = framer.next_message()
+            except FramingError as exc:
+                self._violation(conn, exc.kind, exc.detail)
                 continue
             if message is not NEED_DATA:
-                assert isinstance(message, bytes)
-                if head is None:
-                    return message
-                head += message  # the rest after the block, usually just b"\n"
-                return head
-            if decoder.eof:
+                assert isinstance(message, bytes | bytearray)
+                return message
+            if framer.eof:
                 return None
-            with decoder.buffered as buffered:
-                size = len(buffered)
-                end = find_open_block(buffered.tobytes()) if 0 < size <= _SCAN_LIMIT else None
-            if end is not None and _BIG_BLOCK <= end <= self.max_message_size:
-                part = await self._receive_block(sock, decoder, end)
-                head = part if head is None else head + part
-                continue
-            await self._receive(sock, decoder, chunk)
+            await self._receive(conn)
 
-    @staticmethod
-    async def _receive_block(sock: socket.socket, decoder: MessageDecoder, end: int) -> bytearray:
-        """Take the buffered start of a message and receive the rest up to ``end``."""
-        target = bytearray(end)
-        with decoder.buffered as buffered:
-            have = len(buffered)
-            target[:have] = buffered
-        decoder.consume(have)
-        with memoryview(target) as view:
-            while have < end:
-                try:
-                    n = sock.recv_into(view[have:])
-                except BlockingIOError:
-                    await anyio.wait_readable(sock)
-                    continue
-                if n == 0:
-                    raise _Closed
-                have += n
-        return target
+    async def _receive(self, conn: _Connection) -> None:
+        """Receive what is there (at least one byte, or EOF) into the connection's framer."""
+        sock = conn.sock
+        buffers = scratch
+        while True:
+            try:
+                n = sock.recv_into(buffers.buffer)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            conn.last_active = time.monotonic()
+            conn.framer.feed(buffers.view[:n] if n else b"")
+            if n == RECV_SIZE:  # more is probably waiting: let the other clients in
+                conn.streak += 1
+                if conn.streak >= _RECV_STREAK:
+                    conn.streak = 0
+                    await checkpoint()
+            return
 
     async def _exchange(
-        self,
-        conn: _Connection,
-        decoder: MessageDecoder,
-        chunk: bytearray,
-        message: bytes | bytearray,
-    ) -> None:
-        """Write one program message; send its responses as they become readable."""
+        self, conn: _Connection, message: bytes | bytearray
+    ) -> list[list[BytesLike]]:
+        """Write one program message; collect its responses as they become readable."""
         device = self.device
         try:
             device.write(message)
         except Exception as exc:  # a bug in a command handler: report, keep serving
-            _log.exception("%s: device failed on %r", self.resource, message[:60])
-            detail = f"{type(exc).__name__}: {exc}"[:200]
+            _log.exception("%s: device failed on %r", self.resource, bytes(message[:60]))
+            detail = f"{type(exc).__name__}: {exc}"
             device.push_error(DEVICE_ERROR, ScpiError(DEVICE_ERROR, detail).message)
+        responses: list[list[BytesLike]] = []
         while device.busy:
             parts = device.read_parts()
             if parts is not None:
-                await self._send(conn, parts)
+                responses.append(parts)
                 continue
             deadline = device.next_deadline()
             delay = math.inf if deadline is None else max(0.0, deadline - device.clock())
@@ -444,22 +507,27 @@ class SimServer:
             # A long wait, or nothing due at a known time (a response delayed forever, an
             # operation waiting for a trigger): keep reading meanwhile, so that a client
             # that gives up and closes the connection frees the device for the next one
-            # (later messages just stay buffered in the decoder).
-            with anyio.move_on_after(delay):
-                await self._receive(conn.sock, decoder, chunk)
-                if decoder.eof:
-                    raise _Closed
-
-    @staticmethod
-    async def _receive(sock: socket.socket, decoder: MessageDecoder, chunk: bytearray) -> None:
-        while True:
-            try:
-                n = sock.recv_into(chunk)
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
+            # (later messages just stay buffered in the framer, up to a bound).
+            if conn.framer.pending >= _WATCH_LIMIT:
+                await anyio.sleep(min(delay, _WATCH_POLL))
                 continue
-            decoder.receive_data(memoryview(chunk)[:n] if n else b"")
+            with anyio.move_on_after(delay):
+                await self._receive(conn)
+                if conn.framer.eof:
+                    raise _Closed
+        return responses
+
+    async def _wait_writable(self, conn: _Connection) -> None:
+        """Wait until the client reads; drop it after ``send_timeout`` without progress."""
+        timeout = self.send_timeout
+        if timeout is None:
+            await anyio.wait_writable(conn.sock)
             return
+        with anyio.move_on_after(timeout):
+            await anyio.wait_writable(conn.sock)
+            return
+        self._violation(conn, "send timeout", f"the client read nothing for {timeout} s")
+        raise _Closed(reset=True)
 
     async def _send(self, conn: _Connection, parts: list[BytesLike]) -> None:
         cut = self.close_after_bytes
@@ -479,13 +547,13 @@ class SimServer:
         views = [memoryview(part).cast("B") for part in parts if len(part)]
         if cut is not None:
             self.close_after_bytes = None
-            views = _truncate(views, cut)
+            views = truncate(views, cut)
         sock = conn.sock
         while views:
             try:
                 sent = sock.sendmsg(views)
             except BlockingIOError:
-                await anyio.wait_writable(sock)
+                await self._wait_writable(conn)
                 continue
             while sent:
                 head = views[0]
@@ -502,9 +570,8 @@ class SimServer:
                 pass
             raise _Closed
 
-    @staticmethod
     async def _send_drip(
-        conn: _Connection, parts: list[BytesLike], size: int, interval: float
+        self, conn: _Connection, parts: list[BytesLike], size: int, interval: float
     ) -> None:
         data = memoryview(b"".join(parts))
         for start in range(0, len(data), max(1, size)):
@@ -515,50 +582,9 @@ class SimServer:
                 try:
                     sent = conn.sock.send(piece)
                 except BlockingIOError:
-                    await anyio.wait_writable(conn.sock)
+                    await self._wait_writable(conn)
                     continue
                 piece = piece[sent:]
-
-
-def _truncate(views: list[memoryview], limit: int) -> list[memoryview]:
-    out: list[memoryview] = []
-    for view in views:
-        if limit <= 0:
-            break
-        out.append(view[:limit])
-        limit -= len(out[-1])
-    return out
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        anyio.notify_closing(sock)
-    except Exception:  # no event loop, or nobody waiting
-        pass
-    sock.close()
-
-
-async def _listen(host: str, port: int) -> socket.socket:
-    infos = await anyio.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
-    )
-    if not infos:
-        raise OSError(f"cannot resolve {host!r}")
-    family, type_, proto, _, address = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @asynccontextmanager
@@ -567,16 +593,18 @@ async def serve_many(
     *,
     host: str = "127.0.0.1",
     ports: Sequence[int] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> AsyncIterator[list[SimServer]]:
     """Serve each device on its own port (``ports`` or free ones); yield the servers.
 
     All servers share one task group, so a thousand of them cost a thousand small tasks
-    (plus one per connection) and no nesting.
+    (plus one per connection) and no nesting. ``options`` are the per-connection limits
+    of :class:`SimServer` (``max_text_size``, ``idle_timeout``...), applied to each.
     """
     if ports is not None and len(ports) != len(devices):
         raise ValueError(f"{len(devices)} devices but {len(ports)} ports")
     servers = [
-        SimServer(device, host=host, port=0 if ports is None else ports[index])
+        SimServer(device, host=host, port=0 if ports is None else ports[index], **options)
         for index, device in enumerate(devices)
     ]
     try:
@@ -597,9 +625,14 @@ async def serve_forever(
     *,
     host: str = "127.0.0.1",
     ready: Callable[[list[SimServer]], None] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
-    """Serve ``{port: device}`` until cancelled; ``ready(servers)`` runs once listening."""
-    async with serve_many(list(devices.values()), host=host, ports=list(devices)) as servers:
+    """Serve ``{port: device}`` until cancelled; ``ready(servers)`` runs once listening.
+
+    ``options``: the per-connection limits of :class:`SimServer`.
+    """
+    serving = serve_many(list(devices.values()), host=host, ports=list(devices), **options)
+    async with serving as servers:
         if ready is not None:
             ready(servers)
         await anyio.sleep_forever()

@@ -2,10 +2,12 @@
 
 A *USB function* is what sits behind the bus: descriptors, a control endpoint and the
 bulk/interrupt endpoints. ``aiotmc.sim.usbtmc_device.UsbtmcFunction`` implements it for a
-USBTMC/USB488 instrument; two bus adapters drive it:
+USBTMC/USB488 instrument; bus adapters drive it:
 
 * ``aiotmc.sim.fake_port.FakeUsbPort``: in-process, implements ``aiotmc._usb.port.UsbPort``.
-* ``aiotmc.sim.umockdev``: answers the Linux usbdevfs ioctls under umockdev, below real libusb.
+* the test beds of aiotmc's checkout (``testbeds/``, not installed): ``testbeds.umockdev``
+  answers the Linux usbdevfs ioctls under umockdev, below real libusb; ``testbeds.usbredir``
+  plugs the function into QEMU's ``usb-redir`` device, in front of a real kernel.
 
 Everything here is synchronous and time is injected: an adapter asks ``next_deadline()``
 and calls ``poll()`` when it passes, so the same model runs under anyio, under a GLib main

@@ -9,6 +9,8 @@ handles the class requests (abort, clear, capabilities, READ_STATUS_BYTE, REN/GT
 INDICATOR_PULSE), the TRIGGER message, string descriptors, and sends SRQ notifications on
 interrupt-IN when the model requests service.
 
+The wire format (endpoints, descriptors, alignment, cutting a response into transfers)
+is :mod:`aiotmc.sim.usbtmc_framing`; this module is the function's behaviour on top of it.
 Stdlib only and sans-IO: it also runs under the system Python inside a umockdev process.
 Bus adapters (:class:`~aiotmc.sim.fake_port.FakeUsbPort`, the umockdev adapter) call it one
 transaction at a time; time comes from ``clock`` and :meth:`UsbtmcFunction.next_deadline`.
@@ -16,18 +18,18 @@ transaction at a time; time comes from ``clock`` and :meth:`UsbtmcFunction.next_
 Fault injection: public attributes (``response_delay``, ``drop_responses``,
 ``abort_pending_polls``, ``fail_abort``, ``fail_clear``, ``wrong_abort_tag_once``,
 ``corrupt_next_response``, ``max_in_transfer``) and methods
-(:meth:`~UsbtmcFunction.stall_bulk_in`, :meth:`~UsbtmcFunction.stall_bulk_out`,
-:meth:`~UsbtmcFunction.inject_srq`, :meth:`~UsbtmcFunction.disconnect`,
-:meth:`~UsbtmcFunction.replug`, :meth:`~UsbtmcFunction.reset`). All attributes are plain
-JSON values, so the umockdev control channel can set them (``set corrupt_next_response
-"wrong_tag"``). ``quirks=`` makes the device misbehave like the
+(:meth:`~UsbtmcFunction.stall_bulk_in` and :meth:`~UsbtmcFunction.stall_bulk_out`, at
+once or at a chosen byte, once or repeatedly; :meth:`~UsbtmcFunction.inject_srq`,
+:meth:`~UsbtmcFunction.disconnect`, :meth:`~UsbtmcFunction.replug`,
+:meth:`~UsbtmcFunction.reset`). All attributes are plain JSON values, so the umockdev
+control channel can set them (``set corrupt_next_response "wrong_tag"``) and call the
+methods (``call stall_bulk_in [0]``). ``quirks=`` makes the device misbehave like the
 instruments in :data:`~aiotmc.protocol.quirks.KNOWN_QUIRKS`, one named behaviour at a time.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,19 +51,30 @@ from ..protocol.usbtmc import (
     unpack_header,
 )
 from .usb_function import STALL, Stall
+from .usbtmc_framing import (
+    BULK_IN,
+    BULK_OUT,
+    EOM,
+    INTERRUPT_IN,
+    TERM_CHAR,
+    ResponseCursor,
+    alignment_padding,
+    string_descriptor,
+    usbtmc_descriptors,
+)
 
-__all__ = ["BULK_IN", "BULK_OUT", "INTERRUPT_IN", "DeviceModel", "UsbtmcFunction"]
+__all__ = [
+    "BULK_IN",
+    "BULK_OUT",
+    "INTERRUPT_IN",
+    "VENDOR_REGISTER",
+    "DeviceModel",
+    "UsbtmcFunction",
+]
 
 _log = logging.getLogger("aiotmc.sim.usbtmc")
 
 
-BULK_OUT: Final = 0x01
-BULK_IN: Final = 0x82
-INTERRUPT_IN: Final = 0x83
-_INTERRUPT_PACKET: Final = 8
-_LANGUAGE_EN_US: Final = 0x0409
-_EOM: Final = 0x01
-_TERM: Final = 0x02
 _SUCCESS: Final = UsbtmcStatus.SUCCESS
 _PENDING: Final = UsbtmcStatus.PENDING
 _FAILED: Final = UsbtmcStatus.FAILED
@@ -101,10 +114,6 @@ class DeviceModel(Protocol):
     def add_srq_listener(self, callback: Callable[[int], object]) -> Callable[[], object]: ...
 
 
-def _pad(size: int) -> int:
-    return -size % 4
-
-
 @dataclass(slots=True)
 class _Out:
     tag: int
@@ -124,61 +133,12 @@ class _Request:
 
 
 @dataclass(slots=True)
-class _Response:
-    parts: list[memoryview]
-    total: int
-    offset: int = 0  # bytes handed out so far
-    index: int = 0  # cursor: part index and offset inside it
-    inner: int = 0
+class _ArmedHalt:
+    """A halt armed by :meth:`UsbtmcFunction.stall_bulk_in` / ``stall_bulk_out``."""
 
-    @classmethod
-    def of(cls, parts: list[BytesLike]) -> _Response:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        return cls(views, sum(len(v) for v in views))
-
-    @property
-    def remaining(self) -> int:
-        return self.total - self.offset
-
-    def restart(self) -> None:
-        self.offset = self.index = self.inner = 0
-
-    def peek(self, size: int) -> bytes:
-        out = bytearray()
-        index, inner = self.index, self.inner
-        while len(out) < size and index < len(self.parts):
-            part = self.parts[index]
-            take = min(size - len(out), len(part) - inner)
-            out += part[inner : inner + take]
-            index, inner = index + 1, 0
-        return bytes(out)
-
-    def find(self, byte: int, limit: int) -> int:
-        """Offset (from the cursor) of the first ``byte`` within ``limit`` bytes, or -1."""
-        seen = 0
-        index, inner = self.index, self.inner
-        while seen < limit and index < len(self.parts):
-            part = self.parts[index]
-            end = min(len(part), inner + limit - seen)
-            found = bytes(part[inner:end]).find(byte)
-            if found >= 0:
-                return seen + found
-            seen += end - inner
-            index, inner = index + 1, 0
-        return -1
-
-    def take(self, size: int) -> list[memoryview]:
-        pieces: list[memoryview] = []
-        while size:
-            part = self.parts[self.index]
-            n = min(size, len(part) - self.inner)
-            pieces.append(part[self.inner : self.inner + n])
-            size -= n
-            self.offset += n
-            self.inner += n
-            if self.inner == len(part):
-                self.index, self.inner = self.index + 1, 0
-        return pieces
+    after: int | None  # bytes to pass before halting (None: halt at once)
+    left: int  # halts still to come (each CLEAR_FEATURE re-arms the next)
+    budget: int | None  # bytes still to pass before this halt (None: not armed now)
 
 
 @dataclass(slots=True)
@@ -191,6 +151,10 @@ class _Counters:
     dropped_requests: int = 0
     triggers: int = 0
     indicator_pulses: int = 0
+
+
+VENDOR_REGISTER: Final = 0x5A
+"""The emulator's one vendor control request: a register per wValue (tests use it)."""
 
 
 class UsbtmcFunction:
@@ -274,11 +238,22 @@ class UsbtmcFunction:
         self.seen = _Counters()
         self.remote_enabled = False
         self.local_lockout = False
+        #: Vendor-specific messages, a loopback: VENDOR_SPECIFIC_OUT payloads queue here
+        #: and REQUEST_VENDOR_SPECIFIC_IN answers from the front.
+        self.vendor_data = bytearray()
+        #: Vendor control request :data:`VENDOR_REGISTER` (0x5A): OUT stores its data
+        #: under wValue, IN reads it back (any other vendor request stalls).
+        self.vendor_registers: dict[int, bytes] = {}
         # -- state --
         self._connected = True
         self._awake = not quirks.reset_on_open
         self._wedged = False
         self._halted: set[int] = set()
+        self._in_halt: _ArmedHalt | None = None
+        self._out_halt: _ArmedHalt | None = None
+        # Where the transfer being sent started in its response (a halt before its first
+        # byte puts it back, as a device whose output queue keeps the message).
+        self._rewind: tuple[ResponseCursor, int, int, int] | None = None
         self._wakeup: Callable[[], None] | None = None
         self._interrupts: deque[bytes] = deque(maxlen=1024)
         self._out_header = bytearray()
@@ -287,7 +262,7 @@ class UsbtmcFunction:
         self._last_out_tag = 0
         self._last_message_end = -1e18
         self._request: _Request | None = None
-        self._response: _Response | None = None
+        self._response: ResponseCursor | None = None
         self._transfer: bytes | None = None
         self._transfer_tag = 0
         self._sent = 0
@@ -298,28 +273,15 @@ class UsbtmcFunction:
         self._clear_hanging = False
         self._tag_override: int | None = None
         self._unsubscribe = model.add_srq_listener(self._on_srq)
-        self._descriptors = self._build_descriptors()
+        self._descriptors = usbtmc_descriptors(
+            vid=vid,
+            pid=pid,
+            max_packet_size=max_packet_size,
+            usb488=usb488,
+            interrupt=interrupt_endpoint,
+        )
 
     # -- descriptors -------------------------------------------------------------------------
-
-    def _build_descriptors(self) -> bytes:
-        endpoints = [
-            struct.pack("<BBBBHB", 7, 5, BULK_OUT, 2, self.max_packet_size, 0),
-            struct.pack("<BBBBHB", 7, 5, BULK_IN, 2, self.max_packet_size, 0),
-        ]
-        if self.interrupt_endpoint is not None:
-            interval = 4 if self.high_speed else 1  # HS: 2**(4-1) microframes = 1 ms
-            endpoints.append(
-                struct.pack("<BBBBHB", 7, 5, INTERRUPT_IN, 3, _INTERRUPT_PACKET, interval)
-            )
-        protocol = 1 if self.usb488 else 0
-        interface = struct.pack("<9B", 9, 4, 0, 0, len(endpoints), 0xFE, 0x03, protocol, 0)
-        total = 9 + len(interface) + sum(len(e) for e in endpoints)
-        config = struct.pack("<BBHBBBBB", 9, 2, total, 1, 1, 0, 0x80, 50)
-        device = struct.pack(
-            "<BBHBBBBHHHBBBB", 18, 1, 0x0200, 0, 0, 0, 64, self.vid, self.pid, 0x0100, 1, 2, 3, 1
-        )
-        return device + config + interface + b"".join(endpoints)
 
     @property
     def high_speed(self) -> bool:
@@ -332,14 +294,9 @@ class UsbtmcFunction:
         return self._descriptors
 
     def _string(self, index: int) -> bytes | Stall:
-        if index == 0:
-            return bytes((4, 3)) + _LANGUAGE_EN_US.to_bytes(2, "little")
         strings = {1: self.manufacturer, 2: self.product, 3: self.serial}
-        text = strings.get(index)
-        if text is None:
-            return STALL
-        encoded = text.encode("utf-16-le")[:252]
-        return bytes((2 + len(encoded), 3)) + encoded
+        descriptor = string_descriptor(index, strings)
+        return STALL if descriptor is None else descriptor
 
     # -- UsbFunction: status -------------------------------------------------------------------
 
@@ -373,13 +330,84 @@ class UsbtmcFunction:
 
     # -- fault injection -------------------------------------------------------------------
 
-    def stall_bulk_in(self) -> None:
-        """Halt bulk-IN until CLEAR_FEATURE(ENDPOINT_HALT)."""
-        self._halted.add(BULK_IN)
+    def stall_bulk_in(self, after: int | None = None, times: int = 1) -> None:
+        """Halt bulk-IN until CLEAR_FEATURE(ENDPOINT_HALT), like a real device: the halt
+        ends the transfer, the response stays queued.
 
-    def stall_bulk_out(self) -> None:
-        """Halt bulk-OUT until CLEAR_FEATURE(ENDPOINT_HALT)."""
+        ``after=None`` halts now; ``after=N`` once N more bytes have gone out (0: when a
+        request would get its first byte). A URB that would carry byte N+1 ends with
+        STALL: the whole packets before it left the device but are lost to the host. A
+        halt before a transfer's first byte forgets the request and keeps the response
+        (a new request gets it whole); a halt inside a transfer leaves the transfer in
+        progress (INITIATE_ABORT_BULK_IN finds it). ``times``: each CLEAR_FEATURE re-arms
+        the same halt until this many have happened.
+        """
+        self._in_halt = _ArmedHalt(after, times, after)
+        if after is None:
+            self._halt_in()
+
+    def stall_bulk_out(self, after: int | None = None, times: int = 1) -> None:
+        """Halt bulk-OUT until CLEAR_FEATURE(ENDPOINT_HALT).
+
+        ``after=None`` halts now (the next URB delivers nothing); ``after=N`` once N more
+        bytes have come in: the URB that would carry byte N+1 delivers the whole packets
+        before it, then ends with STALL; what the device took of a message stays until an
+        abort or clear. ``times`` as for :meth:`stall_bulk_in`.
+        """
+        self._out_halt = _ArmedHalt(after, times, after)
+        if after is None:
+            self._halt_out_armed()
+
+    def _halt_in(self) -> Stall:
+        self._halted.add(BULK_IN)
+        armed = self._in_halt
+        if armed is not None:
+            armed.left -= 1
+            armed.budget = None
+        self._end_in_transfer()
+        return STALL
+
+    def _end_in_transfer(self) -> None:
+        """A halted bulk-IN URB: a request not started is forgotten and the response
+        keeps the bytes of a transfer not started; a transfer partly sent stays current."""
+        if self._transfer is not None and self._sent == 0 and self._rewind is not None:
+            response, offset, index, inner = self._rewind
+            response.offset, response.index, response.inner = offset, index, inner
+            self._response = response
+            self._transfer = None
+        self._rewind = None
+        if self._transfer is None:
+            self._request = None
+            self._empty_first = False
+
+    def _halt_out_armed(self) -> Stall:
         self._halted.add(BULK_OUT)
+        armed = self._out_halt
+        if armed is not None:
+            armed.left -= 1
+            armed.budget = None
+        return STALL
+
+    def _rearm(self, endpoint: int) -> None:
+        """After CLEAR_FEATURE: the next of several armed halts."""
+        if endpoint == BULK_IN:
+            armed, halt = self._in_halt, self._halt_in
+        elif endpoint == BULK_OUT:
+            armed, halt = self._out_halt, self._halt_out_armed
+        else:
+            return
+        if armed is None:
+            return
+        if armed.left <= 0:
+            if endpoint == BULK_IN:
+                self._in_halt = None
+            else:
+                self._out_halt = None
+            return
+        if armed.after is None:
+            halt()
+        else:
+            armed.budget = armed.after
 
     def inject_srq(self, status_byte: int) -> None:
         """Queue an SRQ notification as if the model had requested service."""
@@ -407,6 +435,7 @@ class UsbtmcFunction:
         self._awake = True
         self._wedged = False
         self._halted.clear()
+        self._in_halt = self._out_halt = None
         self._interrupts.clear()
         self._clear_hanging = False
         self._drop_out()
@@ -426,7 +455,17 @@ class UsbtmcFunction:
             return STALL
         if not self._responsive:
             return None
-        view = memoryview(data).cast("B")
+        armed = self._out_halt
+        if armed is not None and armed.budget is not None:
+            if len(data) > armed.budget:  # the halt comes inside this URB
+                keep = armed.budget // self.max_packet_size * self.max_packet_size
+                if keep:
+                    self._receive_out(memoryview(data).cast("B")[:keep])
+                return self._halt_out_armed()
+            armed.budget -= len(data)
+        return self._receive_out(memoryview(data).cast("B"))
+
+    def _receive_out(self, view: memoryview) -> Stall | None:
         size = len(view)
         pos = 0
         while pos < size:
@@ -450,6 +489,8 @@ class UsbtmcFunction:
             if take:
                 if out.data:
                     self._message.append(view[pos : pos + take])
+                else:  # VENDOR_SPECIFIC_OUT
+                    self.vendor_data += view[pos : pos + take]
                 out.left -= take
                 out.received += take
                 pos += take
@@ -479,7 +520,7 @@ class UsbtmcFunction:
             limit = self.quirks.out_transfer_limit
             if size == 0 or (limit is not None and size > limit):
                 return self._halt_out()
-            self._out = _Out(header.tag, size, _pad(size), header.eom, True)
+            self._out = _Out(header.tag, size, alignment_padding(size), header.eom, True)
             self._last_out_tag = header.tag
             self.seen.out_transfers.append((header.tag, size, header.eom))
         elif msg_id == MsgID.REQUEST_DEV_DEP_MSG_IN:
@@ -491,9 +532,11 @@ class UsbtmcFunction:
             self.seen.triggers += 1
             self.model.trigger()
         elif msg_id == MsgID.VENDOR_SPECIFIC_OUT:
-            self._out = _Out(header.tag, size, _pad(size), False, False)
+            self._out = _Out(header.tag, size, alignment_padding(size), False, False)
         elif msg_id != MsgID.REQUEST_VENDOR_SPECIFIC_IN:
             return self._halt_out()
+        else:
+            self._on_vendor_request(header.tag, size)
         return None
 
     def _halt_out(self) -> Stall:
@@ -532,11 +575,25 @@ class UsbtmcFunction:
         self._request = _Request(tag, size, term_char, now)
         self._empty_first = quirks.empty_first_bulk_in_retry
 
+    def _on_vendor_request(self, tag: int, size: int) -> None:
+        """REQUEST_VENDOR_SPECIFIC_IN: the next bulk-IN transfer is VENDOR_SPECIFIC_IN."""
+        payload = bytes(self.vendor_data[:size])
+        del self.vendor_data[:size]
+        header = pack_header(MsgID.VENDOR_SPECIFIC_IN, tag, len(payload))
+        self._request = None
+        self._transfer = header + payload + bytes(-len(payload) % 4)
+        self._transfer_tag = tag
+        self._sent = 0
+        self._rewind = None
+
     # -- bulk-IN -------------------------------------------------------------------------------
 
     def bulk_in(self, endpoint: int, size: int) -> bytes | Stall | None:
         """What one bulk-IN URB of ``size`` bytes receives now (None: NAK)."""
-        if not self._connected or endpoint != BULK_IN or BULK_IN in self._halted:
+        if not self._connected or endpoint != BULK_IN:
+            return STALL
+        if BULK_IN in self._halted:
+            self._end_in_transfer()
             return STALL
         if not self._responsive:
             return None
@@ -546,6 +603,10 @@ class UsbtmcFunction:
         if self._empty_first and self._request is not None:
             self._empty_first = False
             return b""
+        armed = self._in_halt
+        budget = None if armed is None else armed.budget
+        if budget == 0 and (self._request is not None or self._transfer is not None):
+            return self._halt_in()
         transfer = self._transfer
         if transfer is None:
             transfer = self._prepare()
@@ -553,6 +614,11 @@ class UsbtmcFunction:
                 return None
         sent = self._sent
         remaining = len(transfer) - sent
+        if armed is not None and budget is not None:
+            if min(size, remaining) > budget:  # the halt comes inside this URB
+                self._sent = sent + budget // self.max_packet_size * self.max_packet_size
+                return self._halt_in()
+            armed.budget = budget - min(size, remaining)
         if remaining > size:
             self._sent = sent + size
             return transfer[sent : sent + size]
@@ -560,6 +626,7 @@ class UsbtmcFunction:
         if remaining < size and exact and self.quirks.no_short_packet_on_exact_multiple:
             return None  # the last packet was full and no ZLP follows: the URB never ends
         self._transfer = None
+        self._rewind = None
         if remaining == size and exact and not self.quirks.no_short_packet_on_exact_multiple:
             self._zlp_pending = True  # the terminating ZLP arrives in the next URB
         return transfer if sent == 0 else transfer[sent:]
@@ -580,7 +647,7 @@ class UsbtmcFunction:
                     self.drop_responses -= 1
                     continue
                 break
-            response = self._response = _Response.of(parts)
+            response = self._response = ResponseCursor.of(parts)
         self._request = None
         quirks = self.quirks
         whole_block = (
@@ -597,13 +664,14 @@ class UsbtmcFunction:
             found = response.find(request.term_char, size)
             if found >= 0:
                 size = found + 1
-                attributes |= _TERM
+                attributes |= TERM_CHAR
+        self._rewind = (response, response.offset, response.index, response.inner)
         pieces = response.take(size)
         if not response.remaining:
             self._response = None
             if not quirks.eom_unreliable:
-                attributes |= _EOM
-        pad = _pad(size)
+                attributes |= EOM
+        pad = alignment_padding(size)
         field = size + pad if quirks.transfer_size_includes_padding else size
         if whole_block:
             field &= 0xFFFF  # wrong for blocks of 64 KiB and more
@@ -643,6 +711,7 @@ class UsbtmcFunction:
         self._request = None
         self._response = None
         self._transfer = None
+        self._rewind = None
         self._sent = 0
         self._empty_first = False
 
@@ -675,11 +744,13 @@ class UsbtmcFunction:
         self._halted.discard(endpoint)
         if endpoint == BULK_OUT:
             self._out_header.clear()
+        self._rearm(endpoint)
 
     # -- control --------------------------------------------------------------------------------
 
     def control(self, request: ControlRequest) -> bytes | Stall:
-        """A control transfer: standard (descriptors, halts) or class (USBTMC/USB488)."""
+        """A control transfer: standard (descriptors, halts), class (USBTMC/USB488) or
+        vendor (:data:`VENDOR_REGISTER` only)."""
         if not self._connected:
             return STALL
         kind = request.request_type & 0x60
@@ -687,6 +758,8 @@ class UsbtmcFunction:
             reply = self._standard(request)
         elif kind == 0x20:
             reply = self._class(request)
+        elif kind == 0x40:
+            reply = self._vendor(request)
         else:
             reply = STALL
         if isinstance(reply, Stall):
@@ -721,6 +794,14 @@ class UsbtmcFunction:
         if rtype == 0x82 and code == 0:  # GET_STATUS (endpoint)
             return b"\x01\0" if req.index in self._halted else b"\0\0"
         return STALL
+
+    def _vendor(self, req: ControlRequest) -> bytes | Stall:
+        if req.request != VENDOR_REGISTER:
+            return STALL
+        if req.is_in:
+            return self.vendor_registers.get(req.value, b"")
+        self.vendor_registers[req.value] = bytes(req.data)
+        return b""
 
     def _class(self, req: ControlRequest) -> bytes | Stall:
         code = req.request

@@ -3,7 +3,9 @@
 The fastest way to run code against a :class:`~aiotmc.sim.device.SimDevice`: no sockets,
 no USB, but the same device model, latency and service requests as the other attachments.
 A small clock task advances the device (pending operations, delayed answers) and delivers
-its service requests to :attr:`srq` the moment they happen.
+its service requests to :attr:`srq` the moment they happen. It is a task of the event loop
+(:mod:`aiotmc._background`), not of the caller: the link may be opened and closed in
+different tasks and cancel scopes.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .._background import BackgroundTask, spawn
 from .._exceptions import (
     LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     ResourceNotFoundError,
+    SessionBrokenError,
 )
-from .._util import background_task_group
 from ..protocol.ieee4882 import decode_block
 from ..resources import ResourceName, SimInstr
 from ..srq import SrqBroadcaster
@@ -47,6 +50,8 @@ class SimTransport:
         self._changed = anyio.Event()
         self._busy = False
         self._closed = False
+        self._clock: BackgroundTask | None = None
+        self._failure: Exception | None = None  # why the clock task failed
         self._unsubscribe = device.add_srq_listener(self._srq.publish)
 
     @property
@@ -129,13 +134,26 @@ class SimTransport:
             raise anyio.BusyResourceError("another task is using this transport")
         await checkpoint()
 
+    def start_clock(self) -> None:
+        """Run :meth:`run_clock` in a background task of the event loop until closed
+        (:func:`open_sim_transport` does). If it fails, every later operation raises
+        SessionBrokenError."""
+        if self._clock is None and not self._closed:
+            self._clock = spawn(
+                self.run_clock, name=f"aiotmc sim clock {self._info.resource}", on_error=self._fail
+            )
+
     async def aclose(self) -> None:
-        """Detach from the device; idempotent."""
+        """Detach from the device and stop the clock; idempotent, completes under
+        cancellation and from any task."""
         if not self._closed:
             self._closed = True
             self._unsubscribe()
             self._srq.close()
             self._kick()
+            clock, self._clock = self._clock, None
+            if clock is not None:
+                await clock.stop()
         await checkpoint()
 
     # -- internals ---------------------------------------------------------------------------
@@ -143,9 +161,21 @@ class SimTransport:
     def _begin(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
+        self._check_clock()
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
         self._busy = True
+
+    def _fail(self, exc: Exception) -> None:
+        self._failure = exc
+        self._kick()
+
+    def _check_clock(self) -> None:
+        if self._failure is not None:
+            raise SessionBrokenError(
+                f"the simulator clock failed ({self._failure!r}); reopen the instrument",
+                resource=self._info.resource,
+            )
 
     def _kick(self) -> None:
         self._changed.set()
@@ -161,6 +191,9 @@ class SimTransport:
     async def _next_response(self) -> bytes:
         device = self.device
         while True:
+            if self._closed:  # closed by another task while this one waited
+                raise anyio.ClosedResourceError
+            self._check_clock()
             message = device.read()
             if message is not None:
                 await checkpoint()
@@ -189,16 +222,14 @@ async def _within(deadline: float, wait: Callable[[], Awaitable[bytes]], resourc
 
 @asynccontextmanager
 async def open_sim_transport(device: SimDevice, *, resource: str) -> AsyncIterator[SimTransport]:
-    """Attach to ``device`` with a clock task running beside the caller."""
+    """Attach to ``device`` with a clock task running beside the caller (a task of the
+    event loop: the block may be exited in another task or cancel scope)."""
     transport = SimTransport(device, resource=resource)
-    async with background_task_group() as tg:
-        tg.start_soon(transport.run_clock)
-        try:
-            yield transport
-        finally:
-            with anyio.CancelScope(shield=True):
-                await transport.aclose()
-            tg.cancel_scope.cancel()
+    transport.start_clock()
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
 
 
 _SHARED: dict[tuple[str, str], SimDevice] = {}

@@ -361,7 +361,11 @@ class SocketTransport:
 
     async def _reconnect(self) -> None:
         self._drop_socket()
-        self._sock = await connect_socket(self._host, self._port, timeout=self._connect_timeout)
+        sock = await connect_socket(self._host, self._port, timeout=self._connect_timeout)
+        if self._closed:  # closed by another task while this one connected
+            sock.close()
+            raise anyio.ClosedResourceError
+        self._sock = sock
         self._stale = False
         self.reconnects += 1
 
@@ -540,7 +544,8 @@ class SocketTransport:
             if header is None:
                 await self._fill(sock, deadline)
         if header.payload_length is None:  # indefinite "#0...<NL>": framed by the terminator
-            message = await self._receive_message(sock, max_size, deadline)
+            # max_size bounds the payload; the message also holds "#0" and the terminator
+            message = await self._receive_message(sock, max_size + _TRAILER_LIMIT, deadline)
             payload = decode_block(message, terminator=self._terminator, max_size=max_size)
             return _deliver(payload, into)
         size = header.payload_length

@@ -3,6 +3,9 @@
 After each stopped operation the next query must get its own answer (the device echoes a
 fresh number), or a typed TransportError must say the link is broken and reopening must
 fix it. At the end no task, thread, file descriptor or USB transfer may be left behind.
+The engine and the device are the conformance kit's (``aiotmc.testing.storm``,
+``aiotmc.testing.conformance_device``); its deterministic sweep (a cancellation at every
+await point) runs in tests/testing/.
 ``AIOTMC_STORM_ITERATIONS=20000`` makes every storm longer (the default is the CI size).
 """
 
@@ -20,17 +23,18 @@ import aiotmc
 from aiotmc.sim.fake_port import FakeUsbPort, Hold
 from aiotmc.sim.server import SimServer
 from aiotmc.sim.usbtmc_device import UsbtmcFunction
+from aiotmc.testing import conformance_device
 from aiotmc.transports.usbtmc import open_usbtmc_transport
 
 from .conftest import echo_usb_device, run_hardening_client
 from .storm import Opener, Operation, Storm, iterations
-from .support import RESOURCE, Resources, echo_device, first_of, started
+from .support import RESOURCE, Resources, first_of, started
 
 SEED = 20261121
 
 
 async def test_tcp_storm(anyio_backend: str) -> None:
-    device = echo_device()
+    device = conformance_device()
     rng = random.Random(SEED)
     async with SimServer(device) as server:
         # Warm up: the resolver thread and the loop's own helpers exist from here on.
@@ -61,7 +65,7 @@ async def test_tcp_storm(anyio_backend: str) -> None:
 
 async def test_sim_storm(anyio_backend: str) -> None:
     """The in-process SIM:: transport: cancellation never crosses answers there either."""
-    device = echo_device()
+    device = conformance_device()
     rng = random.Random(SEED + 2)
     before = Resources.now()
 
@@ -152,7 +156,7 @@ async def _held(storm: Storm, op: Operation) -> str:
 
 
 async def test_usbtmc_fake_port_storm(anyio_backend: str) -> None:
-    device = echo_device()
+    device = conformance_device()
     function = UsbtmcFunction(device)
     rng = random.Random(SEED + 1)
     before = Resources.now()

@@ -302,12 +302,12 @@ async def usb_rig(**function_options: Any) -> AsyncIterator[UsbRig]:
 
 
 async def _usb_stall_out(rig: UsbRig) -> Outcome:
-    rig.function.stall_bulk_out()
+    rig.function.stall_bulk_out(times=2)  # one halt is retried; the second is an error
     return await measure(lambda: rig.inst.query("ECHO? 1"))
 
 
 async def _usb_stall_in(rig: UsbRig) -> Outcome:
-    rig.function.stall_bulk_in()
+    rig.function.stall_bulk_in(times=2)
     return await measure(lambda: rig.inst.query("ECHO? 1"))
 
 

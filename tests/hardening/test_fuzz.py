@@ -59,7 +59,7 @@ from aiotmc.sim.device import ERROR_QUEUE_SIZE
 from aiotmc.sim.devices import MODELS, create_device
 from aiotmc.sim.usb_function import STALL
 from aiotmc.sim.usbtmc_device import BULK_IN, BULK_OUT, UsbtmcFunction
-from aiotmc.transports._usb_block_sink import BlockSink
+from aiotmc.transports.usbtmc._block_sink import BlockSink
 
 EXAMPLES = int(os.environ.get("AIOTMC_FUZZ_EXAMPLES", "150"))
 RANDOM = os.environ.get("AIOTMC_FUZZ_RANDOM", "") not in ("", "0")

@@ -35,6 +35,8 @@ from aiotmc.reconnect import Reconnect
 from aiotmc.resources import UsbInstr, parse_resource
 from aiotmc.sim.usbtmc_device import CORRUPTIONS
 from aiotmc.transports.usbtmc import UsbtmcTransport, open_usb_resource
+from testbeds.umockdev.control import ControlClient
+from testbeds.umockdev.host import INFO_ENV
 
 from .storm import Storm
 from .support import Resources
@@ -55,22 +57,8 @@ class Env:
 
     def __init__(self, driver: str) -> None:
         self.driver = driver
-        self.info: dict[str, Any] = json.loads(os.environ["AIOTMC_UMOCKDEV_INFO"])
-        self._control_path = os.environ["AIOTMC_UMOCKDEV_CONTROL"]
-        self._stream: anyio.abc.SocketStream | None = None
-        self._buffer = b""
-
-    async def control(self, command: str) -> Any:
-        if self._stream is None:
-            self._stream = await anyio.connect_unix(self._control_path)
-        await self._stream.send(command.encode() + b"\n")
-        while b"\n" not in self._buffer:
-            self._buffer += await self._stream.receive()
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"device command {command!r} failed: {reply['error']}")
-        return reply.get("result")
+        self.info: dict[str, Any] = json.loads(os.environ[INFO_ENV])
+        self.control = ControlClient()
 
     @asynccontextmanager
     async def transport(self, **options: Any) -> AsyncIterator[UsbtmcTransport]:
@@ -80,8 +68,7 @@ class Env:
             yield transport
 
     async def aclose(self) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
+        await self.control.aclose()
 
 
 @scenario
@@ -159,8 +146,13 @@ async def faults(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         await echo()
         await env.control("ping")  # the control connection is part of the baseline
         before = Resources.now()
-        for endpoint in ("0x82", "0x01"):
-            await env.control(f"stall {endpoint}")
+        # 0x82: halted by the bus while the device keeps the request (the abort finds it
+        # in progress, so no retry); 0x01: a halt that comes back after the retry.
+        for endpoint, command in (
+            ("0x82", "stall 0x82"),
+            ("0x01", "call stall_bulk_out [null, 2]"),
+        ):
+            await env.control(command)
             seen[f"stall {endpoint}"] = await _expect(
                 UsbStallError, lambda: inst.query("ECHO? 0"), within=0
             )

@@ -10,7 +10,7 @@ controller and a ``usb-redir`` device. Its root is this machine's ``/`` over vir
 The emulated instruments run *here*, on the host: :class:`DeviceHub` serves the guest's
 requests arriving on a virtio-serial port (``plug``, ``unplug``, ``call``, ``set``,
 ``stats``) and plugs :class:`~aiotmc.sim.usbtmc_device.UsbtmcFunction` instances into
-QEMU's usb-redir chardev with :class:`~aiotmc.sim.usbredir.UsbredirRunner`.
+QEMU's usb-redir chardev with :class:`~testbeds.usbredir.UsbredirRunner`.
 
 Run by hand: ``python -m tests.kernel.harness [--fetch] [--keep DIR] [-- GUEST PYTEST ARGS]``.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import lzma
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from aiotmc.sim.devices import create_device
-from aiotmc.sim.usbredir import UsbredirRunner
 from aiotmc.sim.usbtmc_device import UsbtmcFunction
+from testbeds.usbredir import UsbredirRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_MAIN = ROOT / "tests" / "kernel" / "guest_main.py"
@@ -316,8 +317,13 @@ class DeviceHub:
     def plug(self, request: dict[str, Any]) -> dict[str, Any]:
         self.runner.unplug()
         options = dict(request.get("options", {}))
-        model = create_device(request.get("model", "dmm"), **request.get("model_options", {}))
-        function = UsbtmcFunction(model, **options)
+        factory = request.get("factory")  # "module:callable" taking the options (as umockdev)
+        if factory:
+            module, _, name = factory.partition(":")
+            function = getattr(importlib.import_module(module), name)(options)
+        else:
+            model = create_device(request.get("model", "dmm"), **request.get("model_options", {}))
+            function = UsbtmcFunction(model, **options)
         self.runner.plug(function, self.redir_path)
         self.plugged = Plugged(function.serial, function)
         self.events.append(f"plug {function.serial}")
@@ -498,9 +504,11 @@ def boot_guest(
         listener.settimeout(0.2)
         handler = logging.FileHandler(results / "host.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        device_log = logging.getLogger("aiotmc.sim")
-        device_log.addHandler(handler)
-        device_log.setLevel(logging.INFO)
+        # the device models (aiotmc.sim) and the usbredir rig (testbeds.usbredir)
+        device_logs = [logging.getLogger(name) for name in ("aiotmc.sim", "testbeds")]
+        for device_log in device_logs:
+            device_log.addHandler(handler)
+            device_log.setLevel(logging.INFO)
         hub = DeviceHub(str(tmp / "ur.sock"))
         command = qemu_command(kernel, initrd, tmp, results)
         (results / "qemu-command.txt").write_text(" ".join(command) + "\n")
@@ -530,7 +538,8 @@ def boot_guest(
             listener.close()
             hub.close()
             qemu_log.close()
-            device_log.removeHandler(handler)
+            for device_log in device_logs:
+                device_log.removeHandler(handler)
             handler.close()
         total = time.monotonic() - started
         console = (

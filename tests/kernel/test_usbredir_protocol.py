@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from aiotmc.protocol.usbtmc import MsgID, pack_header
 from aiotmc.sim.devices import create_device
-from aiotmc.sim.usbredir import UsbredirDevice, UsbredirError, UsbredirRunner
-from aiotmc.sim.usbredir.protocol import Capability, PacketType, Status
 from aiotmc.sim.usbtmc_device import UsbtmcFunction
+from aiotmc.sim.usbtmc_framing import EOM, alignment_padding
+from testbeds.usbredir import UsbredirDevice, UsbredirError, UsbredirRunner
+from testbeds.usbredir.protocol import Capability, PacketType, Status
 
 QEMU_CAPS = sum(
     1 << c
@@ -86,12 +88,12 @@ class Guest:
 
 
 def tmc_out(tag: int, message: bytes) -> bytes:
-    header = struct.pack("<BBBBIB3x", 1, tag, ~tag & 0xFF, 0, len(message), 1)
-    return header + message + b"\0" * (-len(message) % 4)
+    header = pack_header(MsgID.DEV_DEP_MSG_OUT, tag, len(message), EOM)
+    return header + message + b"\0" * alignment_padding(len(message))
 
 
 def tmc_request(tag: int, size: int) -> bytes:
-    return struct.pack("<BBBBIB3x", 2, tag, ~tag & 0xFF, 0, size, 0)
+    return pack_header(MsgID.REQUEST_DEV_DEP_MSG_IN, tag, size)
 
 
 @pytest.fixture

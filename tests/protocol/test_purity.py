@@ -1,7 +1,8 @@
 """aiotmc.protocol is sans-IO: importing it must not import any I/O or event-loop module.
 
 Runs in a fresh interpreter, since this test process has anyio and friends loaded already.
-Every module under aiotmc/protocol/ is imported, including ones added later.
+Every module under aiotmc/protocol/ is imported (subpackages such as usbtmc/ included),
+including ones added later.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ PROBE = """
 import importlib, json, pkgutil, sys
 import aiotmc.protocol, aiotmc.protocol.scpi, aiotmc.protocol.ieee4882
 names = sorted(
-    info.name for info in pkgutil.iter_modules(aiotmc.protocol.__path__, "aiotmc.protocol.")
+    info.name for info in pkgutil.walk_packages(aiotmc.protocol.__path__, "aiotmc.protocol.")
 )
 for name in names:
     importlib.import_module(name)
@@ -41,14 +42,18 @@ def test_protocol_package_imports_no_io_modules() -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    # The probe saw every module that exists on disk now (usbtmc.py etc. included).
+    # The probe saw every module that exists on disk now (usbtmc/_wire.py etc. included).
+    root = Path(aiotmc.protocol.__file__).parent
     on_disk = sorted(
-        f"aiotmc.protocol.{path.stem}"
-        for path in Path(aiotmc.protocol.__file__).parent.glob("*.py")
-        if path.stem != "__init__"
+        ".".join(("aiotmc.protocol", *path.relative_to(root).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for path in root.rglob("*.py")
+        if path.parent != root or path.stem != "__init__"
     )
     assert report["modules"] == on_disk
     assert "aiotmc.protocol.scpi" in report["modules"]
+    assert "aiotmc.protocol.usbtmc._connection" in report["modules"]
     assert report["loaded"] == [], (
         f"sans-IO modules pulled in {report['loaded']}; if the package root aiotmc/__init__.py "
         "stopped being lazy, that is the cause"

@@ -629,9 +629,11 @@ async def test_cancelled_clear_is_finished() -> None:
 
 
 async def test_bulk_in_stall() -> None:
+    """A halt that comes back after the retry (one halt is retried:
+    test_usbtmc_stall.py has every halt point)."""
     async with rig() as r:
         await r.transport.send_message([b"*IDN?\n"])
-        r.function.stall_bulk_in()
+        r.function.stall_bulk_in(times=2)
         with pytest.raises(UsbStallError):
             await r.transport.receive_message(max_size=100)
         halts = [q.index for q in r.port.requests if q.request_type == 0x02]
@@ -641,7 +643,7 @@ async def test_bulk_in_stall() -> None:
 
 async def test_bulk_out_stall() -> None:
     async with rig() as r:
-        r.function.stall_bulk_out()
+        r.function.stall_bulk_out(times=2)
         with pytest.raises(UsbStallError):
             await r.transport.send_message([b"*IDN?\n"])
         assert r.port.requests[-1].request_type == 0x02

@@ -1,7 +1,7 @@
 """Fixtures for the USB tests, and the umockdev tier's harness.
 
 umockdev tier: the ``umockdev`` fixture starts the device process
-(``/usr/bin/python3 -m aiotmc.sim.umockdev``, which has PyGObject) with the requested
+(``/usr/bin/python3 -m testbeds.umockdev``, which has PyGObject) with the requested
 emulated devices, then runs a client scenario from ``tests/usb/umockdev_client.py`` (or,
 with ``run_process``, any program: the CLI, an example) in a *subprocess* of this
 interpreter started with ``LD_PRELOAD=libumockdev-preload.so.0`` and
@@ -16,68 +16,36 @@ they fail, because CI must run this tier.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
+import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DEVICE_PYTHON = os.environ.get("AIOTMC_UMOCKDEV_PYTHON", "/usr/bin/python3")
+from testbeds.umockdev.host import (
+    CHECKOUT,
+    client_env,
+    device_command,
+    device_env,
+    parse_ready,
+    umockdev_problem,
+)
+
+ROOT = CHECKOUT
 STUB = "tests.usb.usbtmc_stub:create"
-INSTRUMENT = "aiotmc.sim.umockdev.factories:usbtmc"
-
-_availability: str | None = None
-_checked = False
+INSTRUMENT = "testbeds.umockdev.factories:usbtmc"
 
 
+@functools.cache
 def _umockdev_problem() -> str | None:
-    """Why the umockdev tier cannot run here, or None."""
-    global _availability, _checked
-    if _checked:
-        return _availability
-    _checked = True
-    problem = None
-    if not sys.platform.startswith("linux"):
-        problem = "umockdev is Linux only"
-    elif shutil.which(DEVICE_PYTHON) is None:
-        problem = f"{DEVICE_PYTHON} (the system Python with PyGObject) not found"
-    elif ctypes.util.find_library("umockdev-preload") is None:
-        problem = "libumockdev-preload not found (apt install umockdev)"
-    elif ctypes.util.find_library("usb-1.0") is None:
-        problem = "system libusb-1.0 not found (apt install libusb-1.0-0)"
-    else:
-        probe = subprocess.run(
-            [
-                DEVICE_PYTHON,
-                "-c",
-                "import gi; gi.require_version('UMockdev', '1.0'); "
-                "from gi.repository import UMockdev",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if probe.returncode:
-            problem = (
-                "UMockdev GObject introspection missing for the system Python "
-                f"(apt install gir1.2-umockdev-1.0 python3-gi): {probe.stderr.strip()[-300:]}"
-            )
-        else:
-            try:
-                import usb1  # noqa: F401
-            except ImportError:
-                problem = "python-libusb1 is not installed in this environment"
-    _availability = problem
-    return problem
+    """Why the umockdev tier cannot run here, or None (checked once per session)."""
+    return umockdev_problem()
 
 
 def require_umockdev() -> None:
@@ -111,11 +79,10 @@ class UmockdevBed:
 
     def __init__(self, devices: list[dict[str, Any]], log: IO[str]) -> None:
         self._log = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
         self.process = subprocess.Popen(
-            [DEVICE_PYTHON, "-m", "aiotmc.sim.umockdev", "--devices", json.dumps(devices)],
+            device_command(devices),
             cwd=ROOT,
-            env=env,
+            env=device_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -123,12 +90,12 @@ class UmockdevBed:
             bufsize=1,
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("READY "):
+        info = parse_ready(self.process.stdout.readline())
+        if info is None:
             self.stop()
             raise RuntimeError(f"umockdev device process did not start:\n{self.device_log()}")
-        self.info: dict[str, Any] = json.loads(line[len("READY ") :])
-        self.root: str = self.info["root"]
+        self.info: dict[str, Any] = info
+        self.root: str = info["root"]
 
     def command(self, line: str) -> Any:
         """Send a control command over stdin; return its result or raise."""
@@ -146,16 +113,7 @@ class UmockdevBed:
             return f.read()
 
     def client_env(self) -> dict[str, str]:
-        preload = " ".join(filter(None, ["libumockdev-preload.so.0", os.environ.get("LD_PRELOAD")]))
-        return {
-            **os.environ,
-            "LD_PRELOAD": preload,
-            "UMOCKDEV_DIR": self.root,
-            "AIOTMC_LIBUSB": "system",  # the netlink-only libusb-package build misses umockdev
-            "AIOTMC_UMOCKDEV_CONTROL": self.info["control"],
-            "AIOTMC_UMOCKDEV_INFO": json.dumps(self.info),
-            "PYTHONPATH": str(ROOT),
-        }
+        return {**os.environ, **client_env(self.info), "PYTHONPATH": str(ROOT)}
 
     def run_client(
         self, scenario: str, *, backend: str, driver: str, timeout: float = 50.0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from aiotmc import (
     AiotmcError,
     ConnectError,
     ConnectionLostError,
+    InvalidResourceName,
     PermissionDeniedError,
     ResourceBusyError,
     UsbStallError,
@@ -29,6 +32,7 @@ from aiotmc._usb.errors import (
     udev_hint,
     usb_error_code,
 )
+from aiotmc.resources import UsbInstr, parse_resource
 
 from .fakes import FakeUSBError
 
@@ -142,6 +146,38 @@ def test_visa_names() -> None:
     assert visa_usb_name(0x1AB1, 0x04CE, "DS1ZA", 2) == "USB0::0x1AB1::0x04CE::DS1ZA::2::INSTR"
     info = UsbResourceInfo(vid=0x0957, pid=0x1796, serial="MY123", interface=0)
     assert info.visa_name == "USB0::0x0957::0x1796::MY123::INSTR"
+    # No serial number: no interface either (the grammar could not tell them apart).
+    assert visa_usb_name(0x0957, 0x1796, None, 2) == "USB0::0x0957::0x1796::INSTR"
+    assert visa_usb_name(0x0957, 0x1796, "", 2) == "USB0::0x0957::0x1796::INSTR"
+    # A serial number the grammar cannot hold is still named (for messages and listings).
+    assert visa_usb_name(0x0957, 0x1796, "S N", 1) == "USB0::0x0957::0x1796::S N::1::INSTR"
+
+
+@given(
+    vid=st.integers(0, 0xFFFF),
+    pid=st.integers(0, 0xFFFF),
+    serial=st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    interface=st.integers(0, 255),
+    board=st.integers(0, 9),
+)
+def test_visa_names_match_the_resource_grammar(
+    vid: int, pid: int, serial: str | None, interface: int, board: int
+) -> None:
+    """_usb formats names itself (it imports nothing above it): the same text as UsbInstr."""
+    try:
+        resource = UsbInstr(
+            board=board,
+            vid=vid,
+            pid=pid,
+            serial=serial or None,
+            interface=(interface or None) if serial else None,
+        )
+    except InvalidResourceName:
+        assume(False)
+        return
+    name = visa_usb_name(vid, pid, serial, interface, board)
+    assert name == str(resource)
+    assert parse_resource(name) == resource
 
 
 def _ep(address: int, kind: int, size: int = 512) -> EndpointDescriptor:

@@ -119,6 +119,11 @@ def test_stall_and_clear_halt(umockdev: Any, anyio_backend: str, driver: str) ->
     run(umockdev, [stub()], "stall", anyio_backend, driver)
 
 
+def test_stall_rules(umockdev: Any, anyio_backend: str, driver: str) -> None:
+    _, client = run(umockdev, [instrument()], "stall_rules", anyio_backend, driver)
+    assert client.result["retried"] == "answered"
+
+
 def test_misuse(umockdev: Any, anyio_backend: str, driver: str) -> None:
     run(umockdev, [stub()], "misuse", anyio_backend, driver)
 

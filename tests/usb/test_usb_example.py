@@ -40,7 +40,7 @@ def test_usb_srq_example_through_libusb(umockdev: Any, backend: str) -> None:
     bed = umockdev(
         [
             {
-                "factory": "aiotmc.sim.umockdev.factories:usbtmc",
+                "factory": "testbeds.umockdev.factories:usbtmc",
                 "config": {"model": "scope", "serial": "SRQ1"},
             }
         ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 import traceback
@@ -41,6 +40,9 @@ from aiotmc._usb.errors import AmbiguousDeviceError, TransferStatus
 from aiotmc._usb.libusb_port import Libusb1Port, open_usb_port
 from aiotmc._usb.transfer import ZOMBIES
 from aiotmc.protocol.events import ControlRequest
+from aiotmc.protocol.usbtmc import HEADER_SIZE, MsgID, pack_header, unpack_header
+from testbeds.umockdev.control import ControlClient
+from testbeds.umockdev.host import INFO_ENV
 
 VID, PID = 0x0957, 0x1796
 
@@ -58,30 +60,15 @@ class Env:
 
     def __init__(self, driver: str) -> None:
         self.driver = driver
-        self.info: dict[str, Any] = json.loads(os.environ["AIOTMC_UMOCKDEV_INFO"])
-        self._control_path = os.environ["AIOTMC_UMOCKDEV_CONTROL"]
-        self._stream: anyio.abc.SocketStream | None = None
-        self._buffer = b""
+        self.info: dict[str, Any] = json.loads(os.environ[INFO_ENV])
+        #: ``await env.control("stats")``: a command to the device process (fault injection).
+        self.control = ControlClient()
 
     def open(self, serial: str | None = None, **kwargs: Any) -> Libusb1Port:
         return Libusb1Port(VID, PID, serial, driver=self.driver, **kwargs)
 
-    async def control(self, command: str) -> Any:
-        """Send a fault-injection command to the device process; return its result."""
-        if self._stream is None:
-            self._stream = await anyio.connect_unix(self._control_path)
-        await self._stream.send(command.encode() + b"\n")
-        while b"\n" not in self._buffer:
-            self._buffer += await self._stream.receive()
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"device command {command!r} failed: {reply['error']}")
-        return reply.get("result")
-
     async def aclose(self) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
+        await self.control.aclose()
 
 
 # -- raw USBTMC helpers (the transport under test elsewhere; here: the port) --------------
@@ -100,23 +87,22 @@ class Usbtmc:
 
     async def write(self, message: bytes) -> None:
         tag = self._next_tag()
-        header = struct.pack("<BBBBIB3x", 1, tag, ~tag & 0xFF, 0, len(message), 1)
-        transfer = header + message
-        await self.port.bulk_out(transfer + b"\0" * (-len(transfer) % 4))
+        header = pack_header(MsgID.DEV_DEP_MSG_OUT, tag, len(message), attributes=1)  # EOM
+        await self.port.bulk_out(header + message + b"\0" * (-len(message) % 4))
 
     async def read(self, chunk: int = 1 << 20) -> bytes:
         data = bytearray()
         while True:
             tag = self._next_tag()
-            await self.port.bulk_out(struct.pack("<BBBBIB3x", 2, tag, ~tag & 0xFF, 0, chunk, 0))
+            await self.port.bulk_out(pack_header(MsgID.REQUEST_DEV_DEP_MSG_IN, tag, chunk))
             while True:
-                transfer = await self.port.bulk_in(chunk + 12)
+                transfer = await self.port.bulk_in(chunk + HEADER_SIZE)
                 if transfer:  # a device may send an empty first packet
                     break
-            msg_id, rtag, _, _, size, attributes = struct.unpack_from("<BBBBIB", transfer)
-            assert msg_id == 2 and rtag == tag, (msg_id, rtag, tag)
-            data += transfer[12 : 12 + size]
-            if attributes & 1:
+            header = unpack_header(transfer)
+            assert (header.msg_id, header.tag) == (MsgID.DEV_DEP_MSG_IN, tag), (header, tag)
+            data += transfer[HEADER_SIZE : HEADER_SIZE + header.transfer_size]
+            if header.eom:
                 return bytes(data)
 
     async def query(self, command: str) -> bytes:
@@ -520,6 +506,56 @@ async def stall(env: Env) -> None:
 
 
 @scenario
+async def stall_rules(env: Env) -> dict[str, Any]:
+    """Endpoint halts through real libusb (the emulator halts at the chosen byte): one
+    before the response or on a one-packet command is retried and the query answered;
+    mid-response or a second one raises UsbStallError after a device clear. After each,
+    ``*ESR?`` reads 0 and the error queue is empty."""
+    from aiotmc.transports.usbtmc import open_usbtmc_transport
+
+    async def ask(t: Any, command: bytes) -> bytes:
+        await t.send_message([command])
+        return bytes(await t.receive_message(max_size=4096))
+
+    async def clean(t: Any) -> None:
+        assert await ask(t, b"*ESR?\n") == b"0\n"
+        assert await ask(t, b"SYST:ERR?\n") == b'+0,"No error"\n'
+        assert b"SIM" in await ask(t, b"*IDN?\n")
+
+    options = {"poll_interval": 0.005, "drain_timeout": 0.05}
+    seen: dict[str, str] = {}
+    async with (
+        env.open() as port,
+        open_usbtmc_transport(port, resource=port.resource, **options) as t,
+    ):
+        await ask(t, b"*ESR?\n")  # baseline
+        with anyio.fail_after(10):
+            await env.control("call stall_bulk_in [0]")
+            assert b"SIM" in await ask(t, b"*IDN?\n")
+            await clean(t)
+            await env.control("call stall_bulk_out [0]")
+            assert b"SIM" in await ask(t, b"*IDN?\n")
+            await clean(t)
+            assert t.stall_retries == 2
+            seen["retried"] = "answered"
+            await env.control("set max_in_transfer 4")
+            await env.control("call stall_bulk_in [16]")
+            await t.send_message([b"*IDN?\n"])
+            await expect(UsbStallError, t.receive_message(max_size=4096))
+            await env.control("set max_in_transfer null")
+            await clean(t)
+            await env.control("call stall_bulk_in [0, 2]")
+            await expect(UsbStallError, ask(t, b"*IDN?\n"))
+            await clean(t)
+            await env.control("call stall_bulk_out [0, 2]")
+            await expect(UsbStallError, ask(t, b"*IDN?\n"))
+            await clean(t)
+            assert t.stall_retries == 4 and not t.broken
+            seen["mid-response, second halts"] = "UsbStallError, clean"
+    return seen
+
+
+@scenario
 async def misuse(env: Env) -> None:
     port = env.open()
     async with port:
@@ -918,7 +954,7 @@ def quirk_devices() -> list[dict[str, Any]]:
     return devices
 
 
-INSTRUMENT_FACTORY = "aiotmc.sim.umockdev.factories:usbtmc"
+INSTRUMENT_FACTORY = "testbeds.umockdev.factories:usbtmc"
 
 
 @scenario

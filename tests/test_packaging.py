@@ -1,0 +1,84 @@
+"""The wheel ``pip install aiotmc`` gets: the library and nothing else.
+
+Builds the wheel with ``python -m build --wheel --no-isolation`` (the backend,
+setuptools, comes with the ``test`` extra) from a copy of the checkout, so the build's
+``build/`` and ``*.egg-info`` never land in the working tree, and checks its file list:
+every module of ``aiotmc/`` and ``py.typed`` are in it, the user-facing simulators too,
+and no test rig (``testbeds/``: umockdev, usbredir), test or benchmark is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Not part of a source tree: virtualenvs, caches, earlier builds, benchmark output.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".cache",
+    ".*_cache",
+    ".hypothesis",
+    "results",
+)
+
+#: What users simulate instruments with; it must stay installable.
+PUBLIC_SIMULATORS = (
+    "aiotmc/sim/__init__.py",
+    "aiotmc/sim/devices/__init__.py",
+    "aiotmc/sim/usb_function.py",
+    "aiotmc/sim/usbtmc_device.py",
+    "aiotmc/sim/fake_port.py",
+)
+
+#: Folders of the checkout that are not the library.
+NOT_SHIPPED = ("testbeds/", "tests/", "benchmarks/", "examples/", "scripts/", "docs/")
+
+
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The file list of a freshly built wheel."""
+    work = tmp_path_factory.mktemp("packaging")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
+    out = work / "dist"
+    command = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)]
+    try:
+        done = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"python -m build took more than {exc.timeout} s", pytrace=False)
+    assert done.returncode == 0, f"python -m build failed:\n{done.stdout}\n{done.stderr}"
+    wheels = list(out.glob("aiotmc-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        return wheel.namelist()
+
+
+def test_wheel_holds_every_module_of_the_library(wheel_files: list[str]) -> None:
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "aiotmc").rglob("*.py")}
+    shipped = {name for name in wheel_files if name.endswith(".py")}
+    assert modules <= shipped, f"missing from the wheel: {sorted(modules - shipped)}"
+    assert "aiotmc/py.typed" in wheel_files
+    for simulator in PUBLIC_SIMULATORS:
+        assert simulator in wheel_files, simulator
+
+
+def test_wheel_holds_no_test_rig(wheel_files: list[str]) -> None:
+    tops = {name.split("/", 1)[0] for name in wheel_files}
+    extra = {top for top in tops if top != "aiotmc" and not top.endswith(".dist-info")}
+    assert not extra, f"the wheel installs more than aiotmc: {sorted(extra)}"
+    rigs = [
+        n for n in wheel_files if "umockdev" in n or "usbredir" in n or n.startswith(NOT_SHIPPED)
+    ]
+    assert not rigs, f"test rigs in the wheel: {rigs}"
