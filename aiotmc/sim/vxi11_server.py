@@ -23,16 +23,25 @@ supported"), device_docmd.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 import anyio
-from anyio.abc import SocketListener, TaskGroup, UDPSocket
+from anyio.abc import SocketListener, SocketStream, TaskGroup, UDPSocket
 
 from .._exceptions import RemoteProtocolError
-from ..protocol.oncrpc import AcceptStat, decode_call, encode_accepted_error, encode_reply
+from ..protocol.oncrpc import (
+    AcceptStat,
+    decode_call,
+    encode_accepted_error,
+    encode_call,
+    encode_reply,
+    record_mark,
+)
 from ..protocol.portmap import (
     IPPROTO_TCP,
     PMAP_PROG,
@@ -47,12 +56,15 @@ from ..protocol.portmap import (
 from ..protocol.vxi11 import (
     DEVICE_ASYNC,
     DEVICE_CORE,
+    DEVICE_INTR,
+    DEVICE_TCP,
     END,
     TERMCHRSET,
     VERSION,
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
     DeviceLink,
@@ -60,6 +72,8 @@ from ..protocol.vxi11 import (
     DeviceReadParms,
     DeviceReadResp,
     DeviceReadStbResp,
+    DeviceRemoteFunc,
+    DeviceSrqParms,
     DeviceWriteParms,
     DeviceWriteResp,
     ErrorCode,
@@ -97,6 +111,19 @@ class _Link:
     output: bytes | None = None  # the response being read, from ``offset``
     offset: int = 0
     aborted: anyio.Event | None = None  # set while a call can be aborted
+    conn: RpcConnection | None = None  # the core connection that created it
+    srq_handle: bytes | None = None  # device_enable_srq handle while enabled
+
+
+@dataclass(eq=False)
+class _Interrupts:
+    """The interrupt channel a core connection asked for (create_intr_chan)."""
+
+    host: str
+    port: int
+    stream: SocketStream | None = None  # connected on the first service request
+    xid: int = 0
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
 class Vxi11Server(RpcServer):
@@ -146,6 +173,9 @@ class Vxi11Server(RpcServer):
         #: of this many bytes (a device that takes its input in small pieces).
         self.short_writes: int | None = None
         self._udp: UDPSocket | None = None
+        self._interrupts: dict[RpcConnection, _Interrupts] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.srqs_sent = 0  #: device_intr_srq calls sent
         self._links: dict[int, _Link] = {}
         self._locks: dict[str, _Lock] = {}
         self._next_lid = 0
@@ -166,6 +196,8 @@ class Vxi11Server(RpcServer):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _bind(self) -> list[tuple[SocketListener, str, Serve]]:
+        for name, device in self.devices.items():
+            self._unsubscribe.append(device.add_srq_listener(partial(self._on_srq, name)))
         core = await self._listen(self.port)
         self.port = core.extra(anyio.abc.SocketAttribute.local_port)
         abort = await self._listen(self.abort_port)
@@ -201,6 +233,9 @@ class Vxi11Server(RpcServer):
             task_group.start_soon(self._serve_udp_portmapper, self._udp)
 
     async def _close_listeners(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, []
+        for remove in unsubscribe:
+            remove()
         udp, self._udp = self._udp, None
         if udp is not None:
             await udp.aclose()
@@ -230,6 +265,9 @@ class Vxi11Server(RpcServer):
     def _connection_closed(self, conn: RpcConnection) -> None:
         for lid in list(conn.links):
             self._destroy(lid)
+        interrupts = self._interrupts.pop(conn, None)
+        if interrupts is not None:
+            self._close_interrupts(interrupts)
 
     # -- portmapper ------------------------------------------------------------------------
 
@@ -315,6 +353,13 @@ class Vxi11Server(RpcServer):
             else:
                 error = self._unlock(self._links[lid])
             return encode_reply(xid, DeviceError(error).encode())
+        if proc == Proc.CREATE_INTR_CHAN:
+            return encode_reply(xid, self._create_intr_chan(conn, DeviceRemoteFunc.decode(args)))
+        if proc == Proc.DESTROY_INTR_CHAN:
+            return encode_reply(xid, DeviceError(self._destroy_intr_chan(conn)).encode())
+        if proc == Proc.DEVICE_ENABLE_SRQ:
+            srq = DeviceEnableSrqParms.decode(args)
+            return encode_reply(xid, DeviceError(self._enable_srq(conn, srq)).encode())
         if proc in _UNSUPPORTED:
             return encode_reply(xid, _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED))
         return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
@@ -330,7 +375,7 @@ class Vxi11Server(RpcServer):
             return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
         lid = self._next_lid
         self._next_lid = (lid + 1) & 0x7FFFFFFF
-        link = self._links[lid] = _Link(lid, parms.device.lower(), device)
+        link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
         conn.links.add(lid)
         if parms.lock_device:
             flags = WAITLOCK if parms.lock_timeout else 0
@@ -352,6 +397,76 @@ class Vxi11Server(RpcServer):
         lock = self._locks.get(link.name)
         if lock is not None and lock.owner == lid:
             self._unlock(link)
+
+    # -- service requests --------------------------------------------------------------------
+
+    def _create_intr_chan(self, conn: RpcConnection, parms: DeviceRemoteFunc) -> bytes:
+        if conn in self._interrupts:
+            return DeviceError(ErrorCode.CHANNEL_ALREADY_ESTABLISHED).encode()
+        if (parms.prog_num, parms.prog_vers) != (DEVICE_INTR, VERSION):
+            return DeviceError(ErrorCode.PARAMETER_ERROR).encode()
+        if parms.prog_family != DEVICE_TCP:  # DEVICE_UDP: not served
+            return DeviceError(ErrorCode.OPERATION_NOT_SUPPORTED).encode()
+        host = str(ipaddress.IPv4Address(parms.host_addr))
+        self._interrupts[conn] = _Interrupts(host, parms.host_port)
+        return DeviceError(0).encode()
+
+    def _destroy_intr_chan(self, conn: RpcConnection) -> int:
+        interrupts = self._interrupts.pop(conn, None)
+        if interrupts is None:
+            return ErrorCode.CHANNEL_NOT_ESTABLISHED
+        self._close_interrupts(interrupts)
+        return 0
+
+    def _close_interrupts(self, interrupts: _Interrupts) -> None:
+        stream, interrupts.stream = interrupts.stream, None
+        if stream is not None and self._task_group is not None:
+            self._task_group.start_soon(stream.aclose)
+
+    def _enable_srq(self, conn: RpcConnection, parms: DeviceEnableSrqParms) -> int:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return ErrorCode.INVALID_LINK_IDENTIFIER
+        if not parms.enable:
+            link.srq_handle = None
+        elif not len(parms.handle):
+            return ErrorCode.PARAMETER_ERROR  # as a Keithley DMM6500 answers (pyvisa-py #620)
+        else:
+            link.srq_handle = bytes(parms.handle)
+        return 0
+
+    def _on_srq(self, name: str, status: int) -> None:
+        """The device ``name`` requests service: call device_intr_srq on every link that
+        enabled it (one-way calls, in the background)."""
+        for link in list(self._links.values()):
+            if link.name != name or link.srq_handle is None or link.conn is None:
+                continue
+            interrupts = self._interrupts.get(link.conn)
+            if interrupts is not None and self._task_group is not None:
+                self._task_group.start_soon(self._deliver_srq, interrupts, link.srq_handle)
+
+    async def _deliver_srq(self, interrupts: _Interrupts, handle: bytes) -> None:
+        async with interrupts.lock:
+            try:
+                with anyio.fail_after(self.send_timeout):
+                    if interrupts.stream is None:
+                        interrupts.stream = await anyio.connect_tcp(
+                            interrupts.host, interrupts.port
+                        )
+                    interrupts.xid = (interrupts.xid + 1) & 0xFFFFFFFF
+                    call = encode_call(
+                        interrupts.xid,
+                        DEVICE_INTR,
+                        VERSION,
+                        Proc.DEVICE_INTR_SRQ,
+                        DeviceSrqParms(handle).encode(),
+                    )
+                    await interrupts.stream.send(record_mark(len(call)) + call)
+                self.srqs_sent += 1
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                where = f"{interrupts.host}:{interrupts.port}"
+                self.log.info("device_intr_srq to %s failed: %s", where, exc)
+                self._close_interrupts(interrupts)
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -531,14 +646,7 @@ _GENERIC: Final = frozenset(
         Proc.DEVICE_LOCAL,
     }
 )
-_UNSUPPORTED: Final = frozenset(
-    {
-        Proc.DEVICE_ENABLE_SRQ,
-        Proc.DEVICE_DOCMD,
-        Proc.CREATE_INTR_CHAN,
-        Proc.DESTROY_INTR_CHAN,
-    }
-)
+_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})
 
 
 def _error_only(proc: int, error: int) -> bytes:

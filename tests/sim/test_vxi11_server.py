@@ -241,7 +241,10 @@ async def test_rpc_errors_are_answered() -> None:
         resp = DeviceReadResp.decode((await client.call(Proc.DEVICE_READ, bogus)).check())
         assert resp.error == ErrorCode.INVALID_LINK_IDENTIFIER
         srq = await client.call(Proc.DEVICE_ENABLE_SRQ, struct.pack(">iII", lid, 1, 0))
-        assert struct.unpack(">i", srq.check())[0] == ErrorCode.OPERATION_NOT_SUPPORTED
+        assert struct.unpack(">i", srq.check())[0] == ErrorCode.PARAMETER_ERROR  # empty handle
+        docmd_args = struct.pack(">iiIIiIiI", lid, 0, 0, 0, 0, 0, 0, 0)
+        docmd = await client.call(Proc.DEVICE_DOCMD, docmd_args)
+        assert struct.unpack(">i", docmd.check()[:4])[0] == ErrorCode.OPERATION_NOT_SUPPORTED
 
 
 async def test_read_waits_io_timeout_then_answers_error_15() -> None:
@@ -422,3 +425,26 @@ async def test_cli_query_over_vxi11() -> None:
             )
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().strip() == IDN
+
+
+async def test_interrupt_channel_procedures() -> None:
+    from aiotmc.protocol.vxi11 import DEVICE_INTR, DeviceEnableSrqParms, DeviceRemoteFunc
+
+    async with Vxi11Server(dmm()) as server, raw_client(server.port) as client:
+        lid = await link(client)
+
+        async def error_of(proc: int, args: bytes) -> int:
+            value: int = struct.unpack(">i", (await client.call(proc, args)).check()[:4])[0]
+            return value
+
+        chan = DeviceRemoteFunc(0x7F000001, 9, DEVICE_INTR, 1, 0).encode()
+        assert await error_of(Proc.DESTROY_INTR_CHAN, b"") == ErrorCode.CHANNEL_NOT_ESTABLISHED
+        udp = DeviceRemoteFunc(0x7F000001, 9, DEVICE_INTR, 1, 1).encode()
+        assert await error_of(Proc.CREATE_INTR_CHAN, udp) == ErrorCode.OPERATION_NOT_SUPPORTED
+        assert await error_of(Proc.CREATE_INTR_CHAN, chan) == 0
+        assert await error_of(Proc.CREATE_INTR_CHAN, chan) == ErrorCode.CHANNEL_ALREADY_ESTABLISHED
+        empty = DeviceEnableSrqParms(lid, True, b"").encode()
+        assert await error_of(Proc.DEVICE_ENABLE_SRQ, empty) == ErrorCode.PARAMETER_ERROR
+        handle = DeviceEnableSrqParms(lid, True, b"h").encode()
+        assert await error_of(Proc.DEVICE_ENABLE_SRQ, handle) == 0
+        assert await error_of(Proc.DESTROY_INTR_CHAN, b"") == 0

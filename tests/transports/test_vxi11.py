@@ -341,6 +341,11 @@ def resource(port: int) -> str:
     return f"TCPIP0::127.0.0.1,{port}::inst0::INSTR"
 
 
+def open_peer(port: int, **options: Any) -> Any:
+    """Open a scripted peer (they do not serve the interrupt channel)."""
+    return aiotmc.open(resource(port), srq=False, **options)
+
+
 async def answer_reads(stream: SocketStream, call: Call, data: bytes = b"ok\n") -> None:
     if call.proc == Proc.DEVICE_WRITE:
         size = len(DeviceWriteParms.decode(call.args).data)
@@ -359,7 +364,7 @@ async def test_stale_and_foreign_xids_are_skipped() -> None:
             await send_record(stream, encode_reply(call.xid ^ 0x5A5A, stale))
             await answer_reads(stream, call)
 
-    async with rpc_peer(answer) as (port, _), aiotmc.open(resource(port)) as inst:
+    async with rpc_peer(answer) as (port, _), open_peer(port) as inst:
         assert await inst.query("X?") == "ok"
         assert await inst.query("X?") == "ok"
 
@@ -376,7 +381,7 @@ async def test_garbled_reply_is_typed_and_the_link_recovers() -> None:
             return
         await answer_reads(stream, call)
 
-    async with rpc_peer(answer) as (port, _), aiotmc.open(resource(port)) as inst:
+    async with rpc_peer(answer) as (port, _), open_peer(port) as inst:
         with pytest.raises(aiotmc.RemoteProtocolError, match="garbled"):
             await inst.query("X?")
         assert await inst.query("X?") == "ok"
@@ -394,7 +399,7 @@ async def test_two_gigabyte_fragment_header_is_typed_then_reconnects() -> None:
             return
         await answer_reads(stream, call)
 
-    async with rpc_peer(answer) as (port, connections), aiotmc.open(resource(port)) as inst:
+    async with rpc_peer(answer) as (port, connections), open_peer(port) as inst:
         with pytest.raises(aiotmc.RemoteProtocolError, match="exceeds max_size"):
             await inst.query("X?", timeout=2)
         assert await inst.query("X?") == "ok"
@@ -406,7 +411,7 @@ async def test_server_that_never_answers() -> None:
     async def answer(stream: SocketStream, call: Call) -> None:
         await linked(stream, call)
 
-    async with rpc_peer(answer) as (port, _), aiotmc.open(resource(port)) as inst:
+    async with rpc_peer(answer) as (port, _), open_peer(port) as inst:
         start = anyio.current_time()
         with pytest.raises(aiotmc.WriteTimeout):
             await inst.write("X", timeout=0.2)
@@ -421,7 +426,7 @@ async def test_server_that_never_answers_create_link() -> None:
 
     async with rpc_peer(answer) as (port, _):
         with pytest.raises(aiotmc.AiotmcTimeout):
-            async with aiotmc.open(resource(port), connect_timeout=0.3):
+            async with open_peer(port, connect_timeout=0.3):
                 pass  # pragma: no cover
 
 
@@ -432,7 +437,7 @@ async def test_prog_mismatch_is_typed() -> None:
 
     async with rpc_peer(answer) as (port, _):
         with pytest.raises(aiotmc.RemoteProtocolError, match="PROG_MISMATCH"):
-            async with aiotmc.open(resource(port)):
+            async with open_peer(port):
                 pass  # pragma: no cover
 
 
@@ -557,7 +562,7 @@ async def test_device_answering_empty_reads_forever_is_typed() -> None:
             else:
                 await answer_reads(stream, call)
 
-    async with rpc_peer(answer) as (port, _), aiotmc.open(resource(port)) as inst:
+    async with rpc_peer(answer) as (port, _), open_peer(port) as inst:
         with pytest.raises(aiotmc.RemoteProtocolError, match="empty answers"):
             await inst.query("X?")
 
@@ -672,3 +677,63 @@ async def test_block_read_cancelled_midway_then_in_step() -> None:
         assert scope.cancelled_caught
         assert await inst.query("ECHO after") == "after"
         assert await inst.query_block("DATA?") == test_pattern(size)
+
+
+# -- service requests over the interrupt channel -----------------------------------------------
+
+
+async def test_service_requests_over_the_interrupt_channel() -> None:
+    from aiotmc._background import running
+
+    before = running()
+    async with served() as (server, _), aiotmc.open(server.resource()) as inst:
+        transport = inst.transport
+        assert isinstance(transport, Vxi11Transport)
+        assert transport.srq is not None and transport.info.capabilities.srq
+        await inst.write("*SRE 32;*ESE 1")
+        for _ in range(2):  # the interrupt connection stays up between requests
+            assert await inst.query("*ESR?") in ("0", "1")  # reading clears it: a new edge
+            async with inst.service_requests() as events:
+                await inst.write("*OPC")
+                with anyio.fail_after(5):
+                    event = await events.receive()
+            # the status byte, polled on a second link: RQS and the event summary bit
+            assert event.status == aiotmc.StatusByte.RQS | aiotmc.StatusByte.ESB
+        assert server.srqs_sent == 2
+        assert running() == before + 1  # the interrupt listener
+    assert ("core", Proc.DESTROY_INTR_CHAN) in server.calls
+    assert running() == before
+
+
+async def test_interrupt_channel_survives_junk() -> None:
+    async with served() as (server, _), aiotmc.open(server.resource()) as inst:
+        transport = inst.transport
+        assert isinstance(transport, Vxi11Transport) and transport._interrupts is not None
+        interrupts = transport._interrupts
+        async with await anyio.connect_tcp("127.0.0.1", interrupts.port) as junk:
+            await junk.send(record_mark(8) + b"garbage!")
+            with anyio.fail_after(5):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await junk.receive()
+        assert interrupts.rejected == 1
+        await inst.write("*SRE 32;*ESE 1")
+        with anyio.fail_after(5):
+            async with inst.service_requests() as events:
+                await inst.write("*OPC")
+                await events.receive()
+
+
+async def test_srq_after_reconnect_and_srq_off() -> None:
+    async with served() as (server, _), aiotmc.open(server.resource()) as inst:
+        transport = inst.transport
+        assert isinstance(transport, Vxi11Transport)
+        await transport.reconnect()  # a new link asks for the interrupt channel again
+        await inst.write("*SRE 32;*ESE 1")
+        with anyio.fail_after(5):
+            async with inst.service_requests() as events:
+                await inst.write("*OPC")
+                await events.receive()
+    async with served() as (server, _), aiotmc.open(server.resource(), srq=False) as inst:
+        assert inst.transport.srq is None
+        assert not inst.transport.info.capabilities.srq
+        assert ("core", Proc.CREATE_INTR_CHAN) not in server.calls

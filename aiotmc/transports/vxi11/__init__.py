@@ -29,6 +29,7 @@ class Vxi11Options(TypedDict, total=False):
     term_char: str | None  #: end reads at this character too (TERMCHRSET); None: END only
     lock: bool  #: open with the device locked for this link (create_link lockDevice)
     pipeline: bool  #: queries send device_write and device_read together (one round trip)
+    srq: bool  #: set up the interrupt channel for service requests (True)
 
 
 @asynccontextmanager
@@ -52,6 +53,7 @@ async def _open_vxi11(
         term_char=None if term is None else encoded[0],
         lock_at_open=options.get("lock", False),
         pipeline=options.get("pipeline", False),
+        srq=options.get("srq", True),
         connect_timeout=settings.connect_timeout,
         reconnect=settings.reconnect,
     )

@@ -98,6 +98,13 @@ class RpcChannel:
         return cls(sock, prog=prog, vers=vers, max_record=max_record, resource=resource)
 
     @property
+    def local_address(self) -> str:
+        """Our address on this connection (as the server sees it)."""
+        sock = self._socket()
+        address: str = sock.getsockname()[0]
+        return address
+
+    @property
     def max_record(self) -> int:
         """The largest reply accepted."""
         return self._reassembler.max_size

@@ -27,16 +27,18 @@ queues outlive the link).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
 
 from ..._exceptions import (
     AiotmcError,
     ConnectError,
+    ConnectionLostError,
     LocalProtocolError,
     RemoteProtocolError,
     TransportError,
@@ -47,12 +49,15 @@ from ...protocol.portmap import PMAP_PORT
 from ...protocol.vxi11 import (
     DEVICE_ASYNC,
     DEVICE_CORE,
+    DEVICE_INTR,
+    DEVICE_TCP,
     END,
     TERMCHRSET,
     VERSION,
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
     DeviceLink,
@@ -60,7 +65,9 @@ from ...protocol.vxi11 import (
     DeviceReadParms,
     DeviceReadResp,
     DeviceReadStbResp,
+    DeviceRemoteFunc,
     DeviceWriteResp,
+    ErrorCode,
     Proc,
     Reason,
     device_write_head,
@@ -68,12 +75,11 @@ from ...protocol.vxi11 import (
 )
 from ...protocol.xdr import padding
 from ...reconnect import Reconnect, retry_connect
+from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
+from .interrupt import InterruptServer
 from .portmapper import cached_port, forget_port, lookup_port
 from .rpc import RpcChannel
-
-if TYPE_CHECKING:
-    from ...srq import SrqBroadcaster
 
 __all__ = [
     "DEFAULT_REQUEST_SIZE",
@@ -92,10 +98,14 @@ _MAX_TIMEOUT: Final = 0x7FFFFFFF  # ms, also for "no deadline"
 _SMALL_RECORD: Final = 64 * 1024
 _ABORT_WAIT: Final = 1.0  # seconds allowed for device_abort
 _CLOSE_WAIT: Final = 0.5  # seconds allowed for destroy_link on close
+_SRQ_STATUS_WAIT: Final = 2.0  # seconds for the status byte of a service request
 _MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
 _CAPABILITIES: Final = Capabilities(
     read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
+)
+_CAPABILITIES_SRQ: Final = Capabilities(
+    srq=True, read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
 )
 _REFUSALS: Final = frozenset({1, 4, 5, 6, 8, 11, 12, 21, 29})  # error codes: nothing was done
 _REMOTE_MODES: Final = frozenset(
@@ -136,6 +146,7 @@ class Vxi11Transport:
         term_char: int | None = None,
         lock_at_open: bool = False,
         pipeline: bool = False,
+        srq: bool = True,
         connect_timeout: float | None = 10.0,
         reconnect: Reconnect | None = None,
     ) -> None:
@@ -157,6 +168,10 @@ class Vxi11Transport:
         self._term_char = term_char
         self._lock_at_open = lock_at_open
         self._pipeline = pipeline
+        self._want_srq = srq
+        self._interrupts: InterruptServer | None = None
+        self._status_link: tuple[RpcChannel, int] | None = None  # for SRQ status bytes
+        self._srq = SrqBroadcaster(self._resource)
         self._connect_timeout = connect_timeout
         self._policy = reconnect
         self._core: RpcChannel | None = None
@@ -200,7 +215,10 @@ class Vxi11Transport:
                 abort_port=str(self._abort_port),
             )
         return TransportInfo(
-            resource=self._resource, kind="vxi11", capabilities=_CAPABILITIES, details=details
+            resource=self._resource,
+            kind="vxi11",
+            capabilities=_CAPABILITIES_SRQ if self._interrupts is not None else _CAPABILITIES,
+            details=details,
         )
 
     @property
@@ -210,8 +228,8 @@ class Vxi11Transport:
 
     @property
     def srq(self) -> SrqBroadcaster | None:
-        """No interrupt channel yet (the Instrument falls back to polling)."""
-        return None
+        """Service requests from the interrupt channel; None when the device has none."""
+        return self._srq if self._interrupts is not None else None
 
     @property
     def link_id(self) -> int:
@@ -408,12 +426,21 @@ class Vxi11Transport:
             if core is not None and not core.broken and not core.abandoned and not self._busy:
                 with anyio.move_on_after(_CLOSE_WAIT):
                     try:
+                        if self._interrupts is not None:
+                            await self._call_checked(
+                                core, Proc.DESTROY_INTR_CHAN, b"", "destroy_intr_chan"
+                            )
                         await core.call(Proc.DESTROY_LINK, [DeviceLink(self._lid).encode()])
                     except (AiotmcError, OSError):
                         pass
             for channel in (abort, core):
                 if channel is not None:
                     await channel.aclose()
+            interrupts, self._interrupts = self._interrupts, None
+            if interrupts is not None:
+                await interrupts.stop()
+            await self._drop_status_link()
+            self._srq.close()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -469,7 +496,97 @@ class Vxi11Transport:
         self._max_recv = min(size, MAX_RECV_SIZE_CLAMP) if size > 0 else 1024
         core.max_record = max(_SMALL_RECORD, self._request_size + 1024)
         self._dirty = False
+        if self._want_srq:
+            await self._enable_interrupts(core, deadline)
         self._info = self._make_info()
+
+    async def _enable_interrupts(self, core: RpcChannel, deadline: float) -> None:
+        """create_intr_chan + device_enable_srq; without them the link has no SRQ."""
+        local = core.local_address
+        try:
+            host_addr = int(ipaddress.IPv4Address(local))
+        except ValueError:
+            _log.info("%s: no interrupt channel over IPv6 (%s)", self._resource, local)
+            return
+        interrupts = self._interrupts
+        try:
+            if interrupts is None:
+                handle = f"aiotmc-{self._client_id:x}".encode()
+                interrupts = InterruptServer(
+                    self._srq, handle=handle, resource=self._resource, status=self._srq_status
+                )
+                await interrupts.start(local)
+            until = self._wait_until(deadline)
+            chan = DeviceRemoteFunc(host_addr, interrupts.port, DEVICE_INTR, VERSION, DEVICE_TCP)
+            results = await core.call(Proc.CREATE_INTR_CHAN, [chan.encode()], wait_until=until)
+            error = DeviceError.decode(results).error
+            if error not in (0, ErrorCode.CHANNEL_ALREADY_ESTABLISHED):
+                raise error_for(error, "create_intr_chan", resource=self._resource)
+            srq = DeviceEnableSrqParms(self._lid, True, interrupts.handle)  # never empty
+            results = await core.call(Proc.DEVICE_ENABLE_SRQ, [srq.encode()], wait_until=until)
+            error = DeviceError.decode(results).error
+            if error:
+                raise error_for(error, "device_enable_srq", resource=self._resource)
+        except (AiotmcError, OSError) as exc:
+            if isinstance(exc, ConnectionLostError):
+                raise
+            _log.info("%s: no service requests: %s", self._resource, exc)
+            if interrupts is not None and self._interrupts is None:
+                await interrupts.stop()
+            return
+        except BaseException:
+            if interrupts is not None and self._interrupts is None:
+                await interrupts.stop()
+            raise
+        self._interrupts = interrupts
+
+    async def _srq_status(self) -> int | None:
+        """The status byte after a service request, read by device_readstb on a second
+        link of its own (opened on first need), so the link in use is not disturbed."""
+        try:
+            with anyio.fail_after(_SRQ_STATUS_WAIT):
+                if self._status_link is None or self._status_link[0].broken:
+                    await self._drop_status_link()
+                    channel = await RpcChannel.connect(
+                        self._host,
+                        self._core_port,
+                        prog=DEVICE_CORE,
+                        vers=VERSION,
+                        max_record=_SMALL_RECORD,
+                        deadline=math.inf,
+                        what="VXI-11 core channel (status link)",
+                        resource=self._resource,
+                    )
+                    self._status_link = (channel, -1)
+                    parms = CreateLinkParms(self._client_id, False, 0, self._device)
+                    reply = CreateLinkResp.decode(
+                        await channel.call(Proc.CREATE_LINK, [parms.encode()])
+                    )
+                    if reply.error:
+                        raise error_for(reply.error, "create_link", resource=self._resource)
+                    self._status_link = (channel, reply.lid)
+                channel, lid = self._status_link
+                poll = DeviceGenericParms(lid, 0, 0, _ms(_SRQ_STATUS_WAIT))
+                stb = DeviceReadStbResp.decode(
+                    await channel.call(Proc.DEVICE_READSTB, [poll.encode()])
+                )
+                if stb.error:
+                    raise error_for(stb.error, "device_readstb", resource=self._resource)
+                return stb.stb & 0xFF
+        except (AiotmcError, OSError, TimeoutError) as exc:
+            _log.info("%s: no status byte for a service request: %s", self._resource, exc)
+            await self._drop_status_link()
+            return None
+
+    async def _drop_status_link(self) -> None:
+        link, self._status_link = self._status_link, None
+        if link is not None:
+            await link[0].aclose()
+
+    async def _call_checked(self, core: RpcChannel, proc: Proc, args: bytes, name: str) -> None:
+        error = DeviceError.decode(await core.call(proc, [args])).error
+        if error:
+            raise error_for(error, name, resource=self._resource)
 
     async def _drop(self) -> None:
         core, self._core = self._core, None
