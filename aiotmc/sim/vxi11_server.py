@@ -16,15 +16,17 @@ never reaches the device's error queue.
 
 Implemented: create_link, device_write, device_read (requestSize, TERMCHRSET, END),
 device_readstb, device_trigger, device_clear, device_remote, device_local, device_lock
-(with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort. Not yet: the
-interrupt channel (create_intr_chan, device_enable_srq answer "operation not
-supported"), device_docmd.
+(with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort,
+create_intr_chan / destroy_intr_chan / device_enable_srq (each service request of a
+device calls device_intr_srq, one-way, on every link that enabled it). Not yet:
+device_docmd ("operation not supported").
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -231,6 +233,31 @@ class Vxi11Server(RpcServer):
     def _start_more(self, task_group: TaskGroup) -> None:
         if self._udp is not None:
             task_group.start_soon(self._serve_udp_portmapper, self._udp)
+        for device in {id(d): d for d in self.devices.values()}.values():
+            task_group.start_soon(self._clock, device)
+
+    async def _clock(self, device: SimDevice) -> None:
+        """Poll ``device`` when its next deadline comes, so operations complete (and
+        service requests fire) on time with no client call in progress."""
+        changed = anyio.Event()
+
+        def wake() -> None:
+            changed.set()
+
+        remove = device.add_deadline_listener(wake)
+        try:
+            while True:
+                due = device.next_deadline()
+                wait = math.inf if due is None else max(_MIN_WAIT, due - device.clock())
+                with anyio.move_on_after(wait):
+                    await changed.wait()
+                changed = anyio.Event()
+                try:
+                    device.poll()
+                except Exception:  # a bug in a device model: log it, keep serving
+                    self.log.exception("device failed in poll()")
+        finally:
+            remove()
 
     async def _close_listeners(self) -> None:
         unsubscribe, self._unsubscribe = self._unsubscribe, []

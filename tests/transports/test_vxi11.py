@@ -737,3 +737,15 @@ async def test_srq_after_reconnect_and_srq_off() -> None:
         assert inst.transport.srq is None
         assert not inst.transport.info.capabilities.srq
         assert ("core", Proc.CREATE_INTR_CHAN) not in server.calls
+
+
+async def test_srq_when_an_operation_completes_later() -> None:
+    device = echo_device()
+    async with served(device) as (server, _), aiotmc.open(server.resource()) as inst:
+        await inst.write("*SRE 32;*ESE 1")
+        device.start_operation(0.1)  # *OPC completes with it, with no client call running
+        async with inst.service_requests() as events:
+            await inst.write("*OPC")
+            with anyio.fail_after(5):
+                event = await events.receive()
+        assert event.status & aiotmc.StatusByte.ESB
