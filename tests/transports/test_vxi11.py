@@ -749,3 +749,18 @@ async def test_srq_when_an_operation_completes_later() -> None:
             with anyio.fail_after(5):
                 event = await events.receive()
         assert event.status & aiotmc.StatusByte.ESB
+
+
+async def test_device_that_never_answers_create_intr_chan_opens_without_srq() -> None:
+    async def answer(stream: SocketStream, call: Call) -> None:
+        if call.proc == Proc.CREATE_INTR_CHAN:
+            return  # as a device whose connection back to us hangs behind a firewall
+        if not await linked(stream, call):
+            await answer_reads(stream, call)
+
+    async with rpc_peer(answer) as (port, _):
+        start = anyio.current_time()
+        async with aiotmc.open(resource(port)) as inst:
+            assert inst.transport.srq is None
+            assert anyio.current_time() - start < 10
+            assert await inst.query("X?") == "ok"  # the late reply is skipped by XID

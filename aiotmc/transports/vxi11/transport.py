@@ -98,6 +98,7 @@ _MAX_TIMEOUT: Final = 0x7FFFFFFF  # ms, also for "no deadline"
 _SMALL_RECORD: Final = 64 * 1024
 _ABORT_WAIT: Final = 1.0  # seconds allowed for device_abort
 _CLOSE_WAIT: Final = 0.5  # seconds allowed for destroy_link on close
+_INTR_SETUP_WAIT: Final = 3.0  # seconds for create_intr_chan + device_enable_srq
 _SRQ_STATUS_WAIT: Final = 2.0  # seconds for the status byte of a service request
 _MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
@@ -516,7 +517,9 @@ class Vxi11Transport:
                     self._srq, handle=handle, resource=self._resource, status=self._srq_status
                 )
                 await interrupts.start(local)
-            until = self._wait_until(deadline)
+            # A device connects back to us in create_intr_chan; behind a firewall that can
+            # hang until its TCP timeout: give up SRQ after a short while, not the link.
+            until = min(self._wait_until(deadline), anyio.current_time() + _INTR_SETUP_WAIT)
             chan = DeviceRemoteFunc(host_addr, interrupts.port, DEVICE_INTR, VERSION, DEVICE_TCP)
             results = await core.call(Proc.CREATE_INTR_CHAN, [chan.encode()], wait_until=until)
             error = DeviceError.decode(results).error
