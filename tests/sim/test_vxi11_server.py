@@ -448,3 +448,26 @@ async def test_interrupt_channel_procedures() -> None:
         handle = DeviceEnableSrqParms(lid, True, b"h").encode()
         assert await error_of(Proc.DEVICE_ENABLE_SRQ, handle) == 0
         assert await error_of(Proc.DESTROY_INTR_CHAN, b"") == 0
+
+
+@needs_port_111
+async def test_python_vxi11_through_the_portmapper_and_its_udp_discovery() -> None:
+    vxi11 = pytest.importorskip("vxi11")
+    async with Vxi11Server(dmm(), portmapper_port=111) as server:
+
+        def client() -> str:
+            inst = vxi11.Instrument("127.0.0.1")  # asks the portmapper on 111 (TCP)
+            try:
+                idn: str = inst.ask("*IDN?")
+            finally:
+                inst.close()
+            return idn
+
+        assert await in_thread(client) == IDN
+        # its discovery (GETPORT over UDP) leaks a socket: run it in a process of its own
+        script = "import vxi11; print(vxi11.list_devices('127.0.0.1', timeout=1))"
+        with anyio.fail_after(30):
+            done = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == "['127.0.0.1']"
+    assert ("portmapper", 3) in server.calls and ("portmapper-udp", 3) in server.calls
