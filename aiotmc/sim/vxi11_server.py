@@ -27,6 +27,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import random
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +41,7 @@ from .._exceptions import RemoteProtocolError
 from ..protocol.oncrpc import (
     AcceptStat,
     decode_call,
+    decode_reply,
     encode_accepted_error,
     encode_call,
     encode_reply,
@@ -46,10 +49,13 @@ from ..protocol.oncrpc import (
 )
 from ..protocol.portmap import (
     IPPROTO_TCP,
+    PMAP_PORT,
     PMAP_PROG,
     PMAP_VERS,
     PMAPPROC_GETPORT,
     PMAPPROC_NULL,
+    PMAPPROC_SET,
+    PMAPPROC_UNSET,
     encode_port,
 )
 from ..protocol.portmap import (
@@ -82,6 +88,7 @@ from ..protocol.vxi11 import (
     Proc,
     Reason,
 )
+from ..protocol.xdr import Unpacker
 from .device import SimDevice
 from .rpc_server import RECV_SIZE, RpcConnection, RpcServer, Serve
 
@@ -94,6 +101,7 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  #: a program message over several dev
 _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _PORT_TRIES: Final = 8
+_RPCBIND_WAIT: Final = 2.0
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
@@ -151,6 +159,7 @@ class Vxi11Server(RpcServer):
         max_connections: int = 64,
         idle_timeout: float = 3600.0,
         send_timeout: float = 10.0,
+        register: bool = False,
     ) -> None:
         super().__init__(
             host=host,
@@ -166,6 +175,9 @@ class Vxi11Server(RpcServer):
         self.portmapper_port = portmapper_port
         self.max_recv_size = max_recv_size
         self.max_message_size = max_message_size
+        self.register = register
+        #: True while the core port is registered with the host's portmapper (rpcbind).
+        self.registered = False
         #: Fault hook: a response that is an exact multiple of requestSize ends with
         #: REQCNT only, and END comes in one more, empty, device_read (pyvisa-py #608).
         self.split_exact_multiple = False
@@ -208,6 +220,8 @@ class Vxi11Server(RpcServer):
             (core, "core", self._serve_core),
             (abort, "abort", self._serve_abort),
         ]
+        if self.register:
+            self.registered = await self._rpcbind(PMAPPROC_SET, self.port)
         if self.portmapper_port is not None:
             pmap = await self._bind_portmapper(self.portmapper_port)
             self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
@@ -259,7 +273,36 @@ class Vxi11Server(RpcServer):
         finally:
             remove()
 
+    async def _rpcbind(self, proc: int, port: int) -> bool:
+        """PMAPPROC_SET / UNSET of the core program with the portmapper on 127.0.0.1:111
+        (over UDP, as rpcbind wants from local programs); False when there is none."""
+        args = PortMapping(DEVICE_CORE, VERSION, IPPROTO_TCP, port).encode()
+        xid = random.getrandbits(32)
+        try:
+            async with await anyio.create_udp_socket(
+                family=socket.AF_INET, local_host="127.0.0.1"
+            ) as udp:
+                await udp.sendto(
+                    encode_call(xid, PMAP_PROG, PMAP_VERS, proc, args), "127.0.0.1", PMAP_PORT
+                )
+                with anyio.fail_after(_RPCBIND_WAIT):
+                    while True:
+                        data, _ = await udp.receive()
+                        try:
+                            reply = decode_reply(data)
+                            if reply.xid == xid:
+                                return Unpacker(reply.check()).unpack_bool()
+                        except RemoteProtocolError:
+                            continue
+        except (OSError, TimeoutError) as exc:
+            self.log.warning("no portmapper on 127.0.0.1:%d to register with: %s", PMAP_PORT, exc)
+            return False
+
     async def _close_listeners(self) -> None:
+        if self.registered:
+            self.registered = False
+            with anyio.CancelScope(shield=True):
+                await self._rpcbind(PMAPPROC_UNSET, self.port)
         unsubscribe, self._unsubscribe = self._unsubscribe, []
         for remove in unsubscribe:
             remove()

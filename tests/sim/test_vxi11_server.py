@@ -471,3 +471,41 @@ async def test_python_vxi11_through_the_portmapper_and_its_udp_discovery() -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().strip() == "['127.0.0.1']"
     assert ("portmapper", 3) in server.calls and ("portmapper-udp", 3) in server.calls
+
+
+@needs_port_111
+@pytest.mark.skipif(shutil.which("rpcbind") is None, reason="rpcbind is not installed")
+async def test_registers_with_rpcbind_for_lxi_and_aiotmc() -> None:
+    import aiotmc
+
+    async with await anyio.open_process(
+        ["rpcbind", "-f", "-i"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as rpcbind:
+        try:
+            with anyio.fail_after(10):  # an external daemon: wait until it accepts
+                while True:
+                    try:
+                        probe = await anyio.connect_tcp("127.0.0.1", 111)
+                    except OSError:
+                        await anyio.sleep(0.05)
+                        continue
+                    await probe.aclose()
+                    break
+            async with Vxi11Server(dmm(), register=True) as server:
+                assert server.registered
+                listed = await anyio.run_process(["rpcinfo", "-p", "127.0.0.1"])
+                assert f"395183    1   tcp  {server.port}" in listed.stdout.decode()
+                async with aiotmc.open("TCPIP0::127.0.0.1::INSTR") as inst:
+                    assert await inst.query("*IDN?") == IDN
+                if shutil.which("lxi"):
+                    with anyio.fail_after(30):
+                        done = await anyio.run_process(
+                            ["lxi", "scpi", "-a", "127.0.0.1", "-t", "5", "*IDN?"], check=False
+                        )
+                    assert done.stdout.decode().strip() == IDN, done.stderr
+            listed = await anyio.run_process(["rpcinfo", "-p", "127.0.0.1"])
+            assert "395183" not in listed.stdout.decode()  # unregistered on close
+        finally:
+            rpcbind.terminate()
+            with anyio.move_on_after(5):
+                await rpcbind.wait()
