@@ -51,6 +51,7 @@ ENTRY_POINT_GROUP: Final = "aiotmc.transports"
 
 _BUILTIN: Final[Mapping[str, str]] = {
     "tcpip-socket": "aiotmc.transports.tcp:TRANSPORT",
+    "tcpip-instr": "aiotmc.transports.vxi11:TRANSPORT",
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
 }

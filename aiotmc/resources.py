@@ -148,7 +148,8 @@ class TcpipSocket(ResourceName):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TcpipInstr(ResourceName):
-    """``TCPIP[board]::host[::lan_device]::INSTR``: VXI-11 (device name ``inst0`` by default)."""
+    """``TCPIP[board]::host[,port][::lan_device]::INSTR``: VXI-11 (device name ``inst0`` by
+    default). ``port`` (pyvisa-py's ``host,port`` form) skips the portmapper."""
 
     kind: ClassVar[str] = "tcpip-instr"
     interface_type: ClassVar[str] = "TCPIP"
@@ -157,9 +158,11 @@ class TcpipInstr(ResourceName):
     board: int = 0
     host: str
     lan_device_name: str = DEFAULT_LAN_DEVICE
+    port: int | None = None  #: the VXI-11 core channel's port; None: ask the portmapper
 
     def __post_init__(self) -> None:
         problem = _check_board(self.board) or _check_host(self.host)
+        problem = problem or (None if self.port is None else _check_port(self.port))
         problem = problem or _check_name("LAN device name", self.lan_device_name)
         if problem is None and _HISLIP.fullmatch(self.lan_device_name):
             problem = f"{self.lan_device_name!r} is a HiSLIP device: use TcpipHislip"
@@ -171,7 +174,9 @@ class TcpipInstr(ResourceName):
         object.__setattr__(self, "host", _normalise_host(self.host))
 
     def __str__(self) -> str:
-        return f"TCPIP{self.board}::{_format_host(self.host)}::{self.lan_device_name}::INSTR"
+        port = "" if self.port is None else f",{self.port}"
+        host = _format_host(self.host)
+        return f"TCPIP{self.board}::{host}{port}::{self.lan_device_name}::INSTR"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -387,6 +392,7 @@ class _Parser:
 
     def tcpip(self, board: int, start: int) -> ResourceName:
         text = self.text
+        vxi11_port: int | None = None
         if text.startswith("[", start):
             close = text.find("]", start)
             if close < 0:
@@ -405,6 +411,10 @@ class _Parser:
             segments = self.split(start)
             cls = segments[-1].text.upper() if len(segments) > 1 else ""
             cls = cls if cls in ("SOCKET", "INSTR") else ""
+            head, comma, port_text = segments[0].text.partition(",")
+            if comma and cls != "SOCKET" and ":" not in head:  # pyvisa-py's host,port (VXI-11)
+                vxi11_port = self.port(_Segment(port_text, segments[0].start + len(head) + 1))
+                segments[0] = _Segment(head, segments[0].start)
             host, rest = self.bare_host(segments[:-1] if cls else segments, cls)
         end = segments[-1].start - 2 if cls else len(text)
         if cls == "SOCKET":
@@ -415,7 +425,7 @@ class _Parser:
                 self.fail(f"unexpected {rest[1].text!r}, expected ::SOCKET", rest[1].start)
             return TcpipSocket(board=board, host=host, port=port)
         if not rest:
-            return TcpipInstr(board=board, host=host)
+            return TcpipInstr(board=board, host=host, port=vxi11_port)
         device = rest[0]
         if len(rest) > 1:
             extra = rest[1]
@@ -434,6 +444,8 @@ class _Parser:
             )
         hislip = _HISLIP.fullmatch(device.text)
         if hislip is not None:
+            if vxi11_port is not None:
+                self.fail("a HiSLIP port is written ::hislip0,port::INSTR", segments[0].end)
             port = DEFAULT_HISLIP_PORT
             if hislip.group(2) is not None:
                 port = self.port(_Segment(hislip.group(2), device.start + hislip.start(2)))
@@ -441,7 +453,7 @@ class _Parser:
         problem = _check_name("LAN device name", device.text)
         if problem is not None:
             self.fail(problem, device.start)
-        return TcpipInstr(board=board, host=host, lan_device_name=device.text)
+        return TcpipInstr(board=board, host=host, lan_device_name=device.text, port=vxi11_port)
 
     def port(self, segment: _Segment) -> int:
         if not segment.text.isascii() or not segment.text.isdigit():

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 # umockdev: real libusb against the emulated instrument; qemu/busybox/kmod: the kernel
 # USB stack tier (tests/kernel), which boots a stock Debian kernel under QEMU; chromium:
-# the web dashboard's end-to-end test in a headless browser.
+# the web dashboard's end-to-end test in a headless browser; lxi-tools: an independent
+# VXI-11 client (liblxi) judging the VXI-11 simulator; rpcbind: the portmapper it registers with.
 APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
-    qemu-system-x86 busybox-static kmod chromium chromium-driver)
+    qemu-system-x86 busybox-static kmod chromium chromium-driver lxi-tools rpcbind)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()

@@ -1,0 +1,308 @@
+"""ONC-RPC v2 (RFC 5531) messages over TCP record marking, sans-IO.
+
+* :func:`encode_call` / :func:`decode_call`: a CALL message (AUTH_NONE credentials).
+* :func:`encode_reply` / :func:`encode_accepted_error` / :func:`decode_reply`: REPLY
+  messages; :meth:`Reply.check` raises :class:`RpcError` for anything but SUCCESS.
+* :func:`record_mark` and :class:`RecordReassembler`: RFC 5531 section 11 framing. Each
+  fragment starts with a 4-byte header: the top bit marks the last fragment of a record,
+  the other 31 bits are its length. The reassembler never allocates from a header: a
+  record is only as large as the bytes received for it, and a header announcing more
+  than ``max_size`` in total raises :class:`RecordTooLarge` before any of it is read.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from .._exceptions import RemoteProtocolError
+from .._types import BytesLike
+from .scpi import NEED_DATA
+from .xdr import Unpacker
+
+__all__ = [
+    "AUTH_NONE",
+    "LAST_FRAGMENT",
+    "MAX_FRAGMENT",
+    "RPC_VERSION",
+    "AcceptStat",
+    "Call",
+    "RecordReassembler",
+    "RecordTooLarge",
+    "Reply",
+    "RpcError",
+    "call_header",
+    "decode_call",
+    "decode_reply",
+    "encode_accepted_error",
+    "encode_call",
+    "encode_denied",
+    "encode_reply",
+    "peek_xid",
+    "record_mark",
+    "reply_header",
+]
+
+RPC_VERSION: Final = 2
+AUTH_NONE: Final = 0
+LAST_FRAGMENT: Final = 0x80000000
+MAX_FRAGMENT: Final = 0x7FFFFFFF
+_MAX_AUTH: Final = 400  # RFC 5531: opaque_auth body<400>
+_CALL: Final = 0
+_REPLY: Final = 1
+_MSG_ACCEPTED: Final = 0
+_MSG_DENIED: Final = 1
+_HEADER: Final = struct.Struct(">I")
+_CALL_HEAD: Final = struct.Struct(">IIIIIIIIII")  # xid..proc + cred + verf, AUTH_NONE
+_REPLY_HEAD: Final = struct.Struct(">IIIIII")  # xid, REPLY, ACCEPTED, verf, stat
+
+
+class AcceptStat(enum.IntEnum):
+    """Why an accepted call did or did not run (``accept_stat``)."""
+
+    SUCCESS = 0
+    PROG_UNAVAIL = 1
+    PROG_MISMATCH = 2
+    PROC_UNAVAIL = 3
+    GARBAGE_ARGS = 4
+    SYSTEM_ERR = 5
+
+
+class RpcError(RemoteProtocolError):
+    """The RPC server refused or failed the call (not SUCCESS); ``stat`` says how."""
+
+    def __init__(self, message: str, *, stat: int | None = None) -> None:
+        self.stat = stat
+        super().__init__(message)
+
+
+class RecordTooLarge(RemoteProtocolError):
+    """A record-marking header announced more than the reassembler's ``max_size``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A decoded CALL: who is called, and the undecoded procedure arguments."""
+
+    xid: int
+    prog: int
+    vers: int
+    proc: int
+    args: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded REPLY. ``results`` is valid only when ``stat`` is SUCCESS."""
+
+    xid: int
+    accepted: bool
+    stat: int  #: accept_stat when accepted, reject_stat when denied
+    results: memoryview
+    mismatch: tuple[int, int] | None = None  #: (low, high) for PROG_/RPC_MISMATCH
+
+    def check(self) -> memoryview:
+        """The results, or :class:`RpcError` when the call did not succeed."""
+        if self.accepted and self.stat == AcceptStat.SUCCESS:
+            return self.results
+        if not self.accepted:
+            what = "RPC version mismatch" if self.stat == 0 else "authentication error"
+            raise RpcError(f"RPC call denied: {what}", stat=self.stat)
+        try:
+            name = AcceptStat(self.stat).name
+        except ValueError:
+            name = f"accept_stat {self.stat}"
+        if self.mismatch is not None:
+            name += f" (server supports versions {self.mismatch[0]}..{self.mismatch[1]})"
+        raise RpcError(f"RPC call failed: {name}", stat=self.stat)
+
+
+def record_mark(length: int, *, last: bool = True) -> bytes:
+    """The 4-byte record-marking header of a fragment of ``length`` bytes."""
+    if not 0 <= length <= MAX_FRAGMENT:
+        raise ValueError(f"fragment length out of range: {length}")
+    return _HEADER.pack(length | (LAST_FRAGMENT if last else 0))
+
+
+def encode_call(xid: int, prog: int, vers: int, proc: int, args: BytesLike = b"") -> bytes:
+    """A CALL message with AUTH_NONE credentials and verifier (no record mark)."""
+    head = _CALL_HEAD.pack(xid, _CALL, RPC_VERSION, prog, vers, proc, AUTH_NONE, 0, AUTH_NONE, 0)
+    return head + args if args else head
+
+
+def call_header(xid: int, prog: int, vers: int, proc: int) -> bytes:
+    """The CALL message up to its arguments (to send arguments without copying them)."""
+    return _CALL_HEAD.pack(xid, _CALL, RPC_VERSION, prog, vers, proc, AUTH_NONE, 0, AUTH_NONE, 0)
+
+
+def decode_call(message: BytesLike) -> Call:
+    """Decode a CALL message; credentials of any flavour are skipped."""
+    u = Unpacker(message)
+    xid = u.unpack_uint()
+    kind = u.unpack_uint()
+    if kind != _CALL:
+        raise RemoteProtocolError(f"expected an RPC CALL, got message type {kind}")
+    version = u.unpack_uint()
+    if version != RPC_VERSION:
+        raise RpcError(f"RPC version {version} is not 2", stat=0)
+    prog, vers, proc = u.unpack_uint(), u.unpack_uint(), u.unpack_uint()
+    for _ in range(2):  # credentials, verifier
+        u.unpack_uint()
+        u.unpack_opaque_view(max_size=_MAX_AUTH)
+    return Call(xid, prog, vers, proc, u.rest())
+
+
+def reply_header(xid: int, stat: int = AcceptStat.SUCCESS) -> bytes:
+    """An accepted REPLY up to its results."""
+    return _REPLY_HEAD.pack(xid, _REPLY, _MSG_ACCEPTED, AUTH_NONE, 0, stat)
+
+
+def encode_reply(xid: int, results: BytesLike = b"") -> bytes:
+    """An accepted, successful REPLY carrying ``results`` (no record mark)."""
+    head = reply_header(xid)
+    return head + results if results else head
+
+
+def encode_accepted_error(
+    xid: int, stat: AcceptStat, *, mismatch: tuple[int, int] | None = None
+) -> bytes:
+    """An accepted REPLY that is not SUCCESS (PROG_UNAVAIL, GARBAGE_ARGS...)."""
+    head = reply_header(xid, stat)
+    if stat == AcceptStat.PROG_MISMATCH:
+        low, high = mismatch or (0, 0)
+        head += struct.pack(">II", low, high)
+    return head
+
+
+def encode_denied(xid: int, *, low: int = RPC_VERSION, high: int = RPC_VERSION) -> bytes:
+    """A REPLY denying the call for an RPC version mismatch."""
+    return struct.pack(">IIIIII", xid, _REPLY, _MSG_DENIED, 0, low, high)
+
+
+def peek_xid(message: BytesLike) -> int | None:
+    """The XID of a message, or None if it is too short to have one."""
+    view = memoryview(message).cast("B")
+    if len(view) < 4:
+        return None
+    xid: int = _HEADER.unpack(view[:4])[0]
+    return xid
+
+
+def decode_reply(message: BytesLike) -> Reply:
+    """Decode a REPLY message (raises RemoteProtocolError if it is not one)."""
+    u = Unpacker(message)
+    xid = u.unpack_uint()
+    kind = u.unpack_uint()
+    if kind != _REPLY:
+        raise RemoteProtocolError(f"expected an RPC REPLY, got message type {kind}")
+    status = u.unpack_uint()
+    if status == _MSG_ACCEPTED:
+        u.unpack_uint()  # verifier flavour
+        u.unpack_opaque_view(max_size=_MAX_AUTH)
+        stat = u.unpack_uint()
+        mismatch = None
+        if stat == AcceptStat.PROG_MISMATCH:
+            mismatch = (u.unpack_uint(), u.unpack_uint())
+        return Reply(xid, True, stat, u.rest(), mismatch)
+    if status == _MSG_DENIED:
+        stat = u.unpack_uint()
+        mismatch = (u.unpack_uint(), u.unpack_uint()) if stat == 0 else None
+        return Reply(xid, False, stat, u.rest(), mismatch)
+    raise RemoteProtocolError(f"RPC reply status {status} is neither accepted nor denied")
+
+
+class RecordReassembler:
+    """Frames a byte stream into RPC records (bytes in, records out).
+
+    ``receive_data(data)`` buffers received bytes; :meth:`next_record` returns the next
+    complete record or :class:`~aiotmc.protocol.scpi.NEED_DATA`. Memory held is the bytes
+    received and not returned yet; a record whose fragments announce more than
+    ``max_size`` bytes raises :class:`RecordTooLarge` as soon as the header is seen, and
+    the reassembler stays failed (the stream's framing is lost: close the connection).
+    """
+
+    __slots__ = ("_buffer", "_error", "_fragment", "_last", "_max_size", "_pos", "_record")
+
+    def __init__(self, *, max_size: int) -> None:
+        if max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        self._max_size = max_size
+        self._buffer = bytearray()
+        self._pos = 0  # start of unconsumed bytes in _buffer
+        self._record = bytearray()  # fragments of the current record so far
+        self._fragment: int | None = None  # length of the fragment being received
+        self._last = False
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def max_size(self) -> int:
+        """The largest record accepted."""
+        return self._max_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: received and not returned in a record yet."""
+        return len(self._buffer) - self._pos + len(self._record)
+
+    @property
+    def at_record_start(self) -> bool:
+        """True when no part of a record is held."""
+        return self.buffered == 0 and self._fragment is None
+
+    def receive_data(self, data: BytesLike) -> None:
+        """Add received bytes."""
+        if self._error is not None:
+            raise self._error
+        if self._pos and self._pos == len(self._buffer):
+            self._buffer.clear()
+            self._pos = 0
+        self._buffer += data
+
+    def next_record(self) -> bytes | type[NEED_DATA]:
+        """The next whole record, or ``NEED_DATA``."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        while True:
+            available = len(buffer) - self._pos
+            if self._fragment is None:
+                if available < 4:
+                    self._compact()
+                    return NEED_DATA
+                header: int = _HEADER.unpack_from(buffer, self._pos)[0]
+                self._pos += 4
+                length = header & MAX_FRAGMENT
+                self._last = bool(header & LAST_FRAGMENT)
+                if len(self._record) + length > self._max_size:
+                    self._error = RecordTooLarge(
+                        f"RPC record of at least {len(self._record) + length} bytes exceeds "
+                        f"max_size={self._max_size}"
+                    )
+                    raise self._error
+                self._fragment = length
+                available -= 4
+            length = self._fragment
+            if available < length:
+                self._compact()
+                return NEED_DATA
+            end = self._pos + length
+            if self._last and not self._record:  # one-fragment record: one copy
+                record = bytes(buffer[self._pos : end])
+            else:
+                self._record += buffer[self._pos : end]
+                record = b""
+            self._pos = end
+            self._fragment = None
+            if self._last:
+                if not record:
+                    record = bytes(self._record)
+                    self._record.clear()
+                self._compact()
+                return record
+
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0

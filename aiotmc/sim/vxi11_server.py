@@ -1,0 +1,728 @@
+"""Serve simulated instruments over VXI-11 (core and abort channels, a tiny portmapper).
+
+:class:`Vxi11Server` serves one or more :class:`~aiotmc.sim.SimDevice` under VXI-11
+device names (``inst0`` by default; gateway names such as ``gpib0,5`` work the same way).
+Link ids start at 0 (valid, and a case clients get wrong). With ``portmapper_port`` set
+(0: any free port) it also answers PMAPPROC_GETPORT itself, over TCP and UDP on the same
+port number, for tests that cannot bind port 111 and for discovery.
+
+Server rules (issue 14): per-connection memory grows only with bytes received (records
+are reassembled from received bytes, never allocated from a header, and bounded by
+``max_record``); a program message split over several device_write calls is bounded by
+``max_message_size``; at most ``max_connections`` connections (others are closed at
+once); a connection idle for ``idle_timeout`` seconds, or whose client does not take a
+reply within ``send_timeout``, is closed; hostile input is logged once per connection and
+never reaches the device's error queue.
+
+Implemented: create_link, device_write, device_read (requestSize, TERMCHRSET, END),
+device_readstb, device_trigger, device_clear, device_remote, device_local, device_lock
+(with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort,
+create_intr_chan / destroy_intr_chan / device_enable_srq (each service request of a
+device calls device_intr_srq, one-way, on every link that enabled it). Not yet:
+device_docmd ("operation not supported").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import random
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskGroup, UDPSocket
+
+from .._exceptions import RemoteProtocolError
+from ..protocol.oncrpc import (
+    AcceptStat,
+    decode_call,
+    decode_reply,
+    encode_accepted_error,
+    encode_call,
+    encode_reply,
+    record_mark,
+)
+from ..protocol.portmap import (
+    IPPROTO_TCP,
+    PMAP_PORT,
+    PMAP_PROG,
+    PMAP_VERS,
+    PMAPPROC_GETPORT,
+    PMAPPROC_NULL,
+    PMAPPROC_SET,
+    PMAPPROC_UNSET,
+    encode_port,
+)
+from ..protocol.portmap import (
+    Mapping as PortMapping,
+)
+from ..protocol.vxi11 import (
+    DEVICE_ASYNC,
+    DEVICE_CORE,
+    DEVICE_INTR,
+    DEVICE_TCP,
+    END,
+    TERMCHRSET,
+    VERSION,
+    WAITLOCK,
+    CreateLinkParms,
+    CreateLinkResp,
+    DeviceEnableSrqParms,
+    DeviceError,
+    DeviceGenericParms,
+    DeviceLink,
+    DeviceLockParms,
+    DeviceReadParms,
+    DeviceReadResp,
+    DeviceReadStbResp,
+    DeviceRemoteFunc,
+    DeviceSrqParms,
+    DeviceWriteParms,
+    DeviceWriteResp,
+    ErrorCode,
+    Proc,
+    Reason,
+)
+from ..protocol.xdr import Unpacker
+from .device import SimDevice
+from .rpc_server import RECV_SIZE, RpcConnection, RpcServer, Serve
+
+__all__ = ["Vxi11Server"]
+
+_log = logging.getLogger("aiotmc.sim.vxi11")
+
+DEFAULT_MAX_RECV_SIZE: Final = 1 << 20  #: maxRecvSize announced by create_link
+DEFAULT_MAX_MESSAGE_SIZE: Final = 4 << 20  #: a program message over several device_writes
+_RECORD_OVERHEAD: Final = 1024
+_MAX_LINKS_PER_CONNECTION: Final = 16
+_PORT_TRIES: Final = 8
+_RPCBIND_WAIT: Final = 2.0
+_MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
+
+
+@dataclass(eq=False)
+class _Lock:
+    owner: int | None = None
+    released: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(eq=False)
+class _Link:
+    lid: int
+    name: str
+    device: SimDevice
+    input: bytearray = field(default_factory=bytearray)
+    overflow: bool = False  # the current program message went over the limit: dropped
+    output: bytes | None = None  # the response being read, from ``offset``
+    offset: int = 0
+    aborted: anyio.Event | None = None  # set while a call can be aborted
+    conn: RpcConnection | None = None  # the core connection that created it
+    srq_handle: bytes | None = None  # device_enable_srq handle while enabled
+
+
+@dataclass(eq=False)
+class _Interrupts:
+    """The interrupt channel a core connection asked for (create_intr_chan)."""
+
+    host: str
+    port: int
+    stream: SocketStream | None = None  # connected on the first service request
+    xid: int = 0
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+class Vxi11Server(RpcServer):
+    """Serve simulated devices over VXI-11 (async context manager).
+
+    ``devices``: one device (served as ``inst0``) or a mapping of VXI-11 device names to
+    devices. ``port``/``abort_port`` 0 pick free ports; after ``__aenter__`` the bound ones
+    are in :attr:`port`, :attr:`abort_port` and :attr:`portmapper_port`.
+    """
+
+    log = _log
+
+    def __init__(
+        self,
+        devices: SimDevice | Mapping[str, SimDevice],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        abort_port: int = 0,
+        portmapper_port: int | None = None,
+        max_recv_size: int = DEFAULT_MAX_RECV_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_connections: int = 64,
+        idle_timeout: float = 3600.0,
+        send_timeout: float = 10.0,
+        register: bool = False,
+    ) -> None:
+        super().__init__(
+            host=host,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+        )
+        if isinstance(devices, SimDevice):
+            devices = {"inst0": devices}
+        self.devices = {name.lower(): device for name, device in devices.items()}
+        self.port = port
+        self.abort_port = abort_port
+        self.portmapper_port = portmapper_port
+        self.max_recv_size = max_recv_size
+        self.max_message_size = max_message_size
+        self.register = register
+        #: True while the core port is registered with the host's portmapper (rpcbind).
+        self.registered = False
+        #: Fault hook: a response that is an exact multiple of requestSize ends with
+        #: REQCNT only, and END comes in one more, empty, device_read (pyvisa-py #608).
+        self.split_exact_multiple = False
+        #: Remote state set by device_remote / device_local, by device name.
+        self.remote: dict[str, bool] = {}
+        #: Fault hook: every create_link and device_write answers a maxRecvSize / size
+        #: of this many bytes (a device that takes its input in small pieces).
+        self.short_writes: int | None = None
+        self._udp: UDPSocket | None = None
+        self._interrupts: dict[RpcConnection, _Interrupts] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.srqs_sent = 0  #: device_intr_srq calls sent
+        self._links: dict[int, _Link] = {}
+        self._locks: dict[str, _Lock] = {}
+        self._next_lid = 0
+
+    # -- names -----------------------------------------------------------------------------
+
+    def resource(self, device: str = "inst0", *, explicit_port: bool = True) -> str:
+        """The VISA resource name of ``device``; ``explicit_port`` uses ``host,port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f",{self.port}" if explicit_port else ""
+        return f"TCPIP0::{host}{port}::{device}::INSTR"
+
+    @property
+    def links(self) -> int:
+        """Links open now."""
+        return len(self._links)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _bind(self) -> list[tuple[SocketListener, str, Serve]]:
+        for name, device in self.devices.items():
+            self._unsubscribe.append(device.add_srq_listener(partial(self._on_srq, name)))
+        core = await self._listen(self.port)
+        self.port = core.extra(anyio.abc.SocketAttribute.local_port)
+        abort = await self._listen(self.abort_port)
+        self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
+        served: list[tuple[SocketListener, str, Serve]] = [
+            (core, "core", self._serve_core),
+            (abort, "abort", self._serve_abort),
+        ]
+        if self.register:
+            self.registered = await self._rpcbind(PMAPPROC_SET, self.port)
+        if self.portmapper_port is not None:
+            pmap = await self._bind_portmapper(self.portmapper_port)
+            self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
+            served.append((pmap, "portmapper", self._serve_portmapper))
+        return served
+
+    async def _bind_portmapper(self, port: int) -> SocketListener:
+        """The portmapper's TCP listener, and its UDP socket on the same port number."""
+        for _ in range(_PORT_TRIES):
+            udp = await anyio.create_udp_socket(local_host=self.host, local_port=port)
+            chosen = udp.extra(anyio.abc.SocketAttribute.local_port)
+            try:
+                listener = await self._listen(chosen)
+            except OSError:
+                await udp.aclose()
+                if port:
+                    raise
+                continue  # the free UDP port is taken over TCP: try another one
+            self._udp = udp
+            return listener
+        raise OSError(f"no port free for both TCP and UDP after {_PORT_TRIES} tries")
+
+    def _start_more(self, task_group: TaskGroup) -> None:
+        if self._udp is not None:
+            task_group.start_soon(self._serve_udp_portmapper, self._udp)
+        for device in {id(d): d for d in self.devices.values()}.values():
+            task_group.start_soon(self._clock, device)
+
+    async def _clock(self, device: SimDevice) -> None:
+        """Poll ``device`` when its next deadline comes, so operations complete (and
+        service requests fire) on time with no client call in progress."""
+        changed = anyio.Event()
+
+        def wake() -> None:
+            changed.set()
+
+        remove = device.add_deadline_listener(wake)
+        try:
+            while True:
+                due = device.next_deadline()
+                wait = math.inf if due is None else max(_MIN_WAIT, due - device.clock())
+                with anyio.move_on_after(wait):
+                    await changed.wait()
+                changed = anyio.Event()
+                try:
+                    device.poll()
+                except Exception:  # a bug in a device model: log it, keep serving
+                    self.log.exception("device failed in poll()")
+        finally:
+            remove()
+
+    async def _rpcbind(self, proc: int, port: int) -> bool:
+        """PMAPPROC_SET / UNSET of the core program with the portmapper on 127.0.0.1:111
+        (over UDP, as rpcbind wants from local programs); False when there is none."""
+        args = PortMapping(DEVICE_CORE, VERSION, IPPROTO_TCP, port).encode()
+        xid = random.getrandbits(32)
+        try:
+            async with await anyio.create_udp_socket(
+                family=socket.AF_INET, local_host="127.0.0.1"
+            ) as udp:
+                await udp.sendto(
+                    encode_call(xid, PMAP_PROG, PMAP_VERS, proc, args), "127.0.0.1", PMAP_PORT
+                )
+                with anyio.fail_after(_RPCBIND_WAIT):
+                    while True:
+                        data, _ = await udp.receive()
+                        try:
+                            reply = decode_reply(data)
+                            if reply.xid == xid:
+                                return Unpacker(reply.check()).unpack_bool()
+                        except RemoteProtocolError:
+                            continue
+        except (OSError, TimeoutError) as exc:
+            self.log.warning("no portmapper on 127.0.0.1:%d to register with: %s", PMAP_PORT, exc)
+            return False
+
+    async def _close_listeners(self) -> None:
+        if self.registered:
+            self.registered = False
+            with anyio.CancelScope(shield=True):
+                await self._rpcbind(PMAPPROC_UNSET, self.port)
+        unsubscribe, self._unsubscribe = self._unsubscribe, []
+        for remove in unsubscribe:
+            remove()
+        udp, self._udp = self._udp, None
+        if udp is not None:
+            await udp.aclose()
+        await super()._close_listeners()
+
+    async def _serve_udp_portmapper(self, udp: UDPSocket) -> None:
+        """GETPORT over UDP (discovery); anything that is not a valid call is ignored."""
+        while True:
+            try:
+                data, (host, port) = await udp.receive()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            try:
+                call = decode_call(data)
+                reply = self._portmapper_answer(
+                    call.xid, call.prog, call.vers, call.proc, call.args
+                )
+            except RemoteProtocolError:
+                self.log.debug("ignored a UDP datagram that is no portmapper call")
+                continue
+            self.calls.append(("portmapper-udp", call.proc))
+            try:
+                await udp.sendto(reply, host, port)
+            except OSError:
+                pass
+
+    def _connection_closed(self, conn: RpcConnection) -> None:
+        for lid in list(conn.links):
+            self._destroy(lid)
+        interrupts = self._interrupts.pop(conn, None)
+        if interrupts is not None:
+            self._close_interrupts(interrupts)
+
+    # -- portmapper ------------------------------------------------------------------------
+
+    async def _serve_portmapper(self, conn: RpcConnection) -> None:
+        await self._loop(conn, 4096, self._portmapper_call)
+
+    async def _portmapper_call(
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        return self._portmapper_answer(xid, prog, vers, proc, args)
+
+    def _portmapper_answer(
+        self, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != PMAP_PROG:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != PMAP_VERS:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(2, 2))
+        if proc == PMAPPROC_NULL:
+            return encode_reply(xid)
+        if proc != PMAPPROC_GETPORT:
+            return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+        wanted = PortMapping.decode(args)
+        port = 0
+        if wanted.vers == VERSION and wanted.prot == IPPROTO_TCP:
+            port = {DEVICE_CORE: self.port, DEVICE_ASYNC: self.abort_port}.get(wanted.prog, 0)
+        return encode_reply(xid, encode_port(port))
+
+    # -- abort channel ---------------------------------------------------------------------
+
+    async def _serve_abort(self, conn: RpcConnection) -> None:
+        await self._loop(conn, 4096, self._abort_call)
+
+    async def _abort_call(
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != DEVICE_ASYNC:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != VERSION:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
+        if proc != Proc.DEVICE_ABORT:
+            return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+        link = self._links.get(DeviceLink.decode(args).lid)
+        if link is None:
+            return encode_reply(xid, DeviceError(ErrorCode.INVALID_LINK_IDENTIFIER).encode())
+        if link.aborted is not None:
+            link.aborted.set()
+        return encode_reply(xid, DeviceError(0).encode())
+
+    # -- core channel ----------------------------------------------------------------------
+
+    async def _serve_core(self, conn: RpcConnection) -> None:
+        await self._loop(conn, self.max_recv_size + _RECORD_OVERHEAD, self._core_call)
+
+    async def _core_call(
+        self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
+    ) -> bytes:
+        if prog != DEVICE_CORE:
+            return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
+        if vers != VERSION:
+            return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
+        if proc == Proc.CREATE_LINK:
+            return encode_reply(xid, await self._create_link(conn, CreateLinkParms.decode(args)))
+        if proc == Proc.DEVICE_WRITE:
+            write = DeviceWriteParms.decode(args)
+            return encode_reply(xid, await self._write(conn, write))
+        if proc == Proc.DEVICE_READ:
+            return encode_reply(xid, await self._read(conn, DeviceReadParms.decode(args)))
+        if proc in _GENERIC:
+            generic = DeviceGenericParms.decode(args)
+            return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
+        if proc == Proc.DEVICE_LOCK:
+            return encode_reply(xid, await self._lock(conn, DeviceLockParms.decode(args)))
+        if proc in (Proc.DEVICE_UNLOCK, Proc.DESTROY_LINK):
+            lid = DeviceLink.decode(args).lid
+            error: int
+            if self._link(conn, lid) is None:
+                error = ErrorCode.INVALID_LINK_IDENTIFIER
+            elif proc == Proc.DESTROY_LINK:
+                conn.links.discard(lid)
+                self._destroy(lid)
+                error = ErrorCode.NO_ERROR
+            else:
+                error = self._unlock(self._links[lid])
+            return encode_reply(xid, DeviceError(error).encode())
+        if proc == Proc.CREATE_INTR_CHAN:
+            return encode_reply(xid, self._create_intr_chan(conn, DeviceRemoteFunc.decode(args)))
+        if proc == Proc.DESTROY_INTR_CHAN:
+            return encode_reply(xid, DeviceError(self._destroy_intr_chan(conn)).encode())
+        if proc == Proc.DEVICE_ENABLE_SRQ:
+            srq = DeviceEnableSrqParms.decode(args)
+            return encode_reply(xid, DeviceError(self._enable_srq(conn, srq)).encode())
+        if proc in _UNSUPPORTED:
+            return encode_reply(xid, _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED))
+        return encode_accepted_error(xid, AcceptStat.PROC_UNAVAIL)
+
+    def _link(self, conn: RpcConnection, lid: int) -> _Link | None:
+        return self._links.get(lid) if lid in conn.links else None
+
+    async def _create_link(self, conn: RpcConnection, parms: CreateLinkParms) -> bytes:
+        device = self.devices.get(parms.device.lower())
+        if device is None:
+            return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
+        if len(conn.links) >= _MAX_LINKS_PER_CONNECTION:
+            return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
+        lid = self._next_lid
+        self._next_lid = (lid + 1) & 0x7FFFFFFF
+        link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
+        conn.links.add(lid)
+        if parms.lock_device:
+            flags = WAITLOCK if parms.lock_timeout else 0
+            error = await self._access(link, flags, parms.lock_timeout)
+            if error:
+                conn.links.discard(lid)
+                self._destroy(lid)
+                return CreateLinkResp(error, 0, 0, 0).encode()
+            self._locks.setdefault(link.name, _Lock()).owner = lid
+        size = self.max_recv_size if self.short_writes is None else self.short_writes
+        return CreateLinkResp(0, lid, self.abort_port, size).encode()
+
+    def _destroy(self, lid: int) -> None:
+        link = self._links.pop(lid, None)
+        if link is None:
+            return
+        if link.aborted is not None:
+            link.aborted.set()
+        lock = self._locks.get(link.name)
+        if lock is not None and lock.owner == lid:
+            self._unlock(link)
+
+    # -- service requests --------------------------------------------------------------------
+
+    def _create_intr_chan(self, conn: RpcConnection, parms: DeviceRemoteFunc) -> bytes:
+        if conn in self._interrupts:
+            return DeviceError(ErrorCode.CHANNEL_ALREADY_ESTABLISHED).encode()
+        if (parms.prog_num, parms.prog_vers) != (DEVICE_INTR, VERSION):
+            return DeviceError(ErrorCode.PARAMETER_ERROR).encode()
+        if parms.prog_family != DEVICE_TCP:  # DEVICE_UDP: not served
+            return DeviceError(ErrorCode.OPERATION_NOT_SUPPORTED).encode()
+        host = str(ipaddress.IPv4Address(parms.host_addr))
+        self._interrupts[conn] = _Interrupts(host, parms.host_port)
+        return DeviceError(0).encode()
+
+    def _destroy_intr_chan(self, conn: RpcConnection) -> int:
+        interrupts = self._interrupts.pop(conn, None)
+        if interrupts is None:
+            return ErrorCode.CHANNEL_NOT_ESTABLISHED
+        self._close_interrupts(interrupts)
+        return 0
+
+    def _close_interrupts(self, interrupts: _Interrupts) -> None:
+        stream, interrupts.stream = interrupts.stream, None
+        if stream is not None and self._task_group is not None:
+            self._task_group.start_soon(stream.aclose)
+
+    def _enable_srq(self, conn: RpcConnection, parms: DeviceEnableSrqParms) -> int:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return ErrorCode.INVALID_LINK_IDENTIFIER
+        if not parms.enable:
+            link.srq_handle = None
+        elif not len(parms.handle):
+            return ErrorCode.PARAMETER_ERROR  # as a Keithley DMM6500 answers (pyvisa-py #620)
+        else:
+            link.srq_handle = bytes(parms.handle)
+        return 0
+
+    def _on_srq(self, name: str, status: int) -> None:
+        """The device ``name`` requests service: call device_intr_srq on every link that
+        enabled it (one-way calls, in the background)."""
+        for link in list(self._links.values()):
+            if link.name != name or link.srq_handle is None or link.conn is None:
+                continue
+            interrupts = self._interrupts.get(link.conn)
+            if interrupts is not None and self._task_group is not None:
+                self._task_group.start_soon(self._deliver_srq, interrupts, link.srq_handle)
+
+    async def _deliver_srq(self, interrupts: _Interrupts, handle: bytes) -> None:
+        async with interrupts.lock:
+            try:
+                with anyio.fail_after(self.send_timeout):
+                    if interrupts.stream is None:
+                        interrupts.stream = await anyio.connect_tcp(
+                            interrupts.host, interrupts.port
+                        )
+                    interrupts.xid = (interrupts.xid + 1) & 0xFFFFFFFF
+                    call = encode_call(
+                        interrupts.xid,
+                        DEVICE_INTR,
+                        VERSION,
+                        Proc.DEVICE_INTR_SRQ,
+                        DeviceSrqParms(handle).encode(),
+                    )
+                    await interrupts.stream.send(record_mark(len(call)) + call)
+                self.srqs_sent += 1
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                where = f"{interrupts.host}:{interrupts.port}"
+                self.log.info("device_intr_srq to %s failed: %s", where, exc)
+                self._close_interrupts(interrupts)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    async def _access(self, link: _Link, flags: int, lock_timeout_ms: int) -> int:
+        """0 when ``link`` may use its device now, else the error code."""
+        lock = self._locks.get(link.name)
+        if lock is None or lock.owner is None or lock.owner == link.lid:
+            return 0
+        if not flags & WAITLOCK or lock_timeout_ms == 0:
+            return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+        with anyio.move_on_after(lock_timeout_ms / 1000):
+            while lock.owner is not None and lock.owner != link.lid:
+                await lock.released.wait()
+        if lock.owner is None or lock.owner == link.lid:
+            return 0
+        return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+
+    async def _lock(self, conn: RpcConnection, parms: DeviceLockParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceError(ErrorCode.INVALID_LINK_IDENTIFIER).encode()
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if not error:
+            lock = self._locks.setdefault(link.name, _Lock())
+            lock.owner = link.lid
+        return DeviceError(error).encode()
+
+    def _unlock(self, link: _Link) -> int:
+        lock = self._locks.get(link.name)
+        if lock is None or lock.owner != link.lid:
+            return ErrorCode.NO_LOCK_HELD_BY_THIS_LINK
+        lock.owner = None
+        released, lock.released = lock.released, anyio.Event()
+        released.set()
+        return 0
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    async def _write(self, conn: RpcConnection, parms: DeviceWriteParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return DeviceWriteResp(error, 0).encode()
+        data = memoryview(parms.data)
+        if self.short_writes is not None:
+            data = data[: self.short_writes]
+        end = bool(parms.flags & END) and len(data) == len(parms.data)
+        if link.overflow or len(link.input) + len(data) > self.max_message_size:
+            if not link.overflow:
+                self._warn(conn, f"program message over {self.max_message_size} bytes: dropped")
+            link.input.clear()
+            link.overflow = not end
+            return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
+        if end:
+            message = bytes(link.input) + data if link.input else bytes(data)
+            link.input.clear()
+            try:
+                link.device.write(message)
+            except Exception:  # a bug in a device model: log it, keep serving
+                _log.exception("device failed in write()")
+                return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
+        else:
+            link.input += data
+        return DeviceWriteResp(0, len(data)).encode()
+
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"").encode()
+        if parms.request_size == 0:
+            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"").encode()
+        deadline = anyio.current_time() + parms.io_timeout / 1000
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return DeviceReadResp(error, 0, b"").encode()
+        if link.output is None:
+            error = await self._wait_output(conn, link, deadline)
+            if error:
+                return DeviceReadResp(error, 0, b"").encode()
+        output = link.output
+        assert output is not None
+        start = link.offset
+        stop = min(len(output), start + parms.request_size)
+        reason = Reason.NONE
+        if parms.flags & TERMCHRSET:
+            found = output.find(bytes([parms.term_char & 0xFF]), start, stop)
+            if found >= 0:
+                stop = found + 1
+                reason |= Reason.CHR
+        if stop - start == parms.request_size:
+            reason |= Reason.REQCNT
+        chunk = memoryview(output)[start:stop]
+        link.offset = stop
+        if stop == len(output):
+            exact = stop - start == parms.request_size and stop > start
+            if not (self.split_exact_multiple and exact):
+                reason |= Reason.END
+                link.output = None
+                link.offset = 0
+        return DeviceReadResp(0, reason, chunk).encode()
+
+    async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
+        """Wait until the device has a response for ``link`` (0), or an error code.
+
+        Meanwhile the connection is watched: a client that leaves ends the wait (its
+        next call, if it sent one, is kept for the connection's loop)."""
+        link.aborted = aborted = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, conn, aborted)
+                result = await self._poll_output(link, deadline, aborted)
+                tg.cancel_scope.cancel()
+            return result
+        finally:
+            link.aborted = None
+
+    async def _poll_output(self, link: _Link, deadline: float, aborted: anyio.Event) -> int:
+        device = link.device
+        while True:
+            parts = device.read_parts()
+            if parts is not None:
+                link.output = b"".join(parts)
+                link.offset = 0
+                return 0
+            now = anyio.current_time()
+            if now >= deadline:
+                return ErrorCode.IO_TIMEOUT
+            due = device.next_deadline()
+            wake = deadline if due is None else min(deadline, now + due - device.clock())
+            with anyio.move_on_after(max(_MIN_WAIT, wake - now)):
+                await aborted.wait()
+            if aborted.is_set():
+                return ErrorCode.ABORT
+
+    @staticmethod
+    async def _watch(conn: RpcConnection, aborted: anyio.Event) -> None:
+        """Receive once: EOF aborts the wait, data is kept for the connection's loop."""
+        if conn.pending is not None:
+            return
+        try:
+            conn.pending = await conn.stream.receive(RECV_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            conn.pending = b""
+            aborted.set()
+
+    async def _generic(self, conn: RpcConnection, proc: Proc, parms: DeviceGenericParms) -> bytes:
+        link = self._link(conn, parms.lid)
+        if link is None:
+            return _error_only(proc, ErrorCode.INVALID_LINK_IDENTIFIER)
+        error = await self._access(link, parms.flags, parms.lock_timeout)
+        if error:
+            return _error_only(proc, error)
+        device = link.device
+        if proc == Proc.DEVICE_READSTB:
+            return DeviceReadStbResp(0, device.serial_poll()).encode()
+        if proc == Proc.DEVICE_TRIGGER:
+            device.trigger()
+        elif proc == Proc.DEVICE_CLEAR:
+            device.device_clear()
+            link.input.clear()
+            link.overflow = False
+            link.output = None
+            link.offset = 0
+        else:
+            self.remote[link.name] = proc == Proc.DEVICE_REMOTE
+        return DeviceError(0).encode()
+
+
+_GENERIC: Final = frozenset(
+    {
+        Proc.DEVICE_READSTB,
+        Proc.DEVICE_TRIGGER,
+        Proc.DEVICE_CLEAR,
+        Proc.DEVICE_REMOTE,
+        Proc.DEVICE_LOCAL,
+    }
+)
+_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})
+
+
+def _error_only(proc: int, error: int) -> bytes:
+    """The result of ``proc`` carrying only an error code."""
+    if proc == Proc.DEVICE_READSTB:
+        return DeviceReadStbResp(error, 0).encode()
+    if proc == Proc.DEVICE_DOCMD:
+        return DeviceError(error).encode() + b"\0\0\0\0"  # error, empty data_out
+    return DeviceError(error).encode()

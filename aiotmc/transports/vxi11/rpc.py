@@ -1,0 +1,283 @@
+"""One ONC-RPC client connection over TCP (a non-blocking socket, anyio waits, no threads).
+
+Sends and receives are tried first and wait (``anyio.wait_writable`` /
+``anyio.wait_readable``) only when the socket is not ready: a cancelled wait consumes
+nothing, so the framing survives any cancellation that is not mid-send.
+
+:meth:`RpcChannel.call` sends one CALL and waits for the REPLY with its XID. Replies
+with another XID are late answers to calls given up earlier (cancelled or timed out)
+and are skipped; :attr:`RpcChannel.abandoned` counts the replies still owed. A call
+cancelled while its CALL was only partly sent leaves the stream unusable:
+:attr:`RpcChannel.broken` is then True and the owner reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import socket
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+
+from ..._exceptions import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectTimeout,
+    ReadTimeout,
+    RemoteProtocolError,
+    WriteTimeout,
+)
+from ..._types import BytesLike
+from ...protocol.oncrpc import (
+    RecordReassembler,
+    call_header,
+    decode_reply,
+    peek_xid,
+    record_mark,
+)
+from ...protocol.scpi import NEED_DATA
+from ..tcp import connect_socket
+
+__all__ = ["RpcChannel"]
+
+_log = logging.getLogger("aiotmc.transports.vxi11")
+
+_RECV_SIZE: Final = 256 * 1024
+_JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
+_MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
+_CALL_HEADER: Final = 40
+
+
+class RpcChannel:
+    """An RPC client for one program/version over one TCP connection."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        prog: int,
+        vers: int,
+        max_record: int,
+        resource: str | None = None,
+    ) -> None:
+        self._sock: socket.socket | None = sock
+        self._buffer = memoryview(bytearray(_RECV_SIZE))
+        self._prog = prog
+        self._vers = vers
+        self._resource = resource
+        self._where = f"{resource}: " if resource else ""
+        self._reassembler = RecordReassembler(max_size=max_record)
+        self._xid = random.getrandbits(32)
+        self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
+        self.broken = False  #: the stream is out of step: close it and connect again
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        prog: int,
+        vers: int,
+        max_record: int,
+        deadline: float,
+        what: str,
+        resource: str | None = None,
+    ) -> RpcChannel:
+        """Connect to ``host:port`` (ConnectError / ConnectTimeout) and return a channel."""
+        timeout = None if math.isinf(deadline) else max(0.0, deadline - anyio.current_time())
+        try:
+            sock = await connect_socket(host, port, timeout=timeout)
+        except ConnectTimeout:
+            raise ConnectTimeout(f"no connection to the {what} at {host}:{port} in time") from None
+        except ConnectError as exc:
+            raise ConnectError(f"{what}: {exc}") from exc.__cause__
+        return cls(sock, prog=prog, vers=vers, max_record=max_record, resource=resource)
+
+    @property
+    def local_address(self) -> str:
+        """Our address on this connection (as the server sees it)."""
+        sock = self._socket()
+        address: str = sock.getsockname()[0]
+        return address
+
+    @property
+    def max_record(self) -> int:
+        """The largest reply accepted."""
+        return self._reassembler.max_size
+
+    @max_record.setter
+    def max_record(self, size: int) -> None:
+        if self._reassembler.at_record_start:
+            self._reassembler = RecordReassembler(max_size=size)
+
+    async def aclose(self) -> None:
+        """Close the connection (never blocks)."""
+        self.broken = True
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                anyio.notify_closing(sock)  # wakes a task waiting on it
+            except Exception:
+                pass
+            sock.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.lowlevel.checkpoint()
+
+    @property
+    def abandoned(self) -> int:
+        """Replies owed to calls nobody waits for any more (between operations)."""
+        return len(self._outstanding)
+
+    async def call(
+        self,
+        proc: int,
+        args: Sequence[BytesLike],
+        *,
+        wait_until: float = math.inf,
+        writing: bool = False,
+    ) -> memoryview:
+        """Call ``proc`` with the concatenation of ``args``; return the results.
+
+        ``wait_until`` (absolute ``anyio.current_time()``) bounds the whole call: past it,
+        :class:`~aiotmc.WriteTimeout` while sending, :class:`~aiotmc.ReadTimeout` while
+        waiting (WriteTimeout for a call that is a write: ``writing``). RPC-level refusals
+        raise :class:`~aiotmc.protocol.oncrpc.RpcError`.
+        """
+        xid = await self.send_call(proc, args, wait_until=wait_until)
+        return await self.reply(xid, wait_until=wait_until, writing=writing, proc=proc)
+
+    async def send_call(
+        self, proc: int, args: Sequence[BytesLike], *, wait_until: float = math.inf
+    ) -> int:
+        """Send one CALL without waiting for its reply; its XID (see :meth:`reply`)."""
+        (xid,) = await self.send_calls([(proc, args)], wait_until=wait_until)
+        return xid
+
+    async def send_calls(
+        self,
+        calls: Sequence[tuple[int, Sequence[BytesLike]]],
+        *,
+        wait_until: float = math.inf,
+    ) -> list[int]:
+        """Send CALLs back to back (one send when small); their XIDs, in order."""
+        xids = []
+        pieces: list[BytesLike] = []
+        total = 0
+        for proc, args in calls:
+            self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
+            size = _CALL_HEADER + sum(len(a) for a in args)
+            pieces.append(record_mark(size) + call_header(xid, self._prog, self._vers, proc))
+            pieces.extend(args)
+            total += 4 + size
+            xids.append(xid)
+        try:
+            with anyio.CancelScope(deadline=wait_until):
+                await self._send(pieces, total)
+                self._outstanding.update(xids)
+                return xids
+        except BaseException:
+            self.broken = True  # part of a CALL may be on the wire
+            raise
+        self.broken = True
+        raise WriteTimeout(f"{self._where}RPC calls {[p for p, _ in calls]} not sent in time")
+
+    async def reply(
+        self, xid: int, *, wait_until: float = math.inf, writing: bool = False, proc: int = 0
+    ) -> memoryview:
+        """Wait for the reply to call ``xid`` (calls sent earlier are answered first and
+        skipped when nobody waits for them). A reply given up stays owed (:attr:`abandoned`).
+        """
+        with anyio.CancelScope(deadline=wait_until):
+            return await self._await_reply(xid)
+        if writing:
+            raise WriteTimeout(f"{self._where}no reply to RPC call {proc} in time")
+        raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
+
+    def _socket(self) -> socket.socket:
+        sock = self._sock
+        if sock is None:
+            self.broken = True
+            raise ConnectionLostError("the connection is closed", resource=self._resource)
+        return sock
+
+    async def _send(self, pieces: Sequence[BytesLike], size: int) -> None:
+        sock = self._socket()
+        if size <= _JOIN_LIMIT:
+            views = [memoryview(b"".join(pieces))]
+        else:
+            views = [memoryview(p).cast("B") for p in pieces if len(p)]
+        while views:
+            try:
+                sent = sock.sendmsg(views)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                continue
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
+            while sent:
+                first = views[0]
+                if sent >= len(first):
+                    sent -= len(first)
+                    views.pop(0)
+                else:
+                    views[0] = first[sent:]
+                    sent = 0
+
+    async def _await_reply(self, xid: int) -> memoryview:
+        reassembler = self._reassembler
+        skipped = 0
+        while True:
+            try:
+                record = reassembler.next_record()
+            except RemoteProtocolError:
+                self.broken = True  # the framing is lost
+                raise
+            if record is NEED_DATA:
+                await self._fill()
+                continue
+            assert isinstance(record, bytes)
+            record_xid = peek_xid(record)
+            try:
+                reply = decode_reply(record)
+            except RemoteProtocolError as exc:
+                if record_xid == xid:
+                    self._outstanding.discard(xid)
+                    raise RemoteProtocolError(f"garbled RPC reply: {exc}; {record[:40]!r}") from exc
+                reply = None
+            if reply is not None and reply.xid == xid:
+                self._outstanding.discard(xid)
+                return reply.check()
+            skipped += 1
+            if record_xid in self._outstanding:
+                self._outstanding.discard(record_xid)
+                _log.debug("skipped a late RPC reply (xid %s)", record_xid)
+            else:
+                _log.warning("skipped an unexpected RPC record: %r", record[:40])
+            if skipped > _MAX_SKIPPED:
+                self.broken = True
+                raise RemoteProtocolError(
+                    f"{skipped} RPC records with unexpected XIDs while waiting for {xid}"
+                )
+
+    async def _fill(self) -> None:
+        sock = self._socket()
+        while True:
+            try:
+                n = sock.recv_into(self._buffer)
+                break
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(
+                    f"receive failed: {exc!r}", resource=self._resource
+                ) from exc
+        if n == 0:
+            self.broken = True
+            raise ConnectionLostError("the server closed the connection", resource=self._resource)
+        self._reassembler.receive_data(self._buffer[:n])
