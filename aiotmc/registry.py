@@ -53,6 +53,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "tcpip-socket": "aiotmc.transports.tcp:TRANSPORT",
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
+    "hislip": "aiotmc.transports.hislip:TRANSPORT",
 }
 
 

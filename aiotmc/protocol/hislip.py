@@ -13,7 +13,7 @@ import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from .._types import BytesLike
@@ -31,6 +31,7 @@ __all__ = [
     "Feature",
     "Header",
     "HislipError",
+    "IdSource",
     "InitializeRequest",
     "InitializeResponse",
     "LockResult",
@@ -292,8 +293,16 @@ class MessageIdCounter:
         self.last = NO_MESSAGE_ID
 
 
+class IdSource(Protocol):
+    """Where :func:`data_messages` takes MessageIDs from (a counter, or a fixed echo)."""
+
+    def take(self) -> int:
+        """The MessageID of the next message."""
+        ...
+
+
 def data_messages(
-    parts: Sequence[BytesLike], *, max_payload: int, end: bool, ids: MessageIdCounter, rmt: bool
+    parts: Sequence[BytesLike], *, max_payload: int, end: bool, ids: IdSource, rmt: bool
 ) -> list[tuple[bytes, list[memoryview]]]:
     """Split ``parts`` into Data messages of at most ``max_payload`` bytes each, the last
     one DataEnd when ``end``: ``(header, payload pieces)`` pairs, payload never copied.
