@@ -1,0 +1,154 @@
+"""The HiSLIP client against scripted servers: handshake faults, bad headers, stale IDs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from anyio.abc import SocketStream
+
+import aiotmc
+from aiotmc.protocol import hislip as hs
+from aiotmc.protocol.hislip import MessageType as T
+from aiotmc.sim.hislip_server import HislipServer
+from aiotmc.testing import conformance_device
+from aiotmc.transports.hislip import HislipTransport
+
+Script = Callable[[SocketStream, SocketStream], Awaitable[None]]
+
+
+async def _read(stream: SocketStream, reader: hs.Reassembler) -> hs.Message:
+    while (message := reader.next_message()) is None:
+        reader.feed(await stream.receive())
+    return message
+
+
+@asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[str]:
+    """A server that does the handshake, then runs ``script(sync, async)``."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    send, receive = anyio.create_memory_object_stream[SocketStream](2)
+
+    async def accept(stream: SocketStream) -> None:
+        async with stream:
+            await send.send(stream)
+            await anyio.sleep_forever()
+
+    async def run() -> None:
+        sync = await receive.receive()
+        sreader, areader = hs.Reassembler(), hs.Reassembler()
+        await _read(sync, sreader)
+        await sync.send(hs.encode_initialize_response((1, 1), 7))
+        async_ = await receive.receive()
+        await _read(async_, areader)
+        await async_.send(hs.encode(T.AsyncInitializeResponse, 0, 0x5858))
+        await _read(async_, areader)
+        await async_.send(hs.encode_max_message_size(T.AsyncMaximumMessageSizeResponse, 4096))
+        await script(sync, async_)
+        await anyio.sleep_forever()
+
+    async with send, receive, listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, accept)
+        tg.start_soon(run)
+        yield f"TCPIP0::127.0.0.1::hislip0,{port}::INSTR"
+        tg.cancel_scope.cancel()
+
+
+async def test_wrong_sub_address_is_a_typed_error_not_a_hang() -> None:
+    async with HislipServer(conformance_device()) as server:
+        resource = f"TCPIP0::127.0.0.1::hislip5,{server.port}::INSTR"
+        with anyio.fail_after(10), pytest.raises(aiotmc.ConnectError, match="sub-address"):
+            async with aiotmc.open_transport(resource, connect_timeout=5):
+                pass  # pragma: no cover
+
+
+async def test_server_that_never_answers_initialize_times_out() -> None:
+    async with HislipServer(conformance_device()) as server:
+        server.silent = True
+        with anyio.fail_after(10), pytest.raises(aiotmc.ConnectTimeout):
+            await HislipTransport.connect(
+                "127.0.0.1", server.port, "hislip0", resource="x", connect_timeout=0.3
+            )
+
+
+async def test_stale_and_foreign_message_ids_are_discarded() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        reader = hs.Reassembler()
+        request = await _read(sync, reader)
+        assert request.type == T.DataEnd and request.param == hs.FIRST_MESSAGE_ID
+        await sync.send(hs.encode(T.DataEnd, 0, 0x1234, b"foreign\n"))
+        await sync.send(hs.encode(T.Data, 0, request.param - 2, b"stale"))
+        await sync.send(hs.encode(T.Data, 0, request.param, b"mi"))
+        await sync.send(hs.encode(T.DataEnd, 0, request.param, b"ne\n"))
+        second = await _read(sync, reader)
+        assert second.control == 1  # RMT-delivered after the delivered answer
+        third = await _read(sync, reader)
+        assert third.control == 0  # and only once
+        await sync.send(hs.encode(T.DataEnd, 0, third.param, b"ok\n"))
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            assert await link.exchange(b"Q?\n", max_size=100) == b"mine\n"
+            await link.send_message([b"CMD\n"])
+            assert await link.exchange(b"Q?\n", max_size=100) == b"ok\n"
+
+
+async def test_absurd_payload_length_breaks_the_session_with_a_typed_error() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        await _read(sync, hs.Reassembler())
+        await sync.send(hs.encode_header(T.DataEnd, 0, hs.FIRST_MESSAGE_ID, 1 << 63))
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10), pytest.raises(hs.MessageTooLarge):
+            await link.exchange(b"Q?\n", max_size=100)
+
+
+async def test_garbage_header_is_a_remote_protocol_error() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        await _read(sync, hs.Reassembler())
+        await sync.send(b"GARBAGE-GARBAGE!")
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10), pytest.raises(aiotmc.RemoteProtocolError, match="HiSLIP"):
+            await link.exchange(b"Q?\n", max_size=100)
+
+
+async def test_fatal_error_breaks_the_session() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        await _read(sync, hs.Reassembler())
+        await sync.send(hs.encode(T.FatalError, hs.FatalCode.UNIDENTIFIED, 0, b"bye"))
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            with pytest.raises(aiotmc.SessionBrokenError, match="bye"):
+                await link.exchange(b"Q?\n", max_size=100)
+            with pytest.raises(aiotmc.SessionBrokenError):
+                await link.exchange(b"Q?\n", max_size=100)
+
+
+async def test_silent_server_gives_read_timeout_and_status_query_timeout() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        pass
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            with pytest.raises(aiotmc.ReadTimeout):
+                await link.exchange(b"Q?\n", max_size=100, deadline=anyio.current_time() + 0.2)
+            with pytest.raises(aiotmc.ReadTimeout):
+                await link.read_stb(deadline=anyio.current_time() + 0.2)
+
+
+async def test_status_query_carries_the_last_message_id_and_remote_local_codes() -> None:
+    device = conformance_device()
+    async with HislipServer(device) as server, aiotmc.open(server.resource) as inst:
+        with anyio.fail_after(10):
+            await inst.write("*CLS")
+            await inst.read_stb()
+            for mode in aiotmc.RenMode:
+                await inst.control_ren(mode)
+        session = next(iter(server._sessions.values()))
+        assert session.remote_local == [int(m) for m in aiotmc.RenMode]
+    assert server.counters["status_id_mismatch"] == 0
