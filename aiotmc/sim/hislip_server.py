@@ -6,7 +6,8 @@ serves one :class:`~aiotmc.sim.SimDevice`: Data/DataEnd program messages, respon
 split to the client's maximum message size and tagged with the MessageID of the message
 that asked, Trigger, device clear (AsyncDeviceClear ... DeviceClearAcknowledge on the
 synchronous channel), AsyncStatusQuery (MAV also while a sent response has not been
-reported delivered), AsyncServiceRequest latched until the next status query,
+reported delivered), AsyncServiceRequest latched until the next status query (one
+requested meanwhile follows the status response if the device still requests service),
 AsyncRemoteLocalControl, AsyncMaximumMessageSize and a trivial AsyncLock.
 
 A new message that arrives while an answer is still pending interrupts it (IEEE 488.2
@@ -47,6 +48,7 @@ __all__ = ["HislipServer"]
 
 _log = logging.getLogger("aiotmc.sim.hislip")
 _MAV: Final = 0x10
+_MSS: Final = 0x40
 _VERSION: Final = (1, 1)
 _CATCH_UP_STEPS: Final = 200  # scheduler steps a status query waits for the sync channel
 
@@ -70,6 +72,7 @@ class _Session:
         self.response_id = hs.UNATTRIBUTED  #: MessageID the next answer carries
         self.unread = False  #: an answer was sent and not yet reported delivered
         self.srq_latched = False
+        self.srq_missed = False  #: a service request came while latched
         self.handling = False  #: the sync task holds a message not yet given to the device
         self.kick = anyio.Event()
         self.scope = anyio.CancelScope()
@@ -125,6 +128,7 @@ class HislipServer:
         self._listener: socket.socket | None = None
         self._task_group: TaskGroup | None = None
         self._sessions: dict[int, _Session] = {}
+        self._sessions_changed: anyio.Event | None = None  # created in the event loop
         self._next_id = 1
         self._connections = 0
         self._unsubscribe: list[Callable[[], None]] = []
@@ -144,6 +148,15 @@ class HislipServer:
     def sessions(self) -> int:
         """Sessions open now."""
         return len(self._sessions)
+
+    async def wait_sessions(self, count: int) -> None:
+        """Wait until exactly ``count`` sessions are open (use under a timeout)."""
+        while len(self._sessions) != count:
+            await self._sessions_changed.wait()
+
+    def _changed(self) -> None:
+        self._sessions_changed.set()
+        self._sessions_changed: anyio.Event | None = None  # created in the event loop
 
     async def __aenter__(self) -> HislipServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -287,6 +300,7 @@ class HislipServer:
         session = _Session(self, session_id, channel)
         version = hs.negotiate_version(request.version, _VERSION)
         self._sessions[session_id] = session
+        self._changed()
         try:
             with session.scope:
                 await channel.send([hs.encode_initialize_response(version, session_id)])
@@ -301,6 +315,7 @@ class HislipServer:
                     tg.cancel_scope.cancel()
         finally:
             del self._sessions[session_id]
+            self._changed()
             session.cancel()
             if session.async_ is not None:
                 session.async_.close()
@@ -461,6 +476,12 @@ class HislipServer:
                 stb |= _MAV
             session.srq_latched = False
             reply = hs.encode(T.AsyncStatusResponse, stb & 0xFF)
+            if session.srq_missed:  # requested while latched: send it now if still due
+                session.srq_missed = False
+                status = self.device.status_byte
+                if status & _MSS:
+                    session.srq_latched = True
+                    reply += hs.encode(T.AsyncServiceRequest, status & 0xFF)
         elif type_ == T.AsyncDeviceClear:
             await self._catch_up(session)
             self.device.device_clear()
@@ -495,7 +516,11 @@ class HislipServer:
         if task_group is None:
             return
         for session in self._sessions.values():
-            if session.async_ is not None and not session.srq_latched:
+            if session.async_ is None:
+                continue
+            if session.srq_latched:
+                session.srq_missed = True
+            else:
                 session.srq_latched = True
                 task_group.start_soon(self._send_srq, session, status)
 
