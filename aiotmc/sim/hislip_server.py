@@ -152,11 +152,14 @@ class HislipServer:
     async def wait_sessions(self, count: int) -> None:
         """Wait until exactly ``count`` sessions are open (use under a timeout)."""
         while len(self._sessions) != count:
+            if self._sessions_changed is None:
+                self._sessions_changed = anyio.Event()
             await self._sessions_changed.wait()
 
     def _changed(self) -> None:
-        self._sessions_changed.set()
-        self._sessions_changed: anyio.Event | None = None  # created in the event loop
+        changed, self._sessions_changed = self._sessions_changed, None
+        if changed is not None:
+            changed.set()
 
     async def __aenter__(self) -> HislipServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
