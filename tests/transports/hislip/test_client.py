@@ -152,3 +152,17 @@ async def test_status_query_carries_the_last_message_id_and_remote_local_codes()
         session = next(iter(server._sessions.values()))
         assert session.remote_local == [int(m) for m in aiotmc.RenMode]
     assert server.counters["status_id_mismatch"] == 0
+
+
+async def test_server_that_never_reads_gives_write_timeout() -> None:
+    async def script(sync: SocketStream, async_: SocketStream) -> None:
+        pass  # never reads the synchronous channel again
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            with pytest.raises(aiotmc.WriteTimeout):
+                await link.send_message([bytes(64 << 20)], deadline=anyio.current_time() + 0.3)
+            # the server holds part of a message: the next operation device-clears first,
+            # and this server answers nothing, so that times out too (typed, on time)
+            with pytest.raises(aiotmc.AiotmcTimeout):
+                await link.send_message([b"*CLS\n"], deadline=anyio.current_time() + 0.2)
