@@ -374,6 +374,10 @@ class HislipServer:
                 await self._interrupt_if_pending(session, message.param)
                 session.response_id = message.param
                 self.device.write(program)
+                parts = self.device.read_parts()  # answered at once: no hand-over to the pump
+                if parts is not None:
+                    session.unread = True
+                    await self._send_response(session, parts, message.param)
                 session.wake()
         elif type_ == T.DeviceClearComplete:
             session.clearing = False

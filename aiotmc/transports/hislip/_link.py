@@ -348,8 +348,10 @@ class HislipTransport:
             raise
 
     async def _next_sync(self, deadline: float) -> hs.Message:
-        message = self._sync.ready()
-        if message is None:
+        message = self._sync.receive_nowait()
+        if message is None and deadline == math.inf:
+            message = await self._sync.receive()
+        elif message is None:  # a cancel scope only around a real wait (see base.py)
             with anyio.CancelScope(deadline=deadline) as scope:
                 message = await self._sync.receive()
             if message is None or scope.cancelled_caught:

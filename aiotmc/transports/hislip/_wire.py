@@ -55,6 +55,22 @@ class Channel:
             return False
         return bool(readable)
 
+    def receive_nowait(self) -> Message | None:
+        """A whole message from what is buffered or readable now, else None (no waiting)."""
+        message = self.reader.next_message()
+        if message is not None:
+            return message
+        try:
+            n = self.sock.recv_into(self._chunk, min(_RECV_SIZE, max(self.reader.wants(), 4096)))
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+        if n == 0:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
+        self.reader.feed(memoryview(self._chunk)[:n])
+        return self.reader.next_message()
+
     async def receive(self) -> Message:
         """The next whole message (raises ConnectionLostError at EOF)."""
         chunk = self._chunk

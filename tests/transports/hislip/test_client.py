@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 import pytest
-from anyio.abc import SocketStream
 
 import aiotmc
 from aiotmc.protocol import hislip as hs
@@ -15,46 +15,55 @@ from aiotmc.protocol.hislip import MessageType as T
 from aiotmc.sim.hislip_server import HislipServer
 from aiotmc.testing import conformance_device
 from aiotmc.transports.hislip import HislipTransport
+from aiotmc.transports.hislip._wire import Channel
 
-Script = Callable[[SocketStream, SocketStream], Awaitable[None]]
+Script = Callable[[Channel, Channel], Awaitable[None]]
 
 
-async def _read(stream: SocketStream, reader: hs.Reassembler) -> hs.Message:
-    while (message := reader.next_message()) is None:
-        reader.feed(await stream.receive())
-    return message
+async def _accept(listener: socket.socket) -> Channel:
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            await anyio.wait_readable(listener)
+            continue
+        return Channel(sock, max_payload=1 << 20, name="scripted")
 
 
 @asynccontextmanager
 async def scripted(script: Script) -> AsyncIterator[str]:
-    """A server that does the handshake, then runs ``script(sync, async)``."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    send, receive = anyio.create_memory_object_stream[SocketStream](2)
-
-    async def accept(stream: SocketStream) -> None:
-        async with stream:
-            await send.send(stream)
-            await anyio.sleep_forever()
+    """A server on plain sockets (it reads only when the script asks) that does the
+    handshake, then runs ``script(sync, async)``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    channels: list[Channel] = []
 
     async def run() -> None:
-        sync = await receive.receive()
-        sreader, areader = hs.Reassembler(), hs.Reassembler()
-        await _read(sync, sreader)
-        await sync.send(hs.encode_initialize_response((1, 1), 7))
-        async_ = await receive.receive()
-        await _read(async_, areader)
-        await async_.send(hs.encode(T.AsyncInitializeResponse, 0, 0x5858))
-        await _read(async_, areader)
-        await async_.send(hs.encode_max_message_size(T.AsyncMaximumMessageSizeResponse, 4096))
+        sync = await _accept(listener)
+        channels.append(sync)
+        await sync.receive()
+        await sync.send([hs.encode_initialize_response((1, 1), 7)])
+        async_ = await _accept(listener)
+        channels.append(async_)
+        await async_.receive()
+        await async_.send([hs.encode(T.AsyncInitializeResponse, 0, 0x5858)])
+        await async_.receive()
+        await async_.send([hs.encode_max_message_size(T.AsyncMaximumMessageSizeResponse, 4096)])
         await script(sync, async_)
         await anyio.sleep_forever()
 
-    async with send, receive, listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, accept)
-        tg.start_soon(run)
-        yield f"TCPIP0::127.0.0.1::hislip0,{port}::INSTR"
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            yield f"TCPIP0::127.0.0.1::hislip0,{port}::INSTR"
+            tg.cancel_scope.cancel()
+    finally:
+        for channel in channels:
+            channel.close()
+        listener.close()
 
 
 async def test_wrong_sub_address_is_a_typed_error_not_a_hang() -> None:
@@ -75,19 +84,18 @@ async def test_server_that_never_answers_initialize_times_out() -> None:
 
 
 async def test_stale_and_foreign_message_ids_are_discarded() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
-        reader = hs.Reassembler()
-        request = await _read(sync, reader)
+    async def script(sync: Channel, async_: Channel) -> None:
+        request = await sync.receive()
         assert request.type == T.DataEnd and request.param == hs.FIRST_MESSAGE_ID
-        await sync.send(hs.encode(T.DataEnd, 0, 0x1234, b"foreign\n"))
-        await sync.send(hs.encode(T.Data, 0, request.param - 2, b"stale"))
-        await sync.send(hs.encode(T.Data, 0, request.param, b"mi"))
-        await sync.send(hs.encode(T.DataEnd, 0, request.param, b"ne\n"))
-        second = await _read(sync, reader)
+        await sync.send([hs.encode(T.DataEnd, 0, 0x1234, b"foreign\n")])
+        await sync.send([hs.encode(T.Data, 0, request.param - 2, b"stale")])
+        await sync.send([hs.encode(T.Data, 0, request.param, b"mi")])
+        await sync.send([hs.encode(T.DataEnd, 0, request.param, b"ne\n")])
+        second = await sync.receive()
         assert second.control == 1  # RMT-delivered after the delivered answer
-        third = await _read(sync, reader)
+        third = await sync.receive()
         assert third.control == 0  # and only once
-        await sync.send(hs.encode(T.DataEnd, 0, third.param, b"ok\n"))
+        await sync.send([hs.encode(T.DataEnd, 0, third.param, b"ok\n")])
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
         with anyio.fail_after(10):
@@ -97,9 +105,9 @@ async def test_stale_and_foreign_message_ids_are_discarded() -> None:
 
 
 async def test_absurd_payload_length_breaks_the_session_with_a_typed_error() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
-        await _read(sync, hs.Reassembler())
-        await sync.send(hs.encode_header(T.DataEnd, 0, hs.FIRST_MESSAGE_ID, 1 << 63))
+    async def script(sync: Channel, async_: Channel) -> None:
+        await sync.receive()
+        await sync.send([hs.encode_header(T.DataEnd, 0, hs.FIRST_MESSAGE_ID, 1 << 63)])
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
         with anyio.fail_after(10), pytest.raises(hs.MessageTooLarge):
@@ -107,9 +115,9 @@ async def test_absurd_payload_length_breaks_the_session_with_a_typed_error() -> 
 
 
 async def test_garbage_header_is_a_remote_protocol_error() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
-        await _read(sync, hs.Reassembler())
-        await sync.send(b"GARBAGE-GARBAGE!")
+    async def script(sync: Channel, async_: Channel) -> None:
+        await sync.receive()
+        await sync.send([b"GARBAGE-GARBAGE!"])
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
         with anyio.fail_after(10), pytest.raises(aiotmc.RemoteProtocolError, match="HiSLIP"):
@@ -117,9 +125,9 @@ async def test_garbage_header_is_a_remote_protocol_error() -> None:
 
 
 async def test_fatal_error_breaks_the_session() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
-        await _read(sync, hs.Reassembler())
-        await sync.send(hs.encode(T.FatalError, hs.FatalCode.UNIDENTIFIED, 0, b"bye"))
+    async def script(sync: Channel, async_: Channel) -> None:
+        await sync.receive()
+        await sync.send([hs.encode(T.FatalError, hs.FatalCode.UNIDENTIFIED, 0, b"bye")])
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
         with anyio.fail_after(10):
@@ -130,7 +138,7 @@ async def test_fatal_error_breaks_the_session() -> None:
 
 
 async def test_silent_server_gives_read_timeout_and_status_query_timeout() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
+    async def script(sync: Channel, async_: Channel) -> None:
         pass
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
@@ -155,7 +163,7 @@ async def test_status_query_carries_the_last_message_id_and_remote_local_codes()
 
 
 async def test_server_that_never_reads_gives_write_timeout() -> None:
-    async def script(sync: SocketStream, async_: SocketStream) -> None:
+    async def script(sync: Channel, async_: Channel) -> None:
         pass  # never reads the synchronous channel again
 
     async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
