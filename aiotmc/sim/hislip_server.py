@@ -38,10 +38,10 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from .._exceptions import ProtocolError, TransportError
+from .._hislip_wire import Channel
 from .._types import BytesLike
 from ..protocol import hislip as hs
 from ..protocol.hislip import MessageType as T
-from ..transports.hislip._wire import Channel
 from .device import SimDevice
 
 __all__ = ["HislipServer"]

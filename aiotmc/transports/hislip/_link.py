@@ -37,6 +37,7 @@ from ..._exceptions import (
     SessionBrokenError,
     TransportError,
 )
+from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
@@ -44,7 +45,6 @@ from ...protocol.ieee4882 import decode_block
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
-from ._wire import Channel
 
 __all__ = ["HislipTransport"]
 

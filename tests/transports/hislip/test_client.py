@@ -10,12 +10,12 @@ import anyio
 import pytest
 
 import aiotmc
+from aiotmc._hislip_wire import Channel
 from aiotmc.protocol import hislip as hs
 from aiotmc.protocol.hislip import MessageType as T
 from aiotmc.sim.hislip_server import HislipServer
 from aiotmc.testing import conformance_device
 from aiotmc.transports.hislip import HislipTransport
-from aiotmc.transports.hislip._wire import Channel
 
 Script = Callable[[Channel, Channel], Awaitable[None]]
 

@@ -16,9 +16,9 @@ from typing import Final
 
 import anyio
 
-from ..._exceptions import ConnectionLostError, WriteTimeout
-from ..._types import BytesLike
-from ...protocol.hislip import Message, Reassembler
+from ._exceptions import ConnectionLostError, WriteTimeout
+from ._types import BytesLike
+from .protocol.hislip import Message, Reassembler
 
 __all__ = ["Channel"]
 
