@@ -325,18 +325,18 @@ class HislipServer:
 
     async def _sync_loop(self, session: _Session) -> None:
         channel = session.sync
-        while True:
-            message = channel.ready()
-            if message is None:
-                with anyio.move_on_after(self.idle_timeout):
-                    message = await channel.receive()
+        with anyio.CancelScope() as idle:  # one scope, moved on: cheaper than one per wait
+            while True:
+                message = channel.receive_nowait()
                 if message is None:
-                    return  # idle too long
-            session.handling = True
-            try:
-                await self._handle_sync(session, message)
-            finally:
-                session.handling = channel.reader.buffered > 0
+                    idle.deadline = anyio.current_time() + self.idle_timeout
+                    message = await channel.receive()
+                    idle.deadline = math.inf
+                session.handling = True
+                try:
+                    await self._handle_sync(session, message)
+                finally:
+                    session.handling = channel.reader.buffered > 0
 
     async def _handle_sync(self, session: _Session, message: hs.Message) -> None:
         type_ = message.type

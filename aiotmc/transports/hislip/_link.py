@@ -100,6 +100,7 @@ class HislipTransport:
         self._async_lock = anyio.Lock()
         self._srq = SrqBroadcaster(resource)
         self._reader: BackgroundTask | None = None
+        self._reader_done = False  #: nobody will answer pending requests any more
         self._info = TransportInfo(
             resource=resource,
             kind="hislip",
@@ -469,6 +470,8 @@ class HislipTransport:
         """Queue ``pending`` and send its request, in order, even if cancelled meanwhile."""
         async with self._async_lock:
             self._pending.append(pending)
+            if self._reader_done:
+                self._wake_all()
             with anyio.CancelScope(shield=True):
                 limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
                 try:
@@ -520,6 +523,7 @@ class HislipTransport:
         except (TransportError, RemoteProtocolError, hs.HislipError) as exc:
             self._fail(exc)
         finally:
+            self._reader_done = True
             self._wake_all()
 
     def _fail(self, exc: Exception) -> None:

@@ -174,3 +174,34 @@ async def test_server_that_never_reads_gives_write_timeout() -> None:
             # and this server answers nothing, so that times out too (typed, on time)
             with pytest.raises(aiotmc.AiotmcTimeout):
                 await link.send_message([b"*CLS\n"], deadline=anyio.current_time() + 0.2)
+
+
+async def test_server_closing_only_the_async_channel_breaks_the_session() -> None:
+    async def script(sync: Channel, async_: Channel) -> None:
+        async_.close()
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            with pytest.raises((aiotmc.SessionBrokenError, aiotmc.ConnectionLostError)):
+                await link.read_stb()
+            with pytest.raises(aiotmc.SessionBrokenError):
+                await link.exchange(b"Q?\n", max_size=100)
+
+
+async def test_service_request_storm_is_bounded_and_the_link_stays_usable() -> None:
+    async def script(sync: Channel, async_: Channel) -> None:
+        await async_.send([hs.encode(T.AsyncServiceRequest, 0x40 | i) for i in range(200)])
+        for _ in range(200):  # each one is re-armed with a status query: answer them
+            query = await async_.receive()
+            assert query.type == T.AsyncStatusQuery
+            await async_.send([hs.encode(T.AsyncStatusResponse, 0)])
+        request = await sync.receive()
+        await sync.send([hs.encode(T.DataEnd, 0, request.param, b"alive\n")])
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        assert link.srq is not None
+        async with link.srq.subscribe(buffer=8) as events:
+            with anyio.fail_after(10):
+                assert await link.exchange(b"Q?\n", max_size=100) == b"alive\n"
+                first = await events.receive()
+        assert int(first.status) == 0x40  # a full subscriber buffer drops, never blocks
