@@ -24,6 +24,7 @@ __all__ = [
     "FIRST_MESSAGE_ID",
     "HEADER",
     "HEADER_SIZE",
+    "MAX_SUB_ADDRESS",
     "NO_MESSAGE_ID",
     "UNATTRIBUTED",
     "ErrorCode",
@@ -62,7 +63,7 @@ FIRST_MESSAGE_ID: Final = 0xFFFFFF00  #: a client's first MessageID, and again a
 NO_MESSAGE_ID: Final = 0xFFFFFEFE  #: "nothing sent yet" in AsyncStatusQuery (§6.14)
 UNATTRIBUTED: Final = 0xFFFFFFFF  #: a server's Data it cannot attribute to a message
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20  #: VISA's default (1 MiB)
-MAX_SUB_ADDRESS: Final = 256
+MAX_SUB_ADDRESS: Final = 256  #: also the longest shared-lock name
 _MASK32: Final = 0xFFFFFFFF
 _U64: Final = struct.Struct("!Q")
 

@@ -8,7 +8,9 @@ that asked, Trigger, device clear (AsyncDeviceClear ... DeviceClearAcknowledge o
 synchronous channel), AsyncStatusQuery (MAV also while a sent response has not been
 reported delivered), AsyncServiceRequest latched until the next status query (one
 requested meanwhile follows the status response if the device still requests service),
-AsyncRemoteLocalControl, AsyncMaximumMessageSize and a trivial AsyncLock.
+AsyncRemoteLocalControl, AsyncMaximumMessageSize, and AsyncLock / AsyncLockInfo: exclusive
+and named shared locks between sessions, waited for up to the requested timeout (locks are
+bookkeeping only: a session without the lock is not held back).
 
 A new message that arrives while an answer is still pending interrupts it (IEEE 488.2
 query interrupted): the answer is dropped, Interrupted and AsyncInterrupted are sent.
@@ -78,6 +80,8 @@ class _Session:
         self.scope = anyio.CancelScope()
         self.async_scope = anyio.CancelScope()
         self.remote_local: list[int] = []
+        self.exclusive = False  #: holds the exclusive lock
+        self.shared: str | None = None  #: name of the shared lock it holds
 
     def cancel(self) -> None:
         self.scope.cancel()
@@ -129,6 +133,9 @@ class HislipServer:
         self._task_group: TaskGroup | None = None
         self._sessions: dict[int, _Session] = {}
         self._sessions_changed: anyio.Event | None = None  # created in the event loop
+        self._lock_event: anyio.Event | None = None  # set when a lock is released
+        #: Lock requests waiting for a holder to release now.
+        self.lock_waiters = 0
         self._next_id = 1
         self._connections = 0
         self._unsubscribe: list[Callable[[], None]] = []
@@ -149,9 +156,10 @@ class HislipServer:
         """Sessions open now."""
         return len(self._sessions)
 
-    async def wait_sessions(self, count: int) -> None:
-        """Wait until exactly ``count`` sessions are open (use under a timeout)."""
-        while len(self._sessions) != count:
+    async def wait_sessions(self, count: int, *, lock_waiters: int | None = None) -> None:
+        """Wait until exactly ``count`` sessions are open and, if given, ``lock_waiters``
+        lock requests wait (use under a timeout)."""
+        while len(self._sessions) != count or lock_waiters not in (None, self.lock_waiters):
             if self._sessions_changed is None:
                 self._sessions_changed = anyio.Event()
             await self._sessions_changed.wait()
@@ -319,6 +327,7 @@ class HislipServer:
         finally:
             del self._sessions[session_id]
             self._changed()
+            self._locks_changed()  # its locks went with it
             session.cancel()
             if session.async_ is not None:
                 session.async_.close()
@@ -500,13 +509,61 @@ class HislipServer:
             session.remote_local.append(message.control)
             reply = hs.encode(T.AsyncRemoteLocalResponse)
         elif type_ == T.AsyncLock:
-            reply = hs.encode(T.AsyncLockResponse, hs.LockResult.SUCCESS)
+            reply = hs.encode(T.AsyncLockResponse, await self._lock(session, message))
         elif type_ == T.AsyncLockInfo:
-            reply = hs.encode(T.AsyncLockInfoResponse, 0, 0)
+            holders = sum(1 for s in self._sessions.values() if s.exclusive or s.shared)
+            exclusive = any(s.exclusive for s in self._sessions.values())
+            reply = hs.encode(T.AsyncLockInfoResponse, int(exclusive), holders)
         else:
             self.counters["errors"] += 1
             reply = hs.encode(T.Error, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE)
         await self._send(session, session.async_, session.async_lock, [reply])
+
+    async def _lock(self, session: _Session, message: hs.Message) -> int:
+        """Grant, wait for, or release a lock; the AsyncLockResponse control code."""
+        if message.control == 0:  # release
+            if session.exclusive:
+                session.exclusive = False
+                result = hs.LockResult.SUCCESS
+            elif session.shared is not None:
+                session.shared = None
+                result = hs.LockResult.SUCCESS_SHARED
+            else:
+                return hs.LockResult.ERROR
+            self._locks_changed()
+            return result
+        if message.control != 1 or len(message.payload) > hs.MAX_SUB_ADDRESS:
+            return hs.LockResult.ERROR
+        name = message.payload.decode("ascii", "replace") or None
+        with anyio.move_on_after(message.param / 1000):
+            while not self._grantable(session, name):
+                if self._lock_event is None:
+                    self._lock_event = anyio.Event()
+                self.lock_waiters += 1
+                self._changed()
+                try:
+                    await self._lock_event.wait()
+                finally:
+                    self.lock_waiters -= 1
+            if name is None:
+                session.exclusive = True
+            else:
+                session.shared = name
+            return hs.LockResult.SUCCESS
+        return hs.LockResult.FAILURE
+
+    def _grantable(self, session: _Session, name: str | None) -> bool:
+        others = [s for s in self._sessions.values() if s is not session]
+        if any(s.exclusive for s in others):
+            return False
+        if name is None:
+            return not any(s.shared is not None for s in others)
+        return all(s.shared in (None, name) for s in others)
+
+    def _locks_changed(self) -> None:
+        event, self._lock_event = self._lock_event, None
+        if event is not None:
+            event.set()
 
     async def _catch_up(self, session: _Session) -> None:
         """Let the synchronous channel hand what the client sent before this asynchronous

@@ -291,6 +291,39 @@ class HislipTransport:
         request = hs.encode(T.AsyncRemoteLocalControl, code, self._ids.last)
         await self._async_request(request, T.AsyncRemoteLocalResponse, deadline)
 
+    async def lock(
+        self, *, timeout: float = 0.0, shared: str | None = None, deadline: float = math.inf
+    ) -> bool:
+        """AsyncLock: the exclusive lock, or the shared lock named ``shared``; wait up to
+        ``timeout`` seconds for it. True if granted, False if the server gave up.
+
+        ``deadline`` should lie beyond ``timeout``: a grant that arrives after the caller
+        stopped waiting is dropped, and the lock stays held until :meth:`unlock`.
+        """
+        name = b"" if shared is None else shared.encode("ascii")
+        if shared is not None and not 0 < len(name) <= hs.MAX_SUB_ADDRESS:
+            raise ValueError(f"a shared lock name has 1 to 256 ASCII characters: {shared!r}")
+        millis = min(max(0, round(timeout * 1000)), 0xFFFFFFFF)
+        request = hs.encode(T.AsyncLock, 1, millis, name)
+        reply = await self._async_request(request, T.AsyncLockResponse, deadline)
+        if reply.control == hs.LockResult.ERROR:
+            raise RemoteProtocolError(f"{self._info.resource}: the server refused the lock request")
+        return reply.control == hs.LockResult.SUCCESS
+
+    async def unlock(self, *, deadline: float = math.inf) -> None:
+        """Release the lock this session holds (after the messages already sent)."""
+        request = hs.encode(T.AsyncLock, 0, self._ids.last)
+        reply = await self._async_request(request, T.AsyncLockResponse, deadline)
+        if reply.control == hs.LockResult.ERROR:
+            raise LocalProtocolError(f"{self._info.resource}: no lock held by this session")
+
+    async def lock_info(self, *, deadline: float = math.inf) -> tuple[bool, int]:
+        """AsyncLockInfo: (an exclusive lock is granted, how many sessions hold locks)."""
+        reply = await self._async_request(
+            hs.encode(T.AsyncLockInfo), T.AsyncLockInfoResponse, deadline
+        )
+        return bool(reply.control & 1), reply.param
+
     async def aclose(self) -> None:
         """Close both channels and stop the reader; idempotent, completes when cancelled."""
         if self._closed:
