@@ -22,6 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import anyio
@@ -74,20 +75,11 @@ class _Pending:
 class HislipTransport:
     """A :class:`~aiotmc.transports.base.MessageTransport` over HiSLIP (synchronized mode)."""
 
-    def __init__(
-        self,
-        sync: Channel,
-        async_: Channel,
-        *,
-        resource: str,
-        session_id: int,
-        version: tuple[int, int],
-        server_max: int,
-        vendor: str,
-    ) -> None:
-        self._sync = sync
-        self._async = async_
-        self._server_max = server_max
+    def __init__(self, session: _Session, target: _Target) -> None:
+        self._target = target
+        self._sync = session.sync
+        self._async = session.async_
+        self._server_max = session.server_max
         self._ids = hs.MessageIdCounter()
         self._rmt = False  #: an answer was delivered and not yet reported
         self._abandoned: int | None = None  #: MessageID whose answer nobody waits for
@@ -98,20 +90,31 @@ class HislipTransport:
         self._failure: Exception | None = None
         self._pending: deque[_Pending] = deque()
         self._async_lock = anyio.Lock()
-        self._srq = SrqBroadcaster(resource)
+        self._srq = SrqBroadcaster(target.resource)
         self._reader: BackgroundTask | None = None
         self._reader_done = False  #: nobody will answer pending requests any more
-        self._info = TransportInfo(
-            resource=resource,
+        self.reconnects = 0  #: how many times the session was replaced
+        self._info = self._describe(session)
+
+    def _describe(self, session: _Session) -> TransportInfo:
+        version = session.version
+        return TransportInfo(
+            resource=self._target.resource,
             kind="hislip",
             capabilities=_CAPABILITIES,
             details={
                 "protocol_version": f"{version[0]}.{version[1]}",
-                "session_id": str(session_id),
-                "server_vendor": vendor,
-                "server_max_message_size": str(server_max),
+                "session_id": str(session.session_id),
+                "server_vendor": session.vendor,
+                "server_max_message_size": str(session.server_max),
                 "mode": "synchronized",
             },
+        )
+
+    def _start_reader(self) -> None:
+        self._reader_done = False
+        self._reader = spawn(
+            self._read_async, name=f"aiotmc hislip {self._target.resource}", on_error=self._fail
         )
 
     # -- opening -------------------------------------------------------------------------
@@ -131,73 +134,10 @@ class HislipTransport:
         (a wrong sub-address or a silent server: a typed error, never a hang)."""
         if max_message_size <= hs.HEADER_SIZE:
             raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
-        deadline = math.inf if connect_timeout is None else anyio.current_time() + connect_timeout
-        channels: list[Channel] = []
-        try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                sync = Channel(
-                    await connect_socket(host, port, timeout=connect_timeout),
-                    max_payload=max_message_size,
-                    name="synchronous",
-                )
-                channels.append(sync)
-                await sync.send([hs.encode_initialize(_VERSION, _VENDOR, sub_address)])
-                answer = hs.decode_initialize_response(await sync.receive())
-                async_ = Channel(
-                    await connect_socket(host, port, timeout=connect_timeout),
-                    max_payload=max_message_size,
-                    name="asynchronous",
-                )
-                channels.append(async_)
-                await async_.send([hs.encode(T.AsyncInitialize, 0, answer.session_id)])
-                reply = await async_.receive()
-                hs.raise_if_error(reply)
-                if reply.type != T.AsyncInitializeResponse:
-                    raise RemoteProtocolError(
-                        f"expected AsyncInitializeResponse, got message type {reply.type}"
-                    )
-                vendor = bytes(((reply.param >> 8) & 0xFF, reply.param & 0xFF))
-                await async_.send(
-                    [hs.encode_max_message_size(T.AsyncMaximumMessageSize, max_message_size)]
-                )
-                reply = await async_.receive()
-                hs.raise_if_error(reply)
-                if reply.type != T.AsyncMaximumMessageSizeResponse:
-                    raise RemoteProtocolError(
-                        f"expected AsyncMaximumMessageSizeResponse, got type {reply.type}"
-                    )
-                server_max = hs.decode_max_message_size(reply)
-            if scope.cancelled_caught:
-                raise ConnectTimeout(
-                    f"{resource}: HiSLIP session not initialized within {connect_timeout} s",
-                    resource=resource,
-                )
-        except hs.HislipError as exc:
-            for channel in channels:
-                channel.close()
-            raise ConnectError(f"{resource}: the server refused the session: {exc}") from exc
-        except (RemoteProtocolError, LocalProtocolError, ConnectionLostError) as exc:
-            for channel in channels:
-                channel.close()
-            raise ConnectError(f"{resource}: HiSLIP initialization failed: {exc}") from exc
-        except BaseException:
-            for channel in channels:
-                channel.close()
-            raise
-        if server_max <= hs.HEADER_SIZE:
-            server_max = hs.DEFAULT_MAX_MESSAGE_SIZE
-        link = cls(
-            sync,
-            async_,
-            resource=resource,
-            session_id=answer.session_id,
-            version=answer.version,
-            server_max=server_max,
-            vendor=vendor.decode("ascii", "replace"),
-        )
-        link._reader = spawn(
-            link._read_async, name=f"aiotmc hislip {resource}", on_error=link._fail
-        )
+        target = _Target(host, port, sub_address, resource, max_message_size)
+        session = await _handshake(target, connect_timeout)
+        link = cls(session, target)
+        link._start_reader()
         return link
 
     # -- MessageTransport ------------------------------------------------------------------
@@ -323,6 +263,41 @@ class HislipTransport:
             hs.encode(T.AsyncLockInfo), T.AsyncLockInfoResponse, deadline
         )
         return bool(reply.control & 1), reply.param
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Replace both channels with a new session (after a FatalError or a lost
+        connection); the transport object and its SRQ fan-out stay."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        self._busy = True
+        try:
+            timeout = None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
+            session = await _handshake(self._target, timeout)
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await reader.stop()
+            self._sync.close()
+            self._async.close()
+            self._wake_all()
+            if self._closed:  # closed while we were connecting
+                session.sync.close()
+                session.async_.close()
+                raise anyio.ClosedResourceError
+            self._sync, self._async = session.sync, session.async_
+            self._server_max = session.server_max
+            self._ids.reset()
+            self._rmt = False
+            self._abandoned = None
+            self._resync = False
+            self._acks_due = 0
+            self._failure = None
+            self._info = self._describe(session)
+            self.reconnects += 1
+            self._start_reader()
+        finally:
+            self._busy = False
 
     async def aclose(self) -> None:
         """Close both channels and stop the reader; idempotent, completes when cancelled."""
@@ -567,3 +542,93 @@ class HislipTransport:
     def _wake_all(self) -> None:
         while self._pending:
             self._pending.popleft().done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a link goes (kept for :meth:`HislipTransport.reconnect`)."""
+
+    host: str
+    port: int
+    sub_address: str
+    resource: str
+    max_message_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """An initialized session: both channels and what the server said."""
+
+    sync: Channel
+    async_: Channel
+    session_id: int
+    version: tuple[int, int]
+    server_max: int
+    vendor: str
+
+
+async def _handshake(target: _Target, connect_timeout: float | None) -> _Session:
+    """Connect both channels, Initialize, AsyncInitialize, AsyncMaximumMessageSize."""
+    deadline = math.inf if connect_timeout is None else anyio.current_time() + connect_timeout
+    channels: list[Channel] = []
+    try:
+        with anyio.CancelScope(deadline=deadline) as scope:
+            sync = Channel(
+                await connect_socket(target.host, target.port, timeout=connect_timeout),
+                max_payload=target.max_message_size,
+                name="synchronous",
+            )
+            channels.append(sync)
+            await sync.send([hs.encode_initialize(_VERSION, _VENDOR, target.sub_address)])
+            answer = hs.decode_initialize_response(await sync.receive())
+            async_ = Channel(
+                await connect_socket(target.host, target.port, timeout=connect_timeout),
+                max_payload=target.max_message_size,
+                name="asynchronous",
+            )
+            channels.append(async_)
+            await async_.send([hs.encode(T.AsyncInitialize, 0, answer.session_id)])
+            reply = await async_.receive()
+            hs.raise_if_error(reply)
+            if reply.type != T.AsyncInitializeResponse:
+                raise RemoteProtocolError(
+                    f"expected AsyncInitializeResponse, got message type {reply.type}"
+                )
+            vendor = bytes(((reply.param >> 8) & 0xFF, reply.param & 0xFF))
+            await async_.send(
+                [hs.encode_max_message_size(T.AsyncMaximumMessageSize, target.max_message_size)]
+            )
+            reply = await async_.receive()
+            hs.raise_if_error(reply)
+            if reply.type != T.AsyncMaximumMessageSizeResponse:
+                raise RemoteProtocolError(
+                    f"expected AsyncMaximumMessageSizeResponse, got type {reply.type}"
+                )
+            server_max = hs.decode_max_message_size(reply)
+        if scope.cancelled_caught:
+            raise ConnectTimeout(
+                f"{target.resource}: HiSLIP session not initialized within {connect_timeout} s",
+                resource=target.resource,
+            )
+    except hs.HislipError as exc:
+        for channel in channels:
+            channel.close()
+        raise ConnectError(f"{target.resource}: the server refused the session: {exc}") from exc
+    except (RemoteProtocolError, LocalProtocolError, ConnectionLostError) as exc:
+        for channel in channels:
+            channel.close()
+        raise ConnectError(f"{target.resource}: HiSLIP initialization failed: {exc}") from exc
+    except BaseException:
+        for channel in channels:
+            channel.close()
+        raise
+    if server_max <= hs.HEADER_SIZE:
+        server_max = hs.DEFAULT_MAX_MESSAGE_SIZE
+    return _Session(
+        sync,
+        async_,
+        answer.session_id,
+        answer.version,
+        server_max,
+        vendor.decode("ascii", "replace"),
+    )

@@ -205,3 +205,21 @@ async def test_service_request_storm_is_bounded_and_the_link_stays_usable() -> N
                 assert await link.exchange(b"Q?\n", max_size=100) == b"alive\n"
                 first = await events.receive()
         assert int(first.status) == 0x40  # a full subscriber buffer drops, never blocks
+
+
+async def test_reconnect_replaces_a_lost_session() -> None:
+    device = conformance_device()
+    async with HislipServer(device) as server, aiotmc.open(server.resource, timeout=5) as inst:
+        with anyio.fail_after(20):
+            assert await inst.query("ECHO? 1") == "1"
+            async with inst.service_requests() as events:
+                server.disconnect_all()
+                await server.wait_sessions(0)
+                with pytest.raises(aiotmc.TransportError):
+                    await inst.query("ECHO? 2")
+                await inst.reconnect()
+                assert await inst.query("ECHO? 3") == "3"
+                assert inst.transport.info.details["session_id"] == "2"
+                await inst.write("*CLS;*ESE 1;*SRE 32;*OPC")  # SRQ on the new session
+                event = await events.receive()
+            assert int(event.status) & 0x60 == 0x60
