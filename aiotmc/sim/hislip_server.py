@@ -71,6 +71,7 @@ class _Session:
         self.dropping = False  #: the current program message exceeded max_input
         self.clearing = False  #: between AsyncDeviceClear and DeviceClearComplete
         self.last_id = hs.NO_MESSAGE_ID  #: most recent Data/DataEnd/Trigger received
+        self.next_id = hs.FIRST_MESSAGE_ID  #: what the client's next MessageID should be
         self.response_id = hs.UNATTRIBUTED  #: MessageID the next answer carries
         self.unread = False  #: an answer was sent and not yet reported delivered
         self.srq_latched = False
@@ -125,7 +126,8 @@ class HislipServer:
         self.send_timeout = send_timeout
         self.vendor = vendor
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
-        #: ``interrupted``, ``errors`` (Error sent), ``fatal`` (FatalError sent), ``refused``.
+        #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
+        #: (Error sent), ``fatal`` (FatalError sent), ``refused``.
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
@@ -358,6 +360,9 @@ class HislipServer:
                 session.unread = False
             elif session.unread:
                 self.counters["rmt_missing"] += 1  # or an answer the client abandoned
+            if message.param != session.next_id:
+                self.counters["id_gap"] += 1  # not +2 from the previous one (§3.1.2)
+            session.next_id = (message.param + 2) & 0xFFFFFFFF
             session.last_id = message.param
             if type_ == T.Trigger:
                 await self._interrupt_if_pending(session, message.param)
@@ -393,6 +398,7 @@ class HislipServer:
             session.input.clear()
             session.dropping = False
             session.last_id = hs.NO_MESSAGE_ID
+            session.next_id = hs.FIRST_MESSAGE_ID
             await self._send(
                 session,
                 session.sync,

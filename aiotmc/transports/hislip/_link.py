@@ -218,9 +218,16 @@ class HislipTransport:
         self._begin()
         try:
             await self._prepare(deadline)
-            rmt, self._rmt = self._rmt, False
+            before = self._snapshot()
+            self._rmt = False
             self._abandoned = None
-            await self._send_sync(hs.encode(T.Trigger, int(rmt), self._ids.take()), deadline)
+            message = hs.encode(T.Trigger, int(before[2]), self._ids.take())
+            sent = self._sync.sent
+            try:
+                await self._sync.send([message], deadline)
+            except BaseException:
+                self._interrupted(sent, before)
+                raise
         finally:
             self._busy = False
 
@@ -333,28 +340,30 @@ class HislipTransport:
         if self._resync:
             await self._clear(deadline)
 
-    async def _send_sync(self, message: bytes, deadline: float) -> None:
-        sent = self._sync.sent
-        try:
-            await self._sync.send([message], deadline)
-        except BaseException:
-            if self._sync.sent != sent:
-                self._resync = True
-            raise
-
     async def _send_data(self, parts: Sequence[BytesLike], end: bool, deadline: float) -> None:
         limit = max(1, self._server_max - hs.HEADER_SIZE)
-        rmt, self._rmt = self._rmt, False
+        before = self._snapshot()
+        self._rmt = False
         self._abandoned = None
-        messages = hs.data_messages(parts, max_payload=limit, end=end, ids=self._ids, rmt=rmt)
+        messages = hs.data_messages(parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2])
         sent = self._sync.sent
         try:
             for header, pieces in messages:
                 await self._sync.send([header, *pieces], deadline)
         except BaseException:
-            if self._sync.sent != sent:
-                self._resync = True  # the server holds part of a message: clear it
+            self._interrupted(sent, before)
             raise
+
+    def _snapshot(self) -> tuple[int, int, bool, int | None]:
+        return self._ids.next, self._ids.last, self._rmt, self._abandoned
+
+    def _interrupted(self, sent: int, before: tuple[int, int, bool, int | None]) -> None:
+        """A send stopped: nothing went out, as if never tried (MessageIDs stay +2 apart);
+        part of it went out, the server holds part of a message: clear before going on."""
+        if self._sync.sent == sent:
+            self._ids.next, self._ids.last, self._rmt, self._abandoned = before
+        else:
+            self._resync = True
 
     async def _next_sync(self, deadline: float) -> hs.Message:
         message = self._sync.receive_nowait()

@@ -19,7 +19,7 @@ async def test_conformance() -> None:
     assert list(report) == list(CHECKS)
     sweep = report["cancellation"]
     assert sweep.cancelled > 50 and sweep.completed > 10, sweep
-    assert server.counters["rmt_extra"] == 0, server.counters
+    assert server.counters["rmt_extra"] == server.counters["id_gap"] == 0, server.counters
 
 
 async def test_query_read_stb_clear() -> None:
@@ -34,3 +34,4 @@ async def test_query_read_stb_clear() -> None:
     counters = server.counters
     assert counters["status_id_mismatch"] == counters["rmt_missing"] == 0, counters
     assert counters["rmt_extra"] == 0, counters  # RMT-delivered exactly once per answer
+    assert counters["id_gap"] == 0, counters  # MessageIDs +2 apart, reset by clear
