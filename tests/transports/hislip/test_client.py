@@ -223,3 +223,36 @@ async def test_reconnect_replaces_a_lost_session() -> None:
                 await inst.write("*CLS;*ESE 1;*SRE 32;*OPC")  # SRQ on the new session
                 event = await events.receive()
             assert int(event.status) & 0x60 == 0x60
+
+
+async def test_message_size_limits_are_independent_per_direction() -> None:
+    """We split what we send at the server's limit (4096 here); the server splits what it
+    sends at ours."""
+    seen: list[hs.Message] = []
+
+    async def script(sync: Channel, async_: Channel) -> None:
+        while True:
+            message = await sync.receive()
+            seen.append(message)
+            if message.type == T.DataEnd:
+                break
+        payload = b"".join(m.payload for m in seen)
+        await sync.send([hs.encode(T.DataEnd, 0, message.param, b"%d\n" % len(payload))])
+
+    async with scripted(script) as resource, aiotmc.open_transport(resource) as link:
+        with anyio.fail_after(10):
+            answer = await link.exchange(b"X" * 10_000 + b"\n", max_size=100)
+    assert answer == b"10001\n"
+    assert [m.type for m in seen] == [T.Data, T.Data, T.DataEnd]
+    assert all(len(m.payload) <= 4096 - hs.HEADER_SIZE for m in seen)
+    assert [m.param for m in seen] == [0xFFFFFF00, 0xFFFFFF02, 0xFFFFFF04]
+
+    device = conformance_device()
+    async with HislipServer(device) as server:
+        resource = server.resource
+        async with aiotmc.open_transport(resource, max_message_size=1000) as small:
+            with anyio.fail_after(10):
+                answer = await small.exchange(b"TEXT? 5000,12345678\n", max_size=10_000)
+            (session,) = server._sessions.values()
+            assert session.client_max == 1000  # the server sent at most 1000-byte messages
+        assert answer.rstrip(b"\n") == b"12345678" * 625
