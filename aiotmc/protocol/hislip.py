@@ -256,7 +256,8 @@ class Reassembler:
         end = HEADER_SIZE + header.length
         if len(buffer) < end:
             return None
-        payload = bytes(buffer[HEADER_SIZE:end])
+        with memoryview(buffer) as view:
+            payload = bytes(view[HEADER_SIZE:end])  # one copy, not two
         del buffer[:end]
         self._header = None
         return Message(header.type, header.control, header.param, payload)

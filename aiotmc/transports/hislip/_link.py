@@ -380,7 +380,8 @@ class HislipTransport:
 
     async def _receive(self, max_size: int, deadline: float) -> bytes:
         expected = self._ids.last
-        buffer = bytearray()
+        pieces: list[bytes] = []
+        size = 0
         too_long = False
         try:
             while True:
@@ -394,15 +395,18 @@ class HislipTransport:
                     if expected == self._abandoned:
                         continue
                     if not too_long:
-                        if len(buffer) + len(message.payload) > max_size:
+                        size += len(message.payload)
+                        if size > max_size:
                             too_long = True
-                            buffer = bytearray()
+                            pieces.clear()
                         else:
-                            buffer += message.payload
+                            pieces.append(message.payload)
                     if type_ == T.DataEnd:
                         break
                 elif type_ == T.Interrupted:
-                    buffer.clear()
+                    pieces.clear()
+                    size = 0
+                    too_long = False
                 elif type_ == T.Error:
                     hs.raise_if_error(message)
                 else:
@@ -413,7 +417,7 @@ class HislipTransport:
         self._rmt = True
         if too_long:
             raise RemoteProtocolError(f"response exceeds max_size={max_size}")
-        return bytes(buffer)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _sync_message(self, deadline: float) -> hs.Message:
         """The next synchronous message, skipping stray DeviceClearAcknowledges."""
