@@ -132,3 +132,33 @@ async def test_oversized_program_message_is_refused_without_touching_the_device(
                 answer = await link.exchange(b"ECHO? 7\n", max_size=100)
         assert answer.strip() == b"7"
     assert device.errors == []
+
+
+async def test_a_client_that_never_reads_is_dropped_and_others_are_served() -> None:
+    async with HislipServer(conformance_device(), send_timeout=0.3) as server:
+        port = server.port
+
+        def stalled_client() -> None:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as sync,
+                socket.create_connection(("127.0.0.1", port), timeout=5) as async_,
+            ):
+                sync.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sync.sendall(hs.encode_initialize((1, 0), b"xx", "hislip0"))
+                answer = _read_message(sync)
+                async_.sendall(hs.encode(T.AsyncInitialize, 0, answer.param & 0xFFFF))
+                _read_message(async_)
+                sync.sendall(hs.encode(T.DataEnd, 0, hs.FIRST_MESSAGE_ID, b"BLK? 50000000,1\n"))
+                # never read the answer: the server gives up after send_timeout
+                with pytest.raises(ConnectionError):  # a 5 s socket timeout would not do
+                    while True:  # bounded by the server closing it (and the 5 s timeout)
+                        async_.sendall(hs.encode(T.AsyncLockInfo))
+                        _read_message(async_)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, stalled_client)
+                await server.wait_sessions(1)
+                async with aiotmc.open(server.resource, timeout=5) as inst:
+                    assert await inst.query("ECHO? 11") == "11"  # not held up
+            await server.wait_sessions(0)
