@@ -12,8 +12,11 @@ AsyncRemoteLocalControl, AsyncMaximumMessageSize, and AsyncLock / AsyncLockInfo:
 and named shared locks between sessions, waited for up to the requested timeout (locks are
 bookkeeping only: a session without the lock is not held back).
 
-A new message that arrives while an answer is still pending interrupts it (IEEE 488.2
-query interrupted): the answer is dropped, Interrupted and AsyncInterrupted are sent.
+Synchronized mode (the default): a new message that arrives while an answer is still
+pending interrupts it (IEEE 488.2 query interrupted): the answer is dropped, Interrupted and
+AsyncInterrupted are sent. Overlapped mode (``overlapped=True`` offers it; the client picks
+it at device clear): messages queue and run one after another, each answer tagged with its
+message's MessageID, so a client may send many queries before reading any answer.
 
 Lenient where pyvisa-py is known to be wrong: RMT-delivered and status-query MessageIDs
 are counted (:attr:`HislipServer.counters`), never rejected.
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Final
@@ -81,6 +84,8 @@ class _Session:
         self.scope = anyio.CancelScope()
         self.async_scope = anyio.CancelScope()
         self.remote_local: list[int] = []
+        self.overlapped = False  #: this session runs in overlapped mode
+        self.queue: deque[tuple[int, bytes | None]] = deque()  #: overlapped: (id, message)
         self.exclusive = False  #: holds the exclusive lock
         self.shared: str | None = None  #: name of the shared lock it holds
 
@@ -113,6 +118,7 @@ class HislipServer:
         idle_timeout: float = 300.0,
         send_timeout: float = 10.0,
         vendor: bytes = b"AS",
+        overlapped: bool = False,
     ) -> None:
         self.device = device
         self.host = host
@@ -125,6 +131,9 @@ class HislipServer:
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
         self.vendor = vendor
+        #: Offer overlapped mode (InitializeResponse says so; a session starts in it and a
+        #: client may switch with the device clear features).
+        self.overlapped = overlapped
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
         #: (Error sent), ``fatal`` (FatalError sent), ``refused``.
@@ -316,7 +325,9 @@ class HislipServer:
         self._changed()
         try:
             with session.scope:
-                await channel.send([hs.encode_initialize_response(version, session_id)])
+                features = hs.Feature.OVERLAPPED if self.overlapped else hs.Feature.NONE
+                session.overlapped = self.overlapped
+                await channel.send([hs.encode_initialize_response(version, session_id, features)])
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._pump, session)
                     try:
@@ -364,6 +375,10 @@ class HislipServer:
                 self.counters["id_gap"] += 1  # not +2 from the previous one (§3.1.2)
             session.next_id = (message.param + 2) & 0xFFFFFFFF
             session.last_id = message.param
+            if session.overlapped and type_ == T.Trigger:
+                session.queue.append((message.param, None))  # in turn, after the others
+                session.wake()
+                return
             if type_ == T.Trigger:
                 await self._interrupt_if_pending(session, message.param)
                 session.response_id = message.param
@@ -385,6 +400,10 @@ class HislipServer:
                     return
                 program = bytes(session.input)
                 session.input.clear()
+                if session.overlapped:  # executed one after another, answers by MessageID
+                    session.queue.append((message.param, program))
+                    session.wake()
+                    return
                 await self._interrupt_if_pending(session, message.param)
                 session.response_id = message.param
                 self.device.write(program)
@@ -394,6 +413,7 @@ class HislipServer:
                     await self._send_response(session, parts, message.param)
                 session.wake()
         elif type_ == T.DeviceClearComplete:
+            session.overlapped = self.overlapped and bool(message.control & hs.Feature.OVERLAPPED)
             session.clearing = False
             session.input.clear()
             session.dropping = False
@@ -403,7 +423,7 @@ class HislipServer:
                 session,
                 session.sync,
                 session.sync_lock,
-                [hs.encode(T.DeviceClearAcknowledge, 0)],
+                [hs.encode(T.DeviceClearAcknowledge, int(session.overlapped))],
             )
         else:
             await self._error(
@@ -438,6 +458,15 @@ class HislipServer:
         device = self.device
         while True:
             kick = session.kick = anyio.Event()
+            if session.queue and not device.busy:  # overlapped: the next message, in turn
+                message_id, program = session.queue.popleft()
+                session.response_id = message_id
+                if program is None:
+                    device.trigger()
+                else:
+                    device.write(program)
+                await checkpoint()  # a long pipeline must not starve the other tasks
+                continue
             parts = device.read_parts()
             if parts is not None:
                 session.unread = True
@@ -494,8 +523,8 @@ class HislipServer:
             if message.param != session.last_id:
                 self.counters["status_id_mismatch"] += 1
             stb = self.device.serial_poll()
-            if session.unread:
-                stb |= _MAV
+            if session.unread or (session.overlapped and (session.queue or self.device.busy)):
+                stb |= _MAV  # sent and not reported delivered, or still to come
             session.srq_latched = False
             reply = hs.encode(T.AsyncStatusResponse, stb & 0xFF)
             if session.srq_missed:  # requested while latched: send it now if still due
@@ -510,7 +539,8 @@ class HislipServer:
             session.clearing = True
             session.unread = False
             session.input.clear()
-            reply = hs.encode(T.AsyncDeviceClearAcknowledge, 0)
+            session.queue.clear()
+            reply = hs.encode(T.AsyncDeviceClearAcknowledge, int(self.overlapped))
         elif type_ == T.AsyncRemoteLocalControl:
             session.remote_local.append(message.control)
             reply = hs.encode(T.AsyncRemoteLocalResponse)

@@ -1,4 +1,4 @@
-"""HiSLIP (IVI-6.1) transport: ``TCPIP0::host::hislip0[,port]::INSTR``, synchronized mode.
+"""HiSLIP (IVI-6.1) transport: ``TCPIP0::host::hislip0[,port]::INSTR``.
 
 See docs/hislip.md for what exists and what does not yet.
 """
@@ -23,6 +23,7 @@ class HislipOptions(TypedDict, total=False):
     """Keyword options of a HiSLIP resource."""
 
     max_message_size: int  #: largest message the server may send us (default 1 MiB)
+    overlapped: bool  #: overlapped mode if the server offers it (default: synchronized)
 
 
 @asynccontextmanager
@@ -38,6 +39,7 @@ async def open_hislip(
         resource=str(resource),
         connect_timeout=settings.connect_timeout,
         max_message_size=int(options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
+        overlapped=bool(options.get("overlapped", False)),
     )
     try:
         yield link
@@ -48,7 +50,7 @@ async def open_hislip(
 
 TRANSPORT: Final = TransportSpec(
     kind="hislip",
-    summary="HiSLIP 1.1 over TCP (synchronized mode)",
+    summary="HiSLIP 1.1 over TCP (synchronized and overlapped mode)",
     example="TCPIP0::192.0.2.7::hislip0::INSTR",
     open=open_hislip,
     options=HislipOptions,

@@ -22,7 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import anyio
@@ -37,6 +37,7 @@ from ..._exceptions import (
     RemoteProtocolError,
     SessionBrokenError,
     TransportError,
+    UnsupportedOperation,
 )
 from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
@@ -94,6 +95,7 @@ class HislipTransport:
         self._reader: BackgroundTask | None = None
         self._reader_done = False  #: nobody will answer pending requests any more
         self.reconnects = 0  #: how many times the session was replaced
+        self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
         self._info = self._describe(session)
 
     def _describe(self, session: _Session) -> TransportInfo:
@@ -107,7 +109,7 @@ class HislipTransport:
                 "session_id": str(session.session_id),
                 "server_vendor": session.vendor,
                 "server_max_message_size": str(session.server_max),
-                "mode": "synchronized",
+                "mode": "overlapped" if self._overlapped else "synchronized",
             },
         )
 
@@ -129,16 +131,38 @@ class HislipTransport:
         resource: str,
         connect_timeout: float | None = 10.0,
         max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
+        overlapped: bool = False,
     ) -> HislipTransport:
         """Open both channels and initialize the session, all within ``connect_timeout``
-        (a wrong sub-address or a silent server: a typed error, never a hang)."""
+        (a wrong sub-address or a silent server: a typed error, never a hang).
+
+        ``overlapped``: run in overlapped mode if the server offers it (see
+        :meth:`pipeline`); otherwise, and by default, synchronized mode.
+        """
         if max_message_size <= hs.HEADER_SIZE:
             raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
-        target = _Target(host, port, sub_address, resource, max_message_size)
+        target = _Target(host, port, sub_address, resource, max_message_size, overlapped)
         session = await _handshake(target, connect_timeout)
         link = cls(session, target)
         link._start_reader()
+        try:
+            await link._choose_mode(connect_timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
+            raise
         return link
+
+    async def _choose_mode(self, timeout: float | None) -> None:
+        """A session starts in the server's preferred mode; a device clear picks ours."""
+        if self._overlapped == self._target.overlapped:
+            return
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        self._begin()
+        try:
+            await self._clear(deadline)
+        finally:
+            self._busy = False
 
     # -- MessageTransport ------------------------------------------------------------------
 
@@ -181,6 +205,69 @@ class HislipTransport:
             return await self._receive(max_size, deadline)
         finally:
             self._busy = False
+
+    @property
+    def overlapped(self) -> bool:
+        """True while the session runs in overlapped mode."""
+        return self._overlapped
+
+    async def pipeline(
+        self, queries: Sequence[bytes], *, max_size: int, deadline: float = math.inf
+    ) -> list[bytes]:
+        """Overlapped mode: send every query at once, then collect the answers, matched
+        by MessageID (one round trip for the lot, not one per query).
+
+        Each message must ask for exactly one answer. Stopped part-way (timeout,
+        cancellation, an error), the next operation device-clears first, so no answer of
+        this batch reaches a later exchange.
+        """
+        if not self._overlapped:
+            raise UnsupportedOperation(
+                f"{self._info.resource}: pipelining needs overlapped mode (open with "
+                "overlapped=True on a server that offers it)"
+            )
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            ids: list[int] = []
+            try:
+                for query in queries:
+                    await self._send_data((query,), True, deadline)
+                    ids.append(self._ids.last)
+                answers = await self._collect(ids, max_size, deadline)
+            except BaseException:
+                if ids:
+                    self._resync = True  # answers of this batch may still come
+                raise
+            self._rmt = bool(ids)
+            return answers
+        finally:
+            self._busy = False
+
+    async def _collect(self, ids: list[int], max_size: int, deadline: float) -> list[bytes]:
+        waiting = {message_id: i for i, message_id in enumerate(ids)}
+        pieces: list[list[bytes]] = [[] for _ in ids]
+        sizes = [0] * len(ids)
+        answers: list[bytes | None] = [None] * len(ids)
+        while waiting:
+            message = await self._sync_message(deadline)
+            type_ = message.type
+            if type_ in (T.Data, T.DataEnd):
+                index = waiting.get(message.param)
+                if index is None:
+                    continue  # an answer from before this batch
+                sizes[index] += len(message.payload)
+                if sizes[index] > max_size:
+                    raise RemoteProtocolError(f"response exceeds max_size={max_size}")
+                pieces[index].append(message.payload)
+                if type_ == T.DataEnd:
+                    del waiting[message.param]
+                    answers[index] = b"".join(pieces[index])
+            elif type_ == T.Error:
+                hs.raise_if_error(message)
+            elif type_ not in (T.Interrupted,):
+                self._fail_now(message)
+        return [a for a in answers if a is not None]
 
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
@@ -300,9 +387,12 @@ class HislipTransport:
             self._resync = False
             self._acks_due = 0
             self._failure = None
+            self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
             self._info = self._describe(session)
             self.reconnects += 1
             self._start_reader()
+            if self._overlapped != self._target.overlapped:
+                await self._clear(deadline)
         finally:
             self._busy = False
 
@@ -413,6 +503,8 @@ class HislipTransport:
                     self._fail_now(message)
         except BaseException:
             self._abandoned = expected  # the rest of this answer is dropped when it comes
+            if self._overlapped:  # and nothing interrupts it: clear it before going on
+                self._resync = True
             raise
         self._rmt = True
         if too_long:
@@ -430,19 +522,30 @@ class HislipTransport:
 
     async def _clear(self, deadline: float) -> None:
         self._resync = True  # until the acknowledge arrives
-        await self._async_request(
+        ack = await self._async_request(
             hs.encode(T.AsyncDeviceClear), T.AsyncDeviceClearAcknowledge, deadline
         )
+        offered = ack.control & hs.Feature.OVERLAPPED
+        wanted = hs.Feature.OVERLAPPED if self._target.overlapped and offered else 0
         self._acks_due += 1
-        await self._sync.send([hs.encode(T.DeviceClearComplete, 0)], deadline)
+        await self._sync.send([hs.encode(T.DeviceClearComplete, int(wanted))], deadline)
         while self._acks_due:  # everything before the acknowledge is stale
             message = await self._next_sync(deadline)
             if message.type == T.DeviceClearAcknowledge:
                 self._acks_due -= 1
+                if not self._acks_due:
+                    self._set_mode(bool(message.control & hs.Feature.OVERLAPPED))
         self._ids.reset()
         self._abandoned = None
         self._rmt = False
         self._resync = False
+
+    def _set_mode(self, overlapped: bool) -> None:
+        if overlapped != self._overlapped:
+            self._overlapped = overlapped
+            details = dict(self._info.details)
+            details["mode"] = "overlapped" if overlapped else "synchronized"
+            self._info = replace(self._info, details=details)
 
     def _fail_now(self, message: hs.Message) -> None:
         try:
@@ -566,6 +669,7 @@ class _Target:
     sub_address: str
     resource: str
     max_message_size: int
+    overlapped: bool = False  #: ask for overlapped mode (if the server offers it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +682,7 @@ class _Session:
     version: tuple[int, int]
     server_max: int
     vendor: str
+    features: hs.Feature = hs.Feature.NONE
 
 
 async def _handshake(target: _Target, connect_timeout: float | None) -> _Session:
@@ -644,4 +749,5 @@ async def _handshake(target: _Target, connect_timeout: float | None) -> _Session
         answer.version,
         server_max,
         vendor.decode("ascii", "replace"),
+        answer.features,
     )
