@@ -1,4 +1,4 @@
-"""The HiSLIP client link: synchronized mode over a synchronous and an asynchronous channel.
+"""The HiSLIP client link: a synchronous and an asynchronous channel, either mode.
 
 Synchronous channel (Data, DataEnd, Trigger, DeviceClearComplete): used only by the task
 holding the link (``anyio.BusyResourceError`` for another). Answers are matched by
@@ -14,6 +14,11 @@ abandoned by timeout or cancellation has its reply dropped when it comes.
 
 An interrupted send (timeout, cancellation part-way) leaves the rest of the HiSLIP
 message to be sent first and a device clear to be done before the next operation.
+
+Overlapped mode (chosen at device clear when both sides want it) adds :meth:`pipeline`:
+a batch of queries in flight at once, answers matched by MessageID. There, nothing
+interrupts a query whose answer nobody waits for any more, so a stopped one is
+device-cleared before the next operation.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class _Pending:
 
 
 class HislipTransport:
-    """A :class:`~aiotmc.transports.base.MessageTransport` over HiSLIP (synchronized mode)."""
+    """A :class:`~aiotmc.transports.base.MessageTransport` over HiSLIP."""
 
     def __init__(self, session: _Session, target: _Target) -> None:
         self._target = target
