@@ -6,6 +6,7 @@ import random
 from contextlib import AsyncExitStack
 
 import anyio
+import pytest
 
 import aiotmc
 from aiotmc.sim.hislip_server import HislipServer
@@ -17,13 +18,20 @@ from ...hardening.storm import iterations
 SEED = 20261206
 
 
-async def test_hislip_storm() -> None:
+@pytest.mark.parametrize("overlapped", [False, True], ids=["synchronized", "overlapped"])
+async def test_hislip_storm(overlapped: bool) -> None:
     device = conformance_device()
     rng = random.Random(SEED)
-    async with HislipServer(device) as server:
+    async with HislipServer(device, overlapped=overlapped) as server:
 
         async def opener(stack: AsyncExitStack) -> aiotmc.Instrument:
-            return await stack.enter_async_context(aiotmc.open(server.resource, timeout=5))
+            inst = await stack.enter_async_context(
+                aiotmc.open(server.resource, timeout=5, overlapped=overlapped)
+            )
+            assert inst.transport.info.details["mode"] == (
+                "overlapped" if overlapped else "synchronized"
+            )
+            return inst
 
         storm = Storm(
             rng,
