@@ -45,8 +45,9 @@ def _pyvisa_session(resource: str) -> dict[str, Any]:
         rm.close()
 
 
-async def test_pyvisa_py_accepts_the_simulator() -> None:
-    async with HislipServer(conformance_device()) as server:
+@pytest.mark.parametrize("overlapped", [False, True], ids=["synchronized", "overlapped"])
+async def test_pyvisa_py_accepts_the_simulator(overlapped: bool) -> None:
+    async with HislipServer(conformance_device(), overlapped=overlapped) as server:
         resource = f"TCPIP0::127.0.0.1::hislip0,{server.port}::INSTR"
         with anyio.fail_after(60):
             result = await anyio.to_thread.run_sync(_pyvisa_session, resource)
