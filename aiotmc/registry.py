@@ -54,6 +54,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "tcpip-instr": "aiotmc.transports.vxi11:TRANSPORT",
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
+    "hislip": "aiotmc.transports.hislip:TRANSPORT",
 }
 
 

@@ -15,6 +15,7 @@ CASES = {
     "many_instruments.py": (["--count", "20"], "20 instruments"),
     "block_transfer.py": ([], "OK"),
     "usb_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
+    "hislip_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
     "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
     "vxi11_query.py": (["--backend", "trio"], "SIM-DMM"),
 }

@@ -22,13 +22,6 @@ async def test_unknown_option_is_a_type_error() -> None:
             pass  # pragma: no cover
 
 
-@pytest.mark.parametrize("resource", ["TCPIP::127.0.0.1::hislip0::INSTR"])
-async def test_transports_not_built_yet_say_so(resource: str) -> None:
-    with pytest.raises(aiotmc.UnsupportedOperation, match="not implemented yet"):
-        async with aiotmc.open(resource):
-            pass  # pragma: no cover
-
-
 async def test_bad_name_is_invalid_resource_name() -> None:
     with pytest.raises(aiotmc.InvalidResourceName) as info:
         async with aiotmc.open("TCPIP::host::99999::SOCKET"):

@@ -1,0 +1,652 @@
+"""Serve a simulated instrument over HiSLIP (IVI-6.1) on 127.0.0.1, synchronized mode.
+
+:class:`HislipServer` accepts sessions of two connections each (Initialize on the
+synchronous channel, AsyncInitialize with the session id on the asynchronous one) and
+serves one :class:`~aiotmc.sim.SimDevice`: Data/DataEnd program messages, responses
+split to the client's maximum message size and tagged with the MessageID of the message
+that asked, Trigger, device clear (AsyncDeviceClear ... DeviceClearAcknowledge on the
+synchronous channel), AsyncStatusQuery (MAV also while a sent response has not been
+reported delivered), AsyncServiceRequest latched until the next status query (one
+requested meanwhile follows the status response if the device still requests service),
+AsyncRemoteLocalControl, AsyncMaximumMessageSize, and AsyncLock / AsyncLockInfo: exclusive
+and named shared locks between sessions, waited for up to the requested timeout (locks are
+bookkeeping only: a session without the lock is not held back).
+
+Synchronized mode (the default): a new message that arrives while an answer is still
+pending interrupts it (IEEE 488.2 query interrupted): the answer is dropped, Interrupted and
+AsyncInterrupted are sent. Overlapped mode (``overlapped=True`` offers it; the client picks
+it at device clear): messages queue and run one after another, each answer tagged with its
+message's MessageID, so a client may send many queries before reading any answer.
+
+Lenient where pyvisa-py is known to be wrong: RMT-delivered and status-query MessageIDs
+are counted (:attr:`HislipServer.counters`), never rejected.
+
+Bounded per client (issue 14): headers are checked against ``max_message_size`` before
+any payload is kept, a program message is limited to ``max_input`` bytes (Error
+"message too large", the message is dropped, the device's error queue is untouched),
+``max_connections`` connections, ``init_timeout`` to complete Initialize, ``idle_timeout``
+on an idle synchronous channel, ``send_timeout`` for a client that does not read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections import Counter, deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+
+from .._exceptions import ProtocolError, TransportError
+from .._hislip_wire import Channel
+from .._types import BytesLike
+from ..protocol import hislip as hs
+from ..protocol.hislip import MessageType as T
+from .device import SimDevice
+
+__all__ = ["HislipServer"]
+
+_log = logging.getLogger("aiotmc.sim.hislip")
+_MAV: Final = 0x10
+_MSS: Final = 0x40
+_VERSION: Final = (1, 1)
+_CATCH_UP_STEPS: Final = 200  # scheduler steps a status query waits for the sync channel
+
+
+class _Session:
+    """One client session: both channels and the synchronized-mode bookkeeping."""
+
+    def __init__(self, server: HislipServer, session_id: int, sync: Channel) -> None:
+        self.server = server
+        self.id = session_id
+        self.sync = sync
+        self.async_: Channel | None = None
+        self.async_ready = anyio.Event()
+        self.sync_lock = anyio.Lock()
+        self.async_lock = anyio.Lock()
+        self.client_max = hs.DEFAULT_MAX_MESSAGE_SIZE  #: largest payload we may send
+        self.input = bytearray()
+        self.dropping = False  #: the current program message exceeded max_input
+        self.clearing = False  #: between AsyncDeviceClear and DeviceClearComplete
+        self.last_id = hs.NO_MESSAGE_ID  #: most recent Data/DataEnd/Trigger received
+        self.next_id = hs.FIRST_MESSAGE_ID  #: what the client's next MessageID should be
+        self.response_id = hs.UNATTRIBUTED  #: MessageID the next answer carries
+        self.unread = False  #: an answer was sent and not yet reported delivered
+        self.srq_latched = False
+        self.srq_missed = False  #: a service request came while latched
+        self.handling = False  #: the sync task holds a message not yet given to the device
+        self.kick = anyio.Event()
+        self.scope = anyio.CancelScope()
+        self.async_scope = anyio.CancelScope()
+        self.remote_local: list[int] = []
+        self.overlapped = False  #: this session runs in overlapped mode
+        self.queue: deque[tuple[int, bytes | None]] = deque()  #: overlapped: (id, message)
+        self.exclusive = False  #: holds the exclusive lock
+        self.shared: str | None = None  #: name of the shared lock it holds
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+        self.async_scope.cancel()
+
+    def wake(self) -> None:
+        self.kick.set()
+
+
+class HislipServer:
+    """Serve ``device`` over HiSLIP (async context manager; ``port=0`` picks one).
+
+    ``sub_addresses``: the accepted sub-addresses (default ``hislip0``); another one is
+    refused with FatalError "invalid initialization sequence".
+    """
+
+    def __init__(
+        self,
+        device: SimDevice,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sub_addresses: tuple[str, ...] = ("hislip0",),
+        max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
+        max_input: int = 4 << 20,
+        max_connections: int = 32,
+        init_timeout: float = 10.0,
+        idle_timeout: float = 300.0,
+        send_timeout: float = 10.0,
+        vendor: bytes = b"AS",
+        overlapped: bool = False,
+    ) -> None:
+        self.device = device
+        self.host = host
+        self.port = port
+        self.sub_addresses = tuple(a.lower() for a in sub_addresses)
+        self.max_message_size = max_message_size
+        self.max_input = max_input
+        self.max_connections = max_connections
+        self.init_timeout = init_timeout
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        self.vendor = vendor
+        #: Offer overlapped mode (InitializeResponse says so; a session starts in it and a
+        #: client may switch with the device clear features).
+        self.overlapped = overlapped
+        #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
+        #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
+        #: (Error sent), ``fatal`` (FatalError sent), ``refused``.
+        self.counters: Counter[str] = Counter()
+        #: Fault hook: when True, Initialize is read but never answered.
+        self.silent = False
+        self._listener: socket.socket | None = None
+        self._task_group: TaskGroup | None = None
+        self._sessions: dict[int, _Session] = {}
+        self._sessions_changed: anyio.Event | None = None  # created in the event loop
+        self._lock_event: anyio.Event | None = None  # set when a lock is released
+        #: Lock requests waiting for a holder to release now.
+        self.lock_waiters = 0
+        self._next_id = 1
+        self._connections = 0
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    @property
+    def resource(self) -> str:
+        """The VISA resource name, e.g. ``TCPIP0::127.0.0.1::hislip0,4880::INSTR``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"TCPIP0::{host}::{self.sub_addresses[0]},{self.port}::INSTR"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (both channels of a session count)."""
+        return self._connections
+
+    @property
+    def sessions(self) -> int:
+        """Sessions open now."""
+        return len(self._sessions)
+
+    async def wait_sessions(self, count: int, *, lock_waiters: int | None = None) -> None:
+        """Wait until exactly ``count`` sessions are open and, if given, ``lock_waiters``
+        lock requests wait (use under a timeout)."""
+        while len(self._sessions) != count or lock_waiters not in (None, self.lock_waiters):
+            if self._sessions_changed is None:
+                self._sessions_changed = anyio.Event()
+            await self._sessions_changed.wait()
+
+    def _changed(self) -> None:
+        changed, self._sessions_changed = self._sessions_changed, None
+        if changed is not None:
+            changed.set()
+
+    async def __aenter__(self) -> HislipServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(64)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._unsubscribe = [
+            self.device.add_srq_listener(self._on_srq),
+            self.device.add_deadline_listener(self._wake_all),
+        ]
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._accept_loop, listener)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        for remove in self._unsubscribe:
+            remove()
+        self._unsubscribe = []
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                return await task_group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.close()
+
+    def disconnect_all(self) -> None:
+        """Fault hook: end every session now (both channels close)."""
+        for session in list(self._sessions.values()):
+            session.cancel()
+
+    # -- accepting --------------------------------------------------------------------------
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                await anyio.wait_readable(listener)
+                continue
+            except OSError as exc:  # EMFILE...: keep serving
+                _log.warning("HiSLIP accept failed: %s", exc)
+                await anyio.sleep(0.05)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assert self._task_group is not None
+            self._task_group.start_soon(self._serve_connection, sock)
+
+    async def _serve_connection(self, sock: socket.socket) -> None:
+        channel = Channel(sock, max_payload=hs.MAX_SUB_ADDRESS, name="server")
+        self._connections += 1
+        try:
+            if self._connections > self.max_connections:
+                self.counters["refused"] += 1
+                await self._fatal(channel, hs.FatalCode.MAXIMUM_CLIENTS_EXCEEDED, "too many")
+                return
+            first: hs.Message | None = None
+            with anyio.move_on_after(self.init_timeout):
+                first = await channel.receive()
+            if first is None:
+                return  # nothing whole within init_timeout: drop it
+            channel.reader.max_payload = self.max_message_size
+            if first.type == T.Initialize:
+                await self._serve_sync(channel, first)
+            elif first.type == T.AsyncInitialize:
+                await self._serve_async(channel, first)
+            else:
+                await self._fatal(
+                    channel, hs.FatalCode.INVALID_INITIALIZATION_SEQUENCE, "Initialize first"
+                )
+        except hs.MessageTooLarge as exc:
+            await self._fatal(channel, hs.FatalCode.POORLY_FORMED_HEADER, str(exc))
+        except ProtocolError as exc:
+            await self._fatal(channel, hs.FatalCode.POORLY_FORMED_HEADER, str(exc))
+        except (TransportError, OSError):
+            pass
+        except Exception:
+            _log.exception("HiSLIP connection failed")
+        finally:
+            self._connections -= 1
+            channel.close()
+
+    async def _fatal(self, channel: Channel, code: int, text: str) -> None:
+        self.counters["fatal"] += 1
+        channel.tail = []
+        with anyio.move_on_after(1.0, shield=True):
+            try:
+                await channel.send([hs.encode(T.FatalError, code, 0, text.encode()[:200])])
+            except (TransportError, OSError):
+                pass
+
+    async def _error(self, session: _Session, code: int, text: str) -> None:
+        self.counters["errors"] += 1
+        await self._send(
+            session, session.sync, session.sync_lock, [hs.encode(T.Error, code, 0, text.encode())]
+        )
+
+    async def _send(
+        self, session: _Session, channel: Channel, lock: anyio.Lock, buffers: list[BytesLike]
+    ) -> None:
+        async with lock:
+            deadline = anyio.current_time() + self.send_timeout
+            try:
+                await channel.send(buffers, deadline)
+            except BaseException:
+                session.cancel()  # a half-sent message: the session cannot go on
+                raise
+
+    # -- the synchronous channel ------------------------------------------------------------
+
+    async def _serve_sync(self, channel: Channel, first: hs.Message) -> None:
+        request = hs.decode_initialize(first)
+        if request.sub_address.lower() not in self.sub_addresses:
+            await self._fatal(
+                channel,
+                hs.FatalCode.INVALID_INITIALIZATION_SEQUENCE,
+                f"unknown sub-address {request.sub_address!r}",
+            )
+            return
+        if self.silent:
+            await anyio.sleep_forever()
+        session_id = self._next_id
+        self._next_id = self._next_id % 0xFFFF + 1
+        session = _Session(self, session_id, channel)
+        version = hs.negotiate_version(request.version, _VERSION)
+        self._sessions[session_id] = session
+        self._changed()
+        try:
+            with session.scope:
+                features = hs.Feature.OVERLAPPED if self.overlapped else hs.Feature.NONE
+                session.overlapped = self.overlapped
+                await channel.send([hs.encode_initialize_response(version, session_id, features)])
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._pump, session)
+                    try:
+                        await self._sync_loop(session)
+                    except (TransportError, OSError):
+                        pass  # the client went away
+                    except ProtocolError as exc:
+                        await self._fatal(channel, hs.FatalCode.POORLY_FORMED_HEADER, str(exc))
+                    tg.cancel_scope.cancel()
+        finally:
+            del self._sessions[session_id]
+            self._changed()
+            self._locks_changed()  # its locks went with it
+            session.cancel()
+            if session.async_ is not None:
+                session.async_.close()
+
+    async def _sync_loop(self, session: _Session) -> None:
+        channel = session.sync
+        with anyio.CancelScope() as idle:  # one scope, moved on: cheaper than one per wait
+            while True:
+                message = channel.receive_nowait()
+                if message is None:
+                    idle.deadline = anyio.current_time() + self.idle_timeout
+                    message = await channel.receive()
+                    idle.deadline = math.inf
+                session.handling = True
+                try:
+                    await self._handle_sync(session, message)
+                finally:
+                    session.handling = channel.reader.buffered > 0
+
+    async def _handle_sync(self, session: _Session, message: hs.Message) -> None:
+        type_ = message.type
+        if type_ in (T.Data, T.DataEnd, T.Trigger):
+            if session.clearing:
+                return  # discarded until DeviceClearComplete
+            if message.control & 1:
+                if not session.unread:
+                    self.counters["rmt_extra"] += 1  # pyvisa-py never clears it
+                session.unread = False
+            elif session.unread:
+                self.counters["rmt_missing"] += 1  # or an answer the client abandoned
+            if message.param != session.next_id:
+                self.counters["id_gap"] += 1  # not +2 from the previous one (§3.1.2)
+            session.next_id = (message.param + 2) & 0xFFFFFFFF
+            session.last_id = message.param
+            if session.overlapped and type_ == T.Trigger:
+                session.queue.append((message.param, None))  # in turn, after the others
+                session.wake()
+                return
+            if type_ == T.Trigger:
+                await self._interrupt_if_pending(session, message.param)
+                session.response_id = message.param
+                self.device.trigger()
+                session.wake()
+                return
+            if not session.dropping:
+                if len(session.input) + len(message.payload) > self.max_input:
+                    session.dropping = True
+                    session.input.clear()
+                    await self._error(
+                        session, hs.ErrorCode.MESSAGE_TOO_LARGE, "program message too large"
+                    )
+                else:
+                    session.input += message.payload
+            if type_ == T.DataEnd:
+                if session.dropping:
+                    session.dropping = False
+                    return
+                program = bytes(session.input)
+                session.input.clear()
+                if session.overlapped:  # executed one after another, answers by MessageID
+                    session.queue.append((message.param, program))
+                    session.wake()
+                    return
+                await self._interrupt_if_pending(session, message.param)
+                session.response_id = message.param
+                self.device.write(program)
+                parts = self.device.read_parts()  # answered at once: no hand-over to the pump
+                if parts is not None:
+                    session.unread = True
+                    await self._send_response(session, parts, message.param)
+                session.wake()
+        elif type_ == T.DeviceClearComplete:
+            session.overlapped = self.overlapped and bool(message.control & hs.Feature.OVERLAPPED)
+            session.clearing = False
+            session.input.clear()
+            session.dropping = False
+            session.last_id = hs.NO_MESSAGE_ID
+            session.next_id = hs.FIRST_MESSAGE_ID
+            await self._send(
+                session,
+                session.sync,
+                session.sync_lock,
+                [hs.encode(T.DeviceClearAcknowledge, int(session.overlapped))],
+            )
+        else:
+            await self._error(
+                session, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE, f"message type {type_}"
+            )
+
+    async def _interrupt_if_pending(self, session: _Session, message_id: int) -> None:
+        """A new message while an answer is pending interrupts it (synchronized mode)."""
+        if not self.device.busy:
+            return
+        self.counters["interrupted"] += 1
+        self.device.device_clear()
+        await self._send(
+            session, session.sync, session.sync_lock, [hs.encode(T.Interrupted, 0, message_id)]
+        )
+        if session.async_ is not None:
+            await self._send(
+                session,
+                session.async_,
+                session.async_lock,
+                [hs.encode(T.AsyncInterrupted, 0, message_id)],
+            )
+
+    async def _pump(self, session: _Session) -> None:
+        """Send each answer the device produces, tagged, split to the client's limit."""
+        try:
+            await self._pump_answers(session)
+        except (TransportError, OSError):
+            session.cancel()
+
+    async def _pump_answers(self, session: _Session) -> None:
+        device = self.device
+        while True:
+            kick = session.kick = anyio.Event()
+            if session.queue and not device.busy:  # overlapped: the next message, in turn
+                message_id, program = session.queue.popleft()
+                session.response_id = message_id
+                if program is None:
+                    device.trigger()
+                else:
+                    device.write(program)
+                await checkpoint()  # a long pipeline must not starve the other tasks
+                continue
+            parts = device.read_parts()
+            if parts is not None:
+                session.unread = True
+                await self._send_response(session, parts, session.response_id)
+                continue
+            deadline = device.next_deadline()
+            delay = math.inf if deadline is None else max(0.0, deadline - device.clock())
+            with anyio.move_on_after(delay):
+                await kick.wait()
+
+    async def _send_response(
+        self, session: _Session, parts: list[BytesLike], message_id: int
+    ) -> None:
+        limit = max(1, min(session.client_max, self.max_message_size) - hs.HEADER_SIZE)
+        ids = _Fixed(message_id)
+        messages = hs.data_messages(parts, max_payload=limit, end=True, ids=ids, rmt=False)
+        for header, pieces in messages:
+            await self._send(session, session.sync, session.sync_lock, [header, *pieces])
+
+    # -- the asynchronous channel -----------------------------------------------------------
+
+    async def _serve_async(self, channel: Channel, first: hs.Message) -> None:
+        session = self._sessions.get(first.param & 0xFFFF)
+        if session is None or session.async_ is not None:
+            await self._fatal(
+                channel, hs.FatalCode.INVALID_INITIALIZATION_SEQUENCE, "unknown session id"
+            )
+            return
+        session.async_ = channel
+        vendor = (self.vendor[0] << 8) | self.vendor[1]
+        await channel.send([hs.encode(T.AsyncInitializeResponse, 0, vendor)])
+        session.async_ready.set()
+        try:
+            with session.async_scope:
+                while True:
+                    message = await channel.receive()
+                    await self._handle_async(session, message)
+        finally:
+            session.cancel()  # one channel gone ends the session
+
+    async def _handle_async(self, session: _Session, message: hs.Message) -> None:
+        assert session.async_ is not None
+        type_ = message.type
+        reply: bytes
+        if type_ == T.AsyncMaximumMessageSize:
+            session.client_max = max(hs.HEADER_SIZE + 1, hs.decode_max_message_size(message))
+            reply = hs.encode_max_message_size(
+                T.AsyncMaximumMessageSizeResponse, self.max_message_size
+            )
+        elif type_ == T.AsyncStatusQuery:
+            await self._catch_up(session)
+            if message.control & 1:
+                session.unread = False
+            if message.param != session.last_id:
+                self.counters["status_id_mismatch"] += 1
+            stb = self.device.serial_poll()
+            if session.unread or (session.overlapped and (session.queue or self.device.busy)):
+                stb |= _MAV  # sent and not reported delivered, or still to come
+            session.srq_latched = False
+            reply = hs.encode(T.AsyncStatusResponse, stb & 0xFF)
+            if session.srq_missed:  # requested while latched: send it now if still due
+                session.srq_missed = False
+                status = self.device.status_byte
+                if status & _MSS:
+                    session.srq_latched = True
+                    reply += hs.encode(T.AsyncServiceRequest, status & 0xFF)
+        elif type_ == T.AsyncDeviceClear:
+            await self._catch_up(session)
+            self.device.device_clear()
+            session.clearing = True
+            session.unread = False
+            session.input.clear()
+            session.queue.clear()
+            reply = hs.encode(T.AsyncDeviceClearAcknowledge, int(self.overlapped))
+        elif type_ == T.AsyncRemoteLocalControl:
+            session.remote_local.append(message.control)
+            reply = hs.encode(T.AsyncRemoteLocalResponse)
+        elif type_ == T.AsyncLock:
+            reply = hs.encode(T.AsyncLockResponse, await self._lock(session, message))
+        elif type_ == T.AsyncLockInfo:
+            holders = sum(1 for s in self._sessions.values() if s.exclusive or s.shared)
+            exclusive = any(s.exclusive for s in self._sessions.values())
+            reply = hs.encode(T.AsyncLockInfoResponse, int(exclusive), holders)
+        else:
+            self.counters["errors"] += 1
+            reply = hs.encode(T.Error, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE)
+        await self._send(session, session.async_, session.async_lock, [reply])
+
+    async def _lock(self, session: _Session, message: hs.Message) -> int:
+        """Grant, wait for, or release a lock; the AsyncLockResponse control code."""
+        if message.control == 0:  # release
+            if session.exclusive:
+                session.exclusive = False
+                result = hs.LockResult.SUCCESS
+            elif session.shared is not None:
+                session.shared = None
+                result = hs.LockResult.SUCCESS_SHARED
+            else:
+                return hs.LockResult.ERROR
+            self._locks_changed()
+            return result
+        if message.control != 1 or len(message.payload) > hs.MAX_SUB_ADDRESS:
+            return hs.LockResult.ERROR
+        name = message.payload.decode("ascii", "replace") or None
+        with anyio.move_on_after(message.param / 1000):
+            while not self._grantable(session, name):
+                if self._lock_event is None:
+                    self._lock_event = anyio.Event()
+                self.lock_waiters += 1
+                self._changed()
+                try:
+                    await self._lock_event.wait()
+                finally:
+                    self.lock_waiters -= 1
+            if name is None:
+                session.exclusive = True
+            else:
+                session.shared = name
+            return hs.LockResult.SUCCESS
+        return hs.LockResult.FAILURE
+
+    def _grantable(self, session: _Session, name: str | None) -> bool:
+        others = [s for s in self._sessions.values() if s is not session]
+        if any(s.exclusive for s in others):
+            return False
+        if name is None:
+            return not any(s.shared is not None for s in others)
+        return all(s.shared in (None, name) for s in others)
+
+    def _locks_changed(self) -> None:
+        event, self._lock_event = self._lock_event, None
+        if event is not None:
+            event.set()
+
+    async def _catch_up(self, session: _Session) -> None:
+        """Let the synchronous channel hand what the client sent before this asynchronous
+        request to the device first (both reach us in any order; bounded)."""
+        for _ in range(_CATCH_UP_STEPS):
+            if not (session.handling or session.sync.readable_now()):
+                return
+            await checkpoint()
+
+    # -- device callbacks ---------------------------------------------------------------------
+
+    def _on_srq(self, status: int) -> None:
+        task_group = self._task_group
+        if task_group is None:
+            return
+        for session in self._sessions.values():
+            if session.async_ is None:
+                continue
+            if session.srq_latched:
+                session.srq_missed = True
+            else:
+                session.srq_latched = True
+                task_group.start_soon(self._send_srq, session, status)
+
+    async def _send_srq(self, session: _Session, status: int) -> None:
+        channel = session.async_
+        if channel is None or channel.closed:
+            return
+        try:
+            message = hs.encode(T.AsyncServiceRequest, status & 0xFF)
+            await self._send(session, channel, session.async_lock, [message])
+        except (TransportError, OSError):
+            pass
+
+    def _wake_all(self) -> None:
+        for session in self._sessions.values():
+            session.wake()
+
+
+class _Fixed:
+    """A MessageID source that always gives the same id (a server echoes one)."""
+
+    __slots__ = ("last", "value")
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self.last = value
+
+    def take(self) -> int:
+        return self.value

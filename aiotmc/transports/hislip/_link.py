@@ -1,0 +1,758 @@
+"""The HiSLIP client link: a synchronous and an asynchronous channel, either mode.
+
+Synchronous channel (Data, DataEnd, Trigger, DeviceClearComplete): used only by the task
+holding the link (``anyio.BusyResourceError`` for another). Answers are matched by
+MessageID: a Data/DataEnd whose MessageID is not the one of the last message sent is
+discarded, and so is everything of a query that timed out or was cancelled, so a late
+answer never reaches a later exchange. RMT-delivered goes on the first message after each
+answer delivered to the caller, once.
+
+Asynchronous channel: one background reader (:mod:`aiotmc._background`) separates
+AsyncServiceRequest (published to :attr:`HislipTransport.srq`, then re-armed with a status
+query) from replies, which are handed in order to the requests waiting for them; a request
+abandoned by timeout or cancellation has its reply dropped when it comes.
+
+An interrupted send (timeout, cancellation part-way) leaves the rest of the HiSLIP
+message to be sent first and a device clear to be done before the next operation.
+
+Overlapped mode (chosen at device clear when both sides want it) adds :meth:`pipeline`:
+a batch of queries in flight at once, answers matched by MessageID. There, nothing
+interrupts a query whose answer nobody waits for any more, so a stopped one is
+device-cleared before the next operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+import anyio
+
+from ..._background import BackgroundTask, spawn
+from ..._exceptions import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectTimeout,
+    LocalProtocolError,
+    ReadTimeout,
+    RemoteProtocolError,
+    SessionBrokenError,
+    TransportError,
+    UnsupportedOperation,
+)
+from ..._hislip_wire import Channel
+from ..._types import BytesLike, RenMode
+from ...protocol import hislip as hs
+from ...protocol.hislip import MessageType as T
+from ...protocol.ieee4882 import decode_block
+from ...srq import SrqBroadcaster
+from ..base import Capabilities, TransportInfo
+from ..tcp import connect_socket
+
+__all__ = ["HislipTransport"]
+
+_log = logging.getLogger("aiotmc.transports.hislip")
+
+_CAPABILITIES: Final = Capabilities(
+    srq=True, read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
+)
+_VERSION: Final = (1, 1)
+_VENDOR: Final = b"AT"
+_ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the link is dead
+_BLOCK_SLACK: Final = 64  # header and terminator around a block payload
+
+
+class _Pending:
+    """One asynchronous request waiting for its reply (replies come in request order)."""
+
+    __slots__ = ("done", "expect", "reply", "wanted")
+
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.done = anyio.Event()
+        self.reply: hs.Message | None = None
+        self.wanted = True
+
+
+class HislipTransport:
+    """A :class:`~aiotmc.transports.base.MessageTransport` over HiSLIP."""
+
+    def __init__(self, session: _Session, target: _Target) -> None:
+        self._target = target
+        self._sync = session.sync
+        self._async = session.async_
+        self._server_max = session.server_max
+        self._ids = hs.MessageIdCounter()
+        self._rmt = False  #: an answer was delivered and not yet reported
+        self._abandoned: int | None = None  #: MessageID whose answer nobody waits for
+        self._resync = False  #: a send or clear was interrupted: clear before going on
+        self._acks_due = 0  #: DeviceClearAcknowledge still to come
+        self._busy = False
+        self._closed = False
+        self._failure: Exception | None = None
+        self._pending: deque[_Pending] = deque()
+        self._async_lock = anyio.Lock()
+        self._srq = SrqBroadcaster(target.resource)
+        self._reader: BackgroundTask | None = None
+        self._reader_done = False  #: nobody will answer pending requests any more
+        self.reconnects = 0  #: how many times the session was replaced
+        self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
+        self._info = self._describe(session)
+
+    def _describe(self, session: _Session) -> TransportInfo:
+        version = session.version
+        return TransportInfo(
+            resource=self._target.resource,
+            kind="hislip",
+            capabilities=_CAPABILITIES,
+            details={
+                "protocol_version": f"{version[0]}.{version[1]}",
+                "session_id": str(session.session_id),
+                "server_vendor": session.vendor,
+                "server_max_message_size": str(session.server_max),
+                "mode": "overlapped" if self._overlapped else "synchronized",
+            },
+        )
+
+    def _start_reader(self) -> None:
+        self._reader_done = False
+        self._reader = spawn(
+            self._read_async, name=f"aiotmc hislip {self._target.resource}", on_error=self._fail
+        )
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        sub_address: str,
+        *,
+        resource: str,
+        connect_timeout: float | None = 10.0,
+        max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
+        overlapped: bool = False,
+    ) -> HislipTransport:
+        """Open both channels and initialize the session, all within ``connect_timeout``
+        (a wrong sub-address or a silent server: a typed error, never a hang).
+
+        ``overlapped``: run in overlapped mode if the server offers it (see
+        :meth:`pipeline`); otherwise, and by default, synchronized mode.
+        """
+        if max_message_size <= hs.HEADER_SIZE:
+            raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
+        target = _Target(host, port, sub_address, resource, max_message_size, overlapped)
+        session = await _handshake(target, connect_timeout)
+        link = cls(session, target)
+        link._start_reader()
+        try:
+            await link._choose_mode(connect_timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
+            raise
+        return link
+
+    async def _choose_mode(self, timeout: float | None) -> None:
+        """A session starts in the server's preferred mode; a device clear picks ours."""
+        if self._overlapped == self._target.overlapped:
+            return
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        self._begin()
+        try:
+            await self._clear(deadline)
+        finally:
+            self._busy = False
+
+    # -- MessageTransport ------------------------------------------------------------------
+
+    @property
+    def info(self) -> TransportInfo:
+        """Static facts about the link."""
+        return self._info
+
+    @property
+    def srq(self) -> SrqBroadcaster:
+        """Service requests (AsyncServiceRequest)."""
+        return self._srq
+
+    async def send_message(
+        self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
+    ) -> None:
+        """Send one message as Data messages (the last one DataEnd when ``end``)."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            await self._send_data(parts, end, deadline)
+        finally:
+            self._busy = False
+
+    async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Receive the answer to the last message sent."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            return await self._receive(max_size, deadline)
+        finally:
+            self._busy = False
+
+    async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
+        """Send ``message`` and receive its answer."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            await self._send_data((message,), True, deadline)
+            return await self._receive(max_size, deadline)
+        finally:
+            self._busy = False
+
+    @property
+    def overlapped(self) -> bool:
+        """True while the session runs in overlapped mode."""
+        return self._overlapped
+
+    async def pipeline(
+        self, queries: Sequence[bytes], *, max_size: int, deadline: float = math.inf
+    ) -> list[bytes]:
+        """Overlapped mode: send every query at once, then collect the answers, matched
+        by MessageID (one round trip for the lot, not one per query).
+
+        Each message must ask for exactly one answer. Stopped part-way (timeout,
+        cancellation, an error), the next operation device-clears first, so no answer of
+        this batch reaches a later exchange.
+        """
+        if not self._overlapped:
+            raise UnsupportedOperation(
+                f"{self._info.resource}: pipelining needs overlapped mode (open with "
+                "overlapped=True on a server that offers it)"
+            )
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            ids: list[int] = []
+            try:
+                for query in queries:
+                    await self._send_data((query,), True, deadline)
+                    ids.append(self._ids.last)
+                answers = await self._collect(ids, max_size, deadline)
+            except BaseException:
+                if ids:
+                    self._resync = True  # answers of this batch may still come
+                raise
+            self._rmt = bool(ids)
+            return answers
+        finally:
+            self._busy = False
+
+    async def _collect(self, ids: list[int], max_size: int, deadline: float) -> list[bytes]:
+        waiting = {message_id: i for i, message_id in enumerate(ids)}
+        pieces: list[list[bytes]] = [[] for _ in ids]
+        sizes = [0] * len(ids)
+        answers: list[bytes | None] = [None] * len(ids)
+        while waiting:
+            message = await self._sync_message(deadline)
+            type_ = message.type
+            if type_ in (T.Data, T.DataEnd):
+                index = waiting.get(message.param)
+                if index is None:
+                    continue  # an answer from before this batch
+                sizes[index] += len(message.payload)
+                if sizes[index] > max_size:
+                    raise RemoteProtocolError(f"response exceeds max_size={max_size}")
+                pieces[index].append(message.payload)
+                if type_ == T.DataEnd:
+                    del waiting[message.param]
+                    answers[index] = b"".join(pieces[index])
+            elif type_ == T.Error:
+                hs.raise_if_error(message)
+            elif type_ not in (T.Interrupted,):
+                self._fail_now(message)
+        return [a for a in answers if a is not None]
+
+    async def receive_block(
+        self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
+    ) -> memoryview:
+        """Receive an answer holding one IEEE 488.2 block; return its payload."""
+        message = await self.receive_message(max_size=max_size + _BLOCK_SLACK, deadline=deadline)
+        payload = decode_block(message, max_size=max_size)
+        if into is None:
+            return memoryview(bytearray(payload))
+        if len(into) < len(payload):
+            raise LocalProtocolError(
+                f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
+            )
+        into[: len(payload)] = payload
+        return into[: len(payload)]
+
+    async def read_stb(self, *, deadline: float = math.inf) -> int:
+        """AsyncStatusQuery with the MessageID of the last message sent; MAV is the
+        server's verdict on whether that message's answer is still unread."""
+        reply = await self._async_request(self._status_query(), T.AsyncStatusResponse, deadline)
+        return reply.control
+
+    async def clear(self, *, deadline: float = math.inf) -> None:
+        """Device clear: AsyncDeviceClear, DeviceClearComplete, DeviceClearAcknowledge."""
+        self._begin()
+        try:
+            if self._sync.tail:
+                await self._sync.flush(deadline)
+            await self._clear(deadline)
+        finally:
+            self._busy = False
+
+    async def trigger(self, *, deadline: float = math.inf) -> None:
+        """The HiSLIP Trigger message (GET)."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            before = self._snapshot()
+            self._rmt = False
+            self._abandoned = None
+            message = hs.encode(T.Trigger, int(before[2]), self._ids.take())
+            sent = self._sync.sent
+            try:
+                await self._sync.send([message], deadline)
+            except BaseException:
+                self._interrupted(sent, before)
+                raise
+        finally:
+            self._busy = False
+
+    async def control_ren(self, mode: RenMode, *, deadline: float = math.inf) -> None:
+        """AsyncRemoteLocalControl with the VISA remote-enable operation ``mode`` (HiSLIP's
+        codes 0-6 are VISA's)."""
+        code = int(RenMode(mode))
+        request = hs.encode(T.AsyncRemoteLocalControl, code, self._ids.last)
+        await self._async_request(request, T.AsyncRemoteLocalResponse, deadline)
+
+    async def lock(
+        self, *, timeout: float = 0.0, shared: str | None = None, deadline: float = math.inf
+    ) -> bool:
+        """AsyncLock: the exclusive lock, or the shared lock named ``shared``; wait up to
+        ``timeout`` seconds for it. True if granted, False if the server gave up.
+
+        ``deadline`` should lie beyond ``timeout``: a grant that arrives after the caller
+        stopped waiting is dropped, and the lock stays held until :meth:`unlock`.
+        """
+        name = b"" if shared is None else shared.encode("ascii")
+        if shared is not None and not 0 < len(name) <= hs.MAX_SUB_ADDRESS:
+            raise ValueError(f"a shared lock name has 1 to 256 ASCII characters: {shared!r}")
+        millis = min(max(0, round(timeout * 1000)), 0xFFFFFFFF)
+        request = hs.encode(T.AsyncLock, 1, millis, name)
+        reply = await self._async_request(request, T.AsyncLockResponse, deadline)
+        if reply.control == hs.LockResult.ERROR:
+            raise RemoteProtocolError(f"{self._info.resource}: the server refused the lock request")
+        return reply.control == hs.LockResult.SUCCESS
+
+    async def unlock(self, *, deadline: float = math.inf) -> None:
+        """Release the lock this session holds (after the messages already sent)."""
+        request = hs.encode(T.AsyncLock, 0, self._ids.last)
+        reply = await self._async_request(request, T.AsyncLockResponse, deadline)
+        if reply.control == hs.LockResult.ERROR:
+            raise LocalProtocolError(f"{self._info.resource}: no lock held by this session")
+
+    async def lock_info(self, *, deadline: float = math.inf) -> tuple[bool, int]:
+        """AsyncLockInfo: (an exclusive lock is granted, how many sessions hold locks)."""
+        reply = await self._async_request(
+            hs.encode(T.AsyncLockInfo), T.AsyncLockInfoResponse, deadline
+        )
+        return bool(reply.control & 1), reply.param
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """Replace both channels with a new session (after a FatalError or a lost
+        connection); the transport object and its SRQ fan-out stay."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        self._busy = True
+        try:
+            timeout = None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
+            session = await _handshake(self._target, timeout)
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await reader.stop()
+            self._sync.close()
+            self._async.close()
+            self._wake_all()
+            if self._closed:  # closed while we were connecting
+                session.sync.close()
+                session.async_.close()
+                raise anyio.ClosedResourceError
+            self._sync, self._async = session.sync, session.async_
+            self._server_max = session.server_max
+            self._ids.reset()
+            self._rmt = False
+            self._abandoned = None
+            self._resync = False
+            self._acks_due = 0
+            self._failure = None
+            self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
+            self._info = self._describe(session)
+            self.reconnects += 1
+            self._start_reader()
+            if self._overlapped != self._target.overlapped:
+                await self._clear(deadline)
+        finally:
+            self._busy = False
+
+    async def aclose(self) -> None:
+        """Close both channels and stop the reader; idempotent, completes when cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sync.close()
+        self._async.close()
+        self._wake_all()
+        self._srq.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+
+    # -- the synchronous channel -----------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._failure is not None:
+            raise SessionBrokenError(
+                f"the HiSLIP session failed ({self._failure}); reopen the instrument",
+                resource=self._info.resource,
+            )
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        self._busy = True
+
+    async def _prepare(self, deadline: float) -> None:
+        """Finish what an interrupted operation left: the rest of a message, a clear."""
+        if self._sync.tail:
+            await self._sync.flush(deadline)
+        if self._resync:
+            await self._clear(deadline)
+
+    async def _send_data(self, parts: Sequence[BytesLike], end: bool, deadline: float) -> None:
+        limit = max(1, self._server_max - hs.HEADER_SIZE)
+        before = self._snapshot()
+        self._rmt = False
+        self._abandoned = None
+        messages = hs.data_messages(parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2])
+        sent = self._sync.sent
+        try:
+            for header, pieces in messages:
+                await self._sync.send([header, *pieces], deadline)
+        except BaseException:
+            self._interrupted(sent, before)
+            raise
+
+    def _snapshot(self) -> tuple[int, int, bool, int | None]:
+        return self._ids.next, self._ids.last, self._rmt, self._abandoned
+
+    def _interrupted(self, sent: int, before: tuple[int, int, bool, int | None]) -> None:
+        """A send stopped: nothing went out, as if never tried (MessageIDs stay +2 apart);
+        part of it went out, the server holds part of a message: clear before going on."""
+        if self._sync.sent == sent:
+            self._ids.next, self._ids.last, self._rmt, self._abandoned = before
+        else:
+            self._resync = True
+
+    async def _next_sync(self, deadline: float) -> hs.Message:
+        message = self._sync.receive_nowait()
+        if message is None and deadline == math.inf:
+            message = await self._sync.receive()
+        elif message is None:  # a cancel scope only around a real wait (see base.py)
+            with anyio.CancelScope(deadline=deadline) as scope:
+                message = await self._sync.receive()
+            if message is None or scope.cancelled_caught:
+                raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
+        if message.type == T.FatalError:
+            self._fail_now(message)
+        return message
+
+    async def _receive(self, max_size: int, deadline: float) -> bytes:
+        expected = self._ids.last
+        pieces: list[bytes] = []
+        size = 0
+        too_long = False
+        try:
+            while True:
+                message = await self._sync_message(deadline)
+                type_ = message.type
+                if type_ in (T.Data, T.DataEnd):
+                    if message.param != expected and not (
+                        type_ == T.Data and message.param == hs.UNATTRIBUTED
+                    ):
+                        continue  # a stale answer (timed out, cancelled, interrupted)
+                    if expected == self._abandoned:
+                        continue
+                    if not too_long:
+                        size += len(message.payload)
+                        if size > max_size:
+                            too_long = True
+                            pieces.clear()
+                        else:
+                            pieces.append(message.payload)
+                    if type_ == T.DataEnd:
+                        break
+                elif type_ == T.Interrupted:
+                    pieces.clear()
+                    size = 0
+                    too_long = False
+                elif type_ == T.Error:
+                    hs.raise_if_error(message)
+                else:
+                    self._fail_now(message)
+        except BaseException:
+            self._abandoned = expected  # the rest of this answer is dropped when it comes
+            if self._overlapped:  # and nothing interrupts it: clear it before going on
+                self._resync = True
+            raise
+        self._rmt = True
+        if too_long:
+            raise RemoteProtocolError(f"response exceeds max_size={max_size}")
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _sync_message(self, deadline: float) -> hs.Message:
+        """The next synchronous message, skipping stray DeviceClearAcknowledges."""
+        while True:
+            message = await self._next_sync(deadline)
+            if message.type == T.DeviceClearAcknowledge and self._acks_due:
+                self._acks_due -= 1
+                continue
+            return message
+
+    async def _clear(self, deadline: float) -> None:
+        self._resync = True  # until the acknowledge arrives
+        ack = await self._async_request(
+            hs.encode(T.AsyncDeviceClear), T.AsyncDeviceClearAcknowledge, deadline
+        )
+        offered = ack.control & hs.Feature.OVERLAPPED
+        wanted = hs.Feature.OVERLAPPED if self._target.overlapped and offered else 0
+        self._acks_due += 1
+        await self._sync.send([hs.encode(T.DeviceClearComplete, int(wanted))], deadline)
+        while self._acks_due:  # everything before the acknowledge is stale
+            message = await self._next_sync(deadline)
+            if message.type == T.DeviceClearAcknowledge:
+                self._acks_due -= 1
+                if not self._acks_due:
+                    self._set_mode(bool(message.control & hs.Feature.OVERLAPPED))
+        self._ids.reset()
+        self._abandoned = None
+        self._rmt = False
+        self._resync = False
+
+    def _set_mode(self, overlapped: bool) -> None:
+        if overlapped != self._overlapped:
+            self._overlapped = overlapped
+            details = dict(self._info.details)
+            details["mode"] = "overlapped" if overlapped else "synchronized"
+            self._info = replace(self._info, details=details)
+
+    def _fail_now(self, message: hs.Message) -> None:
+        try:
+            hs.raise_if_error(message)
+        except hs.HislipError as exc:
+            if not exc.fatal:
+                raise
+            self._failure = exc
+            raise SessionBrokenError(
+                f"{exc}; reopen the instrument", resource=self._info.resource
+            ) from exc
+        exc2 = RemoteProtocolError(f"unexpected HiSLIP message type {message.type}")
+        self._failure = exc2
+        raise exc2
+
+    # -- the asynchronous channel ----------------------------------------------------------
+
+    def _status_query(self) -> bytes:
+        rmt, self._rmt = self._rmt, False
+        return hs.encode(T.AsyncStatusQuery, int(rmt), self._ids.last)
+
+    async def _async_request(self, message: bytes, expect: int, deadline: float) -> hs.Message:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._check_failure()
+        pending = _Pending(expect)
+        try:
+            await self._post(message, pending)
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await pending.done.wait()
+            if scope.cancelled_caught:
+                raise ReadTimeout(f"{self._info.resource}: no HiSLIP reply within the timeout")
+        finally:
+            pending.wanted = False
+        if self._closed:
+            raise anyio.ClosedResourceError
+        reply = pending.reply
+        if reply is None:
+            self._check_failure()
+            raise ConnectionLostError(
+                "the HiSLIP asynchronous channel closed", resource=self._info.resource
+            )
+        return reply
+
+    async def _post(self, message: bytes, pending: _Pending) -> None:
+        """Queue ``pending`` and send its request, in order, even if cancelled meanwhile."""
+        async with self._async_lock:
+            self._pending.append(pending)
+            if self._reader_done:
+                self._wake_all()
+            with anyio.CancelScope(shield=True):
+                limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
+                try:
+                    await self._async.send([message], limit)
+                except (TransportError, OSError) as exc:
+                    self._fail(exc)
+                    raise SessionBrokenError(
+                        f"HiSLIP asynchronous channel: {exc}", resource=self._info.resource
+                    ) from exc
+
+    def _check_failure(self) -> None:
+        if self._failure is not None:
+            raise SessionBrokenError(
+                f"the HiSLIP session failed ({self._failure}); reopen the instrument",
+                resource=self._info.resource,
+            )
+
+    async def _read_async(self) -> None:
+        """The one reader of the asynchronous channel."""
+        try:
+            while True:
+                message = await self._async.receive()
+                type_ = message.type
+                if type_ == T.AsyncServiceRequest:
+                    self._srq.publish(message.control)
+                    await self._post(self._status_query(), _Pending(T.AsyncStatusResponse))
+                    continue  # the re-arming status query's reply is dropped below
+                if type_ == T.AsyncInterrupted:
+                    continue
+                if type_ == T.FatalError:
+                    self._fail_now(message)
+                if not self._pending:
+                    if type_ == T.Error:
+                        _log.warning("%s: HiSLIP Error %d", self._info.resource, message.control)
+                        continue
+                    raise RemoteProtocolError(f"unexpected HiSLIP asynchronous message {type_}")
+                pending = self._pending.popleft()
+                if type_ == T.Error:
+                    hs.raise_if_error(message)
+                if type_ != pending.expect:
+                    raise RemoteProtocolError(
+                        f"HiSLIP reply of type {type_} to a request expecting {pending.expect}"
+                    )
+                pending.reply = message
+                pending.done.set()
+        except (ConnectionLostError, anyio.ClosedResourceError) as exc:
+            if not self._closed:
+                self._fail(exc)
+        except (TransportError, RemoteProtocolError, hs.HislipError) as exc:
+            self._fail(exc)
+        finally:
+            self._reader_done = True
+            self._wake_all()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        while self._pending:
+            self._pending.popleft().done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a link goes (kept for :meth:`HislipTransport.reconnect`)."""
+
+    host: str
+    port: int
+    sub_address: str
+    resource: str
+    max_message_size: int
+    overlapped: bool = False  #: ask for overlapped mode (if the server offers it)
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """An initialized session: both channels and what the server said."""
+
+    sync: Channel
+    async_: Channel
+    session_id: int
+    version: tuple[int, int]
+    server_max: int
+    vendor: str
+    features: hs.Feature = hs.Feature.NONE
+
+
+async def _handshake(target: _Target, connect_timeout: float | None) -> _Session:
+    """Connect both channels, Initialize, AsyncInitialize, AsyncMaximumMessageSize."""
+    deadline = math.inf if connect_timeout is None else anyio.current_time() + connect_timeout
+    channels: list[Channel] = []
+    try:
+        with anyio.CancelScope(deadline=deadline) as scope:
+            sync = Channel(
+                await connect_socket(target.host, target.port, timeout=connect_timeout),
+                max_payload=target.max_message_size,
+                name="synchronous",
+            )
+            channels.append(sync)
+            await sync.send([hs.encode_initialize(_VERSION, _VENDOR, target.sub_address)])
+            answer = hs.decode_initialize_response(await sync.receive())
+            async_ = Channel(
+                await connect_socket(target.host, target.port, timeout=connect_timeout),
+                max_payload=target.max_message_size,
+                name="asynchronous",
+            )
+            channels.append(async_)
+            await async_.send([hs.encode(T.AsyncInitialize, 0, answer.session_id)])
+            reply = await async_.receive()
+            hs.raise_if_error(reply)
+            if reply.type != T.AsyncInitializeResponse:
+                raise RemoteProtocolError(
+                    f"expected AsyncInitializeResponse, got message type {reply.type}"
+                )
+            vendor = bytes(((reply.param >> 8) & 0xFF, reply.param & 0xFF))
+            await async_.send(
+                [hs.encode_max_message_size(T.AsyncMaximumMessageSize, target.max_message_size)]
+            )
+            reply = await async_.receive()
+            hs.raise_if_error(reply)
+            if reply.type != T.AsyncMaximumMessageSizeResponse:
+                raise RemoteProtocolError(
+                    f"expected AsyncMaximumMessageSizeResponse, got type {reply.type}"
+                )
+            server_max = hs.decode_max_message_size(reply)
+        if scope.cancelled_caught:
+            raise ConnectTimeout(
+                f"{target.resource}: HiSLIP session not initialized within {connect_timeout} s",
+                resource=target.resource,
+            )
+    except hs.HislipError as exc:
+        for channel in channels:
+            channel.close()
+        raise ConnectError(f"{target.resource}: the server refused the session: {exc}") from exc
+    except (RemoteProtocolError, LocalProtocolError, ConnectionLostError) as exc:
+        for channel in channels:
+            channel.close()
+        raise ConnectError(f"{target.resource}: HiSLIP initialization failed: {exc}") from exc
+    except BaseException:
+        for channel in channels:
+            channel.close()
+        raise
+    if server_max <= hs.HEADER_SIZE:
+        server_max = hs.DEFAULT_MAX_MESSAGE_SIZE
+    return _Session(
+        sync,
+        async_,
+        answer.session_id,
+        answer.version,
+        server_max,
+        vendor.decode("ascii", "replace"),
+        answer.features,
+    )
