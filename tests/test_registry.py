@@ -217,3 +217,19 @@ def test_import_aiotmc_imports_no_transport() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.strip() == "['aiotmc.transports.base', 'aiotmc.transports.spec']"
+
+
+def test_no_transport_option_is_shadowed_by_aiotmc_open() -> None:
+    """An option named like one of aiotmc.open's own parameters could never reach it."""
+    import inspect
+
+    from aiotmc._open import open as aiotmc_open
+
+    own = {
+        name
+        for name, p in inspect.signature(aiotmc_open).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert "max_message_size" in own
+    for kind in registry.kinds():
+        assert registry.get(kind).option_names & own == set(), kind
