@@ -72,4 +72,4 @@ intersphinx_timeout = 1
 
 html_theme = "furo"
 html_title = f"aiotmc {release}"
-html_static_path: list[str] = []
+html_static_path: list[str] = []  # no custom assets
