@@ -7,7 +7,8 @@
 * the custom-instrument example of docs/simulators.md runs and prints what the page says,
   and the ``aiotmc shell SIM::...`` sessions shown in the docs print what they show;
 * the resource names and error messages of docs/resources.md are what the parser gives;
-* relative links in docs/*.md and README.md point to files that exist.
+* relative links in docs/*.md point to files that exist; README.md's links are absolute
+  (they must work on PyPI), and those into the repository name files that exist.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -209,7 +211,7 @@ def link_targets(path: Path) -> list[str]:
     return targets
 
 
-PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
+PAGES = sorted(DOCS.glob("*.md"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -220,3 +222,23 @@ def test_relative_links_point_to_existing_files(page: Path) -> None:
         if not resolved.exists():
             missing.append(target)
     assert missing == [], f"{page.relative_to(ROOT)}: broken links"
+
+
+def _repository_url() -> str:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        urls: dict[str, str] = tomllib.load(file)["project"]["urls"]
+    return urls["Source"].rstrip("/")
+
+
+def test_readme_links_are_absolute_and_point_to_existing_files() -> None:
+    """PyPI shows README.md without the repository: no relative link may be in it."""
+    text = FENCE.sub("", (ROOT / "README.md").read_text(encoding="utf-8"))
+    targets = [t for t in _LINK.findall(text) if not t.startswith("#")]
+    assert targets, "README.md has no links"
+    relative = [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+    assert relative == [], "README.md: use absolute links (they must work on PyPI)"
+    prefix = re.compile(re.escape(_repository_url()) + r"/(?:blob|tree)/main/([^#]+)")
+    inside = [m.group(1) for t in targets if (m := prefix.match(t))]
+    assert len(inside) >= 15
+    missing = [path for path in inside if not (ROOT / path).exists()]
+    assert missing == [], "README.md: links to files that do not exist"

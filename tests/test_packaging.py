@@ -47,8 +47,8 @@ NOT_SHIPPED = ("testbeds/", "tests/", "benchmarks/", "examples/", "scripts/", "d
 
 
 @pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The file list of a freshly built wheel."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly built wheel."""
     work = tmp_path_factory.mktemp("packaging")
     source = work / "src"
     shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
@@ -61,8 +61,14 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     assert done.returncode == 0, f"python -m build failed:\n{done.stdout}\n{done.stderr}"
     wheels = list(out.glob("aiotmc-*.whl"))
     assert len(wheels) == 1, wheels
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return wheel.namelist()
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def wheel_files(wheel: Path) -> list[str]:
+    """The wheel's file list."""
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
 
 
 def test_wheel_holds_every_module_of_the_library(wheel_files: list[str]) -> None:
@@ -82,3 +88,26 @@ def test_wheel_holds_no_test_rig(wheel_files: list[str]) -> None:
         n for n in wheel_files if "umockdev" in n or "usbredir" in n or n.startswith(NOT_SHIPPED)
     ]
     assert not rigs, f"test rigs in the wheel: {rigs}"
+
+
+def test_wheel_metadata_has_license_urls_and_one_version(wheel: Path) -> None:
+    """The MIT LICENSE file ships, the project URLs are there, the version is _version's."""
+    from aiotmc._version import __version__
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(f"{info}/METADATA").decode()
+        license_text = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert license_text == (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License")
+    assert "License-Expression: MIT" in metadata.splitlines()
+    assert f"Version: {__version__}" in metadata.splitlines()
+    assert info == f"aiotmc-{__version__}.dist-info"
+    urls = [line for line in metadata.splitlines() if line.startswith("Project-URL: ")]
+    assert {u.split(": ")[1].split(",")[0] for u in urls} >= {
+        "Source",
+        "Documentation",
+        "Changelog",
+    }
+    assert "Classifier: Operating System :: POSIX :: Linux" in metadata.splitlines()
