@@ -47,6 +47,7 @@ MARKED_PAGES = [
     "cli.md",
     "exceptions.md",
     "groups.md",
+    "hislip.md",
     "index.md",
     "instrument.md",
     "performance.md",
@@ -57,6 +58,7 @@ MARKED_PAGES = [
     "srq.md",
     "testing.md",
     "usb.md",
+    "vxi11.md",
     "web.md",
 ]
 
