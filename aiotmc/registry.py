@@ -53,6 +53,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "tcpip-socket": "aiotmc.transports.tcp:TRANSPORT",
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
+    "asrl": "aiotmc.transports.serial:TRANSPORT",
 }
 
 

@@ -1,0 +1,73 @@
+"""Serial ports (``ASRL/dev/ttyUSB0::INSTR``, ``ASRL1::INSTR``): RS-232/USB-serial on POSIX.
+
+:class:`SerialTransport` is a non-blocking tty file descriptor configured with termios and
+waited on with anyio (no thread; asyncio and trio); see ``_transport`` for the
+resynchronisation rules and ``_settings`` for the options (PyVISA's names and values).
+Windows is not supported yet (the module needs termios: ``aiotmc info`` says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypedDict
+
+import anyio
+
+from ...resources import AsrlInstr, ResourceName
+from ..spec import LinkSettings, TransportSpec
+from ._settings import SerialSettings
+from ._transport import SerialTransport, open_port
+
+__all__ = [
+    "TRANSPORT",
+    "SerialOptions",
+    "SerialSettings",
+    "SerialTransport",
+    "open_port",
+    "open_serial",
+]
+
+
+class SerialOptions(TypedDict, total=False):
+    """The serial transport's options for ``aiotmc.open`` (PyVISA's names and values)."""
+
+    baud_rate: int
+    data_bits: Literal[5, 6, 7, 8]
+    parity: str | int
+    stop_bits: float
+    flow_control: str | int
+
+
+@asynccontextmanager
+async def open_serial(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AsyncIterator[SerialTransport]:
+    """The registry's opener for ``ASRL`` resources."""
+    assert isinstance(resource, AsrlInstr)
+    try:
+        line = SerialSettings.from_options(dict(options))
+    except ValueError as exc:
+        raise ValueError(f"{resource}: {exc}") from None
+    transport = await SerialTransport.open(
+        resource.device,
+        resource=str(resource),
+        settings=line,
+        terminator=settings.read_termination.encode(settings.encoding),
+        reconnect=settings.reconnect,
+    )
+    try:
+        yield transport
+    finally:
+        with anyio.CancelScope(shield=True):
+            await transport.aclose()
+
+
+TRANSPORT: Final = TransportSpec(
+    kind="asrl",
+    summary="serial ports (termios, no thread)",
+    example="ASRL/dev/ttyUSB0::INSTR",
+    open=open_serial,
+    options=SerialOptions,
+)
+"""The serial transport's registration (see :mod:`aiotmc.registry`)."""
