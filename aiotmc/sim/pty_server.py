@@ -8,9 +8,11 @@ the server keeps it open too, so a client may close and reopen the port.
 
 Resynchronisation: the master runs in packet mode (``TIOCPKT``), so a client that
 discards its port's queues (``tcflush``: aiotmc's serial transport after an interrupted
-operation, pyserial's ``reset_input_buffer``) is seen by the server, which then clears the
-device (input, output, pending answer) - the pty's stand-in for the device clear (BREAK,
-``^C``) some real serial instruments accept.
+operation, pyserial's ``reset_input_buffer``) is seen by the server, which then drops a
+message half received and clears the device (input, output, pending answer) - the pty's
+stand-in for the device clear (BREAK, ``^C``) some real serial instruments accept. (Bytes
+the client wrote before its flush and the server had not read yet still arrive after
+it: a pty does not discard them.)
 
 Bounds (the server rules of docs/reliability.md): input is buffered only up to
 ``max_message_size`` (default 4 MiB; more is dropped as a real UART overruns, logged
@@ -210,7 +212,7 @@ class PtyServer:
                 break
             if packet[0] != termios.TIOCPKT_DATA:
                 if packet[0] & _FLUSH:
-                    self._clear()
+                    self._clear(master)
                     cleared = True
                 continue
             data = memoryview(packet)[1:]
@@ -224,9 +226,11 @@ class PtyServer:
                 self._decoder.receive_data(data)
         return cleared
 
-    def _clear(self) -> None:
-        # Framing is kept: the rest of a message the client left half-sent still follows.
+    def _clear(self, master: int) -> None:
+        """The client flushed its port: drop a message half received and everything the
+        device had not answered."""
         self.clears += 1
+        self._decoder.reset()
         self.device.device_clear()
 
     async def _send(self, master: int, parts: Sequence[BytesLike]) -> None:

@@ -10,9 +10,10 @@ Resynchronisation: serial has no device clear. After an operation stopped part-w
 cancellation, a deadline) the transport is *stale*; its next operation, and
 :meth:`SerialTransport.clear`, resynchronise: first the rest of a message left half-sent
 is written (the instrument would otherwise take the next command as part of it, or wait
-forever inside a block), then what arrived is discarded (``tcflush(TCIFLUSH)``) and
-everything arriving is read and dropped until the line has been quiet for ``settle``
-seconds (default 0.1), bounded by the operation's deadline. An instrument that answers
+forever inside a block), then everything arriving is read and dropped until the line
+has been quiet for ``settle`` seconds (default 0.1), the input queue is discarded
+(``tcflush(TCIFLUSH)``) and the line drained once more, all bounded by the operation's
+deadline. An instrument that answers
 later than that can still put a late answer on the line: that is the nature of RS-232
 (docs/serial.md). aiotmc's pty simulator takes the flush as a device clear. A newly
 opened port is resynchronised the same way before its first operation (an answer to a
@@ -378,20 +379,25 @@ class SerialTransport:
         unsent, stream.unsent = stream.unsent, []
         if unsent:
             await stream.send(unsent, deadline)
+        await self._drain(deadline)  # the instrument reads what was sent, answers it
         self._tcflush(termios.TCIFLUSH)
+        await self._drain(deadline)
+        stream.reset()
+        self._stale = False
+
+    async def _drain(self, deadline: float) -> None:
+        """Read and drop what arrives until the line is quiet for ``settle`` seconds."""
         scratch = memoryview(bytearray(4096))
         while True:
             quiet_until = min(anyio.current_time() + self._settle, deadline)
             try:
-                await stream.read_into(scratch, quiet_until)
+                await self._stream.read_into(scratch, quiet_until)
             except ReadTimeout:
                 if quiet_until >= deadline:
                     raise ReadTimeout(
                         f"{self._info.resource}: the line did not go quiet before the deadline"
                     ) from None
-                break
-        stream.reset()
-        self._stale = False
+                return
 
     def _tcflush(self, queue: int) -> None:
         assert self._fd is not None
