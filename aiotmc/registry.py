@@ -54,6 +54,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
     "asrl": "aiotmc.transports.serial:TRANSPORT",
+    "prologix-tcpip": "aiotmc.transports.prologix:TRANSPORT",
 }
 
 

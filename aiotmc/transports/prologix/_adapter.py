@@ -1,0 +1,151 @@
+"""One Prologix-compatible GPIB-ETHERNET adapter: its TCP connection, its bus lock.
+
+Every instrument opened on the same ``host:port`` in one event loop shares one
+:class:`PrologixAdapter` (reference-counted): one connection, one lock, because the adapter
+is one GPIB bus and ``++addr`` + data + ``++read`` must not interleave between instruments.
+
+On (re)connection the adapter is put in a known state: ``++mode 1`` (controller),
+``++auto 0`` (no automatic read-after-write: "Query UNTERMINATED" otherwise), ``++eoi 1``
+(EOI with the last byte), ``++eos 3`` (append nothing: the caller's terminator is sent as
+data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows). An
+operation stopped part-way marks the adapter *stale*: the next one connects again, so
+bytes of an interrupted ``++read`` never reach another exchange.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import weakref
+from typing import Final
+
+import anyio
+
+from ..._exceptions import ConnectionLostError
+from .._bytestream import FramedStream
+from ..tcp import connect_socket
+
+__all__ = ["INIT", "PrologixAdapter", "escape"]
+
+INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo_ms 3000\n"
+_SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
+
+
+def escape(data: bytes | bytearray | memoryview) -> bytes:
+    """Escape CR, LF, ESC and ``+`` with ESC so the adapter passes them on as data."""
+    return _SPECIAL.sub(b"\x1b\\1", bytes(data))
+
+
+class _SocketChannel:
+    """A :class:`~aiotmc.transports._bytestream.ByteChannel` over a non-blocking socket."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def read_into(self, view: memoryview) -> int:
+        return self.sock.recv_into(view)
+
+    def write(self, view: memoryview) -> int:
+        return self.sock.send(view)
+
+    async def wait_readable(self) -> None:
+        await anyio.wait_readable(self.sock)
+
+    async def wait_writable(self) -> None:
+        await anyio.wait_writable(self.sock)
+
+
+class PrologixAdapter:
+    """The shared state of one adapter (get it with :meth:`acquire`)."""
+
+    _open: weakref.WeakValueDictionary[tuple[str, int], PrologixAdapter] = (
+        weakref.WeakValueDictionary()
+    )
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float | None) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.lock = anyio.Lock()  #: held for each whole transaction on the bus
+        self.stale = True  #: connect (again) before the next transaction
+        self.address: tuple[int, int | None] | None = None  #: what ``++addr`` last set
+        self.users = 0
+        self.reconnects = 0
+        self._sock: socket.socket | None = None
+        self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
+
+    @classmethod
+    def acquire(cls, host: str, port: int, *, connect_timeout: float | None) -> PrologixAdapter:
+        """The adapter for ``host:port``, shared with the instruments already open on it."""
+        adapter = cls._open.get((host, port))
+        if adapter is None:
+            adapter = cls(host, port, connect_timeout=connect_timeout)
+            cls._open[(host, port)] = adapter
+        adapter.users += 1
+        return adapter
+
+    def release(self) -> None:
+        """One instrument less; the last one closes the connection."""
+        self.users -= 1
+        if self.users <= 0:
+            self.drop()
+            if self._open.get((self.host, self.port)) is self:
+                del self._open[(self.host, self.port)]
+
+    async def ready(self, deadline: float = math.inf) -> FramedStream:
+        """The stream, connected and initialised (call with :attr:`lock` held)."""
+        if self.stale or self._sock is None:
+            self.drop()
+            timeout = self.connect_timeout
+            if math.isfinite(deadline):
+                left = max(0.0, deadline - anyio.current_time())
+                timeout = left if timeout is None else min(timeout, left)
+            sock = await connect_socket(self.host, self.port, timeout=timeout)
+            self._sock = sock
+            self.stream.channel = _SocketChannel(sock)
+            self.stream.reset()
+            self.stream.unsent = []
+            self.reconnects += 1
+            await self.stream.send((INIT,), deadline)
+            self.stale = False
+        return self.stream
+
+    async def select(self, primary: int, secondary: int | None, deadline: float) -> None:
+        """``++addr`` when the bus's addressed instrument is another one."""
+        if self.address != (primary, secondary):
+            sad = "" if secondary is None else f" {secondary + 96}"
+            await self.stream.send((f"++addr {primary}{sad}\n".encode(),), deadline)
+            self.address = (primary, secondary)
+
+    def drop(self) -> None:
+        """Close the connection (the next transaction connects again)."""
+        sock, self._sock = self._sock, None
+        self.stream.channel = _Closed()
+        self.stream.reset()
+        self.address = None
+        self.stale = True
+        if sock is not None:
+            try:
+                anyio.notify_closing(sock)
+            except Exception:  # no event loop, or nobody waiting
+                pass
+            sock.close()
+
+
+class _Closed:
+    """The channel of an adapter that is not connected."""
+
+    def read_into(self, view: memoryview) -> int:
+        raise ConnectionLostError("the adapter is not connected")
+
+    def write(self, view: memoryview) -> int:
+        raise ConnectionLostError("the adapter is not connected")
+
+    async def wait_readable(self) -> None:  # pragma: no cover - never reached
+        raise ConnectionLostError("the adapter is not connected")
+
+    async def wait_writable(self) -> None:  # pragma: no cover - never reached
+        raise ConnectionLostError("the adapter is not connected")
