@@ -227,7 +227,7 @@ class PrologixServer:
         if name == "addr":
             if not numbers:
                 return f"{session.address[0]}\r\n".encode()
-            sad = numbers[1] - 96 if len(numbers) > 1 and numbers[1] >= 96 else None
+            sad = None if len(numbers) < 2 else numbers[1] - 96 if numbers[1] >= 96 else numbers[1]
             session.address = (numbers[0], sad)
             return b""
         simple = {"auto": "auto", "eoi": "eoi", "eot_enable": "eot_enable"}
