@@ -150,7 +150,8 @@ import asyncio, sys
 from prologix_gpib_async import AsyncPrologixGpibEthernetController
 
 async def main():
-    async with AsyncPrologixGpibEthernetController("127.0.0.1", pad=12, port=int(sys.argv[1])) as dev:
+    port = int(sys.argv[1])
+    async with AsyncPrologixGpibEthernetController("127.0.0.1", pad=12, port=port) as dev:
         await dev.write(b"ECHO? pga\\n")
         print((await dev.read()).decode().strip())
         await dev.write(b"ECHO? pending\\n")
