@@ -37,6 +37,7 @@ class SerialOptions(TypedDict, total=False):
     parity: str | int
     stop_bits: float
     flow_control: str | int
+    settle: float  #: quiet time (s) that ends a resynchronisation (aiotmc; default 0.1)
 
 
 @asynccontextmanager
@@ -45,8 +46,12 @@ async def open_serial(
 ) -> AsyncIterator[SerialTransport]:
     """The registry's opener for ``ASRL`` resources."""
     assert isinstance(resource, AsrlInstr)
+    line_options = dict(options)
+    settle = line_options.pop("settle", 0.1)
+    if not isinstance(settle, int | float) or isinstance(settle, bool) or not 0 <= settle <= 60:
+        raise ValueError(f"{resource}: settle must be 0..60 seconds, got {settle!r}")
     try:
-        line = SerialSettings.from_options(dict(options))
+        line = SerialSettings.from_options(line_options)
     except ValueError as exc:
         raise ValueError(f"{resource}: {exc}") from None
     transport = await SerialTransport.open(
@@ -55,6 +60,7 @@ async def open_serial(
         settings=line,
         terminator=settings.read_termination.encode(settings.encoding),
         reconnect=settings.reconnect,
+        settle=float(settle),
     )
     try:
         yield transport
