@@ -16,6 +16,7 @@ CASES = {
     "block_transfer.py": ([], "OK"),
     "usb_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
     "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
+    "serial_and_gpib.py": (["--backend", "trio"], "serial poll"),
 }
 
 

@@ -21,6 +21,7 @@ import weakref
 from typing import Final
 
 import anyio
+from anyio.lowlevel import current_token
 
 from ..._exceptions import ConnectionLostError
 from .._bytestream import FramedStream
@@ -61,7 +62,8 @@ class _SocketChannel:
 class PrologixAdapter:
     """The shared state of one adapter (get it with :meth:`acquire`)."""
 
-    _open: weakref.WeakValueDictionary[tuple[str, int], PrologixAdapter] = (
+    # (host, port, event loop) -> adapter: instruments share an adapter within one loop
+    _open: weakref.WeakValueDictionary[tuple[str, int, object], PrologixAdapter] = (
         weakref.WeakValueDictionary()
     )
 
@@ -74,16 +76,20 @@ class PrologixAdapter:
         self.address: tuple[int, int | None] | None = None  #: what ``++addr`` last set
         self.users = 0
         self.reconnects = 0
+        self._key: tuple[str, int, object] | None = None
         self._sock: socket.socket | None = None
         self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
 
     @classmethod
     def acquire(cls, host: str, port: int, *, connect_timeout: float | None) -> PrologixAdapter:
-        """The adapter for ``host:port``, shared with the instruments already open on it."""
-        adapter = cls._open.get((host, port))
+        """The adapter for ``host:port``, shared with the instruments already open on it
+        in this event loop."""
+        key = (host, port, current_token())
+        adapter = cls._open.get(key)
         if adapter is None:
             adapter = cls(host, port, connect_timeout=connect_timeout)
-            cls._open[(host, port)] = adapter
+            adapter._key = key
+            cls._open[key] = adapter
         adapter.users += 1
         return adapter
 
@@ -92,8 +98,8 @@ class PrologixAdapter:
         self.users -= 1
         if self.users <= 0:
             self.drop()
-            if self._open.get((self.host, self.port)) is self:
-                del self._open[(self.host, self.port)]
+            if self._key is not None and self._open.get(self._key) is self:
+                del self._open[self._key]
 
     async def ready(self, deadline: float = math.inf) -> FramedStream:
         """The stream, connected and initialised (call with :attr:`lock` held)."""

@@ -97,7 +97,7 @@ class PrologixTransport:
     ) -> None:
         """Send the parts as one escaped data line (EOI on its last byte unless ``end``
         is False)."""
-        line = [escape(b"".join(bytes(p) for p in parts)), b"\n"]
+        line = [*(escape(part) for part in parts), b"\n"]  # escaping is per byte
         if not end:
             line = [b"++eoi 0\n", *line, b"++eoi 1\n"]
         async with self._transaction(deadline, reading=False) as stream:
