@@ -23,17 +23,18 @@ from aiotmc.sim.pty_server import PtyServer
 
 async def main() -> None:
     gpib = {5: create_device("dmm"), 7: create_device("dmm")}
-    async with PtyServer(create_device("psu")) as line, PrologixServer(gpib) as adapter:
-        async with (
-            aiotmc.open(line.resource, baud_rate=115200, timeout=5) as psu,
-            aiotmc.open(adapter.resource(5), timeout=5) as dmm_a,
-            aiotmc.open(adapter.resource(7), timeout=5) as dmm_b,
-        ):
-            print(f"serial {line.path}: {await psu.query('*IDN?')}")
-            async with anyio.create_task_group() as tg:  # one adapter, one bus: serialized
-                for name, dmm in (("GPIB 5", dmm_a), ("GPIB 7", dmm_b)):
-                    tg.start_soon(show, name, dmm)
-            print(f"status byte of GPIB 5 by serial poll: {int(await dmm_a.read_stb())}")
+    async with (
+        PtyServer(create_device("psu")) as line,
+        PrologixServer(gpib) as adapter,
+        aiotmc.open(line.resource, baud_rate=115200, timeout=5) as psu,
+        aiotmc.open(adapter.resource(5), timeout=5) as dmm_a,
+        aiotmc.open(adapter.resource(7), timeout=5) as dmm_b,
+    ):
+        print(f"serial {line.path}: {await psu.query('*IDN?')}")
+        async with anyio.create_task_group() as tg:  # one adapter, one bus: serialized
+            for name, dmm in (("GPIB 5", dmm_a), ("GPIB 7", dmm_b)):
+                tg.start_soon(show, name, dmm)
+        print(f"status byte of GPIB 5 by serial poll: {int(await dmm_a.read_stb())}")
 
 
 async def show(name: str, dmm: aiotmc.Instrument) -> None:
