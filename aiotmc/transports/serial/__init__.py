@@ -15,15 +15,18 @@ from typing import Any, Final, Literal, TypedDict
 import anyio
 
 from ...resources import AsrlInstr, ResourceName
-from ..spec import LinkSettings, TransportSpec
+from ..spec import FoundResource, LinkSettings, TransportSpec
+from ._ports import SerialPort, list_ports
 from ._settings import SerialSettings
 from ._transport import SerialTransport, open_port
 
 __all__ = [
     "TRANSPORT",
     "SerialOptions",
+    "SerialPort",
     "SerialSettings",
     "SerialTransport",
+    "list_ports",
     "open_port",
     "open_serial",
 ]
@@ -69,11 +72,17 @@ async def open_serial(
             await transport.aclose()
 
 
+async def _list_resources() -> list[FoundResource]:
+    ports = await anyio.to_thread.run_sync(list_ports)  # sysfs reads: keep them off the loop
+    return [FoundResource(port.resource, port.summary()) for port in ports]
+
+
 TRANSPORT: Final = TransportSpec(
     kind="asrl",
     summary="serial ports (termios, no thread)",
     example="ASRL/dev/ttyUSB0::INSTR",
     open=open_serial,
     options=SerialOptions,
+    list_resources=_list_resources,
 )
 """The serial transport's registration (see :mod:`aiotmc.registry`)."""
