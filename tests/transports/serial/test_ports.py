@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aiotmc.registry import registry
-from aiotmc.transports.serial import list_ports
+from aiotmc.transports.serial import list_ports, list_serial_resources
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sysfs")
 
@@ -56,7 +55,7 @@ def test_missing_sysfs_lists_nothing(tmp_path: Path) -> None:
     assert list_ports(tmp_path / "absent") == []
 
 
-async def test_discovery_through_the_registry() -> None:
-    found = await registry.discover()
-    assert "asrl" not in found.problems
-    assert all(r.resource.startswith("ASRL") for r in found.found if "ASRL" in r.resource)
+async def test_serial_resources_of_this_machine() -> None:
+    found = await list_serial_resources()
+    assert [r.resource for r in found] == [p.resource for p in list_ports()]
+    assert all(r.resource.startswith("ASRL/dev/") and r.description for r in found)
