@@ -55,6 +55,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "sim": "aiotmc.transports.sim:TRANSPORT",
     "asrl": "aiotmc.transports.serial:TRANSPORT",
     "prologix-tcpip": "aiotmc.transports.prologix:TRANSPORT",
+    "prologix-asrl": "aiotmc.transports.prologix:TRANSPORT_ASRL",
 }
 
 

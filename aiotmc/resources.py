@@ -11,6 +11,7 @@ Grammar (keywords are case-insensitive, ``board`` defaults to 0)::
     PRLGX-TCPIP[board]::host::port::pad[::sad][::INSTR]
                                                      -> PrologixInstr (aiotmc extension:
                                                         GPIB through a Prologix/AR488 adapter)
+    PRLGX-ASRL[board]::port::pad[::sad][::INSTR]     -> PrologixAsrlInstr (the same over serial)
 
 * Hosts are names, IPv4 addresses or IPv6 addresses, bare (``TCPIP::fe80::1::INSTR``)
   or in brackets (``TCPIP::[fe80::1]::INSTR``). The canonical form always brackets IPv6.
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_HISLIP_PORT",
     "DEFAULT_LAN_DEVICE",
     "AsrlInstr",
+    "PrologixAsrlInstr",
     "PrologixInstr",
     "ResourceName",
     "SimInstr",
@@ -64,6 +66,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _PREFIX = re.compile(r"([A-Za-z]+)(\d*)")
 _CLASSES = ("SOCKET", "INSTR", "RAW")
 _PRLGX_TCPIP = re.compile(r"PRLGX-TCPIP(\d*)::", re.IGNORECASE)
+_PRLGX_ASRL = re.compile(r"PRLGX-ASRL(\d*)::", re.IGNORECASE)
 _UNSUPPORTED = ("GPIB", "VXI", "GPIB-VXI", "PXI", "VICP", "FIREWIRE")
 
 
@@ -359,6 +362,46 @@ class PrologixInstr(ResourceName):
         return f"PRLGX-TCPIP{self.board}::{host}::{self.port}::{self.primary}{sad}::INSTR"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrologixAsrlInstr(ResourceName):
+    """``PRLGX-ASRL[board]::port::pad[::sad]::INSTR`` (aiotmc extension): the GPIB
+    instrument at ``pad`` (``sad``) behind a Prologix GPIB-USB adapter or an AR488 on a
+    serial port (``port``: a device path such as ``/dev/ttyUSB0``, or a port number)."""
+
+    kind: ClassVar[str] = "prologix-asrl"
+    interface_type: ClassVar[str] = "PRLGX-ASRL"
+    resource_class: ClassVar[str] = "INSTR"
+
+    board: int = 0
+    port: str
+    primary: int
+    secondary: int | None = None
+
+    def __post_init__(self) -> None:
+        problem = _check_board(self.board) or _check_name("serial port", self.port)
+        if problem is None and not 0 <= self.primary <= 30:
+            problem = f"GPIB primary address must be 0..30, got {self.primary}"
+        if problem is None and self.secondary is not None and not 0 <= self.secondary <= 30:
+            problem = f"GPIB secondary address must be 0..30, got {self.secondary}"
+        _raise_if(problem)
+
+    @property
+    def device(self) -> str:
+        """The serial port opened (a number n means the port of ``ASRL<n>``)."""
+        if self.port.isdigit():
+            return AsrlInstr(board=int(self.port)).device
+        return self.port
+
+    @property
+    def adapter(self) -> str:
+        """The adapter's interface resource, as pyvisa-py names it."""
+        return f"PRLGX-ASRL{self.board}::{self.port}::INTFC"
+
+    def __str__(self) -> str:
+        sad = "" if self.secondary is None else f"::{self.secondary}"
+        return f"PRLGX-ASRL{self.board}::{self.port}::{self.primary}{sad}::INSTR"
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -405,6 +448,9 @@ class _Parser:
         prologix = _PRLGX_TCPIP.match(text, begin)
         if prologix is not None:
             return self.prologix(int(prologix.group(1) or 0), prologix.end())
+        prologix = _PRLGX_ASRL.match(text, begin)
+        if prologix is not None:
+            return self.prologix_asrl(int(prologix.group(1) or 0), prologix.end())
         match = _PREFIX.match(text, begin)
         if match is None:
             self.fail("expected an interface type: TCPIP, USB or SIM", begin)
@@ -648,6 +694,34 @@ class _Parser:
         secondary = addresses[1] if len(addresses) > 1 else None
         return PrologixInstr(
             board=board, host=host, port=port, primary=addresses[0], secondary=secondary
+        )
+
+    def prologix_asrl(self, board: int, start: int) -> ResourceName:
+        form = "PRLGX-ASRL::port::pad[::sad]::INSTR"
+        segments = self.split(start)
+        if segments[-1].text.upper() == "INTFC":
+            self.fail(
+                f"an adapter interface cannot be opened alone, name an instrument: {form}",
+                segments[-1].start,
+            )
+        if len(segments) > 1 and segments[-1].text.upper() == "INSTR":
+            segments = segments[:-1]
+        if len(segments) < 2:
+            self.fail(f"missing GPIB address, expected {form}", len(self.text))
+        if len(segments) > 3:
+            self.fail(f"unexpected {segments[3].text!r}, expected {form}", segments[3].start)
+        port = segments[0]
+        problem = _check_name("serial port", port.text)
+        if problem is not None:
+            self.fail(problem, port.start)
+        addresses = []
+        for segment in segments[1:]:
+            if not (segment.text.isascii() and segment.text.isdigit()) or int(segment.text) > 30:
+                self.fail(f"GPIB address must be 0..30, got {segment.text!r}", segment.start)
+            addresses.append(int(segment.text))
+        secondary = addresses[1] if len(addresses) > 1 else None
+        return PrologixAsrlInstr(
+            board=board, port=port.text, primary=addresses[0], secondary=secondary
         )
 
     # -- SIM

@@ -13,6 +13,7 @@ from aiotmc import InvalidResourceName
 from aiotmc.resources import (
     DEFAULT_HISLIP_PORT,
     AsrlInstr,
+    PrologixAsrlInstr,
     PrologixInstr,
     ResourceName,
     SimInstr,
@@ -34,6 +35,11 @@ VALID: list[tuple[str, ResourceName, str | None]] = [
         "prlgx-tcpip::192.0.2.1::1234::12",
         PrologixInstr(host="192.0.2.1", primary=12),
         "PRLGX-TCPIP0::192.0.2.1::1234::12::INSTR",
+    ),
+    (
+        "prlgx-asrl::/dev/ttyUSB0::12",
+        PrologixAsrlInstr(port="/dev/ttyUSB0", primary=12),
+        "PRLGX-ASRL0::/dev/ttyUSB0::12::INSTR",
     ),
     (
         "PRLGX-TCPIP1::[::1]::4000::5::3::INSTR",
@@ -209,6 +215,8 @@ ERRORS: list[tuple[str, str, int | None]] = [
     ("PRLGX-TCPIP0::h::1234::INTFC", "an adapter interface cannot be opened alone", 23),
     ("PRLGX-TCPIP0::h::1234::31::INSTR", "GPIB address must be 0..30, got '31'", 23),
     ("PRLGX-TCPIP0::h::1234::INSTR", "missing GPIB address", 28),
+    ("PRLGX-ASRL::/dev/ttyUSB0::INSTR", "missing GPIB address", 31),
+    ("PRLGX-ASRL::/dev/ttyUSB0::INTFC", "an adapter interface cannot be opened alone", 26),
     ("::x", "expected an interface type", 0),
     ("TCPIP0x::h", "expected '::' after 'TCPIP0'", 6),
     ("TCPIP", "missing host", 5),

@@ -16,6 +16,9 @@ speaks the Prologix ``++`` protocol (also spoken by AR488 firmware) in controlle
 * ``++read`` sends the addressed instrument's next answer as raw bytes (nothing is
   escaped towards the host), or nothing if none is readable within ``++read_tmo_ms``.
 
+With ``pty=True`` the adapter is a GPIB-USB one instead: it serves on a pseudo-terminal
+(:attr:`PrologixServer.path`, resources ``PRLGX-ASRL0::/dev/pts/N::pad::INSTR``).
+
 Bounds (docs/reliability.md): per connection the input is limited to ``max_line`` bytes
 per line (4 MiB; longer lines are dropped and logged once), at most ``max_connections``
 clients (a real adapter takes one), an idle timeout, and a send timeout after which a
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import socket
+import tty
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -66,6 +71,32 @@ class _Session:
     overrun: bool = False
 
 
+class _PtyStream:
+    """``receive``/``send`` over a non-blocking pty master fd."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def receive(self, max_bytes: int) -> bytes:
+        while True:
+            try:
+                data = os.read(self.fd, max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self.fd)
+                continue
+            if data:
+                return data
+            await anyio.wait_readable(self.fd)
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+
+
 class PrologixServer:
     """Serve ``{address: device}`` behind one simulated adapter (async context manager)."""
 
@@ -79,6 +110,7 @@ class PrologixServer:
         max_connections: int = 4,
         idle_timeout: float = 600.0,
         send_timeout: float = 10.0,
+        pty: bool = False,
     ) -> None:
         for address in devices:
             if not 0 <= address <= 30:
@@ -94,6 +126,9 @@ class PrologixServer:
         self.remote: dict[int, str] = {}
         self.commands: list[str] = []  #: every ``++`` command received (for tests)
         self.connections = 0
+        self.pty = pty  #: serve on a pseudo-terminal (a GPIB-USB adapter) instead of TCP
+        self.path = ""  #: the pty clients open, when ``pty``
+        self._fds: tuple[int, int] | None = None
         self._bus = anyio.Lock()
         self._task_group: TaskGroup | None = None
         self._listener: anyio.abc.Listener[SocketStream] | None = None
@@ -101,14 +136,29 @@ class PrologixServer:
     def resource(self, address: int, secondary: int | None = None) -> str:
         """The aiotmc resource name of the instrument at ``address``."""
         sad = "" if secondary is None else f"::{secondary}"
+        if self.pty:
+            return f"PRLGX-ASRL0::{self.path}::{address}{sad}::INSTR"
         return f"PRLGX-TCPIP0::{self.host}::{self.port}::{address}{sad}::INSTR"
 
     @property
     def interface(self) -> str:
         """The adapter as pyvisa-py names it: ``PRLGX-TCPIP0::host::port::INTFC``."""
+        if self.pty:
+            return f"PRLGX-ASRL0::{self.path}::INTFC"
         return f"PRLGX-TCPIP0::{self.host}::{self.port}::INTFC"
 
     async def __aenter__(self) -> PrologixServer:
+        if self.pty:
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            self.path = os.ttyname(slave)
+            self._fds = (master, slave)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+            self._task_group = task_group
+            task_group.start_soon(self._serve_pty, master)
+            return self
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         self._listener = listener
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -135,6 +185,24 @@ class PrologixServer:
                 with anyio.CancelScope(shield=True):
                     await self._listener.aclose()
                 self._listener = None
+            fds, self._fds = self._fds, None
+            for fd in fds or ():
+                try:
+                    anyio.notify_closing(fd)
+                except Exception:  # nobody waiting
+                    pass
+                os.close(fd)
+
+    async def _serve_pty(self, master: int) -> None:
+        """One endless session on the pty (the server keeps the slave open, so clients
+        come and go; a serial adapter keeps its settings across them)."""
+        stream = _PtyStream(master)
+        session = _Session()
+        while True:
+            try:
+                await self._converse(stream, session)
+            except TimeoutError:
+                _log.info("prologix sim: pty client idle or not reading")
 
     # -- one client -------------------------------------------------------------------------
 
@@ -156,7 +224,7 @@ class PrologixServer:
             finally:
                 self.connections -= 1
 
-    async def _converse(self, stream: SocketStream, session: _Session) -> None:
+    async def _converse(self, stream: SocketStream | _PtyStream, session: _Session) -> None:
         buffer = session.pending
         while True:
             with anyio.fail_after(self.idle_timeout):

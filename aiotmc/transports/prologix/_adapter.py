@@ -18,19 +18,26 @@ import math
 import re
 import socket
 import weakref
-from typing import Final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ..._exceptions import ConnectionLostError
-from .._bytestream import FramedStream
+from ..._exceptions import ConnectionLostError, RemoteProtocolError, SessionBrokenError
+from .._bytestream import ByteChannel, FramedStream
 from ..tcp import connect_socket
 
-__all__ = ["INIT", "PrologixAdapter", "escape"]
+__all__ = ["INIT", "Connector", "PrologixAdapter", "escape"]
 
 INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo_ms 3000\n"
 _SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
+_VERSION: Final = re.compile(rb"(?i)gpib.*ver")  # Prologix and AR488 ++ver answers
+_SKIP_LINE: Final = 1 << 20
+
+Connector: TypeAlias = Callable[[float], Awaitable[tuple[ByteChannel, Callable[[], None]]]]
+"""Opens a serial adapter's line by a deadline: its channel and how to close it."""
 
 
 def escape(data: bytes | bytearray | memoryview) -> bytes:
@@ -67,27 +74,42 @@ class PrologixAdapter:
         weakref.WeakValueDictionary()
     )
 
-    def __init__(self, host: str, port: int, *, connect_timeout: float | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float | None,
+        connect: Connector | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self._connect = connect
         self.lock = anyio.Lock()  #: held for each whole transaction on the bus
         self.stale = True  #: connect (again) before the next transaction
         self.address: tuple[int, int | None] | None = None  #: what ``++addr`` last set
         self.users = 0
         self.reconnects = 0
         self._key: tuple[str, int, object] | None = None
-        self._sock: socket.socket | None = None
+        self._close: Callable[[], None] | None = None
         self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
 
     @classmethod
-    def acquire(cls, host: str, port: int, *, connect_timeout: float | None) -> PrologixAdapter:
-        """The adapter for ``host:port``, shared with the instruments already open on it
-        in this event loop."""
+    def acquire(
+        cls,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float | None,
+        connect: Connector | None = None,
+    ) -> PrologixAdapter:
+        """The adapter for ``host:port`` (a serial adapter: its device path and port 0),
+        shared with the instruments already open on it in this event loop."""
         key = (host, port, current_token())
         adapter = cls._open.get(key)
         if adapter is None:
-            adapter = cls(host, port, connect_timeout=connect_timeout)
+            adapter = cls(host, port, connect_timeout=connect_timeout, connect=connect)
             adapter._key = key
             cls._open[key] = adapter
         adapter.users += 1
@@ -103,21 +125,47 @@ class PrologixAdapter:
 
     async def ready(self, deadline: float = math.inf) -> FramedStream:
         """The stream, connected and initialised (call with :attr:`lock` held)."""
-        if self.stale or self._sock is None:
+        if self.stale or self._close is None:
             self.drop()
-            timeout = self.connect_timeout
-            if math.isfinite(deadline):
-                left = max(0.0, deadline - anyio.current_time())
-                timeout = left if timeout is None else min(timeout, left)
-            sock = await connect_socket(self.host, self.port, timeout=timeout)
-            self._sock = sock
-            self.stream.channel = _SocketChannel(sock)
-            self.stream.reset()
-            self.stream.unsent = []
-            self.reconnects += 1
-            await self.stream.send((INIT,), deadline)
+            if self._connect is None:
+                timeout = self.connect_timeout
+                if math.isfinite(deadline):
+                    left = max(0.0, deadline - anyio.current_time())
+                    timeout = left if timeout is None else min(timeout, left)
+                sock = await connect_socket(self.host, self.port, timeout=timeout)
+                self._close = partial(_close_socket, sock)
+                self.stream.channel = _SocketChannel(sock)
+                self.stream.reset()
+                self.stream.unsent = []
+                self.reconnects += 1
+                await self.stream.send((INIT,), deadline)
+            else:
+                channel, self._close = await self._connect(deadline)
+                self.stream.channel = channel
+                self.stream.reset()
+                self.stream.unsent = []
+                self.reconnects += 1
+                await self.stream.send((INIT, b"++ver\n"), deadline)
+                await self._skip_to_version(deadline)
             self.stale = False
         return self.stream
+
+    async def _skip_to_version(self, deadline: float) -> None:
+        """A serial line cannot be replaced like a connection: the adapter may still be
+        finishing an interrupted ``++read``. It handles commands in order, so everything
+        before the answer to ``++ver`` is left over: read and drop it."""
+        stream = self.stream
+        stream.set_terminator(b"\n")
+        for _ in range(100_000):  # bounded: the deadline, and this many lines
+            try:
+                line = await stream.receive_message(_SKIP_LINE, deadline)
+            except RemoteProtocolError:
+                if not stream.in_step:
+                    stream.reset()
+                continue
+            if _VERSION.search(line):
+                return
+        raise SessionBrokenError(f"{self.host}: the adapter never answered ++ver")
 
     async def select(self, primary: int, secondary: int | None, deadline: float) -> None:
         """``++addr`` when the bus's addressed instrument is another one."""
@@ -128,17 +176,21 @@ class PrologixAdapter:
 
     def drop(self) -> None:
         """Close the connection (the next transaction connects again)."""
-        sock, self._sock = self._sock, None
+        close, self._close = self._close, None
         self.stream.channel = _Closed()
         self.stream.reset()
         self.address = None
         self.stale = True
-        if sock is not None:
-            try:
-                anyio.notify_closing(sock)
-            except Exception:  # no event loop, or nobody waiting
-                pass
-            sock.close()
+        if close is not None:
+            close()
+
+
+def _close_socket(sock: socket.socket) -> None:
+    try:
+        anyio.notify_closing(sock)
+    except Exception:  # no event loop, or nobody waiting
+        pass
+    sock.close()
 
 
 class _Closed:

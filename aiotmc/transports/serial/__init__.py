@@ -18,10 +18,11 @@ from ...resources import AsrlInstr, ResourceName
 from ..spec import FoundResource, LinkSettings, TransportSpec
 from ._ports import SerialPort, list_ports
 from ._settings import SerialSettings
-from ._transport import SerialTransport, open_port
+from ._transport import FdChannel, SerialTransport, open_port
 
 __all__ = [
     "TRANSPORT",
+    "FdChannel",
     "SerialOptions",
     "SerialPort",
     "SerialSettings",

@@ -56,14 +56,14 @@ from ._settings import SerialSettings
 if TYPE_CHECKING:
     from ...srq import SrqBroadcaster
 
-__all__ = ["SerialTransport", "open_port"]
+__all__ = ["FdChannel", "SerialTransport", "open_port"]
 
 _CAPABILITIES: Final = Capabilities()
 _TIOCSBRK: Final[int] = getattr(termios, "TIOCSBRK", 0x5427)  # Linux values as fallback
 _TIOCCBRK: Final[int] = getattr(termios, "TIOCCBRK", 0x5428)
 
 
-class _FdChannel:
+class FdChannel:
     """A :class:`~aiotmc.transports._bytestream.ByteChannel` over a non-blocking fd."""
 
     __slots__ = ("fd",)
@@ -138,7 +138,7 @@ class SerialTransport:
         self._path = path
         self._settings = settings
         self._policy = reconnect
-        self._stream = FramedStream(_FdChannel(fd), terminator=terminator, resource=resource)
+        self._stream = FramedStream(FdChannel(fd), terminator=terminator, resource=resource)
         # The first operation drains what a previous user of the port left on its way.
         self._stale = settle > 0
         self._busy = False
@@ -365,7 +365,7 @@ class SerialTransport:
             os.close(fd)
             raise anyio.ClosedResourceError
         self._fd = fd
-        self._stream.channel = _FdChannel(fd)
+        self._stream.channel = FdChannel(fd)
         self._stream.reset()
         self._stream.unsent = []
         self._stale = self._settle > 0

@@ -170,10 +170,14 @@ async def _run(code: str, *args: str) -> list[str]:
     return done.stdout.decode().splitlines()
 
 
-async def test_pyvisa_py_accepts_the_prologix_simulator() -> None:
+@pytest.mark.parametrize("pty", [False, True], ids=["tcp", "serial"])
+async def test_pyvisa_py_accepts_the_prologix_simulator(pty: bool) -> None:
+    """PRLGX-TCPIP0::host::port::INTFC, or PRLGX-ASRL0::/dev/pts/N::INTFC (pyserial)."""
     pytest.importorskip("pyvisa_py")
+    if pty:
+        pytest.importorskip("serial")
     devices = {5: create_device("dmm"), 12: conformance_device()}
-    async with PrologixServer(devices) as server:
+    async with PrologixServer(devices, pty=pty) as server:
         lines = await _run(_PYVISA, server.interface)
     assert lines[0] == devices[5].identity
     assert lines[1] == "pyvisa"

@@ -21,3 +21,15 @@ async def test_conformance_over_prologix() -> None:
     sweep = report["cancellation"]
     assert sweep.cancelled > 50 and sweep.completed > 10, sweep
     assert report["close"].steps > 10
+
+
+async def test_conformance_over_prologix_on_a_serial_line() -> None:
+    """The same adapter as a GPIB-USB one: ``PRLGX-ASRL`` on a pty."""
+    devices = {5: create_device("dmm"), 12: conformance_device()}
+    async with PrologixServer(devices, pty=True) as server:
+        with anyio.fail_after(240):
+            report = await check_transport(lambda: aiotmc.open_transport(server.resource(12)))
+    for name, stats in report.items():
+        print(name, stats)
+    assert list(report) == list(CHECKS)
+    assert report["cancellation"].cancelled > 50
