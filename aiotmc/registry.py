@@ -55,6 +55,9 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "usb": "aiotmc.transports.usbtmc:TRANSPORT",
     "sim": "aiotmc.transports.sim:TRANSPORT",
     "hislip": "aiotmc.transports.hislip:TRANSPORT",
+    "asrl": "aiotmc.transports.serial:TRANSPORT",
+    "prologix-tcpip": "aiotmc.transports.prologix:TRANSPORT",
+    "prologix-asrl": "aiotmc.transports.prologix:TRANSPORT_ASRL",
 }
 
 

@@ -7,12 +7,22 @@ Grammar (keywords are case-insensitive, ``board`` defaults to 0)::
     TCPIP[board]::host::hislipN[,port][::INSTR]      -> TcpipHislip   (HiSLIP, port 4880)
     USB[board]::vid::pid[::serial[::iface]][::INSTR] -> UsbInstr
     SIM::model[::name][::INSTR]                      -> SimInstr      (aiotmc extension)
+    ASRL<n>[::INSTR] | ASRL<path>[::INSTR]           -> AsrlInstr     (serial port)
+    PRLGX-TCPIP[board]::host::port::pad[::sad][::INSTR]
+                                                     -> PrologixInstr (aiotmc extension:
+                                                        GPIB through a Prologix/AR488 adapter)
+    PRLGX-ASRL[board]::port::pad[::sad][::INSTR]     -> PrologixAsrlInstr (the same over serial)
 
 * Hosts are names, IPv4 addresses or IPv6 addresses, bare (``TCPIP::fe80::1::INSTR``)
   or in brackets (``TCPIP::[fe80::1]::INSTR``). The canonical form always brackets IPv6.
 * Vendor and product IDs are hexadecimal with ``0x`` or decimal; canonical ``0x%04X``.
 * aiotmc extension: the USB serial number may be left out (``USB::0x0957::0x1796::INSTR``)
   to mean "the only instrument with these IDs"; opening it fails if several are attached.
+* Serial ports: ``ASRL1::INSTR`` is port 1 (``COM1``; ``/dev/ttyS0`` on Linux) and
+  ``ASRL/dev/ttyUSB0::INSTR`` names the device path (as pyvisa-py accepts it).
+* aiotmc extension: ``PRLGX-TCPIP0::host::1234::12::INSTR`` is GPIB primary address 12
+  behind the Prologix-compatible adapter at ``host:1234`` (one string instead of
+  pyvisa-py's ``PRLGX-TCPIP0::host::1234::INTFC`` followed by ``GPIB0::12::INSTR``).
 * aiotmc extension: ``SIM::<model>[::<name>]`` names a simulated instrument (``dmm``,
   ``psu``, ``wavegen``, ``scope``...); ``name`` defaults to the model and tells several
   simulated instruments of one model apart.
@@ -26,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
+import sys
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
@@ -34,6 +45,9 @@ from ._exceptions import InvalidResourceName
 __all__ = [
     "DEFAULT_HISLIP_PORT",
     "DEFAULT_LAN_DEVICE",
+    "AsrlInstr",
+    "PrologixAsrlInstr",
+    "PrologixInstr",
     "ResourceName",
     "SimInstr",
     "TcpipHislip",
@@ -51,7 +65,9 @@ _HISLIP = re.compile(r"(hislip\d+)(?:,(.*))?", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _PREFIX = re.compile(r"([A-Za-z]+)(\d*)")
 _CLASSES = ("SOCKET", "INSTR", "RAW")
-_UNSUPPORTED = ("GPIB", "ASRL", "VXI", "GPIB-VXI", "PXI", "VICP", "FIREWIRE")
+_PRLGX_TCPIP = re.compile(r"PRLGX-TCPIP(\d*)::", re.IGNORECASE)
+_PRLGX_ASRL = re.compile(r"PRLGX-ASRL(\d*)::", re.IGNORECASE)
+_UNSUPPORTED = ("GPIB", "VXI", "GPIB-VXI", "PXI", "VICP", "FIREWIRE")
 
 
 # --------------------------------------------------------------------------- value checks
@@ -278,6 +294,119 @@ class SimInstr(ResourceName):
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AsrlInstr(ResourceName):
+    """``ASRL<n>::INSTR`` (port number) or ``ASRL<path>::INSTR`` (device path): a serial port.
+
+    Exactly one of ``board`` and ``path`` is set. :attr:`device` is the path opened:
+    ``path`` itself, or ``COM<n>`` on Windows and ``/dev/ttyS<n-1>`` elsewhere.
+    """
+
+    kind: ClassVar[str] = "asrl"
+    interface_type: ClassVar[str] = "ASRL"
+    resource_class: ClassVar[str] = "INSTR"
+
+    board: int | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.board is None) == (self.path is None):
+            raise InvalidResourceName("a serial resource names a port number or a device path")
+        if self.board is not None and self.board < 0:
+            _raise_if(_check_board(self.board))
+        if self.path is not None:
+            _raise_if(_check_name("serial device path", self.path))
+
+    @property
+    def device(self) -> str:
+        """The operating system's name of the port."""
+        if self.path is not None:
+            return self.path
+        assert self.board is not None
+        return (
+            f"COM{self.board}" if sys.platform == "win32" else f"/dev/ttyS{max(self.board - 1, 0)}"
+        )
+
+    def __str__(self) -> str:
+        return f"ASRL{self.path if self.path is not None else self.board}::INSTR"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrologixInstr(ResourceName):
+    """``PRLGX-TCPIP[board]::host::port::pad[::sad]::INSTR`` (aiotmc extension): the GPIB
+    instrument at primary address ``pad`` (secondary ``sad``) behind a Prologix-compatible
+    GPIB-ETHERNET adapter (Prologix, AR488 on an ESP32...) listening on ``host:port``."""
+
+    kind: ClassVar[str] = "prologix-tcpip"
+    interface_type: ClassVar[str] = "PRLGX-TCPIP"
+    resource_class: ClassVar[str] = "INSTR"
+
+    board: int = 0
+    host: str
+    port: int = 1234
+    primary: int
+    secondary: int | None = None
+
+    def __post_init__(self) -> None:
+        problem = _check_board(self.board) or _check_host(self.host) or _check_port(self.port)
+        if problem is None and not 0 <= self.primary <= 30:
+            problem = f"GPIB primary address must be 0..30, got {self.primary}"
+        if problem is None and self.secondary is not None and not 0 <= self.secondary <= 30:
+            problem = f"GPIB secondary address must be 0..30, got {self.secondary}"
+        _raise_if(problem)
+        object.__setattr__(self, "host", _normalise_host(self.host))
+
+    @property
+    def adapter(self) -> str:
+        """The adapter's interface resource, as pyvisa-py names it."""
+        return f"PRLGX-TCPIP{self.board}::{_format_host(self.host)}::{self.port}::INTFC"
+
+    def __str__(self) -> str:
+        sad = "" if self.secondary is None else f"::{self.secondary}"
+        host = _format_host(self.host)
+        return f"PRLGX-TCPIP{self.board}::{host}::{self.port}::{self.primary}{sad}::INSTR"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrologixAsrlInstr(ResourceName):
+    """``PRLGX-ASRL[board]::port::pad[::sad]::INSTR`` (aiotmc extension): the GPIB
+    instrument at ``pad`` (``sad``) behind a Prologix GPIB-USB adapter or an AR488 on a
+    serial port (``port``: a device path such as ``/dev/ttyUSB0``, or a port number)."""
+
+    kind: ClassVar[str] = "prologix-asrl"
+    interface_type: ClassVar[str] = "PRLGX-ASRL"
+    resource_class: ClassVar[str] = "INSTR"
+
+    board: int = 0
+    port: str
+    primary: int
+    secondary: int | None = None
+
+    def __post_init__(self) -> None:
+        problem = _check_board(self.board) or _check_name("serial port", self.port)
+        if problem is None and not 0 <= self.primary <= 30:
+            problem = f"GPIB primary address must be 0..30, got {self.primary}"
+        if problem is None and self.secondary is not None and not 0 <= self.secondary <= 30:
+            problem = f"GPIB secondary address must be 0..30, got {self.secondary}"
+        _raise_if(problem)
+
+    @property
+    def device(self) -> str:
+        """The serial port opened (a number n means the port of ``ASRL<n>``)."""
+        if self.port.isdigit():
+            return AsrlInstr(board=int(self.port)).device
+        return self.port
+
+    @property
+    def adapter(self) -> str:
+        """The adapter's interface resource, as pyvisa-py names it."""
+        return f"PRLGX-ASRL{self.board}::{self.port}::INTFC"
+
+    def __str__(self) -> str:
+        sad = "" if self.secondary is None else f"::{self.secondary}"
+        return f"PRLGX-ASRL{self.board}::{self.port}::{self.primary}{sad}::INSTR"
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -319,6 +448,14 @@ class _Parser:
         if not text:
             self.fail("empty resource name, expected TCPIP, USB or SIM", 0)
         begin = len(text) - len(text.lstrip())
+        if text[begin : begin + 4].upper() == "ASRL":
+            return self.asrl(begin + 4)
+        prologix = _PRLGX_TCPIP.match(text, begin)
+        if prologix is not None:
+            return self.prologix(int(prologix.group(1) or 0), prologix.end())
+        prologix = _PRLGX_ASRL.match(text, begin)
+        if prologix is not None:
+            return self.prologix_asrl(int(prologix.group(1) or 0), prologix.end())
         match = _PREFIX.match(text, begin)
         if match is None:
             self.fail("expected an interface type: TCPIP, USB or SIM", begin)
@@ -510,6 +647,94 @@ class _Parser:
         if len(body) > 4:
             self.fail(f"unexpected {body[4].text!r}, expected ::INSTR", body[4].start)
         return UsbInstr(board=board, vid=vid, pid=pid, serial=serial, interface=interface)
+
+    # -- ASRL
+
+    def asrl(self, start: int) -> ResourceName:
+        text = self.text
+        body, sep, cls = text[start:].rpartition("::")
+        if not sep:
+            body, cls = text[start:], ""
+        if cls and cls.upper() != "INSTR":
+            self.fail(f"unknown resource class {cls!r}, expected ::INSTR", len(text) - len(cls))
+        if not body:
+            self.fail("missing port, expected ASRL<n>::INSTR or ASRL<path>::INSTR", start)
+        if body.isascii() and body.isdigit():
+            return AsrlInstr(board=int(body))
+        problem = _check_name("serial device path", body)
+        if problem is not None:
+            self.fail(problem, start)
+        return AsrlInstr(path=body)
+
+    # -- PRLGX-TCPIP
+
+    def prologix(self, board: int, start: int) -> ResourceName:
+        form = "PRLGX-TCPIP::host::port::pad[::sad]::INSTR"
+        text = self.text
+        host_at = start
+        if text.startswith("[", start):  # an IPv6 address in brackets
+            close = text.find("]", start)
+            if close < 0 or not text.startswith("::", close + 1):
+                self.fail("expected '[address]::' for an IPv6 host", start)
+            host = text[start + 1 : close]
+            if not self.is_ipv6(host):
+                self.fail(f"invalid IPv6 address {host!r}", start + 1)
+            segments = [_Segment(host, start + 1), *self.split(close + 3)]
+        else:
+            segments = self.split(start)
+        if segments[-1].text.upper() == "INTFC":
+            self.fail(
+                f"an adapter interface cannot be opened alone, name an instrument: {form}",
+                segments[-1].start,
+            )
+        if len(segments) > 1 and segments[-1].text.upper() == "INSTR":
+            segments = segments[:-1]
+        if len(segments) < 3:
+            self.fail(f"missing GPIB address, expected {form}", len(text))
+        if len(segments) > 4:
+            self.fail(f"unexpected {segments[4].text!r}, expected {form}", segments[4].start)
+        host = segments[0].text
+        problem = _check_host(host)
+        if problem is not None:
+            self.fail(problem, host_at)
+        port = self.port(segments[1])
+        addresses = []
+        for segment in segments[2:]:
+            if not (segment.text.isascii() and segment.text.isdigit()) or int(segment.text) > 30:
+                self.fail(f"GPIB address must be 0..30, got {segment.text!r}", segment.start)
+            addresses.append(int(segment.text))
+        secondary = addresses[1] if len(addresses) > 1 else None
+        return PrologixInstr(
+            board=board, host=host, port=port, primary=addresses[0], secondary=secondary
+        )
+
+    def prologix_asrl(self, board: int, start: int) -> ResourceName:
+        form = "PRLGX-ASRL::port::pad[::sad]::INSTR"
+        segments = self.split(start)
+        if segments[-1].text.upper() == "INTFC":
+            self.fail(
+                f"an adapter interface cannot be opened alone, name an instrument: {form}",
+                segments[-1].start,
+            )
+        if len(segments) > 1 and segments[-1].text.upper() == "INSTR":
+            segments = segments[:-1]
+        if len(segments) < 2:
+            self.fail(f"missing GPIB address, expected {form}", len(self.text))
+        if len(segments) > 3:
+            self.fail(f"unexpected {segments[3].text!r}, expected {form}", segments[3].start)
+        port = segments[0]
+        problem = _check_name("serial port", port.text)
+        if problem is not None:
+            self.fail(problem, port.start)
+        addresses = []
+        for segment in segments[1:]:
+            if not (segment.text.isascii() and segment.text.isdigit()) or int(segment.text) > 30:
+                self.fail(f"GPIB address must be 0..30, got {segment.text!r}", segment.start)
+            addresses.append(int(segment.text))
+        secondary = addresses[1] if len(addresses) > 1 else None
+        return PrologixAsrlInstr(
+            board=board, port=port.text, primary=addresses[0], secondary=secondary
+        )
 
     # -- SIM
 

@@ -18,6 +18,7 @@ CASES = {
     "hislip_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
     "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
     "vxi11_query.py": (["--backend", "trio"], "SIM-DMM"),
+    "serial_and_gpib.py": (["--backend", "trio"], "serial poll"),
 }
 
 

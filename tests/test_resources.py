@@ -12,6 +12,9 @@ import aiotmc
 from aiotmc import InvalidResourceName
 from aiotmc.resources import (
     DEFAULT_HISLIP_PORT,
+    AsrlInstr,
+    PrologixAsrlInstr,
+    PrologixInstr,
     ResourceName,
     SimInstr,
     TcpipHislip,
@@ -24,6 +27,25 @@ from aiotmc.resources import (
 # --------------------------------------------------------------------------- valid forms
 
 VALID: list[tuple[str, ResourceName, str | None]] = [
+    # serial ports and Prologix adapters (issue 17)
+    ("ASRL/dev/ttyUSB0::INSTR", AsrlInstr(path="/dev/ttyUSB0"), None),
+    ("asrl1::instr", AsrlInstr(board=1), "ASRL1::INSTR"),
+    ("ASRL/dev/pts/3", AsrlInstr(path="/dev/pts/3"), "ASRL/dev/pts/3::INSTR"),
+    (
+        "prlgx-tcpip::192.0.2.1::1234::12",
+        PrologixInstr(host="192.0.2.1", primary=12),
+        "PRLGX-TCPIP0::192.0.2.1::1234::12::INSTR",
+    ),
+    (
+        "prlgx-asrl::/dev/ttyUSB0::12",
+        PrologixAsrlInstr(port="/dev/ttyUSB0", primary=12),
+        "PRLGX-ASRL0::/dev/ttyUSB0::12::INSTR",
+    ),
+    (
+        "PRLGX-TCPIP1::[::1]::4000::5::3::INSTR",
+        PrologixInstr(board=1, host="::1", port=4000, primary=5, secondary=3),
+        None,
+    ),
     # raw sockets
     (
         "TCPIP::10.0.0.5::5025::SOCKET",
@@ -200,7 +222,13 @@ ERRORS: list[tuple[str, str, int | None]] = [
     ("FOO::x", "unknown interface type 'FOO', expected TCPIP, USB or SIM", 0),
     ("  foo::x", "unknown interface type 'foo'", 2),
     ("GPIB0::1::INSTR", "interface type 'GPIB0' is not supported", 0),
-    ("ASRL1::INSTR", "interface type 'ASRL1' is not supported", 0),
+    ("ASRL::INSTR", "missing port, expected ASRL<n>::INSTR", 4),
+    ("ASRL1::SOCKET", "unknown resource class 'SOCKET', expected ::INSTR", 7),
+    ("PRLGX-TCPIP0::h::1234::INTFC", "an adapter interface cannot be opened alone", 23),
+    ("PRLGX-TCPIP0::h::1234::31::INSTR", "GPIB address must be 0..30, got '31'", 23),
+    ("PRLGX-TCPIP0::h::1234::INSTR", "missing GPIB address", 28),
+    ("PRLGX-ASRL::/dev/ttyUSB0::INSTR", "missing GPIB address", 31),
+    ("PRLGX-ASRL::/dev/ttyUSB0::INTFC", "an adapter interface cannot be opened alone", 26),
     ("::x", "expected an interface type", 0),
     ("TCPIP0x::h", "expected '::' after 'TCPIP0'", 6),
     ("TCPIP", "missing host", 5),

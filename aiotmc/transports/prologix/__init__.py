@@ -1,0 +1,130 @@
+"""GPIB through Prologix-compatible adapters (Prologix, AR488) on TCP and on serial ports.
+
+``PRLGX-TCPIP0::host::1234::12::INSTR`` (aiotmc's one-string form) is GPIB address 12
+behind the adapter at ``host:1234``; ``PRLGX-ASRL0::/dev/ttyUSB0::12::INSTR`` behind a
+GPIB-USB adapter or an AR488 on that serial port. Instruments on one adapter share its
+connection and its lock (:mod:`._adapter`); each is a :class:`PrologixTransport`
+(:mod:`._transport`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypedDict
+
+import anyio
+
+from ...resources import PrologixAsrlInstr, PrologixInstr, ResourceName
+from ..serial import FdChannel, SerialSettings, open_port
+from ..spec import LinkSettings, TransportSpec
+from ._adapter import INIT, Connector, PrologixAdapter, escape
+from ._transport import PrologixTransport
+
+__all__ = [
+    "INIT",
+    "TRANSPORT",
+    "TRANSPORT_ASRL",
+    "PrologixAdapter",
+    "PrologixSerialOptions",
+    "PrologixTransport",
+    "escape",
+    "open_prologix",
+    "open_prologix_serial",
+]
+
+
+@asynccontextmanager
+async def open_prologix(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AsyncIterator[PrologixTransport]:
+    """The registry's opener for ``PRLGX-TCPIP`` resources (connects on first use)."""
+    assert isinstance(resource, PrologixInstr)
+    adapter = PrologixAdapter.acquire(
+        resource.host, resource.port, connect_timeout=settings.connect_timeout
+    )
+    transport = PrologixTransport(
+        adapter,
+        primary=resource.primary,
+        secondary=resource.secondary,
+        resource=str(resource),
+        terminator=settings.read_termination.encode(settings.encoding),
+    )
+    try:
+        yield transport
+    finally:
+        with anyio.CancelScope(shield=True):
+            await transport.aclose()
+
+
+TRANSPORT: Final = TransportSpec(
+    kind="prologix-tcpip",
+    summary="GPIB through a Prologix/AR488 GPIB-ETHERNET adapter",
+    example="PRLGX-TCPIP0::192.0.2.9::1234::12::INSTR",
+    open=open_prologix,
+)
+"""The Prologix transport's registration (see :mod:`aiotmc.registry`)."""
+
+
+class PrologixSerialOptions(TypedDict, total=False):
+    """Options of a serial Prologix/AR488 adapter (a Prologix GPIB-USB ignores the rate)."""
+
+    baud_rate: int  #: default 115200 (AR488's default)
+
+
+def _serial_connector(path: str, settings: SerialSettings) -> Connector:
+    async def connect(deadline: float) -> tuple[FdChannel, Callable[[], None]]:
+        fd = open_port(path, settings)
+
+        def close() -> None:
+            try:
+                anyio.notify_closing(fd)
+            except Exception:  # no event loop, or nobody waiting
+                pass
+            os.close(fd)
+
+        await anyio.lowlevel.checkpoint()
+        return FdChannel(fd), close
+
+    return connect
+
+
+@asynccontextmanager
+async def open_prologix_serial(
+    resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
+) -> AsyncIterator[PrologixTransport]:
+    """The registry's opener for ``PRLGX-ASRL`` resources (opens the port on first use)."""
+    assert isinstance(resource, PrologixAsrlInstr)
+    try:
+        line = SerialSettings.from_options({"baud_rate": options.get("baud_rate", 115200)})
+    except ValueError as exc:
+        raise ValueError(f"{resource}: {exc}") from None
+    adapter = PrologixAdapter.acquire(
+        resource.device,
+        0,
+        connect_timeout=settings.connect_timeout,
+        connect=_serial_connector(resource.device, line),
+    )
+    transport = PrologixTransport(
+        adapter,
+        primary=resource.primary,
+        secondary=resource.secondary,
+        resource=str(resource),
+        terminator=settings.read_termination.encode(settings.encoding),
+    )
+    try:
+        yield transport
+    finally:
+        with anyio.CancelScope(shield=True):
+            await transport.aclose()
+
+
+TRANSPORT_ASRL: Final = TransportSpec(
+    kind="prologix-asrl",
+    summary="GPIB through a Prologix GPIB-USB / AR488 adapter on a serial port",
+    example="PRLGX-ASRL0::/dev/ttyUSB0::12::INSTR",
+    open=open_prologix_serial,
+    options=PrologixSerialOptions,
+)
+"""The serial Prologix transport's registration (see :mod:`aiotmc.registry`)."""

@@ -1,0 +1,209 @@
+"""One Prologix-compatible GPIB-ETHERNET adapter: its TCP connection, its bus lock.
+
+Every instrument opened on the same ``host:port`` in one event loop shares one
+:class:`PrologixAdapter` (reference-counted): one connection, one lock, because the adapter
+is one GPIB bus and ``++addr`` + data + ``++read`` must not interleave between instruments.
+
+On (re)connection the adapter is put in a known state: ``++mode 1`` (controller),
+``++auto 0`` (no automatic read-after-write: "Query UNTERMINATED" otherwise), ``++eoi 1``
+(EOI with the last byte), ``++eos 3`` (append nothing: the caller's terminator is sent as
+data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows). An
+operation stopped part-way marks the adapter *stale*: the next one connects again, so
+bytes of an interrupted ``++read`` never reach another exchange.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import weakref
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final, TypeAlias
+
+import anyio
+from anyio.lowlevel import current_token
+
+from ..._exceptions import ConnectionLostError, RemoteProtocolError, SessionBrokenError
+from .._bytestream import ByteChannel, FramedStream
+from ..tcp import connect_socket
+
+__all__ = ["INIT", "Connector", "PrologixAdapter", "escape"]
+
+INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo_ms 3000\n"
+_SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
+_VERSION: Final = re.compile(rb"(?i)gpib.*ver")  # Prologix and AR488 ++ver answers
+_SKIP_LINE: Final = 1 << 20
+
+Connector: TypeAlias = Callable[[float], Awaitable[tuple[ByteChannel, Callable[[], None]]]]
+"""Opens a serial adapter's line by a deadline: its channel and how to close it."""
+
+
+def escape(data: bytes | bytearray | memoryview) -> bytes:
+    """Escape CR, LF, ESC and ``+`` with ESC so the adapter passes them on as data."""
+    return _SPECIAL.sub(b"\x1b\\1", bytes(data))
+
+
+class _SocketChannel:
+    """A :class:`~aiotmc.transports._bytestream.ByteChannel` over a non-blocking socket."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def read_into(self, view: memoryview) -> int:
+        return self.sock.recv_into(view)
+
+    def write(self, view: memoryview) -> int:
+        return self.sock.send(view)
+
+    async def wait_readable(self) -> None:
+        await anyio.wait_readable(self.sock)
+
+    async def wait_writable(self) -> None:
+        await anyio.wait_writable(self.sock)
+
+
+class PrologixAdapter:
+    """The shared state of one adapter (get it with :meth:`acquire`)."""
+
+    # (host, port, event loop) -> adapter: instruments share an adapter within one loop
+    _open: weakref.WeakValueDictionary[tuple[str, int, object], PrologixAdapter] = (
+        weakref.WeakValueDictionary()
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float | None,
+        connect: Connector | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self._connect = connect
+        self.lock = anyio.Lock()  #: held for each whole transaction on the bus
+        self.stale = True  #: connect (again) before the next transaction
+        self.address: tuple[int, int | None] | None = None  #: what ``++addr`` last set
+        self.users = 0
+        self.reconnects = 0
+        self._key: tuple[str, int, object] | None = None
+        self._close: Callable[[], None] | None = None
+        self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
+
+    @classmethod
+    def acquire(
+        cls,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float | None,
+        connect: Connector | None = None,
+    ) -> PrologixAdapter:
+        """The adapter for ``host:port`` (a serial adapter: its device path and port 0),
+        shared with the instruments already open on it in this event loop."""
+        key = (host, port, current_token())
+        adapter = cls._open.get(key)
+        if adapter is None:
+            adapter = cls(host, port, connect_timeout=connect_timeout, connect=connect)
+            adapter._key = key
+            cls._open[key] = adapter
+        adapter.users += 1
+        return adapter
+
+    def release(self) -> None:
+        """One instrument less; the last one closes the connection."""
+        self.users -= 1
+        if self.users <= 0:
+            self.drop()
+            if self._key is not None and self._open.get(self._key) is self:
+                del self._open[self._key]
+
+    async def ready(self, deadline: float = math.inf) -> FramedStream:
+        """The stream, connected and initialised (call with :attr:`lock` held)."""
+        if self.stale or self._close is None:
+            self.drop()
+            if self._connect is None:
+                timeout = self.connect_timeout
+                if math.isfinite(deadline):
+                    left = max(0.0, deadline - anyio.current_time())
+                    timeout = left if timeout is None else min(timeout, left)
+                sock = await connect_socket(self.host, self.port, timeout=timeout)
+                self._close = partial(_close_socket, sock)
+                self.stream.channel = _SocketChannel(sock)
+                self.stream.reset()
+                self.stream.unsent = []
+                self.reconnects += 1
+                await self.stream.send((INIT,), deadline)
+            else:
+                channel, self._close = await self._connect(deadline)
+                self.stream.channel = channel
+                self.stream.reset()
+                self.stream.unsent = []
+                self.reconnects += 1
+                await self.stream.send((INIT, b"++ver\n"), deadline)
+                await self._skip_to_version(deadline)
+            self.stale = False
+        return self.stream
+
+    async def _skip_to_version(self, deadline: float) -> None:
+        """A serial line cannot be replaced like a connection: the adapter may still be
+        finishing an interrupted ``++read``. It handles commands in order, so everything
+        before the answer to ``++ver`` is left over: read and drop it."""
+        stream = self.stream
+        stream.set_terminator(b"\n")
+        for _ in range(100_000):  # bounded: the deadline, and this many lines
+            try:
+                line = await stream.receive_message(_SKIP_LINE, deadline)
+            except RemoteProtocolError:
+                if not stream.in_step:
+                    stream.reset()
+                continue
+            if _VERSION.search(line):
+                return
+        raise SessionBrokenError(f"{self.host}: the adapter never answered ++ver")
+
+    async def select(self, primary: int, secondary: int | None, deadline: float) -> None:
+        """``++addr`` when the bus's addressed instrument is another one."""
+        if self.address != (primary, secondary):
+            sad = "" if secondary is None else f" {secondary + 96}"
+            await self.stream.send((f"++addr {primary}{sad}\n".encode(),), deadline)
+            self.address = (primary, secondary)
+
+    def drop(self) -> None:
+        """Close the connection (the next transaction connects again)."""
+        close, self._close = self._close, None
+        self.stream.channel = _Closed()
+        self.stream.reset()
+        self.address = None
+        self.stale = True
+        if close is not None:
+            close()
+
+
+def _close_socket(sock: socket.socket) -> None:
+    try:
+        anyio.notify_closing(sock)
+    except Exception:  # no event loop, or nobody waiting
+        pass
+    sock.close()
+
+
+class _Closed:
+    """The channel of an adapter that is not connected."""
+
+    def read_into(self, view: memoryview) -> int:
+        raise ConnectionLostError("the adapter is not connected")
+
+    def write(self, view: memoryview) -> int:
+        raise ConnectionLostError("the adapter is not connected")
+
+    async def wait_readable(self) -> None:  # pragma: no cover - never reached
+        raise ConnectionLostError("the adapter is not connected")
+
+    async def wait_writable(self) -> None:  # pragma: no cover - never reached
+        raise ConnectionLostError("the adapter is not connected")
