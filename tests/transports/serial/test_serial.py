@@ -61,11 +61,23 @@ async def test_missing_port_and_not_a_tty(tmp_path: Path) -> None:
         await SerialTransport.open(str(plain))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root opens any file: no permission error")
-async def test_permission_denied_names_the_fix(tmp_path: Path) -> None:  # pragma: no cover
+async def test_permission_denied_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message names the dialout group; as root (CI) the refusal is injected."""
+    import errno
+
+    from aiotmc.transports.serial import _transport
+
     locked = tmp_path / "ttyS9"
     locked.write_bytes(b"")
     locked.chmod(0)
+    if os.geteuid() == 0:  # root opens any file: refuse the way the kernel would
+
+        def refuse(path: str, flags: int, mode: int = 0o777) -> int:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+        monkeypatch.setattr(_transport.os, "open", refuse)
     with pytest.raises(aiotmc.PermissionDeniedError, match="dialout"):
         await SerialTransport.open(str(locked))
 
