@@ -69,7 +69,7 @@ def usb_findings(
         driver_link = iface / "driver"
         driver = driver_link.resolve().name if driver_link.exists() else ""
         bound = (
-            f"; kernel driver {driver} bound (detached while aiotmc has it open)" if driver else ""
+            f"; kernel driver {driver} bound (detached while opened by aiotmc)" if driver else ""
         )
         lines.append(f"USB {vid}:{pid} interface {iface.name}: {access}{bound}")
     return lines or ["no USBTMC interface attached"]
