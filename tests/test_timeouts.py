@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import anyio
 import pytest
 
 import aiotmc
 from aiotmc._timeouts import MAX_TIMEOUT, check_timeout
+from aiotmc.sim.devices import create_device
 
 from .conftest import OpenSim
 
@@ -59,3 +61,16 @@ async def test_open_refuses_before_connecting() -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         async with aiotmc.open("SIM::dmm", connect_timeout=-1):
             pass  # pragma: no cover
+
+
+async def test_zero_means_at_once(open_sim: OpenSim) -> None:
+    device = create_device("dmm")
+    async with open_sim(device=device) as inst:
+        device.latency = 0.2
+        start = anyio.current_time()
+        # at once: a bus that must wait even to send (USB) times out writing
+        with pytest.raises(aiotmc.AiotmcTimeout):
+            await inst.query("*IDN?", timeout=0)
+        assert anyio.current_time() - start < 0.2  # did not wait for the answer
+        device.latency = 0.0
+        assert "," in await inst.query("*IDN?")  # and the link is still in step
