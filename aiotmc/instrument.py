@@ -594,9 +594,14 @@ class Instrument:
                 payload: Any = await self.transport.receive_block(
                     None, max_size=self.max_message_size, deadline=deadline
                 )
+            except Exception as exc:
+                self._failed("read_binary_values", exc)
+                raise
             finally:
                 if locked:
                     self._lock.release()
+            if io_log.isEnabledFor(_DEBUG):
+                io_log.debug("%s read block %s", self.resource, show(payload))
         else:
             payload = await self._read_headed(
                 header_fmt, letter, is_big_endian, expect_termination, data_points, timeout
