@@ -38,6 +38,7 @@ from ._types import DEFAULT, EventStatus, RenMode, ServiceRequest, StatusByte
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._log import log_to_screen
     from ._open import open, open_transport
     from .acquisition import Measurement, PeriodicAcquisition, Row, Sample, acquire, periodic
     from .discovery import discover, list_resources
@@ -74,6 +75,7 @@ _LAZY: dict[str, str] = {
     "SrqPoller": ".srq_poll",
     "poll_service_requests": ".srq_poll",
     "Reconnect": ".reconnect",
+    "log_to_screen": "._log",
 }
 
 __all__ = [
@@ -119,6 +121,7 @@ __all__ = [
     "acquire",
     "discover",
     "list_resources",
+    "log_to_screen",
     "open",
     "open_many",
     "open_transport",

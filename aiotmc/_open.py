@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ._timeouts import check_timeout
 from .instrument import Instrument
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .reconnect import Reconnect, resolve_policy
@@ -83,7 +84,10 @@ async def open(
     Raises :class:`~aiotmc.InvalidResourceName` for a malformed name,
     :class:`~aiotmc.UnsupportedOperation` for a transport not built yet,
     :class:`~aiotmc.ConnectError` / :class:`~aiotmc.ConnectTimeout` when the link fails.
+    ``ValueError`` for a timeout outside the rule of docs/instrument.md (seconds, 0..1000).
     """
+    check_timeout(timeout)  # before any I/O: 5000 is a millisecond habit, not 83 minutes
+    check_timeout(connect_timeout, name="connect_timeout")
     async with open_transport(
         resource,
         connect_timeout=connect_timeout,

@@ -14,7 +14,9 @@ docs/cancellation.md).
 
 from __future__ import annotations
 
+import logging
 import math
+import struct
 import sys
 from asyncio import AbstractEventLoop
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -23,15 +25,30 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import anyio
 
-from ._exceptions import InstrumentError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
+from ._exceptions import (
+    InstrumentError,
+    ReadTimeout,
+    RemoteProtocolError,
+    UnsupportedOperation,
+)
 from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
 from ._lock import FifoLock
+from ._log import io_log, log, show
+from ._timeouts import check_timeout
 from ._types import DEFAULT, Default, ServiceRequest, StatusByte
+from ._values import (
+    HEADER_FORMATS,
+    binary_letter,
+    numpy_dtype,
+    parse_hp_header,
+    resolve_converter,
+    resolve_format,
+)
 from .operation import OperationTiming, PendingOperation, operation, wait_operation_complete
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
 from .protocol.scpi import (
-    binary_format,
+    format_values,
     join_compound,
     pack_binary,
     parse_values,
@@ -59,6 +76,7 @@ __all__ = ["Instrument"]
 
 T = TypeVar("T")
 _MAX_ERRORS: Final = 100  # bound on SYST:ERR? reads in check_errors()
+_DEBUG: Final = logging.DEBUG
 
 
 class Instrument:
@@ -66,8 +84,10 @@ class Instrument:
 
     Args:
         transport: the link (any :class:`~aiotmc.transports.base.MessageTransport`).
-        timeout: default per-exchange timeout in seconds (``None``: wait forever).
-        read_termination: stripped from the end of text responses.
+        timeout: default per-exchange timeout in seconds (``None``: wait forever, ``0``: at
+            once); more than 1000 s raises :class:`ValueError` (seconds, not milliseconds).
+        read_termination: stripped from the end of text responses (``None``: nothing is
+            stripped; only on buses that end messages without a terminator).
         write_termination: appended to every command sent with :meth:`write`.
         encoding: text encoding of commands and responses.
         max_message_size: largest response accepted (bytes); larger ones raise
@@ -79,14 +99,18 @@ class Instrument:
         transport: MessageTransport,
         *,
         timeout: float | None = 10.0,
-        read_termination: str = "\n",
+        read_termination: str | None = "\n",
         write_termination: str = "\n",
         encoding: str = "ascii",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.transport = transport
-        self.timeout = timeout
-        self._read_termination = read_termination
+        self._timeout = check_timeout(timeout)
+        self._read_termination = read_termination or ""
+        self._no_read_termination = read_termination is None
+        #: Seconds to wait between writing a query and reading its answer (PyVISA's
+        #: ``query_delay``); 0 for none.
+        self.query_delay: float = 0.0
         self.write_termination = write_termination
         self.encoding = encoding
         self.max_message_size = max_message_size
@@ -96,6 +120,7 @@ class Instrument:
         #: The status-byte poller publishing service requests where the transport has no
         #: SRQ channel (``aiotmc.open(..., srq_poll_interval=...)``), else ``None``.
         self.srq_poller: SrqPoller | None = None
+        log.info("%s: open", transport.info.resource)
 
     # -- context management ------------------------------------------------------------------
 
@@ -106,15 +131,30 @@ class Instrument:
         await self.aclose()
 
     @property
-    def read_termination(self) -> str:
-        """Stripped from text responses; byte-stream transports also frame messages on it."""
-        return self._read_termination
+    def timeout(self) -> float | None:
+        """Default timeout in seconds (``None``: forever, ``0``: at once); values above
+        1000 s or below 0 raise :class:`ValueError` (see docs/instrument.md, Timeouts)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = check_timeout(value)
+
+    @property
+    def read_termination(self) -> str | None:
+        """Stripped from text responses; byte-stream transports also frame messages on it.
+
+        ``None`` strips nothing; a raw socket, which needs a terminator to find the end of a
+        message, refuses it with :class:`ValueError`.
+        """
+        return None if self._no_read_termination else self._read_termination
 
     @read_termination.setter
-    def read_termination(self, value: str) -> None:
+    def read_termination(self, value: str | None) -> None:
         if isinstance(self.transport, SupportsReadTermination):
-            self.transport.set_read_termination(value.encode(self.encoding))
-        self._read_termination = value
+            self.transport.set_read_termination((value or "").encode(self.encoding))
+        self._read_termination = value or ""
+        self._no_read_termination = value is None
 
     @property
     def resource(self) -> str:
@@ -157,10 +197,9 @@ class Instrument:
         """``timeout`` (or the default) as a deadline; ``loop`` from ``running_loop()``."""
         if self._closed:
             raise anyio.ClosedResourceError(f"{self.resource} is closed")
-        limit = self.timeout if timeout is DEFAULT else timeout
+        limit = self._timeout if timeout is DEFAULT else check_timeout(timeout)
         if limit is None:
             return math.inf
-        assert not isinstance(limit, Default)
         return current_time(loop) + limit
 
     def _take_lock(self) -> bool:
@@ -208,12 +247,21 @@ class Instrument:
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         data = self._encode(command)
+        if io_log.isEnabledFor(_DEBUG):
+            io_log.debug("%s write %s", self.resource, show(data))
         locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), deadline=deadline)
+        except Exception as exc:
+            self._failed("write", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Log a failed operation on the ``aiotmc`` logger (the caller re-raises it)."""
+        log.info("%s: %s failed: %s: %s", self.resource, what, type(exc).__name__, exc)
 
     async def write_raw(
         self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
@@ -221,9 +269,14 @@ class Instrument:
         """Send bytes as they are (no termination added)."""
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
+        if io_log.isEnabledFor(_DEBUG):
+            io_log.debug("%s write %s%s", self.resource, show(data), "" if end else " (no END)")
         locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), end=end, deadline=deadline)
+        except Exception as exc:
+            self._failed("write", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
@@ -240,28 +293,59 @@ class Instrument:
         deadline = self._deadline(timeout, loop)
         locked = await self._acquire(loop)
         try:
-            return await self.transport.receive_message(
+            raw = await self.transport.receive_message(
                 max_size=max_size or self.max_message_size, deadline=deadline
             )
+        except Exception as exc:
+            self._failed("read", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
+        if io_log.isEnabledFor(_DEBUG):
+            io_log.debug("%s read %s", self.resource, show(raw))
+        return raw
 
-    async def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
-        """Write ``command`` and read its answer as text, in one locked exchange."""
+    async def query(
+        self,
+        command: str,
+        *,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> str:
+        """Write ``command`` and read its answer as text, in one locked exchange.
+
+        ``delay``: seconds between the write and the read (default :attr:`query_delay`).
+        """
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         data = self._encode(command)
+        trace = io_log.isEnabledFor(_DEBUG)
+        if trace:
+            io_log.debug("%s write %s", self.resource, show(data))
         if cancel_maybe_pending(loop):  # _acquire() inlined: this is the hot path
             await checkpoint_if_cancelled()
         locked = self._take_lock() or await self._wait_for_lock()
         try:
-            raw = await self.transport.exchange(
-                data, max_size=self.max_message_size, deadline=deadline
-            )
+            pause = self.query_delay if delay is None else delay
+            if pause:
+                await self.transport.send_message((data,), deadline=deadline)
+                await anyio.sleep(pause)
+                raw = await self.transport.receive_message(
+                    max_size=self.max_message_size, deadline=deadline
+                )
+            else:
+                raw = await self.transport.exchange(
+                    data, max_size=self.max_message_size, deadline=deadline
+                )
+        except Exception as exc:
+            self._failed(f"query {command!r}", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
+        if trace:
+            io_log.debug("%s read %s", self.resource, show(raw))
         return self._decode(raw)
 
     async def query_many(
@@ -295,6 +379,7 @@ class Instrument:
         *,
         into: None = None,
         max_size: int | None = None,
+        delay: float | None = None,
         timeout: float | Default | None = DEFAULT,
     ) -> bytearray: ...
 
@@ -305,6 +390,7 @@ class Instrument:
         *,
         into: bytearray | memoryview,
         max_size: int | None = None,
+        delay: float | None = None,
         timeout: float | Default | None = DEFAULT,
     ) -> memoryview: ...
 
@@ -314,27 +400,39 @@ class Instrument:
         *,
         into: bytearray | memoryview | None = None,
         max_size: int | None = None,
+        delay: float | None = None,
         timeout: float | Default | None = DEFAULT,
     ) -> bytearray | memoryview:
         """Query and return the payload of the IEEE 488.2 block that answers it.
 
         Without ``into`` a new ``bytearray`` holds exactly the payload. With ``into`` (a
         writable buffer, e.g. reused between calls) the payload is read straight into it and
-        a ``memoryview`` of the filled part is returned.
+        a ``memoryview`` of the filled part is returned. ``delay``: as in :meth:`query`.
         """
         target = memoryview(into).cast("B") if into is not None else None
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         data = self._encode(command)
+        trace = io_log.isEnabledFor(_DEBUG)
+        if trace:
+            io_log.debug("%s write %s", self.resource, show(data))
+        pause = self.query_delay if delay is None else delay
         locked = await self._acquire(loop)
         try:
             await self.transport.send_message((data,), deadline=deadline)
+            if pause:
+                await anyio.sleep(pause)
             view = await self.transport.receive_block(
                 target, max_size=max_size or self.max_message_size, deadline=deadline
             )
+        except Exception as exc:
+            self._failed(f"query {command!r}", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
+        if trace:
+            io_log.debug("%s read block %s", self.resource, show(view))
         if target is None:
             buffer = view.obj
             if isinstance(buffer, bytearray) and len(buffer) == len(view):
@@ -346,48 +444,220 @@ class Instrument:
         self,
         command: str,
         *,
-        converter: Callable[[str], T] = float,  # type: ignore[assignment]
+        converter: Callable[[str], T] | str = float,  # type: ignore[assignment]
+        separator: str = ",",
+        container: type[Any] = list,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Query a list of ASCII values (``1.0,2.5,...``); PyVISA's ``query_ascii_values``.
+
+        ``converter``: a callable per item or a PyVISA letter (``"f"``/``"e"``/``"g"``:
+        float, ``"d"``: int, ``"x"``: hex, ``"o"``: octal, ``"b"``: binary, ``"s"``: str).
+        A bad converter raises :class:`ValueError`/:class:`TypeError` before any I/O.
+        """
+        parse = resolve_converter(converter)
+        text = await self.query(command, delay=delay, timeout=timeout)
+        return _contain(parse_values(text, converter=parse, separator=separator), container)
+
+    query_ascii_values = query_values
+
+    async def read_ascii_values(
+        self,
+        *,
+        converter: Callable[[str], Any] | str = float,
+        separator: str = ",",
+        container: type[Any] = list,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Read a list of ASCII values (after a write); arguments as :meth:`query_values`."""
+        parse = resolve_converter(converter)
+        text = await self.read(timeout=timeout)
+        return _contain(parse_values(text, converter=parse, separator=separator), container)
+
+    async def write_ascii_values(
+        self,
+        command: str,
+        values: Iterable[Any],
+        *,
+        converter: Callable[[Any], str] | str | None = None,
         separator: str = ",",
         timeout: float | Default | None = DEFAULT,
-    ) -> list[T]:
-        """Query a list of ASCII values (``1.0,2.5,...``)."""
-        text = await self.query(command, timeout=timeout)
-        return parse_values(text, converter=converter, separator=separator)
+    ) -> None:
+        """Send ``command`` followed by ``values`` as text (``"VOLT:LIST 1.5,2"``).
+
+        ``converter``: ``None`` writes each number's shortest exact form (``INF``/``NAN``
+        as SCPI keywords); a PyVISA format letter (``"f"``, ``"e"``, ``"d"``, ``"x"``...)
+        or a callable returning text formats each value. PyVISA's default is ``"f"``.
+        """
+        fmt = None if converter is None else resolve_format(converter)
+        if fmt is None:
+            text = format_values(values, separator=separator)
+        elif isinstance(fmt, str):
+            text = format_values(values, separator=separator, fmt=fmt)
+        else:
+            text = separator.join(fmt(value) for value in values)
+        await self.write(
+            f"{command}{text}" if command.endswith(" ") else f"{command} {text}", timeout=timeout
+        )
+
+    async def read_bytes(
+        self,
+        count: int,
+        *,
+        break_on_termchar: bool = False,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytes:
+        """Read exactly ``count`` bytes, across response messages; PyVISA's ``read_bytes``.
+
+        With ``break_on_termchar=True`` the first message end stops the read early. A
+        message that would run past ``count`` raises :class:`~aiotmc.RemoteProtocolError`
+        (its rest is discarded): messages are the unit every bus delivers.
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        out = bytearray()
+        locked = await self._acquire(loop)
+        try:
+            while len(out) < count:
+                out += await self.transport.receive_message(
+                    max_size=count - len(out), deadline=deadline
+                )
+                if break_on_termchar:
+                    break
+        except Exception as exc:
+            self._failed("read_bytes", exc)
+            raise
+        finally:
+            if locked:
+                self._lock.release()
+        if io_log.isEnabledFor(_DEBUG):
+            io_log.debug("%s read %s", self.resource, show(out))
+        return bytes(out)
 
     async def query_binary_values(
         self,
         command: str,
-        datatype: str = "f",
+        datatype: str | Any = "f",
         *,
         is_big_endian: bool = False,
         container: type[Any] = list,
         into: bytearray | memoryview | None = None,
+        header_fmt: str = "ieee",
+        expect_termination: bool = True,
+        data_points: int | None = None,
+        delay: float | None = None,
         timeout: float | Default | None = DEFAULT,
     ) -> Any:
-        """Query a block and unpack it as ``datatype`` items (struct letters: ``f``, ``h``...).
+        """Query a block and unpack it as ``datatype`` items.
 
-        ``container`` may be ``list``, ``tuple`` or ``numpy.ndarray`` (zero-copy view when
-        numpy is installed).
+        ``datatype``: a struct letter (``f``, ``h``...) or a numpy name (``"int16"``,
+        ``"float32"``). ``container`` may be ``list``, ``tuple`` or ``numpy.ndarray``
+        (zero-copy view when numpy is installed). ``header_fmt``: ``"ieee"`` (``#<n><len>``),
+        ``"hp"`` (``#A`` + 2-byte length) or ``"empty"`` (raw data; ``data_points`` then
+        says how many items to read, ``expect_termination`` whether a terminator follows).
+        With ``data_points`` the answer must hold exactly that many items.
         """
-        binary_format(datatype, big_endian=is_big_endian)  # validates before any I/O
-        payload = await self.query_block(command, into=into, timeout=timeout)
-        if container.__module__ == "numpy" and container.__name__ == "ndarray":
-            numpy = sys.modules["numpy"]
-            dtype = numpy.dtype(datatype).newbyteorder(">" if is_big_endian else "<")
-            size = dtype.itemsize
-            if len(payload) % size:
-                raise RemoteProtocolError(
-                    f"block of {len(payload)} bytes is not a whole number of {size}-byte items"
+        letter = self._check_values(datatype, header_fmt, data_points, into)
+        if header_fmt != "ieee":
+            async with self.lock():
+                await self.write(command, timeout=timeout)
+                pause = self.query_delay if delay is None else delay
+                if pause:
+                    await anyio.sleep(pause)
+                payload: Any = await self._read_headed(
+                    header_fmt, letter, is_big_endian, expect_termination, data_points, timeout
                 )
-            return numpy.frombuffer(payload, dtype=dtype)
-        values = unpack_binary(payload, datatype, big_endian=is_big_endian)
-        return values if container is list else container(values)
+        else:
+            payload = await self.query_block(command, into=into, delay=delay, timeout=timeout)
+        return _unpack(payload, letter, is_big_endian, container, data_points)
+
+    async def read_binary_values(
+        self,
+        datatype: str | Any = "f",
+        *,
+        is_big_endian: bool = False,
+        container: type[Any] = list,
+        header_fmt: str = "ieee",
+        expect_termination: bool = True,
+        data_points: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Read binary values (after a write); arguments as :meth:`query_binary_values`."""
+        letter = self._check_values(datatype, header_fmt, data_points, None)
+        if header_fmt == "ieee":
+            loop = running_loop()
+            deadline = self._deadline(timeout, loop)
+            locked = await self._acquire(loop)
+            try:
+                payload: Any = await self.transport.receive_block(
+                    None, max_size=self.max_message_size, deadline=deadline
+                )
+            except Exception as exc:
+                self._failed("read_binary_values", exc)
+                raise
+            finally:
+                if locked:
+                    self._lock.release()
+            if io_log.isEnabledFor(_DEBUG):
+                io_log.debug("%s read block %s", self.resource, show(payload))
+        else:
+            payload = await self._read_headed(
+                header_fmt, letter, is_big_endian, expect_termination, data_points, timeout
+            )
+        return _unpack(payload, letter, is_big_endian, container, data_points)
+
+    @staticmethod
+    def _check_values(
+        datatype: object, header_fmt: str, data_points: int | None, into: object
+    ) -> str:
+        """Validate binary-value arguments before any I/O; the struct letter."""
+        letter = binary_letter(datatype)
+        if header_fmt not in HEADER_FORMATS:
+            raise ValueError(f"header_fmt must be one of {HEADER_FORMATS}, got {header_fmt!r}")
+        if data_points is not None and data_points < 0:
+            raise ValueError(f"data_points must be >= 0, got {data_points}")
+        if into is not None and header_fmt != "ieee":
+            raise ValueError("into= is only supported with header_fmt='ieee'")
+        return letter
+
+    async def _read_headed(
+        self,
+        header_fmt: str,
+        letter: str,
+        big_endian: bool,
+        expect_termination: bool,
+        data_points: int | None,
+        timeout: float | Default | None,
+    ) -> bytes:
+        """The payload of an ``hp`` or ``empty`` block (read under the caller's lock)."""
+        term = len(self._read_termination) if expect_termination else 0
+        size = struct.calcsize(letter)
+        if header_fmt == "empty" and data_points is not None:
+            data = await self.read_bytes(data_points * size + term, timeout=timeout)
+            return data[: len(data) - term]
+        data = await self.read_raw(timeout=timeout)
+        if header_fmt == "empty":
+            return (
+                data[: len(data) - term]
+                if term and data.endswith(self._read_termination.encode(self.encoding))
+                else data
+            )
+        length = parse_hp_header(data, big_endian=big_endian)
+        total = 4 + length + term
+        if total > self.max_message_size:
+            raise RemoteProtocolError(f"HP block of {length} bytes exceeds max_message_size")
+        if len(data) < total:  # a payload byte equal to the terminator ended a message
+            data += await self.read_bytes(total - len(data), timeout=timeout)
+        return data[4 : 4 + length]
 
     async def write_binary_values(
         self,
         command: str,
         values: Iterable[float | int] | Any,
-        datatype: str = "f",
+        datatype: str | Any = "f",
         *,
         is_big_endian: bool = False,
         timeout: float | Default | None = DEFAULT,
@@ -396,15 +666,17 @@ class Instrument:
 
         Header, payload and termination go out as separate buffers (no concatenation);
         numpy arrays are sent without copying when their byte order already matches.
+        ``datatype``: a struct letter or a numpy name (``"int16"``).
         """
+        letter = binary_letter(datatype)
         payload: BytesLike
         if hasattr(values, "__array__") and hasattr(values, "dtype"):
             numpy = sys.modules["numpy"]
-            dtype = numpy.dtype(datatype).newbyteorder(">" if is_big_endian else "<")
+            dtype = numpy.dtype(numpy_dtype(letter)).newbyteorder(">" if is_big_endian else "<")
             array = numpy.ascontiguousarray(values, dtype=dtype)
             payload = memoryview(array).cast("B")
         else:
-            payload = pack_binary(list(values), datatype, big_endian=is_big_endian)
+            payload = pack_binary(list(values), letter, big_endian=is_big_endian)
         parts: tuple[BytesLike, ...] = (
             command.encode(self.encoding),
             block_header(len(payload)),
@@ -413,9 +685,14 @@ class Instrument:
         )
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
+        if io_log.isEnabledFor(_DEBUG):
+            io_log.debug("%s write %s + block %s", self.resource, show(parts[0]), show(payload))
         locked = await self._acquire(loop)
         try:
             await self.transport.send_message(parts, deadline=deadline)
+        except Exception as exc:
+            self._failed(f"write {command!r} + block", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
@@ -435,13 +712,22 @@ class Instrument:
                     self._lock.release()
         return StatusByte(int(await self.query("*STB?", timeout=timeout)))
 
+    async def stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
+        """PyVISA's ``stb`` property: reading it is I/O, so here it is a coroutine
+        (``await inst.stb()``); the same as :meth:`read_stb`."""
+        return await self.read_stb(timeout=timeout)
+
     async def clear(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Device clear (bus-level where available; a raw socket reconnects)."""
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         locked = await self._acquire(loop)
+        log.info("%s: device clear", self.resource)
         try:
             await self.transport.clear(deadline=deadline)
+        except Exception as exc:
+            self._failed("clear", exc)
+            raise
         finally:
             if locked:
                 self._lock.release()
@@ -641,11 +927,12 @@ class Instrument:
 
     async def wait_for_srq(self, *, timeout: float | Default | None = DEFAULT) -> ServiceRequest:
         """Wait for the next service request (subscribe first if it may already be due)."""
-        limit = self.timeout if timeout is DEFAULT else timeout
-        assert not isinstance(limit, Default)
+        limit = self._timeout if timeout is DEFAULT else check_timeout(timeout)
         async with self.service_requests(buffer=1) as events:
             with anyio.move_on_after(limit if limit is not None else float("inf")) as scope:
-                return await events.receive()
+                event = await events.receive()
+                log.debug("%s: service request %r", self.resource, event)
+                return event
         assert scope.cancelled_caught
         raise ReadTimeout(f"{self.resource}: no service request within {limit} s")
 
@@ -693,6 +980,7 @@ class Instrument:
         loop = running_loop()
         deadline = self._deadline(timeout, loop)
         locked = await self._acquire(loop)
+        log.info("%s: reconnecting", self.resource)
         try:
             await transport.reconnect(deadline=deadline)
             if isinstance(transport, SupportsReadTermination):
@@ -709,5 +997,37 @@ class Instrument:
         if self._closed:
             return
         self._closed = True
+        log.info("%s: close", self.resource)
         with anyio.CancelScope(shield=True):
             await self.transport.aclose()
+
+
+def _contain(values: list[Any], container: type[Any]) -> Any:
+    """``values`` in ``container`` (``list`` as is)."""
+    if container is list:
+        return values
+    if container.__module__ == "numpy" and container.__name__ == "ndarray":
+        return sys.modules["numpy"].asarray(values)
+    return container(values)
+
+
+def _unpack(
+    payload: Any, letter: str, big_endian: bool, container: type[Any], data_points: int | None
+) -> Any:
+    """Unpack a block payload into ``container``; checks ``data_points`` if given."""
+    size = struct.calcsize(letter)
+    if data_points is not None and len(payload) != data_points * size:
+        raise RemoteProtocolError(
+            f"expected {data_points} {letter!r} items ({data_points * size} bytes), "
+            f"got {len(payload)} bytes"
+        )
+    if container.__module__ == "numpy" and container.__name__ == "ndarray":
+        numpy = sys.modules["numpy"]
+        dtype = numpy.dtype(numpy_dtype(letter)).newbyteorder(">" if big_endian else "<")
+        if len(payload) % size:
+            raise RemoteProtocolError(
+                f"block of {len(payload)} bytes is not a whole number of {size}-byte items"
+            )
+        return numpy.frombuffer(payload, dtype=dtype)
+    values = unpack_binary(payload, letter, big_endian=big_endian)
+    return values if container is list else container(values)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -14,7 +16,7 @@ from ._info import cmd_info
 from ._io import cmd_query, cmd_read_block, cmd_write
 from ._list import cmd_list
 from ._parser import build_parser
-from ._runtime import Options, options_from
+from ._runtime import Options, options_from, start_logging
 from ._shell import cmd_shell
 from ._sim import cmd_sim
 
@@ -27,10 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 1
     options = options_from(args)
+    start_logging(options)
     command: Callable[[argparse.Namespace, Options], int] = COMMANDS[args.command]
     try:
         return command(args, options)
     except BaseException as exc:
+        if isinstance(leaf(exc), BrokenPipeError):
+            return _reader_gone()
         if isinstance(leaf(exc), KeyboardInterrupt):
             if args.command == "sim":
                 print("aiotmc: simulators stopped", file=sys.stderr)
@@ -40,6 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, Exception):
             raise  # SystemExit and the like are not ours to report
         return _report(exc, debug=options.debug)
+
+
+def _reader_gone() -> int:
+    """stdout's reader left (``| head -1``): stop quietly, as ``cat`` would (status 141,
+    128 + SIGPIPE). stdout is pointed at /dev/null so that the interpreter's final flush
+    does not complain either."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141
 
 
 def _report(exc: BaseException, *, debug: bool) -> int:

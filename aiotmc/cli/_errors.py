@@ -34,3 +34,8 @@ def describe(exc: BaseException) -> str:
         return f"{exc.strerror}{where}"
     detail = str(exc)
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def host_port(host: str, port: object) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:5025``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

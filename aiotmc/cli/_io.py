@@ -8,10 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+from ._errors import UsageError
+from ._program import query_units
 from ._runtime import Options, open_instrument, run_async
 
 
 def cmd_query(args: argparse.Namespace, options: Options) -> int:
+    for cmd in args.commands:
+        if not query_units(cmd):
+            raise UsageError(
+                f"{cmd!r} is not a query (no header ending in '?'), so no answer would come: "
+                "use 'aiotmc write' to send it"
+            )
+
     async def run() -> None:
         async with open_instrument(args.resource, options) as inst:
             for cmd in args.commands:
@@ -22,6 +31,14 @@ def cmd_query(args: argparse.Namespace, options: Options) -> int:
 
 
 def cmd_write(args: argparse.Namespace, options: Options) -> int:
+    for cmd in args.commands:
+        found = query_units(cmd)
+        if found:
+            raise UsageError(
+                f"{found[0]!r} is a query: 'aiotmc write' would leave its answer unread; "
+                "use 'aiotmc query' to read answers"
+            )
+
     async def run() -> None:
         async with open_instrument(args.resource, options) as inst:
             for cmd in args.commands:
@@ -49,7 +66,7 @@ def cmd_read_block(args: argparse.Namespace, options: Options) -> int:
             start = time.perf_counter()
             if show:
                 tg.start_soon(_spinner, f"{args.cmd} from {args.resource}", start)
-            data = await inst.query_block(args.cmd)
+            data = await inst.query_block(args.cmd, max_size=args.max_size)
             elapsed = time.perf_counter() - start
             tg.cancel_scope.cancel()
         return data, elapsed

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import math
+import re
 from typing import NoReturn
 
 from .._exceptions import InvalidResourceName
+from .._timeouts import check_timeout
 from .._version import __version__
 from ..resources import ResourceName
 from ._catalog import SIM_MODELS
@@ -23,15 +26,55 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_timeout(text: str) -> float | None:
-    if text.lower() in ("none", "inf", "0"):
+    """An instrument timeout, by the API's rule: seconds, 'none' forever, 0 at once,
+    no negative values, nothing above 1000 s (a millisecond habit)."""
+    if text.lower() in ("none", "inf", "forever"):
         return None
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
-    if not value > 0 or math.isinf(value) or math.isnan(value):
-        raise argparse.ArgumentTypeError(f"timeout must be > 0 seconds, got {text!r}")
+    try:
+        return check_timeout(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("None", "'none'")) from None
+
+
+def parse_limit(text: str) -> float | None:
+    """A server-side limit (``sim --idle-timeout``): seconds > 0, or 'none' for never."""
+    if text.lower() in ("none", "inf", "never"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds or 'none' (never), got {text!r}")
     return value
+
+
+def parse_termination(text: str) -> str | None:
+    """A termination written with escapes (``\\n``, ``\\r\\n``), or 'none'."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = codecs.decode(text, "unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"bad escape in {text!r}: {exc.reason}") from None
+    if not value:
+        raise argparse.ArgumentTypeError("use 'none' for no termination")
+    return value
+
+
+_SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional K, M or G suffix (powers of 1024): ``512M``."""
+    match = re.fullmatch(r"(\d+)([kmg]?)i?b?", text.strip().lower())
+    if not match or int(match[1]) < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4096, 64K, 512M, got {text!r}")
+    return int(match[1]) * _SIZE_SUFFIXES[match[2]]
 
 
 def _positive_int(text: str) -> int:
@@ -79,7 +122,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_timeout,
         metavar="SECONDS",
         default=argparse.SUPPRESS,
-        help="per-operation timeout, 'none' to wait forever (default: 10)",
+        help="per-operation timeout in seconds (not milliseconds: at most 1000), 'none' to "
+        "wait forever, 0 for at once (default: 10)",
+    )
+    options.add_argument(
+        "--read-termination",
+        type=parse_termination,
+        metavar="TERM",
+        default=argparse.SUPPRESS,
+        help="end of responses, with escapes ('\\r\\n'), 'none' where the bus marks the end "
+        "(default: '\\n')",
+    )
+    options.add_argument(
+        "--write-termination",
+        type=parse_termination,
+        metavar="TERM",
+        default=argparse.SUPPRESS,
+        help="appended to commands, with escapes (default: '\\n')",
+    )
+    options.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log opens, closes and errors on stderr (-vv: also every message, as --trace)",
+    )
+    options.add_argument(
+        "--trace",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log every message sent and received on stderr (logger aiotmc.io)",
     )
     options.add_argument(
         "--debug",
@@ -137,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("cmd", metavar="CMD", help="e.g. ':WAVeform:DATA?'")
     block.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for stdout")
     block.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=None,
+        metavar="BYTES",
+        help="largest payload accepted, e.g. 2G (default: the 256M message limit)",
+    )
+    block.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -148,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "interactive session with one instrument",
         "Interactive session: lines ending in '?' are queries, others are written. Shell "
         "commands: :block CMD [> FILE], :stb, :clear, :trigger, :errors, :timeout [S], :help, "
-        ":quit. With stdin not a terminal, lines are read until end of input and the exit "
+        ":quit; any other ':word' in lower case is a local error, never sent. With stdin "
+        "not a terminal, lines are read until end of input and the exit "
         "status is 1 if any line failed. History is kept in ~/.aiotmc_history.",
     )
     shell.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
@@ -187,14 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--idle-timeout",
-        type=parse_timeout,
+        type=parse_limit,
         default=3600.0,
         metavar="SECONDS",
         help="drop a client silent this long, 'none' never (default: %(default)s)",
     )
     sim.add_argument(
         "--send-timeout",
-        type=parse_timeout,
+        type=parse_limit,
         default=10.0,
         metavar="SECONDS",
         help="drop a client that reads nothing this long, 'none' never (default: %(default)s)",

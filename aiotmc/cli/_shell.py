@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -33,7 +34,9 @@ SHELL_HELP = """\
   :errors           read the error queue (SYST:ERR?)
   :timeout [S]      show or set the timeout in seconds ('none': forever)
   :help             this text
-  :quit             leave (or end of input, Ctrl-D)"""
+  :quit             leave (or end of input, Ctrl-D)
+Any other ':word' in lower case is a local error, never sent to the instrument; write a
+SCPI header such as :abort in upper case (:ABORt) or without the leading ':'."""
 
 HISTORY_FILE = "~/.aiotmc_history"
 """The ``aiotmc shell`` history; read from here when the shell starts (patchable)."""
@@ -174,6 +177,8 @@ class Shell:
             elif name == ":block":
                 self._block(rest)
             return True
+        if _SHELL_WORD.fullmatch(name):
+            raise UsageError(f"unknown shell command {name!r} (':help' lists them); not sent")
         if line.endswith("?") or word.endswith("?"):  # "*IDN?", "MEAS:VOLT? 10,0.001"
             print(self.call(inst.query, line), flush=True)
         else:
@@ -194,6 +199,8 @@ class Shell:
             more = " ..." if len(data) > 16 else ""
             print(f"{len(data)} bytes: {preview}{more}", flush=True)
 
+
+_SHELL_WORD = re.compile(r":[a-z]+")  # the shape of a shell command (SCPI: ":ABORt")
 
 _SHELL_COMMANDS = frozenset(
     [":block", ":stb", ":clear", ":trigger", ":errors", ":timeout", ":help", ":quit", ":q", ":exit"]

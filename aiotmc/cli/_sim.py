@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from ..resources import TcpipSocket
 from ._catalog import sim_device
-from ._errors import CommandError
+from ._errors import CommandError, host_port
 from ._runtime import Options, run_async
 
 DEFAULT_SIM_PORT = 5025
@@ -54,10 +54,11 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
                     )
                     await terminated()
         except OSError as exc:
-            ports = ", ".join(str(port) for _, port in plan)
-            raise CommandError(
-                f"cannot listen on {args.host} port {ports}: {exc.strerror or exc}"
-            ) from exc
+            detail = exc.strerror or str(exc)
+            if not detail.startswith("cannot listen"):  # the server names the address
+                ports = ", ".join(str(port) for _, port in plan)
+                detail = f"cannot listen on {host_port(args.host, ports)}: {detail}"
+            raise CommandError(detail) from exc
         print("aiotmc: simulators stopped", file=sys.stderr)
 
     run_async(options, run)

@@ -68,6 +68,7 @@ _CAPABILITIES: Final = Capabilities()
 
 async def connect_socket(host: str, port: int, *, timeout: float | None) -> socket.socket:
     """Open a non-blocking TCP connection with TCP_NODELAY, trying each address in turn."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
     try:
         with anyio.fail_after(timeout):
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -89,11 +90,11 @@ async def connect_socket(host: str, port: int, *, timeout: float | None) -> sock
                     if not isinstance(exc, OSError):
                         raise
                     last = exc
-            raise ConnectError(f"cannot connect to {host}:{port}: {last}")
+            raise ConnectError(f"cannot connect to {where}: {last}")
     except TimeoutError:
-        raise ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
+        raise ConnectTimeout(f"no connection to {where} within {timeout} s") from None
     except OSError as exc:  # getaddrinfo failures
-        raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        raise ConnectError(f"cannot connect to {where}: {exc}") from exc
 
 
 class SocketTransport:

@@ -301,9 +301,11 @@ def test_shell_errors_print_and_continue(sim: SimProcess) -> None:
     result = run_cli("--timeout", "1", "shell", sim.resources["dmm"], stdin=script)
     assert result.returncode == 1  # piped input: any failed line makes the exit status 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2, result.stderr  # the query times out; ':block' lacks its CMD
-    assert "usage: :block CMD" in errors[1]
-    # ':nosuch' is not a shell command, so it is written to the instrument (it queues an error)
+    # the query times out; ':nosuch' is a local error (issue 18: never sent); ':block' lacks
+    # its CMD
+    assert len(errors) == 3, result.stderr
+    assert "unknown shell command ':nosuch'" in errors[1]
+    assert "usage: :block CMD" in errors[2]
     assert result.stdout.strip().count(",") == 3  # *IDN? still answered afterwards
 
 
@@ -471,7 +473,11 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["query", "SIM::dmm"], "required: CMD"),
         (["query", "FOO::x", "*IDN?"], "unknown interface type 'FOO'"),
         (["--timeout", "soon", "list"], "expected seconds or 'none'"),
-        (["--timeout", "-1", "list"], "timeout must be > 0"),
+        (["--timeout", "-1", "list"], "timeout must be >= 0 seconds"),
+        (["--timeout", "5000", "list"], "seconds, not milliseconds: did you mean 5?"),
+        (["sim", "--idle-timeout", "0"], "'none' (never)"),
+        (["read-block", "SIM::scope", "B?", "-o", "x", "--max-size", "lots"], "expected a size"),
+        (["--read-termination", "", "list"], "use 'none'"),
         (["--backend", "curio", "list"], "invalid choice: 'curio'"),
         (["sim", "--device", "dmm:70000"], "port must be 0..65535"),
         (["read-block", "SIM::scope", ":WAV:DATA?"], "required: -o/--output"),
