@@ -1,0 +1,127 @@
+"""The event-loop thread behind :mod:`aiotmc.sync`: one per backend and process, started lazily.
+
+Every blocking call becomes a task of that loop (anyio's blocking portal). The calling
+thread waits for the result; a ``KeyboardInterrupt`` (Ctrl-C) while it waits cancels the
+task and waits for it to end, so the link's own recovery (socket resync, USBTMC abort)
+runs and nothing is left running in the background; then the interrupt propagates.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any, Final, ParamSpec, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+__all__ = ["CANCEL_GRACE", "Portal", "default_backend", "portal_for"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Seconds an interrupted call may take to finish its recovery before the interrupt
+#: propagates anyway (transports bound their recovery well below this).
+CANCEL_GRACE: Final = 30.0
+_log = logging.getLogger("aiotmc")
+
+
+def default_backend() -> str:
+    """``AIOTMC_SYNC_BACKEND`` (``asyncio`` or ``trio``), asyncio if unset."""
+    backend = os.environ.get("AIOTMC_SYNC_BACKEND", "asyncio") or "asyncio"
+    if backend not in ("asyncio", "trio"):
+        raise ValueError(f"AIOTMC_SYNC_BACKEND must be 'asyncio' or 'trio', not {backend!r}")
+    return backend
+
+
+class Portal:
+    """One event loop running in a daemon thread; calls into it from any other thread."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(
+            backend, name=f"aiotmc-sync-{backend}"
+        )
+        self.portal = self._cm.__enter__()
+        self.thread_id = self.portal.call(threading.get_ident)
+
+    def run(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await func(*args, **kwargs)`` in the loop thread and return its result."""
+        if threading.get_ident() == self.thread_id:
+            raise RuntimeError("aiotmc.sync called from its own event-loop thread: await instead")
+        done = threading.Event()
+
+        async def task() -> T:
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                done.set()
+
+        future = self.portal.start_task_soon(task)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            wait_cancelled(done)
+            raise
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run the plain function ``func(*args)`` in the loop thread."""
+        return self.portal.call(func, *args)
+
+    def stop(self) -> None:
+        """Cancel what still runs and end the thread (at exit)."""
+        self.portal.call(self.portal.stop, True)
+        self._cm.__exit__(None, None, None)
+
+
+def wait_cancelled(done: threading.Event) -> None:
+    """After cancelling a task: wait (bounded) until it has ended."""
+    if not done.wait(CANCEL_GRACE):
+        _log.warning(
+            "aiotmc.sync: an interrupted operation is still ending after %s s", CANCEL_GRACE
+        )
+
+
+_portals: dict[str, Portal] = {}
+_portals_lock = threading.Lock()
+_at_exit: list[Callable[[], None]] = []
+
+
+def portal_for(backend: str | None = None) -> Portal:
+    """The process's portal for ``backend`` (default from the environment), started lazily."""
+    name = backend or default_backend()
+    portal = _portals.get(name)
+    if portal is not None:
+        return portal
+    with _portals_lock:
+        portal = _portals.get(name)
+        if portal is None:
+            if not _portals:
+                atexit.register(_shutdown)
+            portal = _portals[name] = Portal(name)
+        return portal
+
+
+def on_exit(callback: Callable[[], None]) -> None:
+    """Run ``callback`` at interpreter exit, before the loop threads stop."""
+    _at_exit.append(callback)
+
+
+def _shutdown() -> None:
+    for callback in _at_exit:
+        try:
+            callback()
+        except Exception:  # pragma: no cover - best effort at exit
+            _log.exception("aiotmc.sync: error while closing at exit")
+    with _portals_lock:
+        portals = list(_portals.values())
+        _portals.clear()
+    for portal in portals:
+        try:
+            portal.stop()
+        except Exception:  # pragma: no cover - best effort at exit
+            _log.exception("aiotmc.sync: error while stopping the event-loop thread")
