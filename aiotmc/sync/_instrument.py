@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from .._exceptions import InstrumentError
 from .._types import DEFAULT, BytesLike, Default, ServiceRequest, StatusByte
 from ..instrument import Instrument
-from ..operation import OperationTiming
+from ..operation import OperationTiming, PendingOperation
 from ..protocol.ieee4882 import Identity
 from ..transports.base import MessageTransport, RenMode
 from ._lock import LockSession
@@ -24,10 +24,32 @@ from ._srq import ServiceRequests
 if TYPE_CHECKING:
     from ..srq_poll import SrqPoller
 
-__all__ = ["SyncInstrument"]
+__all__ = ["SyncInstrument", "SyncPendingOperation"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class SyncPendingOperation:
+    """An operation started by :meth:`SyncInstrument.operation`; :meth:`wait` for it."""
+
+    def __init__(self, portal: Portal, pending: PendingOperation) -> None:
+        self._portal = portal
+        self.pending = pending
+
+    @property
+    def uses_srq(self) -> bool:
+        """True when completion is awaited by service request (False: ``*OPC?``)."""
+        return self.pending.uses_srq
+
+    @property
+    def timing(self) -> OperationTiming | None:
+        """Set once :meth:`wait` returned."""
+        return self.pending.timing
+
+    def wait(self) -> OperationTiming:
+        """Wait until the operation completes (by SRQ where available, else ``*OPC?``)."""
+        return self._portal.run(self.pending.wait)
 
 
 class SyncInstrument:
@@ -345,6 +367,16 @@ class SyncInstrument:
     def wait_for_srq(self, *, timeout: float | Default | None = DEFAULT) -> ServiceRequest:
         """Wait for the next service request (subscribe first if it may already be due)."""
         return self._run(self.instrument.wait_for_srq, timeout=timeout)
+
+    @contextmanager
+    def operation(
+        self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
+    ) -> Iterator[SyncPendingOperation]:
+        """Start an operation (``commands`` + ``*OPC``): ``with inst.operation(":SINGle") as op:``
+        then ``op.wait()``. Not inside :meth:`lock` (it takes the lock itself)."""
+        async_cm = self.instrument.operation(commands, timeout=timeout)
+        with self._portal.portal.wrap_async_context_manager(async_cm) as pending:
+            yield SyncPendingOperation(self._portal, pending)
 
     def wait_operation_complete(
         self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
