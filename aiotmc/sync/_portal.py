@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Final, ParamSpec, TypeVar
 
+import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 __all__ = ["CANCEL_GRACE", "Portal", "default_backend", "portal_for"]
@@ -37,6 +38,23 @@ def default_backend() -> str:
     return backend
 
 
+class _CallState:
+    """One call's cancel handle, shared by the calling thread and its loop task."""
+
+    __slots__ = ("cancelled", "done", "scope", "started")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.started = False
+        self.scope: anyio.CancelScope | None = None
+        self.done = threading.Event()
+
+    def cancel(self) -> None:  # in the loop thread
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
 class Portal:
     """One event loop running in a daemon thread; calls into it from any other thread."""
 
@@ -52,20 +70,26 @@ class Portal:
         """Run ``await func(*args, **kwargs)`` in the loop thread and return its result."""
         if threading.get_ident() == self.thread_id:
             raise RuntimeError("aiotmc.sync called from its own event-loop thread: await instead")
-        done = threading.Event()
+        state = _CallState()
 
         async def task() -> T:
+            state.started = True
             try:
-                return await func(*args, **kwargs)
+                with anyio.CancelScope() as state.scope:
+                    if state.cancelled:
+                        state.scope.cancel()
+                    return await func(*args, **kwargs)
+                raise anyio.get_cancelled_exc_class()()  # cancelled by the caller's interrupt
             finally:
-                done.set()
+                state.done.set()
 
-        future = self.portal.start_task_soon(task)
         try:
-            return future.result()
+            # inside the try: the interrupt may come while the task is being scheduled
+            return self.portal.start_task_soon(task).result()
         except KeyboardInterrupt:
-            future.cancel()
-            wait_cancelled(done)
+            self.portal.call(state.cancel)
+            if state.started:
+                wait_cancelled(state.done)
             raise
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
