@@ -375,7 +375,7 @@ class SyncInstrument:
         """Start an operation (``commands`` + ``*OPC``): ``with inst.operation(":SINGle") as op:``
         then ``op.wait()``. Not inside :meth:`lock` (it takes the lock itself)."""
         async_cm = self.instrument.operation(commands, timeout=timeout)
-        with self._portal.portal.wrap_async_context_manager(async_cm) as pending:
+        with self._portal.hold(async_cm) as pending:
             yield SyncPendingOperation(self._portal, pending)
 
     def wait_operation_complete(

@@ -59,14 +59,12 @@ class LockSession:
         self._portal = portal
         self._instrument = instrument
         self._send, self._receive = anyio.create_memory_object_stream[_Job[Any]](math.inf)
-        self._ended = threading.Event()
         self._locked: Future[None] = Future()
-        self._future = portal.portal.start_task_soon(self._serve)
+        self._serving = portal.background(self._serve())
         try:
             self._locked.result()  # the lock is taken, or the task's error
         except KeyboardInterrupt:
-            self._future.cancel()
-            wait_cancelled(self._ended)
+            self._serving.cancel_and_wait()
             raise
 
     async def _serve(self) -> None:
@@ -82,8 +80,6 @@ class LockSession:
                     exc if isinstance(exc, Exception) else anyio.ClosedResourceError("cancelled")
                 )
             raise
-        finally:
-            self._ended.set()
 
     def run(self, func: Callable[[], Awaitable[T]]) -> T:
         """Run ``await func()`` inside the held lock."""
@@ -103,4 +99,4 @@ class LockSession:
     def close(self) -> None:
         """Release the lock (after the calls sent so far)."""
         self._portal.call(self._send.close)
-        wait_cancelled(self._ended)
+        self._serving.result()

@@ -4,7 +4,6 @@ thread-safe queue that the caller iterates (``for srq in events:``) or polls wit
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager
@@ -14,7 +13,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._exceptions import ReadTimeout
 from .._types import ServiceRequest
-from ._portal import Portal, wait_cancelled
+from ._portal import Portal
 
 __all__ = ["ServiceRequests"]
 
@@ -37,10 +36,9 @@ class ServiceRequests:
     ) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer + 1)  # +1: the end mark
         self._buffer = buffer
-        self._ended = threading.Event()
         self._subscribed: Future[None] = Future()
         self._closed = False
-        self._future = portal.portal.start_task_soon(self._forward, subscribe)
+        self._forwarding = portal.background(self._forward(subscribe))
         try:
             self._subscribed.result()
         except KeyboardInterrupt:
@@ -65,7 +63,6 @@ class ServiceRequests:
             if not self._subscribed.done():
                 self._subscribed.cancel()
             self._queue.put_nowait(_END)
-            self._ended.set()
 
     def get(self, timeout: float | None = None) -> ServiceRequest:
         """The next service request; :class:`~aiotmc.ReadTimeout` after ``timeout`` seconds,
@@ -92,8 +89,7 @@ class ServiceRequests:
         if self._closed:
             return
         self._closed = True
-        self._future.cancel()
-        wait_cancelled(self._ended)
+        self._forwarding.cancel_and_wait()
 
     def __enter__(self) -> ServiceRequests:
         return self

@@ -40,9 +40,8 @@ def open_sync(request: pytest.FixtureRequest, sync_backend: str) -> OpenSync:
             with aiotmc.sync.open("SIM::sync::test", device=dev, **options) as inst:
                 yield inst
         else:
-            portal = portal_for(sync_backend).portal
             with (
-                portal.wrap_async_context_manager(SimServer(dev)) as server,
+                portal_for(sync_backend).hold(SimServer(dev)) as server,
                 aiotmc.sync.open(server.resource, **options) as inst,
             ):
                 yield inst
