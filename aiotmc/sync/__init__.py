@@ -10,19 +10,31 @@ operation, lets the link recover, then raises ``KeyboardInterrupt``. See docs/no
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from .._open import open as _open_async
+from ..group import Limit, ResourceSpec
+from ..group import open_many as _open_many_async
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..reconnect import Reconnect
 from ..resources import ResourceName
-from ._instrument import SyncInstrument
+from ._group import SyncInstrumentGroup
+from ._instrument import SyncInstrument, SyncPendingOperation
 from ._portal import on_exit, portal_for
 from ._srq import ServiceRequests
 
-__all__ = ["ServiceRequests", "SyncInstrument", "open"]
+__all__ = [
+    "ServiceRequests",
+    "SyncInstrument",
+    "SyncInstrumentGroup",
+    "SyncPendingOperation",
+    "open",
+    "open_many",
+]
 
 _open_instruments: weakref.WeakSet[SyncInstrument] = weakref.WeakSet()
+_open_groups: weakref.WeakValueDictionary[int, SyncInstrumentGroup] = weakref.WeakValueDictionary()
 
 
 def open(
@@ -66,7 +78,29 @@ def open(
     return sync
 
 
+def open_many(
+    resources: Mapping[str, ResourceSpec],
+    *,
+    strict: bool = False,
+    limit: Limit = None,
+    **options: Any,
+) -> SyncInstrumentGroup:
+    """Open named instruments concurrently for blocking use (see :func:`aiotmc.open_many`):
+    ``with aiotmc.sync.open_many({"dmm": "SIM::dmm", "psu": "SIM::psu"}) as group:``."""
+    portal = portal_for()
+    cm = _open_many_async(resources, strict=strict, limit=limit, **options)
+
+    async def close() -> None:
+        await cm.__aexit__(None, None, None)
+
+    group = SyncInstrumentGroup(portal, portal.run(cm.__aenter__), close)
+    _open_groups[id(group)] = group
+    return group
+
+
 def _close_all() -> None:
+    for group in list(_open_groups.values()):
+        group.close()
     for instrument in list(_open_instruments):
         instrument.close()
 
