@@ -13,7 +13,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import json, signal, socket, threading
+    import contextlib, json, signal, socket, sys, threading
     import aiotmc.sync
 
     listener = socket.create_server(("127.0.0.1", 0))
@@ -40,22 +40,28 @@ SCRIPT = textwrap.dedent(
     threading.Thread(target=serve, daemon=True).start()
     result = {}
     with aiotmc.sync.open(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=20) as inst:
-        try:
-            inst.query("*IDN?", timeout=None)
-        except KeyboardInterrupt:
-            result["interrupted"] = True
+        held = inst.lock() if sys.argv[1] == "locked" else contextlib.nullcontext()
+        with held:
+            try:
+                inst.query("*IDN?", timeout=None)
+            except KeyboardInterrupt:
+                result["interrupted"] = True
+            # plain: the cancelled query has ended and released the lock; locked: the
+            # session still holds it
+            result["held_after_interrupt"] = inst.instrument._lock.locked()
+            result["answer"] = inst.query("*IDN?")  # in the same lock session, if any
         result["locked_after"] = inst.instrument._lock.locked()
-        result["answer"] = inst.query("*IDN?")
         result["reconnects"] = inst.transport.reconnects
     print(json.dumps(result))
     """
 )
 
 
+@pytest.mark.parametrize("mode", ["plain", "locked"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_ctrl_c_cancels_the_call_and_the_link_recovers(backend: str) -> None:
+def test_ctrl_c_cancels_the_call_and_the_link_recovers(backend: str, mode: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", SCRIPT, mode],
         capture_output=True,
         text=True,
         timeout=60,
@@ -65,7 +71,8 @@ def test_ctrl_c_cancels_the_call_and_the_link_recovers(backend: str) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {
         "interrupted": True,
-        "locked_after": False,  # the operation ended before KeyboardInterrupt propagated
+        "held_after_interrupt": mode == "locked",
+        "locked_after": False,  # nothing holds the instrument: the operation has ended
         "answer": "fresh,2",  # the stale answer was discarded with the old connection
         "reconnects": 1,
     }
