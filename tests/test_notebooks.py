@@ -59,3 +59,20 @@ def test_sync_instrument_across_cells(kernel: Any) -> None:
     assert run_cell(kernel, "print(s.query_many(['*OPC?', '*OPC?']))") == "['1', '1']\n"
     run_cell(kernel, "s.close()")
     assert run_cell(kernel, "print(s.closed)") == "True\n"
+
+
+def test_async_tcp_with_srq_polling_across_cells(kernel: Any) -> None:
+    """The case the issue reported: TCP with a background SRQ poller, closed in a later
+    cell. The simulator serves from this process (aiotmc.sync's loop thread)."""
+    from aiotmc.sim.devices import create_device
+    from aiotmc.sim.server import SimServer
+    from aiotmc.sync._portal import portal_for
+
+    with portal_for("asyncio").hold(SimServer(create_device("dmm"))) as server:
+        run_cell(kernel, "import aiotmc")
+        run_cell(kernel, f"cm = aiotmc.open({server.resource!r}, srq_poll_interval=0.05)")
+        run_cell(kernel, "tcp = await cm.__aenter__()")
+        assert run_cell(kernel, "print(tcp.srq_poller is not None)") == "True\n"
+        assert run_cell(kernel, "print(await tcp.query('*IDN?'))").startswith("aiotmc,SIM-DMM")
+        run_cell(kernel, "await cm.__aexit__(None, None, None)")
+        assert run_cell(kernel, "print(tcp.closed, tcp.srq_poller)") == "True None\n"
