@@ -68,6 +68,7 @@ class SyncInstrument:
         self.instrument = instrument
         self._close = close
         self._sessions: dict[int, LockSession] = {}
+        self._exited = False
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -87,8 +88,9 @@ class SyncInstrument:
         self.close()
 
     def close(self) -> None:
-        """Close the link; idempotent."""
-        if not self.instrument.closed:
+        """Close the link (and what was opened with it, e.g. the SRQ poller); idempotent."""
+        if not self._exited:
+            self._exited = True
             self._portal.run(self._close)
 
     @property

@@ -11,6 +11,8 @@ import aiotmc
 import aiotmc.protocol.ieee4882
 from aiotmc import StatusByte
 from aiotmc.sim.devices import create_device
+from aiotmc.sim.server import SimServer
+from aiotmc.sync._portal import portal_for
 
 from .conftest import OpenSync
 
@@ -191,3 +193,16 @@ def test_operation_context(open_sync: OpenSync) -> None:
         timing = op.wait()
         assert op.timing is timing
         assert isinstance(op.uses_srq, bool)
+
+
+def test_close_after_the_async_instrument_closed_still_ends_the_open(sync_backend: str) -> None:
+    """Closing the async object first must not skip the rest of the open's exit (the poller)."""
+    with portal_for(sync_backend).hold(SimServer(create_device("dmm"))) as server:
+        inst = aiotmc.sync.open(server.resource, srq_poll_interval=0.05)
+        assert inst.srq_poller is not None
+        inst._portal.run(inst.instrument.aclose)
+        assert inst.closed
+        assert inst.srq_poller is not None  # the poller stops with the open's exit...
+        inst.close()
+        assert inst.srq_poller is None  # ...which close() still ran
+        inst.close()
