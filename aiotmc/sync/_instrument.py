@@ -1,0 +1,391 @@
+""":class:`SyncInstrument`: the blocking face of an :class:`~aiotmc.Instrument`.
+
+Each method runs the async one as a task of the :mod:`aiotmc.sync` event-loop thread and
+waits for it; arguments, results, exceptions and timeouts (seconds) are the async ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from .._exceptions import InstrumentError
+from .._types import DEFAULT, BytesLike, Default, ServiceRequest, StatusByte
+from ..instrument import Instrument
+from ..operation import OperationTiming, PendingOperation
+from ..protocol.ieee4882 import Identity
+from ..transports.base import MessageTransport, RenMode
+from ._lock import LockSession
+from ._portal import Portal
+from ._srq import ServiceRequests
+
+if TYPE_CHECKING:
+    from ..srq_poll import SrqPoller
+
+__all__ = ["SyncInstrument", "SyncPendingOperation"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class SyncPendingOperation:
+    """An operation started by :meth:`SyncInstrument.operation`; :meth:`wait` for it."""
+
+    def __init__(self, portal: Portal, pending: PendingOperation) -> None:
+        self._portal = portal
+        self.pending = pending
+
+    @property
+    def uses_srq(self) -> bool:
+        """True when completion is awaited by service request (False: ``*OPC?``)."""
+        return self.pending.uses_srq
+
+    @property
+    def timing(self) -> OperationTiming | None:
+        """Set once :meth:`wait` returned."""
+        return self.pending.timing
+
+    def wait(self) -> OperationTiming:
+        """Wait until the operation completes (by SRQ where available, else ``*OPC?``)."""
+        return self._portal.run(self.pending.wait)
+
+
+class SyncInstrument:
+    """An open instrument for blocking code; create it with :func:`aiotmc.sync.open`.
+
+    ``instrument`` is the async :class:`~aiotmc.Instrument` it drives (owned by the
+    event-loop thread: use it there only). Methods may be called from any thread; a
+    Ctrl-C while one waits cancels that operation (the link recovers as after an async
+    cancellation) before ``KeyboardInterrupt`` propagates.
+    """
+
+    def __init__(
+        self, portal: Portal, instrument: Instrument, close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._portal = portal
+        self.instrument = instrument
+        self._close = close
+        self._sessions: dict[int, LockSession] = {}
+        self._exited = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _run(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._sessions:
+            session = self._sessions.get(threading.get_ident())
+            if session is not None:
+                return session.run(lambda: func(*args, **kwargs))
+        return self._portal.run(func, *args, **kwargs)
+
+    # -- context management and state ------------------------------------------------------
+
+    def __enter__(self) -> SyncInstrument:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the link (and what was opened with it, e.g. the SRQ poller); idempotent."""
+        if not self._exited:
+            self._exited = True
+            self._portal.run(self._close)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self.instrument.closed
+
+    @property
+    def resource(self) -> str:
+        """Canonical resource name."""
+        return self.instrument.resource
+
+    @property
+    def transport(self) -> MessageTransport:
+        """The async link (use it from the event-loop thread only)."""
+        return self.instrument.transport
+
+    @property
+    def srq_poller(self) -> SrqPoller | None:
+        """The status-byte poller, when opened with ``srq_poll_interval``."""
+        return self.instrument.srq_poller
+
+    @property
+    def timeout(self) -> float | None:
+        """Default per-exchange timeout in seconds (``None``: wait forever)."""
+        return self.instrument.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.instrument.timeout = value
+
+    @property
+    def read_termination(self) -> str:
+        """Stripped from text responses; byte-stream transports also frame messages on it."""
+        return self.instrument.read_termination
+
+    @read_termination.setter
+    def read_termination(self, value: str) -> None:
+        self._portal.call(setattr, self.instrument, "read_termination", value)
+
+    @property
+    def write_termination(self) -> str:
+        """Appended to every command sent with :meth:`write`."""
+        return self.instrument.write_termination
+
+    @write_termination.setter
+    def write_termination(self, value: str) -> None:
+        self.instrument.write_termination = value
+
+    @property
+    def encoding(self) -> str:
+        """Text encoding of commands and responses."""
+        return self.instrument.encoding
+
+    @encoding.setter
+    def encoding(self, value: str) -> None:
+        self.instrument.encoding = value
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest response accepted (bytes)."""
+        return self.instrument.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        self.instrument.max_message_size = value
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<SyncInstrument {self.resource} ({state})>"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the instrument for a multi-step transaction: ``with inst.lock():``.
+
+        Calls made by this thread inside the block go straight through; other threads
+        (and async tasks) wait their turn. Nested blocks in one thread are allowed.
+        """
+        me = threading.get_ident()
+        if me in self._sessions:
+            yield
+            return
+        session = LockSession(self._portal, self.instrument)
+        self._sessions[me] = session
+        try:
+            yield
+        finally:
+            del self._sessions[me]
+            session.close()
+
+    # -- text and raw I/O ----------------------------------------------------------------
+
+    def write(self, command: str, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Send ``command`` followed by the write termination."""
+        return self._run(self.instrument.write, command, timeout=timeout)
+
+    def write_raw(
+        self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Send ``data`` as is (``end=False``: more of the same message follows)."""
+        return self._run(self.instrument.write_raw, data, end=end, timeout=timeout)
+
+    def read(self, *, timeout: float | Default | None = DEFAULT) -> str:
+        """Read one response as text, read termination stripped."""
+        return self._run(self.instrument.read, timeout=timeout)
+
+    def read_raw(
+        self, *, max_size: int | None = None, timeout: float | Default | None = DEFAULT
+    ) -> bytes:
+        """Read one response message as bytes."""
+        return self._run(self.instrument.read_raw, max_size=max_size, timeout=timeout)
+
+    def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
+        """Write ``command`` and read the answer."""
+        return self._run(self.instrument.query, command, timeout=timeout)
+
+    def query_many(
+        self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
+    ) -> list[str]:
+        """Several queries in one compound program message (one round trip)."""
+        return self._run(self.instrument.query_many, commands, timeout=timeout)
+
+    def identify(self, *, timeout: float | Default | None = DEFAULT) -> Identity:
+        """``*IDN?`` parsed into manufacturer, model, serial and firmware."""
+        return self._run(self.instrument.identify, timeout=timeout)
+
+    # -- blocks and values ---------------------------------------------------------------
+
+    @overload
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: None = None,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray: ...
+
+    @overload
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> memoryview: ...
+
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview | None = None,
+        max_size: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray | memoryview:
+        """Query an IEEE 488.2 block: a new ``bytearray``, or a view of ``into`` filled."""
+        return self._run(
+            self.instrument.query_block,  # type: ignore[arg-type]
+            command,
+            into=into,
+            max_size=max_size,
+            timeout=timeout,
+        )
+
+    def query_values(
+        self,
+        command: str,
+        *,
+        converter: Callable[[str], T] = float,  # type: ignore[assignment]
+        separator: str = ",",
+        timeout: float | Default | None = DEFAULT,
+    ) -> list[T]:
+        """Query a list of ASCII values (``1.0,2.5,...``)."""
+        return self._run(
+            self.instrument.query_values,
+            command,
+            converter=converter,
+            separator=separator,
+            timeout=timeout,
+        )
+
+    def query_binary_values(
+        self,
+        command: str,
+        datatype: str = "f",
+        *,
+        is_big_endian: bool = False,
+        container: type[Any] = list,
+        into: bytearray | memoryview | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Query a block and unpack it as ``datatype`` items (see the async method)."""
+        return self._run(
+            self.instrument.query_binary_values,
+            command,
+            datatype,
+            is_big_endian=is_big_endian,
+            container=container,
+            into=into,
+            timeout=timeout,
+        )
+
+    def write_binary_values(
+        self,
+        command: str,
+        values: Iterable[float | int] | Any,
+        datatype: str = "f",
+        *,
+        is_big_endian: bool = False,
+        timeout: float | Default | None = DEFAULT,
+    ) -> None:
+        """Send ``command`` followed by ``values`` as a definite-length block."""
+        return self._run(
+            self.instrument.write_binary_values,
+            command,
+            values,
+            datatype,
+            is_big_endian=is_big_endian,
+            timeout=timeout,
+        )
+
+    # -- status, control -----------------------------------------------------------------
+
+    def read_stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
+        """Read the status byte: serial poll where the bus has one, ``*STB?`` otherwise."""
+        return self._run(self.instrument.read_stb, timeout=timeout)
+
+    def clear(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Device clear (bus-level where available; a raw socket reconnects)."""
+        return self._run(self.instrument.clear, timeout=timeout)
+
+    def trigger(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Trigger: bus-level where available, ``*TRG`` otherwise."""
+        return self._run(self.instrument.trigger, timeout=timeout)
+
+    def errors(self, *, timeout: float | Default | None = DEFAULT) -> list[InstrumentError]:
+        """Drain the SCPI error queue (``SYST:ERR?`` until ``0``); at most 100 entries."""
+        return self._run(self.instrument.errors, timeout=timeout)
+
+    def check_errors(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Raise the first queued instrument error (all of them in ``.errors``), if any."""
+        return self._run(self.instrument.check_errors, timeout=timeout)
+
+    def control_ren(
+        self, mode: RenMode | int, *, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Remote-enable operations (PyVISA's ``control_ren``)."""
+        return self._run(self.instrument.control_ren, mode, timeout=timeout)
+
+    def remote(self, *, lockout: bool = False, timeout: float | Default | None = DEFAULT) -> None:
+        """Put the instrument in remote (``lockout=True``: also lock its front panel)."""
+        return self._run(self.instrument.remote, lockout=lockout, timeout=timeout)
+
+    def local(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Return the instrument to local."""
+        return self._run(self.instrument.local, timeout=timeout)
+
+    def local_lockout(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Remote with the front panel locked."""
+        return self._run(self.instrument.local_lockout, timeout=timeout)
+
+    def indicator_pulse(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Blink the instrument's activity indicator (USBTMC)."""
+        return self._run(self.instrument.indicator_pulse, timeout=timeout)
+
+    # -- service requests and operations -------------------------------------------------
+
+    def service_requests(self, *, buffer: int = 64) -> ServiceRequests:
+        """Subscribe to service requests: ``with inst.service_requests() as events:``, then
+        ``for srq in events:`` or ``events.get(timeout=...)``."""
+        return ServiceRequests(
+            self._portal, self.instrument.service_requests(buffer=buffer), buffer
+        )
+
+    def wait_for_srq(self, *, timeout: float | Default | None = DEFAULT) -> ServiceRequest:
+        """Wait for the next service request (subscribe first if it may already be due)."""
+        return self._run(self.instrument.wait_for_srq, timeout=timeout)
+
+    @contextmanager
+    def operation(
+        self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
+    ) -> Iterator[SyncPendingOperation]:
+        """Start an operation (``commands`` + ``*OPC``): ``with inst.operation(":SINGle") as op:``
+        then ``op.wait()``. Not inside :meth:`lock` (it takes the lock itself)."""
+        async_cm = self.instrument.operation(commands, timeout=timeout)
+        with self._portal.hold(async_cm) as pending:
+            yield SyncPendingOperation(self._portal, pending)
+
+    def wait_operation_complete(
+        self, commands: str | Sequence[str] = (), *, timeout: float | Default | None = DEFAULT
+    ) -> OperationTiming:
+        """Send ``commands`` + ``*OPC`` and wait for completion (SRQ, else ``*OPC?``)."""
+        return self._run(self.instrument.wait_operation_complete, commands, timeout=timeout)
+
+    def reconnect(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Replace the link now (see the async method)."""
+        return self._run(self.instrument.reconnect, timeout=timeout)
