@@ -29,6 +29,7 @@ from ._exceptions import (
     InstrumentError,
     ReadTimeout,
     RemoteProtocolError,
+    ResourceBusyError,
     UnsupportedOperation,
 )
 from ._fastpath import cancel_maybe_pending, checkpoint_if_cancelled, current_time, running_loop
@@ -59,6 +60,7 @@ from .transports.base import (
     BytesLike,
     MessageTransport,
     RenMode,
+    SupportsDeviceLock,
     SupportsIndicatorPulse,
     SupportsReadTermination,
     SupportsReconnect,
@@ -832,6 +834,65 @@ class Instrument:
         finally:
             if locked:
                 self._lock.release()
+
+    # -- locks across clients (VXI-11, HiSLIP) ---------------------------------------------
+
+    def _device_lock(self) -> SupportsDeviceLock:
+        transport = self.transport
+        if not (isinstance(transport, SupportsDeviceLock) and transport.info.capabilities.locking):
+            raise UnsupportedOperation(f"{self.resource}: no locking across clients on this link")
+        return transport
+
+    async def lock_excl(
+        self, lock_timeout: float = 0.0, *, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Lock the instrument against every other client (PyVISA's ``lock_excl``).
+
+        Waits up to ``lock_timeout`` seconds for another client's lock to go; raises
+        :class:`~aiotmc.ResourceBusyError` when it is not granted. This is a lock in the
+        instrument (VXI-11 device_lock, HiSLIP exclusive lock); :meth:`lock` is the
+        in-process one that keeps this program's own tasks apart.
+        """
+        if not lock_timeout >= 0:
+            raise ValueError(f"lock_timeout must be >= 0 seconds, got {lock_timeout!r}")
+        transport = self._device_lock()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop) + lock_timeout
+        locked = await self._acquire(loop)
+        try:
+            granted = await transport.lock(timeout=lock_timeout, deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+        if granted is False:
+            raise ResourceBusyError(
+                f"{self.resource}: locked by another client for more than {lock_timeout} s"
+            )
+
+    async def unlock(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Release the lock taken with :meth:`lock_excl`."""
+        transport = self._device_lock()
+        loop = running_loop()
+        deadline = self._deadline(timeout, loop)
+        locked = await self._acquire(loop)
+        try:
+            await transport.unlock(deadline=deadline)
+        finally:
+            if locked:
+                self._lock.release()
+
+    @asynccontextmanager
+    async def lock_context(
+        self, lock_timeout: float = 0.0, *, timeout: float | Default | None = DEFAULT
+    ) -> AsyncIterator[None]:
+        """``async with inst.lock_context(5):`` the instrument locked against other
+        clients for the block (PyVISA's ``lock_context``); unlocked even when cancelled."""
+        await self.lock_excl(lock_timeout, timeout=timeout)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.unlock(timeout=timeout)
 
     # -- vendor-specific messages (USBTMC) ---------------------------------------------------
 

@@ -123,12 +123,21 @@ class SyncInstrument:
         self.instrument.timeout = value
 
     @property
-    def read_termination(self) -> str:
+    def query_delay(self) -> float:
+        """Seconds between the write and the read of a query (PyVISA's ``query_delay``)."""
+        return self.instrument.query_delay
+
+    @query_delay.setter
+    def query_delay(self, value: float) -> None:
+        self.instrument.query_delay = value
+
+    @property
+    def read_termination(self) -> str | None:
         """Stripped from text responses; byte-stream transports also frame messages on it."""
         return self.instrument.read_termination
 
     @read_termination.setter
-    def read_termination(self, value: str) -> None:
+    def read_termination(self, value: str | None) -> None:
         self._portal.call(setattr, self.instrument, "read_termination", value)
 
     @property
@@ -203,9 +212,302 @@ class SyncInstrument:
         """Read one response message as bytes."""
         return self._run(self.instrument.read_raw, max_size=max_size, timeout=timeout)
 
-    def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
-        """Write ``command`` and read the answer."""
-        return self._run(self.instrument.query, command, timeout=timeout)
+    def query(
+        self,
+        command: str,
+        *,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> str:
+        """Write ``command`` and read its answer as text, in one locked exchange.
+
+        ``delay``: seconds between the write and the read (default :attr:`query_delay`).
+        """
+        return self._run(self.instrument.query, command, delay=delay, timeout=timeout)
+
+    @overload
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: None = None,
+        max_size: int | None = None,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray: ...
+
+    @overload
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview,
+        max_size: int | None = None,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> memoryview: ...
+
+    def query_block(
+        self,
+        command: str,
+        *,
+        into: bytearray | memoryview | None = None,
+        max_size: int | None = None,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytearray | memoryview:
+        """Query and return the payload of the IEEE 488.2 block that answers it.
+
+        Without ``into`` a new ``bytearray`` holds exactly the payload. With ``into`` (a
+        writable buffer, e.g. reused between calls) the payload is read straight into it and
+        a ``memoryview`` of the filled part is returned. ``delay``: as in :meth:`query`.
+        """
+        return self._run(
+            self.instrument.query_block,  # type: ignore[arg-type]
+            command,
+            into=into,
+            max_size=max_size,
+            delay=delay,
+            timeout=timeout,
+        )
+
+    def query_values(
+        self,
+        command: str,
+        *,
+        converter: Callable[[str], T] | str = float,  # type: ignore[assignment]
+        separator: str = ",",
+        container: type[Any] = list,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Query a list of ASCII values (``1.0,2.5,...``); PyVISA's ``query_ascii_values``.
+
+        ``converter``: a callable per item or a PyVISA letter (``"f"``/``"e"``/``"g"``:
+        float, ``"d"``: int, ``"x"``: hex, ``"o"``: octal, ``"b"``: binary, ``"s"``: str).
+        A bad converter raises :class:`ValueError`/:class:`TypeError` before any I/O.
+        """
+        return self._run(
+            self.instrument.query_values,
+            command,
+            converter=converter,
+            separator=separator,
+            container=container,
+            delay=delay,
+            timeout=timeout,
+        )
+
+    def read_ascii_values(
+        self,
+        *,
+        converter: Callable[[str], Any] | str = float,
+        separator: str = ",",
+        container: type[Any] = list,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Read a list of ASCII values (after a write); arguments as :meth:`query_values`."""
+        return self._run(
+            self.instrument.read_ascii_values,
+            converter=converter,
+            separator=separator,
+            container=container,
+            timeout=timeout,
+        )
+
+    def write_ascii_values(
+        self,
+        command: str,
+        values: Iterable[Any],
+        *,
+        converter: Callable[[Any], str] | str | None = None,
+        separator: str = ",",
+        timeout: float | Default | None = DEFAULT,
+    ) -> None:
+        """Send ``command`` followed by ``values`` as text (``"VOLT:LIST 1.5,2"``).
+
+        ``converter``: ``None`` writes each number's shortest exact form (``INF``/``NAN``
+        as SCPI keywords); a PyVISA format letter (``"f"``, ``"e"``, ``"d"``, ``"x"``...)
+        or a callable returning text formats each value. PyVISA's default is ``"f"``.
+        """
+        return self._run(
+            self.instrument.write_ascii_values,
+            command,
+            values,
+            converter=converter,
+            separator=separator,
+            timeout=timeout,
+        )
+
+    def read_bytes(
+        self,
+        count: int,
+        *,
+        break_on_termchar: bool = False,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytes:
+        """Read exactly ``count`` bytes, across response messages; PyVISA's ``read_bytes``.
+
+        With ``break_on_termchar=True`` the first message end stops the read early. A
+        message that would run past ``count`` raises :class:`~aiotmc.RemoteProtocolError`
+        (its rest is discarded): messages are the unit every bus delivers.
+        """
+        return self._run(
+            self.instrument.read_bytes, count, break_on_termchar=break_on_termchar, timeout=timeout
+        )
+
+    query_ascii_values = query_values  #: PyVISA's name for :meth:`query_values`
+
+    def query_binary_values(
+        self,
+        command: str,
+        datatype: str | Any = "f",
+        *,
+        is_big_endian: bool = False,
+        container: type[Any] = list,
+        into: bytearray | memoryview | None = None,
+        header_fmt: str = "ieee",
+        expect_termination: bool = True,
+        data_points: int | None = None,
+        delay: float | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Query a block and unpack it as ``datatype`` items.
+
+        ``datatype``: a struct letter (``f``, ``h``...) or a numpy name (``"int16"``,
+        ``"float32"``). ``container`` may be ``list``, ``tuple`` or ``numpy.ndarray``
+        (zero-copy view when numpy is installed). ``header_fmt``: ``"ieee"`` (``#<n><len>``),
+        ``"hp"`` (``#A`` + 2-byte length) or ``"empty"`` (raw data; ``data_points`` then
+        says how many items to read, ``expect_termination`` whether a terminator follows).
+        With ``data_points`` the answer must hold exactly that many items.
+        """
+        return self._run(
+            self.instrument.query_binary_values,
+            command,
+            datatype,
+            is_big_endian=is_big_endian,
+            container=container,
+            into=into,
+            header_fmt=header_fmt,
+            expect_termination=expect_termination,
+            data_points=data_points,
+            delay=delay,
+            timeout=timeout,
+        )
+
+    def read_binary_values(
+        self,
+        datatype: str | Any = "f",
+        *,
+        is_big_endian: bool = False,
+        container: type[Any] = list,
+        header_fmt: str = "ieee",
+        expect_termination: bool = True,
+        data_points: int | None = None,
+        timeout: float | Default | None = DEFAULT,
+    ) -> Any:
+        """Read binary values (after a write); arguments as :meth:`query_binary_values`."""
+        return self._run(
+            self.instrument.read_binary_values,
+            datatype,
+            is_big_endian=is_big_endian,
+            container=container,
+            header_fmt=header_fmt,
+            expect_termination=expect_termination,
+            data_points=data_points,
+            timeout=timeout,
+        )
+
+    def write_binary_values(
+        self,
+        command: str,
+        values: Iterable[float | int] | Any,
+        datatype: str | Any = "f",
+        *,
+        is_big_endian: bool = False,
+        timeout: float | Default | None = DEFAULT,
+    ) -> None:
+        """Send ``command`` followed by ``values`` as a definite-length block.
+
+        Header, payload and termination go out as separate buffers (no concatenation);
+        numpy arrays are sent without copying when their byte order already matches.
+        ``datatype``: a struct letter or a numpy name (``"int16"``).
+        """
+        return self._run(
+            self.instrument.write_binary_values,
+            command,
+            values,
+            datatype,
+            is_big_endian=is_big_endian,
+            timeout=timeout,
+        )
+
+    def stb(self, *, timeout: float | Default | None = DEFAULT) -> StatusByte:
+        """PyVISA's ``stb`` property: reading it is I/O, so here it is a coroutine
+        (``await inst.stb()``); the same as :meth:`read_stb`."""
+        return self._run(self.instrument.stb, timeout=timeout)
+
+    def lock_excl(
+        self, lock_timeout: float = 0.0, *, timeout: float | Default | None = DEFAULT
+    ) -> None:
+        """Lock the instrument against every other client (PyVISA's ``lock_excl``).
+
+        Waits up to ``lock_timeout`` seconds for another client's lock to go; raises
+        :class:`~aiotmc.ResourceBusyError` when it is not granted. This is a lock in the
+        instrument (VXI-11 device_lock, HiSLIP exclusive lock); :meth:`lock` is the
+        in-process one that keeps this program's own tasks apart.
+        """
+        return self._run(self.instrument.lock_excl, lock_timeout, timeout=timeout)
+
+    def unlock(self, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Release the lock taken with :meth:`lock_excl`."""
+        return self._run(self.instrument.unlock, timeout=timeout)
+
+    def vendor_write(self, data: BytesLike, *, timeout: float | Default | None = DEFAULT) -> None:
+        """Send ``data`` as one USBTMC VENDOR_SPECIFIC_OUT message (vendor tools' channel)."""
+        return self._run(self.instrument.vendor_write, data, timeout=timeout)
+
+    def vendor_read(self, max_size: int, *, timeout: float | Default | None = DEFAULT) -> bytes:
+        """Read one USBTMC VENDOR_SPECIFIC_IN message of at most ``max_size`` bytes."""
+        return self._run(self.instrument.vendor_read, max_size, timeout=timeout)
+
+    def control_transfer(
+        self,
+        request_type: int,
+        request: int,
+        value: int = 0,
+        index: int = 0,
+        data_or_length: BytesLike | int = 0,
+        *,
+        timeout: float | Default | None = DEFAULT,
+    ) -> bytes:
+        """A USB class or vendor control transfer on the default endpoint.
+
+        ``request_type`` is bmRequestType: device-to-host (bit 7 set) reads up to
+        ``data_or_length`` bytes and returns them; host-to-device sends the bytes in
+        ``data_or_length`` and returns ``b""``. Standard requests and data stages over
+        4096 bytes raise :class:`~aiotmc.LocalProtocolError` before anything is sent.
+        """
+        return self._run(
+            self.instrument.control_transfer,
+            request_type,
+            request,
+            value,
+            index,
+            data_or_length,
+            timeout=timeout,
+        )
+
+    @contextmanager
+    def lock_context(
+        self, lock_timeout: float = 0.0, *, timeout: float | Default | None = DEFAULT
+    ) -> Iterator[None]:
+        """``with inst.lock_context(5):`` the instrument locked against other clients for the
+        block (PyVISA's ``lock_context``); unlocked when the block ends."""
+        self.lock_excl(lock_timeout, timeout=timeout)
+        try:
+            yield
+        finally:
+            self.unlock(timeout=timeout)
 
     def query_many(
         self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
@@ -218,100 +520,6 @@ class SyncInstrument:
         return self._run(self.instrument.identify, timeout=timeout)
 
     # -- blocks and values ---------------------------------------------------------------
-
-    @overload
-    def query_block(
-        self,
-        command: str,
-        *,
-        into: None = None,
-        max_size: int | None = None,
-        timeout: float | Default | None = DEFAULT,
-    ) -> bytearray: ...
-
-    @overload
-    def query_block(
-        self,
-        command: str,
-        *,
-        into: bytearray | memoryview,
-        max_size: int | None = None,
-        timeout: float | Default | None = DEFAULT,
-    ) -> memoryview: ...
-
-    def query_block(
-        self,
-        command: str,
-        *,
-        into: bytearray | memoryview | None = None,
-        max_size: int | None = None,
-        timeout: float | Default | None = DEFAULT,
-    ) -> bytearray | memoryview:
-        """Query an IEEE 488.2 block: a new ``bytearray``, or a view of ``into`` filled."""
-        return self._run(
-            self.instrument.query_block,  # type: ignore[arg-type]
-            command,
-            into=into,
-            max_size=max_size,
-            timeout=timeout,
-        )
-
-    def query_values(
-        self,
-        command: str,
-        *,
-        converter: Callable[[str], T] = float,  # type: ignore[assignment]
-        separator: str = ",",
-        timeout: float | Default | None = DEFAULT,
-    ) -> list[T]:
-        """Query a list of ASCII values (``1.0,2.5,...``)."""
-        return self._run(
-            self.instrument.query_values,
-            command,
-            converter=converter,
-            separator=separator,
-            timeout=timeout,
-        )
-
-    def query_binary_values(
-        self,
-        command: str,
-        datatype: str = "f",
-        *,
-        is_big_endian: bool = False,
-        container: type[Any] = list,
-        into: bytearray | memoryview | None = None,
-        timeout: float | Default | None = DEFAULT,
-    ) -> Any:
-        """Query a block and unpack it as ``datatype`` items (see the async method)."""
-        return self._run(
-            self.instrument.query_binary_values,
-            command,
-            datatype,
-            is_big_endian=is_big_endian,
-            container=container,
-            into=into,
-            timeout=timeout,
-        )
-
-    def write_binary_values(
-        self,
-        command: str,
-        values: Iterable[float | int] | Any,
-        datatype: str = "f",
-        *,
-        is_big_endian: bool = False,
-        timeout: float | Default | None = DEFAULT,
-    ) -> None:
-        """Send ``command`` followed by ``values`` as a definite-length block."""
-        return self._run(
-            self.instrument.write_binary_values,
-            command,
-            values,
-            datatype,
-            is_big_endian=is_big_endian,
-            timeout=timeout,
-        )
 
     # -- status, control -----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ __all__ = [
     "Capabilities",
     "MessageTransport",
     "RenMode",
+    "SupportsDeviceLock",
     "SupportsIndicatorPulse",
     "SupportsReadTermination",
     "SupportsReconnect",
@@ -43,6 +44,7 @@ class Capabilities:
     remote_local: bool = False  #: REN / GTL / LLO (:class:`SupportsRemoteLocal`)
     indicator_pulse: bool = False  #: blink the device's indicator (:class:`SupportsIndicatorPulse`)
     vendor_messages: bool = False  #: vendor-specific messages (:class:`SupportsVendorMessages`)
+    locking: bool = False  #: locks across clients (:class:`SupportsDeviceLock`)
     eom: bool = False  #: the bus marks the end of each message (USBTMC EOM)
 
 
@@ -209,4 +211,19 @@ class SupportsVendorMessages(Protocol):
         deadline: float = math.inf,
     ) -> bytes:
         """A class or vendor control transfer; the data read (``b""`` for host-to-device)."""
+        ...
+
+
+@runtime_checkable
+class SupportsDeviceLock(Protocol):
+    """Exclusive access across clients (VXI-11 device_lock, HiSLIP AsyncLock): VISA's
+    exclusive lock, distinct from the in-process lock of :meth:`Instrument.lock`."""
+
+    async def lock(self, *, timeout: float = 0.0, deadline: float = math.inf) -> bool | None:
+        """Take the lock, waiting up to ``timeout`` seconds for another client's; False
+        (or :class:`~aiotmc.ResourceBusyError`) when it was not granted."""
+        ...
+
+    async def unlock(self, *, deadline: float = math.inf) -> None:
+        """Release the lock this link holds."""
         ...

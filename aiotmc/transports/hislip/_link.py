@@ -58,7 +58,13 @@ __all__ = ["HislipTransport"]
 _log = logging.getLogger("aiotmc.transports.hislip")
 
 _CAPABILITIES: Final = Capabilities(
-    srq=True, read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
+    srq=True,
+    read_stb=True,
+    device_clear=True,
+    trigger=True,
+    remote_local=True,
+    eom=True,
+    locking=True,
 )
 _VERSION: Final = (1, 1)
 _VENDOR: Final = b"AT"

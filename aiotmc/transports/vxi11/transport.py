@@ -103,10 +103,16 @@ _SRQ_STATUS_WAIT: Final = 2.0  # seconds for the status byte of a service reques
 _MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
 _CAPABILITIES: Final = Capabilities(
-    read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
+    read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True, locking=True
 )
 _CAPABILITIES_SRQ: Final = Capabilities(
-    srq=True, read_stb=True, device_clear=True, trigger=True, remote_local=True, eom=True
+    srq=True,
+    read_stb=True,
+    device_clear=True,
+    trigger=True,
+    remote_local=True,
+    eom=True,
+    locking=True,
 )
 _REFUSALS: Final = frozenset({1, 4, 5, 6, 8, 11, 12, 21, 29})  # error codes: nothing was done
 _REMOTE_MODES: Final = frozenset(
