@@ -29,6 +29,7 @@ import logging
 import math
 import random
 import socket
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -90,7 +91,7 @@ from ..protocol.vxi11 import (
 )
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
-from .rpc_server import RECV_SIZE, RpcConnection, RpcServer, Serve
+from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server"]
 
@@ -102,6 +103,8 @@ _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _PORT_TRIES: Final = 8
 _RPCBIND_WAIT: Final = 2.0
+_READ_HEAD: Final = struct.Struct(">iiI")  # device_read results up to the data
+_PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # XDR padding by length % 4
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
@@ -394,7 +397,7 @@ class Vxi11Server(RpcServer):
 
     async def _core_call(
         self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
-    ) -> bytes:
+    ) -> Reply:
         if prog != DEVICE_CORE:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
         if vers != VERSION:
@@ -405,7 +408,10 @@ class Vxi11Server(RpcServer):
             write = DeviceWriteParms.decode(args)
             return encode_reply(xid, await self._write(conn, write))
         if proc == Proc.DEVICE_READ:
-            return encode_reply(xid, await self._read(conn, DeviceReadParms.decode(args)))
+            read = await self._read(conn, DeviceReadParms.decode(args))
+            size = len(read.data)
+            head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
+            return (head, read.data, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -604,20 +610,20 @@ class Vxi11Server(RpcServer):
             link.input += data
         return DeviceWriteResp(0, len(data)).encode()
 
-    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> bytes:
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> DeviceReadResp:
         link = self._link(conn, parms.lid)
         if link is None:
-            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"").encode()
+            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"")
         if parms.request_size == 0:
-            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"").encode()
+            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"")
         deadline = anyio.current_time() + parms.io_timeout / 1000
         error = await self._access(link, parms.flags, parms.lock_timeout)
         if error:
-            return DeviceReadResp(error, 0, b"").encode()
-        if link.output is None:
+            return DeviceReadResp(error, 0, b"")
+        if link.output is None and not self._take_output(link):
             error = await self._wait_output(conn, link, deadline)
             if error:
-                return DeviceReadResp(error, 0, b"").encode()
+                return DeviceReadResp(error, 0, b"")
         output = link.output
         assert output is not None
         start = link.offset
@@ -638,7 +644,17 @@ class Vxi11Server(RpcServer):
                 reason |= Reason.END
                 link.output = None
                 link.offset = 0
-        return DeviceReadResp(0, reason, chunk).encode()
+        return DeviceReadResp(0, reason, chunk)
+
+    @staticmethod
+    def _take_output(link: _Link) -> bool:
+        """Move the device's next response, if it has one, to ``link.output``."""
+        parts = link.device.read_parts()
+        if parts is None:
+            return False
+        link.output = b"".join(parts)
+        link.offset = 0
+        return True
 
     async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
         """Wait until the device has a response for ``link`` (0), or an error code.
@@ -658,10 +674,7 @@ class Vxi11Server(RpcServer):
     async def _poll_output(self, link: _Link, deadline: float, aborted: anyio.Event) -> int:
         device = link.device
         while True:
-            parts = device.read_parts()
-            if parts is not None:
-                link.output = b"".join(parts)
-                link.offset = 0
+            if self._take_output(link):
                 return 0
             now = anyio.current_time()
             if now >= deadline:
