@@ -20,6 +20,7 @@ every round (the machine is shared: drift hits all alike) and quoting medians:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import subprocess
@@ -61,7 +62,9 @@ def _serve_main() -> int:
     def announce(ports: dict[str, int]) -> None:
         print(json.dumps(ports), flush=True)
 
-    anyio.run(_serve, announce)
+    # As the main harness's simulator: uvloop when installed (the same for every client).
+    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
+    anyio.run(_serve, announce, backend_options=options)
     return 0
 
 
@@ -104,27 +107,32 @@ def _raw(port: int) -> str:
     return f"TCPIP0::{HOST}::{port}::SOCKET"
 
 
-async def _time(query: Callable[[], Awaitable[object]], queries: int, warmup: int) -> float:
+Figure = tuple[float, float]  #: median µs per query, client CPU µs per query
+
+
+async def _time(query: Callable[[], Awaitable[object]], queries: int, warmup: int) -> Figure:
     for _ in range(warmup):
         await query()
     samples = []
     clock = time.perf_counter
+    cpu0 = time.process_time()
     for _ in range(queries):
         t0 = clock()
         await query()
         samples.append(clock() - t0)
-    return median(samples) * 1e6
+    return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
 
 
-async def _aiotmc_rtt(resource: str, queries: int, warmup: int) -> float:
+async def _aiotmc_rtt(resource: str, queries: int, warmup: int, **options: Any) -> Figure:
     import aiotmc
 
-    options = {"srq": False} if resource.endswith("::INSTR") else {}
+    if resource.endswith("::INSTR"):
+        options["srq"] = False
     async with aiotmc.open(resource, **options) as inst:
         return await _time(partial(inst.query, IDN), queries, warmup)
 
 
-def _pyvisa_rtt(port: int, queries: int, warmup: int) -> float:
+def _pyvisa_rtt(port: int, queries: int, warmup: int) -> Figure:
     import pyvisa
 
     rm = pyvisa.ResourceManager("@py")
@@ -134,11 +142,12 @@ def _pyvisa_rtt(port: int, queries: int, warmup: int) -> float:
             for _ in range(warmup):
                 inst.query(IDN)
             samples = []
+            cpu0 = time.process_time()
             for _ in range(queries):
                 t0 = time.perf_counter()
                 inst.query(IDN)
                 samples.append(time.perf_counter() - t0)
-            return median(samples) * 1e6
+            return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
         finally:
             inst.close()
     finally:
@@ -218,32 +227,42 @@ def srq_latencies(events: int, backend: str) -> list[float]:
 # -- the run --------------------------------------------------------------------------------
 
 
-def _rtt_trials(ports: dict[str, int], queries: int, warmup: int) -> dict[str, Callable[[], float]]:
+def _rtt_trials(ports: dict[str, int], queries: int, warmup: int) -> dict[str, Callable[[], Any]]:
     import anyio
 
-    trials: dict[str, Callable[[], float]] = {
+    trials: dict[str, Callable[[], Any]] = {
         "pyvisa-py VXI-11": partial(_pyvisa_rtt, ports["vxi11"], queries, warmup)
     }
     for backend in BACKENDS:
-        for label, resource in (
-            ("VXI-11", _vxi11(ports["vxi11"])),
-            ("raw socket", _raw(ports["raw"])),
+        for label, resource, options in (
+            ("VXI-11", _vxi11(ports["vxi11"]), {}),
+            ("VXI-11 pipeline", _vxi11(ports["vxi11"]), {"pipeline": True}),
+            ("raw socket", _raw(ports["raw"]), {}),
         ):
             trials[f"aiotmc {label} {backend}"] = partial(
-                anyio.run, _aiotmc_rtt, resource, queries, warmup, backend=backend
+                anyio.run,
+                partial(_aiotmc_rtt, resource, queries, warmup, **options),
+                backend=backend,
             )
     return trials
 
 
-def _alternate(trials: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Run every trial once per round, in a new (seeded) order each round; medians."""
-    samples: dict[str, list[float]] = {name: [] for name in trials}
+def _alternate(trials: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
+    """Run every trial once per round, in a new (seeded) order each round; the medians
+    (of each element when a trial returns a tuple)."""
+    samples: dict[str, list[Any]] = {name: [] for name in trials}
     for r in range(rounds):
         order = list(trials)
         random.Random(r).shuffle(order)
         for name in order:
             samples[name].append(trials[name]())
-    return {name: median(values) for name, values in samples.items()}
+    out: dict[str, Any] = {}
+    for name, values in samples.items():
+        if isinstance(values[0], tuple):
+            out[name] = tuple(median(list(column)) for column in zip(*values, strict=True))
+        else:
+            out[name] = median(values)
+    return out
 
 
 def _verdict(ok: bool) -> str:
@@ -257,26 +276,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with Simulator() as sim:
         ports = sim.ports
-        rtt = _alternate(_rtt_trials(ports, args.queries, args.warmup), args.rounds)
+        figures = _alternate(_rtt_trials(ports, args.queries, args.warmup), args.rounds)
+        rtt = {name: value[0] for name, value in figures.items()}
         out["rtt_us"] = rtt
-        print(f"*IDN? round trip, median of {args.rounds} rounds x {args.queries} queries:")
-        for name, value in rtt.items():
-            print(f"  {name:28} {value:9.1f} µs")
+        out["cpu_us"] = {name: value[1] for name, value in figures.items()}
+        print(
+            f"*IDN? round trip, median of {args.rounds} rounds x {args.queries} queries"
+            " (and the client's CPU per query):"
+        )
+        for name, (value, cpu) in figures.items():
+            print(f"  {name:32} {value:9.1f} µs  (client CPU {cpu:6.1f} µs)")
         pyvisa = rtt["pyvisa-py VXI-11"]
         out["rtt_ratios"] = {}
         for backend in BACKENDS:
-            ours = rtt[f"aiotmc VXI-11 {backend}"]
             raw = rtt[f"aiotmc raw socket {backend}"]
-            vs_pyvisa, vs_raw = ours / pyvisa, ours / raw
-            out["rtt_ratios"][backend] = {"pyvisa-py": vs_pyvisa, "raw": vs_raw}
-            print(
-                f"  aiotmc VXI-11 {backend}: {vs_pyvisa:.2f}x pyvisa-py (target <= "
-                f"{RTT_VS_PYVISA}x: {_verdict(vs_pyvisa <= RTT_VS_PYVISA)}), {vs_raw:.2f}x "
-                f"aiotmc raw socket (target <= {RTT_VS_RAW}x: {_verdict(vs_raw <= RTT_VS_RAW)})"
-            )
+            for label in ("VXI-11", "VXI-11 pipeline"):
+                ours = rtt[f"aiotmc {label} {backend}"]
+                vs_pyvisa, vs_raw = ours / pyvisa, ours / raw
+                out["rtt_ratios"][f"{label} {backend}"] = {"pyvisa-py": vs_pyvisa, "raw": vs_raw}
+                print(
+                    f"  aiotmc {label} {backend}: {vs_pyvisa:.2f}x pyvisa-py (target <= "
+                    f"{RTT_VS_PYVISA}x: {_verdict(vs_pyvisa <= RTT_VS_PYVISA)}), {vs_raw:.2f}x "
+                    f"aiotmc raw socket (target <= {RTT_VS_RAW}x: "
+                    f"{_verdict(vs_raw <= RTT_VS_RAW)})"
+                )
 
         size = args.size
-        block_trials: dict[str, Callable[[], float]] = {
+        block_trials: dict[str, Callable[[], Any]] = {
             "raw-socket floor": partial(_floor_block, ports["raw"], size, args.block_reps)
         }
         for backend in BACKENDS:

@@ -195,11 +195,18 @@ def test_vxi11_quick_reports_every_figure(tmp_path: Path) -> None:
     assert "target <= 0.6x" in table and "target <= 1.5x" in table
     assert "target >= 0.8x" in table and "target <= 1000 µs" in table
     data = json.loads(output.read_text())
-    assert set(data["rtt_us"]) == {
-        "pyvisa-py VXI-11",
-        *(f"aiotmc {how} {b}" for how in ("VXI-11", "raw socket") for b in ("asyncio", "trio")),
-    }
-    assert set(data["rtt_ratios"]) == set(data["srq_us"]) == {"asyncio", "trio"}
+    backends = {"asyncio", "trio"}
+    ours = ("VXI-11", "VXI-11 pipeline")
+    assert (
+        set(data["rtt_us"])
+        == set(data["cpu_us"])
+        == {
+            "pyvisa-py VXI-11",
+            *(f"aiotmc {how} {b}" for how in (*ours, "raw socket") for b in backends),
+        }
+    )
+    assert set(data["rtt_ratios"]) == {f"{how} {b}" for how in ours for b in backends}
+    assert set(data["srq_us"]) == backends
     assert set(data["block_mb_s"]) == {
         "raw-socket floor",
         "aiotmc VXI-11 asyncio",
@@ -207,6 +214,7 @@ def test_vxi11_quick_reports_every_figure(tmp_path: Path) -> None:
     }
     values = [
         *data["rtt_us"].values(),
+        *data["cpu_us"].values(),
         *data["block_mb_s"].values(),
         *data["srq_us"].values(),
         *(r for ratios in data["rtt_ratios"].values() for r in ratios.values()),

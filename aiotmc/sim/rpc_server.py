@@ -53,6 +53,8 @@ class RpcConnection:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
+_JOIN_LIMIT: Final = 64 * 1024  # smaller replies in pieces go out as one send
+
 Reply = bytes | tuple[BytesLike, ...]
 """An encoded reply: bytes, or its pieces in order (sent without joining: large reads)."""
 
@@ -287,8 +289,9 @@ class RpcServer:
         with anyio.move_on_after(self.send_timeout) as scope:
             if isinstance(reply, bytes):
                 await conn.stream.send(record_mark(len(reply)) + reply)
-            else:  # pieces: the record mark goes with the first, the rest as they are
-                size = sum(len(piece) for piece in reply)
+            elif (size := sum(len(piece) for piece in reply)) <= _JOIN_LIMIT:
+                await conn.stream.send(record_mark(size) + b"".join(reply))
+            else:  # large: the record mark goes with the first piece, the rest as they are
                 first, *rest = reply
                 await conn.stream.send(record_mark(size) + bytes(first))
                 for piece in rest:
