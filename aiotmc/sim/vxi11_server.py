@@ -18,8 +18,11 @@ Implemented: create_link, device_write, device_read (requestSize, TERMCHRSET, EN
 device_readstb, device_trigger, device_clear, device_remote, device_local, device_lock
 (with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort,
 create_intr_chan / destroy_intr_chan / device_enable_srq (each service request of a
-device calls device_intr_srq, one-way, on every link that enabled it). Not yet:
-device_docmd ("operation not supported").
+device calls device_intr_srq, one-way, on every link that enabled it). Gateway mode
+(devices named ``gpibN,addr[,secondary]``): ``create_link("gpibN")`` opens an interface
+link whose device_docmd carries out the VXI-11.2 bus commands on a simulated bus
+(:mod:`aiotmc.sim.gpib_bus`; PASS_CONTROL is not supported); device_docmd on a device
+link answers "operation not supported".
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ from ..protocol.vxi11 import (
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceDocmdParms,
+    DeviceDocmdResp,
     DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
@@ -91,6 +96,7 @@ from ..protocol.vxi11 import (
 )
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
+from .gpib_bus import GpibBus, gpib_buses
 from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server"]
@@ -173,6 +179,9 @@ class Vxi11Server(RpcServer):
         if isinstance(devices, SimDevice):
             devices = {"inst0": devices}
         self.devices = {name.lower(): device for name, device in devices.items()}
+        #: Gateway mode: the GPIB bus of each interface named by devices ``gpibN,addr``;
+        #: ``create_link("gpib0")`` opens an interface link for device_docmd.
+        self.buses = gpib_buses(self.devices)
         self.port = port
         self.abort_port = abort_port
         self.portmapper_port = portmapper_port
@@ -194,6 +203,7 @@ class Vxi11Server(RpcServer):
         self._unsubscribe: list[Callable[[], None]] = []
         self.srqs_sent = 0  #: device_intr_srq calls sent
         self._links: dict[int, _Link] = {}
+        self._interface_links: dict[int, GpibBus] = {}  # lid -> its bus
         self._locks: dict[str, _Lock] = {}
         self._next_lid = 0
 
@@ -404,6 +414,11 @@ class Vxi11Server(RpcServer):
             return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
         if proc == Proc.CREATE_LINK:
             return encode_reply(xid, await self._create_link(conn, CreateLinkParms.decode(args)))
+        if self._interface_links and proc in _LINK_PROCS and len(args) >= 4:
+            lid = _LID.unpack_from(args)[0]
+            bus = self._interface_links.get(lid) if lid in conn.links else None
+            if bus is not None:
+                return encode_reply(xid, self._interface_call(conn, lid, bus, Proc(proc), args))
         if proc == Proc.DEVICE_WRITE:
             write = DeviceWriteParms.decode(args)
             return encode_reply(xid, await self._write(conn, write))
@@ -444,13 +459,20 @@ class Vxi11Server(RpcServer):
         return self._links.get(lid) if lid in conn.links else None
 
     async def _create_link(self, conn: RpcConnection, parms: CreateLinkParms) -> bytes:
-        device = self.devices.get(parms.device.lower())
-        if device is None:
+        name = parms.device.lower()
+        device = self.devices.get(name)
+        bus = self.buses.get(name)
+        if device is None and bus is None:
             return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
         if len(conn.links) >= _MAX_LINKS_PER_CONNECTION:
             return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
         lid = self._next_lid
         self._next_lid = (lid + 1) & 0x7FFFFFFF
+        if device is None:  # an interface link: device_docmd (VXI-11.2)
+            assert bus is not None
+            self._interface_links[lid] = bus
+            conn.links.add(lid)
+            return CreateLinkResp(0, lid, self.abort_port, self.max_recv_size).encode()
         link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
         conn.links.add(lid)
         if parms.lock_device:
@@ -464,7 +486,34 @@ class Vxi11Server(RpcServer):
         size = self.max_recv_size if self.short_writes is None else self.short_writes
         return CreateLinkResp(0, lid, self.abort_port, size).encode()
 
+    def _interface_call(
+        self, conn: RpcConnection, lid: int, bus: GpibBus, proc: Proc, args: memoryview
+    ) -> bytes:
+        """A call on an interface link: device_docmd, device_remote/local (REN),
+        destroy_link; the device operations are not supported there."""
+        if proc == Proc.DESTROY_LINK:
+            conn.links.discard(lid)
+            self._destroy(lid)
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_DOCMD:
+            parms = DeviceDocmdParms.decode(args)
+            error, data = bus.docmd(parms.cmd, parms.datasize, bytes(parms.data_in))
+            return DeviceDocmdResp(error, data).encode()
+        if proc in (Proc.DEVICE_REMOTE, Proc.DEVICE_LOCAL):
+            bus.set_ren(proc == Proc.DEVICE_REMOTE)
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_CLEAR:  # the interface: DCL to every device on the bus
+            bus.send_command(bytes([0x14]))
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_WRITE:
+            return DeviceWriteResp(ErrorCode.OPERATION_NOT_SUPPORTED, 0).encode()
+        if proc == Proc.DEVICE_READ:
+            return DeviceReadResp(ErrorCode.OPERATION_NOT_SUPPORTED, 0, b"").encode()
+        return _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED)
+
     def _destroy(self, lid: int) -> None:
+        if self._interface_links.pop(lid, None) is not None:
+            return
         link = self._links.pop(lid, None)
         if link is None:
             return
@@ -729,7 +778,21 @@ _GENERIC: Final = frozenset(
         Proc.DEVICE_LOCAL,
     }
 )
-_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})
+_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})  # on device links
+_LID: Final = struct.Struct(">i")
+#: Procedures whose arguments start with a link id.
+_LINK_PROCS: Final = frozenset(
+    {
+        *_GENERIC,
+        Proc.DEVICE_WRITE,
+        Proc.DEVICE_READ,
+        Proc.DEVICE_LOCK,
+        Proc.DEVICE_UNLOCK,
+        Proc.DEVICE_ENABLE_SRQ,
+        Proc.DEVICE_DOCMD,
+        Proc.DESTROY_LINK,
+    }
+)
 
 
 def _error_only(proc: int, error: int) -> bytes:

@@ -57,6 +57,8 @@ from ...protocol.vxi11 import (
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceDocmdParms,
+    DeviceDocmdResp,
     DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
@@ -366,6 +368,38 @@ class Vxi11Transport:
             await self._checked(Proc.DEVICE_REMOTE, "device_remote", deadline)
         else:
             await self._checked(Proc.DEVICE_LOCAL, "device_local", deadline)
+
+    async def docmd(
+        self, cmd: int, data_in: BytesLike = b"", *, datasize: int = 1, deadline: float = math.inf
+    ) -> bytes:
+        """device_docmd: a gateway bus command (VXI-11.2, :class:`~aiotmc.protocol.vxi11.Docmd`)
+        on this link (an interface link such as ``gpib0``); returns data_out.
+
+        ``data_in`` is in network order, ``datasize`` the size of one element. A link that
+        does not take the command raises :class:`~aiotmc.UnsupportedOperation` (error 8).
+        See :mod:`aiotmc.transports.vxi11.gateway` for the commands by name.
+        """
+        core = await self._enter(deadline)
+        try:
+            parms = DeviceDocmdParms(
+                self._lid,
+                self._flags,
+                self._io_ms(deadline),
+                self._lock_ms,
+                cmd,
+                True,
+                datasize,
+                data_in,
+            )
+            results = await core.call(
+                Proc.DEVICE_DOCMD, [parms.encode()], wait_until=self._wait_until(deadline)
+            )
+        finally:
+            self._busy = False
+        reply = DeviceDocmdResp.decode(results)
+        if reply.error:
+            raise error_for(reply.error, "device_docmd", resource=self._resource)
+        return bytes(reply.data_out)
 
     async def lock(self, *, timeout: float | None = None, deadline: float = math.inf) -> None:
         """device_lock: exclusive access for this link across clients (VISA's exclusive lock).
