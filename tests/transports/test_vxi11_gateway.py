@@ -3,6 +3,7 @@ link ``gpib0``, the aiotmc client against the simulator's gateway mode."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import aiotmc
@@ -107,3 +108,41 @@ async def test_unknown_interface_is_resource_not_found() -> None:
         with pytest.raises(aiotmc.ResourceNotFoundError, match="create_link"):
             async with aiotmc.open(server.resource("gpib1"), srq=False):
                 pass  # pragma: no cover
+
+
+async def test_links_to_one_host_share_one_interrupt_listener() -> None:
+    """Two links (two GPIB devices behind one gateway): one listener and one background
+    task; each service request reaches the link whose device raised it; the listener
+    outlives the first link closed and stops with the last."""
+    from aiotmc._background import running
+    from aiotmc.transports.vxi11.interrupt import shared_listeners
+
+    tasks, listeners = running(), shared_listeners()
+    devices = {"gpib0,5": create_device("dmm"), "gpib0,7": create_device("dmm")}
+    async with Vxi11Server(devices) as server:
+        async with aiotmc.open(server.resource("gpib0,5")) as a:
+            async with aiotmc.open(server.resource("gpib0,7")) as b:
+                assert transport_of(a)._interrupts is not None
+                assert transport_of(a)._interrupts is transport_of(b)._interrupts
+                assert shared_listeners() == listeners + 1
+                assert running() == tasks + 1
+                await a.write("*SRE 32;*ESE 1")
+                await b.write("*SRE 32;*ESE 1")
+                async with a.service_requests() as to_a, b.service_requests() as to_b:
+                    await b.write("*OPC")
+                    with anyio.fail_after(5):
+                        event = await to_b.receive()
+                    assert event.status & aiotmc.StatusByte.ESB
+                    await a.write("*OPC")
+                    with anyio.fail_after(5):
+                        await to_a.receive()
+                    with pytest.raises(anyio.WouldBlock):
+                        to_b.receive_nowait()  # a's request went to a only
+            assert shared_listeners() == listeners + 1  # a still uses it
+            assert await a.query("*ESR?") in ("0", "1")  # a new edge for the next *OPC
+            async with a.service_requests() as to_a:
+                await a.write("*OPC")
+                with anyio.fail_after(5):
+                    await to_a.receive()
+        assert shared_listeners() == listeners
+        assert running() == tasks

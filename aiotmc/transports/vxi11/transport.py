@@ -28,6 +28,7 @@ queues outlive the link).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ from ...protocol.xdr import padding
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
-from .interrupt import InterruptServer
+from .interrupt import InterruptServer, acquire, release
 from .portmapper import cached_port, forget_port, lookup_port
 from .rpc import RpcChannel
 
@@ -101,6 +102,7 @@ _SMALL_RECORD: Final = 64 * 1024
 _ABORT_WAIT: Final = 1.0  # seconds allowed for device_abort
 _CLOSE_WAIT: Final = 0.5  # seconds allowed for destroy_link on close
 _INTR_SETUP_WAIT: Final = 3.0  # seconds for create_intr_chan + device_enable_srq
+_HANDLES: Final = itertools.count(1)  # makes every link's SRQ handle unique
 _SRQ_STATUS_WAIT: Final = 2.0  # seconds for the status byte of a service request
 _MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
@@ -172,7 +174,7 @@ class Vxi11Transport:
         self._lock_at_open = lock_at_open
         self._pipeline = pipeline
         self._want_srq = srq
-        self._interrupts: InterruptServer | None = None
+        self._interrupts: InterruptServer | None = None  # shared by the loop's links
         self._status_link: tuple[RpcChannel, int] | None = None  # for SRQ status bytes
         self._srq = SrqBroadcaster(self._resource)
         self._connect_timeout = connect_timeout
@@ -189,6 +191,8 @@ class Vxi11Transport:
         self._busy = False
         self._closed = False
         self._client_id = id(self) & 0x7FFFFFFF
+        #: device_enable_srq handle: routes this link's SRQs on the shared listener
+        self._intr_handle = f"aiotmc-{self._client_id:x}-{next(_HANDLES)}".encode()
         self.reconnects = 0  #: links replaced after a loss or a desynchronisation
         self.aborts = 0  #: device_abort calls sent
         self.clears = 0  #: device_clear calls sent to resynchronise
@@ -473,7 +477,7 @@ class Vxi11Transport:
                     await channel.aclose()
             interrupts, self._interrupts = self._interrupts, None
             if interrupts is not None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             await self._drop_status_link()
             self._srq.close()
 
@@ -546,11 +550,13 @@ class Vxi11Transport:
         interrupts = self._interrupts
         try:
             if interrupts is None:
-                handle = f"aiotmc-{self._client_id:x}".encode()
-                interrupts = InterruptServer(
-                    self._srq, handle=handle, resource=self._resource, status=self._srq_status
+                interrupts = await acquire(
+                    local,
+                    self._intr_handle,
+                    self._srq,
+                    resource=self._resource,
+                    status=self._srq_status,
                 )
-                await interrupts.start(local)
             # A device connects back to us in create_intr_chan; behind a firewall that can
             # hang until its TCP timeout: give up SRQ after a short while, not the link.
             until = min(self._wait_until(deadline), anyio.current_time() + _INTR_SETUP_WAIT)
@@ -559,7 +565,7 @@ class Vxi11Transport:
             error = DeviceError.decode(results).error
             if error not in (0, ErrorCode.CHANNEL_ALREADY_ESTABLISHED):
                 raise error_for(error, "create_intr_chan", resource=self._resource)
-            srq = DeviceEnableSrqParms(self._lid, True, interrupts.handle)  # never empty
+            srq = DeviceEnableSrqParms(self._lid, True, self._intr_handle)  # never empty
             results = await core.call(Proc.DEVICE_ENABLE_SRQ, [srq.encode()], wait_until=until)
             error = DeviceError.decode(results).error
             if error:
@@ -569,11 +575,11 @@ class Vxi11Transport:
                 raise
             _log.info("%s: no service requests: %s", self._resource, exc)
             if interrupts is not None and self._interrupts is None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             return
         except BaseException:
             if interrupts is not None and self._interrupts is None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             raise
         self._interrupts = interrupts
 
