@@ -33,7 +33,8 @@ import math
 import random
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
@@ -99,7 +100,7 @@ from .device import SimDevice
 from .gpib_bus import GpibBus, gpib_buses
 from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
 
-__all__ = ["Vxi11Server"]
+__all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
 
 _log = logging.getLogger("aiotmc.sim.vxi11")
 
@@ -802,3 +803,50 @@ def _error_only(proc: int, error: int) -> bytes:
     if proc == Proc.DEVICE_DOCMD:
         return DeviceError(error).encode() + b"\0\0\0\0"  # error, empty data_out
     return DeviceError(error).encode()
+
+
+def device_names(count: int, *, gateway: bool = False, first_address: int = 1) -> list[str]:
+    """VXI-11 names for ``count`` devices: ``inst0``, ``inst1``... or, for a gateway,
+    ``gpib0,N`` from ``first_address`` (at most 31 addresses: 0..30)."""
+    if not gateway:
+        return [f"inst{i}" for i in range(count)]
+    if first_address < 0 or first_address + count - 1 > 30:
+        raise ValueError(f"{count} GPIB devices from address {first_address} do not fit 0..30")
+    return [f"gpib0,{first_address + i}" for i in range(count)]
+
+
+@asynccontextmanager
+async def serve_vxi11(
+    devices: Sequence[SimDevice] | Mapping[str, SimDevice],
+    *,
+    gateway: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    portmapper_port: int | None = None,
+    register: bool = False,
+    max_connections: int = 64,
+    idle_timeout: float = 3600.0,
+    send_timeout: float = 10.0,
+) -> AsyncIterator[tuple[Vxi11Server, list[str]]]:
+    """Serve ``devices`` over VXI-11 on one host (for ``aiotmc sim``): yields the server
+    and each device's resource name, in order.
+
+    A sequence gets :func:`device_names` (``inst0``...; ``gateway``: ``gpib0,1``... and an
+    interface link ``gpib0``); a mapping keeps its names. The names carry the core port
+    (``host,port``) unless a portmapper answers for it (``portmapper_port`` or
+    ``register``).
+    """
+    if not isinstance(devices, Mapping):
+        devices = dict(zip(device_names(len(devices), gateway=gateway), devices, strict=True))
+    async with Vxi11Server(
+        devices,
+        host=host,
+        port=port,
+        portmapper_port=portmapper_port,
+        register=register,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        send_timeout=send_timeout,
+    ) as server:
+        explicit = portmapper_port is None and not server.registered
+        yield server, [server.resource(name, explicit_port=explicit) for name in devices]
