@@ -289,7 +289,8 @@ class RecordReassembler:
                 return NEED_DATA
             end = self._pos + length
             if self._last and not self._record:  # one-fragment record: one copy
-                record = bytes(buffer[self._pos : end])
+                with memoryview(buffer) as view:
+                    record = bytes(view[self._pos : end])
             else:
                 self._record += buffer[self._pos : end]
                 record = b""

@@ -32,7 +32,7 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal, overload
 
 import anyio
 
@@ -45,7 +45,7 @@ from ..._exceptions import (
     TransportError,
 )
 from ..._types import BytesLike, RenMode
-from ...protocol.ieee4882 import decode_block
+from ...protocol.ieee4882 import block_payload_view
 from ...protocol.portmap import PMAP_PORT
 from ...protocol.vxi11 import (
     DEVICE_ASYNC,
@@ -338,8 +338,17 @@ class Vxi11Transport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response message and return its payload."""
-        message = await self.receive_message(max_size=max_size + 64, deadline=deadline)
-        payload = decode_block(message, max_size=max_size)
+        core = await self._enter(deadline)
+        try:
+            message = await self._read(core, max_size + 64, deadline, copy=False)
+        except _ConsumedError:
+            raise  # the whole message was read: in step
+        except BaseException:
+            self._dirty = True  # the rest of the answer may still be in the device
+            raise
+        finally:
+            self._busy = False
+        payload = block_payload_view(message, max_size=max_size)
         if into is None:
             return memoryview(bytearray(payload))
         if len(into) < len(payload):
@@ -805,9 +814,39 @@ class Vxi11Transport:
             self._lid, self._request_size, io_ms, self._lock_ms, flags, term
         ).encode()
 
+    @overload
     async def _read(
-        self, core: RpcChannel, max_size: int, deadline: float, first: memoryview | None = None
-    ) -> bytes:
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: Literal[True] = True,
+    ) -> bytes: ...
+
+    @overload
+    async def _read(
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: bool,
+    ) -> BytesLike: ...
+
+    async def _read(
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: bool = True,
+    ) -> BytesLike:
+        """device_read until the end of the message; ``copy=False`` may return a view
+        into the received record (one copy less for blocks)."""
         chunks: list[BytesLike] = []
         total = 0
         empty = 0
@@ -840,5 +879,5 @@ class Vxi11Transport:
         if total > max_size:
             raise _ConsumedError(f"response of {total} bytes exceeds max_size={max_size}")
         if len(chunks) == 1:
-            return bytes(chunks[0])
+            return bytes(chunks[0]) if copy else chunks[0]
         return b"".join(chunks)
