@@ -253,21 +253,23 @@ class RpcChannel:
         skipped = 0
         while True:
             try:
-                record = reassembler.next_record()
+                record = reassembler.next_record_view()
             except RemoteProtocolError:
                 self.broken = True  # the framing is lost
                 raise
             if record is NEED_DATA:
                 await self._fill(wait_until)
                 continue
-            assert isinstance(record, bytes)
+            assert isinstance(record, bytes | memoryview)
             record_xid = peek_xid(record)
             try:
                 reply = decode_reply(record)
             except RemoteProtocolError as exc:
                 if record_xid == xid:
                     self._outstanding.discard(xid)
-                    raise RemoteProtocolError(f"garbled RPC reply: {exc}; {record[:40]!r}") from exc
+                    raise RemoteProtocolError(
+                        f"garbled RPC reply: {exc}; {bytes(record[:40])!r}"
+                    ) from exc
                 reply = None
             if reply is not None and reply.xid == xid:
                 self._outstanding.discard(xid)
@@ -277,7 +279,7 @@ class RpcChannel:
                 self._outstanding.discard(record_xid)
                 _log.debug("skipped a late RPC reply (xid %s)", record_xid)
             else:
-                _log.warning("skipped an unexpected RPC record: %r", record[:40])
+                _log.warning("skipped an unexpected RPC record: %r", bytes(record[:40]))
             if skipped > _MAX_SKIPPED:
                 self.broken = True
                 raise RemoteProtocolError(
