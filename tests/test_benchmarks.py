@@ -184,3 +184,39 @@ def test_responder_answers_every_line_once() -> None:
         assert ours.recv(1000) == b""  # the responder closed its end at EOF
     server.join(5)
     assert not server.is_alive()
+
+
+@pytest.mark.timeout(120)
+def test_vxi11_quick_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks.vxi11 --quick``: every client and figure, with the issue's
+    targets (numbers not judged: the machine is shared)."""
+    output = tmp_path / "vxi11.json"
+    table = run_module("benchmarks.vxi11", "--quick", "--json", str(output), timeout=100)
+    assert "target <= 0.6x" in table and "target <= 1.5x" in table
+    assert "target >= 0.8x" in table and "target <= 1000 µs" in table
+    data = json.loads(output.read_text())
+    backends = {"asyncio", "trio"}
+    ours = ("VXI-11", "VXI-11 pipeline")
+    assert (
+        set(data["rtt_us"])
+        == set(data["cpu_us"])
+        == {
+            "pyvisa-py VXI-11",
+            *(f"aiotmc {how} {b}" for how in (*ours, "raw socket") for b in backends),
+        }
+    )
+    assert set(data["rtt_ratios"]) == {f"{how} {b}" for how in ours for b in backends}
+    assert set(data["srq_us"]) == backends
+    assert set(data["block_mb_s"]) == {
+        "raw-socket floor",
+        "aiotmc VXI-11 asyncio",
+        "aiotmc VXI-11 trio",
+    }
+    values = [
+        *data["rtt_us"].values(),
+        *data["cpu_us"].values(),
+        *data["block_mb_s"].values(),
+        *data["srq_us"].values(),
+        *(r for ratios in data["rtt_ratios"].values() for r in ratios.values()),
+    ]
+    assert all(math.isfinite(v) and v > 0 for v in values)

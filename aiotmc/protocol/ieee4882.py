@@ -18,6 +18,7 @@ __all__ = [
     "BlockHeader",
     "Identity",
     "block_header",
+    "block_payload_view",
     "decode_block",
     "encode_block",
     "parse_block_header",
@@ -136,6 +137,19 @@ def decode_block(
 ) -> bytes:
     """Return the payload of a response message that is one block.
 
+    See :func:`block_payload_view` (the same, without copying the payload).
+    """
+    return block_payload_view(message, terminator=terminator, max_size=max_size).tobytes()
+
+
+def block_payload_view(
+    message: bytes | bytearray | memoryview,
+    *,
+    terminator: bytes = b"\n",
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> memoryview:
+    """The payload of a response message that is one block, as a view into ``message``.
+
     Accepts leading whitespace, then a definite (``#<n><len>``) or indefinite (``#0``)
     block, then an optional terminator and/or whitespace. For ``#0`` the payload runs to
     the end of the message, less one final ``terminator``. Raises
@@ -166,7 +180,7 @@ def decode_block(
             raise RemoteProtocolError(
                 f"indefinite block of {end - begin} bytes, more than max_size={max_size}"
             )
-        return view[begin:end].tobytes()
+        return view[begin:end]
     end = begin + header.payload_length
     if end > size:
         raise RemoteProtocolError(
@@ -178,7 +192,7 @@ def decode_block(
         rest = rest[: -len(terminator)]
     if rest.strip(_WHITESPACE):
         raise RemoteProtocolError(f"unexpected bytes after the block: {rest[:40]!r}")
-    return view[begin:end].tobytes()
+    return view[begin:end]
 
 
 def parse_idn(text: str) -> Identity:

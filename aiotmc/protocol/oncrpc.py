@@ -55,6 +55,7 @@ _REPLY: Final = 1
 _MSG_ACCEPTED: Final = 0
 _MSG_DENIED: Final = 1
 _HEADER: Final = struct.Struct(">I")
+_HANDOVER_MIN: Final = 1 << 20  # records this large may be handed over without a copy
 _CALL_HEAD: Final = struct.Struct(">IIIIIIIIII")  # xid..proc + cred + verf, AUTH_NONE
 _REPLY_HEAD: Final = struct.Struct(">IIIIII")  # xid, REPLY, ACCEPTED, verf, stat
 
@@ -262,6 +263,16 @@ class RecordReassembler:
 
     def next_record(self) -> bytes | type[NEED_DATA]:
         """The next whole record, or ``NEED_DATA``."""
+        record = self._next(handover=False)
+        assert not isinstance(record, memoryview)
+        return record
+
+    def next_record_view(self) -> bytes | memoryview | type[NEED_DATA]:
+        """Like :meth:`next_record`; a large one-fragment record that ends the received
+        data comes as a view of the receive buffer, handed over without a copy."""
+        return self._next(handover=True)
+
+    def _next(self, *, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
         if self._error is not None:
             raise self._error
         buffer = self._buffer
@@ -288,8 +299,22 @@ class RecordReassembler:
                 self._compact()
                 return NEED_DATA
             end = self._pos + length
+            record: bytes | memoryview
+            if (
+                self._last
+                and not self._record
+                and handover
+                and end == len(buffer)
+                and (length >= _HANDOVER_MIN)
+            ):
+                record = memoryview(buffer)[self._pos : end]  # no copy: a new buffer from now
+                self._buffer = bytearray()
+                self._pos = 0
+                self._fragment = None
+                return record
             if self._last and not self._record:  # one-fragment record: one copy
-                record = bytes(buffer[self._pos : end])
+                with memoryview(buffer) as view:
+                    record = bytes(view[self._pos : end])
             else:
                 self._record += buffer[self._pos : end]
                 record = b""

@@ -39,6 +39,7 @@ __all__ = [
     "TERMCHRSET",
     "VERSION",
     "WAITLOCK",
+    "BusStatus",
     "CreateLinkParms",
     "CreateLinkResp",
     "DeviceDocmdParms",
@@ -55,6 +56,7 @@ __all__ = [
     "DeviceSrqParms",
     "DeviceWriteParms",
     "DeviceWriteResp",
+    "Docmd",
     "ErrorCode",
     "Proc",
     "Reason",
@@ -95,6 +97,35 @@ class Proc(enum.IntEnum):
     CREATE_INTR_CHAN = 25
     DESTROY_INTR_CHAN = 26
     DEVICE_INTR_SRQ = 30  # interrupt channel
+
+
+class Docmd(enum.IntEnum):
+    """device_docmd commands of VXI-11.2 (GPIB gateways), on an interface link (``gpib0``).
+
+    ``data_in`` and ``data_out`` are in network order; the size of one element is
+    ``datasize``: 1 for SEND_COMMAND, 2 for the flag and status commands, 4 for addresses.
+    """
+
+    SEND_COMMAND = 0x020000  #: send bytes with ATN asserted (GPIB command bytes); echoes them
+    BUS_STATUS = 0x020001  #: one :class:`BusStatus` item in, its 16-bit value out
+    ATN_CONTROL = 0x020002  #: assert (1) or release (0) ATN
+    REN_CONTROL = 0x020003  #: assert (1) or release (0) REN
+    PASS_CONTROL = 0x020004  #: pass control to the 32-bit bus address given
+    BUS_ADDRESS = 0x02000A  #: set the gateway's own bus address (0..30)
+    IFC_CONTROL = 0x020010  #: pulse IFC (interface clear); no data
+
+
+class BusStatus(enum.IntEnum):
+    """BUS_STATUS items."""
+
+    REMOTE = 1  #: REN asserted
+    SRQ = 2  #: SRQ asserted by a device
+    NDAC = 3  #: NDAC asserted
+    SYSTEM_CONTROLLER = 4  #: the gateway is the system controller
+    CONTROLLER_IN_CHARGE = 5  #: the gateway is controller in charge
+    TALKER = 6  #: the gateway is addressed to talk
+    LISTENER = 7  #: the gateway is addressed to listen
+    BUS_ADDRESS = 8  #: the gateway's bus address
 
 
 class Reason(enum.IntFlag):

@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from .._exceptions import RemoteProtocolError
+from .._types import BytesLike
 from ..protocol.oncrpc import (
     AcceptStat,
     RecordReassembler,
@@ -52,7 +53,12 @@ class RpcConnection:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
-Handler = Callable[[RpcConnection, int, int, int, int, memoryview], Awaitable[bytes]]
+_JOIN_LIMIT: Final = 64 * 1024  # smaller replies in pieces go out as one send
+
+Reply = bytes | tuple[BytesLike, ...]
+"""An encoded reply: bytes, or its pieces in order (sent without joining: large reads)."""
+
+Handler = Callable[[RpcConnection, int, int, int, int, memoryview], Awaitable[Reply]]
 """``handle(conn, xid, prog, vers, proc, args)``: the encoded reply."""
 
 Serve = Callable[[RpcConnection], Awaitable[None]]
@@ -262,7 +268,7 @@ class RpcServer:
         conn: RpcConnection,
         record: bytes,
         handle: Handler,
-    ) -> bytes | None:
+    ) -> Reply | None:
         try:
             call = decode_call(record)
         except RpcError:
@@ -279,8 +285,17 @@ class RpcServer:
             return encode_accepted_error(call.xid, AcceptStat.GARBAGE_ARGS)
         return result
 
-    async def _send(self, conn: RpcConnection, reply: bytes) -> None:
+    async def _send(self, conn: RpcConnection, reply: Reply) -> None:
         with anyio.move_on_after(self.send_timeout) as scope:
-            await conn.stream.send(record_mark(len(reply)) + reply)
+            if isinstance(reply, bytes):
+                await conn.stream.send(record_mark(len(reply)) + reply)
+            elif (size := sum(len(piece) for piece in reply)) <= _JOIN_LIMIT:
+                await conn.stream.send(record_mark(size) + b"".join(reply))
+            else:  # large: the record mark goes with the first piece, the rest as they are
+                first, *rest = reply
+                await conn.stream.send(record_mark(size) + bytes(first))
+                for piece in rest:
+                    if piece:  # a memoryview goes out as it is (the socket takes it)
+                        await conn.stream.send(piece)  # type: ignore[arg-type]
         if scope.cancelled_caught:
             raise Hostile(f"the client took no reply for {self.send_timeout} s: closed")

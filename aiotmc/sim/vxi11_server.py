@@ -18,8 +18,11 @@ Implemented: create_link, device_write, device_read (requestSize, TERMCHRSET, EN
 device_readstb, device_trigger, device_clear, device_remote, device_local, device_lock
 (with WAITLOCK and lock_timeout), device_unlock, destroy_link, device_abort,
 create_intr_chan / destroy_intr_chan / device_enable_srq (each service request of a
-device calls device_intr_srq, one-way, on every link that enabled it). Not yet:
-device_docmd ("operation not supported").
+device calls device_intr_srq, one-way, on every link that enabled it). Gateway mode
+(devices named ``gpibN,addr[,secondary]``): ``create_link("gpibN")`` opens an interface
+link whose device_docmd carries out the VXI-11.2 bus commands on a simulated bus
+(:mod:`aiotmc.sim.gpib_bus`; PASS_CONTROL is not supported); device_docmd on a device
+link answers "operation not supported".
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import logging
 import math
 import random
 import socket
-from collections.abc import Callable, Mapping
+import struct
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
@@ -72,6 +77,8 @@ from ..protocol.vxi11 import (
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceDocmdParms,
+    DeviceDocmdResp,
     DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
@@ -90,9 +97,10 @@ from ..protocol.vxi11 import (
 )
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
-from .rpc_server import RECV_SIZE, RpcConnection, RpcServer, Serve
+from .gpib_bus import GpibBus, gpib_buses
+from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
 
-__all__ = ["Vxi11Server"]
+__all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
 
 _log = logging.getLogger("aiotmc.sim.vxi11")
 
@@ -102,6 +110,8 @@ _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _PORT_TRIES: Final = 8
 _RPCBIND_WAIT: Final = 2.0
+_READ_HEAD: Final = struct.Struct(">iiI")  # device_read results up to the data
+_PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # XDR padding by length % 4
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
 
@@ -170,6 +180,9 @@ class Vxi11Server(RpcServer):
         if isinstance(devices, SimDevice):
             devices = {"inst0": devices}
         self.devices = {name.lower(): device for name, device in devices.items()}
+        #: Gateway mode: the GPIB bus of each interface named by devices ``gpibN,addr``;
+        #: ``create_link("gpib0")`` opens an interface link for device_docmd.
+        self.buses = gpib_buses(self.devices)
         self.port = port
         self.abort_port = abort_port
         self.portmapper_port = portmapper_port
@@ -191,6 +204,7 @@ class Vxi11Server(RpcServer):
         self._unsubscribe: list[Callable[[], None]] = []
         self.srqs_sent = 0  #: device_intr_srq calls sent
         self._links: dict[int, _Link] = {}
+        self._interface_links: dict[int, GpibBus] = {}  # lid -> its bus
         self._locks: dict[str, _Lock] = {}
         self._next_lid = 0
 
@@ -394,18 +408,26 @@ class Vxi11Server(RpcServer):
 
     async def _core_call(
         self, conn: RpcConnection, xid: int, prog: int, vers: int, proc: int, args: memoryview
-    ) -> bytes:
+    ) -> Reply:
         if prog != DEVICE_CORE:
             return encode_accepted_error(xid, AcceptStat.PROG_UNAVAIL)
         if vers != VERSION:
             return encode_accepted_error(xid, AcceptStat.PROG_MISMATCH, mismatch=(1, 1))
         if proc == Proc.CREATE_LINK:
             return encode_reply(xid, await self._create_link(conn, CreateLinkParms.decode(args)))
+        if self._interface_links and proc in _LINK_PROCS and len(args) >= 4:
+            lid = _LID.unpack_from(args)[0]
+            bus = self._interface_links.get(lid) if lid in conn.links else None
+            if bus is not None:
+                return encode_reply(xid, self._interface_call(conn, lid, bus, Proc(proc), args))
         if proc == Proc.DEVICE_WRITE:
             write = DeviceWriteParms.decode(args)
             return encode_reply(xid, await self._write(conn, write))
         if proc == Proc.DEVICE_READ:
-            return encode_reply(xid, await self._read(conn, DeviceReadParms.decode(args)))
+            read = await self._read(conn, DeviceReadParms.decode(args))
+            size = len(read.data)
+            head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
+            return (head, read.data, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -438,13 +460,20 @@ class Vxi11Server(RpcServer):
         return self._links.get(lid) if lid in conn.links else None
 
     async def _create_link(self, conn: RpcConnection, parms: CreateLinkParms) -> bytes:
-        device = self.devices.get(parms.device.lower())
-        if device is None:
+        name = parms.device.lower()
+        device = self.devices.get(name)
+        bus = self.buses.get(name)
+        if device is None and bus is None:
             return CreateLinkResp(ErrorCode.DEVICE_NOT_ACCESSIBLE, 0, 0, 0).encode()
         if len(conn.links) >= _MAX_LINKS_PER_CONNECTION:
             return CreateLinkResp(ErrorCode.OUT_OF_RESOURCES, 0, 0, 0).encode()
         lid = self._next_lid
         self._next_lid = (lid + 1) & 0x7FFFFFFF
+        if device is None:  # an interface link: device_docmd (VXI-11.2)
+            assert bus is not None
+            self._interface_links[lid] = bus
+            conn.links.add(lid)
+            return CreateLinkResp(0, lid, self.abort_port, self.max_recv_size).encode()
         link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
         conn.links.add(lid)
         if parms.lock_device:
@@ -458,7 +487,34 @@ class Vxi11Server(RpcServer):
         size = self.max_recv_size if self.short_writes is None else self.short_writes
         return CreateLinkResp(0, lid, self.abort_port, size).encode()
 
+    def _interface_call(
+        self, conn: RpcConnection, lid: int, bus: GpibBus, proc: Proc, args: memoryview
+    ) -> bytes:
+        """A call on an interface link: device_docmd, device_remote/local (REN),
+        destroy_link; the device operations are not supported there."""
+        if proc == Proc.DESTROY_LINK:
+            conn.links.discard(lid)
+            self._destroy(lid)
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_DOCMD:
+            parms = DeviceDocmdParms.decode(args)
+            error, data = bus.docmd(parms.cmd, parms.datasize, bytes(parms.data_in))
+            return DeviceDocmdResp(error, data).encode()
+        if proc in (Proc.DEVICE_REMOTE, Proc.DEVICE_LOCAL):
+            bus.set_ren(proc == Proc.DEVICE_REMOTE)
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_CLEAR:  # the interface: DCL to every device on the bus
+            bus.send_command(bytes([0x14]))
+            return DeviceError(0).encode()
+        if proc == Proc.DEVICE_WRITE:
+            return DeviceWriteResp(ErrorCode.OPERATION_NOT_SUPPORTED, 0).encode()
+        if proc == Proc.DEVICE_READ:
+            return DeviceReadResp(ErrorCode.OPERATION_NOT_SUPPORTED, 0, b"").encode()
+        return _error_only(proc, ErrorCode.OPERATION_NOT_SUPPORTED)
+
     def _destroy(self, lid: int) -> None:
+        if self._interface_links.pop(lid, None) is not None:
+            return
         link = self._links.pop(lid, None)
         if link is None:
             return
@@ -604,20 +660,20 @@ class Vxi11Server(RpcServer):
             link.input += data
         return DeviceWriteResp(0, len(data)).encode()
 
-    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> bytes:
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> DeviceReadResp:
         link = self._link(conn, parms.lid)
         if link is None:
-            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"").encode()
+            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"")
         if parms.request_size == 0:
-            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"").encode()
+            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"")
         deadline = anyio.current_time() + parms.io_timeout / 1000
         error = await self._access(link, parms.flags, parms.lock_timeout)
         if error:
-            return DeviceReadResp(error, 0, b"").encode()
-        if link.output is None:
+            return DeviceReadResp(error, 0, b"")
+        if link.output is None and not self._take_output(link):
             error = await self._wait_output(conn, link, deadline)
             if error:
-                return DeviceReadResp(error, 0, b"").encode()
+                return DeviceReadResp(error, 0, b"")
         output = link.output
         assert output is not None
         start = link.offset
@@ -638,7 +694,17 @@ class Vxi11Server(RpcServer):
                 reason |= Reason.END
                 link.output = None
                 link.offset = 0
-        return DeviceReadResp(0, reason, chunk).encode()
+        return DeviceReadResp(0, reason, chunk)
+
+    @staticmethod
+    def _take_output(link: _Link) -> bool:
+        """Move the device's next response, if it has one, to ``link.output``."""
+        parts = link.device.read_parts()
+        if parts is None:
+            return False
+        link.output = b"".join(parts)
+        link.offset = 0
+        return True
 
     async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
         """Wait until the device has a response for ``link`` (0), or an error code.
@@ -658,10 +724,7 @@ class Vxi11Server(RpcServer):
     async def _poll_output(self, link: _Link, deadline: float, aborted: anyio.Event) -> int:
         device = link.device
         while True:
-            parts = device.read_parts()
-            if parts is not None:
-                link.output = b"".join(parts)
-                link.offset = 0
+            if self._take_output(link):
                 return 0
             now = anyio.current_time()
             if now >= deadline:
@@ -716,7 +779,21 @@ _GENERIC: Final = frozenset(
         Proc.DEVICE_LOCAL,
     }
 )
-_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})
+_UNSUPPORTED: Final = frozenset({Proc.DEVICE_DOCMD})  # on device links
+_LID: Final = struct.Struct(">i")
+#: Procedures whose arguments start with a link id.
+_LINK_PROCS: Final = frozenset(
+    {
+        *_GENERIC,
+        Proc.DEVICE_WRITE,
+        Proc.DEVICE_READ,
+        Proc.DEVICE_LOCK,
+        Proc.DEVICE_UNLOCK,
+        Proc.DEVICE_ENABLE_SRQ,
+        Proc.DEVICE_DOCMD,
+        Proc.DESTROY_LINK,
+    }
+)
 
 
 def _error_only(proc: int, error: int) -> bytes:
@@ -726,3 +803,50 @@ def _error_only(proc: int, error: int) -> bytes:
     if proc == Proc.DEVICE_DOCMD:
         return DeviceError(error).encode() + b"\0\0\0\0"  # error, empty data_out
     return DeviceError(error).encode()
+
+
+def device_names(count: int, *, gateway: bool = False, first_address: int = 1) -> list[str]:
+    """VXI-11 names for ``count`` devices: ``inst0``, ``inst1``... or, for a gateway,
+    ``gpib0,N`` from ``first_address`` (at most 31 addresses: 0..30)."""
+    if not gateway:
+        return [f"inst{i}" for i in range(count)]
+    if first_address < 0 or first_address + count - 1 > 30:
+        raise ValueError(f"{count} GPIB devices from address {first_address} do not fit 0..30")
+    return [f"gpib0,{first_address + i}" for i in range(count)]
+
+
+@asynccontextmanager
+async def serve_vxi11(
+    devices: Sequence[SimDevice] | Mapping[str, SimDevice],
+    *,
+    gateway: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    portmapper_port: int | None = None,
+    register: bool = False,
+    max_connections: int = 64,
+    idle_timeout: float = 3600.0,
+    send_timeout: float = 10.0,
+) -> AsyncIterator[tuple[Vxi11Server, list[str]]]:
+    """Serve ``devices`` over VXI-11 on one host (for ``aiotmc sim``): yields the server
+    and each device's resource name, in order.
+
+    A sequence gets :func:`device_names` (``inst0``...; ``gateway``: ``gpib0,1``... and an
+    interface link ``gpib0``); a mapping keeps its names. The names carry the core port
+    (``host,port``) unless a portmapper answers for it (``portmapper_port`` or
+    ``register``).
+    """
+    if not isinstance(devices, Mapping):
+        devices = dict(zip(device_names(len(devices), gateway=gateway), devices, strict=True))
+    async with Vxi11Server(
+        devices,
+        host=host,
+        port=port,
+        portmapper_port=portmapper_port,
+        register=register,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        send_timeout=send_timeout,
+    ) as server:
+        explicit = portmapper_port is None and not server.registered
+        yield server, [server.resource(name, explicit_port=explicit) for name in devices]

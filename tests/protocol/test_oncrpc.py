@@ -164,3 +164,22 @@ def test_reassembler_round_trip(records: list[list[bytes]], step: int) -> None:
         while (record := r.next_record()) is not NEED_DATA:
             out.append(record)
     assert out == [b"".join(fragments) for fragments in records]
+
+
+def test_reassembler_hands_over_a_large_record_without_copying() -> None:
+    size = 1 << 20
+    r = RecordReassembler(max_size=2 * size)
+    payload = bytes(range(256)) * (size // 256)
+    r.receive_data(record_mark(size) + payload[:1000])
+    assert r.next_record_view() is NEED_DATA
+    r.receive_data(payload[1000:])
+    record = r.next_record_view()
+    assert isinstance(record, memoryview) and record == payload
+    assert r.at_record_start
+    r.receive_data(record_mark(2) + b"ok")  # the next record in a new buffer
+    assert r.next_record_view() == b"ok"
+    assert record == payload  # the handed-over view is untouched
+    # Small records, or one followed by more data, are copied as before.
+    r.receive_data(record_mark(size) + payload + record_mark(1) + b"x")
+    assert isinstance(r.next_record_view(), bytes)
+    assert r.next_record_view() == b"x"

@@ -509,3 +509,28 @@ async def test_registers_with_rpcbind_for_lxi_and_aiotmc() -> None:
             rpcbind.terminate()
             with anyio.move_on_after(5):
                 await rpcbind.wait()
+
+
+# -- serving several devices (what ``aiotmc sim`` calls) -------------------------------------
+
+
+async def test_serve_vxi11_names_devices_and_gateways() -> None:
+    import aiotmc
+    from aiotmc.sim.vxi11_server import device_names, serve_vxi11
+
+    assert device_names(2) == ["inst0", "inst1"]
+    assert device_names(2, gateway=True, first_address=5) == ["gpib0,5", "gpib0,6"]
+    with pytest.raises(ValueError, match="do not fit"):
+        device_names(3, gateway=True, first_address=29)
+    devices = [create_device("dmm"), create_device("psu")]
+    async with serve_vxi11(devices) as (server, resources):
+        assert resources == [server.resource("inst0"), server.resource("inst1")]
+        async with aiotmc.open(resources[1], srq=False) as inst:
+            assert "PSU" in await inst.query("*IDN?")
+    async with serve_vxi11(devices, gateway=True, portmapper_port=0) as (server, resources):
+        assert resources == [server.resource(f"gpib0,{n}", explicit_port=False) for n in (1, 2)]
+        assert set(server.buses) == {"gpib0"}
+        async with aiotmc.open(
+            resources[0], srq=False, portmapper_port=server.portmapper_port
+        ) as inst:
+            assert "DMM" in await inst.query("*IDN?")

@@ -1,23 +1,27 @@
-"""The client side of the VXI-11 interrupt channel: a tiny RPC server the device calls.
+"""The client side of the VXI-11 interrupt channel: a tiny RPC server the devices call.
 
-The transport listens on the address its core connection uses (the address the device
-sees), tells the device with create_intr_chan, and enables service requests with
-device_enable_srq and a non-empty handle. The device then connects (once; the connection
-is persistent) and calls device_intr_srq for each service request. Those calls are
-one-way: never answered (pyvisa-py #614). Each one is published to the link's
-:class:`~aiotmc.srq.SrqBroadcaster` with the status byte that ``status()`` reads (the
-transport polls it on a link of its own, so the link in use is never disturbed); when
-that fails, with the RQS bit alone.
+A link listens on the address its core connection uses (the address the device sees),
+tells the device with create_intr_chan, and enables service requests with
+device_enable_srq and a non-empty handle of its own. The device then connects (once; the
+connection is persistent) and calls device_intr_srq for each service request. Those calls
+are one-way: never answered (pyvisa-py #614). Each one is published to the
+:class:`~aiotmc.srq.SrqBroadcaster` of the link whose handle it carries, with the status
+byte that link's ``status()`` reads (the transport polls it on a link of its own, so the
+link in use is never disturbed); when that fails, with the RQS bit alone.
 
-The listener and its connections run in one background task owned by the event loop
-(:func:`aiotmc._background.spawn`), so the link can be closed from any task. A client
-sending junk is logged once and dropped; the listener keeps serving.
+All links of one event loop on one local address share one listener
+(:func:`acquire` / :func:`release`, counted): ten links to a gateway cost one port and one
+background task. The listener and its connections run in one background task owned by
+the event loop (:func:`aiotmc._background.spawn`), so links can be closed from any task;
+it stops when the last link releases it. A client sending junk is logged once and
+dropped; the listener keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 import anyio
@@ -25,38 +29,96 @@ from anyio.abc import SocketListener, SocketStream
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import RemoteProtocolError
+from ..._loops import running_loop, running_trio
 from ..._types import StatusByte
 from ...protocol.oncrpc import RecordReassembler, decode_call
 from ...protocol.scpi import NEED_DATA
 from ...protocol.vxi11 import DEVICE_INTR, VERSION, DeviceSrqParms, Proc
 from ...srq import SrqBroadcaster
 
-__all__ = ["InterruptServer"]
+__all__ = ["InterruptServer", "acquire", "release", "shared_listeners"]
 
 _log = logging.getLogger("aiotmc.transports.vxi11")
 
 _MAX_RECORD: Final = 4096
 _RECV_SIZE: Final = 4096
-_MAX_CONNECTIONS: Final = 4
+_MAX_CONNECTIONS: Final = 64  # devices connected back at once (one per core connection)
+
+Status = Callable[[], Awaitable[int | None]]
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    srq: SrqBroadcaster
+    status: Status | None
+    resource: str
+
+
+def _loop_key() -> object:
+    """The running event loop (asyncio) or trio run (its token): listeners are per loop."""
+    trio = running_trio()
+    if trio is not None:
+        return trio.lowlevel.current_trio_token()
+    loop = running_loop()
+    assert loop is not None
+    return loop
+
+
+_SHARED: dict[tuple[object, str], InterruptServer] = {}
+
+
+async def acquire(
+    local_host: str,
+    handle: bytes,
+    srq: SrqBroadcaster,
+    *,
+    resource: str,
+    status: Status | None = None,
+) -> InterruptServer:
+    """The listener of this loop on ``local_host`` (started on first need), with ``srq``
+    subscribed to the service requests that carry ``handle``. Pair with :func:`release`."""
+    if not handle:
+        raise ValueError("the SRQ handle must not be empty")
+    key = (_loop_key(), local_host)
+    server = _SHARED.get(key)
+    if server is None or server.stopped:
+        server = InterruptServer(key)
+        _SHARED[key] = server
+        try:
+            await server.start(local_host)
+        except BaseException:
+            _SHARED.pop(key, None)
+            raise
+    if handle in server.subscribers:
+        raise ValueError(f"SRQ handle {handle!r} is already in use on this listener")
+    server.subscribers[handle] = _Subscriber(srq, status, resource)
+    return server
+
+
+async def release(server: InterruptServer, handle: bytes) -> None:
+    """Unsubscribe ``handle``; the last one out stops the listener (completes under
+    cancellation)."""
+    server.subscribers.pop(handle, None)
+    if not server.subscribers:
+        if _SHARED.get(server.key) is server:
+            del _SHARED[server.key]
+        await server.stop()
+
+
+def shared_listeners() -> int:
+    """Listeners running now (tests)."""
+    return len(_SHARED)
 
 
 class InterruptServer:
-    """Receives device_intr_srq calls and publishes them to ``srq``."""
+    """Receives device_intr_srq calls and publishes each to the subscriber of its handle
+    (use :func:`acquire` and :func:`release`)."""
 
-    def __init__(
-        self,
-        srq: SrqBroadcaster,
-        *,
-        handle: bytes,
-        resource: str,
-        status: Callable[[], Awaitable[int | None]] | None = None,
-    ) -> None:
-        if not handle:
-            raise ValueError("the SRQ handle must not be empty")
-        self._srq = srq
-        self._status = status
-        self.handle = handle
-        self._resource = resource
+    def __init__(self, key: tuple[object, str]) -> None:
+        self.key = key
+        self.subscribers: dict[bytes, _Subscriber] = {}
+        self.stopped = False
+        self._resource = f"VXI-11 interrupt channel on {key[1]}"
         self._listener: SocketListener | None = None
         self._task: BackgroundTask | None = None
         self._connections = 0
@@ -73,11 +135,12 @@ class InterruptServer:
         assert isinstance(listener, SocketListener)
         self._listener = listener
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        self._task = spawn(self._serve, name=f"aiotmc VXI-11 interrupt channel {self._resource}")
+        self._task = spawn(self._serve, name=f"aiotmc {self._resource}")
         return self.port
 
     async def stop(self) -> None:
         """Stop serving and close the listener (completes under cancellation)."""
+        self.stopped = True
         task, self._task = self._task, None
         if task is not None:
             await task.stop(timeout=1.0)
@@ -113,9 +176,12 @@ class InterruptServer:
                         reassembler.receive_data(await stream.receive(_RECV_SIZE))
                         continue
                     assert isinstance(record, bytes)
-                    self._handle(record)
-                    stb = None if self._status is None else await self._status()
-                    self._srq.publish(StatusByte.RQS if stb is None else stb)
+                    subscriber = self._handle(record)
+                    if subscriber is None:
+                        continue
+                    status = subscriber.status
+                    stb = None if status is None else await status()
+                    subscriber.srq.publish(StatusByte.RQS if stb is None else stb)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         except RemoteProtocolError as exc:
@@ -124,13 +190,19 @@ class InterruptServer:
         finally:
             self._connections -= 1
 
-    def _handle(self, record: bytes) -> None:
+    def _handle(self, record: bytes) -> _Subscriber | None:
+        """The subscriber a device_intr_srq call is for (None: a foreign handle)."""
         call = decode_call(record)
         if call.prog != DEVICE_INTR or call.vers != VERSION or call.proc != Proc.DEVICE_INTR_SRQ:
             raise RemoteProtocolError(
                 f"expected device_intr_srq, got program {call.prog:#x} procedure {call.proc}"
             )
         handle = bytes(DeviceSrqParms.decode(call.args).handle)  # trailing bytes tolerated
-        if handle != self.handle:
-            _log.debug("%s: SRQ with a foreign handle %r", self._resource, handle)
         self.received += 1  # a one-way call: never answered
+        subscriber = self.subscribers.get(handle)
+        if subscriber is None and len(self.subscribers) == 1:
+            # One link only: a device that mangles the handle still reaches it.
+            (subscriber,) = self.subscribers.values()
+        if subscriber is None:
+            _log.debug("%s: SRQ with a foreign handle %r", self._resource, handle)
+        return subscriber

@@ -39,6 +39,7 @@ from ...protocol.oncrpc import (
     record_mark,
 )
 from ...protocol.scpi import NEED_DATA
+from .._receivers import Receiver, receiver_for
 from ..tcp import connect_socket
 
 __all__ = ["RpcChannel"]
@@ -64,6 +65,7 @@ class RpcChannel:
         resource: str | None = None,
     ) -> None:
         self._sock: socket.socket | None = sock
+        self._receiver: Receiver | None = None  # made on first use, on the running loop
         self._buffer = memoryview(bytearray(_RECV_SIZE))
         self._prog = prog
         self._vers = vers
@@ -118,6 +120,9 @@ class RpcChannel:
         """Close the connection (never blocks)."""
         self.broken = True
         sock, self._sock = self._sock, None
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.close()
         if sock is not None:
             try:
                 anyio.notify_closing(sock)  # wakes a task waiting on it
@@ -174,14 +179,9 @@ class RpcChannel:
             pieces.extend(args)
             total += 4 + size
             xids.append(xid)
-        try:
-            with anyio.CancelScope(deadline=wait_until):
-                await self._send(pieces, total)
-                self._outstanding.update(xids)
-                return xids
-        except BaseException:
-            self.broken = True  # part of a CALL may be on the wire
-            raise
+        if await self._send(pieces, total, wait_until):
+            self._outstanding.update(xids)
+            return xids
         self.broken = True
         raise WriteTimeout(f"{self._where}RPC calls {[p for p, _ in calls]} not sent in time")
 
@@ -191,8 +191,10 @@ class RpcChannel:
         """Wait for the reply to call ``xid`` (calls sent earlier are answered first and
         skipped when nobody waits for them). A reply given up stays owed (:attr:`abandoned`).
         """
-        with anyio.CancelScope(deadline=wait_until):
-            return await self._await_reply(xid)
+        try:
+            return await self._await_reply(xid, wait_until)
+        except TimeoutError:
+            pass  # nothing of the reply was consumed: it stays owed
         if writing:
             raise WriteTimeout(f"{self._where}no reply to RPC call {proc} in time")
         raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
@@ -204,18 +206,35 @@ class RpcChannel:
             raise ConnectionLostError("the connection is closed", resource=self._resource)
         return sock
 
-    async def _send(self, pieces: Sequence[BytesLike], size: int) -> None:
+    async def _send(self, pieces: Sequence[BytesLike], size: int, wait_until: float) -> bool:
+        """Send everything (True) or time out at ``wait_until`` (False). The first try
+        needs no cancel scope: only a wait for the socket can be cancelled or time out."""
         sock = self._socket()
         if size <= _JOIN_LIMIT:
             views = [memoryview(b"".join(pieces))]
         else:
             views = [memoryview(p).cast("B") for p in pieces if len(p)]
+        if self._send_some(sock, views):
+            return True
+        try:
+            with anyio.CancelScope(deadline=wait_until):
+                while True:
+                    await anyio.wait_writable(sock)
+                    if self._send_some(sock, views):
+                        return True
+        except BaseException:
+            self.broken = True  # part of a CALL may be on the wire
+            raise
+        self.broken = True
+        return False
+
+    def _send_some(self, sock: socket.socket, views: list[memoryview]) -> bool:
+        """Send what the socket takes now, dropping it from ``views``; True when all is sent."""
         while views:
             try:
                 sent = sock.sendmsg(views)
             except BlockingIOError:
-                await anyio.wait_writable(sock)
-                continue
+                return False
             except OSError as exc:
                 self.broken = True
                 raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
@@ -227,27 +246,30 @@ class RpcChannel:
                 else:
                     views[0] = first[sent:]
                     sent = 0
+        return True
 
-    async def _await_reply(self, xid: int) -> memoryview:
+    async def _await_reply(self, xid: int, wait_until: float) -> memoryview:
         reassembler = self._reassembler
         skipped = 0
         while True:
             try:
-                record = reassembler.next_record()
+                record = reassembler.next_record_view()
             except RemoteProtocolError:
                 self.broken = True  # the framing is lost
                 raise
             if record is NEED_DATA:
-                await self._fill()
+                await self._fill(wait_until)
                 continue
-            assert isinstance(record, bytes)
+            assert isinstance(record, bytes | memoryview)
             record_xid = peek_xid(record)
             try:
                 reply = decode_reply(record)
             except RemoteProtocolError as exc:
                 if record_xid == xid:
                     self._outstanding.discard(xid)
-                    raise RemoteProtocolError(f"garbled RPC reply: {exc}; {record[:40]!r}") from exc
+                    raise RemoteProtocolError(
+                        f"garbled RPC reply: {exc}; {bytes(record[:40])!r}"
+                    ) from exc
                 reply = None
             if reply is not None and reply.xid == xid:
                 self._outstanding.discard(xid)
@@ -257,26 +279,26 @@ class RpcChannel:
                 self._outstanding.discard(record_xid)
                 _log.debug("skipped a late RPC reply (xid %s)", record_xid)
             else:
-                _log.warning("skipped an unexpected RPC record: %r", record[:40])
+                _log.warning("skipped an unexpected RPC record: %r", bytes(record[:40]))
             if skipped > _MAX_SKIPPED:
                 self.broken = True
                 raise RemoteProtocolError(
                     f"{skipped} RPC records with unexpected XIDs while waiting for {xid}"
                 )
 
-    async def _fill(self) -> None:
+    async def _fill(self, wait_until: float) -> None:
+        """Receive what is there (TimeoutError at ``wait_until``, nothing consumed)."""
         sock = self._socket()
-        while True:
-            try:
-                n = sock.recv_into(self._buffer)
-                break
-            except BlockingIOError:
-                await anyio.wait_readable(sock)
-            except OSError as exc:
-                self.broken = True
-                raise ConnectionLostError(
-                    f"receive failed: {exc!r}", resource=self._resource
-                ) from exc
+        receiver = self._receiver
+        if receiver is None:
+            receiver = self._receiver = receiver_for(sock)
+        try:
+            n = await receiver.recv_into(self._buffer, wait_until)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            self.broken = True
+            raise ConnectionLostError(f"receive failed: {exc!r}", resource=self._resource) from exc
         if n == 0:
             self.broken = True
             raise ConnectionLostError("the server closed the connection", resource=self._resource)

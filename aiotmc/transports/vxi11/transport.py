@@ -28,10 +28,11 @@ queues outlive the link).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal, overload
 
 import anyio
 
@@ -44,7 +45,7 @@ from ..._exceptions import (
     TransportError,
 )
 from ..._types import BytesLike, RenMode
-from ...protocol.ieee4882 import decode_block
+from ...protocol.ieee4882 import block_payload_view
 from ...protocol.portmap import PMAP_PORT
 from ...protocol.vxi11 import (
     DEVICE_ASYNC,
@@ -57,6 +58,8 @@ from ...protocol.vxi11 import (
     WAITLOCK,
     CreateLinkParms,
     CreateLinkResp,
+    DeviceDocmdParms,
+    DeviceDocmdResp,
     DeviceEnableSrqParms,
     DeviceError,
     DeviceGenericParms,
@@ -77,7 +80,7 @@ from ...protocol.xdr import padding
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
-from .interrupt import InterruptServer
+from .interrupt import InterruptServer, acquire, release
 from .portmapper import cached_port, forget_port, lookup_port
 from .rpc import RpcChannel
 
@@ -99,6 +102,7 @@ _SMALL_RECORD: Final = 64 * 1024
 _ABORT_WAIT: Final = 1.0  # seconds allowed for device_abort
 _CLOSE_WAIT: Final = 0.5  # seconds allowed for destroy_link on close
 _INTR_SETUP_WAIT: Final = 3.0  # seconds for create_intr_chan + device_enable_srq
+_HANDLES: Final = itertools.count(1)  # makes every link's SRQ handle unique
 _SRQ_STATUS_WAIT: Final = 2.0  # seconds for the status byte of a service request
 _MAX_EMPTY_READS: Final = 100  # device_reads answering nothing, not even END
 _MAX_ABANDONED: Final = 3  # unanswered calls before the link is replaced instead
@@ -176,7 +180,7 @@ class Vxi11Transport:
         self._lock_at_open = lock_at_open
         self._pipeline = pipeline
         self._want_srq = srq
-        self._interrupts: InterruptServer | None = None
+        self._interrupts: InterruptServer | None = None  # shared by the loop's links
         self._status_link: tuple[RpcChannel, int] | None = None  # for SRQ status bytes
         self._srq = SrqBroadcaster(self._resource)
         self._connect_timeout = connect_timeout
@@ -193,6 +197,8 @@ class Vxi11Transport:
         self._busy = False
         self._closed = False
         self._client_id = id(self) & 0x7FFFFFFF
+        #: device_enable_srq handle: routes this link's SRQs on the shared listener
+        self._intr_handle = f"aiotmc-{self._client_id:x}-{next(_HANDLES)}".encode()
         self.reconnects = 0  #: links replaced after a loss or a desynchronisation
         self.aborts = 0  #: device_abort calls sent
         self.clears = 0  #: device_clear calls sent to resynchronise
@@ -338,8 +344,17 @@ class Vxi11Transport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response message and return its payload."""
-        message = await self.receive_message(max_size=max_size + 64, deadline=deadline)
-        payload = decode_block(message, max_size=max_size)
+        core = await self._enter(deadline)
+        try:
+            message = await self._read(core, max_size + 64, deadline, copy=False)
+        except _ConsumedError:
+            raise  # the whole message was read: in step
+        except BaseException:
+            self._dirty = True  # the rest of the answer may still be in the device
+            raise
+        finally:
+            self._busy = False
+        payload = block_payload_view(message, max_size=max_size)
         if into is None:
             return memoryview(bytearray(payload))
         if len(into) < len(payload):
@@ -372,6 +387,38 @@ class Vxi11Transport:
             await self._checked(Proc.DEVICE_REMOTE, "device_remote", deadline)
         else:
             await self._checked(Proc.DEVICE_LOCAL, "device_local", deadline)
+
+    async def docmd(
+        self, cmd: int, data_in: BytesLike = b"", *, datasize: int = 1, deadline: float = math.inf
+    ) -> bytes:
+        """device_docmd: a gateway bus command (VXI-11.2, :class:`~aiotmc.protocol.vxi11.Docmd`)
+        on this link (an interface link such as ``gpib0``); returns data_out.
+
+        ``data_in`` is in network order, ``datasize`` the size of one element. A link that
+        does not take the command raises :class:`~aiotmc.UnsupportedOperation` (error 8).
+        See :mod:`aiotmc.transports.vxi11.gateway` for the commands by name.
+        """
+        core = await self._enter(deadline)
+        try:
+            parms = DeviceDocmdParms(
+                self._lid,
+                self._flags,
+                self._io_ms(deadline),
+                self._lock_ms,
+                cmd,
+                True,
+                datasize,
+                data_in,
+            )
+            results = await core.call(
+                Proc.DEVICE_DOCMD, [parms.encode()], wait_until=self._wait_until(deadline)
+            )
+        finally:
+            self._busy = False
+        reply = DeviceDocmdResp.decode(results)
+        if reply.error:
+            raise error_for(reply.error, "device_docmd", resource=self._resource)
+        return bytes(reply.data_out)
 
     async def lock(self, *, timeout: float | None = None, deadline: float = math.inf) -> None:
         """device_lock: exclusive access for this link across clients (VISA's exclusive lock).
@@ -445,7 +492,7 @@ class Vxi11Transport:
                     await channel.aclose()
             interrupts, self._interrupts = self._interrupts, None
             if interrupts is not None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             await self._drop_status_link()
             self._srq.close()
 
@@ -518,11 +565,13 @@ class Vxi11Transport:
         interrupts = self._interrupts
         try:
             if interrupts is None:
-                handle = f"aiotmc-{self._client_id:x}".encode()
-                interrupts = InterruptServer(
-                    self._srq, handle=handle, resource=self._resource, status=self._srq_status
+                interrupts = await acquire(
+                    local,
+                    self._intr_handle,
+                    self._srq,
+                    resource=self._resource,
+                    status=self._srq_status,
                 )
-                await interrupts.start(local)
             # A device connects back to us in create_intr_chan; behind a firewall that can
             # hang until its TCP timeout: give up SRQ after a short while, not the link.
             until = min(self._wait_until(deadline), anyio.current_time() + _INTR_SETUP_WAIT)
@@ -531,7 +580,7 @@ class Vxi11Transport:
             error = DeviceError.decode(results).error
             if error not in (0, ErrorCode.CHANNEL_ALREADY_ESTABLISHED):
                 raise error_for(error, "create_intr_chan", resource=self._resource)
-            srq = DeviceEnableSrqParms(self._lid, True, interrupts.handle)  # never empty
+            srq = DeviceEnableSrqParms(self._lid, True, self._intr_handle)  # never empty
             results = await core.call(Proc.DEVICE_ENABLE_SRQ, [srq.encode()], wait_until=until)
             error = DeviceError.decode(results).error
             if error:
@@ -541,11 +590,11 @@ class Vxi11Transport:
                 raise
             _log.info("%s: no service requests: %s", self._resource, exc)
             if interrupts is not None and self._interrupts is None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             return
         except BaseException:
             if interrupts is not None and self._interrupts is None:
-                await interrupts.stop()
+                await release(interrupts, self._intr_handle)
             raise
         self._interrupts = interrupts
 
@@ -771,9 +820,39 @@ class Vxi11Transport:
             self._lid, self._request_size, io_ms, self._lock_ms, flags, term
         ).encode()
 
+    @overload
     async def _read(
-        self, core: RpcChannel, max_size: int, deadline: float, first: memoryview | None = None
-    ) -> bytes:
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: Literal[True] = True,
+    ) -> bytes: ...
+
+    @overload
+    async def _read(
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: bool,
+    ) -> BytesLike: ...
+
+    async def _read(
+        self,
+        core: RpcChannel,
+        max_size: int,
+        deadline: float,
+        first: memoryview | None = None,
+        *,
+        copy: bool = True,
+    ) -> BytesLike:
+        """device_read until the end of the message; ``copy=False`` may return a view
+        into the received record (one copy less for blocks)."""
         chunks: list[BytesLike] = []
         total = 0
         empty = 0
@@ -806,5 +885,5 @@ class Vxi11Transport:
         if total > max_size:
             raise _ConsumedError(f"response of {total} bytes exceeds max_size={max_size}")
         if len(chunks) == 1:
-            return bytes(chunks[0])
+            return bytes(chunks[0]) if copy else chunks[0]
         return b"".join(chunks)
