@@ -77,6 +77,12 @@ def parse_size(text: str) -> int:
     return int(match[1]) * _SIZE_SUFFIXES[match[2]]
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: any free port), got {text!r}")
+    return int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -278,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="drop a client that reads nothing this long, 'none' never (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--vxi11",
+        type=_port,
+        metavar="PORT",
+        help="also serve the instruments over VXI-11, core channel on PORT (0: a free port); "
+        "resources TCPIP0::host,PORT::instN::INSTR",
+    )
+    sim.add_argument(
+        "--vxi11-gateway",
+        action="store_true",
+        help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
 
     command(

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..resources import TcpipSocket
 from ._catalog import sim_device
-from ._errors import CommandError, host_port
+from ._errors import CommandError, UsageError, host_port
 from ._runtime import Options, run_async
+
+if TYPE_CHECKING:
+    from ..sim.device import SimDevice
 
 DEFAULT_SIM_PORT = 5025
 
@@ -24,6 +29,9 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
         if port is None:
             port, next_port = next_port, next_port + 1
         plan.append((model, port))
+
+    if args.vxi11_gateway and args.vxi11 is None:
+        raise UsageError("--vxi11-gateway needs --vxi11 PORT")
 
     async def run() -> None:
         from ..sim.server import raise_fd_limit, serve_many
@@ -43,10 +51,12 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
             )
             # Catch the signals before saying "ready", so that nobody can stop us uncleanly.
             with _termination_signals() as terminated:
-                async with serving as servers:
+                async with serving as servers, _vxi11(args, devices) as vxi11_resources:
                     for (model, _), server in zip(plan, servers, strict=True):
                         resource = TcpipSocket(host=args.host, port=server.port)
                         print(f"{resource}  {model}", flush=True)
+                    for (model, _), name in zip(plan, vxi11_resources, strict=False):
+                        print(f"{name}  {model} (VXI-11)", flush=True)
                     print(
                         f"aiotmc: serving {len(servers)} simulated instrument(s); Ctrl-C to stop",
                         file=sys.stderr,
@@ -63,6 +73,26 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
 
     run_async(options, run)
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _vxi11(args: argparse.Namespace, devices: list[SimDevice]) -> AsyncIterator[list[str]]:
+    """The same devices over VXI-11 when ``--vxi11`` asks for it: their resource names."""
+    if args.vxi11 is None:
+        yield []
+        return
+    from ..sim.vxi11_server import serve_vxi11
+
+    async with serve_vxi11(
+        devices,
+        gateway=args.vxi11_gateway,
+        host=args.host,
+        port=args.vxi11,
+        max_connections=args.max_connections,
+        idle_timeout=math.inf if args.idle_timeout is None else args.idle_timeout,
+        send_timeout=math.inf if args.send_timeout is None else args.send_timeout,
+    ) as (_, resources):
+        yield resources
 
 
 @contextlib.contextmanager

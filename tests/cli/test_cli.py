@@ -138,6 +138,39 @@ def test_sim_prints_resources_and_stops_cleanly(sig: int) -> None:
     assert "Traceback" not in stderr
 
 
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_sim_serves_the_same_instruments_over_vxi11(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.Popen(
+        [*AIOTMC, "sim", "--device", "dmm:0", "--device", "psu:0", "--vxi11", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().split() for _ in range(4)]
+        sockets = {line[1]: line[0] for line in lines[:2]}
+        vxi11 = {line[1]: line[0] for line in lines[2:]}
+        assert [line[2:] for line in lines[2:]] == [["(VXI-11)"], ["(VXI-11)"]]
+        assert vxi11["psu"].endswith("::inst1::INSTR") and "," in vxi11["psu"]
+        assert main(["write", sockets["psu"], "VOLT 3.25"]) == 0
+        assert main(["query", vxi11["psu"], "VOLT?"]) == 0  # the same device, over VXI-11
+        assert float(capsys.readouterr().out.split()[-1]) == pytest.approx(3.25)
+        assert main(["query", vxi11["dmm"], "*IDN?"]) == 0
+        assert "SIM-DMM" in capsys.readouterr().out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()
+
+
+def test_sim_vxi11_gateway_needs_vxi11(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--vxi11-gateway"]) == 2
+    assert "--vxi11-gateway needs --vxi11" in capsys.readouterr().err
+
+
 def test_sim_port_in_use_is_one_error_line() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
