@@ -192,9 +192,11 @@ class UsbtmcLink(UsbtmcSession):
     async def _restore(self, deadline: float) -> None:
         """Under a retry policy: bring a lost or broken link back before an operation
         (``_begin`` raises the typed error when there is no policy or it failed)."""
-        if self._policy is None or self._reopen is None or self._closed or self._busy:
+        if self._policy is None or self._reopen is None or self._closed:
             return
         restoring = self._restoring
+        # The background reconnect holds the busy flag while it works: wait for it before
+        # looking at that flag, or the operation would fail with BusyResourceError.
         if restoring is not None:  # the background reconnect is at it: wait for it
             with anyio.CancelScope(deadline=deadline) as scope:
                 await restoring.wait()
@@ -203,6 +205,8 @@ class UsbtmcLink(UsbtmcSession):
             failure = self._restore_failure
             if failure is not None and (self._lost is not None or self._broken is not None):
                 raise ConnectError(str(failure), resource=None) from failure
+            return
+        if self._busy:  # another task's operation: _begin() reports it
             return
         await self.reconnect(deadline=deadline)
 
