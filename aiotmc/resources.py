@@ -100,7 +100,14 @@ def _check_board(board: int) -> str | None:
 
 
 def _check_name(what: str, value: str) -> str | None:
-    if not value or "::" in value or any(c.isspace() or not c.isprintable() for c in value):
+    # A ':' at either end would merge with the '::' beside it: the name would not parse back.
+    if (
+        not value
+        or "::" in value
+        or value.startswith(":")
+        or value.endswith(":")
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
         return f"invalid {what} {value!r}"
     return None
 

@@ -415,3 +415,11 @@ def test_ipv6_is_normalised(host: str) -> None:
     exploded = ipaddress.IPv6Address(host).exploded.upper()
     res = parse_resource(f"TCPIP::{exploded}::5025::SOCKET")
     assert res == TcpipSocket(host=host, port=5025)
+
+
+@pytest.mark.parametrize("serial", [":", ":A", "A:", "a::b"])
+def test_a_name_that_would_not_parse_back_is_refused(serial: str) -> None:
+    """A ':' at either end merges with the '::' separator beside it (found by hypothesis)."""
+    with pytest.raises(InvalidResourceName, match="serial number"):
+        UsbInstr(vid=0x0957, pid=0x1796, serial=serial)
+    assert UsbInstr(vid=0x0957, pid=0x1796, serial="A:B").serial == "A:B"
