@@ -6,10 +6,12 @@ the registry imports it to find them, and neither imports the other.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+import anyio
 
 from ..resources import ResourceName
 from .base import MessageTransport
@@ -17,7 +19,27 @@ from .base import MessageTransport
 if TYPE_CHECKING:
     from ..reconnect import Reconnect
 
-__all__ = ["FoundResource", "LinkSettings", "NoOptions", "Opener", "TransportSpec"]
+__all__ = [
+    "FoundResource",
+    "LinkSettings",
+    "NoOptions",
+    "Opener",
+    "TransportSpec",
+    "closing_link",
+]
+
+L = TypeVar("L", bound=MessageTransport)
+
+
+@asynccontextmanager
+async def closing_link(link: L) -> AsyncIterator[L]:
+    """An opener's body for a link that is open already: yield it, and close it when the
+    block ends, also when the block is cancelled (``aclose`` runs shielded)."""
+    try:
+        yield link
+    finally:
+        with anyio.CancelScope(shield=True):
+            await link.aclose()
 
 
 class NoOptions(TypedDict):

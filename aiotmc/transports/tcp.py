@@ -49,7 +49,7 @@ from ..resources import ResourceName, TcpipSocket
 from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
 from .base import BytesLike, Capabilities, TransportInfo
-from .spec import LinkSettings, TransportSpec
+from .spec import LinkSettings, TransportSpec, closing_link
 
 if TYPE_CHECKING:
     from ..srq import SrqBroadcaster
@@ -705,11 +705,8 @@ async def _open_tcp(
         connect_timeout=settings.connect_timeout,
         reconnect=settings.reconnect,
     )
-    try:
-        yield tcp
-    finally:
-        with anyio.CancelScope(shield=True):
-            await tcp.aclose()
+    async with closing_link(tcp) as opened:
+        yield opened
 
 
 TRANSPORT: Final = TransportSpec(

@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypedDict
 
-import anyio
-
 from ...protocol.hislip import DEFAULT_MAX_MESSAGE_SIZE
 from ...resources import ResourceName, TcpipHislip
-from ..spec import LinkSettings, TransportSpec
+from ..spec import LinkSettings, TransportSpec, closing_link
 from ._link import HislipTransport
 
 __all__ = ["TRANSPORT", "HislipOptions", "HislipTransport", "open_hislip"]
@@ -41,11 +39,8 @@ async def open_hislip(
         max_message_size=int(options.get("max_hislip_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
         overlapped=bool(options.get("overlapped", False)),
     )
-    try:
-        yield link
-    finally:
-        with anyio.CancelScope(shield=True):
-            await link.aclose()
+    async with closing_link(link) as opened:
+        yield opened
 
 
 TRANSPORT: Final = TransportSpec(

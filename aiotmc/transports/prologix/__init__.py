@@ -18,7 +18,7 @@ import anyio
 
 from ...resources import PrologixAsrlInstr, PrologixInstr, ResourceName
 from ..serial import FdChannel, SerialSettings, open_port
-from ..spec import LinkSettings, TransportSpec
+from ..spec import LinkSettings, TransportSpec, closing_link
 from ._adapter import INIT, Connector, PrologixAdapter, escape
 from ._transport import PrologixTransport
 
@@ -51,11 +51,8 @@ async def open_prologix(
         resource=str(resource),
         terminator=settings.read_termination.encode(settings.encoding),
     )
-    try:
-        yield transport
-    finally:
-        with anyio.CancelScope(shield=True):
-            await transport.aclose()
+    async with closing_link(transport) as opened:
+        yield opened
 
 
 TRANSPORT: Final = TransportSpec(
@@ -113,11 +110,8 @@ async def open_prologix_serial(
         resource=str(resource),
         terminator=settings.read_termination.encode(settings.encoding),
     )
-    try:
-        yield transport
-    finally:
-        with anyio.CancelScope(shield=True):
-            await transport.aclose()
+    async with closing_link(transport) as opened:
+        yield opened
 
 
 TRANSPORT_ASRL: Final = TransportSpec(

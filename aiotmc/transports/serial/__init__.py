@@ -15,7 +15,7 @@ from typing import Any, Final, Literal, TypedDict
 import anyio
 
 from ...resources import AsrlInstr, ResourceName
-from ..spec import FoundResource, LinkSettings, TransportSpec
+from ..spec import FoundResource, LinkSettings, TransportSpec, closing_link
 from ._ports import SerialPort, list_ports
 from ._settings import SerialSettings
 from ._transport import FdChannel, SerialTransport, open_port
@@ -67,11 +67,8 @@ async def open_serial(
         reconnect=settings.reconnect,
         settle=float(settle),
     )
-    try:
-        yield transport
-    finally:
-        with anyio.CancelScope(shield=True):
-            await transport.aclose()
+    async with closing_link(transport) as opened:
+        yield opened
 
 
 async def list_serial_resources() -> list[FoundResource]:

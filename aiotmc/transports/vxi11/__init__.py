@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypedDict
 
-import anyio
-
 from ...resources import ResourceName, TcpipInstr
-from ..spec import LinkSettings, TransportSpec
+from ..spec import LinkSettings, TransportSpec, closing_link
 from .transport import DEFAULT_REQUEST_SIZE, REPLY_MARGIN, Vxi11Transport
 
 __all__ = ["DEFAULT_REQUEST_SIZE", "REPLY_MARGIN", "TRANSPORT", "Vxi11Options", "Vxi11Transport"]
@@ -57,11 +55,8 @@ async def _open_vxi11(
         connect_timeout=settings.connect_timeout,
         reconnect=settings.reconnect,
     )
-    try:
-        yield transport
-    finally:
-        with anyio.CancelScope(shield=True):
-            await transport.aclose()
+    async with closing_link(transport) as opened:
+        yield opened
 
 
 TRANSPORT: Final = TransportSpec(
