@@ -171,3 +171,23 @@ def map_exceptions(
                     raise target(str(exc) or type(exc).__name__, resource=resource) from exc
                 raise target(str(exc) or type(exc).__name__) from exc
         raise
+
+
+class GatewayError(AiotmcError):
+    """Something in ``aiotmc gateway`` failed (configuration, storage, remote control)."""
+
+
+class ConfigError(GatewayError, ValueError):
+    """A gateway configuration is invalid: the message names the file, line and field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = path or "<config>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class SinkUnavailableError(GatewayError):
+    """A storage sink cannot take readings right now; the gateway spools and retries."""
