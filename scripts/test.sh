@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 # VXI-11 client (liblxi) judging the VXI-11 simulator; rpcbind: the portmapper it registers with.
 APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
     qemu-system-x86 busybox-static kmod chromium chromium-driver lxi-tools rpcbind)
+# socat: serial tests through pty bridges. The gateway's real services, each started by the
+# tests on loopback: mosquitto (MQTT broker), postgresql (a private cluster per run),
+# victoria-metrics (InfluxDB line protocol in, query API out), nats-server (JetStream).
+APT_PACKAGES+=(socat mosquitto postgresql victoria-metrics nats-server)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
