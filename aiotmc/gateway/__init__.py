@@ -6,9 +6,14 @@ types every part (sources, sinks, rules, MQTT, web, control) agrees on.
 """
 
 from aiotmc.gateway.model import (
+    Alert,
+    AlertState,
     CommandRequest,
     CommandResult,
+    Component,
     Controller,
+    Event,
+    Hub,
     InstrumentState,
     Quality,
     Reading,
@@ -17,9 +22,14 @@ from aiotmc.gateway.model import (
 )
 
 __all__ = [
+    "Alert",
+    "AlertState",
     "CommandRequest",
     "CommandResult",
+    "Component",
     "Controller",
+    "Event",
+    "Hub",
     "InstrumentState",
     "Quality",
     "Reading",

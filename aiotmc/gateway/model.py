@@ -9,13 +9,21 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from anyio.abc import ObjectReceiveStream
+
 __all__ = [
+    "Alert",
+    "AlertState",
     "CommandRequest",
     "CommandResult",
+    "Component",
     "Controller",
+    "Event",
+    "Hub",
     "InstrumentState",
     "Quality",
     "Reading",
@@ -178,3 +186,69 @@ class Controller(Protocol):
     """Executes remote-control requests: allow-list per role, value limits, audit log."""
 
     async def execute(self, request: CommandRequest) -> CommandResult: ...
+
+
+class AlertState(enum.StrEnum):
+    """An alert's life: pending (condition true, ``for`` not yet elapsed) → firing → resolved."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A change of an alert rule's state for one instrument/channel (de-duplicated upstream:
+    a rule emits one event per transition, never one per reading)."""
+
+    rule: str
+    instrument: str
+    channel: str | None
+    state: AlertState
+    severity: str
+    summary: str
+    #: When the transition happened (Unix seconds) and the value that caused it, if any.
+    timestamp: float
+    value: Value = None
+    #: site, host and any tags of the instrument (Alertmanager labels).
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+#: What flows through the gateway's hub.
+Event = Reading | StatusEvent | Alert
+
+
+class Hub(Protocol):
+    """The running gateway as its parts see it (implemented in ``aiotmc.gateway.hub``).
+
+    Readings and status events come from the instrument sources, alerts from the rule
+    engine. Every subscriber gets its own bounded queue; when a slow subscriber's queue is
+    full the oldest event is dropped for it alone and counted (``dropped``), so that a
+    stuck web client or broker never stalls acquisition. Storage does not subscribe: it is
+    fed from the durable spool, which never drops.
+    """
+
+    gateway_id: str
+    site: str
+    host: str
+    controller: Controller
+
+    def subscribe(
+        self, name: str, *, maxsize: int = 1000
+    ) -> AbstractAsyncContextManager[ObjectReceiveStream[Event]]: ...
+
+    async def publish(self, event: Event) -> None: ...
+
+    def dropped(self, name: str) -> int: ...
+
+
+class Component(Protocol):
+    """A long-running part of the gateway (MQTT bridge, rule engine, notifier, web app).
+
+    ``run`` works until cancelled, calls ``task_status.started()`` once it is ready, and
+    handles its own reconnects; the gateway starts each in its task group.
+    """
+
+    name: str
+
+    async def run(self, hub: Hub, *, task_status: Any) -> None: ...
