@@ -178,15 +178,34 @@ class GatewayError(AiotmcError):
 
 
 class ConfigError(GatewayError, ValueError):
-    """A gateway configuration is invalid: the message names the file, line and field."""
+    """A gateway configuration is invalid: the message names the file, line and field.
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+    Parts of the gateway validate their own section and raise it with ``key``, the path of
+    the offending field inside the document (e.g. ``("rules", 2, "threshold")``); the
+    loader fills in ``path`` and ``line`` with :meth:`located`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: tuple[str | int, ...] = (),
+        path: str | None = None,
+        line: int | None = None,
+    ):
+        self.reason = message
+        self.key = key
         self.path = path
         self.line = line
         where = path or "<config>"
         if line is not None:
             where = f"{where}:{line}"
-        super().__init__(f"{where}: {message}")
+        field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in key).lstrip(".")
+        super().__init__(f"{where}: {field + ': ' if field else ''}{message}")
+
+    def located(self, path: str, line: int | None) -> ConfigError:
+        """The same error, placed in ``path`` at ``line``."""
+        return ConfigError(self.reason, key=self.key, path=path, line=line)
 
 
 class SinkUnavailableError(GatewayError):
