@@ -38,6 +38,7 @@ from urllib.parse import parse_qs
 
 import anyio
 from anyio.abc import ObjectReceiveStream, TaskStatus
+from argon2 import PasswordHasher, extract_parameters
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -85,9 +86,13 @@ def _asset(name: str) -> bytes:
 
 
 @cache
-def _dummy_hash() -> str:
-    """Checked for unknown users, so that a wrong name costs the same as a wrong password."""
-    return hash_password(secrets.token_urlsafe(16))
+def _dummy_hash(like: str | None) -> str:
+    """Checked for unknown users, so that a wrong name costs what a wrong password costs:
+    a hash of a random password with the parameters of ``like`` (a user's hash)."""
+    if like is None:
+        return hash_password(secrets.token_urlsafe(16))
+    hasher = PasswordHasher.from_parameters(extract_parameters(like))
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 class BadRequest(Exception):
@@ -204,7 +209,11 @@ class WebApp:
 
     async def _check_password(self, name: str, password: str) -> User | None:
         user = self.users.get(name)
-        password_hash = _dummy_hash() if user is None else user.password_hash
+        if user is None:
+            like = next(iter(self.users.values())).password_hash if self.users else None
+            password_hash = _dummy_hash(like)
+        else:
+            password_hash = user.password_hash
         ok = await anyio.to_thread.run_sync(
             verify_password, password_hash, password, limiter=self._verify_limiter
         )
@@ -222,7 +231,7 @@ class WebApp:
                 raise BadRequest('expected {"name": ..., "password": ...}')
         elif content_type == "application/x-www-form-urlencoded":
             try:
-                fields = parse_qs(body.decode("utf-8"), max_num_fields=10, strict_parsing=False)
+                fields = parse_qs(body.decode("utf-8"), max_num_fields=10, keep_blank_values=True)
             except (UnicodeDecodeError, ValueError):
                 raise BadRequest("unreadable form") from None
             data = {k: v[0] for k, v in fields.items()}

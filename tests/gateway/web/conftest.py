@@ -201,18 +201,22 @@ async def websocket(app: Any, headers: dict[str, str]) -> AsyncIterator[AsgiWebS
             with app_outbox:
                 await app(ws_scope(headers=headers), app_inbox.receive, app_outbox.send)
 
+        refused: int | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_app)
             await to_app.send({"type": "websocket.connect"})
             with anyio.fail_after(5):
                 first = await from_app.receive()
             if first["type"] == "websocket.close":
-                raise WebSocketRefused(first.get("code"))
-            assert first["type"] == "websocket.accept", first
-            try:
-                yield AsgiWebSocket(to_app, from_app)
-            finally:
-                to_app.send_nowait({"type": "websocket.disconnect", "code": 1000})
-                with anyio.fail_after(5, shield=True):
-                    async for _ in from_app:
-                        pass
+                refused = first.get("code", 1000)  # the app returns by itself
+            else:
+                assert first["type"] == "websocket.accept", first
+                try:
+                    yield AsgiWebSocket(to_app, from_app)
+                finally:
+                    to_app.send_nowait({"type": "websocket.disconnect", "code": 1000})
+                    with anyio.fail_after(5, shield=True):
+                        async for _ in from_app:
+                            pass
+        if refused is not None:
+            raise WebSocketRefused(refused)
