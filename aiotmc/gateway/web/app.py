@@ -152,6 +152,7 @@ class WebApp:
         self.command_timeout = command_timeout
         self.client_queue = client_queue
         self._clients: set[anyio.CancelScope] = set()
+        self._drained = anyio.Event()
         self._client_ids = itertools.count(1)
         self._verify_limiter = anyio.CapacityLimiter(2)  # argon2 is CPU and memory heavy
         self.starlette = Starlette(
@@ -188,10 +189,14 @@ class WebApp:
             async for event in events:
                 self.state.apply(event)
 
-    def close_clients(self) -> None:
-        """End every live WebSocket stream (the server is shutting down)."""
+    async def close_clients(self) -> None:
+        """End every live WebSocket stream with 1001 (going away) and wait until they have
+        (bound it with a cancel scope: a client may be slow to take the close frame)."""
         for scope in list(self._clients):
             scope.cancel()
+        while self._clients:
+            self._drained = anyio.Event()
+            await self._drained.wait()
 
     # -- authentication --------------------------------------------------------------------
 
@@ -413,7 +418,7 @@ class WebApp:
         self.counters.clients += 1
         try:
             with scope:
-                code = 1001  # cancelled from close_clients: the server is going away
+                code = 1001  # cancelled by close_clients: the server is going away
                 async with (
                     self.hub.subscribe(name, maxsize=self.client_queue) as events,
                     anyio.create_task_group() as tg,
@@ -421,15 +426,16 @@ class WebApp:
                     tg.start_soon(_watch_client, websocket, tg.cancel_scope)
                     code = await self._stream(websocket, user, token, name, events)
                     tg.cancel_scope.cancel()
+            if code is not None and websocket.client_state == WebSocketState.CONNECTED:
+                with anyio.move_on_after(self.send_timeout, shield=True):
+                    try:
+                        await websocket.close(code)
+                    except (WebSocketDisconnect, OSError, RuntimeError):
+                        pass
         finally:
             self._clients.discard(scope)
             self.counters.clients -= 1
-        if code is not None and websocket.client_state == WebSocketState.CONNECTED:
-            with anyio.move_on_after(self.send_timeout, shield=True):
-                try:
-                    await websocket.close(code)
-                except (WebSocketDisconnect, OSError, RuntimeError):
-                    pass
+            self._drained.set()
 
     async def _stream(
         self,

@@ -131,7 +131,7 @@ class WebComponent:
                 await anyio.sleep_forever()
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout):
-                    web.close_clients()
+                    await web.close_clients()
                     server.should_exit = True
                     if server.started:
                         await server.shutdown(sockets=[sock])

@@ -133,7 +133,8 @@ async def running(web: WebApp) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            web.close_clients()
+            with anyio.fail_after(5, shield=True):
+                await web.close_clients()
             tg.cancel_scope.cancel()
 
 

@@ -26,7 +26,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import aiotmc
 from aiotmc.gateway.model import Alert, AlertState, InstrumentState, Reading, StatusEvent
@@ -176,14 +176,24 @@ async def test_dashboard_in_headless_chromium(
         def raise_alert() -> None:
             anyio.from_thread.run(hub.publish, alert)
 
+        stop = anyio.Event()
+
+        async def serve(*, task_status: Any) -> None:
+            async with anyio.create_task_group() as server:
+                await server.start(component.run, hub)
+                task_status.started()
+                await stop.wait()
+                server.cancel_scope.cancel()  # what the gateway does on shutdown
+
         async with anyio.create_task_group() as tg:
             with anyio.fail_after(20):
-                await tg.start(component.run, hub)
+                await tg.start(serve)
             url = component.url
             tg.start_soon(acquire, hub, dmm, 0.1)
             with anyio.fail_after(120):
                 seen = await anyio.to_thread.run_sync(drive, chromium, tmp_path, url, raise_alert)
                 checks = await real_socket_checks(url)
+                checks["shutdown_close"] = await shutdown_with_a_live_client(url, stop)
             tg.cancel_scope.cancel()
         assert component.bound is None  # stopped and unbound
         voltage = float(await psu.query("VOLT?"))
@@ -203,7 +213,13 @@ async def test_dashboard_in_headless_chromium(
         (5, "alice", "web"),
         (50, "alice", "web"),
     ]
-    assert checks == {"healthz": 200, "foreign_host": 400, "foreign_ws": 403, "anonymous_ws": 403}
+    assert checks == {
+        "healthz": 200,
+        "foreign_host": 400,
+        "foreign_ws": 403,
+        "anonymous_ws": 403,
+        "shutdown_close": 1001,  # a live stream is told "going away" when the gateway stops
+    }
 
 
 async def real_socket_checks(url: str) -> dict[str, int]:
@@ -220,3 +236,21 @@ async def real_socket_checks(url: str) -> dict[str, int]:
                 pass  # pragma: no cover
         results[name] = refused.value.response.status_code
     return results
+
+
+async def shutdown_with_a_live_client(url: str, stop: anyio.Event) -> int:
+    """A script holding the live stream (bearer token, no Origin) while the server stops:
+    the close code it gets."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        credentials = {"name": "alice", "password": PASSWORDS["alice"]}
+        token = (await client.post("/api/token", json=credentials)).json()["token"]
+    ws_url = url.replace("http://", "ws://") + "ws"
+    async with connect(ws_url, additional_headers={"authorization": f"Bearer {token}"}) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello" and hello["user"] == "alice"
+        stop.set()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
