@@ -278,6 +278,8 @@ class WebApp:
         return _page("index.html")
 
     async def login_page(self, request: Request) -> Response:
+        if self.user(request) is not None:
+            return RedirectResponse("/", status_code=303)
         return _page("login.html")
 
     async def login(self, request: Request) -> Response:

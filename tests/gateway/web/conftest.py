@@ -81,7 +81,7 @@ class FakeHub:
     queues: dict[str, MemoryObjectSendStream[Event]] = field(default_factory=dict)
     receivers: dict[str, Any] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
-    subscribed: anyio.Event = field(default_factory=anyio.Event)
+    changed: anyio.Event = field(default_factory=anyio.Event)
 
     @asynccontextmanager
     async def subscribe(
@@ -91,13 +91,14 @@ class FakeHub:
         self.queues[name] = send
         self.receivers[name] = receive
         self.drops.setdefault(name, 0)
-        self.subscribed.set()
+        self.changed.set()
         try:
             with send, receive:
                 yield receive
         finally:
             del self.queues[name]
             del self.receivers[name]
+            self.changed.set()
 
     async def publish(self, event: Event) -> None:
         for name, send in list(self.queues.items()):
@@ -114,10 +115,10 @@ class FakeHub:
         return self.drops[name]
 
     async def wait_subscribers(self, count: int) -> None:
-        """Until ``count`` subscriptions are open (bounded by the caller's fail_after)."""
-        while len(self.queues) < count:
-            self.subscribed = anyio.Event()
-            await self.subscribed.wait()
+        """Until exactly ``count`` subscriptions are open (bound it with fail_after)."""
+        while len(self.queues) != count:
+            self.changed = anyio.Event()
+            await self.changed.wait()
 
 
 @pytest.fixture
@@ -192,10 +193,14 @@ def ws_scope(path: str = "/ws", headers: dict[str, str] | None = None) -> Messag
 
 
 @asynccontextmanager
-async def websocket(app: Any, headers: dict[str, str]) -> AsyncIterator[AsgiWebSocket]:
-    """Connect; raises :class:`WebSocketRefused` when the app closes before accepting."""
+async def websocket(
+    app: Any, headers: dict[str, str], *, buffer: int = 64
+) -> AsyncIterator[AsgiWebSocket]:
+    """Connect; raises :class:`WebSocketRefused` when the app closes before accepting.
+    ``buffer``: messages the app can send before a send blocks (0: a client that never
+    reads)."""
     to_app, app_inbox = anyio.create_memory_object_stream[Message](16)
-    app_outbox, from_app = anyio.create_memory_object_stream[Message](64)
+    app_outbox, from_app = anyio.create_memory_object_stream[Message](buffer)
     with to_app, app_inbox, from_app:
 
         async def run_app() -> None:

@@ -23,7 +23,7 @@ from aiotmc.gateway.model import (
     StatusEvent,
 )
 from aiotmc.gateway.web.app import COOKIE, WebApp
-from aiotmc.gateway.web.settings import User
+from aiotmc.gateway.web.settings import User, WebSettings
 from tests.gateway.web.conftest import (
     HOST,
     ORIGIN,
@@ -398,6 +398,32 @@ async def test_websocket_closes_when_the_session_ends(web: WebApp, hub: FakeHub)
                 await hub.publish(reading(1.0))
                 with pytest.raises(ConnectionError, match="4401"):
                     await ws.receive_json()
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    hub: FakeHub, users: tuple[User, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    web = WebApp(hub, WebSettings(allowed_hosts=(HOST,)), users, send_timeout=0.2)
+    async with client_for(web) as client:
+        headers = await _cookie_headers(client)
+        async with websocket(web.asgi, headers, buffer=0) as ws:
+            with anyio.fail_after(10):
+                await hub.wait_subscribers(2)  # the feed and this client
+                # it reads nothing: the hello cannot be sent; after send_timeout the
+                # handler gives up, unsubscribes and ends
+                await hub.wait_subscribers(1)
+                # all it may still get is a close frame (1008), if it takes it in time
+                late = [message async for message in ws.from_app]
+        assert late in ([], [{"type": "websocket.close", "code": 1008, "reason": ""}])
+        assert web.counters.clients == 0
+    assert "stopped reading" in caplog.text
+
+
+async def test_login_page_when_logged_in_goes_to_the_dashboard(web: WebApp) -> None:
+    async with client_for(web) as client:
+        await login(client)
+        response = await client.get("/login")
+    assert (response.status_code, response.headers["location"]) == (303, "/")
 
 
 async def test_api_state_snapshot(web: WebApp, hub: FakeHub) -> None:
