@@ -212,6 +212,13 @@ class WebApp:
         session = self.sessions.get(self._token(connection))
         return None if session is None else self.users.get(session.user)
 
+    def roles(self, user: User) -> tuple[str, ...]:
+        """``user``'s roles: from ``[[users]]``, plus those the controller's config gives
+        the name (``roles_of``, when the controller has it)."""
+        roles_of = getattr(self.hub.controller, "roles_of", None)
+        extra = tuple(roles_of(user.name)) if callable(roles_of) else ()
+        return tuple(dict.fromkeys((*user.roles, *extra)))
+
     async def _check_password(self, name: str, password: str) -> User | None:
         user = self.users.get(name)
         if user is None:
@@ -290,7 +297,8 @@ class WebApp:
             return _page("login.html", status=user.status, error=user.message, **user.headers)
         token = self.sessions.create(user.name)
         if "application/json" in request.headers.get("accept", ""):
-            response: Response = JSONResponse({"user": user.name, "roles": list(user.roles)})
+            body = {"user": user.name, "roles": list(self.roles(user))}
+            response: Response = JSONResponse(body)
         else:
             response = RedirectResponse("/", status_code=303)
         response.set_cookie(
@@ -331,14 +339,14 @@ class WebApp:
         user = self.user(request)
         if user is None:
             return _error(401, "login required")
-        return JSONResponse({"user": user.name, "roles": list(user.roles)})
+        return JSONResponse({"user": user.name, "roles": list(self.roles(user))})
 
     def _hello(self, user: User) -> dict[str, Any]:
         hub = self.hub
         return {
             "gateway": {"id": hub.gateway_id, "site": hub.site, "host": hub.host},
             "user": user.name,
-            "roles": list(user.roles),
+            "roles": list(self.roles(user)),
             **self.state.snapshot(),
         }
 
@@ -374,7 +382,7 @@ class WebApp:
             operation=operation.strip(),
             value=value,
             source="web",
-            roles=user.roles,
+            roles=self.roles(user),
         )
         try:
             with anyio.fail_after(self.command_timeout):

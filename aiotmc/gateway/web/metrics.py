@@ -6,9 +6,9 @@ Two kinds of figures:
   quality; the age of readings when they reach the dashboard (acquisition to web, a
   histogram per instrument); instrument up/down and transitions; alerts firing; events
   the hub dropped for the dashboard; web logins, refusals, commands and clients;
-* what only the gateway knows, from a :class:`MetricsSource` (the hub, if it implements
-  any of its methods; each one is optional): per-instrument exchange latency, errors and
-  reconnects, queue depths and the spool size.
+* what only the gateway knows, from a :class:`MetricsSource` (the hub's ``stats()``):
+  per-instrument query latency, errors and reconnects, queue depths and drops, the spool
+  size, each sink's backlog and errors.
 
 Each scrape reads the current numbers; nothing is stored in prometheus-client's global
 registry (each app has its own).
@@ -16,8 +16,8 @@ registry (each app has its own).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -35,7 +35,8 @@ from aiotmc.gateway.web.state import LiveState
 
 __all__ = [
     "CONTENT_TYPE",
-    "InstrumentMetrics",
+    "GatewayCounters",
+    "InstrumentCounters",
     "MetricsSource",
     "WebCounters",
     "build_registry",
@@ -45,50 +46,63 @@ __all__ = [
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-@runtime_checkable
-class InstrumentMetrics(Protocol):
-    """One instrument's counters, as a gateway source keeps them (any object with these
-    attributes: a dataclass, a named tuple...)."""
+class InstrumentCounters(Protocol):
+    """One instrument source's counters (``aiotmc.gateway.model.InstrumentStats``)."""
 
     @property
-    def instrument(self) -> str: ...
+    def readings(self) -> int: ...
 
-    #: Exchanges (queries/fetches) completed or failed since start.
-    @property
-    def exchanges(self) -> int: ...
-
-    #: Exchanges that failed (timeouts, I/O errors, unparsable answers).
+    #: Failed or unparsable queries, and failed connection attempts.
     @property
     def errors(self) -> int: ...
 
-    #: Times the link was re-established after a loss.
+    #: Connections made after the first one.
     @property
     def reconnects(self) -> int: ...
 
-    #: Total seconds spent in completed exchanges (latency sum; ``exchanges`` is the count).
+    #: Query round trips: their sum (seconds) and count.
     @property
-    def latency_seconds(self) -> float: ...
+    def latency_sum(self) -> float: ...
+
+    @property
+    def latency_count(self) -> int: ...
+
+
+class GatewayCounters(Protocol):
+    """A snapshot of the gateway's counters (``aiotmc.gateway.model.GatewayStats``)."""
+
+    @property
+    def instruments(self) -> Mapping[str, InstrumentCounters]: ...
+
+    #: Per hub subscriber: events waiting in its queue, and events dropped for it.
+    @property
+    def queue_depths(self) -> Mapping[str, int]: ...
+
+    @property
+    def queue_dropped(self) -> Mapping[str, int]: ...
+
+    #: Readings held in the spool, and readings deleted undelivered (spool full).
+    @property
+    def spool_size(self) -> int: ...
+
+    @property
+    def spool_dropped(self) -> int: ...
+
+    #: Per sink: readings not yet delivered, and failed deliveries.
+    @property
+    def sink_backlog(self) -> Mapping[str, int]: ...
+
+    @property
+    def sink_errors(self) -> Mapping[str, int]: ...
 
 
 class MetricsSource(Protocol):
-    """What ``/metrics`` reads from the gateway besides the hub's events.
+    """What ``/metrics`` reads from the gateway besides the hub's events: the gateway
+    hub's ``stats()``. The web component uses the hub it runs with (or the ``source`` it
+    is given) when it has such a method; called at scrape time, on the event loop, it must
+    not block."""
 
-    The web component looks for each method on the hub it runs with (or on the ``source``
-    given to it) and uses those present: implement what you have. All are called at
-    scrape time, on the event loop, and must not block.
-    """
-
-    def instrument_metrics(self) -> Iterable[InstrumentMetrics]:
-        """Per-instrument exchange counters (see :class:`InstrumentMetrics`)."""
-        ...
-
-    def queue_depths(self) -> Mapping[str, int]:
-        """Events waiting per bounded queue (hub subscribers by name, sink batches...)."""
-        ...
-
-    def spool_size(self) -> int:
-        """Readings in the durable spool not yet stored by every sink."""
-        ...
+    def stats(self) -> GatewayCounters: ...
 
 
 class WebCounters:
@@ -197,55 +211,89 @@ class _Collector(Collector):
         yield GaugeMetricFamily("aiotmc_web_clients", "Live WebSocket clients.", counters.clients)
 
     def _source(self) -> Iterator[Metric]:
-        dropped = CounterMetricFamily(
-            "aiotmc_hub_dropped",
-            "Events the hub dropped for a slow subscriber (oldest first).",
-            labels=["subscriber"],
-        )
-        depths: Mapping[str, int] = {}
-        if (queue_depths := _method(self.source, "queue_depths")) is not None:
-            depths = queue_depths()
-            depth = GaugeMetricFamily(
-                "aiotmc_queue_depth", "Events waiting per queue.", labels=["queue"]
+        stats_method = _method(self.source, "stats")
+        if stats_method is None:  # the hub's events are all there is
+            yield _labelled(
+                CounterMetricFamily,
+                "aiotmc_hub_dropped",
+                "Events the hub dropped for a slow subscriber (oldest first).",
+                "subscriber",
+                {self.subscriber: self.hub.dropped(self.subscriber)},
             )
-            for name, value in depths.items():
-                depth.add_metric([name], value)
-            yield depth
-        for name in {self.subscriber, *depths}:
-            try:
-                dropped.add_metric([name], self.hub.dropped(name))
-            except KeyError:
-                continue
-        yield dropped
-        if (spool_size := _method(self.source, "spool_size")) is not None:
-            yield GaugeMetricFamily(
-                "aiotmc_spool_readings", "Readings waiting in the durable spool.", spool_size()
+            yield _labelled(
+                CounterMetricFamily,
+                "aiotmc_instrument_reconnects",
+                "Times an instrument's link was re-established.",
+                "instrument",
+                self.state.reconnects,
             )
-        reconnects = CounterMetricFamily(
-            "aiotmc_instrument_reconnects",
-            "Times an instrument's link was re-established.",
-            labels=["instrument"],
-        )
-        if (instrument_metrics := _method(self.source, "instrument_metrics")) is None:
-            for instrument, count in self.state.reconnects.items():
-                reconnects.add_metric([instrument], count)
-            yield reconnects
             return
+        stats: GatewayCounters = stats_method()
+        instruments = stats.instruments
         latency = SummaryMetricFamily(
             "aiotmc_instrument_latency_seconds",
-            "Time per instrument exchange.",
+            "Query round trips per instrument.",
             labels=["instrument"],
         )
-        errors = CounterMetricFamily(
-            "aiotmc_instrument_errors", "Failed instrument exchanges.", labels=["instrument"]
-        )
-        for item in instrument_metrics():
-            latency.add_metric([item.instrument], item.exchanges, item.latency_seconds)
-            errors.add_metric([item.instrument], item.errors)
-            reconnects.add_metric([item.instrument], item.reconnects)
+        for name, item in instruments.items():
+            latency.add_metric([name], item.latency_count, item.latency_sum)
         yield latency
-        yield errors
-        yield reconnects
+        for metric, help_text, attribute in (
+            ("aiotmc_instrument_readings", "Readings acquired per instrument.", "readings"),
+            ("aiotmc_instrument_errors", "Failed queries and connections.", "errors"),
+            ("aiotmc_instrument_reconnects", "Connections after the first.", "reconnects"),
+        ):
+            values = {name: getattr(item, attribute) for name, item in instruments.items()}
+            yield _labelled(CounterMetricFamily, metric, help_text, "instrument", values)
+        yield _labelled(
+            GaugeMetricFamily,
+            "aiotmc_queue_depth",
+            "Events waiting per hub subscriber.",
+            "subscriber",
+            stats.queue_depths,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "aiotmc_hub_dropped",
+            "Events the hub dropped for a slow subscriber (oldest first).",
+            "subscriber",
+            stats.queue_dropped,
+        )
+        yield GaugeMetricFamily(
+            "aiotmc_spool_readings", "Readings held in the spool.", stats.spool_size
+        )
+        yield CounterMetricFamily(
+            "aiotmc_spool_dropped",
+            "Readings deleted undelivered (spool full).",
+            stats.spool_dropped,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "aiotmc_sink_backlog",
+            "Readings not yet delivered per sink.",
+            "sink",
+            stats.sink_backlog,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "aiotmc_sink_errors",
+            "Failed deliveries per sink.",
+            "sink",
+            stats.sink_errors,
+        )
+
+
+def _labelled(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    help_text: str,
+    label: str,
+    values: Mapping[str, float],
+) -> Metric:
+    family = kind(name, help_text, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 def build_registry(

@@ -28,6 +28,7 @@ from tests.gateway.web.conftest import (
     HOST,
     ORIGIN,
     PASSWORDS,
+    FakeController,
     FakeHub,
     WebSocketRefused,
     make_app,
@@ -293,6 +294,27 @@ async def test_a_viewer_is_refused_and_anonymous_gets_401(web: WebApp, hub: Fake
     assert anonymous.status_code == 401
     assert viewer.json()["ok"] is False and "may not control" in viewer.json()["detail"]
     assert [r.user for r in hub.controller.requests] == ["bob"]
+
+
+async def test_roles_from_the_controllers_config_count_too(web: WebApp, hub: FakeHub) -> None:
+    """The controller's [[roles]] may name users (``roles_of``): the web sends both."""
+
+    class NamingController(FakeController):
+        def roles_of(self, user: str) -> tuple[str, ...]:
+            return ("operator", "auditor") if user == "bob" else ()
+
+    hub.controller = NamingController()
+    async with client_for(web) as client:
+        await login(client, "bob")
+        me = (await client.get("/api/me")).json()
+        result = await client.post(
+            "/api/command",
+            json={"instrument": "psu", "operation": "set_voltage", "value": 3},
+            headers={"origin": ORIGIN},
+        )
+    assert me["roles"] == ["viewer", "operator", "auditor"]
+    assert result.json()["ok"] is True
+    assert hub.controller.requests[0].roles == ("viewer", "operator", "auditor")
 
 
 async def test_a_failing_controller_is_a_500_not_a_crash(web: WebApp, hub: FakeHub) -> None:

@@ -26,25 +26,47 @@ from tests.gateway.web.conftest import HOST, ORIGIN, FakeHub, running
 
 
 @dataclass(frozen=True)
-class Counters:
-    instrument: str
-    exchanges: int
+class InstrumentStats:
+    """The shape of aiotmc.gateway.model.InstrumentStats (the gateway hub's counters)."""
+
+    state: InstrumentState
+    readings: int
     errors: int
     reconnects: int
-    latency_seconds: float
+    latency_sum: float
+    latency_count: int
 
 
-class GatewayMetrics:
-    """A MetricsSource with everything: per-instrument counters, queues, spool."""
+@dataclass(frozen=True)
+class GatewayStats:
+    """The shape of aiotmc.gateway.model.GatewayStats."""
 
-    def instrument_metrics(self) -> list[Counters]:
-        return [Counters("dmm", 100, 3, 2, 0.25), Counters("psu", 10, 0, 0, 0.01)]
+    instruments: dict[str, InstrumentStats]
+    queue_depths: dict[str, int]
+    queue_dropped: dict[str, int]
+    spool_size: int
+    spool_dropped: int
+    sink_backlog: dict[str, int]
+    sink_errors: dict[str, int]
 
-    def queue_depths(self) -> dict[str, int]:
-        return {"web": 0, "mqtt": 17}
 
-    def spool_size(self) -> int:
-        return 42
+class StatsHub(FakeHub):
+    """A hub with ``stats()``, like the gateway's."""
+
+    def stats(self) -> GatewayStats:
+        online = InstrumentState.ONLINE
+        return GatewayStats(
+            instruments={
+                "dmm": InstrumentStats(online, 97, 3, 2, 0.25, 100),
+                "psu": InstrumentStats(online, 10, 0, 0, 0.01, 10),
+            },
+            queue_depths={"web": 0, "mqtt": 17},
+            queue_dropped={"web": 0, "mqtt": 5},
+            spool_size=42,
+            spool_dropped=1,
+            sink_backlog={"sqlite": 42},
+            sink_errors={"postgres": 4},
+        )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -120,16 +142,20 @@ async def test_metrics_from_the_hub_alone(hub: FakeHub, users: tuple[User, ...])
     assert not any(name.startswith("aiotmc_spool") for name, _ in got)
 
 
-async def test_metrics_with_a_metrics_source(hub: FakeHub, users: tuple[User, ...]) -> None:
-    web = WebApp(hub, WebSettings(allowed_hosts=(HOST,)), users, metrics_source=GatewayMetrics())
-    hub.drops["mqtt"] = 5
+async def test_metrics_with_the_gateway_stats(users: tuple[User, ...]) -> None:
+    hub = StatsHub()
+    web = WebApp(hub, WebSettings(allowed_hosts=(HOST,)), users)
     got = samples(await scrape(web, hub, events()))
     dmm = (("instrument", "dmm"),)
     assert got[("aiotmc_instrument_latency_seconds_count", dmm)] == 100
     assert got[("aiotmc_instrument_latency_seconds_sum", dmm)] == 0.25
+    assert got[("aiotmc_instrument_readings_total", dmm)] == 97
     assert got[("aiotmc_instrument_errors_total", dmm)] == 3
-    # reconnects come from the source now, not from the status events
+    # reconnects come from the gateway's counters now, not from the status events
     assert got[("aiotmc_instrument_reconnects_total", dmm)] == 2
-    assert got[("aiotmc_queue_depth", (("queue", "mqtt"),))] == 17
+    assert got[("aiotmc_queue_depth", (("subscriber", "mqtt"),))] == 17
     assert got[("aiotmc_hub_dropped_total", (("subscriber", "mqtt"),))] == 5
     assert got[("aiotmc_spool_readings", ())] == 42
+    assert got[("aiotmc_spool_dropped_total", ())] == 1
+    assert got[("aiotmc_sink_backlog", (("sink", "sqlite"),))] == 42
+    assert got[("aiotmc_sink_errors_total", (("sink", "postgres"),))] == 4

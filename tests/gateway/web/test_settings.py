@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, Type
 
 from aiotmc import ConfigError
-from aiotmc.gateway.web import from_config
+from aiotmc.gateway.web import DEMO_CONFIG, from_config
 from aiotmc.gateway.web.component import WebComponent
+from aiotmc.gateway.web.passwords import verify_password
 from aiotmc.gateway.web.settings import LOOPBACK_HOSTS, WebSettings, parse_settings
 from tests.gateway.web.conftest import FAST_HASHER
 
@@ -115,3 +117,24 @@ def test_bad_users(users: list[Any], key: tuple[Any, ...], message: str) -> None
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         WebSettings().port = 1  # type: ignore[misc]
+
+
+def test_the_loaders_grouped_form() -> None:
+    users = [{"name": "ann", "password_hash": HASH}]
+    component = from_config({"web": {"port": 9000}, "users": users}, ())
+    assert component.settings.port == 9000 and component.users[0].name == "ann"
+    assert from_config({"users": users}, ()).settings.port == 8080
+    with pytest.raises(ConfigError) as caught:
+        from_config({"web": {"port": -1}}, ())
+    assert caught.value.key == ("web", "port")
+    with pytest.raises(ConfigError) as caught:
+        from_config({"users": [{"name": "x", "password_hash": "x"}]}, ())
+    assert caught.value.key == ("users", 0, "password_hash")
+
+
+def test_the_demo_section_lets_demo_log_in() -> None:
+    document = tomllib.loads(DEMO_CONFIG)
+    component = from_config(document, ())
+    assert component.settings.loopback
+    (user,) = component.users
+    assert user.name == "demo" and verify_password(user.password_hash, "demo")
