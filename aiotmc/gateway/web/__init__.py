@@ -25,28 +25,38 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiotmc.gateway.web.component import WebComponent
 
-__all__ = ["DEMO_CONFIG", "from_config"]
+__all__ = ["DEMO_PORT", "demo_section", "from_config"]
 
 Key = tuple[str | int, ...]
 
-#: What ``aiotmc gateway --demo`` appends to its config: the dashboard on loopback and one
-#: user, ``demo`` with password ``demo`` (a demo of simulated instruments only: never
-#: copy this user into a real config).
-_DEMO_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$IhpT63FcXCNrU6MT+AJ4Pg"
-    "$t5mufbMXxlX9CF8sjdNdRnJUgpf9nAsNuB4mkYptgPY"
-)
-DEMO_CONFIG = f"""\
+#: Where ``aiotmc gateway --demo`` serves the dashboard.
+DEMO_PORT = 8080
+
+
+def demo_section(password: str | None = None) -> tuple[str, str]:
+    """What ``aiotmc gateway --demo`` appends to its config, and the line it prints.
+
+    ``[web]`` on 127.0.0.1 and one user, ``demo`` (role ``operator``), whose password is
+    made up now (``password`` to choose it) and shown in the returned banner line: no
+    fixed password to forget in a real deployment.
+    """
+    import secrets
+
+    from aiotmc.gateway.web.passwords import hash_password
+
+    password = secrets.token_urlsafe(9) if password is None else password
+    text = f"""\
 [web]
 bind = "127.0.0.1"
-port = 8080
+port = {DEMO_PORT}
 
 [[users]]
 name = "demo"
-# python -m aiotmc.gateway.web.passwords  <<< demo
-password_hash = "{_DEMO_HASH}"
+password_hash = "{hash_password(password)}"
 roles = ["operator"]
 """
+    banner = f"dashboard on http://127.0.0.1:{DEMO_PORT}/, log in as demo, password {password}"
+    return text, banner
 
 
 def _as_key(value: object) -> Key | None:

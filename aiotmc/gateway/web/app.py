@@ -153,7 +153,7 @@ class WebApp:
         self.client_queue = client_queue
         self._clients: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
-        self._client_ids = itertools.count(1)
+        self._slots: set[int] = set()  # hub names web:1, web:2... reused: bounded labels
         self._verify_limiter = anyio.CapacityLimiter(2)  # argon2 is CPU and memory heavy
         self.starlette = Starlette(
             routes=[
@@ -421,7 +421,9 @@ class WebApp:
             return
         token = self._token(websocket)
         await websocket.accept()
-        name = f"{SUBSCRIBER}:{next(self._client_ids)}"
+        slot = next(i for i in itertools.count(1) if i not in self._slots)
+        self._slots.add(slot)
+        name = f"{SUBSCRIBER}:{slot}"
         code: int | None = None
         scope = anyio.CancelScope()
         self._clients.add(scope)
@@ -444,6 +446,7 @@ class WebApp:
                         pass
         finally:
             self._clients.discard(scope)
+            self._slots.discard(slot)
             self.counters.clients -= 1
             self._drained.set()
 

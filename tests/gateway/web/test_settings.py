@@ -9,7 +9,7 @@ import pytest
 from argon2 import PasswordHasher, Type
 
 from aiotmc import ConfigError
-from aiotmc.gateway.web import DEMO_CONFIG, from_config
+from aiotmc.gateway.web import DEMO_PORT, demo_section, from_config
 from aiotmc.gateway.web.component import WebComponent
 from aiotmc.gateway.web.passwords import verify_password
 from aiotmc.gateway.web.settings import LOOPBACK_HOSTS, WebSettings, parse_settings
@@ -133,8 +133,11 @@ def test_the_loaders_grouped_form() -> None:
 
 
 def test_the_demo_section_lets_demo_log_in() -> None:
-    document = tomllib.loads(DEMO_CONFIG)
-    component = from_config(document, ())
-    assert component.settings.loopback
+    text, banner = demo_section()
+    password = banner.rpartition(" ")[2]
+    component = from_config(tomllib.loads(text), ())
+    assert component.settings.loopback and component.settings.port == DEMO_PORT
+    assert f"http://127.0.0.1:{DEMO_PORT}/" in banner
     (user,) = component.users
-    assert user.name == "demo" and verify_password(user.password_hash, "demo")
+    assert user.name == "demo" and verify_password(user.password_hash, password)
+    assert demo_section()[1] != banner  # a new password each time
