@@ -352,13 +352,16 @@ class GatewayController:
             with anyio.fail_after(self.timeout):
                 async with instrument.lock():
                     answer: str | None = None
+                    checking = operation is not None and operation.check_errors
+                    if checking:  # older errors are not this command's: drain them first
+                        await instrument.errors()
                     if query:
                         answer = await instrument.query(text)
                     else:
                         await instrument.write(text)
                     if operation is not None and operation.readback:
                         answer = await instrument.query(operation.readback)
-                    if operation is not None and operation.check_errors:
+                    if checking:
                         await instrument.check_errors()
         except TimeoutError:
             return refuse(Refusal.FAILED, f"{name}: no answer within {self.timeout} s")

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import ssl
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, runtime_checkable
@@ -71,6 +72,15 @@ class _Command:
     problem: str | None = None
 
 
+def retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Mark the error of a lost connection as seen: aiomqtt keeps it in a future that
+    nobody awaits when the session ended some other way (asyncio would log it as "never
+    retrieved")."""
+    future = getattr(client, "_disconnected", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
+
+
 class MqttBridge:
     """A gateway :class:`~aiotmc.gateway.Component` publishing to one MQTT 5 broker.
 
@@ -90,7 +100,9 @@ class MqttBridge:
         self.rejected = 0
         self.connected = False
         self.last_error: str | None = None
-        self._connected_event = anyio.Event()
+        #: Failed connection attempts and lost connections, since start.
+        self.failures = 0
+        self._changed = anyio.Event()
         self._retained: dict[str, Outgoing] = {}  # instrument status + discovery, re-sent
         self._discovered: set[tuple[str, str]] = set()
         self._topics: Topics | None = None
@@ -110,6 +122,7 @@ class MqttBridge:
             "dropped": self.queue.dropped,
             "published": self.published,
             "reconnects": self.reconnects,
+            "failures": self.failures,
             "commands": self.commands,
             "rejected": self.rejected,
             "last_error": self.last_error,
@@ -118,15 +131,21 @@ class MqttBridge:
     async def wait_connected(self, *, connections: int = 1) -> None:
         """Return once the bridge is connected (and subscribed), for at least the
         ``connections``-th time since it started."""
-        while not (self.connected and self.connections >= connections):
-            await self._connected_event.wait()
+        await self.wait_until(lambda bridge: bridge.connected and bridge.connections >= connections)
+
+    async def wait_until(self, condition: Callable[[MqttBridge], bool]) -> None:
+        """Return once ``condition(bridge)`` holds; it is checked whenever the connection
+        state changes (connected, disconnected, a failed attempt)."""
+        while not condition(self):
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
-        if connected:
-            self._connected_event.set()
-        else:
-            self._connected_event = anyio.Event()
+        self._notify()
 
     # -- the component ---------------------------------------------------------------------
 
@@ -195,17 +214,23 @@ class MqttBridge:
         config = self.config
         delay = config.reconnect_min
         while True:
+            client = self._client(hub, tls)
             try:
-                async with self._client(hub, tls) as client:
+                async with client:
                     self.connections += 1
                     delay = config.reconnect_min
                     log.info(
                         "connected to mqtt%s://%s:%d", "s" if tls else "", config.host, config.port
                     )
-                    await self._session(client, commands)
+                    try:
+                        await self._session(client, commands)
+                    finally:
+                        retrieve_disconnect(client)
             except* (aiomqtt.MqttError, OSError) as group:
                 error = group.exceptions[0]
                 self.last_error = f"{type(error).__name__}: {error}"
+                self.failures += 1
+                self._notify()
                 log.warning(
                     "mqtt %s:%d: %s; retrying in %.1f s",
                     config.host,

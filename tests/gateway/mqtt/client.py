@@ -12,6 +12,8 @@ import anyio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from aiotmc.gateway.mqtt.bridge import retrieve_disconnect
+
 from .broker import BASE, USERS, Mosquitto
 
 
@@ -30,7 +32,10 @@ async def connect(
         timeout=10,
         **options,
     ) as client:
-        yield client
+        try:
+            yield client
+        finally:
+            retrieve_disconnect(client)  # the broker may have been killed meanwhile
 
 
 async def next_message(
@@ -57,6 +62,7 @@ async def call(
     *,
     correlation: bytes,
     response_topic: str | None = None,
+    timeout: float = 10,
 ) -> dict[str, Any]:
     """Send a command as ``user`` and wait for its reply (the client must be subscribed to
     its reply topics)."""
@@ -72,6 +78,6 @@ async def call(
         data = getattr(message.properties, "CorrelationData", None)
         return data == correlation
 
-    reply = await next_message(client, is_reply)
+    reply = await next_message(client, is_reply, timeout=timeout)
     result: dict[str, Any] = json.loads(reply.payload)
     return result
