@@ -26,6 +26,13 @@ __all__ = [
 ]
 
 
-def from_config(section: Mapping[str, Any], key: tuple[str | int, ...] = ("mqtt",)) -> MqttBridge:
-    """The bridge for the ``[mqtt]`` table at ``key`` (validated: :class:`~aiotmc.ConfigError`)."""
-    return MqttBridge(parse_config(section, key))
+def from_config(section: Mapping[str, Any], key: tuple[str | int, ...] = ()) -> MqttBridge:
+    """The bridge for the ``[mqtt]`` table (validated: :class:`~aiotmc.ConfigError`).
+
+    ``section`` is the gateway loader's mapping of top-level sections (``{"mqtt": {...}}``,
+    at ``key`` ``()``), or the ``[mqtt]`` table itself.
+    """
+    table = section.get("mqtt") if isinstance(section, Mapping) else None
+    if isinstance(table, Mapping):
+        return MqttBridge(parse_config(table, (*key, "mqtt")))
+    return MqttBridge(parse_config(section, key or ("mqtt",)))

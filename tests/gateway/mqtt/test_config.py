@@ -51,8 +51,16 @@ def test_tls_and_password_file(tmp_path: Path) -> None:
 )
 def test_errors_name_the_field(section: dict[str, Any], key: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
-        from_config(section, ("mqtt",))
+        from_config({"mqtt": section}, ())  # as the gateway's loader calls it
     assert info.value.key == key
+
+
+def test_the_loader_form_and_the_table_form() -> None:
+    assert from_config({"mqtt": {"port": 1884}}, ()).config.port == 1884
+    assert from_config({"port": 1884}).config.port == 1884
+    with pytest.raises(ConfigError) as info:
+        from_config({"port": 0})
+    assert info.value.key == ("mqtt", "port")
 
 
 def test_errors_use_the_given_key() -> None:
