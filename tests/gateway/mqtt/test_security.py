@@ -20,7 +20,7 @@ from aiotmc.gateway.control import from_config as control_from_config
 from aiotmc.gateway.mqtt import MqttBridge, from_config
 from aiotmc.sim.devices.psu import SimPsu
 
-from .broker import BASE, Mosquitto, TlsFiles
+from .broker import BASE, USERS, Mosquitto, TlsFiles, require
 from .client import call, connect, next_message, on
 from .hub import LocalHub
 from .test_bridge import gateway_config, reading, running
@@ -214,3 +214,30 @@ async def test_admin_raw_scpi_and_malformed_payloads(
         assert json.loads(junk.payload)["error"] == "bad_value"
     assert device.channels[0].voltage == 0.0
     assert [e["ok"] for e in audit(controller)] == [True, False, False]
+
+
+async def test_the_documented_mosquitto_rr_command(
+    secure_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """docs/gateway.md's request/response example, with mosquitto's own client."""
+    rr = require("mosquitto_rr")
+    async with controlled_gateway(secure_broker, tmp_path) as (_, controller, device):
+        done = await anyio.run_process(
+            [
+                rr,
+                *("-h", "127.0.0.1", "-p", str(secure_broker.port)),
+                *("-u", "alice", "-P", USERS["alice"], "-W", "10"),
+                *("-t", f"{BASE}/$cmd/alice/psu1/set_voltage"),
+                *("-e", f"{BASE}/$reply/alice/rr", "-m", '{"value": 12.5}'),
+            ],
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "ok": True,
+        "detail": "psu1: VOLT 12.5",
+        "answer": None,
+        "error": None,
+    }
+    assert device.channels[0].voltage == 12.5
+    assert [e["user"] for e in audit(controller)] == ["alice"]
