@@ -85,6 +85,14 @@ class Refusal(enum.StrEnum):
     FAILED = "failed"
 
 
+class _Refused(ValueError):
+    """A value an operation does not take (``reason``: bad_value or out_of_limits)."""
+
+    def __init__(self, reason: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class CommandRefusal(CommandResult):
     """A :class:`CommandResult` with ``ok`` false and a machine-readable ``reason``."""
@@ -132,43 +140,55 @@ class Operation:
         return self.command.rstrip().endswith("?")
 
     def render(self, value: Any) -> str:
-        """The SCPI text for ``value``; :class:`ValueError` (with a refusal reason as its
-        second argument) when the value is of the wrong type or outside the limits."""
-        text = self._text(value)
-        return self.command.format(value=text)
+        """The SCPI text for ``value``; a :class:`ValueError` (with a ``reason``, bad_value
+        or out_of_limits) when the value is of the wrong type or outside the limits."""
+        return self.command.format(value=self._checked(value))
 
-    def _text(self, value: Any) -> str:
+    def sample(self) -> Any:
+        """A value this operation accepts (to try its template on)."""
+        if self.type is ValueType.BOOL:
+            return True
+        if self.type is ValueType.CHOICE:
+            return self.choices[0]
+        if self.type is ValueType.NONE:
+            return None
+        number = self.minimum if self.minimum is not None else self.maximum or 0
+        return int(number) if self.type is ValueType.INT else float(number)
+
+    def _checked(self, value: Any) -> str | float | int:
+        """The value to put in the template: a number for ``float``/``int`` (so that a
+        format spec such as ``{value:.3f}`` applies), else the text to send."""
         kind = self.type
         if kind is ValueType.NONE:
             if value is not None:
-                raise ValueError(f"{self.name} takes no value", Refusal.BAD_VALUE)
+                raise _Refused(Refusal.BAD_VALUE, f"{self.name} takes no value")
             return ""
         if value is None:
-            raise ValueError(f"{self.name} needs a value", Refusal.BAD_VALUE)
+            raise _Refused(Refusal.BAD_VALUE, f"{self.name} needs a value")
         if kind is ValueType.BOOL:
             if not isinstance(value, bool):
-                raise ValueError(f"{self.name} needs true or false", Refusal.BAD_VALUE)
+                raise _Refused(Refusal.BAD_VALUE, f"{self.name} needs true or false")
             return self.true if value else self.false
         if kind is ValueType.CHOICE:
             if not isinstance(value, str) or value not in self.choices:
                 shown = ", ".join(self.choices)
-                raise ValueError(f"{self.name} needs one of {shown}", Refusal.BAD_VALUE)
+                raise _Refused(Refusal.BAD_VALUE, f"{self.name} needs one of {shown}")
             return value
         number = _number(value, integer=kind is ValueType.INT)
         if number is None:
-            raise ValueError(f"{self.name} needs a finite {kind.value}", Refusal.BAD_VALUE)
+            raise _Refused(Refusal.BAD_VALUE, f"{self.name} needs a finite {kind.value}")
         unit = f" {self.unit}" if self.unit else ""
         if self.minimum is not None and number < self.minimum:
-            raise ValueError(
-                f"{self.name}: {number}{unit} is below the minimum {self.minimum}{unit}",
+            raise _Refused(
                 Refusal.OUT_OF_LIMITS,
+                f"{self.name}: {number}{unit} is below the minimum {self.minimum}{unit}",
             )
         if self.maximum is not None and number > self.maximum:
-            raise ValueError(
-                f"{self.name}: {number}{unit} is above the maximum {self.maximum}{unit}",
+            raise _Refused(
                 Refusal.OUT_OF_LIMITS,
+                f"{self.name}: {number}{unit} is above the maximum {self.maximum}{unit}",
             )
-        return str(number)
+        return number
 
 
 def _number(value: Any, *, integer: bool) -> float | int | None:
@@ -333,9 +353,10 @@ class GatewayController:
             )
         try:
             return operation.render(request.value), operation
-        except ValueError as exc:
-            message, reason = exc.args
-            return refuse(reason, message)
+        except _Refused as exc:
+            return refuse(exc.reason, str(exc))
+        except (ValueError, TypeError) as exc:  # the template rejected a checked value
+            return refuse(Refusal.BAD_VALUE, f"{name}: {exc}")
 
     def _lookup(self, name: str) -> Instrument | None:
         try:
@@ -483,7 +504,7 @@ def _operation(
     unit = entry.get("unit", "")
     if not isinstance(unit, str):
         raise ConfigError("must be a string", key=(*key, "unit"))
-    return Operation(
+    operation = Operation(
         name=name,
         instruments=instruments,
         command=command.strip(),
@@ -497,6 +518,13 @@ def _operation(
         readback=readback,
         check_errors=_bool(entry.get("check_errors", check_errors), (*key, "check_errors")),
     )
+    try:
+        operation.render(operation.sample())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"the template does not take a {kind.value}: {exc}", key=(*key, "command")
+        ) from None
+    return operation
 
 
 def _role(

@@ -327,6 +327,27 @@ def test_config_errors_name_the_field(
     assert info.value.key == key
 
 
+def test_templates_take_format_specs() -> None:
+    config = {
+        "control": {
+            "operations": [
+                {"name": "v", "command": "VOLT {value:.3f}", "type": "float", "max": 10},
+                {"name": "n", "command": "SWE:POIN {value:d}", "type": "int"},
+            ]
+        }
+    }
+    controller = from_config(config, instrument_for=lambda n: None)
+    v, n = (controller.operation(name, "any") for name in ("v", "n"))
+    assert v is not None and v.render(2) == "VOLT 2.000" and v.render("1.5") == "VOLT 1.500"
+    assert n is not None and n.render(401) == "SWE:POIN 401"
+    bad = {
+        "control": {"operations": [{"name": "o", "command": "OUTP {value:.1f}", "type": "bool"}]}
+    }
+    with pytest.raises(ConfigError, match="does not take a bool") as info:
+        from_config(bad, instrument_for=lambda n: None)
+    assert info.value.key == ("control", "operations", 0, "command")
+
+
 def test_config_key_prefix_and_defaults(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         from_config({"control": {"timeout": -1}}, ("gateway",), instrument_for=lambda n: None)

@@ -401,6 +401,8 @@ class MqttBridge:
                 body = None
             if isinstance(body, dict):
                 value = body.get("value")
+                if value is not None and not isinstance(value, str | int | float | bool):
+                    problem = "the value must be a number, a string, true or false"
             else:
                 problem = 'the payload must be a JSON object such as {"value": 12.5}'
         request = CommandRequest(

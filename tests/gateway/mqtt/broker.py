@@ -44,7 +44,7 @@ topic read {BASE}/$reply/alice/#
 
 user root
 topic readwrite {BASE}/#
-topic read homeassistant/#
+topic readwrite homeassistant/#
 """
 
 USERS = {"gateway": "gw-secret", "carol": "carol-pw", "alice": "alice-pw", "root": "root-pw"}

@@ -104,6 +104,12 @@ async def test_readings_status_discovery_and_clean_shutdown(secure_broker: Mosqu
             message = await next_message(observer, on(f"{BASE}/dmm1/voltage"))
             assert json.loads(message.payload)["value"] is None
             assert json.loads(message.payload)["quality"] == "bad"
+            # Home Assistant (re)starts: the discovery configs are sent again.
+            await observer.publish("homeassistant/status", b"online", qos=1)
+            again = await next_message(
+                observer, on("homeassistant/sensor/aiotmc_gw-basic/dmm1_voltage/config")
+            )
+            assert json.loads(again.payload) == discovery
         # Cancelled: a clean shutdown publishes the retained offline itself.
         offline = await next_message(
             observer, lambda m: m.topic.value == f"{BASE}/$status" and m.payload == b"offline"
@@ -114,7 +120,7 @@ async def test_readings_status_discovery_and_clean_shutdown(secure_broker: Mosqu
         await viewer.subscribe(f"{BASE}/dmm1/$status")
         retained = await next_message(viewer, on(f"{BASE}/dmm1/$status"))
         assert retained.retain and retained.payload == b"online"
-    assert bridge.published == 4 and bridge.queue.dropped == 0  # status, discovery, 2 readings
+    assert bridge.published >= 5 and bridge.queue.dropped == 0  # status, discovery x2, 2 readings
 
 
 async def test_alerts_go_to_the_alert_topic(secure_broker: Mosquitto) -> None:
