@@ -7,6 +7,7 @@ it as a component next to its sources and sinks.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aiotmc.gateway.mqtt.bridge import MqttBridge
@@ -26,13 +27,20 @@ __all__ = [
 ]
 
 
-def from_config(section: Mapping[str, Any], key: tuple[str | int, ...] = ()) -> MqttBridge:
+def from_config(
+    section: Mapping[str, Any],
+    key: tuple[str | int, ...] = (),
+    *,
+    config_dir: Path | str | None = None,
+) -> MqttBridge:
     """The bridge for the ``[mqtt]`` table (validated: :class:`~aiotmc.ConfigError`).
 
     ``section`` is the gateway loader's mapping of top-level sections (``{"mqtt": {...}}``,
-    at ``key`` ``()``), or the ``[mqtt]`` table itself.
+    at ``key`` ``()``), or the ``[mqtt]`` table itself. Relative file names in it are
+    relative to ``config_dir`` (the configuration file's directory) when given.
     """
+    base = Path(config_dir) if config_dir is not None else None
     table = section.get("mqtt") if isinstance(section, Mapping) else None
     if isinstance(table, Mapping):
-        return MqttBridge(parse_config(table, (*key, "mqtt")))
-    return MqttBridge(parse_config(section, key or ("mqtt",)))
+        return MqttBridge(parse_config(table, (*key, "mqtt"), base=base))
+    return MqttBridge(parse_config(section, key or ("mqtt",), base=base))

@@ -57,8 +57,14 @@ _KEYS = frozenset(
 _TLS_KEYS = frozenset({"ca_file", "cert_file", "key_file"})
 
 
-def parse_config(section: Mapping[str, Any], key: Key = ("mqtt",)) -> MqttConfig:
-    """Validate the ``[mqtt]`` table; :class:`~aiotmc.ConfigError` names the bad field."""
+def parse_config(
+    section: Mapping[str, Any], key: Key = ("mqtt",), *, base: Path | None = None
+) -> MqttConfig:
+    """Validate the ``[mqtt]`` table; :class:`~aiotmc.ConfigError` names the bad field.
+
+    Relative file names (TLS files, ``password_file``) are relative to ``base`` (the
+    configuration file's directory), or to the current directory.
+    """
     if not isinstance(section, Mapping):
         raise ConfigError("must be a table", key=key)
     for name in section:
@@ -66,7 +72,7 @@ def parse_config(section: Mapping[str, Any], key: Key = ("mqtt",)) -> MqttConfig
             raise ConfigError(
                 f"unknown field (known: {', '.join(sorted(_KEYS))})", key=(*key, name)
             )
-    tls = _tls(section.get("tls", False), (*key, "tls"))
+    tls = _tls(section.get("tls", False), (*key, "tls"), base)
     host = _text(section.get("host", "127.0.0.1"), (*key, "host"))
     port = _int(section.get("port", 8883 if tls else 1883), (*key, "port"), 1, 65535)
     username = _optional_text(section.get("username"), (*key, "username"))
@@ -74,7 +80,7 @@ def parse_config(section: Mapping[str, Any], key: Key = ("mqtt",)) -> MqttConfig
     if "password_file" in section:
         if password is not None:
             raise ConfigError("give password or password_file, not both", key=(*key, "password"))
-        password = _read_secret(section["password_file"], (*key, "password_file"))
+        password = _read_secret(section["password_file"], (*key, "password_file"), base)
     if password is not None and username is None:
         raise ConfigError("a password needs a username", key=(*key, "username"))
     reconnect_min = _seconds(section.get("reconnect_min", 0.5), (*key, "reconnect_min"))
@@ -103,7 +109,7 @@ def parse_config(section: Mapping[str, Any], key: Key = ("mqtt",)) -> MqttConfig
     )
 
 
-def _tls(value: Any, key: Key) -> TlsConfig | None:
+def _tls(value: Any, key: Key, base: Path | None) -> TlsConfig | None:
     if value is False:
         return None
     if value is True:
@@ -115,22 +121,27 @@ def _tls(value: Any, key: Key) -> TlsConfig | None:
             raise ConfigError(
                 f"unknown field (known: {', '.join(sorted(_TLS_KEYS))})", key=(*key, name)
             )
-    files = {name: _file(value.get(name), (*key, name)) for name in _TLS_KEYS}
+    files = {name: _file(value.get(name), (*key, name), base) for name in _TLS_KEYS}
     if (files["cert_file"] is None) != (files["key_file"] is None):
         raise ConfigError("a client certificate needs both cert_file and key_file", key=key)
     return TlsConfig(**files)
 
 
-def _file(value: Any, key: Key) -> str | None:
+def _file(value: Any, key: Key, base: Path | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not Path(value).is_file():
-        raise ConfigError(f"no such file: {value!r}", key=key)
-    return value
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a file name", key=key)
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"no such file: {str(path)!r}", key=key)
+    return str(path)
 
 
-def _read_secret(value: Any, key: Key) -> str:
-    path = _file(value, key)
+def _read_secret(value: Any, key: Key, base: Path | None) -> str:
+    path = _file(value, key, base)
     assert path is not None
     secret = Path(path).read_text(encoding="utf-8").strip()
     if not secret:

@@ -29,6 +29,12 @@ def test_tls_and_password_file(tmp_path: Path) -> None:
     assert config.port == 8883 and config.tls is not None and config.tls.ca_file == str(ca)
     assert config.password == "s3cret"
     assert parse_config({"tls": True}).tls is not None
+    relative = from_config(
+        {"mqtt": {"tls": {"ca_file": "ca.pem"}, "username": "gw", "password_file": "secret"}},
+        config_dir=tmp_path,
+    ).config
+    assert relative.tls is not None and relative.tls.ca_file == str(ca)
+    assert relative.password == "s3cret"
 
 
 @pytest.mark.parametrize(
