@@ -6,6 +6,7 @@ queried every ``--period`` seconds; the moment its answer is parsed is the readi
 timestamp. The reading goes through a hub to the gateway's :class:`MqttBridge`, to a
 mosquitto started here on 127.0.0.1, to an MQTT 5 subscriber in the same process, which
 records arrival time minus the timestamp. Targets (issue 19): median ≤ 5 ms, p99 ≤ 50 ms.
+Then the bridge's throughput: readings per second from the hub to the subscriber.
 """
 
 from __future__ import annotations
@@ -158,6 +159,60 @@ async def run(*, port: int, count: int, period: float) -> dict[str, Any]:
     }
 
 
+async def throughput(*, port: int, count: int) -> dict[str, Any]:
+    """Readings per second from the hub through the bridge and mosquitto to a subscriber
+    in another process (``mosquitto_sub``), as fast as the bridge goes."""
+    import anyio
+
+    from aiotmc.gateway.model import Reading
+    from aiotmc.gateway.mqtt import from_config
+
+    hub = _Hub()
+    bridge = from_config(
+        {"port": port, "discovery": False, "commands": False, "queue_size": count + 1}
+    )
+    sub = shutil.which("mosquitto_sub")
+    if sub is None:
+        raise SystemExit("mosquitto_sub is not installed")
+    topic = f"aiotmc/{SITE}/{HOST}/dmm/#"
+    command = [sub, "-p", str(port), "-t", topic, "-F", "%t"]
+    received = 0
+    async with (
+        await anyio.open_process(command, stdout=subprocess.PIPE) as process,
+        anyio.create_task_group() as tg,
+    ):
+        assert process.stdout is not None
+        await tg.start(bridge.run, hub)
+        with anyio.fail_after(30):
+            await bridge.wait_connected()
+            # Until the subscriber shows one message, it may not be subscribed yet.
+            while True:
+                await hub.publish(Reading("bench", 0, SITE, HOST, "dmm", "ready", 0, "", 0))
+                with anyio.move_on_after(0.2):
+                    await process.stdout.receive()
+                    break
+        started = time.perf_counter()
+        with anyio.fail_after(60 + count / 100):
+            for seq in range(count):
+                channel = f"ch{seq % 100}"
+                await hub.publish(
+                    Reading("bench", seq, SITE, HOST, "dmm", channel, 1.0, "V", time.time())
+                )
+                if seq % 100 == 99:
+                    await anyio.lowlevel.checkpoint()  # let the bridge run
+            rest = b""
+            async for chunk in process.stdout:
+                *lines, rest = (rest + chunk).split(b"\n")
+                received += sum(1 for line in lines if not line.endswith(b"/ready"))
+                if received >= count:
+                    break
+        elapsed = time.perf_counter() - started
+        tg.cancel_scope.cancel()
+        process.terminate()
+    hub.close()
+    return {"count": received, "readings_per_s": count / elapsed, "dropped": bridge.queue.dropped}
+
+
 def measure(*, count: int = 2000, period: float = 0.001) -> dict[str, Any]:
     """Start mosquitto, measure on asyncio (the gateway's loop), stop it."""
     import anyio
@@ -165,6 +220,9 @@ def measure(*, count: int = 2000, period: float = 0.001) -> dict[str, Any]:
     with mosquitto() as port:
         result: dict[str, Any] = anyio.run(
             lambda: run(port=port, count=count, period=period), backend="asyncio"
+        )
+        result["throughput"] = anyio.run(
+            lambda: throughput(port=port, count=max(count, 1000) * 5), backend="asyncio"
         )
         return result
 
@@ -185,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  p99    {figures['p99_ms']:.2f} ms (target <= {TARGET_P99_MS} ms)")
     print(f"  max    {figures['max_ms']:.2f} ms, {figures['readings_per_s']:.0f} readings/s")
     print(f"  {'within' if ok else 'OUTSIDE'} targets")
+    rate = figures["throughput"]
+    print(f"bridge throughput hub -> subscriber: {rate['readings_per_s']:.0f} readings/s")
     return 0
 
 

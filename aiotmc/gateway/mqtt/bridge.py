@@ -109,7 +109,8 @@ class MqttBridge:
         self.failures = 0
         self._changed = anyio.Event()
         self._retained: dict[str, Outgoing] = {}  # instrument status + discovery, re-sent
-        self._discovered: set[tuple[str, str]] = set()
+        #: The topic of every channel seen (discovery was sent for each).
+        self._channels: dict[tuple[str, str], str] = {}
         self._topics: Topics | None = None
         self._warned: set[str] = set()
         self._hub: Hub | None = None
@@ -336,14 +337,16 @@ class MqttBridge:
     def _enqueue(self, event: Event) -> None:
         topics, config = self._require_topics(), self.config
         if isinstance(event, Reading):
-            topic = topics.reading(event.instrument, event.channel)
             channel = (event.instrument, event.channel)
-            if config.discovery and channel not in self._discovered:
-                self._discovered.add(channel)
-                self._retain(
-                    topics.discovery(event.instrument, event.channel),
-                    discovery_payload(topics, event),
-                )
+            topic = self._channels.get(channel)
+            if topic is None:  # a new channel: check its names once, announce it
+                topic = topics.reading(event.instrument, event.channel)
+                self._channels[channel] = topic
+                if config.discovery:
+                    self._retain(
+                        topics.discovery(event.instrument, event.channel),
+                        discovery_payload(topics, event),
+                    )
             self.queue.put(
                 Outgoing(topic, reading_payload(event), config.qos, config.retain_readings)
             )
