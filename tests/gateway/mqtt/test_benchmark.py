@@ -7,7 +7,7 @@ import math
 
 from benchmarks.gateway_mqtt import run, throughput
 
-from .broker import Mosquitto
+from .broker import Mosquitto, require
 
 
 async def test_latency_benchmark_smoke(plain_broker: Mosquitto) -> None:
@@ -16,5 +16,6 @@ async def test_latency_benchmark_smoke(plain_broker: Mosquitto) -> None:
     for name in ("median_ms", "p99_ms", "max_ms", "readings_per_s"):
         assert math.isfinite(figures[name]) and figures[name] > 0, name
     assert figures["median_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    require("mosquitto_sub")
     rate = await throughput(port=plain_broker.port, count=50)
     assert rate["count"] == 50 and rate["readings_per_s"] > 0
