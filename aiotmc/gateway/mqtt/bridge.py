@@ -107,7 +107,7 @@ class MqttBridge:
         self.last_error: str | None = None
         #: Failed connection attempts and lost connections, since start.
         self.failures = 0
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # created in the loop, when awaited
         self._retained: dict[str, Outgoing] = {}  # instrument status + discovery, re-sent
         #: The topic of every channel seen (discovery was sent for each).
         self._channels: dict[tuple[str, str], str] = {}
@@ -143,11 +143,14 @@ class MqttBridge:
         """Return once ``condition(bridge)`` holds; it is checked whenever the connection
         state changes (connected, disconnected, a failed attempt)."""
         while not condition(self):
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected

@@ -47,7 +47,7 @@ class PublishQueue:
         self._state: OrderedDict[str, Outgoing] = OrderedDict()
         self._control: deque[Outgoing] = deque()
         self._readings: deque[Outgoing] = deque()
-        self._ready = anyio.Event()
+        self._ready: anyio.Event | None = None  # created in the loop, by get()
 
     def __len__(self) -> int:
         return len(self._state) + len(self._control) + len(self._readings)
@@ -66,7 +66,7 @@ class PublishQueue:
             self._bounded(self._control, self.control_size, message)
         else:
             self._bounded(self._readings, self.size, message)
-        self._ready.set()
+        self._wake()
 
     def _bounded(self, lane: deque[Outgoing], size: int, message: Outgoing) -> None:
         if len(lane) >= size:
@@ -87,7 +87,12 @@ class PublishQueue:
             if len(lane) > (self.control_size if lane is self._control else self.size):
                 lane.pop()  # the newest: the one put back is older and goes first
                 self.dropped += 1
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+            self._ready = None
 
     def get_nowait(self) -> Outgoing | None:
         if self._state:
