@@ -68,6 +68,17 @@ MAX_TEXT: Final = 1024
 BATCH_INTERVAL: Final = 0.05
 MAX_BATCH: Final = 2000
 
+#: The HTTP status of a refused command, by the controller's ``reason``
+#: (:class:`aiotmc.gateway.control.Refusal`); a refusal without a reason is 403.
+REFUSAL_STATUS: Final = {
+    "not_allowed": 403,
+    "unknown_operation": 404,
+    "bad_value": 400,
+    "out_of_limits": 422,
+    "unavailable": 503,
+    "failed": 502,
+}
+
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -394,9 +405,14 @@ class WebApp:
             log.exception("the controller failed on %r", request_)
             self.counters.bump(self.counters.commands, "error")
             return _error(500, "the controller failed (see the gateway log)")
-        self.counters.bump(self.counters.commands, "ok" if result.ok else "refused")
+        reason = getattr(result, "reason", None)
+        reason = None if result.ok or reason is None else str(reason)
+        self.counters.bump(self.counters.commands, "ok" if result.ok else reason or "refused")
+        status = 200 if result.ok else REFUSAL_STATUS.get(reason or "", 403)
         body = {"ok": result.ok, "detail": result.detail, "answer": result.answer}
-        return JSONResponse(body, headers={"cache-control": "no-store"})
+        if not result.ok:
+            body["reason"] = reason or "refused"
+        return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
     async def metrics(self, request: Request) -> Response:
         if not self.settings.public_metrics and self.user(request) is None:

@@ -20,6 +20,7 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 from argon2 import PasswordHasher
 
+from aiotmc.gateway.control import Refusal, refuse
 from aiotmc.gateway.model import CommandRequest, CommandResult, Event
 from aiotmc.gateway.web.app import WebApp
 from aiotmc.gateway.web.settings import User, WebSettings
@@ -45,7 +46,8 @@ def users() -> tuple[User, ...]:
 
 
 class FakeController:
-    """Operators may ``set_voltage`` 0..30 V on ``psu``; everything else is refused.
+    """Operators may ``set_voltage`` 0..30 V on ``psu``; everything else is refused, with
+    the real controller's refusal reasons (:mod:`aiotmc.gateway.control`).
 
     It records every request (the real controller's audit log does that too) and, when
     given an instrument (an :class:`aiotmc.Instrument`), really sends the command to it.
@@ -58,12 +60,15 @@ class FakeController:
     async def execute(self, request: CommandRequest) -> CommandResult:
         self.requests.append(request)
         if "operator" not in request.roles:
-            return CommandResult(False, f"role(s) {list(request.roles)} may not control")
+            return refuse(Refusal.NOT_ALLOWED, f"role(s) {list(request.roles)} may not control")
         if request.instrument != "psu" or request.operation != "set_voltage":
-            return CommandResult(False, f"{request.operation} on {request.instrument}: not allowed")
+            message = f"{request.operation} on {request.instrument}: not allowed"
+            return refuse(Refusal.NOT_ALLOWED, message)
         value = request.value
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 30:
-            return CommandResult(False, f"set_voltage {value!r}: outside 0..30 V")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return refuse(Refusal.BAD_VALUE, f"set_voltage {value!r}: not a number")
+        if not 0 <= value <= 30:
+            return refuse(Refusal.OUT_OF_LIMITS, f"set_voltage {value!r}: outside 0..30 V")
         if self.instrument is not None:
             await self.instrument.write(f"VOLT {value}")
             return CommandResult(True, "executed", await self.instrument.query("VOLT?"))

@@ -275,14 +275,19 @@ async def test_commands_go_to_the_controller_with_user_and_roles(web: WebApp, hu
             headers=headers,
         )
     assert permitted.json() == {"ok": True, "detail": "executed", "answer": "12.5"}
-    assert too_high.status_code == 200 and too_high.json()["ok"] is False
-    assert "outside 0..30 V" in too_high.json()["detail"]
-    assert raw.json()["ok"] is False
+    assert too_high.status_code == 422  # the controller's reason decides the status
+    assert too_high.json() == {
+        "ok": False,
+        "detail": "set_voltage 50: outside 0..30 V",
+        "answer": None,
+        "reason": "out_of_limits",
+    }
+    assert (raw.status_code, raw.json()["reason"]) == (403, "not_allowed")
     assert (malformed.status_code, bad_value.status_code) == (400, 400)
     first = hub.controller.requests[0]
     assert (first.user, first.roles, first.source) == ("alice", ("operator",), "web")
     assert (first.instrument, first.operation, first.value) == ("psu", "set_voltage", 12.5)
-    assert web.counters.commands == {"ok": 1, "refused": 2}
+    assert web.counters.commands == {"ok": 1, "out_of_limits": 1, "not_allowed": 1}
 
 
 async def test_a_viewer_is_refused_and_anonymous_gets_401(web: WebApp, hub: FakeHub) -> None:
@@ -292,7 +297,7 @@ async def test_a_viewer_is_refused_and_anonymous_gets_401(web: WebApp, hub: Fake
         await login(client, "bob")
         viewer = await client.post("/api/command", json=command, headers={"origin": ORIGIN})
     assert anonymous.status_code == 401
-    assert viewer.json()["ok"] is False and "may not control" in viewer.json()["detail"]
+    assert viewer.status_code == 403 and "may not control" in viewer.json()["detail"]
     assert [r.user for r in hub.controller.requests] == ["bob"]
 
 

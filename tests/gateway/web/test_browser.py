@@ -2,8 +2,9 @@
 Chromium (driven over the DevTools pipe, tests/_chromium.py).
 
 One browser session: log in, see live values of a simulated DMM, set a simulated power
-supply's voltage (permitted), try a voltage beyond the limit (refused, and shown so), and
-see an alert published to the hub appear. The same running server also answers a few
+supply's voltage through the gateway's real controller (permitted), try a voltage beyond
+its limit (refused, and shown so; both in the audit log), and see an alert published to
+the hub appear. The same running server also answers a few
 real-socket checks (foreign Host, foreign-origin WebSocket, health).
 
 asyncio only, like the gateway; Chromium missing is a skip, or a failure with ``CI=true``.
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,34 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import aiotmc
+from aiotmc.gateway import control
 from aiotmc.gateway.model import Alert, AlertState, InstrumentState, Reading, StatusEvent
 from aiotmc.gateway.web.component import WebComponent
 from aiotmc.gateway.web.settings import User, WebSettings
 from aiotmc.sim.devices import create_device
 from tests._chromium import DevTools, headless_chromium, require_chromium
-from tests.gateway.web.conftest import PASSWORDS, FakeController, FakeHub
+from tests.gateway.web.conftest import PASSWORDS, FakeHub
+
+# The real controller: operators may set the supply's voltage within 0..30 V.
+CONTROL = """
+[control]
+audit_log = "audit.jsonl"
+
+[[control.operations]]
+name = "set_voltage"
+instruments = ["psu"]
+command = "VOLT {value}"
+type = "float"
+min = 0.0
+max = 30.0
+unit = "V"
+readback = "VOLT?"
+
+[[roles]]
+name = "operator"
+users = ["alice"]
+allow = ["set_voltage"]
+"""
 
 # Resolves with CHECK()'s first truthy result; re-checked on every DOM change (no polling).
 WAIT = """
@@ -166,7 +190,12 @@ async def test_dashboard_in_headless_chromium(
         aiotmc.open("SIM::dmm::web-e2e", device=dmm_device) as dmm,
         aiotmc.open("SIM::psu::web-e2e", device=create_device("psu")) as psu,
     ):
-        hub = FakeHub(controller=FakeController(psu))
+        controller = control.from_config(
+            tomllib.loads(CONTROL),
+            instrument_for=lambda name: psu if name == "psu" else None,
+            data_dir=tmp_path,
+        )
+        hub = FakeHub(controller=controller)
         component = WebComponent(WebSettings(port=0), users)
         alert = Alert(
             "overvoltage", "dmm", "voltage", AlertState.FIRING, "critical",
@@ -206,12 +235,13 @@ async def test_dashboard_in_headless_chromium(
     assert seen["permitted"]["state"] == "ok"
     assert "done: psu set_voltage 5" in seen["permitted"]["text"]
     assert seen["refused"]["state"] == "refused"
-    assert "outside 0..30 V" in seen["refused"]["text"]
+    assert seen["refused"]["text"].startswith("refused: psu set_voltage 50: ")
     assert "critical" in seen["alert"] and "dmm voltage above 4 V" in seen["alert"]
     assert voltage == 5.0  # the permitted command reached the instrument, the refused did not
-    assert [(r.value, r.user, r.source) for r in hub.controller.requests] == [
-        (5, "alice", "web"),
-        (50, "alice", "web"),
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(a["user"], a["source"], a["value"], a["ok"], a["reason"]) for a in audit] == [
+        ("alice", "web", 5, True, None),
+        ("alice", "web", 50, False, "out_of_limits"),
     ]
     assert checks == {
         "healthz": 200,

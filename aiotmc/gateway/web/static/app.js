@@ -132,7 +132,8 @@ async function sendCommand(ev) {
       text = "done: " + what + (result.answer ? " \u2192 " + result.answer : "");
     } else {
       cls = "refused";
-      text = "refused: " + what + ": " + (result.detail || result.error);
+      const verb = r.status >= 500 ? "failed" : "refused";
+      text = verb + ": " + what + ": " + (result.detail || result.error);
     }
   } catch (err) {
     cls = "refused";
