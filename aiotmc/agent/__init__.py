@@ -1,0 +1,155 @@
+"""``aiotmc agent``: serve this host's instruments to other hosts through a NATS server.
+
+Each instrument (any resource aiotmc opens) becomes ``nats://server/<agent>/<name>`` for
+``aiotmc.open`` anywhere on the bus (:mod:`aiotmc.transports.nats`). The agent announces
+itself with a heartbeat on ``aiotmc.presence.<agent>`` and answers ``aiotmc.discover``.
+It runs on asyncio and trio alike (aiotmc's own anyio NATS client). See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._exceptions import ConnectError, ConnectionLostError
+from .._open import open_transport
+from ..protocol import remote as wire
+from ..transports.nats.connection import NatsConnection, NatsServer
+from .serve import InstrumentService
+
+__all__ = ["Agent", "AgentInstrument", "InstrumentService"]
+
+_log = logging.getLogger("aiotmc.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInstrument:
+    """One instrument an agent serves: its name on the bus and its local resource."""
+
+    name: str
+    resource: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Agent:
+    """Serves ``instruments`` as agent ``name`` on the NATS ``server``.
+
+    ``async with Agent(...) as agent:`` connects, opens every instrument and serves until
+    the block ends; or ``await agent.run()`` to serve until cancelled.
+    """
+
+    def __init__(
+        self,
+        server: NatsServer,
+        name: str,
+        instruments: list[AgentInstrument],
+        *,
+        heartbeat: float = 2.0,
+        reconnect_wait: float = 0.2,
+    ) -> None:
+        self.server = server
+        self.name = name
+        self.instruments = instruments
+        self.heartbeat = heartbeat
+        self.reconnect_wait = reconnect_wait
+        self.services: dict[str, InstrumentService] = {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``task_status.started()`` once every instrument is served.
+
+        The instruments stay open while the NATS server is away: the agent reconnects
+        with backoff (``reconnect_wait``, doubling up to 10 s) and serves again.
+        """
+        async with AsyncExitStack() as stack:
+            links = []
+            for item in self.instruments:
+                link = await stack.enter_async_context(
+                    open_transport(item.resource, **dict(item.options))
+                )
+                links.append((item.name, link))
+            started = False
+            wait = self.reconnect_wait
+            while True:
+                try:
+                    nc = await NatsConnection.connect(self.server, name=f"aiotmc agent {self.name}")
+                except ConnectError as exc:
+                    if not started:
+                        raise
+                    _log.warning("agent %s: %s; again in %.1f s", self.name, exc, wait)
+                    await anyio.sleep(wait)
+                    wait = min(wait * 2, 10.0)
+                    continue
+                wait = self.reconnect_wait
+                try:
+                    self.services = {
+                        name: InstrumentService(nc, self.name, name, link) for name, link in links
+                    }
+                    await self._serve(nc, task_status if not started else None)
+                    started = True
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await nc.aclose()
+                _log.warning("agent %s: lost the NATS server; reconnecting", self.name)
+
+    async def _serve(self, nc: NatsConnection, task_status: TaskStatus[None] | None) -> None:
+        """Serve on ``nc`` until it is lost."""
+        async with anyio.create_task_group() as tg:
+            for service in self.services.values():
+                tg.start_soon(service.serve, tg)
+                tg.start_soon(service.forward_srqs)
+            discover = await nc.subscribe(wire.DISCOVER_SUBJECT, maxsize=100)
+            tg.start_soon(self._answer_discovery, nc, discover)
+            tg.start_soon(_unsubscribe_at_exit, discover)
+            await nc.flush()  # our subscriptions are in place at the server
+            await self._announce(nc)
+            if task_status is not None:
+                task_status.started()
+            _log.info(
+                "agent %s serving %s on nats://%s:%d",
+                self.name,
+                ", ".join(self.services),
+                self.server.host,
+                self.server.port,
+            )
+            try:
+                while not nc.closed:
+                    with anyio.move_on_after(self.heartbeat):
+                        await nc.wait_closed()
+                    if not nc.closed:
+                        await self._announce(nc)
+            except ConnectionLostError:
+                pass
+            tg.cancel_scope.cancel()
+
+    def presence(self) -> dict[str, Any]:
+        """The heartbeat / discovery payload."""
+        return {
+            "agent": self.name,
+            "time": time.time(),
+            "heartbeat": self.heartbeat,
+            "instruments": {name: s.description() for name, s in self.services.items()},
+        }
+
+    async def _announce(self, nc: NatsConnection) -> None:
+        await nc.publish(wire.presence_subject(self.name), json.dumps(self.presence()).encode())
+
+    async def _answer_discovery(self, nc: NatsConnection, sub: Any) -> None:
+        async for msg in sub.messages:
+            if msg.reply:
+                await nc.publish(msg.reply, json.dumps(self.presence()).encode())
+
+
+async def _unsubscribe_at_exit(sub: Any) -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sub.unsubscribe()
