@@ -304,6 +304,11 @@ class NatsConnection:
         self._inboxes[subject] = send
         return subject, receive
 
+    def unique_subject(self) -> str:
+        """A reply subject of its own, outside the shared inbox, for a dedicated
+        :meth:`subscribe` (JetStream delivers to it under each message's own subject)."""
+        return f"{self._inbox_prefix}.s.{next(self._tokens)}"
+
     def close_inbox(self, subject: str) -> None:
         """Forget an inbox: later replies to it are dropped."""
         send = self._inboxes.pop(subject, None)
