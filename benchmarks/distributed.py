@@ -10,7 +10,10 @@ alternating order every round (the machine is shared) and quoting medians:
 * a 10 MB block (1 MB with ``--quick``) through the agent, in NATS-message-sized chunks,
   MB/s;
 * remote SRQ: the agent's instrument raises a service request -> the subscriber of
-  ``service_requests()`` here wakes (median µs).
+  ``service_requests()`` here wakes (median µs);
+* trigger skew: five more agent processes, each with one simulated instrument, told to
+  trigger at one instant (:func:`aiotmc.agent.trigger.trigger_together`); the median
+  spread between the first and the last (target <= 1 ms on one machine).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .common import median
 from .figures import BLOCK_QUERY, HOST, IDN, MB
 
 REMOTE_RTT_MAX_US: Final = 1000.0
+SKEW_MAX_US: Final = 1000.0
 BACKENDS: Final = ("asyncio", "trio")
 _AGENT: Final = "bench"
 
@@ -61,7 +65,7 @@ def _start_nats(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("nats-server did not start")
 
 
-def _start_agent(port: int) -> subprocess.Popen[str]:
+def _start_agent(port: int, name: str = _AGENT) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -71,7 +75,7 @@ def _start_agent(port: int) -> subprocess.Popen[str]:
             "--nats",
             f"nats://{HOST}:{port}",
             "--name",
-            _AGENT,
+            name,
             "scope=SIM::scope",
         ],
         stdout=subprocess.PIPE,
@@ -129,6 +133,26 @@ async def _srq(resource: str, n: int) -> float:
     return median(samples) * 1e6
 
 
+async def _skew(port: int, agents: list[str], n: int) -> float:
+    from contextlib import AsyncExitStack
+
+    import aiotmc
+    from aiotmc.agent.trigger import trigger_together
+
+    skews = []
+    async with AsyncExitStack() as stack:
+        insts = [
+            await stack.enter_async_context(
+                aiotmc.open(f"nats://{HOST}:{port}/{name}/scope", timeout=10)
+            )
+            for name in agents
+        ]
+        for _ in range(n):
+            report = await trigger_together(insts, lead=0.02)
+            skews.append(report.skew)
+    return median(skews) * 1e6
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Measure everything; return the figures."""
     import anyio
@@ -136,7 +160,7 @@ def run(quick: bool) -> dict[str, Any]:
     rounds = 1 if quick else 3
     n = 50 if quick else 500
     size = MB if quick else 10 * MB
-    results: dict[str, Any] = {"rtt_us": {}, "block_mb_s": {}, "srq_us": {}}
+    results: dict[str, Any] = {"rtt_us": {}, "block_mb_s": {}, "srq_us": {}, "skew_us": {}}
     with tempfile.TemporaryDirectory() as tmp:
         nats, port = _start_nats(Path(tmp))
         agent = _start_agent(port)
@@ -158,6 +182,19 @@ def run(quick: bool) -> dict[str, Any]:
                     results["srq_us"].setdefault(backend, []).append(
                         anyio.run(_srq, remote, 10 if quick else 100, backend=backend)
                     )
+            names = [f"trig{i}" for i in range(5)]
+            extra = [_start_agent(port, name) for name in names]
+            try:
+                for backend in BACKENDS:
+                    results["skew_us"][backend] = anyio.run(
+                        _skew, port, names, 5 if quick else 50, backend=backend
+                    )
+            finally:
+                for proc in extra:
+                    proc.kill()
+                    proc.wait(10)
+                    if proc.stdout is not None:
+                        proc.stdout.close()
             results["rtt_us"] = {k: median(v) for k, v in samples.items()}
             results["block_mb_s"] = {k: median(v) for k, v in results["block_mb_s"].items()}
             results["srq_us"] = {k: median(v) for k, v in results["srq_us"].items()}
@@ -188,6 +225,12 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  {size} MB block remote {backend:<8} {rate:8.1f} MB/s")
     for backend, us in results["srq_us"].items():
         lines.append(f"  SRQ remote -> subscriber {backend:<8} {us:8.1f} µs")
+    for backend, us in results["skew_us"].items():
+        verdict = "PASS" if us <= SKEW_MAX_US else "MISS"
+        lines.append(
+            f"  trigger skew, 5 agent processes {backend:<8} {us:8.1f} µs "
+            f"(target <= {SKEW_MAX_US:.0f} µs: {verdict})"
+        )
     return "\n".join(lines)
 
 

@@ -235,3 +235,5 @@ def test_distributed_quick_reports_every_figure(tmp_path: Path) -> None:
     }
     assert all(v > 0 for v in data["rtt_us"].values())
     assert set(data["block_mb_s"]) == set(data["srq_us"]) == {"asyncio", "trio"}
+    assert set(data["skew_us"]) == {"asyncio", "trio"}
+    assert "trigger skew, 5 agent processes" in table

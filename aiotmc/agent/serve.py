@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -41,6 +42,9 @@ _log = logging.getLogger("aiotmc.agent")
 #: The largest answer the agent reads for a client, whatever the client asks.
 MAX_ANSWER: Final = 1 << 30
 _CHUNK_HEADROOM: Final = 1024  # header bytes left in each chunk message
+#: How far ahead a synchronized trigger may be scheduled, and the busy-wait before it.
+MAX_TRIGGER_LEAD: Final = 60.0
+_SPIN: Final = 0.002
 _PUBLIC_CAPS: Final = ("srq", "read_stb", "device_clear", "trigger", "remote_local")
 
 
@@ -180,6 +184,7 @@ class InstrumentService:
             "trigger": self._trigger,
             "ren": self._ren,
             "resync": self._resync,
+            "trigger_at": self._trigger_at,
         }
 
     # -- operations ------------------------------------------------------------------------
@@ -222,6 +227,30 @@ class InstrumentService:
     async def _trigger(self, msg: Msg, reply: str, deadline: float) -> None:
         await self.link.trigger(deadline=deadline)
         await self._answer(reply, b"")
+
+    async def _trigger_at(self, msg: Msg, reply: str, deadline: float) -> None:
+        """Trigger at a wall-clock instant (several agents, one instant): sleep until just
+        before it, spin the last stretch (an event loop's timers are ~1 ms coarse), fire;
+        answer the Unix time at which the trigger went out."""
+        try:
+            when = float(msg.headers.get(wire.ARG, ""))
+        except ValueError:
+            raise LocalProtocolError("bad trigger time") from None
+        lead = when - time.time()
+        if lead > MAX_TRIGGER_LEAD:
+            raise LocalProtocolError(
+                f"trigger time {lead:.1f} s ahead (at most {MAX_TRIGGER_LEAD})"
+            )
+        if lead > _SPIN:
+            await anyio.sleep(lead - _SPIN)
+        while time.time() < when:  # at most _SPIN seconds: the precision is the point
+            pass
+        fired = time.time()
+        if self.link.info.capabilities.trigger:
+            await self.link.trigger(deadline=deadline)
+        else:
+            await self.link.send_message([b"*TRG\n"], deadline=deadline)
+        await self._answer(reply, repr(fired).encode())
 
     async def _ren(self, msg: Msg, reply: str, deadline: float) -> None:
         if not isinstance(self.link, SupportsRemoteLocal):

@@ -14,7 +14,8 @@ Request header            Meaning
 ``Aiotmc-Max-Size``       the largest answer the caller takes
 ``Aiotmc-End``            ``0`` when a ``send`` is not the end of its message
 ``Aiotmc-Session``        the client link's id (whose lock a ``lock`` takes)
-``Aiotmc-Arg``            ``ren``: the RenMode value; ``lock``: seconds to wait
+``Aiotmc-Arg``            ``ren``: the RenMode value; ``lock``: seconds to wait;
+                          ``trigger_at``: the Unix time to trigger at
 ========================  ===============================================================
 
 A reply carries ``Aiotmc-Status: ok`` or ``error``; an error names its class in
@@ -54,6 +55,7 @@ OPS: Final = frozenset(
         "lock",
         "unlock",
         "ren",
+        "trigger_at",
     }
 )
 

@@ -183,6 +183,14 @@ class RemoteTransport:
         """Bus trigger at the agent."""
         await self._call("trigger", {}, b"", deadline, WriteTimeout)
 
+    async def trigger_at(self, when: float, *, deadline: float = math.inf) -> float:
+        """Have the agent trigger at Unix time ``when``; the time it actually fired."""
+        reply = await self._call("trigger_at", {wire.ARG: repr(when)}, b"", deadline, WriteTimeout)
+        try:
+            return float(reply.payload)
+        except ValueError:
+            raise RemoteProtocolError(f"{self._name}: bad trigger time answered") from None
+
     async def control_ren(self, mode: RenMode, *, deadline: float = math.inf) -> None:
         """Remote / local / lockout at the agent."""
         await self._call("ren", {wire.ARG: str(int(mode))}, b"", deadline, WriteTimeout)
