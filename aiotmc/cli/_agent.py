@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 
 from ..resources import NatsInstr
@@ -37,12 +38,19 @@ def cmd_agent(args: argparse.Namespace, options: Options) -> int:
                 password = f.read().strip()
         except OSError as exc:
             raise CommandError(f"cannot read the password file: {exc}") from None
+    tls = None
+    if args.tls_ca:
+        try:
+            tls = ssl.create_default_context(cafile=args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise CommandError(f"cannot load the CA file: {exc}") from None
     server = NatsServer(
         url.host,
         url.port,
         user=args.user,
         password=password,
         token=os.environ.get("AIOTMC_NATS_TOKEN"),
+        tls=tls,
     )
     instruments = [AgentInstrument(name, resource) for name, resource in args.instrument]
     agent = Agent(server, args.name, instruments, heartbeat=args.heartbeat)

@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--heartbeat", type=float, default=2.0, help="seconds between presence heartbeats"
     )
+    agent.add_argument(
+        "--tls-ca", default=None, metavar="FILE", help="TLS to the server, verified with this CA"
+    )
 
     sim = command(
         "sim",

@@ -8,6 +8,7 @@ instruments work on asyncio and trio alike. See docs/distributed.md.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypedDict
@@ -36,6 +37,9 @@ class NatsOptions(TypedDict, total=False):
     user: str
     password: str
     token: str
+    #: TLS: a CA file (PEM) to verify the server, or a ready ``ssl.SSLContext``.
+    tls_ca: str
+    tls: ssl.SSLContext
 
 
 @asynccontextmanager
@@ -44,12 +48,16 @@ async def open_remote(
 ) -> AsyncIterator[RemoteTransport]:
     """The registry's opener: connect to the server, ask the agent, yield the link."""
     assert isinstance(resource, NatsInstr)
+    tls: ssl.SSLContext | None = options.get("tls")
+    if tls is None and options.get("tls_ca"):
+        tls = ssl.create_default_context(cafile=options["tls_ca"])
     server = NatsServer(
         resource.host,
         resource.port,
         user=options.get("user"),
         password=options.get("password"),
         token=options.get("token"),
+        tls=tls,
     )
     nc = await NatsConnection.connect(
         server, timeout=settings.connect_timeout, name=f"aiotmc {resource}"

@@ -16,15 +16,18 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import secrets
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.tls import TLSStream
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
@@ -57,6 +60,7 @@ _log = logging.getLogger("aiotmc.nats")
 _RECV_SIZE: Final = 256 * 1024
 _SMALL: Final = 64 * 1024  # parts below this are joined into one write
 _SEND_TIMEOUT: Final = 30.0
+_PUBLISH_REFUSED: Final = re.compile(r'publish to "([^"]+)"', re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,10 @@ class NatsServer:
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    #: TLS: the context that verifies the server (and may carry a client certificate).
+    tls: ssl.SSLContext | None = None
+    #: The name the server's certificate must carry (default: ``host``).
+    tls_hostname: str | None = None
 
     def __repr__(self) -> str:  # credentials never shown
         who = f"{self.user}@" if self.user else ""
@@ -107,7 +115,7 @@ class Subscription:
 class NatsConnection:
     """One connection to a NATS server. Open with :meth:`connect`; close with :meth:`aclose`."""
 
-    def __init__(self, stream: SocketStream, info: Info, server: NatsServer) -> None:
+    def __init__(self, stream: ByteStream, info: Info, server: NatsServer) -> None:
         self.server = server
         self.info = info
         self.max_payload = info.max_payload
@@ -119,6 +127,7 @@ class NatsConnection:
         self._inbox_prefix = f"_INBOX.{secrets.token_hex(8)}"
         self._inbox_sid = 0
         self._inboxes: dict[str, MemoryObjectSendStream[Msg]] = {}
+        self._requests: dict[str, str] = {}  # inbox -> the subject its request went to
         self._tokens = itertools.count(1)
         self._pongs: list[anyio.Event] = []
         self._reader: BackgroundTask | None = None
@@ -136,21 +145,21 @@ class NatsConnection:
         where = f"nats://{server.host}:{server.port}"
         try:
             with anyio.fail_after(math.inf if timeout is None else timeout):
-                stream = await anyio.connect_tcp(server.host, server.port)
+                tcp = await anyio.connect_tcp(server.host, server.port)
                 try:
-                    return await cls._handshake(stream, server, name)
+                    return await cls._handshake(tcp, server, name)
                 except BaseException:
-                    await anyio.aclose_forcefully(stream)
+                    await anyio.aclose_forcefully(tcp)
                     raise
         except TimeoutError:
             raise ConnectTimeout(f"no NATS server answered at {where}") from None
+        except ConnectError:  # our own (PermissionDeniedError is also an OSError)
+            raise
         except OSError as exc:
             raise ConnectError(f"cannot connect to NATS at {where}: {exc}") from exc
 
     @classmethod
-    async def _handshake(
-        cls, stream: SocketStream, server: NatsServer, name: str
-    ) -> NatsConnection:
+    async def _handshake(cls, stream: ByteStream, server: NatsServer, name: str) -> NatsConnection:
         parser = NatsParser()
         info: Info | None = None
         while info is None:
@@ -162,8 +171,20 @@ class NatsConnection:
                 info = event
             elif isinstance(event, Err):
                 raise ConnectError(f"NATS server refused: {event.message}")
-        if info.fields.get("tls_required"):
-            raise ConnectError("the NATS server requires TLS, which this client does not speak")
+        if server.tls is not None:
+            try:
+                stream = await TLSStream.wrap(
+                    stream,
+                    hostname=server.tls_hostname or server.host,
+                    ssl_context=server.tls,
+                    standard_compatible=False,
+                )
+            except (ssl.SSLError, OSError) as exc:
+                raise ConnectError(f"TLS with the NATS server failed: {exc}") from exc
+        elif info.fields.get("tls_required"):
+            raise ConnectError(
+                "the NATS server requires TLS: give the connection an ssl.SSLContext (tls=)"
+            )
         await stream.send(
             encode_connect(
                 name=name,
@@ -253,6 +274,8 @@ class NatsConnection:
             raise ProtocolError(
                 f"message of {len(payload)} bytes exceeds the server's limit of {self.max_payload}"
             )
+        if reply is not None and reply in self._inboxes:
+            self._requests[reply] = subject  # for a refusal by the server's permissions
         await self._send(encode_pub(subject, payload, reply=reply, headers=headers))
 
     async def subscribe(
@@ -311,6 +334,7 @@ class NatsConnection:
 
     def close_inbox(self, subject: str) -> None:
         """Forget an inbox: later replies to it are dropped."""
+        self._requests.pop(subject, None)
         send = self._inboxes.pop(subject, None)
         if send is not None:
             send.close()
@@ -339,6 +363,7 @@ class NatsConnection:
                     if "permissions violation" not in event.message.lower():
                         error = ConnectionLostError(f"NATS server error: {event.message}")
                         return
+                    self._refused(event.message)
                 elif isinstance(event, Info):
                     self.info = event
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -363,6 +388,22 @@ class NatsConnection:
         sub = self._subs.get(msg.sid)
         if sub is not None:
             sub._deliver(msg)
+
+    def _refused(self, message: str) -> None:
+        """``Permissions Violation for Publish to "S"``: requests to S get a 403 reply."""
+        match = _PUBLISH_REFUSED.search(message)
+        if match is None:
+            return
+        subject = match.group(1)
+        for inbox, target in list(self._requests.items()):
+            if target == subject:
+                send = self._inboxes.get(inbox)
+                if send is not None:
+                    refusal = Msg(inbox, self._inbox_sid, None, message.encode(), {}, 403)
+                    try:
+                        send.send_nowait(refusal)
+                    except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
 
     def _fail(self, error: Exception | None) -> None:
         if self._closed:

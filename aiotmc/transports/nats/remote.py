@@ -26,6 +26,7 @@ from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
     ConnectionLostError,
     LocalProtocolError,
+    PermissionDeniedError,
     ReadTimeout,
     RemoteProtocolError,
     ResourceNotFoundError,
@@ -45,6 +46,7 @@ __all__ = ["RemoteTransport"]
 BUS_MARGIN: Final = 2.0
 _DESCRIBE_TIMEOUT: Final = 5.0
 _NO_RESPONDERS: Final = 503
+_REFUSED: Final = 403  # synthetic: the server refused to let us publish the request
 _CAPABILITY_NAMES: Final = (
     "srq",
     "read_stb",
@@ -351,6 +353,12 @@ async def _request(
 
 
 def _check_reply(msg: Msg, resource: str, name: NatsInstr | None) -> None:
+    if msg.status == _REFUSED:
+        raise PermissionDeniedError(
+            f"the NATS server's permissions do not let this user use it "
+            f"({msg.payload.decode('utf-8', 'replace')})",
+            resource=resource,
+        )
     if msg.status == _NO_RESPONDERS:
         who = f"agent {name.agent!r} serving {name.instrument!r}" if name else "agent"
         raise ResourceNotFoundError(f"{resource}: no {who} on the NATS server")
