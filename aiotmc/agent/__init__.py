@@ -19,13 +19,17 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from .._exceptions import ConnectError, ConnectionLostError
+from .._exceptions import AiotmcError, ConnectError, ConnectionLostError
 from .._open import open_transport
 from ..protocol import remote as wire
 from ..transports.nats.connection import NatsConnection, NatsServer
+from ..transports.nats.jetstream import JetStream, KeyValue
 from .serve import InstrumentService
 
-__all__ = ["Agent", "AgentInstrument", "InstrumentService"]
+__all__ = ["PRESENCE_BUCKET", "Agent", "AgentInstrument", "InstrumentService", "live_agents"]
+
+#: The JetStream key-value bucket of agent presence (entries expire after the TTL).
+PRESENCE_BUCKET = "aiotmc_presence"
 
 _log = logging.getLogger("aiotmc.agent")
 
@@ -54,12 +58,15 @@ class Agent:
         *,
         heartbeat: float = 2.0,
         reconnect_wait: float = 0.2,
+        presence_ttl: float = 10.0,
     ) -> None:
         self.server = server
         self.name = name
         self.instruments = instruments
         self.heartbeat = heartbeat
         self.reconnect_wait = reconnect_wait
+        self.presence_ttl = presence_ttl
+        self._presence: KeyValue | None = None
         self.services: dict[str, InstrumentService] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -105,6 +112,7 @@ class Agent:
             for service in self.services.values():
                 tg.start_soon(service.serve, tg)
                 tg.start_soon(service.forward_srqs)
+            self._presence = await _presence_bucket(nc, self.presence_ttl)
             discover = await nc.subscribe(wire.DISCOVER_SUBJECT, maxsize=100)
             tg.start_soon(self._answer_discovery, nc, discover)
             tg.start_soon(_unsubscribe_at_exit, discover)
@@ -139,12 +147,27 @@ class Agent:
         }
 
     async def _announce(self, nc: NatsConnection) -> None:
-        await nc.publish(wire.presence_subject(self.name), json.dumps(self.presence()).encode())
+        payload = json.dumps(self.presence()).encode()
+        await nc.publish(wire.presence_subject(self.name), payload)
+        if self._presence is not None:
+            try:
+                await self._presence.put(self.name, payload)
+            except AiotmcError as exc:
+                _log.warning("agent %s: presence not stored: %s", self.name, exc)
 
     async def _answer_discovery(self, nc: NatsConnection, sub: Any) -> None:
         async for msg in sub.messages:
             if msg.reply:
                 await nc.publish(msg.reply, json.dumps(self.presence()).encode())
+
+
+async def _presence_bucket(nc: NatsConnection, ttl: float) -> KeyValue | None:
+    """The presence bucket, or None where the server has no JetStream (heartbeats only)."""
+    try:
+        return await KeyValue.create(JetStream(nc), PRESENCE_BUCKET, ttl=ttl)
+    except AiotmcError as exc:
+        _log.info("no presence bucket (%s): heartbeats on the bus only", exc)
+        return None
 
 
 async def _unsubscribe_at_exit(sub: Any) -> None:
@@ -153,3 +176,34 @@ async def _unsubscribe_at_exit(sub: Any) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await sub.unsubscribe()
+
+
+async def live_agents(nc: NatsConnection, *, wait: float = 0.5) -> dict[str, dict[str, Any]]:
+    """The agents alive now and their instruments: from the presence bucket where the
+    server has JetStream (an agent that stopped vanishes after the TTL), else by asking
+    every agent on ``aiotmc.discover`` and collecting the answers for ``wait`` seconds."""
+    try:
+        kv = KeyValue(JetStream(nc), PRESENCE_BUCKET)
+        found = {}
+        for key in await kv.keys():
+            value = await kv.get(key)
+            if value is not None:
+                found[key] = json.loads(value)
+        return found
+    except AiotmcError:
+        pass
+    inbox, replies = nc.open_inbox()
+    found = {}
+    try:
+        await nc.publish(wire.DISCOVER_SUBJECT, b"", reply=inbox)
+        with anyio.move_on_after(wait):
+            async for msg in replies:
+                try:
+                    data = json.loads(msg.payload)
+                    found[str(data["agent"])] = data
+                except (ValueError, KeyError, TypeError):
+                    continue
+    finally:
+        nc.close_inbox(inbox)
+        replies.close()
+    return found
