@@ -20,13 +20,17 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._exceptions import AiotmcError, ConnectError, ConnectionLostError
-from .._open import open_transport
+from .._open import open as aiotmc_open
+from ..instrument import Instrument
 from ..protocol import remote as wire
 from ..transports.nats.connection import NatsConnection, NatsServer
 from ..transports.nats.jetstream import JetStream, KeyValue
 from .serve import InstrumentService
 
 __all__ = ["PRESENCE_BUCKET", "Agent", "AgentInstrument", "InstrumentService", "live_agents"]
+
+#: The longest pause between two attempts to reach the NATS server again (seconds).
+MAX_RECONNECT_WAIT = 2.0
 
 #: The JetStream key-value bucket of agent presence (entries expire after the TTL).
 PRESENCE_BUCKET = "aiotmc_presence"
@@ -68,6 +72,8 @@ class Agent:
         self.presence_ttl = presence_ttl
         self._presence: KeyValue | None = None
         self.services: dict[str, InstrumentService] = {}
+        #: The local instruments, open while :meth:`run` runs (name -> Instrument).
+        self.opened: dict[str, Instrument] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started()`` once every instrument is served.
@@ -76,12 +82,10 @@ class Agent:
         with backoff (``reconnect_wait``, doubling up to 10 s) and serves again.
         """
         async with AsyncExitStack() as stack:
-            links = []
             for item in self.instruments:
-                link = await stack.enter_async_context(
-                    open_transport(item.resource, **dict(item.options))
+                self.opened[item.name] = await stack.enter_async_context(
+                    aiotmc_open(item.resource, **dict(item.options))
                 )
-                links.append((item.name, link))
             started = False
             wait = self.reconnect_wait
             while True:
@@ -92,12 +96,13 @@ class Agent:
                         raise
                     _log.warning("agent %s: %s; again in %.1f s", self.name, exc, wait)
                     await anyio.sleep(wait)
-                    wait = min(wait * 2, 10.0)
+                    wait = min(wait * 2, MAX_RECONNECT_WAIT)
                     continue
                 wait = self.reconnect_wait
                 try:
                     self.services = {
-                        name: InstrumentService(nc, self.name, name, link) for name, link in links
+                        name: InstrumentService(nc, self.name, name, inst)
+                        for name, inst in self.opened.items()
                     }
                     await self._serve(nc, task_status if not started else None)
                     started = True

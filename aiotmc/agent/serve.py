@@ -2,7 +2,9 @@
 
 Requests for the instrument arrive on its subject (:mod:`aiotmc.protocol.remote`). Each
 runs as its own task that queues for the link (FIFO, so clients are served in arrival
-order) and then performs the seam operation with the deadline the client sent. An
+order, together with the agent's own use of the instrument: its in-process lock) and
+then performs the seam operation on the instrument's link with the deadline the client
+sent. An
 ``abort`` for a request cancels it wherever it is (queued or on the link: the link then
 recovers by its own cancellation contract); ``resync`` asks the link to resynchronise
 (device clear) after a client abandoned a request. ``lock`` gives one client session
@@ -31,6 +33,7 @@ from .._exceptions import (
     UnsupportedOperation,
 )
 from .._types import RenMode
+from ..instrument import Instrument
 from ..protocol import remote as wire
 from ..protocol.nats import Msg
 from ..transports.base import MessageTransport, SupportsReconnect, SupportsRemoteLocal
@@ -51,14 +54,16 @@ _PUBLIC_CAPS: Final = ("srq", "read_stb", "device_clear", "trigger", "remote_loc
 class InstrumentService:
     """Serves one local link on ``aiotmc.rpc.<agent>.<name>``."""
 
-    def __init__(self, nc: NatsConnection, agent: str, name: str, link: MessageTransport):
+    def __init__(self, nc: NatsConnection, agent: str, name: str, instrument: Instrument):
         self.nc = nc
         self.agent = agent
         self.name = name
-        self.link = link
+        #: The local instrument: remote requests run on its link under its own lock, so
+        #: the agent's local users of it (acquisition) and remote clients take turns.
+        self.instrument = instrument
+        self.link: MessageTransport = instrument.transport
         self.subject = wire.rpc_subject(agent, name)
         self.served = 0  #: requests answered
-        self._queue = anyio.Lock()
         self._running: dict[str, anyio.CancelScope] = {}  # reply inbox -> its scope
         self._aborted: set[str] = set()
         self._holder: str | None = None  # the session holding the lock
@@ -164,14 +169,12 @@ class InstrumentService:
             raise RemoteProtocolError(f"unknown operation {op!r}")
         await self._wait_unlocked(session, deadline)
         with anyio.move_on_after(deadline - anyio.current_time()) as queued:
-            await self._queue.acquire()
+            async with self.instrument.lock():
+                queued.deadline = math.inf  # the wait in the queue is over
+                await operation(msg, reply, deadline)
+                self.served += 1
         if queued.cancelled_caught:
             raise ReadTimeout(f"{self.name}: {op}: the deadline passed in the agent's queue")
-        try:
-            await operation(msg, reply, deadline)
-        finally:
-            self._queue.release()
-        self.served += 1
 
     def _operations(self) -> dict[str, Callable[[Msg, str, float], Awaitable[None]]]:
         return {
