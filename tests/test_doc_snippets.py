@@ -45,6 +45,7 @@ MARKED_PAGES = [
     "architecture.md",
     "cancellation.md",
     "cli.md",
+    "distributed.md",
     "exceptions.md",
     "gpib.md",
     "groups.md",
