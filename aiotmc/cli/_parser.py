@@ -267,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=RESOURCE",
         help="an instrument to serve under NAME, e.g. dmm=USB::0x2a8d::0x0101::INSTR",
     )
-    agent.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server URL")
+    agent.add_argument(
+        "--nats",
+        default="nats://127.0.0.1:4222",
+        help="the NATS server URL; several nodes of a cluster separated by commas",
+    )
     agent.add_argument(
         "--name", default=_default_agent_name(), help="this agent's name (default: host name)"
     )
