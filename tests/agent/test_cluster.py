@@ -65,9 +65,9 @@ async def query_until_ok(inst: aiotmc.Instrument, *, within: float, step: str = 
     raise AssertionError(f"{step}: no answer within {within} s: {last!r}")
 
 
-async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNats]) -> None:
-    n0, n1, n2 = cluster
-    agent = subprocess.Popen(
+def start_agent(cluster: list[RunningNats]) -> subprocess.Popen[str]:
+    """``aiotmc agent`` knowing every node of the cluster."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -76,13 +76,18 @@ async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNa
             "--name",
             "bench",
             "--nats",
-            ",".join(n.url for n in cluster),
+            ",".join(node.url for node in cluster),
             "dmm=SIM::dmm",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNats]) -> None:
+    n0, n1, n2 = cluster
+    agent = start_agent(cluster)
     try:
         assert agent.stdout is not None and agent.stdout.readline()
         async with aiotmc.open(
