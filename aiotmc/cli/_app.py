@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from .._exceptions import InvalidResourceName
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
+from ._gateway import cmd_gateway
 from ._info import cmd_info
 from ._io import cmd_query, cmd_read_block, cmd_write
 from ._list import cmd_list
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf(exc), KeyboardInterrupt):
             if args.command == "sim":
                 print("aiotmc: simulators stopped", file=sys.stderr)
+                return 0
+            if args.command == "gateway":
+                print("aiotmc: gateway stopped", file=sys.stderr)
                 return 0
             print("aiotmc: interrupted", file=sys.stderr)
             return 130
@@ -75,4 +79,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "shell": cmd_shell,
     "sim": cmd_sim,
     "demo": cmd_demo,
+    "gateway": cmd_gateway,
 }

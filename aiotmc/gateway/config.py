@@ -79,6 +79,8 @@ class GatewaySettings:
     data_dir: Path
     #: At most this many readings are kept in the spool (see docs/gateway.md, "Spool").
     spool_max_readings: int = DEFAULT_SPOOL_MAX_READINGS
+    #: ``normal``: a commit survives the process being killed; ``full``: also power loss.
+    spool_sync: Literal["normal", "full"] = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +283,7 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
     spool_max = fields.integer(
         "spool_max_readings", DEFAULT_SPOOL_MAX_READINGS, minimum=1000, maximum=1 << 40
     )
+    spool_sync = fields.string("spool_sync", "normal", choices=("normal", "full"))
     fields.done()
     return GatewaySettings(
         site=site,
@@ -288,6 +291,7 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
         id=gateway_id,
         data_dir=(base / Path(data_dir).expanduser()),
         spool_max_readings=spool_max,
+        spool_sync=spool_sync,
     )
 
 

@@ -57,8 +57,11 @@ class _Source(Protocol):
 
 
 class _SpoolStats(Protocol):
-    size: int
-    dropped: int
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
 
     def backlog(self) -> dict[str, int]: ...
 
