@@ -131,6 +131,7 @@ class Spool:
         self._wake = anyio.Event()
         self._new_data = anyio.Event()
         self._progress = anyio.Event()
+        self._next_warning = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -276,16 +277,25 @@ class Spool:
             self._low = low
             if dropped:
                 self.dropped += dropped
-                log.warning(
-                    "spool full (%d readings): deleted the %d oldest, undelivered to %s",
-                    self.max_readings,
-                    dropped,
-                    ", ".join(s for s, c in self._cursors.items() if c < low - 1) or "no sink",
-                )
+                self._warn_dropped(low)
             batch.first = first
             batch.done.set()
             new_data, self._new_data = self._new_data, anyio.Event()
             new_data.set()
+
+    def _warn_dropped(self, low: int) -> None:
+        """Log spool overflow: the first time, then at most once a minute."""
+        now = time.monotonic()
+        if now < self._next_warning:
+            return
+        self._next_warning = now + 60.0
+        behind = [s for s, c in self._cursors.items() if c < low - 1]
+        log.warning(
+            "spool full (%d readings): %d oldest readings deleted so far, undelivered to %s",
+            self.max_readings,
+            self.dropped,
+            ", ".join(behind) or "no sink",
+        )
 
     async def _write(self, first: int, rows: list[Row]) -> tuple[int, int]:
         db = self._db
@@ -367,10 +377,12 @@ class Spool:
         progress, self._progress = self._progress, anyio.Event()
         progress.set()
 
-    async def wait_delivered(self) -> None:
-        """Return once every sink has every reading appended so far (use a timeout)."""
+    async def wait_delivered(self, *sinks: str) -> None:
+        """Return once ``sinks`` (default: all) have every reading appended so far (use a
+        timeout)."""
         target = self._next_seq - 1
-        while any(c < target for c in self._cursors.values()):
+        names = sinks or tuple(self._cursors)
+        while any(self._cursors[name] < target for name in names):
             await self._progress.wait()
 
     async def forward(
