@@ -46,6 +46,7 @@ MARKED_PAGES = [
     "cancellation.md",
     "cli.md",
     "exceptions.md",
+    "gateway.md",
     "gpib.md",
     "groups.md",
     "hislip.md",

@@ -269,3 +269,12 @@ def test_the_directory_knows_only_configured_instruments(tmp_path: Path) -> None
     assert directory("dmm") is None  # configured, not open
     with pytest.raises(LookupError, match="no instrument named 'nope'"):
         directory("nope")
+
+
+def test_the_demo_is_the_example_file(tmp_path: Path) -> None:
+    from aiotmc.gateway.demo import DEMO_CONFIG, demo_config
+
+    example = Path(__file__).parents[2] / "examples" / "gateway" / "demo.toml"
+    assert example.read_text() == DEMO_CONFIG
+    assert load_config(example).instruments == demo_config(tmp_path).instruments
+    assert demo_config(tmp_path / "it's").gateway.data_dir == (tmp_path / "it's").resolve()
