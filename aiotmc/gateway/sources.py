@@ -38,7 +38,8 @@ from .._exceptions import (
     UnsupportedOperation,
 )
 from .config import ChannelConfig, InstrumentConfig, InstrumentDirectory
-from .model import Hub, InstrumentState, InstrumentStats, Quality, StatusEvent, Value
+from .hub import GatewayHub
+from .model import InstrumentState, InstrumentStats, Quality, StatusEvent, Value
 
 if TYPE_CHECKING:
     from ..instrument import Instrument
@@ -102,7 +103,7 @@ class InstrumentSource:
         config: InstrumentConfig,
         *,
         spool: Spool,
-        hub: Hub,
+        hub: GatewayHub,
         directory: InstrumentDirectory | None = None,
         opener: Opener | None = None,
         max_failures: int = 3,
@@ -337,7 +338,7 @@ class InstrumentSource:
                 self._fresh.set()
         if quality is not Quality.STALE:
             self.readings += 1
-        await self.hub.publish(reading)
+        self.hub.publish_nowait(reading)  # the spool append was this task's checkpoint
 
     async def _set_state(self, state: InstrumentState, detail: str) -> None:
         if state is self._state:

@@ -102,7 +102,7 @@ class Spool:
         sinks: Sequence[str] = (),
         max_readings: int = 10_000_000,
         sync: Literal["normal", "full"] = "normal",
-        batch_size: int = 1000,
+        batch_size: int = 2000,
         retry_min: float = 0.2,
         retry_max: float = 30.0,
     ) -> None:
