@@ -159,3 +159,61 @@ async def test_on_srq_channels_read_when_the_instrument_requests_service(tmp_pat
     assert [r.value for r in readings if isinstance(r, Reading)] == [
         pytest.approx(2.5, abs=1e-3)
     ] * 3
+
+
+@asynccontextmanager
+async def served(kind: str, device: SimDmm) -> AsyncIterator[str]:
+    """``device`` behind a real attachment of kind ``kind``; yields its resource name."""
+    if kind == "sim":
+        yield "SIM::dmm::gateway-transports"
+    elif kind == "tcp":
+        async with SimServer(device) as server:
+            yield server.resource
+    elif kind == "vxi11":
+        from aiotmc.sim.vxi11_server import serve_vxi11
+
+        async with serve_vxi11([device]) as (_, resources):
+            yield resources[0]
+    elif kind == "hislip":
+        from aiotmc.sim.hislip_server import HislipServer
+
+        async with HislipServer(device) as hislip:
+            yield hislip.resource
+    elif kind == "serial":
+        from aiotmc.sim.pty_server import PtyServer
+
+        async with PtyServer(device) as pty:
+            yield pty.resource
+    elif kind == "gpib":
+        from aiotmc.sim.prologix_server import PrologixServer
+
+        async with PrologixServer({7: device}) as adapter:
+            yield adapter.resource(7)
+    else:
+        from ..conftest import fake_usb_bus
+
+        with fake_usb_bus({"GW1": device}) as resources:
+            yield resources["GW1"]
+
+
+@pytest.mark.parametrize("kind", ["sim", "tcp", "vxi11", "hislip", "serial", "gpib", "usb"])
+async def test_instruments_of_every_transport(tmp_path: Path, kind: str) -> None:
+    device = SimDmm(input_voltage=3.25)
+    if kind == "sim":
+        from aiotmc.transports.sim import shared_device
+
+        shared = shared_device("dmm", "gateway-transports")
+        assert isinstance(shared, SimDmm)
+        shared.input_voltage = 3.25
+    async with served(kind, device) as resource:
+        config = InstrumentConfig(
+            name="dmm",
+            resource=resource,
+            channels=(ChannelConfig("volts", "MEAS:VOLT?", unit="V", period=0.05),),
+        )
+        async with running(tmp_path, config) as (_source, events):
+            with anyio.fail_after(15):
+                online = await next_matching(events, _status(InstrumentState.ONLINE))
+                reading = await next_matching(events, _reading("volts"))
+    assert isinstance(online, StatusEvent) and online.detail == resource
+    assert isinstance(reading, Reading) and reading.value == pytest.approx(3.25, abs=1e-3)
