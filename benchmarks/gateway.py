@@ -15,6 +15,7 @@ reported, not an error: the exit status is 0 when the run completed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -33,8 +34,8 @@ TARGET_READINGS = 10_000.0  # per second
 TARGET_CORES = 1.0
 
 
-def _config(ports: list[int], rate: float) -> str:
-    lines = ['[gateway]\nsite = "bench"\nhost = "bench"\ndata_dir = "data"\n']
+def _config(ports: list[int], rate: float, loop: str = "asyncio") -> str:
+    lines = [f'[gateway]\nsite = "bench"\nhost = "bench"\ndata_dir = "data"\nloop = "{loop}"\n']
     for index, port in enumerate(ports):
         lines.append(
             f'[[instruments]]\nname = "dmm{index}"\n'
@@ -71,15 +72,25 @@ def _wait(what: str, check: Any, process: subprocess.Popen[bytes], timeout: floa
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Start the simulators and the gateway, measure, stop; the figures."""
     raise_fd_limit()
-    sims = ChildProcess(
-        "simserver",
-        "benchmarks.simserver",
-        ["--dmm", str(args.instruments), "--latency", "0"],
-        log=workdir / "simserver.log",
-    )
-    ready = sims.start(timeout=60)
-    ports: list[int] = ready["dmm"]
-    (workdir / "gateway.toml").write_text(_config(ports, args.rate))
+    count = max(1, min(args.simulators, args.instruments))
+    sims = [
+        ChildProcess(
+            f"simserver{index}",
+            "benchmarks.simserver",
+            ["--dmm", str(len(range(index, args.instruments, count))), "--latency", "0"],
+            log=workdir / f"simserver{index}.log",
+        )
+        for index in range(count)
+    ]
+    ports: list[int] = []
+    try:
+        for sim in sims:
+            ports += sim.start(timeout=60)["dmm"]
+    except BaseException:
+        for sim in sims:
+            sim.stop()
+        raise
+    (workdir / "gateway.toml").write_text(_config(ports, args.rate, args.loop))
     spool = workdir / "data" / "spool.sqlite"
     readings = workdir / "data" / "readings.sqlite"
     log = (workdir / "gateway.log").open("ab")
@@ -100,9 +111,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         acquired = "SELECT value FROM meta WHERE key = 'next_seq'"
         stored = "SELECT count(*) FROM readings"
         t0, ticks0 = time.monotonic(), process_ticks(gateway.pid)
+        sim0 = sum(process_ticks(sim.pid) for sim in sims)
         acquired0, stored0 = _one(spool, acquired), _one(readings, stored)
         time.sleep(args.duration)
         t1, ticks1 = time.monotonic(), process_ticks(gateway.pid)
+        sim1 = sum(process_ticks(sim.pid) for sim in sims)
         acquired1, stored1 = _one(spool, acquired), _one(readings, stored)
         gateway.send_signal(signal.SIGTERM)
         status = gateway.wait(timeout=60)
@@ -111,17 +124,22 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             gateway.kill()
             gateway.wait()
         log.close()
-        sims.stop()
+        for sim in sims:
+            sim.stop()
     elapsed = t1 - t0
-    cores = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK") / elapsed
+    hz = os.sysconf("SC_CLK_TCK")
+    cores = (ticks1 - ticks0) / hz / elapsed
     return {
         "instruments": args.instruments,
+        "loop": args.loop,
         "rate": args.rate,
         "duration": elapsed,
         "offered_per_s": args.instruments * args.rate,
         "acquired_per_s": (acquired1 - acquired0) / elapsed,
         "stored_per_s": (stored1 - stored0) / elapsed,
         "gateway_cores": cores,
+        "simulator_cores": (sim1 - sim0) / hz / elapsed,
+        "simulators": count,
         "exit_status": status,
     }
 
@@ -130,10 +148,16 @@ def report(figures: dict[str, Any]) -> str:
     offered = figures["offered_per_s"]
     rows = [
         ("instruments x rate", f"{figures['instruments']} x {figures['rate']:g}/s"),
+        ("event loop", figures["loop"]),
         ("offered", f"{offered:,.0f} readings/s"),
         ("acquired (spool)", f"{figures['acquired_per_s']:,.0f} readings/s"),
         ("stored (SQLite)", f"{figures['stored_per_s']:,.0f} readings/s"),
         ("gateway CPU", f"{figures['gateway_cores']:.2f} cores"),
+        (
+            "simulator CPU",
+            f"{figures['simulator_cores']:.2f} cores in {figures['simulators']} processes "
+            "(if it nears their count, the simulators limit the rate, not the gateway)",
+        ),
         (
             "target",
             f"{TARGET_READINGS:,.0f} readings/s with <= {TARGET_CORES:g} core "
@@ -152,7 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup-timeout", type=float, default=120.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--simulators", type=int, default=2, help="simulator processes sharing the instruments"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the gateway's event loop ([gateway] loop); auto: uvloop if installed",
+    )
     args = parser.parse_args(argv)
+    if args.loop == "auto":
+        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
         figures = run(args, Path(tmp))
     print(report(figures))

@@ -88,5 +88,6 @@ def cmd_gateway(args: argparse.Namespace, options: Options) -> int:
 
     import anyio
 
-    anyio.run(run, backend="asyncio")
+    uvloop = config.gateway.loop == "uvloop"
+    anyio.run(run, backend="asyncio", backend_options={"use_uvloop": True} if uvloop else {})
     return 0

@@ -15,6 +15,7 @@ docs/gateway.md for the reference.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -81,6 +82,8 @@ class GatewaySettings:
     spool_max_readings: int = DEFAULT_SPOOL_MAX_READINGS
     #: ``normal``: a commit survives the process being killed; ``full``: also power loss.
     spool_sync: Literal["normal", "full"] = "normal"
+    #: The event loop ``aiotmc gateway`` runs on: asyncio's own, or uvloop's (faster).
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,11 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
         "spool_max_readings", DEFAULT_SPOOL_MAX_READINGS, minimum=1000, maximum=1 << 40
     )
     spool_sync = fields.string("spool_sync", "normal", choices=("normal", "full"))
+    loop = fields.string("loop", "asyncio", choices=("asyncio", "uvloop"))
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            "uvloop is not installed here (pip install uvloop)", key=fields.at("loop")
+        )
     fields.done()
     return GatewaySettings(
         site=site,
@@ -292,6 +300,7 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
         data_dir=(base / Path(data_dir).expanduser()),
         spool_max_readings=spool_max,
         spool_sync=spool_sync,
+        loop=loop,
     )
 
 

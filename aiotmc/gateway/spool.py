@@ -105,6 +105,7 @@ class Spool:
         batch_size: int = 2000,
         retry_min: float = 0.2,
         retry_max: float = 30.0,
+        linger: float = 0.1,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -116,6 +117,9 @@ class Spool:
         self.batch_size = batch_size
         self.retry_min = retry_min
         self.retry_max = retry_max
+        #: After a batch smaller than ``batch_size``, a forwarder waits this long before
+        #: the next one: fewer, larger writes at low rates (sinks lag by at most this).
+        self.linger = linger
         #: Readings deleted before every sink had them (the spool was full).
         self.dropped = 0
         self._db: sqlite3.Connection | None = None
@@ -422,3 +426,5 @@ class Spool:
                 continue
             delay = self.retry_min
             await self._save_cursor(name, batch[-1].seq)
+            if len(batch) < self.batch_size and self.linger > 0:
+                await anyio.sleep(self.linger)
