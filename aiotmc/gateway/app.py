@@ -18,22 +18,27 @@ gateway runs on asyncio (its MQTT client, aiomqtt, is asyncio-only); the core pa
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._exceptions import GatewayError
 from .config import GatewayConfig
 from .hub import GatewayHub
 from .sources import InstrumentSource, Opener
 from .spool import Spool
 
-__all__ = ["SPOOL_FILE", "Gateway", "run_gateway"]
+__all__ = ["LOCK_FILE", "SPOOL_FILE", "Gateway", "run_gateway"]
 
 log = logging.getLogger("aiotmc.gateway")
 
 #: The spool's file name in ``data_dir``.
 SPOOL_FILE = "spool.sqlite"
+#: Held (flock) by the gateway that uses ``data_dir``.
+LOCK_FILE = "gateway.lock"
 
 
 class Gateway:
@@ -71,6 +76,7 @@ class Gateway:
         for source in self.sources:
             self.hub.add_source(source)
         self._group: TaskGroup | None = None
+        self._lock: int | None = None
         self._sources_scope: anyio.CancelScope | None = None
         self._sources_done = anyio.Event()
         #: On a clean stop, wait at most this long for the sinks to get what the spool holds.
@@ -87,7 +93,12 @@ class Gateway:
             self._sources_done.set()
 
     async def __aenter__(self) -> Gateway:
-        await self.spool.open()
+        self._lock = _lock_data_dir(self.config.gateway.data_dir)
+        try:
+            await self.spool.open()
+        except BaseException:
+            self._unlock()
+            raise
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
@@ -147,6 +158,34 @@ class Gateway:
                     except Exception:
                         log.exception("closing sink %s failed", sink.name)
                 await self.spool.aclose()
+                self._unlock()
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # releases the flock
+
+
+def _lock_data_dir(data_dir: Path) -> int | None:
+    """Hold an exclusive lock on ``data_dir/gateway.lock`` (released when the process dies,
+    even by ``kill -9``): two gateways on one spool would corrupt each other's order."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks here
+        return None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise GatewayError(f"cannot use data_dir {data_dir}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise GatewayError(
+            f"another gateway is running with data_dir {data_dir} (it holds {LOCK_FILE})"
+        ) from None
+    return fd
 
 
 async def run_gateway(config: GatewayConfig, *, opener: Opener | None = None) -> None:

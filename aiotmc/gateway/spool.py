@@ -147,8 +147,13 @@ class Spool:
         await self.aclose()
 
     async def open(self) -> None:
-        """Open (or create) the spool file and load the counters and cursors."""
-        await anyio.to_thread.run_sync(self._open_sync)
+        """Open (or create) the spool file and load the counters and cursors
+        (``GatewayError`` naming the file when it cannot)."""
+        try:
+            await anyio.to_thread.run_sync(self._open_sync)
+        except (OSError, sqlite3.Error) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise GatewayError(f"cannot open the spool {self.path}: {detail}") from exc
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -168,3 +168,37 @@ def test_check_validates_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "CONFIG.toml or --demo" in capsys.readouterr().err
     assert main(["gateway", "--backend", "trio", str(good)]) == 2
     assert "asyncio" in capsys.readouterr().err
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The gateway application runs on asyncio only (its MQTT client is asyncio-only)."""
+    return "asyncio"
+
+
+async def test_one_data_dir_serves_one_gateway(tmp_path: Path) -> None:
+    from aiotmc import GatewayError
+    from aiotmc.gateway.app import Gateway
+    from aiotmc.gateway.config import parse_config
+
+    config = parse_config(CONFIG, path=tmp_path / "gateway.toml")
+    async with Gateway(config) as first:
+        with pytest.raises(GatewayError, match="another gateway is running with data_dir"):
+            async with Gateway(config):
+                pass  # pragma: no cover
+        assert first.spool.size >= 0
+    async with Gateway(config):  # released on exit
+        pass
+
+
+async def test_an_unusable_data_dir_is_a_gateway_error(tmp_path: Path) -> None:
+    from aiotmc import GatewayError
+    from aiotmc.gateway.app import Gateway
+    from aiotmc.gateway.config import parse_config
+
+    (tmp_path / "file").write_text("not a directory")
+    text = CONFIG.replace('data_dir = "data"', 'data_dir = "file/data"')
+    config = parse_config(text, path=tmp_path / "gateway.toml")
+    with pytest.raises(GatewayError, match="cannot use data_dir"):
+        async with Gateway(config):
+            pass  # pragma: no cover
