@@ -40,7 +40,7 @@ def add_gateway_parser(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace) -> GatewayConfig:
+def _load(args: argparse.Namespace) -> tuple[GatewayConfig, str]:
     if args.demo == (args.config is not None):
         raise UsageError("give a CONFIG.toml or --demo (one of them)")
     if args.data_dir is not None and not args.demo:
@@ -52,7 +52,7 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
         return demo_config(data_dir)
     from ..gateway.config import load_config
 
-    return load_config(args.config)
+    return load_config(args.config), ""
 
 
 def _summary(config: GatewayConfig) -> str:
@@ -68,7 +68,7 @@ def _summary(config: GatewayConfig) -> str:
 
 
 def cmd_gateway(args: argparse.Namespace, options: Options) -> int:
-    config = _load(args)
+    config, banner = _load(args)
     where = "demo" if args.demo else args.config
     if args.check:
         print(f"{where}: ok: {_summary(config)}")
@@ -82,6 +82,8 @@ def cmd_gateway(args: argparse.Namespace, options: Options) -> int:
         with _termination_signals() as terminated:
             async with Gateway(config):
                 print(f"aiotmc: running {_summary(config)}", file=sys.stderr, flush=True)
+                if banner:
+                    print(f"aiotmc: {banner}", file=sys.stderr, flush=True)
                 print("aiotmc: Ctrl-C to stop", file=sys.stderr, flush=True)
                 await terminated()
         print("aiotmc: gateway stopped", file=sys.stderr)

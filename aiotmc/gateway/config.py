@@ -210,6 +210,7 @@ def _build(document: Mapping[str, Any], *, base: Path, path: Path | None) -> Gat
     instruments = _instruments(root.array("instruments", []))
     directory = InstrumentDirectory({i.name for i in instruments})
     context = {
+        "config_dir": base,
         "data_dir": settings.data_dir,
         "gateway": settings,
         "instruments": tuple(i.name for i in instruments),

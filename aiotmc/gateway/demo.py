@@ -1,9 +1,10 @@
 """``aiotmc gateway --demo``: simulated instruments, a local SQLite file, the dashboard.
 
 :data:`DEMO_CONFIG` is ``examples/gateway/demo.toml`` (a test keeps them equal). When
-the web part is installed and offers a demo section (``aiotmc.gateway.web.DEMO_CONFIG``,
-TOML text for ``[web]`` and ``[[users]]``), it is appended, so the demo also serves the
-dashboard; nothing else (no broker, no database server) is needed.
+the web part is installed and offers a demo (``aiotmc.gateway.web.demo_section()``
+returning TOML text for ``[web]`` and ``[[users]]`` and a line telling the user where to
+log in), it is appended, so the demo also serves the dashboard; nothing else (no broker,
+no database server) is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Final
 
 from .config import GatewayConfig, parse_config
 
-__all__ = ["DEMO_CONFIG", "demo_config", "demo_text"]
+__all__ = ["DEMO_CONFIG", "demo_config", "demo_text", "web_demo"]
 
 DEMO_CONFIG: Final = """\
 # aiotmc gateway --demo runs this configuration (with data_dir set to a fresh directory).
@@ -75,21 +76,24 @@ resource = "SIM::wavegen"
 """
 
 
-def _web_section() -> str:
+def web_demo() -> tuple[str, str]:
+    """The web part's demo section and its banner, or ``("", "")`` without one."""
     try:
         web = importlib.import_module("aiotmc.gateway.web")
     except ImportError:
-        return ""
-    section = getattr(web, "DEMO_CONFIG", "")
-    return section if isinstance(section, str) else ""
+        return "", ""
+    demo_section = getattr(web, "demo_section", None)
+    if not callable(demo_section):
+        return "", ""
+    text, banner = demo_section()
+    return str(text), str(banner)
 
 
-def demo_text(data_dir: Path) -> str:
-    """The demo configuration with ``data_dir`` set (and the web section, if any)."""
+def demo_text(data_dir: Path, web: str = "") -> str:
+    """The demo configuration with ``data_dir`` set, and ``web`` (TOML) appended."""
     path = str(data_dir.resolve())
     quoted = f"'{path}'" if "'" not in path and "\n" not in path else _basic_string(path)
     text = DEMO_CONFIG.replace('data_dir = "demo-data"', f"data_dir = {quoted}", 1)
-    web = _web_section()
     return text + ("\n" + web if web else "")
 
 
@@ -98,6 +102,8 @@ def _basic_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def demo_config(data_dir: Path) -> GatewayConfig:
-    """The demo, validated, keeping its files in ``data_dir``."""
-    return parse_config(demo_text(data_dir), path="<demo>")
+def demo_config(data_dir: Path, *, web: bool = True) -> tuple[GatewayConfig, str]:
+    """The demo, validated, keeping its files in ``data_dir``; and the line to print
+    about the dashboard (empty without one). ``web=False`` leaves the dashboard out."""
+    section, banner = web_demo() if web else ("", "")
+    return parse_config(demo_text(data_dir, section), path="<demo>"), banner

@@ -21,6 +21,8 @@ loader adds file and line. What ``section`` and ``key`` are depends on the row:
 A factory may also declare keyword parameters for what the gateway knows beyond its
 section; the loader passes those it declares (see :func:`call`):
 
+* ``config_dir`` (:class:`~pathlib.Path`): the configuration file's directory, which
+  relative paths in it are relative to;
 * ``data_dir`` (:class:`~pathlib.Path`): where the gateway keeps its files;
 * ``gateway`` (:class:`~aiotmc.gateway.config.GatewaySettings`): site, host, id...;
 * ``instruments`` (``tuple[str, ...]``): the configured instrument names, to check
@@ -65,6 +67,8 @@ class Plugin:
     kind: Literal["sink", "component", "controller"]
     #: What to install when the module is missing.
     install: str = "pip install 'aiotmc[gateway]'"
+    #: A module that must import first (for a target that adapts another part's factory).
+    requires: str | None = None
 
 
 PLUGINS: tuple[Plugin, ...] = (
@@ -75,32 +79,52 @@ PLUGINS: tuple[Plugin, ...] = (
     ),
     Plugin(("sinks",), "influx", "aiotmc.gateway.sinks.influx:InfluxSink.from_config", "sink"),
     # alerts (gwstore): the rule engine, and the notifiers (webhook, email, mqtt...)
-    Plugin(("rules",), None, "aiotmc.gateway.alerts:from_config", "component"),
+    Plugin(("rules",), None, "aiotmc.gateway.alerts:RuleEngine.from_config", "component"),
     Plugin(("notifiers",), "*", "aiotmc.gateway.alerts:notifier_from_config", "component"),
     # MQTT bridge and remote control (gwmqtt)
     Plugin(("mqtt",), None, "aiotmc.gateway.mqtt:from_config", "component"),
     Plugin(("roles", "control"), None, "aiotmc.gateway.control:from_config", "controller"),
     # web dashboard, login, metrics, health (gwweb)
-    Plugin(("users", "web"), None, "aiotmc.gateway.web:from_config", "component"),
+    Plugin(
+        ("users", "web"),
+        None,
+        "aiotmc.gateway.plugins:web_from_config",
+        "component",
+        requires="aiotmc.gateway.web",
+    ),
 )
+
+
+def web_from_config(section: Mapping[str, Any], key: Key) -> object:
+    """The web part's ``from_config([web], [[users]], key)`` in the table's convention."""
+    from .web import from_config  # type: ignore[import-not-found,unused-ignore]
+
+    web = section.get("web", {})
+    users = section.get("users", [])
+    if not isinstance(users, list):
+        raise ConfigError("expected an array of tables ([[users]])", key=(*key, "users"))
+    built: object = from_config(web, users, (*key, "web"))
+    return built
 
 
 def resolve(plugin: Plugin, key: Key) -> Factory:
     """Import ``plugin.target``; ``ConfigError`` at ``key`` when that part is missing."""
     module_name, _, attribute = plugin.target.partition(":")
+    required = [plugin.requires] if plugin.requires else []
     what = (
         f"[{plugin.sections[0]}] type {plugin.type!r}"
         if plugin.type
         else ("[" + "]/[".join(plugin.sections) + "]")
     )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{what} needs {module_name}, which cannot be imported here ({exc}); "
-            f"is this part installed? ({plugin.install})",
-            key=key,
-        ) from exc
+    for name in [*required, module_name]:
+        try:
+            obj: Any = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"{what} needs {name}, which cannot be imported here ({exc}); "
+                f"is this part installed? ({plugin.install})",
+                key=key,
+            ) from exc
     try:
         for part in attribute.split("."):
             obj = getattr(obj, part)

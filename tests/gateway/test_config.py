@@ -276,5 +276,117 @@ def test_the_demo_is_the_example_file(tmp_path: Path) -> None:
 
     example = Path(__file__).parents[2] / "examples" / "gateway" / "demo.toml"
     assert example.read_text() == DEMO_CONFIG
-    assert load_config(example).instruments == demo_config(tmp_path).instruments
-    assert demo_config(tmp_path / "it's").gateway.data_dir == (tmp_path / "it's").resolve()
+    demo, _ = demo_config(tmp_path, web=False)
+    assert load_config(example).instruments == demo.instruments
+    other, _ = demo_config(tmp_path / "it's", web=False)
+    assert other.gateway.data_dir == (tmp_path / "it's").resolve()
+
+
+class _Part:
+    def __init__(self, name: str, **seen: object) -> None:
+        self.name = name
+        self.seen = seen
+
+    async def run(self, hub: object, *, task_status: object) -> None:  # pragma: no cover
+        pass
+
+    async def execute(self, request: object) -> object:  # pragma: no cover
+        pass
+
+
+def test_parts_plug_in_by_their_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from aiotmc.gateway.config import GatewaySettings
+
+    def module(name: str, **attributes: object) -> None:
+        fake = types.ModuleType(name)
+        fake.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, fake)
+
+    def mqtt(section: object, key: object, *, config_dir: Path) -> _Part:
+        return _Part("mqtt", section=section, key=key, config_dir=config_dir)
+
+    def control(section: object, key: object, *, instrument_for: object, data_dir: Path) -> _Part:
+        if section["roles"][0].get("allow") == "bad":  # type: ignore[index]
+            raise ConfigError("expected an array", key=("roles", 0, "allow"))
+        return _Part("control", section=section, instrument_for=instrument_for, data_dir=data_dir)
+
+    def web(section: object, users: object, key: object) -> _Part:
+        return _Part("web", section=section, users=users, key=key)
+
+    def notifier(section: object, key: object, gateway: GatewaySettings) -> _Part:
+        return _Part(f"notify-{key[1]}", section=section, gateway=gateway)  # type: ignore[index]
+
+    module("aiotmc.gateway.mqtt", from_config=mqtt)
+    module("aiotmc.gateway.control", from_config=control)
+    module("aiotmc.gateway.web", from_config=web)
+    module("aiotmc.gateway.alerts", notifier_from_config=notifier)
+    text = (
+        GOOD
+        + """
+[mqtt]
+host = "broker"
+
+[[roles]]
+name = "operator"
+
+[control]
+audit_log = "audit.jsonl"
+
+[web]
+port = 8080
+
+[[users]]
+name = "alice"
+
+[[notifiers]]
+type = "pager"
+"""
+    )
+    (tmp_path / "gw.toml").write_text(text)
+    config = load_config(tmp_path / "gw.toml")
+    parts = {c.name: c for c in config.components}
+    # the controller has a run method too: the gateway runs it as a component as well
+    assert set(parts) == {"mqtt", "web", "notify-0", "control"}
+    assert parts["control"] is config.controller
+    assert isinstance(parts["mqtt"], _Part) and parts["mqtt"].seen == {
+        "section": {"mqtt": {"host": "broker"}},
+        "key": (),
+        "config_dir": tmp_path,
+    }
+    assert isinstance(parts["web"], _Part)
+    assert parts["web"].seen == {
+        "section": {"port": 8080},
+        "users": [{"name": "alice"}],
+        "key": ("web",),
+    }
+    controller = config.controller
+    assert isinstance(controller, _Part) and controller.seen["data_dir"] == tmp_path / "state"
+    assert controller.seen["instrument_for"] is config.directory
+    assert controller.seen["section"] == {
+        "roles": [{"name": "operator"}],
+        "control": {"audit_log": "audit.jsonl"},
+    }
+    assert isinstance(parts["notify-0"], _Part)
+    assert parts["notify-0"].seen["gateway"] == config.gateway
+    # a part's own error is located like any other
+    bad = text.replace('name = "operator"', 'name = "operator"\nallow = "bad"')
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bad.toml")
+    assert info.value.line == _line_of(bad, 'allow = "bad"')
+    assert str(info.value).endswith("roles[0].allow: expected an array")
+
+
+def test_a_missing_required_module_is_a_config_error() -> None:
+    plugin = Plugin(
+        ("web",),
+        None,
+        "aiotmc.gateway.plugins:web_from_config",
+        "component",
+        requires="aiotmc.gateway.no_such_web",
+    )
+    with pytest.raises(ConfigError, match=r"needs aiotmc\.gateway\.no_such_web"):
+        resolve(plugin, ("web",))
