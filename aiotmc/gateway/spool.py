@@ -106,6 +106,7 @@ class Spool:
         retry_min: float = 0.2,
         retry_max: float = 30.0,
         linger: float = 0.1,
+        write_timeout: float = 120.0,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -120,6 +121,8 @@ class Spool:
         #: After a batch smaller than ``batch_size``, a forwarder waits this long before
         #: the next one: fewer, larger writes at low rates (sinks lag by at most this).
         self.linger = linger
+        #: A sink's ``open`` + ``write`` taking longer than this counts as a failure.
+        self.write_timeout = write_timeout
         #: Readings deleted before every sink had them (the spool was full).
         self.dropped = 0
         self._db: sqlite3.Connection | None = None
@@ -399,9 +402,10 @@ class Spool:
     ) -> None:
         """Deliver everything to ``sink``, in order, forever (cancel to stop).
 
-        ``sink.open()`` and ``sink.write()`` failing with ``SinkUnavailableError`` are
-        retried with exponential backoff (``retry_min`` doubling up to ``retry_max``);
-        any other error is logged with its traceback and retried the same way.
+        ``sink.open()`` and ``sink.write()`` failing with ``SinkUnavailableError`` (or
+        together taking longer than ``write_timeout``) are retried with exponential
+        backoff (``retry_min`` doubling up to ``retry_max``); any other error is logged
+        with its traceback and retried the same way.
         """
         name = sink.name
         if name not in self._cursors:
@@ -416,13 +420,14 @@ class Spool:
                 await new_data.wait()
                 continue
             try:
-                if not opened:
-                    await sink.open()
-                    opened = True
-                await sink.write(batch)
+                with anyio.fail_after(self.write_timeout):
+                    if not opened:
+                        await sink.open()
+                        opened = True
+                    await sink.write(batch)
             except Exception as exc:
                 self._errors[name] += 1
-                if isinstance(exc, SinkUnavailableError):
+                if isinstance(exc, SinkUnavailableError | TimeoutError):
                     log.warning("sink %s unavailable, retry in %.1f s: %s", name, delay, exc)
                 else:
                     log.exception("sink %s failed, retry in %.1f s", name, delay)

@@ -196,3 +196,27 @@ async def test_appending_to_a_closed_spool_is_a_gateway_error(tmp_path: Path) ->
     spool = _spool(tmp_path / "spool.sqlite")
     with pytest.raises(GatewayError, match="not open"):
         await spool.append("x", "c", 1.0, "", 1.0)
+
+
+class HangingSink(RecordingSink):
+    """Its first write never returns (a stalled network peer)."""
+
+    async def write(self, batch: Sequence[Reading]) -> None:
+        if self.attempts == 0:
+            self.attempts += 1
+            await anyio.sleep_forever()
+        await super().write(batch)
+
+
+async def test_a_stalled_sink_write_times_out_and_is_retried(tmp_path: Path) -> None:
+    sink = HangingSink()
+    spool = _spool(tmp_path / "spool.sqlite", write_timeout=0.05)
+    async with spool, anyio.create_task_group() as group:
+        await group.start(spool.run)
+        await group.start(spool.forward, sink)
+        written = await _append(spool, 5)
+        with anyio.fail_after(10):
+            await sink.wait_for(5)
+        group.cancel_scope.cancel()
+    assert sink.stored == written
+    assert spool.errors() == {"mem": 1}
