@@ -7,6 +7,7 @@ which stop it cleanly (acquisition first, then the sinks get what the spool hold
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +76,12 @@ def cmd_gateway(args: argparse.Namespace, options: Options) -> int:
         return 0
     if options.backend != "asyncio":
         raise UsageError("the gateway runs on asyncio only (its MQTT client is asyncio-only)")
+    if not (options.verbose or options.trace):
+        # a service: its warnings (instrument offline, sink unavailable...) go to stderr
+        # with a time and where they come from (-v: also INFO, see start_logging)
+        from .._log import log_to_screen
+
+        log_to_screen(logging.WARNING)
 
     async def run() -> None:
         from ..gateway.app import Gateway

@@ -166,8 +166,9 @@ class InstrumentSource:
             if reason is None:  # connected for a while: start the backoff afresh
                 delay = self.config.retry_min
                 continue
-            await self._set_state(InstrumentState.OFFLINE, reason)
-            log.info("%s: offline (%s); retry in %.1f s", self.name, reason, delay)
+            changed = await self._set_state(InstrumentState.OFFLINE, reason)
+            level = logging.WARNING if changed else logging.DEBUG  # once per outage
+            log.log(level, "%s: offline (%s); retry in %.1f s", self.name, reason, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max)
 
@@ -344,11 +345,15 @@ class InstrumentSource:
             self.readings += 1
         self.hub.publish_nowait(reading)  # the spool append was this task's checkpoint
 
-    async def _set_state(self, state: InstrumentState, detail: str) -> None:
+    async def _set_state(self, state: InstrumentState, detail: str) -> bool:
+        """Publish a change of state; False when it is not one."""
         if state is self._state:
-            return
+            return False
         self._state = state
+        if state is InstrumentState.ONLINE:
+            log.info("%s: online (%s)", self.name, detail)
         await self.hub.publish(StatusEvent(self.name, state, time.time(), detail))
+        return True
 
     async def _watch_staleness(self) -> None:
         """Give a channel one ``stale`` reading when it had no good one for stale_after."""
