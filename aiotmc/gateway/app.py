@@ -63,6 +63,7 @@ class Gateway:
             controller=config.controller,
         )
         self.hub.set_spool(self.spool)
+        self.spool.on_commit = self.hub.publish_nowait  # durable first, then published
         self.sources = [
             InstrumentSource(
                 instrument,

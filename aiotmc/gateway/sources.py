@@ -4,7 +4,7 @@ An :class:`InstrumentSource` opens its instrument with ``aiotmc.open(resource)``
 transport aiotmc has), writes the ``setup`` commands, then reads every periodic channel
 on its own schedule and every ``on_srq`` channel when the instrument requests service.
 Each answer is parsed to the channel's type, made durable by the spool (which gives it
-its ``seq``) and only then published on the hub.
+its ``seq``) and only then published on the hub (by the spool, after its commit).
 
 States: the instrument is ``online`` from a successful connection until the link fails
 (the transport raises, or ``max_failures`` queries in a row time out); then it goes
@@ -92,7 +92,7 @@ class _Channel:
 
     def __init__(self, config: ChannelConfig, now: float) -> None:
         self.config = config
-        self.last_good = now  # monotonic; the start counts as fresh
+        self.last_good = now  # time.monotonic(); the start counts as fresh
         self.stale = False
 
 
@@ -118,7 +118,7 @@ class InstrumentSource:
         self._opener = opener
         self._current: Instrument | None = None
         self._state: InstrumentState | None = None
-        self._channels = [_Channel(c, anyio.current_time()) for c in config.channels]
+        self._channels = [_Channel(c, time.monotonic()) for c in config.channels]
         self._fresh = anyio.Event()
         self._failures = 0  # consecutive failed queries
         self._connections = 0
@@ -233,12 +233,12 @@ class InstrumentSource:
         # The first read at once, then a grid whose phase depends on the channel's name:
         # a thousand instruments connected together do not all query at the same instant.
         phase = zlib.crc32(f"{self.name}/{channel.config.name}".encode()) / 2**32 * period
-        start = anyio.current_time() + phase
+        start = time.monotonic() + phase
         tick = -1
         while True:
             if not await self._read(inst, channel, group, lost):
                 return
-            now = anyio.current_time()
+            now = time.monotonic()
             # the next slot on the grid from the start; missed slots are skipped, not caught up
             tick = max(tick + 1, math.floor((now - start) / period) + 1)
             await anyio.sleep(max(0.0, start + tick * period - now))
@@ -327,23 +327,23 @@ class InstrumentSource:
     async def _publish(
         self, channel: _Channel, value: Value, timestamp: float, quality: Quality
     ) -> None:
+        """Hand a value to the spool (the spool publishes it on the hub once durable)."""
         config = channel.config
+        if self.spool.full:  # the disk is behind: acquisition waits rather than drops
+            await self.spool.wait_room()
         try:
-            reading = await self.spool.append(
-                self.name, config.name, value, config.unit, timestamp, quality
-            )
+            self.spool.append_nowait(self.name, config.name, value, config.unit, timestamp, quality)
         except GatewayError as exc:
             self.errors += 1
             log.error("%s.%s: %s", self.name, config.name, exc)
             return
         if quality is Quality.GOOD:
-            channel.last_good = anyio.current_time()
+            channel.last_good = time.monotonic()
             if channel.stale:
                 channel.stale = False
                 self._fresh.set()
         if quality is not Quality.STALE:
             self.readings += 1
-        self.hub.publish_nowait(reading)  # the spool append was this task's checkpoint
 
     async def _set_state(self, state: InstrumentState, detail: str) -> bool:
         """Publish a change of state; False when it is not one."""
@@ -358,7 +358,7 @@ class InstrumentSource:
     async def _watch_staleness(self) -> None:
         """Give a channel one ``stale`` reading when it had no good one for stale_after."""
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             due: float | None = None
             for channel in self._channels:
                 limit = channel.config.stale_after
@@ -374,5 +374,5 @@ class InstrumentSource:
             if due is None:
                 await fresh.wait()
             else:
-                with anyio.move_on_after(due - anyio.current_time()):
+                with anyio.move_on_after(due - time.monotonic()):
                     await fresh.wait()

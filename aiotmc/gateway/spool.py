@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -65,7 +65,8 @@ _SELECT: Final = (
     " quality FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 
-Row = tuple[str, str, str, str, str, Value, int, str, float, str]
+Row = tuple[str, str, str, str, str, Value, int, str, float, Quality]
+_QUALITY: Final = {q.value: q for q in Quality}
 
 
 class _Batch:
@@ -107,6 +108,7 @@ class Spool:
         retry_max: float = 30.0,
         linger: float = 0.1,
         write_timeout: float = 120.0,
+        max_pending: int = 100_000,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -123,8 +125,15 @@ class Spool:
         self.linger = linger
         #: A sink's ``open`` + ``write`` taking longer than this counts as a failure.
         self.write_timeout = write_timeout
+        #: At most this many readings wait for a commit (then producers wait for room).
+        self.max_pending = max_pending
+        #: Called with every reading once it is durable, in ``seq`` order (the gateway
+        #: publishes it on its hub); it must not block.
+        self.on_commit: Callable[[Reading], None] | None = None
         #: Readings deleted before every sink had them (the spool was full).
         self.dropped = 0
+        #: Readings that could not be stored (the disk failed): lost.
+        self.failed = 0
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_limit = anyio.CapacityLimiter(1)
@@ -222,7 +231,12 @@ class Spool:
 
     # -- appending --------------------------------------------------------------------------
 
-    async def append(
+    @property
+    def full(self) -> bool:
+        """Whether ``max_pending`` readings wait for a commit (:meth:`wait_room`)."""
+        return len(self._pending) >= self.max_pending
+
+    def append_nowait(
         self,
         instrument: str,
         channel: str,
@@ -230,12 +244,14 @@ class Spool:
         unit: str,
         timestamp: float,
         quality: Quality = Quality.GOOD,
-    ) -> Reading:
-        """Make a reading durable and return it with its ``seq`` (needs :meth:`run`)."""
+    ) -> None:
+        """Queue a reading for the next commit (needs :meth:`run`); once it is durable it
+        gets its ``seq`` and goes to :attr:`on_commit`. ``GatewayError`` when the spool is
+        not open, or :attr:`full` (a producer awaits :meth:`wait_room` first)."""
         if self._db is None:
             raise GatewayError("the spool is not open")
-        batch = self._batch
-        slot = len(self._pending)
+        if len(self._pending) >= self.max_pending:
+            raise GatewayError(f"the spool is full ({self.max_pending} readings wait for disk)")
         self._pending.append(
             (
                 self.gateway_id,
@@ -247,10 +263,30 @@ class Spool:
                 int(isinstance(value, bool)),
                 unit,
                 timestamp,
-                quality.value,
+                quality,
             )
         )
         self._wake.set()
+
+    async def wait_room(self) -> None:
+        """Return once the spool is not :attr:`full` (the disk caught up)."""
+        while self.full:
+            await self._batch.done.wait()
+
+    async def append(
+        self,
+        instrument: str,
+        channel: str,
+        value: Value,
+        unit: str,
+        timestamp: float,
+        quality: Quality = Quality.GOOD,
+    ) -> Reading:
+        """Make a reading durable and return it with its ``seq`` (needs :meth:`run`)."""
+        await self.wait_room()
+        batch = self._batch
+        slot = len(self._pending)
+        self.append_nowait(instrument, channel, value, unit, timestamp, quality)
         await batch.done.wait()
         if batch.error is not None:
             raise GatewayError(f"the reading could not be spooled: {batch.error}")
@@ -268,7 +304,8 @@ class Spool:
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The writer: commits what :meth:`append` collected, one transaction at a time."""
+        """The writer: commits what was appended, one transaction at a time, then hands
+        each reading to :attr:`on_commit` in ``seq`` order."""
         task_status.started()
         while True:
             await self._wake.wait()
@@ -282,6 +319,7 @@ class Spool:
                 low, dropped = await self._write(first, rows)
             except sqlite3.Error as exc:
                 log.error("spool %s: cannot store %d readings: %s", self.path, len(rows), exc)
+                self.failed += len(rows)
                 batch.error = exc
                 batch.done.set()
                 continue
@@ -294,6 +332,24 @@ class Spool:
             batch.done.set()
             new_data, self._new_data = self._new_data, anyio.Event()
             new_data.set()
+            on_commit = self.on_commit
+            if on_commit is not None:
+                for seq, row in enumerate(rows, first):
+                    gateway_id, site, host, instrument, channel, value, _, unit, ts, quality = row
+                    on_commit(
+                        Reading(
+                            gateway_id,
+                            seq,
+                            site,
+                            host,
+                            instrument,
+                            channel,
+                            value,
+                            unit,
+                            ts,
+                            quality,
+                        )
+                    )
 
     def _warn_dropped(self, low: int) -> None:
         """Log spool overflow: the first time, then at most once a minute."""
@@ -344,37 +400,37 @@ class Spool:
         if reader is None:
             raise GatewayError("the spool is not open")
 
-        def select() -> list[Any]:
-            return reader.execute(_SELECT, (after, limit)).fetchall()
+        def select() -> list[Reading]:  # rows to readings in the worker, off the loop
+            rows = reader.execute(_SELECT, (after, limit)).fetchall()
+            return [
+                Reading(
+                    gateway_id,
+                    seq,
+                    site,
+                    host,
+                    instrument,
+                    channel,
+                    bool(value) if is_bool else value,
+                    unit,
+                    timestamp,
+                    _QUALITY[quality],
+                )
+                for (
+                    seq,
+                    gateway_id,
+                    site,
+                    host,
+                    instrument,
+                    channel,
+                    value,
+                    is_bool,
+                    unit,
+                    timestamp,
+                    quality,
+                ) in rows
+            ]
 
-        rows = await anyio.to_thread.run_sync(select, limiter=self._read_limit)
-        return [
-            Reading(
-                gateway_id,
-                seq,
-                site,
-                host,
-                instrument,
-                channel,
-                bool(value) if is_bool else value,
-                unit,
-                timestamp,
-                Quality(quality),
-            )
-            for (
-                seq,
-                gateway_id,
-                site,
-                host,
-                instrument,
-                channel,
-                value,
-                is_bool,
-                unit,
-                timestamp,
-                quality,
-            ) in rows
-        ]
+        return await anyio.to_thread.run_sync(select, limiter=self._read_limit)
 
     async def _save_cursor(self, sink: str, seq: int) -> None:
         db = self._db

@@ -29,6 +29,7 @@ async def running(
     hub = GatewayHub(gateway_id="gw", site="lab", host="h")
     directory = InstrumentDirectory({instrument.name})
     async with Spool(tmp_path / "spool.sqlite", gateway_id="gw", site="lab", host="h") as spool:
+        spool.on_commit = hub.publish_nowait
         source = InstrumentSource(instrument, spool=spool, hub=hub, directory=directory, **kwargs)
         hub.add_source(source)
         async with anyio.create_task_group() as group, hub.subscribe("test") as events:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS readings (
     timestamp REAL NOT NULL,
     quality TEXT NOT NULL,
     PRIMARY KEY (gateway_id, seq)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_series ON readings (instrument, channel, timestamp);
 """
 
@@ -103,23 +103,23 @@ class SqliteSink:
             await self.open()
         db = self._db
         assert db is not None
-        rows = [
-            (
-                r.gateway_id,
-                r.seq,
-                r.site,
-                r.host,
-                r.instrument,
-                r.channel,
-                r.value,
-                r.unit,
-                r.timestamp,
-                r.quality.value,
-            )
-            for r in batch
-        ]
 
         def insert() -> None:
+            rows = [
+                (
+                    r.gateway_id,
+                    r.seq,
+                    r.site,
+                    r.host,
+                    r.instrument,
+                    r.channel,
+                    r.value,
+                    r.unit,
+                    r.timestamp,
+                    r.quality,
+                )
+                for r in batch
+            ]
             with db:  # one transaction: all or nothing
                 db.execute("BEGIN")
                 db.executemany(_INSERT, rows)
