@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_HISLIP_PORT",
     "DEFAULT_LAN_DEVICE",
     "AsrlInstr",
+    "NatsInstr",
     "PrologixAsrlInstr",
     "PrologixInstr",
     "ResourceName",
@@ -299,6 +300,54 @@ class SimInstr(ResourceName):
         return (
             f"SIM::{self.model}" if self.name == self.model else f"SIM::{self.model}::{self.name}"
         )
+
+
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NATS_URL = re.compile(
+    r"nats://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/:@\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"/(?P<agent>[^/\s]*)/(?P<instrument>[^/\s]*)/?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsInstr(ResourceName):
+    """``nats://server[:port]/<agent>/<instrument>`` (aiotmc extension): an instrument
+    served by ``aiotmc agent`` on another host, reached through a NATS server (port 4222 by
+    default). Credentials are options of :func:`aiotmc.open`, never part of the name."""
+
+    kind: ClassVar[str] = "nats"
+    interface_type: ClassVar[str] = "NATS"
+    resource_class: ClassVar[str] = "INSTR"
+
+    host: str
+    port: int = 4222
+    agent: str
+    instrument: str
+
+    def __post_init__(self) -> None:
+        _raise_if(_check_host(self.host) or _check_port(self.port))
+        for what, value in (("agent", self.agent), ("instrument", self.instrument)):
+            if not _NATS_NAME.fullmatch(value):
+                raise InvalidResourceName(
+                    f"NATS {what} name must be 1-64 letters, digits, '_' or '-', got {value!r}"
+                )
+        object.__setattr__(self, "host", _normalise_host(self.host))
+
+    def __str__(self) -> str:
+        return f"nats://{_format_host(self.host)}:{self.port}/{self.agent}/{self.instrument}"
+
+    @classmethod
+    def from_url(cls, text: str) -> NatsInstr:
+        """Parse ``nats://server[:port]/<agent>/<instrument>``."""
+        match = _NATS_URL.fullmatch(text.strip())
+        if match is None:
+            raise InvalidResourceName(
+                f"{text!r}: expected nats://server[:port]/<agent>/<instrument>"
+            )
+        host = match["host"].strip("[]")
+        port = int(match["port"]) if match["port"] else 4222
+        return cls(host=host, port=port, agent=match["agent"], instrument=match["instrument"])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -779,4 +828,6 @@ def parse_resource(text: str | ResourceName) -> ResourceName:
         return text
     if not isinstance(text, str):
         raise TypeError(f"resource name must be a str, got {type(text).__name__}")
+    if text.strip()[:7].lower() == "nats://":
+        return NatsInstr.from_url(text)
     return _Parser(text).parse()

@@ -14,8 +14,9 @@ APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
     qemu-system-x86 busybox-static kmod chromium chromium-driver lxi-tools rpcbind)
 # socat: serial tests through pty bridges. The gateway's real services, each started by the
 # tests on loopback: mosquitto (MQTT broker), postgresql (a private cluster per run),
-# victoria-metrics (InfluxDB line protocol in, query API out), nats-server (JetStream).
-APT_PACKAGES+=(socat mosquitto postgresql victoria-metrics nats-server)
+# victoria-metrics (InfluxDB line protocol in, query API out), nats-server (JetStream);
+# mosquitto-clients: mosquitto_rr and mosquitto_sub, independent MQTT clients of the gateway.
+APT_PACKAGES+=(socat mosquitto mosquitto-clients postgresql victoria-metrics nats-server)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()

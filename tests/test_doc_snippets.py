@@ -45,6 +45,7 @@ MARKED_PAGES = [
     "architecture.md",
     "cancellation.md",
     "cli.md",
+    "distributed.md",
     "exceptions.md",
     "gateway.md",
     "gpib.md",

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from .._exceptions import InvalidResourceName
+from ._agent import cmd_agent
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
 from ._gateway import cmd_gateway
@@ -78,6 +79,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "read-block": cmd_read_block,
     "shell": cmd_shell,
     "sim": cmd_sim,
+    "agent": cmd_agent,
     "demo": cmd_demo,
     "gateway": cmd_gateway,
 }

@@ -113,6 +113,20 @@ def _device_spec(text: str) -> tuple[str, int | None]:
     return model.lower(), int(port)
 
 
+def _agent_instrument(text: str) -> tuple[str, str]:
+    from ._agent import parse_instrument
+
+    return parse_instrument(text)
+
+
+def _default_agent_name() -> str:
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])[:64]
+    return name or "agent"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation tools and tests)."""
     common = _Parser(add_help=False)
@@ -238,6 +252,35 @@ def build_parser() -> argparse.ArgumentParser:
         "status is 1 if any line failed. History is kept in ~/.aiotmc_history.",
     )
     shell.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
+
+    agent = command(
+        "agent",
+        "serve this host's instruments to other hosts over NATS",
+        "Serve instruments through a NATS server until Ctrl-C or SIGTERM: each becomes "
+        "nats://SERVER/AGENT/NAME for aiotmc.open on any host (see docs/distributed.md). "
+        "Prints one line per instrument.",
+    )
+    agent.add_argument(
+        "instrument",
+        nargs="+",
+        type=_agent_instrument,
+        metavar="NAME=RESOURCE",
+        help="an instrument to serve under NAME, e.g. dmm=USB::0x2a8d::0x0101::INSTR",
+    )
+    agent.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server URL")
+    agent.add_argument(
+        "--name", default=_default_agent_name(), help="this agent's name (default: host name)"
+    )
+    agent.add_argument("--user", default=None, help="NATS user name")
+    agent.add_argument(
+        "--password-file", default=None, help="a file holding the NATS password (never argv)"
+    )
+    agent.add_argument(
+        "--heartbeat", type=float, default=2.0, help="seconds between presence heartbeats"
+    )
+    agent.add_argument(
+        "--tls-ca", default=None, metavar="FILE", help="TLS to the server, verified with this CA"
+    )
 
     sim = command(
         "sim",

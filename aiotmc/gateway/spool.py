@@ -268,6 +268,11 @@ class Spool:
         )
         self._wake.set()
 
+    async def flush(self) -> None:
+        """Return once everything appended so far is committed (needs :meth:`run`)."""
+        while self._pending:
+            await self._batch.done.wait()
+
     async def wait_room(self) -> None:
         """Return once the spool is not :attr:`full` (the disk caught up)."""
         while self.full:
@@ -448,6 +453,7 @@ class Spool:
     async def wait_delivered(self, *sinks: str) -> None:
         """Return once ``sinks`` (default: all) have every reading appended so far (use a
         timeout)."""
+        await self.flush()
         target = self._next_seq - 1
         names = sinks or tuple(self._cursors)
         while any(self._cursors[name] < target for name in names):

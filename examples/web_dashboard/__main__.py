@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port (0: pick a free one)")
     parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients use besides localhost/127.0.0.1/::1 (repeat)",
+    )
+    parser.add_argument(
         "--resource",
         type=_resource,
         action="append",
@@ -46,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn  # runs on asyncio; the app itself is backend-neutral (anyio)
 
     resources = dict(args.resource) if args.resource else None
-    app = _create_app()(resources, period=args.period)
+    hosts = ["localhost", "127.0.0.1", "::1", *args.allow_host]
+    if args.host not in ("0.0.0.0", "::"):
+        hosts.append(args.host)
+    app = _create_app()(resources, period=args.period, allowed_hosts=hosts)
 
     # Bind first, so that the printed URL (port 0 included) is already accepting
     # connections: they wait in the backlog until the lifespan has opened the instruments.

@@ -16,6 +16,11 @@ What it shows (docs/web.md explains each point):
   queued up to a bound (overflow is counted, not buffered). Instrument load is the same for
   one viewer or a hundred, and a stalled browser never slows the instruments down.
 
+* **Same-origin only.** :class:`aiotmc.gateway.web.guard.Guard` answers only to the Host
+  names in ``allowed_hosts`` (loopback by default: DNS rebinding gets 400) and refuses a
+  POST or a WebSocket from another origin (403): a web page you visit cannot drive the
+  bench through your browser.
+
 Endpoints: ``GET /`` (the page), ``GET /api/instruments``,
 ``GET /api/instruments/{name}/measurement``, ``POST /api/instruments/{name}/query``
 (``{"command": "MEAS:VOLT?"}``), WebSocket ``/ws``.
@@ -28,7 +33,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +43,7 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -46,6 +52,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 import aiotmc
 from aiotmc import AiotmcError, AiotmcTimeout, Instrument, ServiceRequest, UnsupportedOperation
 from aiotmc.acquisition import Measurement
+from aiotmc.gateway.web.guard import Guard
 from aiotmc.group import InstrumentGroup
 from aiotmc.protocol import Identity
 from aiotmc.sim.devices import SimDmm, create_device
@@ -75,6 +82,9 @@ DEFAULT_RESOURCES: Final[Mapping[str, str]] = {
 }
 
 MAX_COMMAND_LENGTH: Final = 128
+
+#: The Host names the dashboard answers to by default (it listens on loopback).
+LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
 
 # -- what each instrument is asked, and what the web may ask it ------------------------------
@@ -727,6 +737,7 @@ def create_app(
     connect_timeout: float = 5.0,
     request_timeout: float = 5.0,
     send_timeout: float = 5.0,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
 ) -> Starlette:
     """The dashboard app.
 
@@ -742,6 +753,8 @@ def create_app(
         connect_timeout: bound on opening each instrument.
         request_timeout: bound on one HTTP request's instrument work, queueing included.
         send_timeout: a WebSocket client that takes longer to accept a message is dropped.
+        allowed_hosts: the Host header names served (others get 400: DNS rebinding); POSTs
+            and WebSockets must come from the page's own origin (others get 403).
     """
     if resources is None:
         chosen: Mapping[str, str] = DEFAULT_RESOURCES
@@ -790,6 +803,7 @@ def create_app(
             WebSocketRoute("/ws", stream),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(Guard, allowed_hosts=tuple(allowed_hosts))],
     )
     app.state.index_html = (STATIC / "index.html").read_text(encoding="utf-8")
     app.state.send_timeout = send_timeout

@@ -10,13 +10,11 @@ is anyio, so every async test runs on both backends (``anyio_backend`` in confte
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import random
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +46,7 @@ from examples.web_dashboard.app import (
     check_command,
     create_app,
 )
+from tests._chromium import headless_chromium, require_chromium, stopping
 
 ROOT = Path(__file__).resolve().parents[2]
 Message = dict[str, Any]
@@ -71,7 +70,9 @@ async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
             assert started["type"] == "lifespan.startup.complete", started
             try:
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://localhost"
+                ) as client:
                     yield client
             finally:
                 with anyio.fail_after(10, shield=True):
@@ -114,27 +115,34 @@ class AsgiWebSocket:
         return got
 
 
+def ws_scope(path: str = "/ws", origin: str = "http://localhost") -> Message:
+    """The ASGI scope of a WebSocket connection to ``path`` from a page on ``origin``."""
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"origin", origin.encode())],
+        "subprotocols": [],
+        "state": {},
+    }
+
+
 @asynccontextmanager
-async def websocket(app: Any, path: str = "/ws", *, buffer: int = 64) -> AsyncIterator[Any]:
+async def websocket(
+    app: Any, path: str = "/ws", *, buffer: int = 64, origin: str = "http://localhost"
+) -> AsyncIterator[Any]:
     """Connect to ``path``; the app task must end by itself after the client leaves."""
     to_app, app_inbox = anyio.create_memory_object_stream[Message](16)
     app_outbox, from_app = anyio.create_memory_object_stream[Message](buffer)
     with to_app, app_inbox, from_app:
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "server": ("dash", 80),
-            "client": ("127.0.0.1", 50000),
-            "root_path": "",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(b"host", b"dash")],
-            "subprotocols": [],
-            "state": {},
-        }
+        scope = ws_scope(path, origin)
 
         async def run_app() -> None:
             with app_outbox:  # the client sees the end of the stream when the handler returns
@@ -425,6 +433,45 @@ async def test_offline_instrument_is_reported_not_fatal() -> None:
     assert dmm.status_code == 200
 
 
+async def test_foreign_hosts_and_cross_site_posts_are_refused() -> None:
+    """DNS rebinding (a foreign Host) gets 400, a POST from another origin 403."""
+    query = {"command": "*IDN?"}
+    async with running(create_app()) as client:
+        rebound = await client.get("/api/instruments", headers={"host": "evil.example:8000"})
+        cross_site = await client.post(
+            "/api/instruments/dmm/query", json=query, headers={"origin": "http://evil.example"}
+        )
+        by_referer = await client.post(
+            "/api/instruments/dmm/query", json=query, headers={"referer": "http://evil.example/"}
+        )
+        same_origin = await client.post(
+            "/api/instruments/dmm/query", json=query, headers={"origin": "http://localhost"}
+        )
+    assert rebound.status_code == 400
+    assert "not allowed" in rebound.text
+    assert (cross_site.status_code, by_referer.status_code) == (403, 403)
+    assert same_origin.status_code == 200
+    assert same_origin.json()["response"].startswith("aiotmc,SIM-DMM")
+    assert rebound.headers["x-frame-options"] == "DENY"
+
+
+async def test_websocket_from_a_foreign_origin_is_refused() -> None:
+    """Cross-site WebSocket hijacking: the upgrade is closed before it is accepted (403)."""
+    app = create_app(period=0.05)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async with running(app):
+        with anyio.fail_after(5):
+            await app(ws_scope(origin="http://evil.example"), receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]
+
+
 # -- WebSocket ------------------------------------------------------------------------------
 
 
@@ -531,22 +578,6 @@ async def test_shutdown_closes_instruments_and_ends_streams() -> None:
 # -- the real thing: uvicorn + headless Chromium -------------------------------------------------
 
 
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("AIOTMC_CHROMIUM"), "chromium", "chromium-browser"):
-        if candidate and (path := shutil.which(candidate)):
-            return path
-    return None
-
-
-def _high_pipe() -> tuple[int, int]:
-    """``os.pipe()``, moved to fds >= 10."""
-    pair = os.pipe()
-    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pair)
-    for fd in pair:
-        os.close(fd)
-    return moved  # type: ignore[return-value]
-
-
 def _read_line(stream: Any, deadline: float) -> str:
     """One line from a subprocess pipe, waiting at most until ``deadline`` (no sleeps)."""
     data = b""
@@ -563,86 +594,6 @@ def _read_line(stream: Any, deadline: float) -> str:
     return data.decode()
 
 
-@contextmanager
-def _stopping(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Iterator[None]:
-    """End ``proc`` on the way out: ``sig``, a bounded wait, then SIGKILL."""
-    try:
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-class DevTools:
-    """Chrome DevTools Protocol over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
-
-    def __init__(self, to_browser: int, from_browser: int, log: Path) -> None:
-        self._out = to_browser
-        self._in = from_browser
-        self._log = log
-        self._buffer = b""
-        self._id = 0
-        self._events: list[dict[str, Any]] = []
-
-    def _receive(self, deadline: float, what: str) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._in], [], [], max(0.0, left))
-            if not ready:
-                raise TimeoutError(f"no {what} within the deadline")
-            chunk = os.read(self._in, 1 << 16)
-            if not chunk:
-                tail = self._log.read_text(errors="replace")[-3000:]
-                raise EOFError(f"the browser closed the DevTools pipe; its log:\n{tail}")
-            self._buffer += chunk
-        raw, _, self._buffer = self._buffer.partition(b"\0")
-        return json.loads(raw)  # type: ignore[no-any-return]
-
-    def call(
-        self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None
-    ) -> dict[str, Any]:
-        """Send a command and return its result (events that arrive meanwhile are kept)."""
-        self._id += 1
-        message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
-        if session is not None:
-            message["sessionId"] = session
-        os.write(self._out, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 30
-        while True:
-            reply = self._receive(deadline, f"answer to {method}")
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]  # type: ignore[no-any-return]
-            if "method" in reply:
-                self._events.append(reply)
-
-    def wait_event(self, method: str, *, session: str) -> dict[str, Any]:
-        """The next event ``method`` of ``session`` (one that already arrived counts)."""
-        deadline = time.monotonic() + 30
-        while True:
-            for event in self._events:
-                if event["method"] == method and event.get("sessionId") == session:
-                    self._events.remove(event)
-                    return event
-            self._events.append(self._receive(deadline, f"{method} event"))
-
-    def evaluate(self, expression: str, *, session: str) -> Any:
-        """Evaluate JavaScript in the page (awaiting a promise) and return its value."""
-        params = {"expression": expression, "awaitPromise": True, "returnByValue": True}
-        reply = self.call("Runtime.evaluate", params, session=session)
-        if "exceptionDetails" in reply:
-            raise RuntimeError(f"JavaScript failed: {reply['exceptionDetails']}")
-        return reply["result"].get("value")
-
-
-# Resolves once the page shows live data: a few readings, filled-in values, an SRQ in the
-# log and a chart with a trace. Event-driven (MutationObserver), no polling or sleeps.
 _LIVE = """
 new Promise((resolve) => {
   const check = () => {
@@ -686,7 +637,7 @@ def _dashboard_server(args: list[str], *, cwd: Path, log: Path) -> Iterator[tupl
             stdout=subprocess.PIPE,
             stderr=log_file,
         ) as server,
-        _stopping(server, signal.SIGINT),
+        stopping(server, signal.SIGINT),
     ):
         banner = _read_line(server.stdout, time.monotonic() + 30)
         match = re.search(r"(http://127\.0\.0\.1:\d+/)", banner)
@@ -694,78 +645,17 @@ def _dashboard_server(args: list[str], *, cwd: Path, log: Path) -> Iterator[tupl
         yield server, match.group(1)
 
 
-@contextmanager
-def _headless_chromium(chromium: str, workdir: Path) -> Iterator[DevTools]:
-    """Headless Chromium with a fresh profile, driven over ``--remote-debugging-pipe``."""
-    # The DevTools pipe must be fds 3 and 4 in the browser; bash puts them there, from
-    # fds >= 10 so that neither redirection can clobber the other's source.
-    to_browser_r, to_browser_w = _high_pipe()
-    from_browser_r, from_browser_w = _high_pipe()
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        f"--user-data-dir={workdir / 'profile'}",
-        "--window-size=1280,900",
-        "--remote-debugging-pipe",
-        "about:blank",
-    ]
-    log = workdir / "chromium.log"
-    try:
-        with (
-            log.open("wb") as log_file,
-            subprocess.Popen(
-                [
-                    "/bin/bash",  # dash cannot redirect from fds >= 10
-                    "-c",
-                    f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}',
-                    chromium,
-                    *flags,
-                ],
-                pass_fds=(to_browser_r, from_browser_w),
-                stdout=log_file,
-                stderr=log_file,
-            ) as browser,
-            _stopping(browser),
-        ):
-            os.close(to_browser_r)
-            os.close(from_browser_w)
-            to_browser_r = from_browser_w = -1
-            cdp = DevTools(to_browser_w, from_browser_r, log)
-            yield cdp
-            try:
-                cdp.call("Browser.close")
-            except EOFError:
-                pass  # it may close the pipe before answering
-            browser.wait(timeout=10)
-    finally:
-        for fd in (to_browser_r, to_browser_w, from_browser_r, from_browser_w):
-            if fd >= 0:
-                os.close(fd)
-
-
 def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     """Serve the app with uvicorn (``python -m examples.web_dashboard``), load the page in
     headless Chromium, wait until the WebSocket has filled in live values, check the DOM
     and the chart, and save a screenshot (``AIOTMC_SCREENSHOT=path`` keeps a copy)."""
-    chromium = _chromium()
-    if chromium is None:
-        message = "Chromium is not installed (Debian package chromium; scripts/test.sh installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}; CI must run the browser test")
-        pytest.skip(message)
+    chromium = require_chromium()
 
     server_log = tmp_path / "server.log"
     args = ["-m", "examples.web_dashboard", "--period", "0.1"]
     with (
         _dashboard_server(args, cwd=ROOT, log=server_log) as (server, url),
-        _headless_chromium(chromium, tmp_path) as cdp,
+        headless_chromium(chromium, tmp_path) as cdp,
     ):
         target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         attached = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})

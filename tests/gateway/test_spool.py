@@ -220,3 +220,38 @@ async def test_a_stalled_sink_write_times_out_and_is_retried(tmp_path: Path) -> 
         group.cancel_scope.cancel()
     assert sink.stored == written
     assert spool.errors() == {"mem": 1}
+
+
+async def test_append_nowait_publishes_once_durable_and_flush_waits_for_it(tmp_path: Path) -> None:
+    published: list[Reading] = []
+    async with _spool(tmp_path / "spool.sqlite") as spool, anyio.create_task_group() as group:
+        spool.on_commit = published.append
+        await group.start(spool.run)
+        for i in range(50):
+            spool.append_nowait("dmm", "v", float(i), "V", 1.0)
+        assert published == []  # nothing is published before it is on disk
+        with anyio.fail_after(10):
+            await spool.flush()
+        group.cancel_scope.cancel()
+    assert [r.value for r in published] == [float(i) for i in range(50)]
+    assert [r.seq for r in published] == list(range(published[0].seq, published[0].seq + 50))
+    assert spool.last_seq == published[-1].seq
+    rows = sqlite3.connect(tmp_path / "spool.sqlite").execute("SELECT count(*) FROM spool")
+    assert rows.fetchone() == (50,)
+
+
+async def test_a_full_spool_makes_producers_wait_for_room(tmp_path: Path) -> None:
+    from aiotmc import GatewayError
+
+    async with _spool(tmp_path / "spool.sqlite", max_pending=3) as spool:
+        for i in range(3):
+            spool.append_nowait("dmm", "v", float(i), "V", 1.0)
+        assert spool.full
+        with pytest.raises(GatewayError, match="full"):
+            spool.append_nowait("dmm", "v", 3.0, "V", 1.0)
+        async with anyio.create_task_group() as group:
+            await group.start(spool.run)
+            with anyio.fail_after(10):
+                await spool.wait_room()
+            assert not spool.full
+            group.cancel_scope.cancel()

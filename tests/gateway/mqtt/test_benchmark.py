@@ -1,0 +1,21 @@
+"""``benchmarks/gateway_mqtt.py`` at a tiny size: it runs end to end and reports every
+figure (nothing is asserted about the figures: they depend on the machine's load)."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.gateway_mqtt import run, throughput
+
+from .broker import Mosquitto, require
+
+
+async def test_latency_benchmark_smoke(plain_broker: Mosquitto) -> None:
+    figures = await run(port=plain_broker.port, count=20, period=0.0)
+    assert figures["count"] == 20 and figures["dropped"] == 0
+    for name in ("median_ms", "p99_ms", "max_ms", "readings_per_s"):
+        assert math.isfinite(figures[name]) and figures[name] > 0, name
+    assert figures["median_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    require("mosquitto_sub")
+    rate = await throughput(port=plain_broker.port, count=50)
+    assert rate["count"] == 50 and rate["readings_per_s"] > 0
