@@ -67,8 +67,6 @@ class Plugin:
     kind: Literal["sink", "component", "controller"]
     #: What to install when the module is missing.
     install: str = "pip install 'aiotmc[gateway]'"
-    #: A module that must import first (for a target that adapts another part's factory).
-    requires: str | None = None
 
 
 PLUGINS: tuple[Plugin, ...] = (
@@ -85,46 +83,26 @@ PLUGINS: tuple[Plugin, ...] = (
     Plugin(("mqtt",), None, "aiotmc.gateway.mqtt:from_config", "component"),
     Plugin(("roles", "control"), None, "aiotmc.gateway.control:from_config", "controller"),
     # web dashboard, login, metrics, health (gwweb)
-    Plugin(
-        ("users", "web"),
-        None,
-        "aiotmc.gateway.plugins:web_from_config",
-        "component",
-        requires="aiotmc.gateway.web",
-    ),
+    Plugin(("users", "web"), None, "aiotmc.gateway.web:from_config", "component"),
 )
-
-
-def web_from_config(section: Mapping[str, Any], key: Key) -> object:
-    """The web part's ``from_config([web], [[users]], key)`` in the table's convention."""
-    from .web import from_config  # type: ignore[import-not-found,unused-ignore]
-
-    web = section.get("web", {})
-    users = section.get("users", [])
-    if not isinstance(users, list):
-        raise ConfigError("expected an array of tables ([[users]])", key=(*key, "users"))
-    built: object = from_config(web, users, (*key, "web"))
-    return built
 
 
 def resolve(plugin: Plugin, key: Key) -> Factory:
     """Import ``plugin.target``; ``ConfigError`` at ``key`` when that part is missing."""
     module_name, _, attribute = plugin.target.partition(":")
-    required = [plugin.requires] if plugin.requires else []
     what = (
         f"[{plugin.sections[0]}] type {plugin.type!r}"
         if plugin.type
         else ("[" + "]/[".join(plugin.sections) + "]")
     )
-    for name in [*required, module_name]:
-        try:
-            obj: Any = importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(
-                f"{what} needs {name}, which cannot be imported here ({exc}); "
-                f"is this part installed? ({plugin.install})",
-                key=key,
-            ) from exc
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{what} needs {module_name}, which cannot be imported here ({exc}); "
+            f"is this part installed? ({plugin.install})",
+            key=key,
+        ) from exc
     try:
         for part in attribute.split("."):
             obj = getattr(obj, part)

@@ -313,8 +313,8 @@ def test_parts_plug_in_by_their_rows(tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise ConfigError("expected an array", key=("roles", 0, "allow"))
         return _Part("control", section=section, instrument_for=instrument_for, data_dir=data_dir)
 
-    def web(section: object, users: object, key: object) -> _Part:
-        return _Part("web", section=section, users=users, key=key)
+    def web(section: object, key: object) -> _Part:
+        return _Part("web", section=section, key=key)
 
     def notifier(section: object, key: object, gateway: GatewaySettings) -> _Part:
         return _Part(f"notify-{key[1]}", section=section, gateway=gateway)  # type: ignore[index]
@@ -358,9 +358,8 @@ type = "pager"
     }
     assert isinstance(parts["web"], _Part)
     assert parts["web"].seen == {
-        "section": {"port": 8080},
-        "users": [{"name": "alice"}],
-        "key": ("web",),
+        "section": {"web": {"port": 8080}, "users": [{"name": "alice"}]},
+        "key": (),
     }
     controller = config.controller
     assert isinstance(controller, _Part) and controller.seen["data_dir"] == tmp_path / "state"
@@ -378,15 +377,3 @@ type = "pager"
         load_config(tmp_path / "bad.toml")
     assert info.value.line == _line_of(bad, 'allow = "bad"')
     assert str(info.value).endswith("roles[0].allow: expected an array")
-
-
-def test_a_missing_required_module_is_a_config_error() -> None:
-    plugin = Plugin(
-        ("web",),
-        None,
-        "aiotmc.gateway.plugins:web_from_config",
-        "component",
-        requires="aiotmc.gateway.no_such_web",
-    )
-    with pytest.raises(ConfigError, match=r"needs aiotmc\.gateway\.no_such_web"):
-        resolve(plugin, ("web",))
