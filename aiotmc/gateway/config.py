@@ -65,6 +65,9 @@ RESERVED_OPTIONS: Final = {
     "timeout": "use the instrument's 'timeout' field",
 }
 
+#: Resource kinds whose transport has no SRQ channel (``on_srq`` needs polling there).
+NO_SRQ_CHANNEL: Final = frozenset({"tcpip-socket", "asrl"})
+
 DEFAULT_SPOOL_MAX_READINGS: Final = 10_000_000
 
 
@@ -324,7 +327,7 @@ def _instrument(table: object, key: Key) -> InstrumentConfig:
     name = fields.name()
     resource = fields.string("resource")
     options = dict(fields.table_of("options", {}))
-    _check_resource(resource, options, key)
+    kind = _check_resource(resource, options, key)
     tags = fields.table_of("tags", {})
     for tag, value in tags.items():
         check_name(tag, (*key, "tags", tag), "tag")
@@ -345,6 +348,14 @@ def _instrument(table: object, key: Key) -> InstrumentConfig:
         _channel(item, (*key, "channels", i), timeout) for i, item in enumerate(channels_raw)
     )
     _unique([c.name for c in channels], "channel", (*key, "channels"))
+    if kind in NO_SRQ_CHANNEL and "srq_poll_interval" not in options:
+        for index, channel in enumerate(channels):
+            if channel.on_srq:
+                raise ConfigError(
+                    f"a {kind} resource has no service-request channel: set "
+                    "options.srq_poll_interval (seconds) to poll the status byte",
+                    key=(*key, "channels", index, "on_srq"),
+                )
     fields.done()
     return InstrumentConfig(
         name=name,
@@ -359,7 +370,8 @@ def _instrument(table: object, key: Key) -> InstrumentConfig:
     )
 
 
-def _check_resource(resource: str, options: dict[str, Any], key: Key) -> None:
+def _check_resource(resource: str, options: dict[str, Any], key: Key) -> str:
+    """Check the resource name and the ``aiotmc.open`` options; the resource's kind."""
     from ..registry import registry
 
     try:
@@ -382,6 +394,7 @@ def _check_resource(resource: str, options: dict[str, Any], key: Key) -> None:
             f"{exc} (or one of {', '.join(sorted(OPEN_OPTIONS))})",
             key=(*key, "options", bad[0]) if bad else (*key, "options"),
         ) from None
+    return spec.kind
 
 
 def _channel(table: object, key: Key, timeout: float) -> ChannelConfig:

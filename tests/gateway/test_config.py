@@ -169,6 +169,16 @@ def test_errors_name_file_line_and_field(
     assert reason in message
 
 
+def test_on_srq_over_a_raw_socket_needs_polling(tmp_path: Path) -> None:
+    text = GOOD.replace("srq_poll_interval = 0.1, ", "").replace("  period = 2", "  on_srq = true")
+    error = _error(text, tmp_path)
+    assert error.key == ("instruments", 1, "channels", 0, "on_srq")
+    assert error.line == _line_of(text, "on_srq = true", 2)
+    assert "no service-request channel: set options.srq_poll_interval" in str(error)
+    (tmp_path / "ok.toml").write_text(GOOD.replace("  period = 2", "  on_srq = true"))
+    assert load_config(tmp_path / "ok.toml").instruments[1].channels[0].on_srq
+
+
 def test_a_missing_field_points_at_its_table(tmp_path: Path) -> None:
     text = GOOD.replace('  query = "VOLT?"\n', "")
     error = _error(text, tmp_path)
