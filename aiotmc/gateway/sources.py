@@ -253,7 +253,10 @@ class InstrumentSource:
         for channel in channels:
             if channel.config.arm:
                 try:
-                    await inst.write(channel.config.arm)
+                    async with inst.lock():
+                        await inst.write(channel.config.arm)
+                        if inst.srq_poller is not None:  # a polled request may clear and
+                            inst.srq_poller.rearm()  # set again between two polls
                 except Exception as exc:
                     self._failed(exc, group, lost, channel)
 

@@ -218,3 +218,23 @@ async def test_instruments_of_every_transport(tmp_path: Path, kind: str) -> None
                 reading = await next_matching(events, _reading("volts"))
     assert isinstance(online, StatusEvent) and online.detail == resource
     assert isinstance(reading, Reading) and reading.value == pytest.approx(3.25, abs=1e-3)
+
+
+async def test_on_srq_over_a_raw_socket_by_polling(tmp_path: Path) -> None:
+    # measurements finish at once: the request clears (*CLS) and sets again between two
+    # polls, which only the rearm after each arm makes visible
+    device = SimDmm(measurement_time=0.0, input_voltage=4.5)
+    async with SimServer(device) as server:
+        config = InstrumentConfig(
+            name="dmm",
+            resource=server.resource,
+            options={"srq_poll_interval": 0.01},
+            setup=("*CLS", "*ESE 1", "*SRE 32"),
+            channels=(ChannelConfig("volts", "FETC?", on_srq=True, arm="*CLS;INIT;*OPC"),),
+        )
+        async with running(tmp_path, config) as (_source, events):
+            with anyio.fail_after(10):
+                readings = [await next_matching(events, _reading("volts")) for _ in range(3)]
+    assert [r.value for r in readings if isinstance(r, Reading)] == [
+        pytest.approx(4.5, abs=1e-3)
+    ] * 3
