@@ -223,7 +223,8 @@ class InstrumentSource:
                 group.start_soon(self._on_srq, inst, srq, group, lost)
         if lost:
             raise _LinkLost(f"{type(lost[0]).__name__}: {lost[0]}") from lost[0]
-        raise _LinkLost("acquisition stopped")  # pragma: no cover - every task loops
+        # only an SRQ subscription ends by itself: when the link closes under it
+        raise _LinkLost("service requests ended: the link closed")
 
     async def _periodic(
         self, inst: Instrument, channel: _Channel, group: TaskGroup, lost: list[BaseException]
