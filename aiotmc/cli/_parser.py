@@ -345,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
 
+    from ._gateway import add_gateway_parser
+
+    add_gateway_parser(
+        command(
+            "gateway",
+            "run the IoT gateway: monitoring, storage, alerts, remote control",
+            "Acquire readings from the instruments of CONFIG.toml and store, publish and "
+            "watch them (docs/gateway.md), until Ctrl-C or SIGTERM. --demo runs it against "
+            "simulated instruments; --check validates the configuration only.",
+        )
+    )
+
     command(
         "demo",
         "tour: simulated instruments driven concurrently",
