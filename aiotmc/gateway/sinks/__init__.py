@@ -1,0 +1,1 @@
+"""Storage sinks: where the spool's forwarders deliver readings."""
