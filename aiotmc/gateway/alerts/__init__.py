@@ -12,6 +12,7 @@ The loader builds them with :func:`rules_from_config` and :func:`notifier_from_c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..._exceptions import ConfigError
@@ -39,19 +40,19 @@ __all__ = [
     "rules_from_config",
 ]
 
-_NOTIFIERS: dict[str, Any] = {
-    "webhook": WebhookNotifier.from_config,
-    "email": EmailNotifier.from_config,
-    "smtp": EmailNotifier.from_config,
-}
 
-
-def notifier_from_config(section: Mapping[str, Any], key: Key = ()) -> Notifier:
-    """One ``[[notifiers]]`` table: ``type = "webhook"`` or ``"email"`` (alias ``"smtp"``)."""
+def notifier_from_config(
+    section: Mapping[str, Any], key: Key = (), *, config_dir: Path | None = None
+) -> Notifier:
+    """One ``[[notifiers]]`` table: ``type = "webhook"`` or ``"email"`` (alias ``"smtp"``).
+    ``config_dir`` is where relative file names (``ca_file``) are taken from."""
     kind = section.get("type") if isinstance(section, Mapping) else None
-    factory = _NOTIFIERS.get(kind) if isinstance(kind, str) else None
-    if factory is None:
-        known = ", ".join(repr(k) for k in _NOTIFIERS)
-        raise ConfigError(f"notifier type must be one of {known}, got {kind!r}", key=(*key, "type"))
-    notifier: Notifier = factory(section, key)
-    return notifier
+    if kind == "email" or kind == "smtp":
+        return EmailNotifier.from_config(section, key, config_dir=config_dir)
+    if kind == "webhook":
+        return WebhookNotifier.from_config(section, key)
+    hint = " (alerts go to MQTT with the [mqtt] section)" if kind == "mqtt" else ""
+    raise ConfigError(
+        f"notifier type must be one of 'webhook', 'email', 'smtp', got {kind!r}{hint}",
+        key=(*key, "type"),
+    )

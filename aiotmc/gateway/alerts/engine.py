@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from ..._exceptions import ConfigError
 from ..model import Alert, Event, Hub
 from .evaluator import RuleEvaluator
 from .rules import Rule, parse_rules
@@ -48,11 +49,26 @@ class RuleEngine:
 
     @classmethod
     def from_config(
-        cls, section: Sequence[Any] | Mapping[str, Any], key: tuple[str | int, ...] = ()
+        cls,
+        section: Sequence[Any] | Mapping[str, Any],
+        key: tuple[str | int, ...] = (),
+        *,
+        instruments: Sequence[str] | None = None,
     ) -> RuleEngine:
         """The ``[[rules]]`` array (or a mapping holding it under ``"rules"``), validated
-        up front: ``ConfigError`` names the bad field."""
-        return cls(parse_rules(section, key))
+        up front: ``ConfigError`` names the bad field. With ``instruments`` (the configured
+        names), a rule's ``instrument`` must match at least one of them."""
+        rules = parse_rules(section, key)
+        if instruments is not None:
+            base = (*key, "rules") if isinstance(section, Mapping) else key
+            for index, rule in enumerate(rules):
+                if not any(rule.matches(name, None) for name in instruments):
+                    known = ", ".join(sorted(instruments)) or "none"
+                    raise ConfigError(
+                        f"{rule.instrument!r} matches no configured instrument (known: {known})",
+                        key=(*base, index, "instrument"),
+                    )
+        return cls(rules)
 
     def active(self) -> list[Alert]:
         """The alerts now pending or firing (empty before ``run``)."""

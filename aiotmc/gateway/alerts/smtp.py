@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -70,10 +71,13 @@ class EmailNotifier(Notifier):
         return f"<EmailNotifier {self.name!r} {self.host}:{self.port} tls={self.tls}>"
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], key: Key) -> EmailNotifier:
+    def from_config(
+        cls, section: Mapping[str, Any], key: Key, *, config_dir: Path | None = None
+    ) -> EmailNotifier:
         """``[[notifiers]] type = "email"`` (or ``"smtp"``): ``host``, ``from``, ``to``
-        (required), ``port``, ``tls``, ``ca_file``, ``username``, ``password``,
-        ``allow_plain_auth``, ``subject_prefix``, and the common notifier fields."""
+        (required), ``port``, ``tls``, ``ca_file`` (relative to ``config_dir``),
+        ``username``, ``password``, ``allow_plain_auth``, ``subject_prefix``, and the
+        common notifier fields."""
         fields = Fields(section, key)
         fields.string("type", "email")
         host = fields.string("host")
@@ -90,6 +94,8 @@ class EmailNotifier(Notifier):
         }
         common = NotifierOptions.read(fields, "email")
         fields.done()
+        if options["ca_file"] is not None and config_dir is not None:
+            options["ca_file"] = str(config_dir / Path(options["ca_file"]).expanduser())
         if not recipients:
             raise ConfigError("needs at least one recipient", key=fields.at("to"))
         if (options["username"] is None) != (options["password"] is None):

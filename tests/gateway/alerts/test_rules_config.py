@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiotmc._exceptions import ConfigError
@@ -134,3 +136,28 @@ def test_notifier_errors_name_the_field(table: dict[str, object], field: str, me
     with pytest.raises(ConfigError, match=message) as info:
         notifier_from_config(table, ("notifiers", 2))
     assert info.value.key == ("notifiers", 2, field)
+
+
+def test_rules_must_name_configured_instruments() -> None:
+    section = {"rules": [{"name": "a", "instrument": "psu*", "above": 1},
+                         {"name": "b", "instrument": "dmm", "type": "offline"}]}  # fmt: skip
+    engine = RuleEngine.from_config(section, (), instruments=("psu1", "dmm"))
+    assert len(engine.rules) == 2
+    with pytest.raises(ConfigError, match=r"'dmm' matches no configured instrument \(known: psu1"):
+        RuleEngine.from_config(section, (), instruments=("psu1", "psu2"))
+    with pytest.raises(ConfigError) as info:
+        RuleEngine.from_config(section["rules"], ("rules",), instruments=("dmm",))
+    assert info.value.key == ("rules", 0, "instrument")
+
+
+def test_mqtt_notifiers_point_at_the_mqtt_section_and_ca_file_is_relative(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"\[mqtt\] section"):
+        notifier_from_config({"type": "mqtt"}, ("notifiers", 0))
+    mail = notifier_from_config(
+        {"type": "email", "host": "h", "from": "a", "to": ["b"], "ca_file": "certs/ca.pem"},
+        ("notifiers", 0),
+        config_dir=tmp_path,
+    )
+    assert isinstance(mail, EmailNotifier) and mail.ca_file == str(tmp_path / "certs/ca.pem")
