@@ -219,7 +219,9 @@ class InfluxSink:
     async def _post(self, lines: list[str]) -> None:
         import httpx
 
-        body = ("\n".join(lines) + "\n").encode()
+        # "replace": a lone surrogate (from a surrogateescape'd answer) becomes "?" rather
+        # than an error that would block the spool
+        body = ("\n".join(lines) + "\n").encode("utf-8", "replace")
         try:
             async with self._client.stream(
                 "POST", self.endpoint, params=self._params, content=body

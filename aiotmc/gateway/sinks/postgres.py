@@ -64,7 +64,12 @@ ON CONFLICT (gateway_id, seq) DO NOTHING
 
 
 def _text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; anything else is stored as given.
+    """``value`` as PostgreSQL text can hold it: no NUL, no lone surrogate (a value that
+    cannot be stored would block the spool forever); anything else as given."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value.replace("\x00", "\ufffd")
 
 

@@ -158,6 +158,17 @@ async def test_requests_use_the_v1_api_with_precision_and_auth() -> None:
     assert request.body.decode() == "".join(encode(r) + "\n" for r in batch)
 
 
+async def test_text_that_utf8_cannot_carry_is_replaced_not_refused() -> None:
+    async with HttpReceiver() as rx:
+        sink = InfluxSink(rx.url)
+        try:
+            await sink.write([reading(1, "x\udc80y", unit="\udcff")])
+        finally:
+            await sink.aclose()
+        request = await rx.next()
+    assert b',unit=? text="x?y",' in request.body
+
+
 async def test_requests_use_the_v2_api_with_a_token() -> None:
     async with HttpReceiver() as rx:
         sink = InfluxSink(rx.url, bucket="b", org="o", token="s3cret", measurement="lab")

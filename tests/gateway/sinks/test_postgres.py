@@ -72,6 +72,7 @@ async def test_creates_its_table_and_stores_every_kind_of_value(
         reading(6, math.nan),
         reading(7, -math.inf, instrument="psu 'a'", channel='ch"1'),
         reading(8, 10**400),
+        reading(9, "bad \udc80 byte", unit="\udcff"),
     ]
     sink = PostgresSink(cluster.dsn, table=table)
     await sink.open()
@@ -85,12 +86,14 @@ async def test_creates_its_table_and_stores_every_kind_of_value(
     for row, r in zip(got, batch, strict=True):
         assert row[:6] == (r.gateway_id, r.seq, r.site, r.host, r.instrument, r.channel)
         assert float(row[6]) == pytest.approx(r.timestamp, abs=1e-6)  # type: ignore[arg-type]
-        assert row[9:] == (r.unit, r.quality.value)
+        assert row[10] == r.quality.value
+    assert [row[9] for row in got[:8]] == [r.unit for r in batch[:8]]
     assert [row[7] for row in got[:3]] == [2.5, 7.0, 1.0]
     assert got[3][7:9] == (None, "OVLD\ufffdx")  # text; NUL cannot be stored as such
     assert got[4][7:9] == (None, None)
     assert math.isnan(got[5][7])  # type: ignore[arg-type]
     assert got[6][7] == -math.inf and got[7][7] == math.inf
+    assert (got[8][8], got[8][9]) == ("bad ? byte", "?")  # lone surrogates cannot be stored
 
 
 async def test_a_replayed_batch_is_stored_once(cluster: PgCluster, table: str) -> None:
