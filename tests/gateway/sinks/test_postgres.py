@@ -152,13 +152,13 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(
     """Batches are written like the spool's forwarder does (a failed batch is retried until
     it is acknowledged); PostgreSQL is SIGKILLed while they flow and restarted. Every key
     is stored exactly once, including the batch that was in flight at the crash."""
-    batches = [[reading(b * 20 + i) for i in range(20)] for b in range(30)]
     sink = PostgresSink(cluster.dsn, table=table, timeout=5, connect_timeout=2)
-    acked = 0
+    written: list[Reading] = []
     unavailable = 0
     ten_acked = anyio.Event()
     killed = anyio.Event()
     failed_meanwhile = anyio.Event()
+    restarted = anyio.Event()
 
     async def forward(batch: Sequence[Reading]) -> None:
         nonlocal unavailable
@@ -179,20 +179,26 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(
         killed.set()
         await failed_meanwhile.wait()  # the sink said so while the server was down
         await anyio.to_thread.run_sync(cluster.start)
+        restarted.set()
 
     try:
         with anyio.fail_after(40):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(crash_and_restart)
-                for batch in batches:
+                # batches keep coming until the server is back and took 5 more after it
+                acked, after = 0, 0
+                while after < 5 and acked < 5000:
+                    batch = [reading(acked * 20 + i) for i in range(20)]
                     await forward(batch)
+                    written += batch
                     acked += 1
+                    after += restarted.is_set()
                     if acked == 10:
                         ten_acked.set()
     finally:
         await sink.aclose()
-    assert unavailable >= 1
-    assert counts_by_key(cluster, table) == {r.seq: 1 for b in batches for r in b}
+    assert unavailable >= 1 and restarted.is_set()
+    assert counts_by_key(cluster, table) == {r.seq: 1 for r in written}
 
 
 @pytest.mark.parametrize(
