@@ -95,12 +95,16 @@ class WebhookNotifier(Notifier):
             raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
         super().__init__(options or NotifierOptions("webhook"))
         self.url = url
+        #: Where it goes, for logs: a webhook URL's path or query often holds a secret.
+        self.where = f"{parsed.scheme}://{parsed.hostname}" + (
+            f":{parsed.port}" if parsed.port else ""
+        )
         self.headers = dict(headers or {})
         self.external_url = external_url
         self._client: Any = None
 
     def __repr__(self) -> str:
-        return f"<WebhookNotifier {self.name!r} {self.url}>"
+        return f"<WebhookNotifier {self.name!r} {self.where}>"
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: Key) -> WebhookNotifier:
@@ -148,4 +152,4 @@ class WebhookNotifier(Notifier):
         if status < 300:
             return
         retry = status in (408, 429) or status >= 500
-        raise DeliveryError(f"{self.url} answered HTTP {status}", retry=retry)
+        raise DeliveryError(f"{self.where} answered HTTP {status}", retry=retry)

@@ -155,12 +155,16 @@ class InfluxSink:
                 self._auth = (username, password or "")
             if token is not None:  # InfluxDB 2's /write compatibility API
                 self._headers["Authorization"] = f"Token {token}"
+        #: The endpoint without any user:password@, for logs and errors.
+        self.where = urllib.parse.urlunsplit(
+            urllib.parse.urlsplit(self.endpoint)._replace(netloc=parsed.netloc.rpartition("@")[2])
+        )
         #: Readings the store refused (400/422) and that were dropped.
         self.rejected = 0
         self._client: Any = None
 
     def __repr__(self) -> str:
-        return f"<InfluxSink {self.name!r} {self.endpoint}>"
+        return f"<InfluxSink {self.name!r} {self.where}>"
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: Key) -> InfluxSink:
@@ -234,7 +238,7 @@ class InfluxSink:
             reason = str(exc) or type(exc).__name__
             logger.warning("influx sink %r: %s", self.name, reason)
             raise SinkUnavailableError(
-                f"influx sink {self.name!r} ({self.endpoint}): {reason}"
+                f"influx sink {self.name!r} ({self.where}): {reason}"
             ) from exc
         if status == 413 and len(lines) > 1:
             half = len(lines) // 2
@@ -250,7 +254,7 @@ class InfluxSink:
             return
         logger.warning("influx sink %r: HTTP %d: %s", self.name, status, detail)
         raise SinkUnavailableError(
-            f"influx sink {self.name!r} ({self.endpoint}): HTTP {status}: {detail}"
+            f"influx sink {self.name!r} ({self.where}): HTTP {status}: {detail}"
         )
 
     async def aclose(self) -> None:

@@ -97,6 +97,7 @@ def test_notifiers_are_built_by_type() -> None:
         ("notifiers", 0),
     )  # fmt: skip
     assert isinstance(hook, WebhookNotifier)
+    assert repr(hook) == "<WebhookNotifier 'webhook' https://hooks.example>"  # no secret path
     assert (hook.name, hook.headers, hook.options.retries, hook.options.retry_delay) == (
         "webhook", {"X-Key": "k"}, 5, 2.0
     )  # fmt: skip

@@ -336,3 +336,5 @@ def test_config_builds_the_sink() -> None:
     )
     assert isinstance(sink, InfluxSink)
     assert (sink.name, sink.endpoint, sink.strings) == ("vm", "http://127.0.0.1:8428/write", False)
+    secret = InfluxSink("http://user:pw@127.0.0.1:8086/", database="d")
+    assert repr(secret) == "<InfluxSink 'influx' http://127.0.0.1:8086/write>"
