@@ -16,10 +16,11 @@ reconnects. psycopg's async connection runs on asyncio only, like the gateway ap
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
@@ -188,9 +189,11 @@ class PostgresSink:
                 # An acknowledged batch leaves the spool: it must survive a server crash
                 # even where the server's default is synchronous_commit = off.
                 await conn.execute("SET SESSION synchronous_commit = on")
-                await conn.execute(self._schema)
-        except psycopg.errors.UniqueViolation:
-            pass  # another gateway created it at the same moment
+            try:
+                async with conn.transaction():
+                    await conn.execute(self._schema)
+            except psycopg.errors.UniqueViolation:
+                pass  # another gateway created it at the same moment
         except BaseException:
             await _close(conn)
             raise
@@ -213,41 +216,30 @@ class PostgresSink:
             with anyio.CancelScope(shield=True):
                 await _close(conn)
 
-    def _unavailable(self, what: str) -> _Unavailable:
-        return _Unavailable(self, what)
-
-
-class _Unavailable:
-    """Map connection-level failures to ``SinkUnavailableError`` and drop the connection
-    (also on cancellation: a connection interrupted mid-query is in an unknown state)."""
-
-    def __init__(self, sink: PostgresSink, what: str) -> None:
-        self.sink = sink
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            return
+    @contextlib.contextmanager
+    def _unavailable(self, what: str) -> Iterator[None]:
+        """Map connection-level failures to ``SinkUnavailableError``; any failure (also a
+        cancellation: a connection interrupted mid-query is in an unknown state) drops
+        the connection, and the next call reconnects."""
         import psycopg
 
-        sink = self.sink
-        conn, sink._conn = sink._conn, None
-        if conn is not None:
-            conn.pgconn.finish()  # synchronous, no I/O wait: safe in __exit__
-        if isinstance(exc, TimeoutError):  # anyio.fail_after (before OSError: a subclass)
-            limit = sink.timeout if self.what == "write" else sink.connect_timeout
-            reason = f"no answer within {limit:g} s"
-        elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        else:
-            return  # a bug or a refusal that retrying will not cure: let it through
-        logger.warning("postgres sink %r: %s failed: %s", sink.name, self.what, reason)
-        raise SinkUnavailableError(
-            f"postgres sink {sink.name!r} ({sink._where}): {self.what} failed: {reason}"
-        ) from exc
+        try:
+            yield
+        except BaseException as exc:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.pgconn.finish()  # synchronous, no I/O wait
+            if isinstance(exc, TimeoutError):  # anyio.fail_after (before OSError: a subclass)
+                limit = self.timeout if what == "write" else self.connect_timeout
+                reason = f"no answer within {limit:g} s"
+            elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            else:
+                raise  # a bug, or a refusal that retrying will not cure
+            logger.warning("postgres sink %r: %s failed: %s", self.name, what, reason)
+            raise SinkUnavailableError(
+                f"postgres sink {self.name!r} ({self._where}): {what} failed: {reason}"
+            ) from exc
 
 
 async def _close(conn: Any) -> None:
