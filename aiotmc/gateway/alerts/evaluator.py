@@ -13,6 +13,10 @@ per reading: that is the de-duplication. With ``for = 0`` a series goes from ok 
 to firing; a pending series whose condition clears emits ``resolved`` too (consumers
 showing pending alerts need it; notifiers only tell about what fired).
 
+Cost: a reading touches only the rules matching its channel (matched once, cached);
+timers live in a heap with at most one entry per series, so neither depends on how many
+series there are.
+
 Timer transitions carry the exact time they happened (``since + for``, ``last + after``),
 not the time ``advance`` was called. Rates use the readings' own timestamps; only
 readings of good quality count for thresholds, rates and freshness.
@@ -20,6 +24,8 @@ readings of good quality count for thresholds, rates and freshness.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -45,6 +51,15 @@ class _Series:
     unit: str = ""
     last_seen: float | None = None  # stale rules: time of the last good reading
     samples: deque[tuple[float, float]] = field(default_factory=deque)  # rate rules
+    queued: float | None = None  # the time of its entry in the timer heap
+
+    def due(self) -> float | None:
+        """When a timer next changes this series: ``for`` elapses, or it goes stale."""
+        if self.state is AlertState.PENDING:
+            return self.since + self.rule.for_
+        if self.state is None and self.last_seen is not None:
+            return self.last_seen + self.rule.after  # only stale rules set last_seen
+        return None
 
 
 def number(reading: Reading) -> float | None:
@@ -79,13 +94,19 @@ class RuleEvaluator:
         self.max_series = max_series
         self.overflow = 0
         self._series: dict[SeriesKey, _Series] = {}
+        # (time, tie-break, series): at most one live entry per series (``queued``);
+        # an entry whose series has moved on is dropped or re-queued when it comes up.
+        self._timers: list[tuple[float, int, _Series]] = []
+        self._tie = itertools.count()
+        self._matching: dict[tuple[str, str], tuple[Rule, ...]] = {}
         for rule in self.rules:
             # A stale rule that names its channel counts from the start: a channel that
             # never answers goes stale too. With patterns it starts at the first reading.
             if rule.kind is RuleKind.STALE and rule.literal:
-                series = self._get(rule, rule.instrument, rule.channel, self.labels)
+                series = self._get(rule, rule.instrument, rule.channel, None)
                 if series is not None:
                     series.last_seen = now
+                    self._schedule(series)
 
     # ------------------------------------------------------------------ public
 
@@ -101,30 +122,43 @@ class RuleEvaluator:
     def advance(self, now: float) -> list[Alert]:
         """The transitions timers cause up to ``now`` (``for`` elapsed, data gone stale)."""
         alerts: list[Alert] = []
-        for series in self._series.values():
-            rule = series.rule
-            last = series.last_seen
-            stale = rule.kind is RuleKind.STALE and series.state is None and last is not None
-            if stale and last is not None and now >= last + rule.after:
-                alerts += self._set(series, True, last + rule.after, None)
-            if series.state is AlertState.PENDING and now >= series.since + rule.for_:
-                alerts.append(self._to(series, AlertState.FIRING, series.since + rule.for_))
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            at, _, series = heapq.heappop(timers)
+            if series.queued != at:
+                continue  # superseded by an earlier entry
+            series.queued = None
+            due = series.due()
+            while due is not None and due <= now:
+                if series.state is AlertState.PENDING:
+                    alerts.append(self._to(series, AlertState.FIRING, due))
+                else:  # gone stale
+                    alerts += self._set(series, True, due, None)
+                due = series.due()
+            self._schedule(series)
         alerts.sort(key=lambda a: a.timestamp)
         return alerts
 
     def next_deadline(self) -> float | None:
         """When ``advance`` will next have a transition to make, or None (only events)."""
-        deadlines = []
-        for series in self._series.values():
-            if series.state is AlertState.PENDING:
-                deadlines.append(series.since + series.rule.for_)
-            elif (
-                series.rule.kind is RuleKind.STALE
-                and series.state is None
-                and series.last_seen is not None
-            ):
-                deadlines.append(series.last_seen + series.rule.after)
-        return min(deadlines, default=None)
+        timers = self._timers
+        while timers:
+            at, _, series = timers[0]
+            if series.queued != at:
+                heapq.heappop(timers)
+            elif series.due() != at:  # the series moved on: re-queue at its real time
+                heapq.heappop(timers)
+                series.queued = None
+                self._schedule(series)
+            else:
+                return at
+        return None
+
+    def _schedule(self, series: _Series) -> None:
+        due = series.due()
+        if due is not None and (series.queued is None or due < series.queued):
+            series.queued = due
+            heapq.heappush(self._timers, (due, next(self._tie), series))
 
     def active(self) -> list[Alert]:
         """The alerts now pending or firing (e.g. for a dashboard that starts late)."""
@@ -134,29 +168,42 @@ class RuleEvaluator:
 
     # ------------------------------------------------------------------ events
 
+    def _rules_for(self, instrument: str, channel: str) -> tuple[Rule, ...]:
+        """The reading rules matching a channel (cached: patterns are matched once)."""
+        key = (instrument, channel)
+        rules = self._matching.get(key)
+        if rules is None:
+            if len(self._matching) >= 4 * self.max_series:
+                self._matching.clear()  # bounded, whatever names arrive
+            rules = tuple(
+                r for r in self.rules
+                if r.kind is not RuleKind.OFFLINE and r.matches(instrument, channel)
+            )  # fmt: skip
+            self._matching[key] = rules
+        return rules
+
     def _reading(self, reading: Reading, now: float) -> list[Alert]:
+        rules = self._rules_for(reading.instrument, reading.channel)
+        if not rules:
+            return []
         alerts: list[Alert] = []
         good = reading.quality is Quality.GOOD
         value = number(reading) if good else None
-        labels = {**self.labels, "site": reading.site, "host": reading.host}
-        for rule in self.rules:
-            if rule.kind is RuleKind.OFFLINE or not rule.matches(
-                reading.instrument, reading.channel
-            ):
-                continue
+        for rule in rules:
             if rule.kind is RuleKind.STALE:
                 if not good:
                     continue
-                series = self._get(rule, reading.instrument, reading.channel, labels)
+                series = self._get(rule, reading.instrument, reading.channel, reading)
                 if series is None:
                     continue
                 series.last_seen = now
                 series.unit = reading.unit
                 alerts += self._set(series, False, now, reading.value)
+                self._schedule(series)
                 continue
             if value is None:
                 continue
-            series = self._get(rule, reading.instrument, reading.channel, labels)
+            series = self._get(rule, reading.instrument, reading.channel, reading)
             if series is None:
                 continue
             series.unit = reading.unit
@@ -174,7 +221,7 @@ class RuleEvaluator:
         alerts: list[Alert] = []
         for rule in self.rules:
             if rule.kind is RuleKind.OFFLINE and rule.matches(event.instrument, None):
-                series = self._get(rule, event.instrument, None, self.labels)
+                series = self._get(rule, event.instrument, None, None)
                 if series is not None:
                     offline = event.state is InstrumentState.OFFLINE
                     alerts += self._set(series, offline, now, event.state.value)
@@ -211,7 +258,7 @@ class RuleEvaluator:
     # ------------------------------------------------------------------ state machine
 
     def _get(
-        self, rule: Rule, instrument: str, channel: str | None, labels: Mapping[str, str]
+        self, rule: Rule, instrument: str, channel: str | None, reading: Reading | None
     ) -> _Series | None:
         key = (rule.name, instrument, channel)
         series = self._series.get(key)
@@ -219,6 +266,9 @@ class RuleEvaluator:
             if len(self._series) >= self.max_series:
                 self.overflow += 1
                 return None
+            labels = dict(self.labels)
+            if reading is not None:  # a reading knows its own site and host
+                labels.update(site=reading.site, host=reading.host)
             series = _Series(rule, instrument, channel, {**labels, **rule.labels})
             self._series[key] = series
         return series
@@ -228,7 +278,9 @@ class RuleEvaluator:
         if active and series.state is None:
             series.since = at
             if series.rule.for_ > 0:
-                return [self._to(series, AlertState.PENDING, at)]
+                alert = self._to(series, AlertState.PENDING, at)
+                self._schedule(series)
+                return [alert]
             return [self._to(series, AlertState.FIRING, at)]
         if not active and series.state is not None:
             return [self._to(series, AlertState.RESOLVED, at)]

@@ -286,3 +286,57 @@ def test_pending_firing_resolved_grammar(steps: list[tuple[float, float]], hold:
     assert [a.timestamp for a in alerts] == sorted(a.timestamp for a in alerts)
     assert [a.state for a in ev.active()] == ([] if state is None else [state])
     assert state is not PENDING  # the final advance let every pending alert fire
+
+
+def test_next_deadline_follows_the_series_not_old_timers() -> None:
+    ev = RuleEvaluator([Rule("hot", RuleKind.THRESHOLD, above=10, for_=5)], now=0)
+    ev.feed(rd(11, 1), 1)  # pending, due at 6
+    ev.feed(rd(5, 2), 2)  # resolved before that
+    ev.feed(rd(11, 3), 3)  # pending again, due at 8
+    assert ev.next_deadline() == 8
+    assert ev.advance(7.9) == []
+    assert states(ev.advance(8)) == [(FIRING, 8)]
+    ev.feed(rd(5, 9), 9)
+    assert ev.next_deadline() is None
+
+
+def test_a_busy_stale_channel_keeps_one_timer() -> None:
+    rule = Rule("quiet", RuleKind.STALE, instrument="psu", channel="volt", after=1)
+    ev = RuleEvaluator([rule], now=0)
+    for i in range(10_000):
+        assert ev.feed(rd(1, i / 1000), i / 1000) == []
+    assert len(ev._timers) == 1  # not one per reading
+    assert ev.next_deadline() == pytest.approx(9.999 + 1)
+
+
+@given(
+    st.lists(st.floats(0.01, 3), max_size=30),
+    st.lists(st.floats(0, 1), max_size=10),
+    st.floats(0.5, 2),
+)
+def test_stale_matches_a_reference_model(
+    gaps: list[float], checks: list[float], after: float
+) -> None:
+    """Readings ``gaps`` apart, with extra ``advance`` calls in between: the channel fires
+    exactly ``after`` seconds after each reading followed by a longer silence, and resolves
+    at the next reading."""
+    rule = Rule("quiet", RuleKind.STALE, instrument="psu", channel="volt", after=after)
+    ev = RuleEvaluator([rule], now=0)
+    times = [0.0]
+    for gap in gaps:
+        times.append(times[-1] + gap)
+    got = []
+    for i, t in enumerate(times[1:]):
+        if i < len(checks):
+            # a wake-up for some other reason, between two readings
+            got += states(ev.advance(times[i] + checks[i] * (t - times[i])))
+        got += states(ev.feed(rd(1, t), t))
+    end = times[-1] + 5
+    got += states(ev.advance(end))
+    expected = []
+    for prev, nxt in zip(times, [*times[1:], None], strict=True):
+        if nxt is None or nxt >= prev + after:
+            expected.append((FIRING, prev + after))
+            if nxt is not None:
+                expected.append((RESOLVED, nxt))
+    assert got == expected
