@@ -33,6 +33,7 @@ partial write).
 
 from __future__ import annotations
 
+import functools
 import logging
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -75,18 +76,29 @@ def timestamp_ns(seconds: float) -> int:
     return round(seconds * 1_000_000) * 1000
 
 
-def encode(reading: Reading, measurement: str = "aiotmc", *, strings: bool = True) -> str:
-    """One line of line protocol (no trailing newline) for ``reading``."""
+@functools.lru_cache(maxsize=65536)
+def _series(
+    measurement: str, site: str, host: str, instrument: str, channel: str, unit: str
+) -> str:
+    """``measurement,tag=value,...``: escaped once per series (cached)."""
     parts = [escape_measurement(measurement)]
     for tag, text in (
-        ("site", reading.site),
-        ("host", reading.host),
-        ("instrument", reading.instrument),
-        ("channel", reading.channel),
-        ("unit", reading.unit),
+        ("site", site),
+        ("host", host),
+        ("instrument", instrument),
+        ("channel", channel),
+        ("unit", unit),
     ):
         if text:  # the protocol has no empty tag values
             parts.append(f"{tag}={escape_key(text)}")
+    return ",".join(parts)
+
+
+def encode(reading: Reading, measurement: str = "aiotmc", *, strings: bool = True) -> str:
+    """One line of line protocol (no trailing newline) for ``reading``."""
+    series = _series(
+        measurement, reading.site, reading.host, reading.instrument, reading.channel, reading.unit
+    )
     fields = []
     value = reading.value
     try:
@@ -98,7 +110,7 @@ def encode(reading: Reading, measurement: str = "aiotmc", *, strings: bool = Tru
     elif strings and isinstance(value, str):
         fields.append(f'text="{escape_string(value)}"')
     fields.append(f"quality={QUALITY_CODES[reading.quality]}i")
-    return f"{','.join(parts)} {','.join(fields)} {timestamp_ns(reading.timestamp)}"
+    return f"{series} {','.join(fields)} {timestamp_ns(reading.timestamp)}"
 
 
 class InfluxSink:
