@@ -58,6 +58,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "asrl": "aiotmc.transports.serial:TRANSPORT",
     "prologix-tcpip": "aiotmc.transports.prologix:TRANSPORT",
     "prologix-asrl": "aiotmc.transports.prologix:TRANSPORT_ASRL",
+    "gpib": "aiotmc.transports.gpib:TRANSPORT",
 }
 
 

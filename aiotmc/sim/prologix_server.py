@@ -11,7 +11,8 @@ speaks the Prologix ``++`` protocol (also spoken by AR488 firmware) in controlle
 * commands: ``++addr [pad [sad]]``, ``++auto [0|1]``, ``++clr``, ``++eoi [0|1]``,
   ``++eos [0-3]``, ``++eot_enable [0|1]``, ``++eot_char [n]``, ``++ifc``, ``++llo``,
   ``++loc``, ``++mode [0|1]``, ``++read [eoi|n]``, ``++read_tmo_ms [ms]``, ``++rst``,
-  ``++savecfg``, ``++spoll [pad [sad]]``, ``++srq``, ``++trg``, ``++ver``. Queries (a
+  ``++savecfg``, ``++spoll [pad [sad]]``, ``++srq`` (1 while an instrument requests
+  service that no serial poll has read), ``++trg``, ``++ver``. Queries (a
   command without its argument) answer with the value and CR LF; unknown ones are ignored.
 * ``++read`` sends the addressed instrument's next answer as raw bytes (nothing is
   escaped towards the host), or nothing if none is readable within ``++read_tmo_ms``.
@@ -327,7 +328,7 @@ class PrologixServer:
             return f"{value}\r\n".encode()
         if name == "srq":
             async with self._bus:
-                value = int(any(d.status_byte & 0x40 for d in self.devices.values()))
+                value = int(any(d.requesting_service for d in self.devices.values()))
             return f"{value}\r\n".encode()
         device = self.devices.get(session.address[0])
         if name == "clr":

@@ -18,18 +18,29 @@ import math
 import re
 import socket
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ..._exceptions import ConnectionLostError, RemoteProtocolError, SessionBrokenError
+from ..._exceptions import (
+    ConnectionLostError,
+    ReadTimeout,
+    RemoteProtocolError,
+    SessionBrokenError,
+    WriteTimeout,
+)
 from .._bytestream import ByteChannel, FramedStream
 from ..tcp import connect_socket
+from ._srq import DEFAULT_SRQ_INTERVAL, SrqPoller
 
-__all__ = ["INIT", "Connector", "PrologixAdapter", "escape"]
+if TYPE_CHECKING:
+    from ._transport import PrologixTransport
+
+__all__ = ["INIT", "Connector", "PrologixAdapter", "acquire_lock", "escape"]
 
 INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo_ms 3000\n"
 _SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
@@ -94,6 +105,9 @@ class PrologixAdapter:
         self._key: tuple[str, int, object] | None = None
         self._close: Callable[[], None] | None = None
         self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
+        self.links: set[PrologixTransport] = set()  #: the instruments open on this bus
+        self.srq_interval = DEFAULT_SRQ_INTERVAL  #: seconds between ``++srq`` polls
+        self._srq_poller: SrqPoller | None = None
 
     @classmethod
     def acquire(
@@ -103,22 +117,40 @@ class PrologixAdapter:
         *,
         connect_timeout: float | None,
         connect: Connector | None = None,
+        srq_interval: float | None = None,
     ) -> PrologixAdapter:
         """The adapter for ``host:port`` (a serial adapter: its device path and port 0),
-        shared with the instruments already open on it in this event loop."""
+        shared with the instruments already open on it in this event loop.
+        ``srq_interval`` is taken by the first instrument that opens the adapter."""
+        if srq_interval is not None and not (
+            isinstance(srq_interval, int | float) and 0.001 <= srq_interval <= 60
+        ):
+            raise ValueError(f"srq_interval must be 0.001..60 seconds, got {srq_interval!r}")
         key = (host, port, current_token())
         adapter = cls._open.get(key)
         if adapter is None:
             adapter = cls(host, port, connect_timeout=connect_timeout, connect=connect)
             adapter._key = key
             cls._open[key] = adapter
+            if srq_interval is not None:
+                adapter.srq_interval = float(srq_interval)
         adapter.users += 1
         return adapter
+
+    @property
+    def srq_poller(self) -> SrqPoller:
+        """The poller of this bus's SRQ line (created on first use, runs while an
+        instrument on the adapter has a service-request subscriber)."""
+        if self._srq_poller is None:
+            self._srq_poller = SrqPoller(self, self.srq_interval)
+        return self._srq_poller
 
     def release(self) -> None:
         """One instrument less; the last one closes the connection."""
         self.users -= 1
         if self.users <= 0:
+            if self._srq_poller is not None:
+                self._srq_poller.cancel()
             self.drop()
             if self._key is not None and self._open.get(self._key) is self:
                 del self._open[self._key]
@@ -149,6 +181,22 @@ class PrologixAdapter:
                 await self._skip_to_version(deadline)
             self.stale = False
         return self.stream
+
+    @asynccontextmanager
+    async def transaction(self, deadline: float) -> AsyncIterator[FramedStream]:
+        """The bus locked and the adapter ready, for a bus-level exchange (not addressed to
+        one instrument); a failure part-way marks the adapter stale."""
+        await acquire_lock(self.lock, deadline, True)
+        try:
+            stream = await self.ready(deadline)
+            try:
+                yield stream
+            except BaseException as exc:
+                if not (isinstance(exc, RemoteProtocolError) and stream.in_step):
+                    self.stale = True
+                raise
+        finally:
+            self.lock.release()
 
     async def _skip_to_version(self, deadline: float) -> None:
         """A serial line cannot be replaced like a connection: the adapter may still be
@@ -183,6 +231,20 @@ class PrologixAdapter:
         self.stale = True
         if close is not None:
             close()
+
+
+async def acquire_lock(lock: anyio.Lock, deadline: float, reading: bool) -> None:
+    """Take the bus lock by ``deadline`` (a typed timeout when other instruments keep it)."""
+    try:
+        lock.acquire_nowait()
+        return
+    except anyio.WouldBlock:
+        pass
+    with anyio.CancelScope(deadline=deadline) as scope:
+        await lock.acquire()
+    if scope.cancelled_caught:
+        error = ReadTimeout if reading else WriteTimeout
+        raise error("the GPIB adapter stayed busy with other instruments until the deadline")
 
 
 def _close_socket(sock: socket.socket) -> None:
