@@ -25,7 +25,7 @@ def test_parse_board() -> None:
     assert (gateway.kind, gateway.host, gateway.interface) == ("vxi11", "gw.example", "gpib0")
     assert parse_board("linux-gpib").kind == "linux-gpib"
     for bad in ("TCPIP0::h::inst0::INSTR", "PRLGX-TCPIP0::h::INTFC", "GPIB0::1::INSTR", "x"):
-        with pytest.raises(ValueError, match="not a GPIB board|port|address"):
+        with pytest.raises(ValueError, match=r"not a GPIB board|port|address"):
             parse_board(bad)
 
 
@@ -77,7 +77,7 @@ async def test_bad_board_and_option() -> None:
     with pytest.raises(ValueError, match="not a GPIB board"):
         async with aiotmc.open("GPIB0::5::INSTR", adapter="TCPIP0::h::inst0::INSTR"):
             pass  # pragma: no cover
-    with pytest.raises(TypeError, match="libgpib.*do not apply"):
+    with pytest.raises(TypeError, match=r"libgpib.*do not apply"):
         async with aiotmc.open(
             "GPIB0::5::INSTR", adapter="PRLGX-TCPIP0::127.0.0.1::1234::INTFC", libgpib="x"
         ):
