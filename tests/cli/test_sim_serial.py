@@ -12,6 +12,7 @@ import pytest
 from aiotmc.cli import main
 
 AIOTMC = [sys.executable, "-m", "aiotmc"]
+SERIAL_AND_GPIB = ["--pty", "--prologix", "0", "--prologix-pty"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="ptys and POSIX signals")
 
@@ -20,15 +21,14 @@ def test_sim_on_ptys_and_behind_prologix_adapters(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc = subprocess.Popen(
-        [*AIOTMC, "sim", "--device", "dmm:0", "--device", "psu:0"]
-        + ["--pty", "--prologix", "0", "--prologix-pty"],
+        [*AIOTMC, "sim", "--device", "dmm:0", "--device", "psu:0", *SERIAL_AND_GPIB],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        lines = [(proc.stdout.readline().split(maxsplit=2) + [""])[:3] for _ in range(10)]
+        lines = [[*proc.stdout.readline().split(maxsplit=2), ""][:3] for _ in range(10)]
         serial = {line[1]: line[0] for line in lines if "(serial," in line[2]}
         tcp = {line[1]: line[0] for line in lines if "Prologix on TCP" in line[2]}
         pty = {line[1]: line[0] for line in lines if "Prologix on a pty" in line[2]}
