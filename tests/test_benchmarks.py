@@ -220,3 +220,22 @@ def test_vxi11_quick_reports_every_figure(tmp_path: Path) -> None:
         *(r for ratios in data["rtt_ratios"].values() for r in ratios.values()),
     ]
     assert all(math.isfinite(v) and v > 0 for v in values)
+
+
+@pytest.mark.timeout(120)
+def test_serial_quick_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks.serial --quick``: line rate, serial and Prologix round trips
+    against pyserial and pyvisa-py, with the issue's targets (numbers not judged)."""
+    pytest.importorskip("serial")
+    pytest.importorskip("pyvisa_py")
+    output = tmp_path / "serial.json"
+    table = run_module(
+        "benchmarks.serial", "--quick", "--queries", "10", "--json", str(output), timeout=100
+    )
+    assert "target >= 0.95x" in table and "target <= 1.2x" in table
+    assert "target <= 0.7x" in table
+    data = json.loads(output.read_text())
+    keys = {"line_rate", "pyserial", "pyvisa_prologix"}
+    keys |= {f"{kind}_{b}" for kind in ("serial", "prologix") for b in ("asyncio", "trio")}
+    assert set(data["figures"]) == keys
+    assert all(math.isfinite(v) and v > 0 for v in data["figures"].values())

@@ -7,7 +7,8 @@ is one GPIB bus and ``++addr`` + data + ``++read`` must not interleave between i
 On (re)connection the adapter is put in a known state: ``++mode 1`` (controller),
 ``++auto 0`` (no automatic read-after-write: "Query UNTERMINATED" otherwise), ``++eoi 1``
 (EOI with the last byte), ``++eos 3`` (append nothing: the caller's terminator is sent as
-data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows). An
+data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows); then ``++mode``
+is asked, and an adapter that stays in DEVICE mode is a typed error. An
 operation stopped part-way marks the adapter *stale*: the next one connects again, so
 bytes of an interrupted ``++read`` never reach another exchange.
 """
@@ -27,6 +28,7 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ..._exceptions import (
+    ConnectError,
     ConnectionLostError,
     ReadTimeout,
     RemoteProtocolError,
@@ -46,6 +48,7 @@ INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo
 _SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
 _VERSION: Final = re.compile(rb"(?i)gpib.*ver")  # Prologix and AR488 ++ver answers
 _SKIP_LINE: Final = 1 << 20
+_MODE: Final = b"++mode\n"
 
 Connector: TypeAlias = Callable[[float], Awaitable[tuple[ByteChannel, Callable[[], None]]]]
 """Opens a serial adapter's line by a deadline: its channel and how to close it."""
@@ -170,15 +173,17 @@ class PrologixAdapter:
                 self.stream.reset()
                 self.stream.unsent = []
                 self.reconnects += 1
-                await self.stream.send((INIT,), deadline)
+                await self.stream.send((INIT, _MODE), deadline)
+                await self._check_mode(deadline)
             else:
                 channel, self._close = await self._connect(deadline)
                 self.stream.channel = channel
                 self.stream.reset()
                 self.stream.unsent = []
                 self.reconnects += 1
-                await self.stream.send((INIT, b"++ver\n"), deadline)
+                await self.stream.send((INIT, b"++ver\n", _MODE), deadline)
                 await self._skip_to_version(deadline)
+                await self._check_mode(deadline)
             self.stale = False
         return self.stream
 
@@ -197,6 +202,25 @@ class PrologixAdapter:
                 raise
         finally:
             self.lock.release()
+
+    async def _check_mode(self, deadline: float) -> None:
+        """The answer to ``++mode`` after the set-up: an adapter that stays in DEVICE mode
+        (firmware without controller support, a locked configuration) cannot address
+        instruments; say so instead of timing out on every read."""
+        stream = self.stream
+        stream.set_terminator(b"\n")
+        line = (await stream.receive_message(64, deadline)).strip()
+        if line == b"1":
+            return
+        if line == b"0":
+            raise ConnectError(
+                f"the GPIB adapter at {self.host} stays in DEVICE mode (++mode 1 refused): "
+                "it cannot address instruments; check its firmware or configuration"
+            )
+        raise RemoteProtocolError(
+            f"the GPIB adapter at {self.host} answered ++mode with {line[:40]!r}: "
+            "not a Prologix-compatible adapter?"
+        )
 
     async def _skip_to_version(self, deadline: float) -> None:
         """A serial line cannot be replaced like a connection: the adapter may still be

@@ -193,3 +193,27 @@ async def test_prologix_gpib_async_accepts_the_simulator() -> None:
     assert int(lines[1]) & 0x10
     assert lines[2] == "pending"
     assert lines[3] == VERSION
+
+
+@pytest.mark.parametrize("pty", [False, True], ids=["tcp", "serial"])
+async def test_adapter_left_in_the_wrong_mode_is_set_up_again(pty: bool) -> None:
+    """An adapter remembering DEVICE mode and read-after-write (another program saved
+    them): the set-up puts it in controller mode with ++auto 0, the answers are ours."""
+    async with (
+        PrologixServer({12: conformance_device()}, mode=0, auto=True, pty=pty) as server,
+        aiotmc.open(server.resource(12)) as inst,
+    ):
+        assert await inst.query("ECHO? controller") == "controller"
+        await inst.write("ECHO? unread")  # ++auto 1 would read this and send it unasked
+        assert await inst.query("ECHO? next") == "next"  # no crossed answer
+        assert server.commands[:2] == ["mode 1", "auto 0"]
+
+
+async def test_adapter_stuck_in_device_mode_is_a_typed_error() -> None:
+    async with (
+        PrologixServer({12: conformance_device()}, mode=0, fixed_mode=True) as server,
+        aiotmc.open(server.resource(12), timeout=5) as inst,
+    ):
+        for _ in range(2):  # and again on the next operation, promptly
+            with anyio.fail_after(4), pytest.raises(aiotmc.ConnectError, match="DEVICE mode"):
+                await inst.query("*IDN?")
