@@ -61,3 +61,31 @@ async def test_gpib_names_through_the_gateway_board() -> None:
                 await gateway.interface_clear(bus)
                 assert server.buses["gpib0"].listeners == set()
                 assert await kit.query("ECHO? after IFC") == "after IFC"
+
+
+async def test_cancellation_storm_behind_a_gateway() -> None:
+    import random
+    from contextlib import AsyncExitStack
+
+    from ...hardening.storm import Storm, iterations
+
+    devices = _devices()
+    device = devices["gpib0,12"]
+    async with Vxi11Server(devices) as server:
+
+        async def opener(stack: AsyncExitStack) -> aiotmc.Instrument:
+            return await stack.enter_async_context(
+                aiotmc.open(server.resource("gpib0,12"), timeout=5)
+            )
+
+        storm = Storm(
+            random.Random(20261207),
+            opener,
+            block_sizes=(64, 100_000),
+            upload_sizes=(1000, 100_000),
+            latency=lambda delay: device.delay_next_responses(delay),
+        )
+        with anyio.fail_after(90):
+            report = await storm.run(iterations(300))
+    assert report.outcomes["cancelled"] + report.outcomes["fail_after"] > 20
+    assert not report.typed_errors, report.typed_errors

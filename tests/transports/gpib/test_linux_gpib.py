@@ -108,3 +108,32 @@ async def test_unavailable_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     with pytest.raises(aiotmc.UnsupportedOperation, match="not attached to an adapter"):
         async with aiotmc.open("GPIB0::12::INSTR"):
             pass  # pragma: no cover
+
+
+async def test_cancellation_storm_over_linux_gpib(stub_library: Path, bus_socket: Path) -> None:
+    """Operations stopped at random points (abandoned library calls): every answer is its
+    own afterwards, no typed error leaks."""
+    import random
+    from contextlib import AsyncExitStack
+
+    from ...hardening.storm import Storm, iterations
+
+    device = conformance_device()
+    async with StubBus({12: device}, bus_socket):
+
+        async def opener(stack: AsyncExitStack) -> aiotmc.Instrument:
+            return await stack.enter_async_context(
+                aiotmc.open("GPIB0::12::INSTR", libgpib=str(stub_library), timeout=5)
+            )
+
+        storm = Storm(
+            random.Random(20261206),
+            opener,
+            block_sizes=(64, 20_000),
+            upload_sizes=(1000, 20_000),
+            latency=lambda delay: device.delay_next_responses(delay),
+        )
+        with anyio.fail_after(90):
+            report = await storm.run(iterations(150))
+    assert report.outcomes["cancelled"] + report.outcomes["fail_after"] > 10
+    assert not report.typed_errors, report.typed_errors
