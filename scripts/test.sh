@@ -16,6 +16,8 @@ APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
 # tests on loopback: mosquitto (MQTT broker), postgresql (a private cluster per run),
 # victoria-metrics (InfluxDB line protocol in, query API out), nats-server (JetStream).
 APT_PACKAGES+=(socat mosquitto postgresql victoria-metrics nats-server)
+# gcc: the GPIB tests compile a stub libgpib.so (tests/transports/gpib/libgpib_stub.c).
+APT_PACKAGES+=(gcc)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()

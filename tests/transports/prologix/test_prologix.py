@@ -217,3 +217,57 @@ async def test_adapter_stuck_in_device_mode_is_a_typed_error() -> None:
         for _ in range(2):  # and again on the next operation, promptly
             with anyio.fail_after(4), pytest.raises(aiotmc.ConnectError, match="DEVICE mode"):
                 await inst.query("*IDN?")
+
+
+async def test_hostile_adapter_endless_line_and_garbage() -> None:
+    """An adapter that floods an endless line after ++read and answers ++spoll with
+    garbage: a typed timeout with memory bounded by max_size, a typed protocol error,
+    and the next exchange in step (on a new connection after the flood)."""
+    from anyio.abc import SocketStream
+
+    connections = 0
+
+    async def adapter(stream: SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        pending = b""
+        buffer = b""
+        async with stream:
+            try:
+                while True:
+                    buffer += await stream.receive()
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line:
+                            continue  # the second half of an escaped LF
+                        if line == b"++mode":
+                            await stream.send(b"1\r\n")
+                        elif line == b"++spoll":
+                            await stream.send(b"garbage\r\n")
+                        elif line == b"++read eoi":
+                            if pending == b"FLOOD":
+                                for _ in range(50_000):  # 50 MB at most, no end of line
+                                    await stream.send(b"x" * 1024)
+                            await stream.send(pending + b"\n")
+                        elif not line.startswith(b"++"):
+                            pending = line.replace(b"\x1b", b"").removeprefix(b"ECHO? ")
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(listener.serve, adapter)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with aiotmc.open_transport(f"PRLGX-TCPIP0::127.0.0.1::{port}::12::INSTR") as link:
+            assert isinstance(link, PrologixTransport)
+            assert await link.exchange(b"ECHO? one\n", max_size=100) == b"one\n"
+            with pytest.raises(aiotmc.ReadTimeout):
+                await link.exchange(b"FLOOD\n", max_size=1000, deadline=anyio.current_time() + 0.5)
+            assert link.adapter.stream.decoder.pending <= 1000 + 64 * 1024  # bounded
+            with pytest.raises(aiotmc.RemoteProtocolError, match="not a status byte"):
+                await link.read_stb(deadline=anyio.current_time() + 5)
+            assert await link.exchange(b"ECHO? two\n", max_size=100) == b"two\n"
+            assert connections == 2  # the flooded connection was replaced
+        tg.cancel_scope.cancel()
