@@ -30,13 +30,10 @@ import anyio
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
-    ConnectError,
     ConnectionLostError,
     LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
-    ResourceNotFoundError,
-    TransportError,
     WriteTimeout,
 )
 from ..._types import BytesLike, RenMode
@@ -44,8 +41,9 @@ from ...protocol.ieee4882 import block_payload_view
 from ...srq import SrqBroadcaster
 from .._srq_on_demand import OnDemandRequests
 from ..base import Capabilities, TransportInfo
+from ._device import Device, error_for
 from ._library import GpibLibrary, IbErr, IbSta, timeout_code
-from ._worker import Call, Worker
+from ._worker import Call
 
 __all__ = ["LinuxGpibTransport"]
 
@@ -58,73 +56,7 @@ _CAPABILITIES: Final = Capabilities(
 )
 _CHUNK: Final = 64 * 1024
 _SRQ_WAIT: Final = 0.3  # one ibwait on the SRQ descriptor (bounds how long close waits)
-_WRITING: Final = frozenset({"ibwrt", "ibclr", "ibtrg", "ibloc"})
 _ERR, _TIMO, _END, _RQS = int(IbSta.ERR), int(IbSta.TIMO), int(IbSta.END), int(IbSta.RQS)
-
-
-class _Device:
-    """One descriptor: the library, its ud, the worker, the timeout code set last."""
-
-    def __init__(self, lib: GpibLibrary, ud: int, name: str) -> None:
-        self.lib = lib
-        self.ud = ud
-        self.name = name
-        self.worker = Worker(name)
-        self.tmo = -1
-
-    def check(self, what: str, *, reading: bool = True) -> int:
-        """This thread's status after ``what``; a typed error when ERR is set."""
-        sta, err, cnt = self.lib.status()
-        if sta & _ERR:
-            raise _error(self.name, what, err, cnt, reading)
-        return sta
-
-    def sliced(self, call: Call, what: str, action: Callable[[], object]) -> int:
-        """``action()`` (one library call) again after each slice that timed out, until
-        the deadline; the status."""
-        while True:
-            self.timeout(call)
-            action()
-            sta, err, cnt = self.lib.status()
-            if not sta & _ERR:
-                return sta
-            if err != IbErr.EABO or not call.go_on:
-                raise _error(self.name, what, err, cnt, what not in _WRITING)
-
-    def timeout(self, call: Call) -> None:
-        """``ibtmo`` for what is left of ``call`` (only when the code changes)."""
-        code = timeout_code(call.remaining())
-        if code != self.tmo:
-            self.lib.ibtmo(self.ud, code)
-            self.check("ibtmo")
-            self.tmo = code
-
-    def clear(self, call: Call) -> None:
-        """Selected device clear (``ibclr``)."""
-        self.sliced(call, "ibclr", lambda: self.lib.ibclr(self.ud))
-
-    def close(self) -> None:
-        """Take the descriptor offline (``ibonl 0``)."""
-        self.lib.ibonl(self.ud, 0)
-
-
-def _error(name: str, what: str, err: int, cnt: int, reading: bool) -> Exception:
-    if err == IbErr.EABO:
-        error = ReadTimeout if reading else WriteTimeout
-        return error(f"{name}: {what} timed out")
-    if err == IbErr.ENOL:
-        return ConnectionLostError(f"{name}: {what}: no listener on the bus (is it on?)")
-    if err == IbErr.ENEB:
-        return ResourceNotFoundError(f"{name}: no such GPIB board (gpib_config run?)")
-    if err == IbErr.EDVR:
-        return ConnectError(f"{name}: {what}: system error {cnt} (/dev/gpibN permissions?)")
-    if err == IbErr.EARG:
-        return LocalProtocolError(f"{name}: {what}: invalid argument")
-    try:
-        label = IbErr(err).name
-    except ValueError:
-        label = str(err)
-    return TransportError(f"{name}: {what} failed (iberr {label})")
 
 
 class LinuxGpibTransport:
@@ -141,14 +73,14 @@ class LinuxGpibTransport:
         resource: str,
     ) -> None:
         self._lib = lib
-        self._device = _Device(lib, ud, resource)
+        self._device = Device(lib, ud, resource)
         self._board = board
         self._address = (primary, secondary)
         self._busy = False
         self._closed = False
         self._srq = OnDemandRequests(resource, self._want_srq)
         self._srq_task: BackgroundTask | None = None
-        self._srq_device: _Device | None = None
+        self._srq_device: Device | None = None
         self._info = TransportInfo(
             resource=resource,
             kind="linux-gpib",
@@ -312,7 +244,7 @@ class LinuxGpibTransport:
                 sta, err, count = lib.status()
                 if sta & _ERR:
                     if err != IbErr.EABO or not call.go_on:
-                        raise _error(device.name, "ibwrt", err, count, False)
+                        raise error_for(device.name, "ibwrt", err, count, False)
                     sent += max(0, min(count, len(data) - sent))  # a slice ran out
                     continue
                 sent += count if count > 0 else len(data) - sent
@@ -337,7 +269,7 @@ class LinuxGpibTransport:
                     message.clear()
             if sta & _ERR:
                 if err != IbErr.EABO or not call.go_on:
-                    raise _error(device.name, "ibrd", err, count, True)
+                    raise error_for(device.name, "ibrd", err, count, True)
                 continue  # a slice ran out: go on reading
             if sta & _END:
                 break
@@ -354,7 +286,7 @@ class LinuxGpibTransport:
         if self._srq_device is None:
             board, (primary, secondary) = self._board, self._address
             ud = await _ibdev(self._lib, board, primary, secondary, self._info.resource, 10.0)
-            self._srq_device = _Device(self._lib, ud, self._info.resource)
+            self._srq_device = Device(self._lib, ud, self._info.resource)
         device = self._srq_device
         while self._srq.subscriber_count:
             deadline = anyio.current_time() + _SRQ_WAIT
@@ -363,20 +295,20 @@ class LinuxGpibTransport:
                 self._srq.publish(stb)
 
 
-def _offline(device: _Device) -> Callable[[Call], None]:
+def _offline(device: Device) -> Callable[[Call], None]:
     def close(call: Call) -> None:
         device.close()
 
     return close
 
 
-def _serial_poll(device: _Device, call: Call) -> int:
+def _serial_poll(device: Device, call: Call) -> int:
     spr = ctypes.create_string_buffer(1)
     device.sliced(call, "ibrsp", lambda: device.lib.ibrsp(device.ud, spr))
     return spr.raw[0]
 
 
-def _wait_rqs(device: _Device, call: Call) -> int | None:
+def _wait_rqs(device: Device, call: Call) -> int | None:
     """One bounded ``ibwait`` for RQS; the status byte if the device requested service."""
     device.timeout(call)
     sta = device.lib.ibwait(device.ud, _RQS | _TIMO)
@@ -401,7 +333,7 @@ async def _ibdev(
         ud = lib.ibdev(board, primary, sad, timeout_code(10.0), 1, 0)
         sta, err, cnt = lib.status()
         if ud < 0 or sta & _ERR:
-            raise _error(resource, "ibdev", err, cnt, True)
+            raise error_for(resource, "ibdev", err, cnt, True)
         return int(ud)
 
     with anyio.fail_after(timeout if timeout is not None else math.inf):
