@@ -85,13 +85,21 @@ async def test_abandoned_read_then_own_answer(stub_library: Path, bus_socket: Pa
         assert await link.exchange(b"ECHO? again\n", max_size=100) == b"again\n"
 
 
-async def test_no_listener_and_bad_board(stub_library: Path, bus_socket: Path) -> None:
+async def test_library_from_the_environment_and_errors(
+    stub_library: Path, bus_socket: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AIOTMC_LIBGPIB names the library; no listener and no such board are typed."""
+    monkeypatch.setenv("AIOTMC_LIBGPIB", str(stub_library))
+    monkeypatch.delenv("AIOTMC_GPIB0", raising=False)
     async with StubBus({12: conformance_device()}, bus_socket):
-        async with aiotmc.open("GPIB0::7::INSTR", libgpib=str(stub_library)) as nobody:
+        async with aiotmc.open("GPIB0::12::INSTR") as inst:
+            assert inst.transport.info.details["library"] == str(stub_library)
+            assert await inst.query("ECHO? env") == "env"
+        async with aiotmc.open("GPIB0::7::INSTR") as nobody:
             with pytest.raises(aiotmc.ConnectionLostError, match="no listener"):
                 await nobody.write("*IDN?")
         with pytest.raises(aiotmc.ResourceNotFoundError, match="no such GPIB board"):
-            async with aiotmc.open("GPIB3::12::INSTR", libgpib=str(stub_library)):
+            async with aiotmc.open("GPIB3::12::INSTR"):
                 pass  # pragma: no cover
 
 
