@@ -27,13 +27,13 @@ async def test_query_and_resync_through_socat(tmp_path: Path) -> None:
     async with (
         PtyServer(conformance_device()) as server,
         socat_bridge(server.path, link),
-        aiotmc.open(f"ASRL{link}::INSTR", baud_rate=115200, settle=0.5) as inst,
+        aiotmc.open(f"ASRL{link}::INSTR", baud_rate=115200, settle=0.6) as inst,
     ):
         assert await inst.query("ECHO? via socat") == "via socat"
         block = await inst.query_binary_values("BIN? 3000,7", datatype="B", container=bytes)
         assert len(block) == 3000
         with pytest.raises(aiotmc.ReadTimeout):
-            await inst.query("SLOW? 0.3,late", timeout=0.1)
+            await inst.query("SLOW? 0.2,late", timeout=0.1)
         # socat hides the client's flush from the simulator: the late answer arrives
         # within the quiet period (settle) of the next operation's resynchronisation
         assert await inst.query("ECHO? mine", timeout=5) == "mine"
