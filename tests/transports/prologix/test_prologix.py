@@ -60,7 +60,12 @@ async def test_bus_operations() -> None:
         await inst.control_ren(RenMode.DEASSERT_GTL)
         await inst.read_stb()
         assert server.remote[12] == "local"
-        assert {"spoll", "clr", "trg", "llo", "loc"} <= {c.split()[0] for c in server.commands}
+        assert isinstance(inst.transport, PrologixTransport)
+        await inst.transport.interface_clear()
+        await inst.read_stb()
+        assert {"spoll", "clr", "trg", "llo", "loc", "ifc"} <= {
+            c.split()[0] for c in server.commands
+        }
         assert await inst.query("ECHO? after") == "after"
         assert server.remote[12] == "remote"  # addressed to listen again
 
