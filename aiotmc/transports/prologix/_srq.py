@@ -6,11 +6,9 @@ adapter has a ``service_requests()`` subscriber, :class:`SrqPoller` asks ``++srq
 ``interval`` seconds under the bus lock (a short transaction between the instruments'
 ones); when the line is asserted it serial-polls each instrument open on the adapter
 (``++spoll pad [sad]``, which also makes the requester release SRQ) and publishes the
-status byte of every one whose RQS bit is set, on that instrument's
-:class:`~aiotmc.srq.SrqBroadcaster`
-(:class:`~aiotmc.transports._srq_on_demand.OnDemandRequests`, whose subscriptions wake the
-poller). With no subscriber the poller sleeps and sends
-nothing.
+status byte of every one whose RQS bit is set, on that instrument's broadcaster (an
+:class:`~aiotmc.transports._srq_on_demand.OnDemandRequests`, whose subscriptions wake the
+poller). With no subscriber the poller sleeps and sends nothing.
 
 Costs and limits: one round trip per ``interval`` while subscribed (and one per open
 instrument while SRQ is asserted); a requester that is not open in this process cannot be
