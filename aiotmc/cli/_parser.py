@@ -12,6 +12,7 @@ from .._exceptions import InvalidResourceName
 from .._timeouts import check_timeout
 from .._version import __version__
 from ..resources import ResourceName
+from . import _sim_serial
 from ._catalog import SIM_MODELS
 from ._errors import describe
 
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
+    _sim_serial.add_arguments(sim, _port)
 
     from ._gateway import add_gateway_parser
 
