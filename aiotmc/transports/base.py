@@ -189,6 +189,31 @@ class SupportsReadTermination(Protocol):
 
 
 @runtime_checkable
+class SupportsBlockingIO(Protocol):
+    """Transports that can do an operation in the calling thread (``aiotmc.sync``'s fast
+    path, no hop to the event loop's thread).
+
+    Called only by a thread other than the event loop's that holds the instrument's lock.
+    Each returns None (``send_blocking``: False) when the link is not in a state for it
+    (stale, busy, closed); the caller then takes the event-loop path. ``deadline`` is a
+    ``time.monotonic()`` value (``math.inf``: none). A failure or an interruption (Ctrl-C)
+    part-way leaves the link as a cancellation would (resynchronised before its next use).
+    """
+
+    def exchange_blocking(self, message: bytes, *, max_size: int, deadline: float) -> bytes | None:
+        """Send ``message``, receive its response (terminator included)."""
+        ...
+
+    def send_blocking(self, data: BytesLike, *, end: bool = True, deadline: float) -> bool:
+        """Send ``data`` as one message (or its start, ``end=False``)."""
+        ...
+
+    def receive_blocking(self, *, max_size: int, deadline: float) -> bytes | None:
+        """Receive one message (terminator included)."""
+        ...
+
+
+@runtime_checkable
 class SupportsVendorMessages(Protocol):
     """USBTMC vendor-specific messages and class/vendor control transfers."""
 
