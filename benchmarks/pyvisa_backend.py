@@ -1,11 +1,12 @@
 """``python -m benchmarks.pyvisa_backend``: blocking clients side by side on one server.
 
-PyVISA + pyvisa-py (``@py``), PyVISA on aiotmc (``@aiotmc``) and :mod:`aiotmc.sync`,
-all written as users write them (``open_resource(..., read_termination="\\n")``,
-``query``, ``query_binary_values``), against the simulator process of the main harness
-(``benchmarks.simserver``: one zero-latency scope). Rounds alternate the clients so drift
-hits all alike; each figure is the median over rounds of per-round medians. Prints a
-Markdown table with the ratios to pyvisa-py.
+PyVISA + pyvisa-py (``@py``), PyVISA on aiotmc (``@aiotmc``) and :mod:`aiotmc.sync`, all
+written as users write them (``open_resource(..., read_termination="\\n")``, ``query``,
+``query_binary_values``), plus ``aiotmc.sync via loop`` (every call a hop to the event
+loop's thread, as before the calling-thread fast path, for comparison), against the
+simulator process of the main harness (``benchmarks.simserver``: one zero-latency
+scope). Rounds alternate the clients so drift hits all alike; each figure is the median
+over rounds of per-round medians. Prints a Markdown table with the ratios to pyvisa-py.
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ from .procs import ChildProcess
 
 __all__ = ["main"]
 
-CLIENTS = ("pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync")
+CLIENTS = ("pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync", "aiotmc.sync via loop")
 _TIMEOUT_MS = 60_000
 
 
 @contextmanager
 def _client(name: str, port: int) -> Iterator[Any]:
     """An open instrument of client ``name`` with ``query`` and ``query_binary_values``."""
-    if name == "aiotmc.sync":
+    if name.startswith("aiotmc.sync"):
         import aiotmc.sync
 
         with aiotmc.sync.open(resource(port), timeout=60, max_message_size=2**31) as inst:
-            yield inst
+            yield inst if name == "aiotmc.sync" else _ViaLoop(inst)
         return
     import pyvisa
 
@@ -48,6 +49,19 @@ def _client(name: str, port: int) -> Iterator[Any]:
         yield inst
     finally:
         inst.close()
+
+
+class _ViaLoop:
+    """An aiotmc.sync instrument whose calls all hop to the event loop's thread."""
+
+    def __init__(self, inst: Any) -> None:
+        self._inst = inst
+
+    def query(self, command: str) -> str:
+        return str(self._inst._run(self._inst.instrument.query, command))
+
+    def query_binary_values(self, command: str, **kwargs: Any) -> Any:
+        return self._inst.query_binary_values(command, **kwargs)  # already one hop
 
 
 def _rtt(inst: Any, queries: int) -> float:
@@ -99,10 +113,10 @@ def measure(port: int, *, queries: int, size: int, reps: int, rounds: int) -> di
 def table(results: dict[str, Any], size: int) -> str:
     """The Markdown table: each client's figures and its ratio to pyvisa-py's."""
     base = results["pyvisa-py"]
+    what = f"{size // MB} MB" if size >= MB else f"{size} B"
     lines = [
         "| client | `*IDN?` round trip (µs) | x pyvisa-py | "
-        f"{size // MB or size} {'MB' if size >= MB else 'B'} `query_binary_values` (MB/s) "
-        "| x pyvisa-py |",
+        f"{what} `query_binary_values` (MB/s) | x pyvisa-py |",
         "|---|---|---|---|---|",
     ]
     for name in CLIENTS:

@@ -232,7 +232,7 @@ def test_blocking_clients_side_by_side() -> None:
         timeout=100,
     )
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
-    assert set(rows) == {"pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync"}
+    assert set(rows) == {"pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync", "aiotmc.sync via loop"}
     for line in rows.values():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[3]) > 0, line

@@ -40,6 +40,14 @@ def wait_blocking(sock: socket.socket, events: int, deadline: float) -> bool:
 def sendall_blocking(sock: socket.socket, parts: Sequence[BytesLike], deadline: float) -> bool:
     """Send ``parts`` whole (``sendmsg``, no concatenation); False when ``deadline``
     passed first (part may have been sent). ``OSError`` propagates."""
+    if len(parts) == 1:  # the common case: one short command, taken whole at once
+        try:
+            sent = sock.send(parts[0])
+        except BlockingIOError:
+            sent = 0
+        if sent == len(parts[0]):
+            return True
+        parts = [memoryview(parts[0]).cast("B")[sent:]]
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
         try:

@@ -135,3 +135,12 @@ def test_calls_inside_a_lock_session_go_through_the_loop(
         assert tcp.query("*ESE 3;*ESE?") == "3"
         assert tcp.instrument._lock.locked()
     assert not tcp.instrument._lock.locked()
+
+
+def test_a_large_write_waits_for_the_socket_in_the_calling_thread(
+    tcp: aiotmc.sync.SyncInstrument,
+) -> None:
+    size = 8_000_000  # far more than the socket buffer: partial sends and waits
+    payload = bytes(range(256)) * (size // 256)
+    tcp.write_raw(b":WAVeform:UPLoad #8%08d" % size + payload + b"\n")
+    assert tcp.query(":WAVeform:UPLoad:SIZE?") == str(size)
