@@ -208,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     block = command(
         "read-block",
         "query an IEEE 488.2 binary block and save its payload",
-        "Query an IEEE 488.2 binary block (#<n><len><data>) and save the payload. Progress "
-        "(elapsed time) is shown on stderr when it is a terminal, or with --progress.",
+        "Query an IEEE 488.2 binary block (#<n><len><data>) and stream the payload to FILE. "
+        "Progress (bytes, percent, rate, time left) is shown on stderr when it is a terminal, "
+        "or with --progress.",
     )
     block.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
     block.add_argument("cmd", metavar="CMD", help="e.g. ':WAVeform:DATA?'")

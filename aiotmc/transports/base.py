@@ -9,7 +9,7 @@ consistent when an operation is cancelled part-way (see docs/cancellation.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -23,6 +23,8 @@ __all__ = [
     "Capabilities",
     "MessageTransport",
     "RenMode",
+    "SupportsBlockProgress",
+    "SupportsBlockingIO",
     "SupportsDeviceLock",
     "SupportsIndicatorPulse",
     "SupportsReadTermination",
@@ -186,6 +188,15 @@ class SupportsReadTermination(Protocol):
     def set_read_termination(self, terminator: bytes) -> None:
         """Frame the next responses on ``terminator``."""
         ...
+
+
+@runtime_checkable
+class SupportsBlockProgress(Protocol):
+    """Transports that report a block's payload as it arrives (``aiotmc read-block``'s
+    progress display): while ``block_progress`` is set, ``receive_block`` calls it with
+    (payload bytes received so far, payload size), from the event loop's thread."""
+
+    block_progress: Callable[[int, int], None] | None
 
 
 @runtime_checkable

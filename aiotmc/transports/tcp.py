@@ -26,7 +26,7 @@ import math
 import select
 import socket
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -140,6 +140,8 @@ class SocketTransport:
             details={"host": host, "port": str(port)},
         )
         self.reconnects = 0  #: how many times the connection was replaced (stale or lost)
+        #: SupportsBlockProgress: called with (payload bytes so far, size) during a block
+        self.block_progress: Callable[[int, int], None] | None = None
 
     @classmethod
     async def connect(
@@ -744,6 +746,9 @@ class SocketTransport:
         once the message is consumed."""
         size = len(target)
         pos = have
+        progress = self.block_progress
+        if progress is not None:
+            progress(pos, size)
         while pos < size:
             try:  # what is there already, without the receiver's layers
                 n = sock.recv_into(target[pos:])
@@ -757,6 +762,8 @@ class SocketTransport:
                     resource=self._info.resource,
                 )
             pos += n
+            if progress is not None:
+                progress(pos, size)
         if not await self._terminator_alone(sock, deadline):
             rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
             if rest.strip():
