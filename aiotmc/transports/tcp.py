@@ -320,6 +320,7 @@ class SocketTransport:
         """One message (terminator included), waiting in this thread."""
         decoder = self._decoder
         chunk = self._chunk
+        flowing = False  # once data flows, try recv before waiting (a long message)
         while True:
             message = decoder.next_message()
             if isinstance(message, bytes):
@@ -328,16 +329,18 @@ class SocketTransport:
                 return message
             if decoder.pending > max_size:  # the connection is replaced (stale) after this
                 raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
-            if not wait_blocking(sock, select.POLLIN, deadline):
+            if not flowing and not wait_blocking(sock, select.POLLIN, deadline):
                 raise ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
             try:
                 n = sock.recv_into(chunk)
             except BlockingIOError:
+                flowing = False
                 continue
             except OSError as exc:
                 raise self._receive_failed(exc) from exc
             if not n:
                 raise self._closed_by_peer()
+            flowing = True
             decoder.receive_data(chunk[:n])
 
     def exchange_blocking(self, message: bytes, *, max_size: int, deadline: float) -> bytes | None:

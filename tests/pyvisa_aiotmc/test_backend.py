@@ -217,3 +217,13 @@ def test_the_backend_is_found_by_name() -> None:
     import pyvisa_aiotmc
 
     assert get_wrapper_class("aiotmc") is pyvisa_aiotmc.WRAPPER_CLASS
+
+
+def test_open_resource_arguments(rm: Any, resources: dict[str, str]) -> None:
+    with _open(rm, resources, "socket") as inst:
+        assert inst.chunk_size == 1 << 20  # messages arrive whole: big pieces save calls
+    with _open(rm, resources, "socket", chunk_size=7) as inst:
+        assert inst.chunk_size == 7
+        assert inst.query("*IDN?").startswith("aiotmc,")
+    with pytest.raises(ValueError, match="not a valid attribute"):
+        rm.open_resource(resources["socket"], no_such_attribute=1)
