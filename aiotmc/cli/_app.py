@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from .._exceptions import InvalidResourceName
+from ._completion import cmd_completion
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
 from ._info import cmd_info
@@ -75,4 +76,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "shell": cmd_shell,
     "sim": cmd_sim,
     "demo": cmd_demo,
+    "completion": cmd_completion,
 }

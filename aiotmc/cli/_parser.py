@@ -299,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
 
+    completion = command(
+        "completion",
+        "print a completion script for bash or zsh",
+        "Print a completion script for the aiotmc command: add "
+        "'eval \"$(aiotmc completion bash)\"' to ~/.bashrc (zsh: ~/.zshrc).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
+
     command(
         "demo",
         "tour: simulated instruments driven concurrently",
