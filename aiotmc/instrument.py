@@ -975,14 +975,14 @@ class Instrument:
     def _blocking_claim(
         self, timeout: float | Default | None
     ) -> tuple[SupportsBlockingIO, float] | None:
+        """The transport and a ``time.monotonic()`` deadline, or None when the path does
+        not apply; the caller then takes the lock with ``try_acquire`` right before its
+        ``try`` (nothing between them can raise but an interrupt)."""
         io = self._blocking_io
         if io is None or self._closed or self._lock.contended:
             return None
         limit = self._timeout if timeout is DEFAULT else check_timeout(timeout)
-        deadline = math.inf if limit is None else time.monotonic() + limit
-        if not self._lock.try_acquire():
-            return None
-        return io, deadline
+        return io, math.inf if limit is None else time.monotonic() + limit
 
     def _query_blocking(
         self,
@@ -1000,6 +1000,8 @@ class Instrument:
             return None
         io, deadline = claim
         data = self._encode(command)
+        if not self._lock.try_acquire():
+            return None
         try:
             raw = io.exchange_blocking(data, max_size=self.max_message_size, deadline=deadline)
         except Exception as exc:
@@ -1029,6 +1031,8 @@ class Instrument:
         if claim is None:
             return False
         io, deadline = claim
+        if not self._lock.try_acquire():
+            return False
         try:
             done = io.send_blocking(data, end=end, deadline=deadline)
         except Exception as exc:
@@ -1052,6 +1056,8 @@ class Instrument:
         if claim is None:
             return None
         io, deadline = claim
+        if not self._lock.try_acquire():
+            return None
         try:
             raw = io.receive_blocking(max_size=max_size or self.max_message_size, deadline=deadline)
         except Exception as exc:
