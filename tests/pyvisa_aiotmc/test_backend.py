@@ -227,3 +227,34 @@ def test_open_resource_arguments(rm: Any, resources: dict[str, str]) -> None:
         assert inst.query("*IDN?").startswith("aiotmc,")
     with pytest.raises(ValueError, match="not a valid attribute"):
         rm.open_resource(resources["socket"], no_such_attribute=1)
+
+
+@pytest.mark.parametrize("kind", ["vxi11", "hislip", "usb", "prologix"])
+def test_control_ren(rm: Any, resources: dict[str, str], kind: str) -> None:
+    with _open(rm, resources, kind) as inst:
+        inst.control_ren(constants.RENLineOperation.asrt_address_llo)
+        inst.control_ren(constants.RENLineOperation.deassert_gtl)
+        assert inst.query("*IDN?").startswith("aiotmc,")
+    with _open(rm, resources, "sim") as inst, pytest.raises(errors.VisaIOError) as caught:
+        inst.control_ren(constants.RENLineOperation.asrt)  # the simulator has no REN
+    assert caught.value.error_code == StatusCode.error_nonsupported_operation
+
+
+def test_open_with_an_exclusive_lock(rm: Any, resources: dict[str, str]) -> None:
+    first = rm.open_resource(
+        resources["hislip"], access_mode=constants.AccessModes.exclusive_lock, open_timeout=1000
+    )
+    try:
+        with pytest.raises(errors.VisaIOError) as caught:
+            rm.open_resource(
+                resources["hislip"],
+                access_mode=constants.AccessModes.exclusive_lock,
+                open_timeout=0,
+            )
+        assert caught.value.error_code == StatusCode.error_resource_busy
+    finally:
+        first.close()
+    with rm.open_resource(
+        resources["hislip"], access_mode=constants.AccessModes.exclusive_lock, open_timeout=1000
+    ):
+        pass
