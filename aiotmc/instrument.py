@@ -109,8 +109,14 @@ class Instrument:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.transport = transport
-        #: the transport, when it can work in a caller's thread (aiotmc.sync's fast path)
-        self._blocking_io = transport if isinstance(transport, SupportsBlockingIO) else None
+        #: the transport, when it can work in a caller's thread (aiotmc.sync's fast path);
+        #: its class must define the methods (not a mock or a delegating proxy)
+        self._blocking_io = (
+            transport
+            if isinstance(transport, SupportsBlockingIO)
+            and hasattr(type(transport), "exchange_blocking")
+            else None
+        )
         self._timeout = check_timeout(timeout)
         self._read_termination = read_termination or ""
         self._no_read_termination = read_termination is None
