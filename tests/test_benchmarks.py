@@ -256,3 +256,19 @@ def test_serial_quick_reports_every_figure(tmp_path: Path) -> None:
     keys |= {f"{kind}_{b}" for kind in ("serial", "prologix") for b in ("asyncio", "trio")}
     assert set(data["figures"]) == keys
     assert all(math.isfinite(v) and v > 0 for v in data["figures"].values())
+
+
+@pytest.mark.timeout(120)
+def test_blocking_clients_side_by_side() -> None:
+    """``python -m benchmarks.pyvisa_backend`` at a tiny size: pyvisa-py, PyVISA on
+    ``@aiotmc`` and aiotmc.sync each print a round trip and a block rate (not judged)."""
+    table = run_module(
+        "benchmarks.pyvisa_backend",
+        *("--queries", "20", "--size", "1000", "--reps", "1", "--rounds", "1"),
+        timeout=100,
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync", "aiotmc.sync via loop"}
+    for line in rows.values():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[3]) > 0, line

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from .._exceptions import InvalidResourceName
 from ._agent import cmd_agent
+from ._completion import cmd_completion
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
 from ._gateway import cmd_gateway
@@ -82,4 +83,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "agent": cmd_agent,
     "demo": cmd_demo,
     "gateway": cmd_gateway,
+    "completion": cmd_completion,
 }

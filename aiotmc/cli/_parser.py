@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     block = command(
         "read-block",
         "query an IEEE 488.2 binary block and save its payload",
-        "Query an IEEE 488.2 binary block (#<n><len><data>) and save the payload. Progress "
-        "(elapsed time) is shown on stderr when it is a terminal, or with --progress.",
+        "Query an IEEE 488.2 binary block (#<n><len><data>) and stream the payload to FILE. "
+        "Progress (bytes, percent, rate, time left) is shown on stderr when it is a terminal, "
+        "or with --progress.",
     )
     block.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
     block.add_argument("cmd", metavar="CMD", help="e.g. ':WAVeform:DATA?'")
@@ -358,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
             "simulated instruments; --check validates the configuration only.",
         )
     )
+
+    completion = command(
+        "completion",
+        "print a completion script for bash or zsh",
+        "Print a completion script for the aiotmc command: add "
+        "'eval \"$(aiotmc completion bash)\"' to ~/.bashrc (zsh: ~/.zshrc).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
 
     command(
         "demo",
