@@ -43,8 +43,8 @@ if [ "${AIOTMC_KERNEL_TIER:-1}" != "0" ]; then
 fi
 
 echo "== ruff"
-.venv/bin/ruff check aiotmc testbeds tests examples benchmarks scripts
-.venv/bin/ruff format --check aiotmc testbeds tests examples benchmarks scripts
+.venv/bin/ruff check aiotmc pyvisa_aiotmc testbeds tests examples benchmarks scripts
+.venv/bin/ruff format --check aiotmc pyvisa_aiotmc testbeds tests examples benchmarks scripts
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
