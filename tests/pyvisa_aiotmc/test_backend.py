@@ -17,7 +17,7 @@ from .conftest import KINDS
 pyvisa = pytest.importorskip("pyvisa")
 
 #: Kinds whose bus delivers service requests (the others raise VI_ERROR_NSUP_OPER).
-SRQ_KINDS = ["sim", "vxi11", "hislip", "usb"]
+SRQ_KINDS = ["sim", "vxi11", "hislip", "usb", "prologix"]
 RQS = 0x40
 ESB = 0x20
 
@@ -106,7 +106,7 @@ def test_service_request_handlers_are_called(rm: Any, resources: dict[str, str])
     assert seen == [(EventType.service_request, 42)]
 
 
-@pytest.mark.parametrize("kind", ["socket", "serial", "prologix"])
+@pytest.mark.parametrize("kind", ["socket", "serial"])
 def test_events_without_a_service_request_channel_are_refused(
     rm: Any, resources: dict[str, str], kind: str
 ) -> None:
