@@ -26,11 +26,14 @@ def nats(tmp_path: Path) -> Iterator[RunningNats]:
 
 @contextmanager
 def agent_process(nats: RunningNats, name: str) -> Iterator[subprocess.Popen[str]]:
+    log_path = nats.workdir / f"agent-{name}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "aiotmc",
+            "-v",
             "agent",
             "--nats",
             nats.url,
@@ -42,20 +45,21 @@ def agent_process(nats: RunningNats, name: str) -> Iterator[subprocess.Popen[str
             "psu=SIM::psu",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed once every instrument is served
-        assert first.startswith(f"{nats.url}/{name}/dmm"), (
-            first,
-            proc.stderr and proc.stderr.read(),
-        )
+        assert first.startswith(f"{nats.url}/{name}/dmm"), (first, log_path.read_text())
         yield proc
+    except BaseException:
+        print(f"--- agent {name} log:\n{log_path.read_text()}")
+        raise
     finally:
         proc.kill()
         proc.wait(10)
+        log.close()
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

@@ -97,11 +97,11 @@ async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNa
             reconnect=True,
             servers=[f"127.0.0.1:{n2.port}"],
         ) as dmm:
-            assert "DMM" in (await query_until_ok(dmm, within=20, step="formed")).upper()
+            assert "DMM" in (await query_until_ok(dmm, within=40, step="formed")).upper()
             n0.kill()  # the agent's node: it moves to another
-            assert "DMM" in (await query_until_ok(dmm, within=20, step="n0 down")).upper()
+            assert "DMM" in (await query_until_ok(dmm, within=40, step="n0 down")).upper()
             n1.kill()  # the client's node: the reconnect policy moves it to n2
-            assert "DMM" in (await query_until_ok(dmm, within=20, step="n1 down")).upper()
+            assert "DMM" in (await query_until_ok(dmm, within=40, step="n1 down")).upper()
             assert dmm.transport.reconnects >= 1  # type: ignore[attr-defined]
     finally:
         agent.kill()
