@@ -6,6 +6,7 @@ import argparse
 import os
 import ssl
 import sys
+from functools import partial
 
 from ..resources import NatsInstr
 from ._errors import CommandError, UsageError
@@ -59,6 +60,17 @@ def cmd_agent(args: argparse.Namespace, options: Options) -> int:
         for u in urls
     ]
     instruments = [AgentInstrument(name, resource) for name, resource in args.instrument]
+    config = None
+    if args.config is not None:
+        from .._exceptions import ConfigError
+        from ..gateway.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+    elif not instruments:
+        raise UsageError("name instruments (NAME=RESOURCE) or give --config FILE")
     agent = Agent(servers, args.name, instruments, heartbeat=args.heartbeat)
 
     async def run() -> None:
@@ -66,7 +78,22 @@ def cmd_agent(args: argparse.Namespace, options: Options) -> int:
 
         with _termination_signals() as terminated:
             async with anyio.create_task_group() as tg:
-                await tg.start(agent.run)
+                if config is None:
+                    await tg.start(agent.run)
+                else:
+                    from ..agent.measure import agent_instruments, run_measuring_agent
+
+                    await tg.start(
+                        partial(
+                            run_measuring_agent,
+                            config,
+                            servers,
+                            args.name,
+                            extra=instruments,
+                            heartbeat=args.heartbeat,
+                        )
+                    )
+                    instruments[:0] = agent_instruments(config)
                 for item in instruments:
                     remote = NatsInstr(
                         host=url.host, port=url.port, agent=args.name, instrument=item.name

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument(
         "instrument",
-        nargs="+",
+        nargs="*",
         type=_agent_instrument,
         metavar="NAME=RESOURCE",
         help="an instrument to serve under NAME, e.g. dmm=USB::0x2a8d::0x0101::INSTR",
@@ -276,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument(
         "--name", default=_default_agent_name(), help="this agent's name (default: host name)"
+    )
+    agent.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a gateway configuration: serve its instruments and send their channels' "
+        "readings to its sinks (a JetStream sink: the measurement stream)",
     )
     agent.add_argument("--user", default=None, help="NATS user name")
     agent.add_argument(

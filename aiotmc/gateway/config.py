@@ -220,6 +220,9 @@ def _build(document: Mapping[str, Any], *, base: Path, path: Path | None) -> Gat
         "instrument_for": directory,
     }
     sinks = _sinks(root.array("sinks", []), settings, context)
+    context["sinks"] = sinks
+    if "collector" in document:  # instruments also come from agents: not known up front
+        context["instruments"] = None
     components: list[Component] = []
     controller: Controller | None = None
     grouped = [p for p in PLUGINS if p.type is None]

@@ -28,7 +28,8 @@ section; the loader passes those it declares (see :func:`call`):
 * ``instruments`` (``tuple[str, ...]``): the configured instrument names, to check
   references against;
 * ``instrument_for`` (``Callable[[str], Instrument | None]``): at run time, the open
-  instrument of a name (None while it is offline; ``LookupError`` for an unknown name).
+  instrument of a name (None while it is offline; ``LookupError`` for an unknown name);
+* ``sinks`` (``tuple[Sink, ...]``): the ``[[sinks]]`` built (grouped rows only).
 
 A typed row whose ``type`` is ``"*"`` takes every type not listed otherwise: its factory
 dispatches on ``type`` itself (and rejects the unknown ones).
@@ -76,6 +77,11 @@ PLUGINS: tuple[Plugin, ...] = (
         ("sinks",), "postgres", "aiotmc.gateway.sinks.postgres:PostgresSink.from_config", "sink"
     ),
     Plugin(("sinks",), "influx", "aiotmc.gateway.sinks.influx:InfluxSink.from_config", "sink"),
+    # distributed acquisition: readings into a JetStream stream, and the collector of it
+    Plugin(
+        ("sinks",), "jetstream", "aiotmc.gateway.sinks.jetstream:JetStreamSink.from_config", "sink"
+    ),
+    Plugin(("collector",), None, "aiotmc.gateway.collector:Collector.from_config", "component"),
     # alerts (gwstore): the rule engine, and the notifiers (webhook, email, mqtt...)
     Plugin(("rules",), None, "aiotmc.gateway.alerts:RuleEngine.from_config", "component"),
     Plugin(("notifiers",), "*", "aiotmc.gateway.alerts:notifier_from_config", "component"),

@@ -324,6 +324,8 @@ class NatsConnection:
             await self._send([encode_sub(subject, sid, queue=queue)])
         except BaseException:
             self._subs.pop(sid, None)
+            sub._end()
+            sub.messages.close()
             raise
         return sub
 

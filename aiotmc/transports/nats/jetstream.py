@@ -29,7 +29,7 @@ from ..._exceptions import ConnectionLostError, RemoteProtocolError, ResourceNot
 from ...protocol.nats import Msg
 from .connection import NatsConnection
 
-__all__ = ["JetStream", "JetStreamError", "JsMessage", "KeyValue", "PubAck"]
+__all__ = ["JetStream", "JetStreamError", "JsMessage", "KeyValue", "PubAck", "json_answer"]
 
 _API: Final = "$JS.API"
 _NO_MESSAGES: Final = 404
@@ -79,6 +79,11 @@ class JsMessage:
         if self.reply:
             await self._js.nc.publish(self.reply, b"+ACK")
 
+    async def in_progress(self) -> None:
+        """Still working on it: JetStream waits another ``ack_wait`` before redelivering."""
+        if self.reply:
+            await self._js.nc.publish(self.reply, b"+WPI")
+
 
 class JetStream:
     """JetStream requests over ``nc`` (a connection the caller owns)."""
@@ -120,7 +125,7 @@ class JetStream:
         """A ``$JS.API.<what>`` call: its JSON answer (JetStreamError on an error)."""
         payload = json.dumps(body).encode() if body is not None else b""
         msg = await self.request(f"{_API}.{what}", payload)
-        return _json_answer(msg)
+        return json_answer(msg)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class JetStream:
         if msg_id is not None:
             all_headers["Nats-Msg-Id"] = msg_id
         msg = await self.request(subject, payload, headers=all_headers or None)
-        answer = _json_answer(msg)
+        answer = json_answer(msg)
         try:
             return PubAck(str(answer["stream"]), int(answer["seq"]), bool(answer.get("duplicate")))
         except (KeyError, TypeError, ValueError):
@@ -282,7 +287,8 @@ class KeyValue:
         return sorted(s[len(prefix) :] for s in subjects if s.startswith(prefix))
 
 
-def _json_answer(msg: Msg) -> dict[str, Any]:
+def json_answer(msg: Msg) -> dict[str, Any]:
+    """The JSON object of a JetStream answer (JetStreamError when it reports an error)."""
     try:
         answer = json.loads(msg.payload)
     except ValueError:
