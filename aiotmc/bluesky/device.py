@@ -1,0 +1,50 @@
+"""``ScpiDevice``: a ``StandardReadable`` whose signals share one instrument, opened by
+``connect()`` and closed by :meth:`ScpiDevice.aclose`.
+
+Subclasses make the link first, declare their signals on it, then call
+``super().__init__(link, name=name)`` (ophyd-async names the children that exist then)::
+
+    class Psu(ScpiDevice):
+        def __init__(self, resource: str, name: str = "", **open_options):
+            link = ScpiLink(resource, **open_options)
+            with self.add_children_as_readables():
+                self.voltage = scpi_signal_rw(link, "VOLT", float, units="V")
+            super().__init__(link, name=name)
+"""
+
+from __future__ import annotations
+
+from ophyd_async.core import Device, DeviceConnector, StandardReadable
+
+from .link import ScpiLink
+
+__all__ = ["ScpiConnector", "ScpiDevice"]
+
+
+class ScpiConnector(DeviceConnector):
+    """Opens the device's link (again with ``force_reconnect``), then connects its signals."""
+
+    def __init__(self, link: ScpiLink) -> None:
+        self.link = link
+
+    async def connect_real(self, device: Device, timeout: float, force_reconnect: bool) -> None:
+        await self.link.open(timeout=timeout, reopen=force_reconnect)
+        await super().connect_real(device, timeout, force_reconnect)
+
+
+class ScpiDevice(StandardReadable):
+    """A device on one SCPI instrument (:class:`ScpiLink`).
+
+    ``connect()`` opens the instrument in the running loop (bluesky's, under
+    ``init_devices()`` or ``ensure_connected``); ``connect(mock=True)`` opens nothing.
+    """
+
+    def __init__(self, link: ScpiLink, name: str = "") -> None:
+        self.link = link
+        super().__init__(name=name, connector=ScpiConnector(link))
+
+    async def aclose(self) -> None:
+        """Stop the monitors and close the instrument (if the link opened it); a later
+        ``connect()`` opens it again. Idempotent; from the loop that connected it."""
+        await self.link.aclose()
+        self._connect_task = None  # the next connect() really connects
