@@ -34,7 +34,7 @@ from ophyd_async.core import (
 )
 
 from .._background import BackgroundTask, spawn
-from .._exceptions import RemoteProtocolError, UnsupportedOperation
+from .._exceptions import LocalProtocolError, RemoteProtocolError, UnsupportedOperation
 from ..instrument import Instrument
 from ..protocol.scpi import join_compound
 from .convert import ScpiConverter, make_converter
@@ -146,7 +146,13 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
             raise UnsupportedOperation(f"{self.source('', False)} is read-only")
         if value is None:
             raise UnsupportedOperation(f"{self.source('', False)}: no default value to put")
-        command = self.write_template.format(value=self.converter.encode(value))
+        encoded = self.converter.encode(value)
+        try:
+            command = self.write_template.format(value=encoded)
+        except (ValueError, TypeError) as exc:
+            raise LocalProtocolError(
+                f"{value!r} does not fit the write template {self.write_template!r}: {exc}"
+            ) from None
         inst = self.link.instrument
         async with inst.lock():
             if self.wait:

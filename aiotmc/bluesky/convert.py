@@ -14,6 +14,8 @@ raises :class:`~aiotmc.LocalProtocolError` before any I/O; an unsupported dataty
 
 from __future__ import annotations
 
+import csv
+import math
 import typing
 from collections.abc import Sequence
 from enum import Enum
@@ -64,7 +66,8 @@ class ScpiConverter:
         raise NotImplementedError
 
     def encode(self, value: Any) -> Any:
-        """``value`` as what a write template's ``{value}`` receives (checked, no I/O)."""
+        """``value`` as what a write template's ``{value}`` receives (checked, no I/O):
+        a number for numeric types (so that ``{value:.3f}`` works), text otherwise."""
         raise NotImplementedError
 
     def _bad(self, text: str, what: str) -> RemoteProtocolError:
@@ -80,10 +83,11 @@ class _Float(ScpiConverter):
         except ValueError:
             raise self._bad(text, "a number") from None
 
-    def encode(self, value: Any) -> str:
+    def encode(self, value: Any) -> float | str:
         if isinstance(value, bool | str) or not isinstance(value, int | float | np.number):
             raise LocalProtocolError(f"{value!r} is not a number")
-        return format_values([float(value)])
+        number = float(value)
+        return number if math.isfinite(number) else format_values([number])  # INF, NINF, NAN
 
 
 class _Int(ScpiConverter):
@@ -220,8 +224,18 @@ class _Array(ScpiConverter):
 
 
 class _StrList(ScpiConverter):
+    """A comma-separated list; items may be quoted (``"a","b,c"``: commas inside quotes
+    do not split, ``""`` is a quote)."""
+
     def parse(self, text: str) -> list[str]:
-        return [_unquote(item) for item in parse_values(text, converter=str)]
+        body = text.strip()
+        if not body:
+            return []
+        try:
+            row = next(csv.reader([body], skipinitialspace=True, strict=True))
+        except csv.Error:
+            raise self._bad(text, "a list of strings") from None
+        return [item.strip() for item in row]
 
     def encode(self, value: Any) -> str:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
