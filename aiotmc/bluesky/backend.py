@@ -135,7 +135,8 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
 
     async def put(self, value: SignalDatatypeT | None) -> None:
         """Write ``value`` with the template (``*OPC?`` appended unless ``wait=False``),
-        then drain the error queue (``check_errors``).
+        then drain the error queue (``check_errors``); a monitored signal then reads the
+        value back and hands it to its monitor.
 
         Raises ``UnsupportedOperation`` for a read-only signal, ``LocalProtocolError`` for
         a value the datatype cannot write (before any I/O), ``InstrumentError`` for an
@@ -166,6 +167,8 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
             if self.check_errors:
                 await inst.check_errors()
         self._setpoint = value
+        if self._callback is not None and self.query is not None:
+            await self._deliver(_UNSET)  # monitors (a staged signal's cache) see the new value
 
     async def get_datakey(self, source: str) -> DataKey:
         """dtype, shape, source, units/precision/choices; an array's shape is that of its

@@ -14,7 +14,9 @@ Subclasses make the link first, declare their signals on it, then call
 
 from __future__ import annotations
 
-from ophyd_async.core import Device, DeviceConnector, StandardReadable
+from typing import Any
+
+from ophyd_async.core import Device, DeviceConnector, DeviceMock, StandardReadable
 
 from .link import ScpiLink
 
@@ -26,8 +28,15 @@ class ScpiConnector(DeviceConnector):
 
     def __init__(self, link: ScpiLink) -> None:
         self.link = link
+        #: True after ``connect(mock=True)``: the signals are ophyd-async mocks.
+        self.mocked = False
+
+    async def connect_mock(self, device: Device, mock: DeviceMock[Any]) -> None:
+        self.mocked = True
+        await super().connect_mock(device, mock)
 
     async def connect_real(self, device: Device, timeout: float, force_reconnect: bool) -> None:
+        self.mocked = False
         await self.link.open(timeout=timeout, reopen=force_reconnect)
         await super().connect_real(device, timeout, force_reconnect)
 
@@ -41,7 +50,14 @@ class ScpiDevice(StandardReadable):
 
     def __init__(self, link: ScpiLink, name: str = "") -> None:
         self.link = link
-        super().__init__(name=name, connector=ScpiConnector(link))
+        self._scpi_connector = ScpiConnector(link)
+        super().__init__(name=name, connector=self._scpi_connector)
+
+    @property
+    def mocked(self) -> bool:
+        """True when connected in mock mode (no instrument: verbs that talk to it directly,
+        such as a ``trigger()``, should do nothing)."""
+        return self._scpi_connector.mocked
 
     async def aclose(self) -> None:
         """Stop the monitors and close the instrument (if the link opened it); a later

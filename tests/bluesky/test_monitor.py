@@ -225,6 +225,24 @@ async def test_closing_the_link_stops_the_monitors() -> None:
     await link.aclose()  # idempotent
 
 
+async def test_a_put_refreshes_a_monitored_signal() -> None:
+    """No service request comes (none is enabled): the put itself reads the value back, so
+    a staged signal's cache is never stale after a move."""
+    async with aiotmc.open("SIM::bluesky::put", device=SimDmm()) as inst:
+        level = scpi_signal_rw(inst, "VOLT:RANG", float, name="level")
+        await level.connect()
+        assert backend_of(level).monitor_mode == "srq"
+        await level.stage()  # ophyd-async caches (monitors) a staged signal
+        try:
+            assert await level.get_value() == 1.0  # from the cache
+            await level.set(100.0)
+            reading = await level.read()  # from the cache too
+            assert reading["level"]["value"] == 100.0
+            assert await level.get_value(cached=False) == 100.0
+        finally:
+            await level.unstage()
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"poll_period": p} for p in (0, -1.0, float("nan"), "1", True)],

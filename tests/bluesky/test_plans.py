@@ -15,7 +15,7 @@ import bluesky.plans as bp
 import pytest
 from bluesky import RunEngine
 from bluesky.utils import FailedStatus
-from ophyd_async.core import NotConnectedError, init_devices
+from ophyd_async.core import NotConnectedError, init_devices, set_mock_value
 
 import aiotmc
 from aiotmc import ConnectError, InstrumentError, ResourceNotFoundError
@@ -161,3 +161,14 @@ def test_devices_close_and_reconnect(RE: RunEngine) -> None:
     assert device.link.is_open and device.link.instrument is not instrument
     RE(bp.count([device], num=1))
     in_loop(RE, device.aclose())
+
+
+def test_mock_mode_opens_nothing(RE: RunEngine) -> None:
+    device = ScpiDmm("SIM::nosuchmodel", name="mocked")
+    in_loop(RE, device.connect(mock=True))
+    assert not device.link.is_open
+    set_mock_value(device.voltage, 1.5)
+    docs: Documents = []
+    RE(bp.count([device], num=1), lambda name, doc: docs.append((name, doc)))
+    (event,) = [doc for name, doc in docs if name == "event"]
+    assert event["data"]["mocked-voltage"] == 1.5
