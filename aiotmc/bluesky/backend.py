@@ -4,7 +4,8 @@ Reading sends the signal's query (``MEAS:VOLT:DC?``) and parses the answer into 
 datatype (:mod:`aiotmc.bluesky.convert`); putting fills the write template
 (``VOLT {value}``), sends it with ``*OPC?`` appended (so the put completes once the
 instrument has executed it) and then drains the error queue (an error there fails the
-put with :class:`~aiotmc.InstrumentError`). Monitoring (``set_callback``) re-reads the
+put with :class:`~aiotmc.InstrumentError`); a monitored signal is then read back, so that a
+staged signal's cache follows every put. Monitoring (``set_callback``) re-reads the
 value on service requests where the instrument has them, else polls
 (:class:`~aiotmc.bluesky.Monitor`).
 
