@@ -210,6 +210,7 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
             raise RuntimeError("Cannot set a callback when one is already set")
         if self.query is None:
             raise UnsupportedOperation(f"{self.source('', False)} is write-only")
+        self.link.instrument  # noqa: B018 - NotConnectedError now, not a silent monitor
         self._callback = callback
         self._task = spawn(self._run_monitor, name=f"aiotmc monitor {self.source('', True)}")
         self.link.track(self._task)
@@ -236,31 +237,36 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
     async def _monitor_srq(self) -> None:
         monitor = self.monitor
         async with self.link.instrument.service_requests() as events:  # before the first read
-            await self._deliver(None)
+            await self._deliver(_UNSET, shield=True)
             async for event in events:
                 if not monitor.wants(event):
                     continue
                 if monitor.event_status:
                     try:
-                        esr = await self.link.event_status(event)
+                        with anyio.CancelScope(shield=True):  # stopping waits for the answer
+                            esr = await self.link.event_status(event)
                     except Exception as exc:
                         self._failed(exc)
                         continue
                     if not esr & monitor.event_status:
                         continue
-                await self._deliver(None)
+                await self._deliver(_UNSET, shield=True)
 
     async def _monitor_poll(self) -> None:
         last: Any = _UNSET
         while True:
-            last = await self._deliver(last)
+            last = await self._deliver(last, shield=True)
             await anyio.sleep(self.monitor.poll_period)
 
-    async def _deliver(self, unless_equal: Any) -> Any:
+    async def _deliver(self, unless_equal: Any, *, shield: bool = False) -> Any:
         """Read and hand the reading to the callback (unless its value is ``unless_equal``);
-        a failed read is logged and kept in :attr:`monitor_error`. Returns the value."""
+        a failed read is logged and kept in :attr:`monitor_error`. Returns the value.
+
+        ``shield``: a monitor being stopped finishes the exchange in progress (bounded by
+        the instrument's timeout) instead of cancelling it half-way."""
         try:
-            reading = await self.get_reading()
+            with anyio.CancelScope(shield=shield):
+                reading = await self.get_reading()
         except (NotConnectedError, anyio.ClosedResourceError):
             raise  # closed under us: the monitor ends
         except Exception as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from ophyd_async.core import SignalR, observe_value
+from ophyd_async.core import NotConnectedError, SignalR, observe_value
 
 import aiotmc
 from aiotmc import EventStatus, StatusByte
@@ -241,6 +241,55 @@ async def test_a_put_refreshes_a_monitored_signal() -> None:
             assert await level.get_value(cached=False) == 100.0
         finally:
             await level.unstage()
+
+
+async def test_a_monitor_stopped_mid_exchange_finishes_it() -> None:
+    sim = SimDmm()
+    reached = asyncio.Event()
+
+    def slow(call: Any) -> int:
+        reached.set()
+        sim.delay_next_responses(0.05)  # the answer leaves 50 ms after the query arrived
+        return 42
+
+    sim.add_command("SLOW?", slow)
+    async with aiotmc.open("SIM::bluesky::stop", device=sim) as inst:
+        signal = scpi_signal_r(
+            inst, "SLOW?", int, monitor=Monitor(srq=False, poll_period=0.001), name="slow"
+        )
+        await signal.connect()
+        backend = backend_of(signal)
+        reads = {"started": 0, "done": 0}
+        read = backend.converter.read
+
+        async def counted(instrument: aiotmc.Instrument, query: str) -> Any:
+            reads["started"] += 1
+            value = await read(instrument, query)
+            reads["done"] += 1
+            return value
+
+        backend.converter.read = counted  # type: ignore[method-assign]
+        updates = Updates(signal)
+        signal.subscribe_reading(updates)
+        assert await updates.next() == 42
+        task = backend._task
+        assert task is not None
+        reached.clear()
+        with anyio.fail_after(WAIT):
+            await reached.wait()  # the next query is at the instrument, its answer pending
+        signal.clear_sub(updates)  # stops the monitor now
+        with anyio.fail_after(WAIT):
+            await task.wait()
+        assert reads["started"] == reads["done"] == 2  # the exchange ended, not cut
+        assert updates.queue.empty()  # nothing delivered after the stop
+        assert backend.monitor_error is None
+        assert await inst.query("*IDN?") == "aiotmc,SIM-DMM,0001,0.1"  # in step
+
+
+async def test_subscribing_before_connect_fails_at_once() -> None:
+    signal = scpi_signal_r(ScpiLink("SIM::bluesky::unopened", device=SimDmm()), "X?", float)
+    with pytest.raises(NotConnectedError):
+        backend_of(signal).set_callback(lambda reading: None)
 
 
 @pytest.mark.parametrize(
