@@ -77,6 +77,9 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
         binary, big_endian: an ``Array1D`` read as an IEEE 488.2 binary block.
         wait: append ``*OPC?`` to a put so that it completes once executed.
         check_errors: drain the error queue after a put and raise the first error.
+
+    ``TypeError`` for an unsupported datatype, ``ValueError`` for a bad write template or
+    for neither ``read`` nor ``write``: when the signal is made, before any I/O.
     """
 
     def __init__(
@@ -222,7 +225,8 @@ class ScpiSignalBackend(SignalBackend[SignalDatatypeT], Generic[SignalDatatypeT]
         """``"srq"`` when monitoring uses the instrument's service requests, else ``"poll"``
         (needs the open instrument)."""
         inst = self.link.instrument
-        has_srq = inst.transport.info.capabilities.srq or inst.srq_poller is not None
+        native = inst.transport.info.capabilities.srq and inst.transport.srq is not None
+        has_srq = native or inst.srq_poller is not None
         return "srq" if self.monitor.srq and has_srq else "poll"
 
     async def _run_monitor(self) -> None:
