@@ -59,6 +59,7 @@ _BUILTIN: Final[Mapping[str, str]] = {
     "prologix-tcpip": "aiotmc.transports.prologix:TRANSPORT",
     "prologix-asrl": "aiotmc.transports.prologix:TRANSPORT_ASRL",
     "nats": "aiotmc.transports.nats:TRANSPORT",
+    "gpib": "aiotmc.transports.gpib:TRANSPORT",
 }
 
 

@@ -12,6 +12,8 @@ Grammar (keywords are case-insensitive, ``board`` defaults to 0)::
                                                      -> PrologixInstr (aiotmc extension:
                                                         GPIB through a Prologix/AR488 adapter)
     PRLGX-ASRL[board]::port::pad[::sad][::INSTR]     -> PrologixAsrlInstr (the same over serial)
+    GPIB[board]::pad[::sad][::INSTR]                 -> GpibInstr     (GPIB board ``board``: a
+                                                        local card or an attached adapter)
 
 * Hosts are names, IPv4 addresses or IPv6 addresses, bare (``TCPIP::fe80::1::INSTR``)
   or in brackets (``TCPIP::[fe80::1]::INSTR``). The canonical form always brackets IPv6.
@@ -23,6 +25,9 @@ Grammar (keywords are case-insensitive, ``board`` defaults to 0)::
 * aiotmc extension: ``PRLGX-TCPIP0::host::1234::12::INSTR`` is GPIB primary address 12
   behind the Prologix-compatible adapter at ``host:1234`` (one string instead of
   pyvisa-py's ``PRLGX-TCPIP0::host::1234::INTFC`` followed by ``GPIB0::12::INSTR``).
+* ``GPIB0::12::INSTR`` is GPIB primary address 12 on board 0; which controller board 0 is
+  (a linux-gpib card, a Prologix adapter, a VXI-11.2 gateway) is the GPIB transport's
+  board table (docs/gpib.md).
 * aiotmc extension: ``SIM::<model>[::<name>]`` names a simulated instrument (``dmm``,
   ``psu``, ``wavegen``, ``scope``...); ``name`` defaults to the model and tells several
   simulated instruments of one model apart.
@@ -46,6 +51,7 @@ __all__ = [
     "DEFAULT_HISLIP_PORT",
     "DEFAULT_LAN_DEVICE",
     "AsrlInstr",
+    "GpibInstr",
     "NatsInstr",
     "PrologixAsrlInstr",
     "PrologixInstr",
@@ -68,6 +74,7 @@ _PREFIX = re.compile(r"([A-Za-z]+)(\d*)")
 _CLASSES = ("SOCKET", "INSTR", "RAW")
 _PRLGX_TCPIP = re.compile(r"PRLGX-TCPIP(\d*)::", re.IGNORECASE)
 _PRLGX_ASRL = re.compile(r"PRLGX-ASRL(\d*)::", re.IGNORECASE)
+_GPIB = re.compile(r"GPIB(\d*)::", re.IGNORECASE)
 _UNSUPPORTED = ("GPIB", "VXI", "GPIB-VXI", "PXI", "VICP", "FIREWIRE")
 
 
@@ -463,6 +470,32 @@ class PrologixAsrlInstr(ResourceName):
         return f"PRLGX-ASRL{self.board}::{self.port}::{self.primary}{sad}::INSTR"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpibInstr(ResourceName):
+    """``GPIB[board]::pad[::sad]::INSTR``: the instrument at GPIB primary address ``pad``
+    (secondary ``sad``, 0..30) on board ``board``."""
+
+    kind: ClassVar[str] = "gpib"
+    interface_type: ClassVar[str] = "GPIB"
+    resource_class: ClassVar[str] = "INSTR"
+
+    board: int = 0
+    primary: int
+    secondary: int | None = None
+
+    def __post_init__(self) -> None:
+        problem = _check_board(self.board)
+        if problem is None and not 0 <= self.primary <= 30:
+            problem = f"GPIB primary address must be 0..30, got {self.primary}"
+        if problem is None and self.secondary is not None and not 0 <= self.secondary <= 30:
+            problem = f"GPIB secondary address must be 0..30, got {self.secondary}"
+        _raise_if(problem)
+
+    def __str__(self) -> str:
+        sad = "" if self.secondary is None else f"::{self.secondary}"
+        return f"GPIB{self.board}::{self.primary}{sad}::INSTR"
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -512,6 +545,9 @@ class _Parser:
         prologix = _PRLGX_ASRL.match(text, begin)
         if prologix is not None:
             return self.prologix_asrl(int(prologix.group(1) or 0), prologix.end())
+        gpib = _GPIB.match(text, begin)
+        if gpib is not None:
+            return self.gpib(int(gpib.group(1) or 0), gpib.end())
         match = _PREFIX.match(text, begin)
         if match is None:
             self.fail("expected an interface type: TCPIP, USB or SIM", begin)
@@ -740,7 +776,8 @@ class _Parser:
             segments = self.split(start)
         if segments[-1].text.upper() == "INTFC":
             self.fail(
-                f"an adapter interface cannot be opened alone, name an instrument: {form}",
+                f"an adapter interface cannot be opened alone, name an instrument: {form}"
+                " (or attach it as a GPIB board, docs/gpib.md)",
                 segments[-1].start,
             )
         if len(segments) > 1 and segments[-1].text.upper() == "INSTR":
@@ -769,7 +806,8 @@ class _Parser:
         segments = self.split(start)
         if segments[-1].text.upper() == "INTFC":
             self.fail(
-                f"an adapter interface cannot be opened alone, name an instrument: {form}",
+                f"an adapter interface cannot be opened alone, name an instrument: {form}"
+                " (or attach it as a GPIB board, docs/gpib.md)",
                 segments[-1].start,
             )
         if len(segments) > 1 and segments[-1].text.upper() == "INSTR":
@@ -791,6 +829,26 @@ class _Parser:
         return PrologixAsrlInstr(
             board=board, port=port.text, primary=addresses[0], secondary=secondary
         )
+
+    # -- GPIB
+
+    def gpib(self, board: int, start: int) -> ResourceName:
+        form = "GPIB[board]::pad[::sad]::INSTR"
+        segments = self.split(start)
+        last = segments[-1].text.upper()
+        if last == "INTFC" and len(segments) == 1:
+            self.fail(f"GPIB interface resources are not supported, expected {form}", start)
+        if len(segments) > 1 and last == "INSTR":
+            segments = segments[:-1]
+        if len(segments) > 2:
+            self.fail(f"unexpected {segments[2].text!r}, expected {form}", segments[2].start)
+        addresses = []
+        for segment in segments:
+            if not (segment.text.isascii() and segment.text.isdigit()) or int(segment.text) > 30:
+                self.fail(f"GPIB address must be 0..30, got {segment.text!r}", segment.start)
+            addresses.append(int(segment.text))
+        secondary = addresses[1] if len(addresses) > 1 else None
+        return GpibInstr(board=board, primary=addresses[0], secondary=secondary)
 
     # -- SIM
 

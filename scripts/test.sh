@@ -17,6 +17,8 @@ APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
 # victoria-metrics (InfluxDB line protocol in, query API out), nats-server (JetStream);
 # mosquitto-clients: mosquitto_rr and mosquitto_sub, independent MQTT clients of the gateway.
 APT_PACKAGES+=(socat mosquitto mosquitto-clients postgresql victoria-metrics nats-server)
+# gcc: the GPIB tests compile a stub libgpib.so (tests/transports/gpib/libgpib_stub.c).
+APT_PACKAGES+=(gcc)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
@@ -41,8 +43,8 @@ if [ "${AIOTMC_KERNEL_TIER:-1}" != "0" ]; then
 fi
 
 echo "== ruff"
-.venv/bin/ruff check aiotmc testbeds tests examples benchmarks scripts
-.venv/bin/ruff format --check aiotmc testbeds tests examples benchmarks scripts
+.venv/bin/ruff check aiotmc pyvisa_aiotmc testbeds tests examples benchmarks scripts
+.venv/bin/ruff format --check aiotmc pyvisa_aiotmc testbeds tests examples benchmarks scripts
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"

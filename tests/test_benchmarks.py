@@ -237,3 +237,38 @@ def test_distributed_quick_reports_every_figure(tmp_path: Path) -> None:
     assert set(data["block_mb_s"]) == set(data["srq_us"]) == {"asyncio", "trio"}
     assert set(data["skew_us"]) == {"asyncio", "trio"}
     assert "trigger skew, 5 agent processes" in table
+
+
+@pytest.mark.timeout(120)
+def test_serial_quick_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks.serial --quick``: line rate, serial and Prologix round trips
+    against pyserial and pyvisa-py, with the issue's targets (numbers not judged)."""
+    pytest.importorskip("serial")
+    pytest.importorskip("pyvisa_py")
+    output = tmp_path / "serial.json"
+    table = run_module(
+        "benchmarks.serial", "--quick", "--queries", "10", "--json", str(output), timeout=100
+    )
+    assert "target >= 0.95x" in table and "target <= 1.2x" in table
+    assert "target <= 0.7x" in table
+    data = json.loads(output.read_text())
+    keys = {"line_rate", "pyserial", "pyvisa_prologix"}
+    keys |= {f"{kind}_{b}" for kind in ("serial", "prologix") for b in ("asyncio", "trio")}
+    assert set(data["figures"]) == keys
+    assert all(math.isfinite(v) and v > 0 for v in data["figures"].values())
+
+
+@pytest.mark.timeout(120)
+def test_blocking_clients_side_by_side() -> None:
+    """``python -m benchmarks.pyvisa_backend`` at a tiny size: pyvisa-py, PyVISA on
+    ``@aiotmc`` and aiotmc.sync each print a round trip and a block rate (not judged)."""
+    table = run_module(
+        "benchmarks.pyvisa_backend",
+        *("--queries", "20", "--size", "1000", "--reps", "1", "--rounds", "1"),
+        timeout=100,
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"pyvisa-py", "pyvisa @aiotmc", "aiotmc.sync", "aiotmc.sync via loop"}
+    for line in rows.values():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[3]) > 0, line

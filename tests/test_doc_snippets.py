@@ -48,6 +48,7 @@ MARKED_PAGES = [
     "cli.md",
     "distributed.md",
     "exceptions.md",
+    "gateway.md",
     "gpib.md",
     "groups.md",
     "hislip.md",

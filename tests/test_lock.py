@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -143,3 +145,52 @@ async def test_lock_is_exclusive(holders: int) -> None:
             for _ in range(holders):
                 tg.start_soon(worker)
     assert peak == 1
+
+
+def _thread_safe_scheduler() -> Any:
+    """The running loop's ``call_soon_threadsafe`` (asyncio) / ``run_sync_soon`` (trio)."""
+    import sniffio
+
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+async def test_a_thread_holding_the_lock_hands_it_to_waiting_tasks() -> None:
+    """aiotmc.sync's fast path: a thread takes the lock with try_acquire; its release
+    wakes the task that queued meanwhile (in the loop's thread), in order."""
+    lock = FifoLock()
+    schedule = _thread_safe_scheduler()
+    assert await anyio.to_thread.run_sync(lock.try_acquire)
+    queued: list[int] = []
+    order: list[int] = []
+
+    async def worker(n: int) -> None:
+        queued.append(n)  # trio starts tasks in any order: the line is what counts
+        await lock.acquire()
+        order.append(n)
+        lock.release()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(worker, n)
+        await anyio.wait_all_tasks_blocked()
+        assert lock.contended and lock.waiting == 3
+        assert not await anyio.to_thread.run_sync(lock.try_acquire)  # no barging
+        await anyio.to_thread.run_sync(lock.release_from_thread, schedule)
+    assert order == queued and sorted(order) == [0, 1, 2]
+    assert not lock.locked() and not lock.contended
+
+
+async def test_a_thread_releasing_without_waiters_does_not_touch_the_loop() -> None:
+    lock = FifoLock()
+    scheduled: list[object] = []
+    assert await anyio.to_thread.run_sync(lock.try_acquire)
+    await anyio.to_thread.run_sync(lock.release_from_thread, scheduled.append)
+    assert scheduled == [] and not lock.locked()
+    await lock.acquire()  # free again for tasks
+    lock.release()

@@ -72,18 +72,24 @@ def wheel_files(wheel: Path) -> list[str]:
 
 
 def test_wheel_holds_every_module_of_the_library(wheel_files: list[str]) -> None:
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "aiotmc").rglob("*.py")}
+    modules = {
+        p.relative_to(ROOT).as_posix()
+        for package in ("aiotmc", "pyvisa_aiotmc")  # the library and its PyVISA backend
+        for p in (ROOT / package).rglob("*.py")
+    }
     shipped = {name for name in wheel_files if name.endswith(".py")}
     assert modules <= shipped, f"missing from the wheel: {sorted(modules - shipped)}"
     assert "aiotmc/py.typed" in wheel_files
+    assert "pyvisa_aiotmc/py.typed" in wheel_files
     for simulator in PUBLIC_SIMULATORS:
         assert simulator in wheel_files, simulator
 
 
 def test_wheel_holds_no_test_rig(wheel_files: list[str]) -> None:
     tops = {name.split("/", 1)[0] for name in wheel_files}
-    extra = {top for top in tops if top != "aiotmc" and not top.endswith(".dist-info")}
-    assert not extra, f"the wheel installs more than aiotmc: {sorted(extra)}"
+    packages = {"aiotmc", "pyvisa_aiotmc"}
+    extra = {top for top in tops if top not in packages and not top.endswith(".dist-info")}
+    assert not extra, f"the wheel installs more than aiotmc and pyvisa_aiotmc: {sorted(extra)}"
     rigs = [
         n for n in wheel_files if "umockdev" in n or "usbredir" in n or n.startswith(NOT_SHIPPED)
     ]

@@ -13,6 +13,7 @@ from aiotmc import InvalidResourceName
 from aiotmc.resources import (
     DEFAULT_HISLIP_PORT,
     AsrlInstr,
+    GpibInstr,
     PrologixAsrlInstr,
     PrologixInstr,
     ResourceName,
@@ -46,6 +47,9 @@ VALID: list[tuple[str, ResourceName, str | None]] = [
         PrologixInstr(board=1, host="::1", port=4000, primary=5, secondary=3),
         None,
     ),
+    ("GPIB0::12::INSTR", GpibInstr(primary=12), None),
+    ("gpib::5", GpibInstr(primary=5), "GPIB0::5::INSTR"),
+    ("GPIB1::5::30::INSTR", GpibInstr(board=1, primary=5, secondary=30), None),
     # raw sockets
     (
         "TCPIP::10.0.0.5::5025::SOCKET",
@@ -221,7 +225,11 @@ ERRORS: list[tuple[str, str, int | None]] = [
     ("   ", "empty resource name", None),
     ("FOO::x", "unknown interface type 'FOO', expected TCPIP, USB or SIM", 0),
     ("  foo::x", "unknown interface type 'foo'", 2),
-    ("GPIB0::1::INSTR", "interface type 'GPIB0' is not supported", 0),
+    ("GPIB-VXI0::1::INSTR", "interface type 'GPIB-VXI0' is not supported", 0),
+    ("GPIB0::31::INSTR", "GPIB address must be 0..30, got '31'", 7),
+    ("GPIB0::5::x::INSTR", "GPIB address must be 0..30, got 'x'", 10),
+    ("GPIB0::INTFC", "GPIB interface resources are not supported", 7),
+    ("GPIB0::1::2::3::INSTR", "unexpected '3'", 13),
     ("ASRL::INSTR", "missing port, expected ASRL<n>::INSTR", 4),
     ("ASRL1::SOCKET", "unknown resource class 'SOCKET', expected ::INSTR", 7),
     ("PRLGX-TCPIP0::h::1234::INTFC", "an adapter interface cannot be opened alone", 23),

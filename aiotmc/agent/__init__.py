@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,20 +56,29 @@ class Agent:
 
     def __init__(
         self,
-        server: NatsServer,
+        server: NatsServer | Sequence[NatsServer],
         name: str,
         instruments: list[AgentInstrument],
         *,
         heartbeat: float = 2.0,
         reconnect_wait: float = 0.2,
         presence_ttl: float = 10.0,
+        connect_timeout: float = 2.0,
     ) -> None:
-        self.server = server
+        servers = [server] if isinstance(server, NatsServer) else list(server)
+        if not servers:
+            raise ValueError("an agent needs a NATS server")
+        self.server = servers[0]
+        #: The servers to try, in order: those given, then the cluster nodes they name.
+        self.servers = servers
         self.name = name
         self.instruments = instruments
         self.heartbeat = heartbeat
         self.reconnect_wait = reconnect_wait
         self.presence_ttl = presence_ttl
+        #: Seconds to wait for each server when connecting (then the next is tried).
+        self.connect_timeout = connect_timeout
+        self._started = False
         self._presence: KeyValue | None = None
         self.services: dict[str, InstrumentService] = {}
         #: The local instruments, open while :meth:`run` runs (name -> Instrument).
@@ -86,26 +95,34 @@ class Agent:
                 self.opened[item.name] = await stack.enter_async_context(
                     aiotmc_open(item.resource, **dict(item.options))
                 )
-            started = False
+            self._started = False
             wait = self.reconnect_wait
             while True:
                 try:
-                    nc = await NatsConnection.connect(self.server, name=f"aiotmc agent {self.name}")
+                    nc = await NatsConnection.connect_any(
+                        self.servers,
+                        timeout=self.connect_timeout,
+                        name=f"aiotmc agent {self.name}",
+                    )
                 except ConnectError as exc:
-                    if not started:
+                    if not self._started:
                         raise
                     _log.warning("agent %s: %s; again in %.1f s", self.name, exc, wait)
                     await anyio.sleep(wait)
                     wait = min(wait * 2, MAX_RECONNECT_WAIT)
                     continue
                 wait = self.reconnect_wait
+                self.server = nc.server
+                _log.info("agent %s: connected to %r", self.name, nc.server)
+                for node in nc.cluster():
+                    if node not in self.servers:
+                        self.servers.append(node)
                 try:
                     self.services = {
                         name: InstrumentService(nc, self.name, name, inst)
                         for name, inst in self.opened.items()
                     }
-                    await self._serve(nc, task_status if not started else None)
-                    started = True
+                    await self._serve(nc, task_status if not self._started else None)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await nc.aclose()
@@ -113,34 +130,36 @@ class Agent:
 
     async def _serve(self, nc: NatsConnection, task_status: TaskStatus[None] | None) -> None:
         """Serve on ``nc`` until it is lost."""
-        async with anyio.create_task_group() as tg:
-            for service in self.services.values():
-                tg.start_soon(service.serve, tg)
-                tg.start_soon(service.forward_srqs)
-            self._presence = await _presence_bucket(nc, self.presence_ttl)
-            discover = await nc.subscribe(wire.DISCOVER_SUBJECT, maxsize=100)
-            tg.start_soon(self._answer_discovery, nc, discover)
-            tg.start_soon(_unsubscribe_at_exit, discover)
-            await nc.flush()  # our subscriptions are in place at the server
-            await self._announce(nc)
-            if task_status is not None:
-                task_status.started()
-            _log.info(
-                "agent %s serving %s on nats://%s:%d",
-                self.name,
-                ", ".join(self.services),
-                self.server.host,
-                self.server.port,
-            )
-            try:
+        try:
+            async with anyio.create_task_group() as tg:
+                for service in self.services.values():
+                    tg.start_soon(service.serve, tg)
+                    tg.start_soon(service.forward_srqs)
+                self._presence = await _presence_bucket(nc, self.presence_ttl)
+                discover = await nc.subscribe(wire.DISCOVER_SUBJECT, maxsize=100)
+                tg.start_soon(self._answer_discovery, nc, discover)
+                tg.start_soon(_unsubscribe_at_exit, discover)
+                await nc.flush()  # our subscriptions are in place at the server
+                await self._announce(nc)
+                if task_status is not None:
+                    task_status.started()
+                    self._started = True
+                _log.info(
+                    "agent %s serving %s on nats://%s:%d",
+                    self.name,
+                    ", ".join(self.services),
+                    self.server.host,
+                    self.server.port,
+                )
                 while not nc.closed:
                     with anyio.move_on_after(self.heartbeat):
                         await nc.wait_closed()
                     if not nc.closed:
                         await self._announce(nc)
-            except ConnectionLostError:
-                pass
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+        except* (ConnectionLostError, anyio.BrokenResourceError, anyio.ClosedResourceError) as lost:
+            # the connection went away in setup, a heartbeat or a service: connect again
+            _log.warning("agent %s: %r", self.name, lost.exceptions[0])
 
     def presence(self) -> dict[str, Any]:
         """The heartbeat / discovery payload."""
@@ -169,7 +188,7 @@ class Agent:
 async def _presence_bucket(nc: NatsConnection, ttl: float) -> KeyValue | None:
     """The presence bucket, or None where the server has no JetStream (heartbeats only)."""
     try:
-        return await KeyValue.create(JetStream(nc), PRESENCE_BUCKET, ttl=ttl)
+        return await KeyValue.create(JetStream(nc, timeout=1.0), PRESENCE_BUCKET, ttl=ttl)
     except AiotmcError as exc:
         _log.info("no presence bucket (%s): heartbeats on the bus only", exc)
         return None

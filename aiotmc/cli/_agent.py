@@ -27,10 +27,13 @@ def cmd_agent(args: argparse.Namespace, options: Options) -> int:
     from ..agent import Agent, AgentInstrument
     from ..transports.nats import NatsServer
 
-    try:
-        url = NatsInstr.from_url(f"{args.nats.rstrip('/')}/{args.name}/x")
-    except ValueError as exc:
-        raise UsageError(f"--nats: {exc}") from None
+    urls = []
+    for item in args.nats.split(","):
+        try:
+            urls.append(NatsInstr.from_url(f"{item.strip().rstrip('/')}/{args.name}/x"))
+        except ValueError as exc:
+            raise UsageError(f"--nats: {exc}") from None
+    url = urls[0]
     password = None
     if args.password_file:
         try:
@@ -44,16 +47,19 @@ def cmd_agent(args: argparse.Namespace, options: Options) -> int:
             tls = ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ssl.SSLError) as exc:
             raise CommandError(f"cannot load the CA file: {exc}") from None
-    server = NatsServer(
-        url.host,
-        url.port,
-        user=args.user,
-        password=password,
-        token=os.environ.get("AIOTMC_NATS_TOKEN"),
-        tls=tls,
-    )
+    servers = [
+        NatsServer(
+            u.host,
+            u.port,
+            user=args.user,
+            password=password,
+            token=os.environ.get("AIOTMC_NATS_TOKEN"),
+            tls=tls,
+        )
+        for u in urls
+    ]
     instruments = [AgentInstrument(name, resource) for name, resource in args.instrument]
-    agent = Agent(server, args.name, instruments, heartbeat=args.heartbeat)
+    agent = Agent(servers, args.name, instruments, heartbeat=args.heartbeat)
 
     async def run() -> None:
         import anyio

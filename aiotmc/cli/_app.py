@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 
 from .._exceptions import InvalidResourceName
 from ._agent import cmd_agent
+from ._completion import cmd_completion
 from ._demo import cmd_demo
 from ._errors import UsageError, describe, leaf
+from ._gateway import cmd_gateway
 from ._info import cmd_info
 from ._io import cmd_query, cmd_read_block, cmd_write
 from ._list import cmd_list
@@ -40,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf(exc), KeyboardInterrupt):
             if args.command == "sim":
                 print("aiotmc: simulators stopped", file=sys.stderr)
+                return 0
+            if args.command == "gateway":
+                print("aiotmc: gateway stopped", file=sys.stderr)
                 return 0
             print("aiotmc: interrupted", file=sys.stderr)
             return 130
@@ -77,4 +82,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "sim": cmd_sim,
     "agent": cmd_agent,
     "demo": cmd_demo,
+    "gateway": cmd_gateway,
+    "completion": cmd_completion,
 }

@@ -12,6 +12,7 @@ from .._exceptions import InvalidResourceName
 from .._timeouts import check_timeout
 from .._version import __version__
 from ..resources import ResourceName
+from . import _sim_serial
 from ._catalog import SIM_MODELS
 from ._errors import describe
 
@@ -222,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     block = command(
         "read-block",
         "query an IEEE 488.2 binary block and save its payload",
-        "Query an IEEE 488.2 binary block (#<n><len><data>) and save the payload. Progress "
-        "(elapsed time) is shown on stderr when it is a terminal, or with --progress.",
+        "Query an IEEE 488.2 binary block (#<n><len><data>) and stream the payload to FILE. "
+        "Progress (bytes, percent, rate, time left) is shown on stderr when it is a terminal, "
+        "or with --progress.",
     )
     block.add_argument("resource", type=_resource, metavar="RESOURCE", help=RESOURCE_HELP)
     block.add_argument("cmd", metavar="CMD", help="e.g. ':WAVeform:DATA?'")
@@ -267,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=RESOURCE",
         help="an instrument to serve under NAME, e.g. dmm=USB::0x2a8d::0x0101::INSTR",
     )
-    agent.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server URL")
+    agent.add_argument(
+        "--nats",
+        default="nats://127.0.0.1:4222",
+        help="the NATS server URL; several nodes of a cluster separated by commas",
+    )
     agent.add_argument(
         "--name", default=_default_agent_name(), help="this agent's name (default: host name)"
     )
@@ -340,6 +346,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
+    _sim_serial.add_arguments(sim, _port)
+
+    from ._gateway import add_gateway_parser
+
+    add_gateway_parser(
+        command(
+            "gateway",
+            "run the IoT gateway: monitoring, storage, alerts, remote control",
+            "Acquire readings from the instruments of CONFIG.toml and store, publish and "
+            "watch them (docs/gateway.md), until Ctrl-C or SIGTERM. --demo runs it against "
+            "simulated instruments; --check validates the configuration only.",
+        )
+    )
+
+    completion = command(
+        "completion",
+        "print a completion script for bash or zsh",
+        "Print a completion script for the aiotmc command: add "
+        "'eval \"$(aiotmc completion bash)\"' to ~/.bashrc (zsh: ~/.zshrc).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
 
     command(
         "demo",

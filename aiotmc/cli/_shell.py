@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from ._complete import DELIMITERS, ShellCompleter
 from ._errors import UsageError, describe
 from ._parser import parse_timeout
 from ._runtime import Options, check_backend, open_instrument
@@ -35,6 +36,7 @@ SHELL_HELP = """\
   :timeout [S]      show or set the timeout in seconds ('none': forever)
   :help             this text
   :quit             leave (or end of input, Ctrl-D)
+Tab completes these commands and the SCPI headers sent before (this session or history).
 Any other ':word' in lower case is a local error, never sent to the instrument; write a
 SCPI header such as :abort in upper case (:ABORt) or without the leading ':'."""
 
@@ -66,6 +68,7 @@ class Shell:
     stdin: TextIO = field(default_factory=lambda: sys.stdin)
     failures: int = 0
     _busy: bool = False
+    completer: ShellCompleter = field(default_factory=lambda: ShellCompleter(_SHELL_COMMANDS))
 
     def call(self, func: Callable[..., Awaitable[T]], *args: object) -> T:
         future: Future[T] = self.portal.start_task_soon(func, *args)
@@ -136,9 +139,20 @@ class Shell:
         with contextlib.suppress(OSError):
             readline.read_history_file(path)
         readline.set_history_length(1000)
+        for index in range(1, readline.get_current_history_length() + 1):
+            self.completer.learn(readline.get_history_item(index) or "")
+        previous = readline.get_completer(), readline.get_completer_delims()
+        readline.set_completer(self.completer.complete)
+        readline.set_completer_delims(DELIMITERS)
+        if "libedit" in (readline.__doc__ or ""):  # macOS
+            readline.parse_and_bind("bind ^I rl_complete")
+        else:
+            readline.parse_and_bind("tab: complete")
         try:
             yield
         finally:
+            readline.set_completer(previous[0])
+            readline.set_completer_delims(previous[1])
             with contextlib.suppress(OSError):
                 readline.write_history_file(path)
 
@@ -179,6 +193,7 @@ class Shell:
             return True
         if _SHELL_WORD.fullmatch(name):
             raise UsageError(f"unknown shell command {name!r} (':help' lists them); not sent")
+        self.completer.learn(line)
         if line.endswith("?") or word.endswith("?"):  # "*IDN?", "MEAS:VOLT? 10,0.001"
             print(self.call(inst.query, line), flush=True)
         else:
@@ -202,7 +217,7 @@ class Shell:
 
 _SHELL_WORD = re.compile(r":[a-z]+")  # the shape of a shell command (SCPI: ":ABORt")
 
-_SHELL_COMMANDS = frozenset(
+_SHELL_COMMANDS: frozenset[str] = frozenset(
     [":block", ":stb", ":clear", ":trigger", ":errors", ":timeout", ":help", ":quit", ":q", ":exit"]
 )
 

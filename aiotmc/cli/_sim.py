@@ -14,6 +14,7 @@ from ..resources import TcpipSocket
 from ._catalog import sim_device
 from ._errors import CommandError, UsageError, host_port
 from ._runtime import Options, run_async
+from ._sim_serial import serve_serial_and_gpib
 
 if TYPE_CHECKING:
     from ..sim.device import SimDevice
@@ -51,12 +52,19 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
             )
             # Catch the signals before saying "ready", so that nobody can stop us uncleanly.
             with _termination_signals() as terminated:
-                async with serving as servers, _vxi11(args, devices) as vxi11_resources:
+                async with (
+                    serving as servers,
+                    _vxi11(args, devices) as vxi11_resources,
+                    serve_serial_and_gpib(args, devices) as more,
+                ):
                     for (model, _), server in zip(plan, servers, strict=True):
                         resource = TcpipSocket(host=args.host, port=server.port)
                         print(f"{resource}  {model}", flush=True)
                     for (model, _), name in zip(plan, vxi11_resources, strict=False):
                         print(f"{name}  {model} (VXI-11)", flush=True)
+                    for index, name, how in more:
+                        model = plan[index][0] if index >= 0 else "adapter"
+                        print(f"{name}  {model} {how}", flush=True)
                     print(
                         f"aiotmc: serving {len(servers)} simulated instrument(s); Ctrl-C to stop",
                         file=sys.stderr,

@@ -11,9 +11,12 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from anyio.abc import ObjectReceiveStream
+
+if TYPE_CHECKING:
+    from ..instrument import Instrument
 
 __all__ = [
     "Alert",
@@ -23,8 +26,10 @@ __all__ = [
     "Component",
     "Controller",
     "Event",
+    "GatewayStats",
     "Hub",
     "InstrumentState",
+    "InstrumentStats",
     "Quality",
     "Reading",
     "Sink",
@@ -218,6 +223,38 @@ class Alert:
 Event = Reading | StatusEvent | Alert
 
 
+@dataclass(frozen=True, slots=True)
+class InstrumentStats:
+    """Counters of one instrument source, since the gateway started (for ``/metrics``)."""
+
+    state: InstrumentState
+    readings: int = 0
+    #: Failed or unparsable queries, and failed connection attempts.
+    errors: int = 0
+    #: Connections made after the first one.
+    reconnects: int = 0
+    #: Query round trips: their sum (seconds) and count, and the last one.
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    last_latency: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """A snapshot of the running gateway's counters (``Hub.stats()``)."""
+
+    instruments: Mapping[str, InstrumentStats]
+    #: Per hub subscriber: events waiting in its queue, and events dropped for it.
+    queue_depths: Mapping[str, int]
+    queue_dropped: Mapping[str, int]
+    #: Readings held in the spool, and readings deleted undelivered (spool full).
+    spool_size: int
+    spool_dropped: int
+    #: Per sink: readings not yet delivered, and failed deliveries.
+    sink_backlog: Mapping[str, int]
+    sink_errors: Mapping[str, int]
+
+
 class Hub(Protocol):
     """The running gateway as its parts see it (implemented in ``aiotmc.gateway.hub``).
 
@@ -240,6 +277,13 @@ class Hub(Protocol):
     async def publish(self, event: Event) -> None: ...
 
     def dropped(self, name: str) -> int: ...
+
+    def stats(self) -> GatewayStats: ...
+
+    def instrument(self, name: str) -> AbstractAsyncContextManager[Instrument]:
+        """The open instrument ``name`` for one exclusive exchange (the controller's way
+        in); ``GatewayError`` when it is unknown or offline."""
+        ...
 
 
 class Component(Protocol):

@@ -229,6 +229,13 @@ class SimDevice(CommonCommands):
         return value
 
     @property
+    def requesting_service(self) -> bool:
+        """True while the device asserts SRQ: a service request that no serial poll has
+        read yet (IEEE 488.2: the request is released when the controller polls it)."""
+        self.poll()
+        return self._rqs
+
+    @property
     def event_status(self) -> int:
         """The standard event status register (not cleared by reading it here)."""
         return self._esr

@@ -11,10 +11,16 @@ speaks the Prologix ``++`` protocol (also spoken by AR488 firmware) in controlle
 * commands: ``++addr [pad [sad]]``, ``++auto [0|1]``, ``++clr``, ``++eoi [0|1]``,
   ``++eos [0-3]``, ``++eot_enable [0|1]``, ``++eot_char [n]``, ``++ifc``, ``++llo``,
   ``++loc``, ``++mode [0|1]``, ``++read [eoi|n]``, ``++read_tmo_ms [ms]``, ``++rst``,
-  ``++savecfg``, ``++spoll [pad [sad]]``, ``++srq``, ``++trg``, ``++ver``. Queries (a
+  ``++savecfg``, ``++spoll [pad [sad]]``, ``++srq`` (1 while an instrument requests
+  service that no serial poll has read), ``++trg``, ``++ver``. Queries (a
   command without its argument) answer with the value and CR LF; unknown ones are ignored.
 * ``++read`` sends the addressed instrument's next answer as raw bytes (nothing is
   escaped towards the host), or nothing if none is readable within ``++read_tmo_ms``.
+
+``mode``/``auto`` set what a new session starts with (a real adapter remembers its last
+saved configuration: DEVICE mode, read-after-write...); in DEVICE mode (0) the controller
+commands are ignored and data lines reach no instrument. ``fixed_mode`` refuses ``++mode``
+changes, like firmware built without controller support.
 
 With ``pty=True`` the adapter is a GPIB-USB one instead: it serves on a pseudo-terminal
 (:attr:`PrologixServer.path`, resources ``PRLGX-ASRL0::/dev/pts/N::pad::INSTR``).
@@ -53,6 +59,9 @@ _LINE_END: Final = re.compile(rb"(?:[^\x1b\r\n]|\x1b[\s\S])*[\r\n]")
 _UNESCAPE: Final = re.compile(rb"\x1b([\s\S])")
 _EOS: Final = {0: b"\r\n", 1: b"\r", 2: b"\n", 3: b""}
 _RECV: Final = 64 * 1024
+_CONTROLLER_ONLY: Final = frozenset(
+    {"read", "spoll", "srq", "clr", "trg", "ifc", "llo", "loc", "read_tmo_ms", "auto"}
+)
 
 
 @dataclass
@@ -111,6 +120,9 @@ class PrologixServer:
         idle_timeout: float = 600.0,
         send_timeout: float = 10.0,
         pty: bool = False,
+        mode: int = 1,
+        auto: bool = False,
+        fixed_mode: bool = False,
     ) -> None:
         for address in devices:
             if not 0 <= address <= 30:
@@ -127,6 +139,11 @@ class PrologixServer:
         self.commands: list[str] = []  #: every ``++`` command received (for tests)
         self.connections = 0
         self.pty = pty  #: serve on a pseudo-terminal (a GPIB-USB adapter) instead of TCP
+        #: settings a new session starts with (a real adapter keeps what was saved)
+        self.initial_mode = mode
+        self.initial_auto = auto
+        #: refuse ``++mode`` changes (firmware without controller support)
+        self.fixed_mode = fixed_mode
         self.path = ""  #: the pty clients open, when ``pty``
         self._fds: tuple[int, int] | None = None
         self._bus = anyio.Lock()
@@ -197,12 +214,15 @@ class PrologixServer:
         """One endless session on the pty (the server keeps the slave open, so clients
         come and go; a serial adapter keeps its settings across them)."""
         stream = _PtyStream(master)
-        session = _Session()
+        session = self._new_session()
         while True:
             try:
                 await self._converse(stream, session)
             except TimeoutError:
                 _log.info("prologix sim: pty client idle or not reading")
+
+    def _new_session(self) -> _Session:
+        return _Session(mode=self.initial_mode, auto=self.initial_auto)
 
     # -- one client -------------------------------------------------------------------------
 
@@ -216,7 +236,7 @@ class PrologixServer:
                 stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
                     socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
                 )
-                await self._converse(stream, _Session())
+                await self._converse(stream, self._new_session())
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
             except TimeoutError:
@@ -255,6 +275,8 @@ class PrologixServer:
         if line.startswith(b"++"):
             return await self._command(line[2:].decode("ascii", "replace").strip(), session)
         data = _UNESCAPE.sub(rb"\1", line) + _EOS[session.eos]
+        if session.mode == 0:
+            return b""  # DEVICE mode: data goes to the controller, none here
         async with self._bus:
             device = self.devices.get(session.address[0])
             if device is not None:
@@ -304,6 +326,10 @@ class PrologixServer:
                 return f"{int(getattr(session, simple[name]))}\r\n".encode()
             setattr(session, simple[name], bool(numbers[0]))
             return b""
+        if session.mode == 0 and name in _CONTROLLER_ONLY:
+            return b""  # not available in DEVICE mode
+        if name == "mode" and numbers and self.fixed_mode:
+            return b""
         if name in ("eos", "eot_char", "mode"):
             if not numbers:
                 return f"{getattr(session, name)}\r\n".encode()
@@ -327,7 +353,7 @@ class PrologixServer:
             return f"{value}\r\n".encode()
         if name == "srq":
             async with self._bus:
-                value = int(any(d.status_byte & 0x40 for d in self.devices.values()))
+                value = int(any(d.requesting_service for d in self.devices.values()))
             return f"{value}\r\n".encode()
         device = self.devices.get(session.address[0])
         if name == "clr":

@@ -72,6 +72,11 @@ class SyncInstrument:
 
     # -- plumbing ------------------------------------------------------------------------
 
+    def _fast(self) -> bool:
+        """True when the caller-thread fast path may be tried (not in the loop's thread,
+        no :meth:`lock` session open: those go through the loop)."""
+        return not self._sessions and threading.get_ident() != self._portal.thread_id
+
     def _run(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._sessions:
             session = self._sessions.get(threading.get_ident())
@@ -194,23 +199,42 @@ class SyncInstrument:
 
     def write(self, command: str, *, timeout: float | Default | None = DEFAULT) -> None:
         """Send ``command`` followed by the write termination."""
-        return self._run(self.instrument.write, command, timeout=timeout)
+        inst = self.instrument
+        if not self._fast() or not inst._write_raw_blocking(
+            inst._encode(command), timeout=timeout, wake=self._portal.schedule
+        ):
+            self._run(inst.write, command, timeout=timeout)
 
     def write_raw(
         self, data: BytesLike, *, end: bool = True, timeout: float | Default | None = DEFAULT
     ) -> None:
         """Send ``data`` as is (``end=False``: more of the same message follows)."""
-        return self._run(self.instrument.write_raw, data, end=end, timeout=timeout)
+        inst = self.instrument
+        if not self._fast() or not inst._write_raw_blocking(
+            data, end=end, timeout=timeout, wake=self._portal.schedule
+        ):
+            self._run(inst.write_raw, data, end=end, timeout=timeout)
 
     def read(self, *, timeout: float | Default | None = DEFAULT) -> str:
         """Read one response as text, read termination stripped."""
+        if self._fast():
+            raw = self.instrument._read_raw_blocking(timeout=timeout, wake=self._portal.schedule)
+            if raw is not None:
+                return self.instrument._decode(raw)
         return self._run(self.instrument.read, timeout=timeout)
 
     def read_raw(
         self, *, max_size: int | None = None, timeout: float | Default | None = DEFAULT
     ) -> bytes:
         """Read one response message as bytes."""
-        return self._run(self.instrument.read_raw, max_size=max_size, timeout=timeout)
+        inst = self.instrument
+        if self._fast():
+            raw = inst._read_raw_blocking(
+                max_size=max_size, timeout=timeout, wake=self._portal.schedule
+            )
+            if raw is not None:
+                return raw
+        return self._run(inst.read_raw, max_size=max_size, timeout=timeout)
 
     def query(
         self,
@@ -222,7 +246,15 @@ class SyncInstrument:
         """Write ``command`` and read its answer as text, in one locked exchange.
 
         ``delay``: seconds between the write and the read (default :attr:`query_delay`).
+        Over a raw socket the exchange is done in the calling thread when the instrument
+        is free (no hop to the event loop's thread); otherwise in the loop's thread.
         """
+        if delay is None and self._fast():
+            answer = self.instrument._query_blocking(
+                command, timeout=timeout, wake=self._portal.schedule
+            )
+            if answer is not None:
+                return answer
         return self._run(self.instrument.query, command, delay=delay, timeout=timeout)
 
     @overload

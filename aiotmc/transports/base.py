@@ -9,7 +9,7 @@ consistent when an operation is cancelled part-way (see docs/cancellation.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -23,6 +23,8 @@ __all__ = [
     "Capabilities",
     "MessageTransport",
     "RenMode",
+    "SupportsBlockProgress",
+    "SupportsBlockingIO",
     "SupportsDeviceLock",
     "SupportsIndicatorPulse",
     "SupportsReadTermination",
@@ -185,6 +187,40 @@ class SupportsReadTermination(Protocol):
 
     def set_read_termination(self, terminator: bytes) -> None:
         """Frame the next responses on ``terminator``."""
+        ...
+
+
+@runtime_checkable
+class SupportsBlockProgress(Protocol):
+    """Transports that report a block's payload as it arrives (``aiotmc read-block``'s
+    progress display): while ``block_progress`` is set, ``receive_block`` calls it with
+    (payload bytes received so far, payload size), from the event loop's thread."""
+
+    block_progress: Callable[[int, int], None] | None
+
+
+@runtime_checkable
+class SupportsBlockingIO(Protocol):
+    """Transports that can do an operation in the calling thread (``aiotmc.sync``'s fast
+    path, no hop to the event loop's thread).
+
+    Called only by a thread other than the event loop's that holds the instrument's lock.
+    Each returns None (``send_blocking``: False) when the link is not in a state for it
+    (stale, busy, closed); the caller then takes the event-loop path. ``deadline`` is a
+    ``time.monotonic()`` value (``math.inf``: none). A failure or an interruption (Ctrl-C)
+    part-way leaves the link as a cancellation would (resynchronised before its next use).
+    """
+
+    def exchange_blocking(self, message: bytes, *, max_size: int, deadline: float) -> bytes | None:
+        """Send ``message``, receive its response (terminator included)."""
+        ...
+
+    def send_blocking(self, data: BytesLike, *, end: bool = True, deadline: float) -> bool:
+        """Send ``data`` as one message (or its start, ``end=False``)."""
+        ...
+
+    def receive_blocking(self, *, max_size: int, deadline: float) -> bytes | None:
+        """Receive one message (terminator included)."""
         ...
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import errno
 import math
+import select
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +48,7 @@ from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
 from ..resources import ResourceName, TcpipSocket
+from ._blocking import sendall_blocking, wait_blocking
 from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
 from .base import BytesLike, Capabilities, TransportInfo
@@ -64,6 +67,9 @@ _BLOCK_FIRST_READ: Final = 16 * 1024
 _WHITESPACE: Final = frozenset(b" \t\r\n")
 _TRAILER_LIMIT: Final = 4096  # bytes kept of what follows a block (normally the terminator)
 _CAPABILITIES: Final = Capabilities()
+#: aclose() while another thread is in a blocking operation: how long to wait for it to
+#: end after the socket was shut down (it ends at once; the bound is a safety net).
+_BLOCKING_CLOSE_WAIT: Final = 5.0
 
 
 async def connect_socket(host: str, port: int, *, timeout: float | None) -> socket.socket:
@@ -122,6 +128,8 @@ class SocketTransport:
         self._stale = False
         self._busy = False
         self._closed = False
+        self._blocking_gate = threading.Lock()  # _closed vs a thread's blocking operation
+        self._in_blocking = False  # a thread is in exchange/send/receive_blocking
         self._fresh = False
         self._probe = AnswerProbe()  # look for the answer right after sending?
         self._chunk = memoryview(bytearray(_RECV_CHUNK))
@@ -132,6 +140,8 @@ class SocketTransport:
             details={"host": host, "port": str(port)},
         )
         self.reconnects = 0  #: how many times the connection was replaced (stale or lost)
+        #: SupportsBlockProgress: called with (payload bytes so far, size) during a block
+        self.block_progress: Callable[[int, int], None] | None = None
 
     @classmethod
     async def connect(
@@ -280,6 +290,107 @@ class SocketTransport:
         finally:
             self._busy = False
 
+    # -- SupportsBlockingIO: the caller-thread fast path of aiotmc.sync ---------------------
+
+    def _blocking_ready(self) -> socket.socket | None:
+        """The socket, claimed for a blocking operation; None when the link is not in a
+        state for one (busy, stale, closed): the caller then takes the event-loop path."""
+        with self._blocking_gate:
+            sock = self._sock
+            if self._busy or self._stale or sock is None or self._closed:
+                return None
+            self._busy = self._in_blocking = True
+        return sock
+
+    def _blocking_done(self) -> None:
+        with self._blocking_gate:
+            self._busy = self._in_blocking = False
+
+    def _send_blocking(
+        self, sock: socket.socket, parts: Sequence[BytesLike], deadline: float
+    ) -> None:
+        try:
+            done = sendall_blocking(sock, parts, deadline)
+        except OSError as exc:
+            raise self._lost("send failed", exc) from exc
+        if not done:
+            raise WriteTimeout(f"{self._info.resource}: could not send before the deadline")
+
+    def _receive_blocking(self, sock: socket.socket, max_size: int, deadline: float) -> bytes:
+        """One message (terminator included), waiting in this thread."""
+        decoder = self._decoder
+        chunk = self._chunk
+        flowing = False  # once data flows, try recv before waiting (a long message)
+        while True:
+            message = decoder.next_message()
+            if isinstance(message, bytes):
+                if len(message) > max_size:
+                    raise _too_long(len(message), max_size)
+                return message
+            if decoder.pending > max_size:  # the connection is replaced (stale) after this
+                raise RemoteProtocolError(f"response exceeds max_size={max_size} bytes")
+            if not flowing and not wait_blocking(sock, select.POLLIN, deadline):
+                raise ReadTimeout(f"{self._info.resource}: no complete answer before the deadline")
+            try:
+                n = sock.recv_into(chunk)
+            except BlockingIOError:
+                flowing = False
+                continue
+            except OSError as exc:
+                raise self._receive_failed(exc) from exc
+            if not n:
+                raise self._closed_by_peer()
+            flowing = True
+            decoder.receive_data(chunk[:n])
+
+    def exchange_blocking(self, message: bytes, *, max_size: int, deadline: float) -> bytes | None:
+        """:meth:`exchange` in the calling thread (``deadline``: ``time.monotonic()``);
+        None when the link is not in a state for it. The caller holds the instrument's lock.
+        A failure or interruption (Ctrl-C) part-way marks the link stale, as a cancellation."""
+        sock = self._blocking_ready()
+        if sock is None:
+            return None
+        try:
+            self._send_blocking(sock, (message,), deadline)
+            self._fresh = False
+            return self._receive_blocking(sock, max_size, deadline)
+        except BaseException as exc:
+            self._stale_unless_in_step(exc)
+            raise
+        finally:
+            self._blocking_done()
+
+    def send_blocking(self, data: BytesLike, *, end: bool = True, deadline: float) -> bool:
+        """:meth:`send_message` of one buffer in the calling thread; False when the link is
+        not in a state for it."""
+        sock = self._blocking_ready()
+        if sock is None:
+            return False
+        try:
+            self._send_blocking(sock, (data,), deadline)
+            self._fresh = not self._decoder.pending
+        except BaseException:
+            self._stale = True
+            raise
+        finally:
+            self._blocking_done()
+        return True
+
+    def receive_blocking(self, *, max_size: int, deadline: float) -> bytes | None:
+        """:meth:`receive_message` in the calling thread; None when the link is not in a
+        state for it."""
+        sock = self._blocking_ready()
+        if sock is None:
+            return None
+        try:
+            self._fresh = False
+            return self._receive_blocking(sock, max_size, deadline)
+        except BaseException as exc:
+            self._stale_unless_in_step(exc)
+            raise
+        finally:
+            self._blocking_done()
+
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
@@ -332,8 +443,25 @@ class SocketTransport:
         self._busy = False
 
     async def aclose(self) -> None:
-        """Close the socket; idempotent, never blocks."""
-        self._closed = True
+        """Close the socket; idempotent, never blocks.
+
+        A thread in a blocking operation (``aiotmc.sync``'s fast path) is woken by a
+        shutdown of the socket and ends with :class:`~aiotmc.ConnectionLostError`; the
+        socket is closed once it has let go of it.
+        """
+        with self._blocking_gate:
+            self._closed = True
+            in_blocking = self._in_blocking
+        sock = self._sock
+        if in_blocking and sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            # The other thread cannot set an anyio.Event (not thread-safe): poll, bounded.
+            with anyio.move_on_after(_BLOCKING_CLOSE_WAIT):
+                while self._in_blocking:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
         self._drop_socket()
         await checkpoint()
 
@@ -621,6 +749,9 @@ class SocketTransport:
         once the message is consumed."""
         size = len(target)
         pos = have
+        progress = self.block_progress
+        if progress is not None:
+            progress(pos, size)
         while pos < size:
             try:  # what is there already, without the receiver's layers
                 n = sock.recv_into(target[pos:])
@@ -634,6 +765,8 @@ class SocketTransport:
                     resource=self._info.resource,
                 )
             pos += n
+            if progress is not None:
+                progress(pos, size)
         if not await self._terminator_alone(sock, deadline):
             rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
             if rest.strip():

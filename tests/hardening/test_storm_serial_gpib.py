@@ -64,3 +64,27 @@ async def test_prologix_storm() -> None:
         assert server.connections <= 1
     assert report.outcomes["cancelled"] + report.outcomes["fail_after"] > 50
     assert not report.typed_errors, report.typed_errors
+
+
+async def test_prologix_serial_storm() -> None:
+    """The same over a GPIB-USB adapter on a pty: resynchronised by ``++ver``, not by a
+    new connection."""
+    device = conformance_device()
+    rng = random.Random(SEED + 2)
+    async with PrologixServer({3: conformance_device(), 12: device}, pty=True) as server:
+
+        async def opener(stack: AsyncExitStack) -> aiotmc.Instrument:
+            return await stack.enter_async_context(aiotmc.open(server.resource(12), timeout=5))
+
+        storm = Storm(
+            rng,
+            opener,
+            block_sizes=(64, 20_000),
+            upload_sizes=(1000, 20_000),
+            latency=lambda delay: device.delay_next_responses(delay),
+        )
+        with anyio.fail_after(90):
+            report = await storm.run(iterations(200))
+        print(report.as_dict())
+    assert report.outcomes["cancelled"] + report.outcomes["fail_after"] > 20
+    assert not report.typed_errors, report.typed_errors

@@ -9,14 +9,13 @@ instruments work on asyncio and trio alike. See docs/distributed.md.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Final, TypedDict
 
-import anyio
-
 from ...resources import NatsInstr, ResourceName
-from ..spec import LinkSettings, TransportSpec
+from ..spec import LinkSettings, TransportSpec, closing_link
 from .connection import NatsConnection, NatsServer, Subscription
 from .remote import RemoteTransport
 
@@ -40,6 +39,8 @@ class NatsOptions(TypedDict, total=False):
     #: TLS: a CA file (PEM) to verify the server, or a ready ``ssl.SSLContext``.
     tls_ca: str
     tls: ssl.SSLContext
+    #: More nodes of the NATS cluster (``"host:port"``), tried when the named one is down.
+    servers: Sequence[str]
 
 
 @asynccontextmanager
@@ -59,19 +60,23 @@ async def open_remote(
         token=options.get("token"),
         tls=tls,
     )
-    nc = await NatsConnection.connect(
-        server, timeout=settings.connect_timeout, name=f"aiotmc {resource}"
+    servers = [server, *(replace(server, host=h, port=p) for h, p in _others(options))]
+    link = await RemoteTransport.attach(
+        servers, resource, timeout=settings.connect_timeout, policy=settings.reconnect
     )
-    try:
-        link = await RemoteTransport.attach(nc, resource, timeout=settings.connect_timeout)
-        try:
-            yield link
-        finally:
-            with anyio.CancelScope(shield=True):
-                await link.aclose()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await nc.aclose()
+    async with closing_link(link) as opened:
+        yield opened
+
+
+def _others(options: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``servers=["host:port", ...]``: more nodes of the cluster to try."""
+    out = []
+    for item in options.get("servers", ()):
+        host, _, port = str(item).rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"servers: expected 'host:port', got {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
 
 
 TRANSPORT: Final = TransportSpec(

@@ -20,7 +20,7 @@ import re
 import secrets
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import anyio
@@ -233,6 +233,41 @@ class NatsConnection:
                 reader, self._reader = self._reader, None
                 await reader.stop()
             await anyio.aclose_forcefully(self._stream)
+
+    @classmethod
+    async def connect_any(
+        cls,
+        servers: Sequence[NatsServer],
+        *,
+        timeout: float | None = 10.0,
+        name: str = "aiotmc",
+    ) -> NatsConnection:
+        """The first of ``servers`` that accepts (a cluster: any node will do); the last
+        failure when none does."""
+        if not servers:
+            raise ConnectError("no NATS server to connect to")
+        last: ConnectError | None = None
+        for server in servers:
+            try:
+                return await cls.connect(server, timeout=timeout, name=name)
+            except ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def cluster(self) -> list[NatsServer]:
+        """This server and the other nodes of its cluster (from its ``INFO``), with this
+        connection's login: where to go when this node stops."""
+        out = [self.server]
+        urls = self.info.fields.get("connect_urls") or []
+        for url in urls if isinstance(urls, list) else []:
+            host, _, port = str(url).rpartition(":")
+            host = host.strip("[]")
+            if host and port.isdigit():
+                node = replace(self.server, host=host, port=int(port))
+                if node not in out:
+                    out.append(node)
+        return out
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -35,10 +35,11 @@ from ..._exceptions import (
 from ..._types import BytesLike, RenMode
 from ...protocol import remote as wire
 from ...protocol.nats import Msg
+from ...reconnect import Reconnect, retry_connect
 from ...resources import NatsInstr
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
-from .connection import NatsConnection, Subscription
+from .connection import NatsConnection, NatsServer, Subscription
 
 __all__ = ["RemoteTransport"]
 
@@ -61,9 +62,19 @@ class RemoteTransport:
     """A :class:`~aiotmc.transports.base.MessageTransport` to an instrument of an agent."""
 
     def __init__(
-        self, connection: NatsConnection, resource: NatsInstr, description: Mapping[str, Any]
+        self,
+        connection: NatsConnection,
+        resource: NatsInstr,
+        description: Mapping[str, Any],
+        *,
+        policy: Reconnect | None = None,
+        connect_timeout: float | None = 10.0,
     ) -> None:
         self._nc = connection
+        self._policy = policy
+        self._connect_timeout = connect_timeout
+        self._known = connection.cluster()  # where to go when this node stops
+        self.reconnects = 0  #: how many times the link moved to a new connection
         self._resource = resource
         self._name = str(resource)
         self._subject = wire.rpc_subject(resource.agent, resource.instrument)
@@ -89,9 +100,34 @@ class RemoteTransport:
 
     @classmethod
     async def attach(
-        cls, connection: NatsConnection, resource: NatsInstr, *, timeout: float | None
+        cls,
+        servers: Sequence[NatsServer],
+        resource: NatsInstr,
+        *,
+        timeout: float | None,
+        policy: Reconnect | None = None,
     ) -> RemoteTransport:
-        """Ask the agent what the instrument is; subscribe to its service requests."""
+        """Connect (to the first of ``servers`` that answers), ask the agent what the
+        instrument is, subscribe to its service requests. The link owns the connection."""
+        connection = await NatsConnection.connect_any(
+            servers, timeout=timeout, name=f"aiotmc {resource}"
+        )
+        try:
+            return await cls._attach(connection, resource, timeout=timeout, policy=policy)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+            raise
+
+    @classmethod
+    async def _attach(
+        cls,
+        connection: NatsConnection,
+        resource: NatsInstr,
+        *,
+        timeout: float | None,
+        policy: Reconnect | None,
+    ) -> RemoteTransport:
         limit = _DESCRIBE_TIMEOUT if timeout is None else timeout
         reply = await _request(
             connection,
@@ -106,14 +142,58 @@ class RemoteTransport:
             assert isinstance(description, dict)
         except (ValueError, AssertionError):
             raise RemoteProtocolError(f"{resource}: the agent's description is not JSON") from None
-        self = cls(connection, resource, description)
-        if self._srq is not None:
-            sub = await connection.subscribe(
-                wire.srq_subject(resource.agent, resource.instrument), maxsize=256
-            )
-            self._srq_sub = sub
-            self._srq_task = spawn(self._forward_srqs, name=f"SRQ of {resource}")
+        self = cls(connection, resource, description, policy=policy, connect_timeout=timeout)
+        await self._start_srqs()
         return self
+
+    async def _start_srqs(self) -> None:
+        if self._srq is None:
+            return
+        resource = self._resource
+        self._srq_sub = await self._nc.subscribe(
+            wire.srq_subject(resource.agent, resource.instrument), maxsize=256
+        )
+        self._srq_task = spawn(self._forward_srqs, name=f"SRQ of {resource}")
+
+    async def _stop_srqs(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._srq_task is not None:
+                await self._srq_task.stop()
+                self._srq_task = None
+            if self._srq_sub is not None:
+                await self._srq_sub.unsubscribe()
+                self._srq_sub = None
+
+    async def reconnect(self, *, deadline: float = math.inf) -> None:
+        """A new connection, to this node or another of its cluster; the next operation
+        resynchronises the instrument (a request may have been lost with the old one)."""
+        if self._busy:
+            raise anyio.BusyResourceError("another task is using this transport")
+        self._busy = True
+        try:
+            await self._reconnect(deadline)
+        finally:
+            self._busy = False
+
+    async def _reconnect(self, deadline: float) -> None:
+        old = self._nc
+        await self._stop_srqs()
+        with anyio.CancelScope(shield=True):
+            await old.aclose()
+        timeout = self._connect_timeout
+        if deadline != math.inf:
+            left = max(0.001, deadline - anyio.current_time())
+            timeout = left if timeout is None else min(timeout, left)
+        new = await NatsConnection.connect_any(
+            self._known, timeout=timeout, name=f"aiotmc {self._resource}"
+        )
+        self._nc = new
+        for node in new.cluster():
+            if node not in self._known:
+                self._known.append(node)
+        self.reconnects += 1
+        self._stale = True
+        await self._start_srqs()
 
     # -- the seam --------------------------------------------------------------------------
 
@@ -210,20 +290,18 @@ class RemoteTransport:
         await self._call("unlock", {}, b"", deadline, WriteTimeout)
 
     async def aclose(self) -> None:
-        """Stop forwarding SRQs and release a held lock (the connection is the opener's)."""
+        """Release a held lock at the agent, stop forwarding SRQs, close the connection."""
         if self._closed:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._srq_task is not None:
-                await self._srq_task.stop()
-            if self._srq_sub is not None:
-                await self._srq_sub.unsubscribe()
+            await self._stop_srqs()
             if not self._nc.closed:
-                try:  # the agent also drops a dead session's lock after its lease
+                try:  # the agent also releases the lock of a session it no longer hears
                     await self._nc.publish(self._subject, b"", headers=self._headers("close"))
                 except ConnectionLostError:
                     pass
+            await self._nc.aclose()
             await checkpoint()
 
     # -- internals -------------------------------------------------------------------------
@@ -246,6 +324,15 @@ class RemoteTransport:
             raise anyio.ClosedResourceError
         self._busy = True
         try:
+            if self._nc.closed:
+                if self._policy is None:
+                    raise self._nc._lost()
+                await retry_connect(
+                    self._policy,
+                    lambda: self._reconnect(deadline),
+                    resource=self._name,
+                    deadline=deadline,
+                )
             if self._stale:
                 await self._resync(deadline)
             return await self._request(op, headers, payload, deadline, timeout_error, consume)

@@ -27,12 +27,54 @@ __all__ = [
     "TRANSPORT",
     "TRANSPORT_ASRL",
     "PrologixAdapter",
+    "PrologixOptions",
     "PrologixSerialOptions",
     "PrologixTransport",
     "escape",
+    "open_on_adapter",
     "open_prologix",
     "open_prologix_serial",
+    "serial_connector",
 ]
+
+
+class PrologixOptions(TypedDict, total=False):
+    """Options of a Prologix GPIB-ETHERNET adapter's instruments."""
+
+    srq_interval: float  #: seconds between ``++srq`` polls while subscribed (0.05)
+
+
+@asynccontextmanager
+async def open_on_adapter(
+    *,
+    host: str,
+    port: int,
+    primary: int,
+    secondary: int | None,
+    resource: str,
+    settings: LinkSettings,
+    srq_interval: float | None = None,
+    connect: Connector | None = None,
+) -> AsyncIterator[PrologixTransport]:
+    """The instrument at ``primary`` (``secondary``) behind the adapter at ``host:port``
+    (a serial adapter: ``connect`` opens its line), shared with the instruments already
+    open on that adapter; ``resource`` is the name the link reports."""
+    adapter = PrologixAdapter.acquire(
+        host,
+        port,
+        connect_timeout=settings.connect_timeout,
+        connect=connect,
+        srq_interval=srq_interval,
+    )
+    transport = PrologixTransport(
+        adapter,
+        primary=primary,
+        secondary=secondary,
+        resource=resource,
+        terminator=settings.read_termination.encode(settings.encoding),
+    )
+    async with closing_link(transport) as opened:
+        yield opened
 
 
 @asynccontextmanager
@@ -41,18 +83,16 @@ async def open_prologix(
 ) -> AsyncIterator[PrologixTransport]:
     """The registry's opener for ``PRLGX-TCPIP`` resources (connects on first use)."""
     assert isinstance(resource, PrologixInstr)
-    adapter = PrologixAdapter.acquire(
-        resource.host, resource.port, connect_timeout=settings.connect_timeout
-    )
-    transport = PrologixTransport(
-        adapter,
+    async with open_on_adapter(
+        host=resource.host,
+        port=resource.port,
         primary=resource.primary,
         secondary=resource.secondary,
         resource=str(resource),
-        terminator=settings.read_termination.encode(settings.encoding),
-    )
-    async with closing_link(transport) as opened:
-        yield opened
+        settings=settings,
+        srq_interval=options.get("srq_interval"),
+    ) as link:
+        yield link
 
 
 TRANSPORT: Final = TransportSpec(
@@ -60,6 +100,7 @@ TRANSPORT: Final = TransportSpec(
     summary="GPIB through a Prologix/AR488 GPIB-ETHERNET adapter",
     example="PRLGX-TCPIP0::192.0.2.9::1234::12::INSTR",
     open=open_prologix,
+    options=PrologixOptions,
 )
 """The Prologix transport's registration (see :mod:`aiotmc.registry`)."""
 
@@ -68,6 +109,7 @@ class PrologixSerialOptions(TypedDict, total=False):
     """Options of a serial Prologix/AR488 adapter (a Prologix GPIB-USB ignores the rate)."""
 
     baud_rate: int  #: default 115200 (AR488's default)
+    srq_interval: float  #: seconds between ``++srq`` polls while subscribed (0.05)
 
 
 def _serial_connector(path: str, settings: SerialSettings) -> Connector:
@@ -87,6 +129,12 @@ def _serial_connector(path: str, settings: SerialSettings) -> Connector:
     return connect
 
 
+def serial_connector(device: str, baud_rate: object = 115200) -> Connector:
+    """How to open a serial adapter's line (``ValueError`` for a bad ``baud_rate``)."""
+    line = SerialSettings.from_options({"baud_rate": baud_rate})
+    return _serial_connector(device, line)
+
+
 @asynccontextmanager
 async def open_prologix_serial(
     resource: ResourceName, settings: LinkSettings, options: Mapping[str, Any]
@@ -94,24 +142,20 @@ async def open_prologix_serial(
     """The registry's opener for ``PRLGX-ASRL`` resources (opens the port on first use)."""
     assert isinstance(resource, PrologixAsrlInstr)
     try:
-        line = SerialSettings.from_options({"baud_rate": options.get("baud_rate", 115200)})
+        connect = serial_connector(resource.device, options.get("baud_rate", 115200))
     except ValueError as exc:
         raise ValueError(f"{resource}: {exc}") from None
-    adapter = PrologixAdapter.acquire(
-        resource.device,
-        0,
-        connect_timeout=settings.connect_timeout,
-        connect=_serial_connector(resource.device, line),
-    )
-    transport = PrologixTransport(
-        adapter,
+    async with open_on_adapter(
+        host=resource.device,
+        port=0,
         primary=resource.primary,
         secondary=resource.secondary,
         resource=str(resource),
-        terminator=settings.read_termination.encode(settings.encoding),
-    )
-    async with closing_link(transport) as opened:
-        yield opened
+        settings=settings,
+        srq_interval=options.get("srq_interval"),
+        connect=connect,
+    ) as link:
+        yield link
 
 
 TRANSPORT_ASRL: Final = TransportSpec(

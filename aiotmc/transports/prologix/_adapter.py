@@ -7,7 +7,8 @@ is one GPIB bus and ``++addr`` + data + ``++read`` must not interleave between i
 On (re)connection the adapter is put in a known state: ``++mode 1`` (controller),
 ``++auto 0`` (no automatic read-after-write: "Query UNTERMINATED" otherwise), ``++eoi 1``
 (EOI with the last byte), ``++eos 3`` (append nothing: the caller's terminator is sent as
-data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows). An
+data), ``++eot_enable 0``, ``++read_tmo_ms 3000`` (the longest Prologix allows); then ``++mode``
+is asked, and an adapter that stays in DEVICE mode is a typed error. An
 operation stopped part-way marks the adapter *stale*: the next one connects again, so
 bytes of an interrupted ``++read`` never reach another exchange.
 """
@@ -18,23 +19,36 @@ import math
 import re
 import socket
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ..._exceptions import ConnectionLostError, RemoteProtocolError, SessionBrokenError
+from ..._exceptions import (
+    ConnectError,
+    ConnectionLostError,
+    ReadTimeout,
+    RemoteProtocolError,
+    SessionBrokenError,
+    WriteTimeout,
+)
 from .._bytestream import ByteChannel, FramedStream
 from ..tcp import connect_socket
+from ._srq import DEFAULT_SRQ_INTERVAL, SrqPoller
 
-__all__ = ["INIT", "Connector", "PrologixAdapter", "escape"]
+if TYPE_CHECKING:
+    from ._transport import PrologixTransport
+
+__all__ = ["INIT", "Connector", "PrologixAdapter", "acquire_lock", "escape"]
 
 INIT: Final = b"++mode 1\n++auto 0\n++eoi 1\n++eos 3\n++eot_enable 0\n++read_tmo_ms 3000\n"
 _SPECIAL: Final = re.compile(rb"([\r\n\x1b+])")
 _VERSION: Final = re.compile(rb"(?i)gpib.*ver")  # Prologix and AR488 ++ver answers
 _SKIP_LINE: Final = 1 << 20
+_MODE: Final = b"++mode\n"
 
 Connector: TypeAlias = Callable[[float], Awaitable[tuple[ByteChannel, Callable[[], None]]]]
 """Opens a serial adapter's line by a deadline: its channel and how to close it."""
@@ -94,6 +108,9 @@ class PrologixAdapter:
         self._key: tuple[str, int, object] | None = None
         self._close: Callable[[], None] | None = None
         self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
+        self.links: set[PrologixTransport] = set()  #: the instruments open on this bus
+        self.srq_interval = DEFAULT_SRQ_INTERVAL  #: seconds between ``++srq`` polls
+        self._srq_poller: SrqPoller | None = None
 
     @classmethod
     def acquire(
@@ -103,22 +120,40 @@ class PrologixAdapter:
         *,
         connect_timeout: float | None,
         connect: Connector | None = None,
+        srq_interval: float | None = None,
     ) -> PrologixAdapter:
         """The adapter for ``host:port`` (a serial adapter: its device path and port 0),
-        shared with the instruments already open on it in this event loop."""
+        shared with the instruments already open on it in this event loop.
+        ``srq_interval`` is taken by the first instrument that opens the adapter."""
+        if srq_interval is not None and not (
+            isinstance(srq_interval, int | float) and 0.001 <= srq_interval <= 60
+        ):
+            raise ValueError(f"srq_interval must be 0.001..60 seconds, got {srq_interval!r}")
         key = (host, port, current_token())
         adapter = cls._open.get(key)
         if adapter is None:
             adapter = cls(host, port, connect_timeout=connect_timeout, connect=connect)
             adapter._key = key
             cls._open[key] = adapter
+            if srq_interval is not None:
+                adapter.srq_interval = float(srq_interval)
         adapter.users += 1
         return adapter
+
+    @property
+    def srq_poller(self) -> SrqPoller:
+        """The poller of this bus's SRQ line (created on first use, runs while an
+        instrument on the adapter has a service-request subscriber)."""
+        if self._srq_poller is None:
+            self._srq_poller = SrqPoller(self, self.srq_interval)
+        return self._srq_poller
 
     def release(self) -> None:
         """One instrument less; the last one closes the connection."""
         self.users -= 1
         if self.users <= 0:
+            if self._srq_poller is not None:
+                self._srq_poller.cancel()
             self.drop()
             if self._key is not None and self._open.get(self._key) is self:
                 del self._open[self._key]
@@ -138,17 +173,54 @@ class PrologixAdapter:
                 self.stream.reset()
                 self.stream.unsent = []
                 self.reconnects += 1
-                await self.stream.send((INIT,), deadline)
+                await self.stream.send((INIT, _MODE), deadline)
+                await self._check_mode(deadline)
             else:
                 channel, self._close = await self._connect(deadline)
                 self.stream.channel = channel
                 self.stream.reset()
                 self.stream.unsent = []
                 self.reconnects += 1
-                await self.stream.send((INIT, b"++ver\n"), deadline)
+                await self.stream.send((INIT, b"++ver\n", _MODE), deadline)
                 await self._skip_to_version(deadline)
+                await self._check_mode(deadline)
             self.stale = False
         return self.stream
+
+    @asynccontextmanager
+    async def transaction(self, deadline: float) -> AsyncIterator[FramedStream]:
+        """The bus locked and the adapter ready, for a bus-level exchange (not addressed to
+        one instrument); a failure part-way marks the adapter stale."""
+        await acquire_lock(self.lock, deadline, True)
+        try:
+            stream = await self.ready(deadline)
+            try:
+                yield stream
+            except BaseException as exc:
+                if not (isinstance(exc, RemoteProtocolError) and stream.in_step):
+                    self.stale = True
+                raise
+        finally:
+            self.lock.release()
+
+    async def _check_mode(self, deadline: float) -> None:
+        """The answer to ``++mode`` after the set-up: an adapter that stays in DEVICE mode
+        (firmware without controller support, a locked configuration) cannot address
+        instruments; say so instead of timing out on every read."""
+        stream = self.stream
+        stream.set_terminator(b"\n")
+        line = (await stream.receive_message(64, deadline)).strip()
+        if line == b"1":
+            return
+        if line == b"0":
+            raise ConnectError(
+                f"the GPIB adapter at {self.host} stays in DEVICE mode (++mode 1 refused): "
+                "it cannot address instruments; check its firmware or configuration"
+            )
+        raise RemoteProtocolError(
+            f"the GPIB adapter at {self.host} answered ++mode with {line[:40]!r}: "
+            "not a Prologix-compatible adapter?"
+        )
 
     async def _skip_to_version(self, deadline: float) -> None:
         """A serial line cannot be replaced like a connection: the adapter may still be
@@ -183,6 +255,20 @@ class PrologixAdapter:
         self.stale = True
         if close is not None:
             close()
+
+
+async def acquire_lock(lock: anyio.Lock, deadline: float, reading: bool) -> None:
+    """Take the bus lock by ``deadline`` (a typed timeout when other instruments keep it)."""
+    try:
+        lock.acquire_nowait()
+        return
+    except anyio.WouldBlock:
+        pass
+    with anyio.CancelScope(deadline=deadline) as scope:
+        await lock.acquire()
+    if scope.cancelled_caught:
+        error = ReadTimeout if reading else WriteTimeout
+        raise error("the GPIB adapter stayed busy with other instruments until the deadline")
 
 
 def _close_socket(sock: socket.socket) -> None:

@@ -5,7 +5,9 @@ initialised, addresses the instrument (``++addr`` when another one was addressed
 ``send_message`` sends the escaped data line, ``receive_message``/``receive_block`` ask
 ``++read eoi`` and frame the answer on the terminator (blocks by length), ``exchange``
 does both in one write, ``read_stb`` is ``++spoll``, ``trigger`` ``++trg``, ``clear``
-``++clr`` (selected device clear), ``control_ren`` ``++loc``/``++llo``.
+``++clr`` (selected device clear), ``control_ren`` ``++loc``/``++llo``,
+``interface_clear`` ``++ifc``. Service requests: :attr:`PrologixTransport.srq`, fed by the
+adapter's SRQ poller (:mod:`._srq`) while subscribed.
 
 Cancellation and deadlines: an operation stopped part-way marks the adapter stale (it is
 reconnected before the next transaction, dropping bytes still in flight) and this
@@ -21,11 +23,12 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ..._exceptions import ReadTimeout, RemoteProtocolError, UnsupportedOperation, WriteTimeout
+from ..._exceptions import RemoteProtocolError, UnsupportedOperation
 from ..._types import BytesLike, RenMode
 from .._bytestream import FramedStream
+from .._srq_on_demand import OnDemandRequests
 from ..base import Capabilities, TransportInfo
-from ._adapter import PrologixAdapter, escape
+from ._adapter import PrologixAdapter, acquire_lock, escape
 
 if TYPE_CHECKING:
     from ...srq import SrqBroadcaster
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["PrologixTransport"]
 
 _CAPABILITIES: Final = Capabilities(
-    read_stb=True, device_clear=True, trigger=True, remote_local=True
+    srq=True, read_stb=True, device_clear=True, trigger=True, remote_local=True
 )
 _READ: Final = b"++read eoi\n"
 
@@ -57,6 +60,8 @@ class PrologixTransport:
         self._busy = False
         self._closed = False
         self._uncleared = False
+        self._srq = OnDemandRequests(resource, self._want_srq)
+        adapter.links.add(self)
         self._info = TransportInfo(
             resource=resource,
             kind="prologix",
@@ -73,9 +78,24 @@ class PrologixTransport:
         return self._info
 
     @property
-    def srq(self) -> SrqBroadcaster | None:
-        """No SRQ delivery yet (polling ``++srq`` is a later step)."""
-        return None
+    def srq(self) -> SrqBroadcaster:
+        """Service requests of this instrument (the adapter polls ``++srq`` while there is
+        a subscriber, then serial-polls to find the requester)."""
+        return self._srq
+
+    @property
+    def srq_subscribers(self) -> int:
+        """How many service-request subscriptions are open on this instrument."""
+        return self._srq.subscriber_count
+
+    @property
+    def address(self) -> tuple[int, int | None]:
+        """The GPIB (primary, secondary) address."""
+        return (self._primary, self._secondary)
+
+    def _want_srq(self) -> None:
+        if not self._closed:
+            self._adapter.srq_poller.want()
 
     @property
     def adapter(self) -> PrologixAdapter:
@@ -164,10 +184,18 @@ class PrologixTransport:
             if command:
                 await stream.send((command,), deadline)
 
+    async def interface_clear(self, *, deadline: float = math.inf) -> None:
+        """Pulse IFC on the adapter's bus (``++ifc``): every instrument on it is
+        unaddressed (the controller takes charge again)."""
+        async with self._transaction(deadline, reading=False) as stream:
+            await stream.send((b"++ifc\n",), deadline)
+
     async def aclose(self) -> None:
         """Release the adapter (the last instrument closes its connection)."""
         if not self._closed:
             self._closed = True
+            self._srq.close()
+            self._adapter.links.discard(self)
             self._adapter.release()
         await anyio.lowlevel.checkpoint()
 
@@ -202,7 +230,7 @@ class _Transaction:
         link._busy = True
         adapter = link._adapter
         try:
-            await _acquire(adapter.lock, self._deadline, self._reading)
+            await acquire_lock(adapter.lock, self._deadline, self._reading)
             self._locked = True
             stream = await adapter.ready(self._deadline)
             await adapter.select(link._primary, link._secondary, self._deadline)
@@ -240,16 +268,3 @@ class _Transaction:
         if self._locked:
             self._locked = False
             self._link._adapter.lock.release()
-
-
-async def _acquire(lock: anyio.Lock, deadline: float, reading: bool) -> None:
-    try:
-        lock.acquire_nowait()
-        return
-    except anyio.WouldBlock:
-        pass
-    with anyio.CancelScope(deadline=deadline) as scope:
-        await lock.acquire()
-    if scope.cancelled_caught:
-        error = ReadTimeout if reading else WriteTimeout
-        raise error("the GPIB adapter stayed busy with other instruments until the deadline")

@@ -16,7 +16,7 @@ import anyio
 
 from ...resources import AsrlInstr, ResourceName
 from ..spec import FoundResource, LinkSettings, TransportSpec, closing_link
-from ._ports import SerialPort, list_ports
+from ._ports import SerialPort, discover_ports, list_ports
 from ._settings import SerialSettings
 from ._transport import FdChannel, SerialTransport, open_port
 
@@ -27,6 +27,7 @@ __all__ = [
     "SerialPort",
     "SerialSettings",
     "SerialTransport",
+    "discover_ports",
     "list_ports",
     "list_serial_resources",
     "open_port",
@@ -72,10 +73,9 @@ async def open_serial(
 
 
 async def list_serial_resources() -> list[FoundResource]:
-    """The serial ports found (see :func:`list_ports`), as the registry's discovery
-    returns resources. Not wired into ``aiotmc list`` yet: that changes the output the
-    existing discovery tests expect on machines with a serial port (docs/serial.md)."""
-    ports = await anyio.to_thread.run_sync(list_ports)  # sysfs reads: keep them off the loop
+    """The serial ports found (:func:`discover_ports`: pyserial's ``list_ports`` when
+    installed, else sysfs), as ``aiotmc list`` / ``aiotmc.list_resources()`` show them."""
+    ports = await anyio.to_thread.run_sync(discover_ports)  # file reads: off the loop
     return [FoundResource(port.resource, port.summary()) for port in ports]
 
 
@@ -85,5 +85,6 @@ TRANSPORT: Final = TransportSpec(
     example="ASRL/dev/ttyUSB0::INSTR",
     open=open_serial,
     options=SerialOptions,
+    list_resources=list_serial_resources,
 )
 """The serial transport's registration (see :mod:`aiotmc.registry`)."""

@@ -1,6 +1,11 @@
-"""Serial port discovery on Linux from sysfs (what ``aiotmc list`` shows).
+"""Serial port discovery (what ``aiotmc list`` shows).
 
-A tty is listed when it has a device behind it that is not a placeholder: USB serial
+:func:`discover_ports` asks pyserial's ``serial.tools.list_ports`` when pyserial is
+installed (every platform it supports), else reads Linux sysfs itself
+(:func:`list_ports`). Either way a port comes with its USB VID:PID, serial number and
+description when it is a USB adapter.
+
+In sysfs, a tty is listed when it has a device behind it that is not a placeholder: USB serial
 adapters (``ttyUSB*``, ``ttyACM*``: with VID:PID, serial number, manufacturer and product
 read from the USB device's sysfs attributes), PCI/PNP/platform UARTs that report a real
 port type. The legacy ``ttyS*`` placeholders of the 8250 driver (``type`` 0: no UART)
@@ -12,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["SerialPort", "list_ports"]
+__all__ = ["SerialPort", "discover_ports", "list_ports", "pyserial_ports"]
 
 _SYSFS = Path("/sys/class/tty")
 
@@ -79,6 +84,39 @@ def list_ports(sysfs: Path = _SYSFS, dev: Path = Path("/dev")) -> list[SerialPor
             )
         )
     return found
+
+
+def pyserial_ports() -> list[SerialPort] | None:
+    """The ports pyserial's ``list_ports.comports()`` finds; None without pyserial."""
+    try:
+        from serial.tools import list_ports as pyserial_list  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    found = []
+    for info in sorted(pyserial_list.comports(), key=lambda port: str(port.device)):
+        parts = [_known(info.manufacturer), _known(info.product)]
+        description = " ".join(p for p in parts if p) or _known(info.description)
+        found.append(
+            SerialPort(
+                str(info.device),
+                vid=info.vid,
+                pid=info.pid,
+                serial_number=_known(info.serial_number) or None,
+                description=description,
+            )
+        )
+    return found
+
+
+def discover_ports() -> list[SerialPort]:
+    """The serial ports attached: through pyserial when installed, else sysfs."""
+    found = pyserial_ports()
+    return list_ports() if found is None else found
+
+
+def _known(value: object) -> str:
+    text = "" if value is None else str(value).strip()
+    return "" if text.lower() == "n/a" else text
 
 
 def _usb_device(path: Path) -> Path | None:

@@ -60,7 +60,12 @@ async def test_bus_operations() -> None:
         await inst.control_ren(RenMode.DEASSERT_GTL)
         await inst.read_stb()
         assert server.remote[12] == "local"
-        assert {"spoll", "clr", "trg", "llo", "loc"} <= {c.split()[0] for c in server.commands}
+        assert isinstance(inst.transport, PrologixTransport)
+        await inst.transport.interface_clear()
+        await inst.read_stb()
+        assert {"spoll", "clr", "trg", "llo", "loc", "ifc"} <= {
+            c.split()[0] for c in server.commands
+        }
         assert await inst.query("ECHO? after") == "after"
         assert server.remote[12] == "remote"  # addressed to listen again
 
@@ -193,3 +198,81 @@ async def test_prologix_gpib_async_accepts_the_simulator() -> None:
     assert int(lines[1]) & 0x10
     assert lines[2] == "pending"
     assert lines[3] == VERSION
+
+
+@pytest.mark.parametrize("pty", [False, True], ids=["tcp", "serial"])
+async def test_adapter_left_in_the_wrong_mode_is_set_up_again(pty: bool) -> None:
+    """An adapter remembering DEVICE mode and read-after-write (another program saved
+    them): the set-up puts it in controller mode with ++auto 0, the answers are ours."""
+    async with (
+        PrologixServer({12: conformance_device()}, mode=0, auto=True, pty=pty) as server,
+        aiotmc.open(server.resource(12)) as inst,
+    ):
+        assert await inst.query("ECHO? controller") == "controller"
+        await inst.write("ECHO? unread")  # ++auto 1 would read this and send it unasked
+        assert await inst.query("ECHO? next") == "next"  # no crossed answer
+        assert server.commands[:2] == ["mode 1", "auto 0"]
+
+
+async def test_adapter_stuck_in_device_mode_is_a_typed_error() -> None:
+    async with (
+        PrologixServer({12: conformance_device()}, mode=0, fixed_mode=True) as server,
+        aiotmc.open(server.resource(12), timeout=5) as inst,
+    ):
+        for _ in range(2):  # and again on the next operation, promptly
+            with anyio.fail_after(4), pytest.raises(aiotmc.ConnectError, match="DEVICE mode"):
+                await inst.query("*IDN?")
+
+
+async def test_hostile_adapter_endless_line_and_garbage() -> None:
+    """An adapter that floods an endless line after ++read and answers ++spoll with
+    garbage: a typed timeout with memory bounded by max_size, a typed protocol error,
+    and the next exchange in step (on a new connection after the flood)."""
+    from anyio.abc import SocketStream
+
+    connections = 0
+
+    async def adapter(stream: SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        pending = b""
+        buffer = b""
+        async with stream:
+            try:
+                while True:
+                    buffer += await stream.receive()
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line:
+                            continue  # the second half of an escaped LF
+                        if line == b"++mode":
+                            await stream.send(b"1\r\n")
+                        elif line == b"++spoll":
+                            await stream.send(b"garbage\r\n")
+                        elif line == b"++read eoi":
+                            if pending == b"FLOOD":
+                                for _ in range(50_000):  # 50 MB at most, no end of line
+                                    await stream.send(b"x" * 1024)
+                            await stream.send(pending + b"\n")
+                        elif not line.startswith(b"++"):
+                            pending = line.replace(b"\x1b", b"").removeprefix(b"ECHO? ")
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(listener.serve, adapter)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with aiotmc.open_transport(f"PRLGX-TCPIP0::127.0.0.1::{port}::12::INSTR") as link:
+            assert isinstance(link, PrologixTransport)
+            assert await link.exchange(b"ECHO? one\n", max_size=100) == b"one\n"
+            with pytest.raises(aiotmc.ReadTimeout):
+                await link.exchange(b"FLOOD\n", max_size=1000, deadline=anyio.current_time() + 0.5)
+            assert link.adapter.stream.decoder.pending <= 1000 + 64 * 1024  # bounded
+            with pytest.raises(aiotmc.RemoteProtocolError, match="not a status byte"):
+                await link.read_stb(deadline=anyio.current_time() + 5)
+            assert await link.exchange(b"ECHO? two\n", max_size=100) == b"two\n"
+            assert connections == 2  # the flooded connection was replaced
+        tg.cancel_scope.cancel()

@@ -1,0 +1,141 @@
+"""The default sink: a local SQLite database of readings, idempotent by key.
+
+Table ``readings``, primary key ``(gateway_id, seq)`` (the reading's idempotent key), so
+a batch replayed from the spool after a crash is stored once: ``INSERT ... ON CONFLICT
+DO NOTHING``. ``value`` is stored as SQLite gives it (REAL, INTEGER, TEXT; booleans as
+0/1; NULL for none). WAL mode, so readers (the web dashboard, ``sqlite3`` on the command
+line) never block the gateway.
+
+This is also the reference for sink conventions: no I/O in the constructor; blocking
+calls run in a worker thread, one at a time; a store that fails in a way worth retrying
+raises :class:`~aiotmc.SinkUnavailableError`, which makes the spool keep the batch and
+retry with backoff.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+
+from ..._exceptions import SinkUnavailableError
+from ..fields import Fields, Key
+from ..model import Reading
+
+__all__ = ["SCHEMA", "SqliteSink"]
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS readings (
+    gateway_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    host TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    value,
+    unit TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    quality TEXT NOT NULL,
+    PRIMARY KEY (gateway_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_series ON readings (instrument, channel, timestamp);
+"""
+
+_INSERT: Final = (
+    "INSERT INTO readings (gateway_id, seq, site, host, instrument, channel, value, unit,"
+    " timestamp, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (gateway_id, seq) DO NOTHING"
+)
+
+
+class SqliteSink:
+    """Readings into the SQLite file ``path`` (created with its directory)."""
+
+    def __init__(self, path: str | Path, *, name: str = "sqlite") -> None:
+        self.name = name
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"<SqliteSink {self.name!r} {str(self.path)!r}>"
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], key: Key) -> SqliteSink:
+        """``[[sinks]] type = "sqlite"``: ``name`` (default "sqlite"), ``path`` (default
+        ``readings.sqlite``, relative to the gateway's ``data_dir``)."""
+        fields = Fields(section, key)
+        fields.string("type")
+        name = fields.name("name", "sqlite")
+        path = fields.string("path", "readings.sqlite")
+        fields.done()
+        return cls(Path(path).expanduser(), name=name)
+
+    def under(self, data_dir: Path) -> SqliteSink:
+        """The same sink with a relative path taken under ``data_dir``."""
+        return SqliteSink(data_dir / self.path, name=self.name)
+
+    async def open(self) -> None:
+        if self._db is None:
+            self._db = await self._run(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    async def write(self, batch: Sequence[Reading]) -> None:
+        if not batch:
+            return
+        if self._db is None:
+            await self.open()
+        db = self._db
+        assert db is not None
+
+        def insert() -> None:
+            rows = [
+                (
+                    r.gateway_id,
+                    r.seq,
+                    r.site,
+                    r.host,
+                    r.instrument,
+                    r.channel,
+                    r.value,
+                    r.unit,
+                    r.timestamp,
+                    r.quality,
+                )
+                for r in batch
+            ]
+            with db:  # one transaction: all or nothing
+                db.execute("BEGIN")
+                db.executemany(_INSERT, rows)
+
+        await self._run(insert)
+
+    async def _run(self, func: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise SinkUnavailableError(f"sqlite {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise SinkUnavailableError(f"sqlite {self.path}: {exc.strerror or exc}") from exc
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
