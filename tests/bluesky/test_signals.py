@@ -16,7 +16,14 @@ from ophyd_async.core import Array1D, NotConnectedError, StrictEnum, SubsetEnum
 
 import aiotmc
 from aiotmc import LocalProtocolError, ReadTimeout, RemoteProtocolError, UnsupportedOperation
-from aiotmc.bluesky import ScpiLink, ScpiSignalBackend, scpi_signal_r, scpi_signal_rw, scpi_signal_w
+from aiotmc.bluesky import (
+    ScpiDmm,
+    ScpiLink,
+    ScpiSignalBackend,
+    scpi_signal_r,
+    scpi_signal_rw,
+    scpi_signal_w,
+)
 from aiotmc.sim.devices import SimDmm, SimScope, SimWaveformGenerator
 
 from .conftest import in_loop
@@ -217,5 +224,19 @@ def test_bad_declarations_are_refused_when_made() -> None:
         scpi_signal_r(link, "X?", float, binary=True)
     with pytest.raises(ValueError, match="a query, a write template or both"):
         ScpiSignalBackend(float, link, read=None)
+
+
+async def test_a_device_on_an_open_instrument_leaves_it_open() -> None:
+    sim = SimDmm(noise=1e-3, seed=2)
+    async with aiotmc.open("SIM::bluesky::given", device=sim) as inst:
+        dmm = ScpiDmm(inst, name="given")
+        await dmm.connect()
+        assert dmm.link.instrument is inst
+        await dmm.trigger()
+        reading = await dmm.read()
+        assert reading["given-voltage"]["value"] == pytest.approx(sim.readings[0], rel=1e-9)
+        await dmm.aclose()
+        assert not inst.closed  # not the device's to close
+        assert await inst.query("*OPC?") == "1"
     with pytest.raises(TypeError, match="open options"):
-        ScpiLink(object.__new__(aiotmc.Instrument), timeout=1)  # type: ignore[arg-type]
+        ScpiLink(inst, timeout=1)
