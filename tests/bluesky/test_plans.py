@@ -160,7 +160,8 @@ def test_devices_close_and_reconnect(RE: RunEngine) -> None:
     in_loop(RE, device.connect())  # opens again
     assert device.link.is_open and device.link.instrument is not instrument
     RE(bp.count([device], num=1))
-    in_loop(RE, device.aclose())
+    RE(bps.wait_for([device.aclose]))  # closing from a plan, as docs/bluesky.md says
+    assert not device.link.is_open
 
 
 def test_mock_mode_opens_nothing(RE: RunEngine) -> None:
