@@ -43,6 +43,7 @@ SNIPPET_TIMEOUT = 30.0  # seconds, each
 #: Pages whose every python snippet must carry a marker. Pages added later: add them here.
 MARKED_PAGES = [
     "architecture.md",
+    "bluesky.md",
     "cancellation.md",
     "cli.md",
     "distributed.md",

@@ -19,6 +19,7 @@ CASES = {
     "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
     "vxi11_query.py": (["--backend", "trio"], "SIM-DMM"),
     "serial_and_gpib.py": (["--backend", "trio"], "serial poll"),
+    "bluesky_scan.py": (["--points", "3"], "exit_status=success events={'primary': 3}"),
 }
 
 
