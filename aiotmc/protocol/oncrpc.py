@@ -140,7 +140,12 @@ def call_header(xid: int, prog: int, vers: int, proc: int) -> bytes:
 
 def decode_call(message: BytesLike) -> Call:
     """Decode a CALL message; credentials of any flavour are skipped."""
-    u = Unpacker(message)
+    view = memoryview(message).cast("B")
+    if len(view) >= _CALL_HEAD.size:  # the usual case: AUTH_NONE, empty bodies
+        xid, kind, version, prog, vers, proc, _, cred, _, verf = _CALL_HEAD.unpack_from(view)
+        if kind == _CALL and version == RPC_VERSION and cred == 0 and verf == 0:
+            return Call(xid, prog, vers, proc, view[_CALL_HEAD.size :])
+    u = Unpacker(view)
     xid = u.unpack_uint()
     kind = u.unpack_uint()
     if kind != _CALL:
@@ -193,7 +198,12 @@ def peek_xid(message: BytesLike) -> int | None:
 
 def decode_reply(message: BytesLike) -> Reply:
     """Decode a REPLY message (raises RemoteProtocolError if it is not one)."""
-    u = Unpacker(message)
+    view = memoryview(message).cast("B")
+    if len(view) >= _REPLY_HEAD.size:  # the usual case: accepted, empty verifier, SUCCESS
+        xid, kind, status, _, verf, stat = _REPLY_HEAD.unpack_from(view)
+        if kind == _REPLY and status == _MSG_ACCEPTED and verf == 0 and stat == 0:
+            return Reply(xid, True, 0, view[_REPLY_HEAD.size :])
+    u = Unpacker(view)
     xid = u.unpack_uint()
     kind = u.unpack_uint()
     if kind != _REPLY:

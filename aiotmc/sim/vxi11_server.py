@@ -40,7 +40,7 @@ from functools import partial
 from typing import Final
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup, UDPSocket
+from anyio.abc import SocketStream, TaskGroup, UDPSocket
 
 from .._exceptions import RemoteProtocolError
 from ..protocol.oncrpc import (
@@ -98,7 +98,7 @@ from ..protocol.vxi11 import (
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
 from .gpib_bus import GpibBus, gpib_buses
-from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
+from .rpc_server import Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
 
@@ -223,14 +223,14 @@ class Vxi11Server(RpcServer):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def _bind(self) -> list[tuple[SocketListener, str, Serve]]:
+    async def _bind(self) -> list[tuple[socket.socket, str, Serve]]:
         for name, device in self.devices.items():
             self._unsubscribe.append(device.add_srq_listener(partial(self._on_srq, name)))
         core = await self._listen(self.port)
-        self.port = core.extra(anyio.abc.SocketAttribute.local_port)
+        self.port = core.getsockname()[1]
         abort = await self._listen(self.abort_port)
-        self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
-        served: list[tuple[SocketListener, str, Serve]] = [
+        self.abort_port = abort.getsockname()[1]
+        served: list[tuple[socket.socket, str, Serve]] = [
             (core, "core", self._serve_core),
             (abort, "abort", self._serve_abort),
         ]
@@ -238,11 +238,11 @@ class Vxi11Server(RpcServer):
             self.registered = await self._rpcbind(PMAPPROC_SET, self.port)
         if self.portmapper_port is not None:
             pmap = await self._bind_portmapper(self.portmapper_port)
-            self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
+            self.portmapper_port = pmap.getsockname()[1]
             served.append((pmap, "portmapper", self._serve_portmapper))
         return served
 
-    async def _bind_portmapper(self, port: int) -> SocketListener:
+    async def _bind_portmapper(self, port: int) -> socket.socket:
         """The portmapper's TCP listener, and its UDP socket on the same port number."""
         for _ in range(_PORT_TRIES):
             udp = await anyio.create_udp_socket(local_host=self.host, local_port=port)
@@ -603,6 +603,8 @@ class Vxi11Server(RpcServer):
             return 0
         if not flags & WAITLOCK or lock_timeout_ms == 0:
             return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+        if link.conn is not None:
+            await self.flush(link.conn)  # answers to earlier calls go out before the wait
         with anyio.move_on_after(lock_timeout_ms / 1000):
             while lock.owner is not None and lock.owner != link.lid:
                 await lock.released.wait()
@@ -671,6 +673,7 @@ class Vxi11Server(RpcServer):
         if error:
             return DeviceReadResp(error, 0, b"")
         if link.output is None and not self._take_output(link):
+            await self.flush(conn)  # answers to earlier calls go out before the wait
             error = await self._wait_output(conn, link, deadline)
             if error:
                 return DeviceReadResp(error, 0, b"")
@@ -736,15 +739,12 @@ class Vxi11Server(RpcServer):
             if aborted.is_set():
                 return ErrorCode.ABORT
 
-    @staticmethod
-    async def _watch(conn: RpcConnection, aborted: anyio.Event) -> None:
+    async def _watch(self, conn: RpcConnection, aborted: anyio.Event) -> None:
         """Receive once: EOF aborts the wait, data is kept for the connection's loop."""
         if conn.pending is not None:
             return
-        try:
-            conn.pending = await conn.stream.receive(RECV_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            conn.pending = b""
+        conn.pending = await self.receive(conn)
+        if not conn.pending:
             aborted.set()
 
     async def _generic(self, conn: RpcConnection, proc: Proc, parms: DeviceGenericParms) -> bytes:

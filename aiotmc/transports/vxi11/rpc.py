@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Final
 
@@ -26,17 +27,20 @@ from ..._exceptions import (
     ConnectError,
     ConnectionLostError,
     ConnectTimeout,
+    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     WriteTimeout,
 )
 from ..._types import BytesLike
 from ...protocol.oncrpc import (
+    AUTH_NONE,
+    LAST_FRAGMENT,
+    MAX_FRAGMENT,
+    RPC_VERSION,
     RecordReassembler,
-    call_header,
     decode_reply,
     peek_xid,
-    record_mark,
 )
 from ...protocol.scpi import NEED_DATA
 from .._receivers import Receiver, receiver_for
@@ -50,6 +54,7 @@ _RECV_SIZE: Final = 256 * 1024
 _JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
 _MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
 _CALL_HEADER: Final = 40
+_MARKED_CALL: Final = struct.Struct(">11I")  # record mark + CALL header (AUTH_NONE)
 
 
 class RpcChannel:
@@ -174,8 +179,15 @@ class RpcChannel:
         total = 0
         for proc, args in calls:
             self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
-            size = _CALL_HEADER + sum(len(a) for a in args)
-            pieces.append(record_mark(size) + call_header(xid, self._prog, self._vers, proc))
+            size = _CALL_HEADER + sum(map(len, args))
+            if size > MAX_FRAGMENT:
+                raise LocalProtocolError(f"RPC call of {size} bytes exceeds one record fragment")
+            pieces.append(
+                _MARKED_CALL.pack(
+                    size | LAST_FRAGMENT, xid, 0, RPC_VERSION, self._prog, self._vers, proc,
+                    AUTH_NONE, 0, AUTH_NONE, 0,
+                )
+            )  # fmt: skip
             pieces.extend(args)
             total += 4 + size
             xids.append(xid)

@@ -31,6 +31,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import struct
 from collections.abc import Sequence
 from typing import Final, Literal, overload
 
@@ -44,6 +45,7 @@ from ..._exceptions import (
     RemoteProtocolError,
     TransportError,
 )
+from ..._fastpath import current_time, running_loop
 from ..._types import BytesLike, RenMode
 from ...protocol.ieee4882 import block_payload_view
 from ...protocol.portmap import PMAP_PORT
@@ -65,7 +67,6 @@ from ...protocol.vxi11 import (
     DeviceGenericParms,
     DeviceLink,
     DeviceLockParms,
-    DeviceReadParms,
     DeviceReadResp,
     DeviceReadStbResp,
     DeviceRemoteFunc,
@@ -118,6 +119,7 @@ _CAPABILITIES_SRQ: Final = Capabilities(
     eom=True,
     locking=True,
 )
+_READ_PARMS: Final = struct.Struct(">iIIIii")  # DeviceReadParms, packed in one go
 _REFUSALS: Final = frozenset({1, 4, 5, 6, 8, 11, 12, 21, 29})  # error codes: nothing was done
 _REMOTE_MODES: Final = frozenset(
     {RenMode.ASSERT, RenMode.ASSERT_ADDRESS, RenMode.ASSERT_LLO, RenMode.ASSERT_ADDRESS_LLO}
@@ -739,9 +741,9 @@ class Vxi11Transport:
     # -- operations ------------------------------------------------------------------------
 
     def _io_ms(self, deadline: float) -> int:
-        if math.isinf(deadline):
+        if deadline == math.inf:
             return _MAX_TIMEOUT
-        return max(_MIN_IO_TIMEOUT, _ms(deadline - anyio.current_time()))
+        return max(_MIN_IO_TIMEOUT, _ms(deadline - current_time(running_loop())))
 
     def _wait_until(self, deadline: float) -> float:
         return deadline + self._lock_timeout + REPLY_MARGIN
@@ -762,6 +764,31 @@ class Vxi11Transport:
     async def _write(
         self, core: RpcChannel, parts: Sequence[BytesLike], end: bool, deadline: float
     ) -> None:
+        if len(parts) == 1 and isinstance(parts[0], bytes) and 0 < len(parts[0]) <= self._max_recv:
+            # The usual case: one message that fits one device_write.
+            data = parts[0]
+            size = len(data)
+            flags = self._flags | END if end else self._flags
+            head = device_write_head(self._lid, self._io_ms(deadline), self._lock_ms, flags, size)
+            results = await core.call(
+                Proc.DEVICE_WRITE,
+                (head + data + padding(size),),
+                wait_until=self._wait_until(deadline),
+                writing=True,
+            )
+            reply = DeviceWriteResp.decode(results)
+            if reply.error:
+                # a refusal (locked, bad parameter...) changed nothing
+                self._untouched = self._untouched and reply.error in _REFUSALS
+                raise error_for(reply.error, "device_write", resource=self._resource)
+            self._untouched = False
+            if reply.size >= size:
+                return
+            if reply.size == 0:
+                raise TransportError(
+                    "device_write: the device took none of the data", resource=self._resource
+                )
+            parts = (memoryview(data)[reply.size :],)  # a short write: the rest the long way
         views = [memoryview(p).cast("B") for p in parts]
         views = [v for v in views if len(v)] or [memoryview(b"")]
         limit = self._max_recv
@@ -816,9 +843,7 @@ class Vxi11Transport:
             flags |= TERMCHRSET
             term = self._term_char
         io_ms = self._io_ms(deadline)
-        return DeviceReadParms(
-            self._lid, self._request_size, io_ms, self._lock_ms, flags, term
-        ).encode()
+        return _READ_PARMS.pack(self._lid, self._request_size, io_ms, self._lock_ms, flags, term)
 
     @overload
     async def _read(
