@@ -5,9 +5,11 @@
   messages; :meth:`Reply.check` raises :class:`RpcError` for anything but SUCCESS.
 * :func:`record_mark` and :class:`RecordReassembler`: RFC 5531 section 11 framing. Each
   fragment starts with a 4-byte header: the top bit marks the last fragment of a record,
-  the other 31 bits are its length. The reassembler never allocates from a header: a
-  record is only as large as the bytes received for it, and a header announcing more
-  than ``max_size`` in total raises :class:`RecordTooLarge` before any of it is read.
+  the other 31 bits are its length. A header announcing more than ``max_size`` in total
+  raises :class:`RecordTooLarge` before any of it is read; below that, a record is only
+  as large as the bytes received for it, except a large one-fragment record, for which
+  the reassembler offers one buffer of the announced size (at most ``max_size``, the
+  caller's bound) to receive into directly (:meth:`RecordReassembler.receive_buffer`).
 """
 
 from __future__ import annotations
@@ -234,7 +236,17 @@ class RecordReassembler:
     the reassembler stays failed (the stream's framing is lost: close the connection).
     """
 
-    __slots__ = ("_buffer", "_error", "_fragment", "_last", "_max_size", "_pos", "_record")
+    __slots__ = (
+        "_buffer",
+        "_direct",
+        "_error",
+        "_filled",
+        "_fragment",
+        "_last",
+        "_max_size",
+        "_pos",
+        "_record",
+    )
 
     def __init__(self, *, max_size: int) -> None:
         if max_size < 0:
@@ -246,6 +258,8 @@ class RecordReassembler:
         self._fragment: int | None = None  # length of the fragment being received
         self._last = False
         self._error: RemoteProtocolError | None = None
+        self._direct: bytearray | None = None  # a large record received in place
+        self._filled = 0  # bytes of ``_direct`` received
 
     @property
     def max_size(self) -> int:
@@ -255,7 +269,20 @@ class RecordReassembler:
     @property
     def buffered(self) -> int:
         """Bytes held: received and not returned in a record yet."""
-        return len(self._buffer) - self._pos + len(self._record)
+        return len(self._buffer) - self._pos + len(self._record) + self._filled
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where to receive the rest of a large one-fragment record directly (then
+        :meth:`commit` the bytes received there), or None: use :meth:`receive_data`."""
+        direct = self._direct
+        if direct is None or self._error is not None:
+            return None
+        return memoryview(direct)[self._filled :]
+
+    def commit(self, count: int) -> None:
+        """``count`` bytes were received into :meth:`receive_buffer`'s view."""
+        assert self._direct is not None and 0 <= count <= len(self._direct) - self._filled
+        self._filled += count
 
     @property
     def at_record_start(self) -> bool:
@@ -266,6 +293,14 @@ class RecordReassembler:
         """Add received bytes."""
         if self._error is not None:
             raise self._error
+        if self._direct is not None:  # the rest of a large record first
+            view = memoryview(data).cast("B")
+            take = min(len(view), len(self._direct) - self._filled)
+            self._direct[self._filled : self._filled + take] = view[:take]
+            self._filled += take
+            data = view[take:]
+            if not data:
+                return
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
@@ -285,6 +320,13 @@ class RecordReassembler:
     def _next(self, *, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
         if self._error is not None:
             raise self._error
+        direct = self._direct
+        if direct is not None:
+            if self._filled < len(direct):
+                return NEED_DATA
+            self._direct = None
+            self._filled = 0
+            return memoryview(direct) if handover else bytes(direct)
         buffer = self._buffer
         while True:
             available = len(buffer) - self._pos
@@ -306,6 +348,13 @@ class RecordReassembler:
                 available -= 4
             length = self._fragment
             if available < length:
+                if handover and self._last and not self._record and length >= _HANDOVER_MIN:
+                    # A large record: received in place from now on (no copy, no growth).
+                    self._direct = direct = bytearray(length)  # length <= max_size
+                    direct[:available] = memoryview(buffer)[self._pos : self._pos + available]
+                    self._filled = available
+                    self._pos += available
+                    self._fragment = None
                 self._compact()
                 return NEED_DATA
             end = self._pos + length

@@ -43,6 +43,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup, UDPSocket
 
 from .._exceptions import RemoteProtocolError
+from .._types import BytesLike
 from ..protocol.oncrpc import (
     AcceptStat,
     decode_call,
@@ -121,6 +122,58 @@ class _Lock:
     released: anyio.Event = field(default_factory=anyio.Event)
 
 
+class _Output:
+    """A response being read: its parts (not joined: block payloads are not copied) and
+    how far it has been read."""
+
+    __slots__ = ("_index", "_offset", "parts", "read", "size")
+
+    def __init__(self, parts: list[BytesLike]) -> None:
+        self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
+        self.size = sum(len(p) for p in self.parts)
+        self.read = 0  # bytes read so far
+        self._index = 0  # part holding byte ``read``
+        self._offset = 0  # into that part
+
+    def find(self, byte: int, limit: int) -> int:
+        """Bytes up to and including the first ``byte`` within ``limit`` bytes from
+        ``read``; -1 when there is none."""
+        seen = 0
+        index, offset = self._index, self._offset
+        while index < len(self.parts) and seen < limit:
+            part = self.parts[index]
+            span = min(len(part) - offset, limit - seen)
+            found = part[offset : offset + span].tobytes().find(bytes([byte]))
+            if found >= 0:
+                return seen + found + 1
+            seen += span
+            index, offset = index + 1, 0
+        return -1
+
+    def take(self, count: int) -> list[memoryview]:
+        """The next ``count`` bytes (at most what is left), as views of the parts."""
+        out = []
+        while count and self._index < len(self.parts):
+            part = self.parts[self._index]
+            span = min(len(part) - self._offset, count)
+            out.append(part[self._offset : self._offset + span])
+            count -= span
+            self.read += span
+            self._offset += span
+            if self._offset == len(part):
+                self._index, self._offset = self._index + 1, 0
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadResult:
+    """device_read results before encoding: the data as views of the response."""
+
+    error: int
+    reason: int = 0
+    pieces: tuple[memoryview, ...] = ()
+
+
 @dataclass(eq=False)
 class _Link:
     lid: int
@@ -128,8 +181,7 @@ class _Link:
     device: SimDevice
     input: bytearray = field(default_factory=bytearray)
     overflow: bool = False  # the current program message went over the limit: dropped
-    output: bytes | None = None  # the response being read, from ``offset``
-    offset: int = 0
+    output: _Output | None = None  # the response being read
     aborted: anyio.Event | None = None  # set while a call can be aborted
     conn: RpcConnection | None = None  # the core connection that created it
     srq_handle: bytes | None = None  # device_enable_srq handle while enabled
@@ -425,9 +477,9 @@ class Vxi11Server(RpcServer):
             return encode_reply(xid, await self._write(conn, write))
         if proc == Proc.DEVICE_READ:
             read = await self._read(conn, DeviceReadParms.decode(args))
-            size = len(read.data)
+            size = sum(len(piece) for piece in read.pieces)
             head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
-            return (head, read.data, _PAD[size & 3])  # the data is not copied
+            return (head, *read.pieces, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -662,42 +714,39 @@ class Vxi11Server(RpcServer):
             link.input += data
         return DeviceWriteResp(0, len(data)).encode()
 
-    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> DeviceReadResp:
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> _ReadResult:
         link = self._link(conn, parms.lid)
         if link is None:
-            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"")
+            return _ReadResult(ErrorCode.INVALID_LINK_IDENTIFIER)
         if parms.request_size == 0:
-            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"")
+            return _ReadResult(ErrorCode.PARAMETER_ERROR)
         deadline = anyio.current_time() + parms.io_timeout / 1000
         error = await self._access(link, parms.flags, parms.lock_timeout)
         if error:
-            return DeviceReadResp(error, 0, b"")
+            return _ReadResult(error)
         if link.output is None and not self._take_output(link):
             await self.flush(conn)  # answers to earlier calls go out before the wait
             error = await self._wait_output(conn, link, deadline)
             if error:
-                return DeviceReadResp(error, 0, b"")
+                return _ReadResult(error)
         output = link.output
         assert output is not None
-        start = link.offset
-        stop = min(len(output), start + parms.request_size)
+        count = min(output.size - output.read, parms.request_size)
         reason = Reason.NONE
         if parms.flags & TERMCHRSET:
-            found = output.find(bytes([parms.term_char & 0xFF]), start, stop)
+            found = output.find(parms.term_char & 0xFF, count)
             if found >= 0:
-                stop = found + 1
+                count = found
                 reason |= Reason.CHR
-        if stop - start == parms.request_size:
+        if count == parms.request_size:
             reason |= Reason.REQCNT
-        chunk = memoryview(output)[start:stop]
-        link.offset = stop
-        if stop == len(output):
-            exact = stop - start == parms.request_size and stop > start
+        pieces = output.take(count)
+        if output.read == output.size:
+            exact = count == parms.request_size and count > 0
             if not (self.split_exact_multiple and exact):
                 reason |= Reason.END
                 link.output = None
-                link.offset = 0
-        return DeviceReadResp(0, reason, chunk)
+        return _ReadResult(0, reason, tuple(pieces))
 
     @staticmethod
     def _take_output(link: _Link) -> bool:
@@ -705,8 +754,7 @@ class Vxi11Server(RpcServer):
         parts = link.device.read_parts()
         if parts is None:
             return False
-        link.output = b"".join(parts)
-        link.offset = 0
+        link.output = _Output(parts)
         return True
 
     async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
@@ -764,7 +812,6 @@ class Vxi11Server(RpcServer):
             link.input.clear()
             link.overflow = False
             link.output = None
-            link.offset = 0
         else:
             self.remote[link.name] = proc == Proc.DEVICE_REMOTE
         return DeviceError(0).encode()

@@ -304,8 +304,9 @@ class RpcChannel:
         receiver = self._receiver
         if receiver is None:
             receiver = self._receiver = receiver_for(sock)
+        direct = self._reassembler.receive_buffer()  # a large record: straight into it
         try:
-            n = await receiver.recv_into(self._buffer, wait_until)
+            n = await receiver.recv_into(self._buffer if direct is None else direct, wait_until)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -314,4 +315,7 @@ class RpcChannel:
         if n == 0:
             self.broken = True
             raise ConnectionLostError("the server closed the connection", resource=self._resource)
-        self._reassembler.receive_data(self._buffer[:n])
+        if direct is None:
+            self._reassembler.receive_data(self._buffer[:n])
+        else:
+            self._reassembler.commit(n)
