@@ -181,7 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, parents=[common])
 
-    command("list", "list attached instruments and the simulated instruments")
+    listing = command("list", "list attached instruments and the simulated instruments")
+    listing.add_argument(
+        "--vxi11-hosts",
+        metavar="HOSTS",
+        help="also ask these hosts, addresses or subnets (comma-separated, e.g. "
+        "192.0.2.7,10.0.0.0/28) for VXI-11 instruments (portmapper GETPORT over UDP)",
+    )
+    listing.add_argument(
+        "--vxi11-broadcast",
+        metavar="ADDRESS",
+        help="also send one VXI-11 portmapper query to this broadcast address",
+    )
+    listing.add_argument(
+        "--vxi11-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait this long for VXI-11 answers (default: %(default)s)",
+    )
+    listing.add_argument(
+        "--portmapper-port", type=int, default=111, help=argparse.SUPPRESS
+    )  # tests: a simulator's portmapper
     command(
         "info",
         "versions and transports",

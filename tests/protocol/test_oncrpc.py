@@ -183,3 +183,37 @@ def test_reassembler_hands_over_a_large_record_without_copying() -> None:
     r.receive_data(record_mark(size) + payload + record_mark(1) + b"x")
     assert isinstance(r.next_record_view(), bytes)
     assert r.next_record_view() == b"x"
+
+
+def test_reassembler_receives_a_large_record_in_place() -> None:
+    size = 3 << 20
+    r = RecordReassembler(max_size=size)
+    payload = bytes(range(256)) * (size // 256)
+    assert r.receive_buffer() is None  # nothing known yet: receive as usual
+    r.receive_data(record_mark(size) + payload[:5000])
+    assert r.receive_buffer() is None  # no wish for a view yet (next_record only copies)
+    assert r.next_record_view() is NEED_DATA
+    sent = 5000
+    while (target := r.receive_buffer()) is not None:
+        assert len(target) == size - sent  # exactly the rest of the record, never more
+        step = min(len(target), 1 << 20)
+        target[:step] = payload[sent : sent + step]
+        r.commit(step)
+        sent += step
+        if sent < size:
+            assert r.next_record_view() is NEED_DATA
+        else:
+            break
+    record = r.next_record_view()
+    assert isinstance(record, memoryview) and record == payload
+    assert r.at_record_start and r.receive_buffer() is None
+    # The rest of a large record and the next one in the same data: split correctly.
+    r.receive_data(record_mark(size) + payload[:10])
+    assert r.next_record_view() is NEED_DATA
+    r.receive_data(payload[10:] + record_mark(2) + b"ok")
+    assert r.next_record_view() == payload
+    assert r.next_record_view() == b"ok"
+    # A header announcing more than max_size still fails before anything is allocated.
+    with pytest.raises(RecordTooLarge):
+        r.receive_data(record_mark(size + 1))
+        r.next_record_view()
