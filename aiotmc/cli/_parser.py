@@ -318,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
     )
+    sim.add_argument(
+        "--portmapper",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="with --vxi11: answer portmapper GETPORT on PORT, TCP and UDP (111 when no "
+        "portmapper runs; 0: any free port)",
+    )
+    sim.add_argument(
+        "--rpcbind",
+        action="store_true",
+        help="with --vxi11: register the VXI-11 port with the host's portmapper (rpcbind)",
+    )
 
     command(
         "demo",
