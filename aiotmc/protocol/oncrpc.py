@@ -246,6 +246,7 @@ class RecordReassembler:
         "_max_size",
         "_pos",
         "_record",
+        "_spare",
     )
 
     def __init__(self, *, max_size: int) -> None:
@@ -258,8 +259,9 @@ class RecordReassembler:
         self._fragment: int | None = None  # length of the fragment being received
         self._last = False
         self._error: RemoteProtocolError | None = None
-        self._direct: bytearray | None = None  # a large record received in place
+        self._direct: memoryview | None = None  # a large record received in place
         self._filled = 0  # bytes of ``_direct`` received
+        self._spare: bytearray | None = None  # the last in-place buffer, reused when free
 
     @property
     def max_size(self) -> int:
@@ -277,7 +279,7 @@ class RecordReassembler:
         direct = self._direct
         if direct is None or self._error is not None:
             return None
-        return memoryview(direct)[self._filled :]
+        return direct[self._filled :]
 
     def commit(self, count: int) -> None:
         """``count`` bytes were received into :meth:`receive_buffer`'s view."""
@@ -326,7 +328,7 @@ class RecordReassembler:
                 return NEED_DATA
             self._direct = None
             self._filled = 0
-            return memoryview(direct) if handover else bytes(direct)
+            return direct if handover else bytes(direct)
         buffer = self._buffer
         while True:
             available = len(buffer) - self._pos
@@ -350,7 +352,7 @@ class RecordReassembler:
             if available < length:
                 if handover and self._last and not self._record and length >= _HANDOVER_MIN:
                     # A large record: received in place from now on (no copy, no growth).
-                    self._direct = direct = bytearray(length)  # length <= max_size
+                    self._direct = direct = self._in_place(length)
                     direct[:available] = memoryview(buffer)[self._pos : self._pos + available]
                     self._filled = available
                     self._pos += available
@@ -386,7 +388,28 @@ class RecordReassembler:
                 self._compact()
                 return record
 
+    def _in_place(self, length: int) -> memoryview:
+        """A buffer for a record of ``length`` bytes (<= max_size): the previous one when
+        it is large enough and nothing refers to it any more (a fresh 100 MB buffer costs
+        ~50 ms of page faults), else a new one, kept for next time."""
+        spare = self._spare
+        if spare is not None and len(spare) >= length and _unshared(spare):
+            return memoryview(spare)[:length]
+        self._spare = spare = bytearray(length)
+        return memoryview(spare)
+
     def _compact(self) -> None:
         if self._pos:
             del self._buffer[: self._pos]
             self._pos = 0
+
+
+def _unshared(buffer: bytearray) -> bool:
+    """True when no view of ``buffer`` is alive (resizing it is then allowed); O(1)."""
+    try:
+        last = buffer[-1]
+        del buffer[-1:]  # BufferError while a memoryview of it exists
+    except BufferError:
+        return False
+    buffer.append(last)
+    return True

@@ -217,3 +217,24 @@ def test_reassembler_receives_a_large_record_in_place() -> None:
     with pytest.raises(RecordTooLarge):
         r.receive_data(record_mark(size + 1))
         r.next_record_view()
+
+
+def test_reassembler_reuses_its_in_place_buffer_only_when_free() -> None:
+    size = 1 << 20
+    r = RecordReassembler(max_size=2 * size)
+    first, second = b"a" * size, b"b" * size
+
+    def receive(payload: bytes) -> bytes | memoryview:
+        r.receive_data(record_mark(size) + payload[:10])
+        assert r.next_record_view() is NEED_DATA
+        r.receive_data(payload[10:])
+        record = r.next_record_view()
+        assert isinstance(record, memoryview)
+        return record
+
+    kept = receive(first)
+    other = receive(second)  # ``kept`` is alive: a new buffer, ``kept`` untouched
+    assert kept == first and other == second
+    del kept
+    again = receive(first)  # the first buffer is free again: reused
+    assert again == first and other == second
