@@ -43,6 +43,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup, UDPSocket
 
 from .._exceptions import RemoteProtocolError
+from .._fastpath import current_time, running_loop
 from .._types import BytesLike
 from ..protocol.oncrpc import (
     AcceptStat,
@@ -129,7 +130,10 @@ class _Output:
     __slots__ = ("_index", "_offset", "parts", "read", "size")
 
     def __init__(self, parts: list[BytesLike]) -> None:
-        self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
+        if len(parts) == 1:  # the usual case
+            self.parts = [memoryview(parts[0]).cast("B")] if len(parts[0]) else []
+        else:
+            self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
         self.size = sum(len(p) for p in self.parts)
         self.read = 0  # bytes read so far
         self._index = 0  # part holding byte ``read``
@@ -648,6 +652,11 @@ class Vxi11Server(RpcServer):
 
     # -- locks -----------------------------------------------------------------------------
 
+    def _locked_out(self, link: _Link) -> bool:
+        """True when another link holds the lock of ``link``'s device (no await)."""
+        lock = self._locks.get(link.name)
+        return lock is not None and lock.owner is not None and lock.owner != link.lid
+
     async def _access(self, link: _Link, flags: int, lock_timeout_ms: int) -> int:
         """0 when ``link`` may use its device now, else the error code."""
         lock = self._locks.get(link.name)
@@ -689,9 +698,10 @@ class Vxi11Server(RpcServer):
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
-        error = await self._access(link, parms.flags, parms.lock_timeout)
-        if error:
-            return DeviceWriteResp(error, 0).encode()
+        if self._locked_out(link):
+            error = await self._access(link, parms.flags, parms.lock_timeout)
+            if error:
+                return DeviceWriteResp(error, 0).encode()
         data = memoryview(parms.data)
         if self.short_writes is not None:
             data = data[: self.short_writes]
@@ -720,10 +730,11 @@ class Vxi11Server(RpcServer):
             return _ReadResult(ErrorCode.INVALID_LINK_IDENTIFIER)
         if parms.request_size == 0:
             return _ReadResult(ErrorCode.PARAMETER_ERROR)
-        deadline = anyio.current_time() + parms.io_timeout / 1000
-        error = await self._access(link, parms.flags, parms.lock_timeout)
-        if error:
-            return _ReadResult(error)
+        deadline = current_time(running_loop()) + parms.io_timeout / 1000
+        if self._locked_out(link):
+            error = await self._access(link, parms.flags, parms.lock_timeout)
+            if error:
+                return _ReadResult(error)
         if link.output is None and not self._take_output(link):
             await self.flush(conn)  # answers to earlier calls go out before the wait
             error = await self._wait_output(conn, link, deadline)

@@ -223,7 +223,17 @@ class RpcChannel:
         needs no cancel scope: only a wait for the socket can be cancelled or time out."""
         sock = self._socket()
         if size <= _JOIN_LIMIT:
-            views = [memoryview(b"".join(pieces))]
+            data = b"".join(pieces)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
+            if sent == size:
+                return True  # the usual case: one system call
+            views = [memoryview(data)[sent:]]
         else:
             views = [memoryview(p).cast("B") for p in pieces if len(p)]
         if self._send_some(sock, views):
@@ -273,10 +283,11 @@ class RpcChannel:
                 await self._fill(wait_until)
                 continue
             assert isinstance(record, bytes | memoryview)
-            record_xid = peek_xid(record)
             try:
                 reply = decode_reply(record)
+                record_xid: int | None = reply.xid
             except RemoteProtocolError as exc:
+                record_xid = peek_xid(record)
                 if record_xid == xid:
                     self._outstanding.discard(xid)
                     raise RemoteProtocolError(

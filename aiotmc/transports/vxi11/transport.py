@@ -130,6 +130,22 @@ class _ConsumedError(RemoteProtocolError):
     """A bad response that was read to its end: the link is in step."""
 
 
+_READ_RESP: Final = struct.Struct(">iiI")  # device_read results up to the data
+_END: Final = int(Reason.END)
+_END_OR_CHR: Final = int(Reason.END | Reason.CHR)
+
+
+def _read_resp(results: memoryview) -> tuple[int, int, memoryview]:
+    """device_read results (error, reason, data as a view); as DeviceReadResp.decode,
+    without building the dataclass."""
+    if len(results) >= 12:
+        error, reason, size = _READ_RESP.unpack_from(results)
+        if 12 + size <= len(results):
+            return error, reason, results[12 : 12 + size]
+    reply = DeviceReadResp.decode(results)  # raises RemoteProtocolError, naming the problem
+    return reply.error, reply.reason, memoryview(reply.data)
+
+
 def _ms(seconds: float) -> int:
     if math.isinf(seconds):
         return _MAX_TIMEOUT
@@ -318,7 +334,7 @@ class Vxi11Transport:
         write, read = await core.send_calls(
             [
                 (Proc.DEVICE_WRITE, [head, message, padding(size)]),
-                (Proc.DEVICE_READ, [self._read_parms(deadline)]),
+                (Proc.DEVICE_READ, [self._read_parms(deadline, io_ms)]),
             ],
             wait_until=until,
         )
@@ -836,13 +852,14 @@ class Vxi11Transport:
                 if offset == len(views[index]):
                     index, offset = index + 1, 0
 
-    def _read_parms(self, deadline: float) -> bytes:
+    def _read_parms(self, deadline: float, io_ms: int | None = None) -> bytes:
         flags = self._flags
         term = 0
         if self._term_char is not None:
             flags |= TERMCHRSET
             term = self._term_char
-        io_ms = self._io_ms(deadline)
+        if io_ms is None:
+            io_ms = self._io_ms(deadline)
         return _READ_PARMS.pack(self._lid, self._request_size, io_ms, self._lock_ms, flags, term)
 
     @overload
@@ -881,7 +898,7 @@ class Vxi11Transport:
         chunks: list[BytesLike] = []
         total = 0
         empty = 0
-        stop = Reason.END if self._term_char is None else Reason.END | Reason.CHR
+        stop = _END if self._term_char is None else _END_OR_CHR
         while True:
             if first is not None:
                 results, first = first, None
@@ -891,16 +908,16 @@ class Vxi11Transport:
                     [self._read_parms(deadline)],
                     wait_until=self._wait_until(deadline),
                 )
-            reply = DeviceReadResp.decode(results)
-            if reply.error:
-                raise error_for(reply.error, "device_read", resource=self._resource)
-            size = len(reply.data)
+            error, reason, data = _read_resp(results)
+            if error:
+                raise error_for(error, "device_read", resource=self._resource)
+            size = len(data)
             if total + size <= max_size:
-                chunks.append(reply.data)
+                chunks.append(data)
             elif chunks:
                 chunks.clear()  # too long: read on to the end, keep nothing
             total += size
-            if reply.reason & stop:
+            if reason & stop:
                 break
             empty = empty + 1 if size == 0 else 0
             if empty > _MAX_EMPTY_READS:
