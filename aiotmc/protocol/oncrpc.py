@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +32,7 @@ __all__ = [
     "RPC_VERSION",
     "AcceptStat",
     "Call",
+    "Placement",
     "RecordReassembler",
     "RecordTooLarge",
     "Reply",
@@ -226,6 +228,17 @@ def decode_reply(message: BytesLike) -> Reply:
     raise RemoteProtocolError(f"RPC reply status {status} is neither accepted nor denied")
 
 
+Placement = Callable[[memoryview, int], "tuple[int, memoryview] | None"]
+"""``placement(prefix, length)``, offered by :meth:`RecordReassembler.place_next` to the
+next large record: given its first bytes (at least 128, or all of it) and its length,
+``(offset, target)`` puts the record's bytes ``offset .. offset + len(target)`` straight
+into ``target`` (the record returned then lacks them; :meth:`~RecordReassembler.take_placed`
+says where they were); None: the record is received as usual."""
+
+_PLACE_PREFIX: Final = 128
+_SCRATCH: Final = 256 * 1024
+
+
 class RecordReassembler:
     """Frames a byte stream into RPC records (bytes in, records out).
 
@@ -238,15 +251,21 @@ class RecordReassembler:
 
     __slots__ = (
         "_buffer",
-        "_direct",
         "_error",
         "_filled",
         "_fragment",
+        "_hole",
         "_last",
         "_max_size",
+        "_placed",
+        "_placement",
         "_pos",
         "_record",
+        "_scratch",
         "_spare",
+        "_target",
+        "_target_filled",
+        "_targets",
     )
 
     def __init__(self, *, max_size: int) -> None:
@@ -259,9 +278,18 @@ class RecordReassembler:
         self._fragment: int | None = None  # length of the fragment being received
         self._last = False
         self._error: RemoteProtocolError | None = None
-        self._direct: memoryview | None = None  # a large record received in place
-        self._filled = 0  # bytes of ``_direct`` received
+        # A large record received in place: the buffers it goes to, in order (None: a
+        # stretch to discard), the one being filled and how far; ``_hole``: the index of
+        # the stretch a placement put into the caller's buffer (-1: none).
+        self._targets: list[tuple[memoryview | None, int]] = []
+        self._target = 0
+        self._target_filled = 0
+        self._filled = 0  # bytes of the in-place record received
+        self._hole = -1
         self._spare: bytearray | None = None  # the last in-place buffer, reused when free
+        self._scratch: memoryview | None = None  # where discarded bytes are received
+        self._placement: Placement | None = None
+        self._placed: tuple[int, int] | None = None  # of the last record returned
 
     @property
     def max_size(self) -> int:
@@ -276,15 +304,68 @@ class RecordReassembler:
     def receive_buffer(self) -> memoryview | None:
         """Where to receive the rest of a large one-fragment record directly (then
         :meth:`commit` the bytes received there), or None: use :meth:`receive_data`."""
-        direct = self._direct
-        if direct is None or self._error is not None:
+        if not self._targets or self._error is not None:
             return None
-        return direct[self._filled :]
+        self._skip_full()
+        if self._target == len(self._targets):
+            return None
+        view, size = self._targets[self._target]
+        left = size - self._target_filled
+        if view is None:  # discarded: any scratch space will do
+            scratch = self._scratch
+            if scratch is None:
+                scratch = self._scratch = memoryview(bytearray(_SCRATCH))
+            return scratch[: min(left, _SCRATCH)]
+        return view[self._target_filled : size]
 
     def commit(self, count: int) -> None:
         """``count`` bytes were received into :meth:`receive_buffer`'s view."""
-        assert self._direct is not None and 0 <= count <= len(self._direct) - self._filled
+        assert self._targets and count >= 0
+        assert count <= self._targets[self._target][1] - self._target_filled
+        self._target_filled += count
         self._filled += count
+
+    def place_next(self, placement: Placement) -> None:
+        """Offer ``placement`` to the next large one-fragment record (see
+        :data:`Placement`); it stays offered until used or :meth:`detach`."""
+        self._placement = placement
+
+    def detach(self) -> None:
+        """Withdraw the placement; a record being placed receives the rest of its placed
+        stretch into scratch space (discarded): the caller's buffer is never written
+        after this returns."""
+        self._placement = None
+        if self._hole >= 0:
+            _, size = self._targets[self._hole]
+            self._targets[self._hole] = (None, size)
+
+    def take_placed(self) -> tuple[int, int] | None:
+        """(offset, size) of the stretch of the last record returned that went to the
+        placement's buffer (the record returned lacks it), or None."""
+        placed, self._placed = self._placed, None
+        return placed
+
+    def _skip_full(self) -> None:
+        targets = self._targets
+        while self._target < len(targets) and self._target_filled == targets[self._target][1]:
+            self._target += 1
+            self._target_filled = 0
+
+    def _fill_targets(self, view: memoryview) -> memoryview:
+        """Copy the start of ``view`` into the in-place targets; the rest is returned."""
+        targets = self._targets
+        while len(view):
+            self._skip_full()
+            if self._target == len(targets):
+                break
+            target, size = targets[self._target]
+            take = min(len(view), size - self._target_filled)
+            if target is not None:
+                target[self._target_filled : self._target_filled + take] = view[:take]
+            self._target_filled += take
+            self._filled += take
+            view = view[take:]
+        return view
 
     @property
     def at_record_start(self) -> bool:
@@ -295,12 +376,8 @@ class RecordReassembler:
         """Add received bytes."""
         if self._error is not None:
             raise self._error
-        if self._direct is not None:  # the rest of a large record first
-            view = memoryview(data).cast("B")
-            take = min(len(view), len(self._direct) - self._filled)
-            self._direct[self._filled : self._filled + take] = view[:take]
-            self._filled += take
-            data = view[take:]
+        if self._targets:  # the rest of a large record first
+            data = self._fill_targets(memoryview(data).cast("B"))
             if not data:
                 return
         if self._pos and self._pos == len(self._buffer):
@@ -322,13 +399,8 @@ class RecordReassembler:
     def _next(self, *, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
         if self._error is not None:
             raise self._error
-        direct = self._direct
-        if direct is not None:
-            if self._filled < len(direct):
-                return NEED_DATA
-            self._direct = None
-            self._filled = 0
-            return direct if handover else bytes(direct)
+        if self._targets:
+            return self._in_place_record(handover)
         buffer = self._buffer
         while True:
             available = len(buffer) - self._pos
@@ -351,16 +423,22 @@ class RecordReassembler:
             length = self._fragment
             if available < length:
                 if handover and self._last and not self._record and length >= _HANDOVER_MIN:
+                    if self._placement is not None and available < _PLACE_PREFIX:
+                        self._compact()
+                        return NEED_DATA  # the placement needs the record's first bytes
                     # A large record: received in place from now on (no copy, no growth).
-                    self._direct = direct = self._in_place(length)
-                    direct[:available] = memoryview(buffer)[self._pos : self._pos + available]
-                    self._filled = available
+                    self._targets = self._in_place(length, buffer, available)
+                    self._target = self._target_filled = self._filled = 0
+                    rest = self._fill_targets(memoryview(buffer)[self._pos : self._pos + available])
+                    assert not len(rest)
+                    del rest  # a view of ``buffer``: gone before it is compacted
                     self._pos += available
                     self._fragment = None
                 self._compact()
                 return NEED_DATA
             end = self._pos + length
             record: bytes | memoryview
+            self._placed = None
             if (
                 self._last
                 and not self._record
@@ -388,15 +466,51 @@ class RecordReassembler:
                 self._compact()
                 return record
 
-    def _in_place(self, length: int) -> memoryview:
-        """A buffer for a record of ``length`` bytes (<= max_size): the previous one when
-        it is large enough and nothing refers to it any more (a fresh 100 MB buffer costs
-        ~50 ms of page faults), else a new one, kept for next time."""
+    def _in_place(
+        self, length: int, buffer: bytearray, available: int
+    ) -> list[tuple[memoryview | None, int]]:
+        """Where a record of ``length`` bytes (<= max_size) goes: the placement's buffer
+        for the stretch it asks for (head and tail in small buffers), else one buffer:
+        the previous one when it is large enough and nothing refers to it any more (a
+        fresh 100 MB buffer costs ~50 ms of page faults), else a new one, kept."""
+        placement, self._placement = self._placement, None
+        if placement is not None:
+            with memoryview(buffer) as view:
+                wish = placement(view[self._pos : self._pos + available], length)
+            if wish is not None:
+                offset, target = wish
+                size = len(target)
+                if offset >= 0 and offset + size <= length and size:
+                    tail = length - offset - size
+                    self._hole = 1
+                    return [
+                        (memoryview(bytearray(offset)), offset),
+                        (target, size),
+                        (memoryview(bytearray(tail)), tail),
+                    ]
+        self._hole = -1
         spare = self._spare
         if spare is not None and len(spare) >= length and _unshared(spare):
-            return memoryview(spare)[:length]
+            return [(memoryview(spare)[:length], length)]
         self._spare = spare = bytearray(length)
-        return memoryview(spare)
+        return [(memoryview(spare), length)]
+
+    def _in_place_record(self, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
+        self._skip_full()
+        if self._target < len(self._targets):
+            return NEED_DATA
+        targets, self._targets = self._targets, []
+        hole, self._hole = self._hole, -1
+        self._target = self._target_filled = self._filled = 0
+        if hole < 0:
+            self._placed = None
+            whole = targets[0][0]
+            assert whole is not None
+            return whole if handover else bytes(whole)
+        head, tail = targets[0][0], targets[2][0]
+        assert head is not None and tail is not None
+        self._placed = (len(head), targets[1][1])
+        return bytes(head) + bytes(tail)
 
     def _compact(self) -> None:
         if self._pos:

@@ -238,3 +238,45 @@ def test_reassembler_reuses_its_in_place_buffer_only_when_free() -> None:
     del kept
     again = receive(first)  # the first buffer is free again: reused
     assert again == first and other == second
+
+
+def test_reassembler_places_a_stretch_into_the_callers_buffer() -> None:
+    size = 2 << 20
+    record = bytes(range(256)) * (size // 256)
+    r = RecordReassembler(max_size=size)
+    target = bytearray(1 << 20)
+    seen: list[int] = []
+
+    def place(prefix: memoryview, length: int) -> tuple[int, memoryview] | None:
+        seen.append(len(prefix))
+        assert length == size and prefix == record[: len(prefix)]
+        return 100, memoryview(target)
+
+    r.place_next(place)
+    r.receive_data(record_mark(size) + record[:50])
+    assert r.next_record_view() is NEED_DATA and not seen  # waits for 128 bytes
+    r.receive_data(record[50:5000])
+    assert r.next_record_view() is NEED_DATA and seen == [5000]
+    sent = 5000
+    while (view := r.receive_buffer()) is not None:
+        step = min(len(view), 300_000)
+        view[:step] = record[sent : sent + step]
+        r.commit(step)
+        sent += step
+    got = r.next_record_view()
+    assert got == record[:100] + record[100 + len(target) :]
+    assert r.take_placed() == (100, len(target)) and r.take_placed() is None
+    assert target == record[100 : 100 + len(target)]
+    # Detached part-way: the rest of the stretch is discarded, the buffer left alone.
+    target[:] = bytes(len(target))
+    r.place_next(place)
+    r.receive_data(record_mark(size) + record[:1000])
+    assert r.next_record_view() is NEED_DATA
+    r.detach()
+    r.receive_data(record[1000:])
+    assert r.next_record_view() == record[:100] + record[100 + len(target) :]
+    assert bytes(target[900:]) == bytes(len(target) - 900)  # nothing after the detach
+    # No placement wanted: an ordinary in-place record.
+    r.place_next(lambda prefix, length: None)
+    r.receive_data(record_mark(size) + record)
+    assert r.next_record_view() == record and r.take_placed() is None

@@ -38,6 +38,7 @@ from ...protocol.oncrpc import (
     LAST_FRAGMENT,
     MAX_FRAGMENT,
     RPC_VERSION,
+    Placement,
     RecordReassembler,
     decode_reply,
     peek_xid,
@@ -210,6 +211,31 @@ class RpcChannel:
         if writing:
             raise WriteTimeout(f"{self._where}no reply to RPC call {proc} in time")
         raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
+
+    async def reply_placed(
+        self,
+        xid: int,
+        place: Placement,
+        *,
+        wait_until: float = math.inf,
+        proc: int = 0,
+    ) -> tuple[memoryview, tuple[int, int] | None]:
+        """As :meth:`reply`, offering ``place`` to put a large reply's bytes straight into
+        the caller's buffer (see :data:`~aiotmc.protocol.oncrpc.Placement`; only the
+        reply to ``xid`` is placed). Returns the results and, when placed, (offset,
+        size) of the stretch that is missing from them (record offsets). Once this
+        returns or raises, nothing more is written to the caller's buffer."""
+        reassembler = self._reassembler
+
+        def placement(prefix: memoryview, length: int) -> tuple[int, memoryview] | None:
+            return place(prefix, length) if peek_xid(prefix) == xid else None
+
+        reassembler.place_next(placement)
+        try:
+            results = await self.reply(xid, wait_until=wait_until, proc=proc)
+            return results, reassembler.take_placed()
+        finally:
+            reassembler.detach()
 
     def _socket(self) -> socket.socket:
         sock = self._sock

@@ -81,6 +81,7 @@ from ...protocol.xdr import padding
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
+from .block import BlockInto, IndefiniteBlock
 from .interrupt import InterruptServer, acquire, release
 from .portmapper import cached_port, forget_port, lookup_port
 from .rpc import RpcChannel
@@ -131,6 +132,7 @@ class _ConsumedError(RemoteProtocolError):
 
 
 _READ_RESP: Final = struct.Struct(">iiI")  # device_read results up to the data
+_PLACE_MIN: Final = 1 << 20  # blocks read into a buffer this large are placed
 _END: Final = int(Reason.END)
 _END_OR_CHR: Final = int(Reason.END | Reason.CHR)
 
@@ -361,7 +363,12 @@ class Vxi11Transport:
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
-        """Receive a block response message and return its payload."""
+        """Receive a block response message and return its payload.
+
+        Into a buffer of 1 MiB or more, the payload of large device_read replies goes
+        from the socket straight into ``into`` (no copy)."""
+        if into is not None and len(into) >= _PLACE_MIN and self._term_char is None:
+            return await self._receive_block_into(into, max_size=max_size, deadline=deadline)
         core = await self._enter(deadline)
         try:
             message = await self._read(core, max_size + 64, deadline, copy=False)
@@ -381,6 +388,69 @@ class Vxi11Transport:
             )
         into[: len(payload)] = payload
         return into[: len(payload)]
+
+    async def _receive_block_into(
+        self, into: memoryview, *, max_size: int, deadline: float
+    ) -> memoryview:
+        core = await self._enter(deadline)
+        try:
+            return await self._read_block_into(core, into, max_size, deadline)
+        except _ConsumedError:
+            raise  # the whole message was read: in step
+        except BaseException:
+            self._dirty = True  # the rest of the answer may still be in the device
+            raise
+        finally:
+            self._busy = False
+
+    async def _read_block_into(
+        self, core: RpcChannel, into: memoryview, max_size: int, deadline: float
+    ) -> memoryview:
+        block = BlockInto(into, max_size=max_size)
+        empty = 0
+        while True:
+            until = self._wait_until(deadline)
+            xid = await core.send_call(
+                Proc.DEVICE_READ, [self._read_parms(deadline)], wait_until=until
+            )
+            results, placed = await core.reply_placed(
+                xid, block.place, wait_until=until, proc=Proc.DEVICE_READ
+            )
+            if placed is None:
+                error, reason, data = _read_resp(results)
+                if error:
+                    raise error_for(error, "device_read", resource=self._resource)
+                try:
+                    block.feed(data)
+                except IndefiniteBlock:  # "#0": cannot be placed; read it the usual way
+                    message = await self._read(
+                        core, max_size + 64, deadline, first=results, copy=False
+                    )
+                    payload = block_payload_view(message, max_size=max_size)
+                    if len(into) < len(payload):
+                        raise LocalProtocolError(
+                            f"block of {len(payload)} bytes does not fit the "
+                            f"{len(into)}-byte buffer"
+                        ) from None
+                    into[: len(payload)] = payload
+                    return into[: len(payload)]
+                size = len(data)
+            else:
+                # The reply lacks the placed stretch; its data ran from record offset
+                # 36 (results offset 12) for ``length`` bytes.
+                offset, count = placed
+                error, reason, length = _READ_RESP.unpack_from(results)
+                block.feed(results[12 : offset - 24])
+                block.placed(count)
+                block.feed(results[offset - 24 : 12 + length - count])
+                size = length
+            if reason & _END:
+                return block.result()
+            empty = empty + 1 if size == 0 else 0
+            if empty > _MAX_EMPTY_READS:
+                raise RemoteProtocolError(
+                    f"device_read: {empty} empty answers in a row without END"
+                )
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """device_readstb."""
