@@ -55,7 +55,7 @@ async def test_list_resources_asks_the_hosts_named() -> None:
         port = server.portmapper_port
         assert port is not None
         found = await aiotmc.list_resources(
-            vxi11_hosts="127.0.0.1, 127.0.0.2", vxi11_portmapper_port=port, vxi11_timeout=2
+            vxi11_hosts="127.0.0.1, 127.0.0.2", vxi11_portmapper_port=port, vxi11_timeout=1
         )
         assert found == ["TCPIP0::127.0.0.1::inst0::INSTR"]  # nobody on 127.0.0.2
         assert server.calls.count(("portmapper-udp", 3)) == 1
