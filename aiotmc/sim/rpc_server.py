@@ -50,6 +50,7 @@ __all__ = ["Handler", "Hostile", "RpcConnection", "RpcServer"]
 
 
 RECV_SIZE: Final = 64 * 1024
+MAX_CALLS_KEPT: Final = 10_000  #: calls remembered in ``RpcServer.calls``
 _ACCEPT_RETRY: Final = 0.05
 _BATCH: Final = 64  # calls answered in a row before other connections get a turn
 
@@ -117,7 +118,8 @@ class RpcServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
-        self.calls: list[tuple[str, int]] = []  #: (channel, procedure) of each call served
+        #: (channel, procedure) of the calls served, the latest :data:`MAX_CALLS_KEPT`
+        self.calls: list[tuple[str, int]] = []
         self._conns: set[RpcConnection] = set()
         self._listeners: list[socket.socket] = []
         self._task_group: TaskGroup | None = None
@@ -266,6 +268,14 @@ class RpcServer:
             self._connection_closed(conn)
             close(conn.sock)
 
+    def record_call(self, channel: str, proc: int) -> None:
+        """Note a call in :attr:`calls` (bounded: a long-running server forgets the
+        oldest half when it holds :data:`MAX_CALLS_KEPT`)."""
+        calls = self.calls
+        calls.append((channel, proc))
+        if len(calls) > MAX_CALLS_KEPT:
+            del calls[: MAX_CALLS_KEPT // 2]
+
     def _warn(self, conn: RpcConnection, message: str) -> None:
         if not conn.warned:
             conn.warned = True
@@ -353,7 +363,7 @@ class RpcServer:
             return None if xid is None else encode_denied(xid)
         except RemoteProtocolError as exc:
             raise Hostile(f"not an RPC call: {exc}") from None
-        self.calls.append((conn.channel, call.proc))
+        self.record_call(conn.channel, call.proc)
         try:
             result = await handle(conn, call.xid, call.prog, call.vers, call.proc, call.args)
         except RemoteProtocolError as exc:

@@ -396,7 +396,7 @@ class Vxi11Server(RpcServer):
             except RemoteProtocolError:
                 self.log.debug("ignored a UDP datagram that is no portmapper call")
                 continue
-            self.calls.append(("portmapper-udp", call.proc))
+            self.record_call("portmapper-udp", call.proc)
             try:
                 await udp.sendto(reply, host, port)
             except OSError:
