@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Final
+from typing import Any, Final
 
 from ._exceptions import UnsupportedOperation
 from .resources import ResourceName, parse_resource
@@ -187,23 +187,35 @@ class TransportRegistry:
             rows.append(TransportStatus(kind, spec.summary, _reason(spec), origin))
         return rows
 
-    async def discover(self) -> Discovery:
-        """List the attached resources of every available transport that can list them."""
+    async def discover(self, **options: Any) -> Discovery:
+        """List the attached resources of every available transport that can list them.
+
+        ``options`` go to the transports that declare them (``TransportSpec.list_options``,
+        e.g. ``vxi11_hosts``); a name no transport declares is a ``TypeError``."""
         result = Discovery()
+        listing: list[tuple[str, TransportSpec]] = []
         for kind in self.kinds():
             try:
                 spec = self.get(kind)
             except UnsupportedOperation as exc:
                 result.problems[kind] = str(exc)
                 continue
-            if spec.list_resources is None:
-                continue
+            if spec.list_resources is not None:
+                listing.append((kind, spec))
+        accepted = set().union(*(spec.list_option_names for _, spec in listing))
+        unknown = sorted(set(options) - accepted)
+        if unknown:  # before anything is asked
+            raise TypeError(f"unexpected discovery option(s): {', '.join(unknown)}")
+        for kind, spec in listing:
             reason = _reason(spec)
             if reason is not None:
                 result.problems[kind] = reason
                 continue
+            names = spec.list_option_names
             try:
-                result.found.extend(await spec.list_resources())
+                assert spec.list_resources is not None
+                mine = {name: value for name, value in options.items() if name in names}
+                result.found.extend(await spec.list_resources(**mine))
             except Exception as exc:  # a failing discovery must not hide the others
                 logger.debug("listing %s resources failed", kind, exc_info=True)
                 result.problems[kind] = f"cannot list {kind} resources: {_describe(exc)}"

@@ -1,8 +1,10 @@
 """VXI-11 side by side: ``python -m benchmarks.vxi11 [--quick]``.
 
 One simulator process serves the same simulated scope over VXI-11 (core channel on its own
-port, no portmapper) and over a raw socket. This process then runs, alternating the order
-every round (the machine is shared: drift hits all alike) and quoting medians:
+port, no portmapper) and over a raw socket. Both processes are pinned to one CPU (the
+least busy one, or ``--cpu``; as the main harness does), so a round trip measures CPU
+cost and not cross-CPU wake-ups. This process then runs, alternating the order every
+round (the machine is shared: drift hits all alike) and quoting medians:
 
 * ``*IDN?`` round trip: aiotmc VXI-11 (asyncio, trio), PyVISA + pyvisa-py VXI-11
   (``TCPIP0::127.0.0.1,PORT::inst0::INSTR`` with ``@py``) and aiotmc raw socket (asyncio,
@@ -32,6 +34,7 @@ from typing import Any, Final
 
 from .common import median
 from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
+from .procs import available_cpus, cpu_busy, pin_self
 
 RTT_VS_PYVISA: Final = 0.6  #: aiotmc VXI-11 round trip <= this x pyvisa-py's
 RTT_VS_RAW: Final = 1.5  #: aiotmc VXI-11 round trip <= this x aiotmc raw socket
@@ -71,9 +74,13 @@ def _serve_main() -> int:
 class Simulator:
     """The simulator process (context manager): ``ports`` after entering."""
 
+    def __init__(self, cpu: int | None = None) -> None:
+        self.cpu = cpu
+
     def __enter__(self) -> Simulator:
+        pin = [] if self.cpu is None else ["--cpu", str(self.cpu)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.vxi11", "--serve"],
+            [sys.executable, "-m", "benchmarks.vxi11", "--serve", *pin],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -274,7 +281,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
     out: dict[str, Any] = {}
-    with Simulator() as sim:
+    if args.cpu is not None and pin_self(args.cpu):
+        print(f"simulator and clients pinned to CPU {args.cpu}")
+    with Simulator(args.cpu) as sim:
         ports = sim.ports
         figures = _alternate(_rtt_trials(ports, args.queries, args.warmup), args.rounds)
         rtt = {name: value[0] for name, value in figures.items()}
@@ -342,9 +351,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument(
+        "--cpu", type=int, default=None, help="pin to this CPU (default: the least busy one)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to a CPU")
     args = parser.parse_args(argv)
     if args.serve:
+        pin_self(args.cpu)
         return _serve_main()
+    if args.no_pin:
+        args.cpu = None
+    elif args.cpu is None and len(available_cpus()) > 1:
+        busy = cpu_busy()
+        args.cpu = min(available_cpus(), key=lambda cpu: busy.get(cpu, 0.0))
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 5)
     args.queries, args.warmup = (100, 10) if quick else (2000, 200)

@@ -11,10 +11,19 @@ from ._runtime import Options, run_async
 
 
 def cmd_list(args: argparse.Namespace, options: Options) -> int:
+    options_: dict[str, object] = {}
+    if args.vxi11_hosts or args.vxi11_broadcast:
+        options_ = {
+            "vxi11_hosts": args.vxi11_hosts or (),
+            "vxi11_broadcast": args.vxi11_broadcast,
+            "vxi11_timeout": args.vxi11_timeout,
+            "vxi11_portmapper_port": args.portmapper_port,
+        }
+
     async def run() -> Discovery:
         from ..discovery import discover
 
-        return await discover()
+        return await discover(**options_)
 
     result = run_async(options, run)
     for kind, reason in result.problems.items():

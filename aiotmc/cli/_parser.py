@@ -196,7 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, parents=[common])
 
-    command("list", "list attached instruments and the simulated instruments")
+    listing = command("list", "list attached instruments and the simulated instruments")
+    listing.add_argument(
+        "--vxi11-hosts",
+        metavar="HOSTS",
+        help="also ask these hosts, addresses or subnets (comma-separated, e.g. "
+        "192.0.2.7,10.0.0.0/28) for VXI-11 instruments (portmapper GETPORT over UDP)",
+    )
+    listing.add_argument(
+        "--vxi11-broadcast",
+        metavar="ADDRESS",
+        help="also send one VXI-11 portmapper query to this broadcast address",
+    )
+    listing.add_argument(
+        "--vxi11-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait this long for VXI-11 answers (default: %(default)s)",
+    )
+    listing.add_argument(
+        "--portmapper-port", type=int, default=111, help=argparse.SUPPRESS
+    )  # tests: a simulator's portmapper
     command(
         "info",
         "versions and transports",
@@ -352,6 +373,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--vxi11-gateway",
         action="store_true",
         help="with --vxi11: as GPIB instruments behind one LAN/GPIB gateway (gpib0,1, gpib0,2...)",
+    )
+    sim.add_argument(
+        "--portmapper",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="with --vxi11: answer portmapper GETPORT on PORT, TCP and UDP (111 when no "
+        "portmapper runs; 0: any free port)",
+    )
+    sim.add_argument(
+        "--rpcbind",
+        action="store_true",
+        help="with --vxi11: register the VXI-11 port with the host's portmapper (rpcbind)",
     )
     _sim_serial.add_arguments(sim, _port)
 

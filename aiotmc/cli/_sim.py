@@ -31,8 +31,13 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
             port, next_port = next_port, next_port + 1
         plan.append((model, port))
 
-    if args.vxi11_gateway and args.vxi11 is None:
-        raise UsageError("--vxi11-gateway needs --vxi11 PORT")
+    for flag, given in (
+        ("--vxi11-gateway", args.vxi11_gateway),
+        ("--portmapper", args.portmapper is not None),
+        ("--rpcbind", args.rpcbind),
+    ):
+        if given and args.vxi11 is None:
+            raise UsageError(f"{flag} needs --vxi11 PORT")
 
     async def run() -> None:
         from ..sim.server import raise_fd_limit, serve_many
@@ -96,11 +101,22 @@ async def _vxi11(args: argparse.Namespace, devices: list[SimDevice]) -> AsyncIte
         gateway=args.vxi11_gateway,
         host=args.host,
         port=args.vxi11,
+        portmapper_port=args.portmapper,
+        register=args.rpcbind,
         max_connections=args.max_connections,
         idle_timeout=math.inf if args.idle_timeout is None else args.idle_timeout,
         send_timeout=math.inf if args.send_timeout is None else args.send_timeout,
-    ) as (_, resources):
-        yield resources
+    ) as (server, _):
+        pmap = server.portmapper_port
+        if pmap is not None:
+            print(
+                f"aiotmc: portmapper on {host_port(args.host, pmap)} (TCP and UDP)", file=sys.stderr
+            )
+        if args.rpcbind and not server.registered:
+            print("aiotmc: note: no portmapper to register with (rpcbind)", file=sys.stderr)
+        # Names without the port only where a client finds it: rpcbind or port 111.
+        explicit = not server.registered and pmap != 111
+        yield [server.resource(name, explicit_port=explicit) for name in server.devices]
 
 
 @contextlib.contextmanager

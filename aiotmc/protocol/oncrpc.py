@@ -5,15 +5,18 @@
   messages; :meth:`Reply.check` raises :class:`RpcError` for anything but SUCCESS.
 * :func:`record_mark` and :class:`RecordReassembler`: RFC 5531 section 11 framing. Each
   fragment starts with a 4-byte header: the top bit marks the last fragment of a record,
-  the other 31 bits are its length. The reassembler never allocates from a header: a
-  record is only as large as the bytes received for it, and a header announcing more
-  than ``max_size`` in total raises :class:`RecordTooLarge` before any of it is read.
+  the other 31 bits are its length. A header announcing more than ``max_size`` in total
+  raises :class:`RecordTooLarge` before any of it is read; below that, a record is only
+  as large as the bytes received for it, except a large one-fragment record, for which
+  the reassembler offers one buffer of the announced size (at most ``max_size``, the
+  caller's bound) to receive into directly (:meth:`RecordReassembler.receive_buffer`).
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +32,7 @@ __all__ = [
     "RPC_VERSION",
     "AcceptStat",
     "Call",
+    "Placement",
     "RecordReassembler",
     "RecordTooLarge",
     "Reply",
@@ -140,7 +144,12 @@ def call_header(xid: int, prog: int, vers: int, proc: int) -> bytes:
 
 def decode_call(message: BytesLike) -> Call:
     """Decode a CALL message; credentials of any flavour are skipped."""
-    u = Unpacker(message)
+    view = memoryview(message).cast("B")
+    if len(view) >= _CALL_HEAD.size:  # the usual case: AUTH_NONE, empty bodies
+        xid, kind, version, prog, vers, proc, _, cred, _, verf = _CALL_HEAD.unpack_from(view)
+        if kind == _CALL and version == RPC_VERSION and cred == 0 and verf == 0:
+            return Call(xid, prog, vers, proc, view[_CALL_HEAD.size :])
+    u = Unpacker(view)
     xid = u.unpack_uint()
     kind = u.unpack_uint()
     if kind != _CALL:
@@ -193,7 +202,12 @@ def peek_xid(message: BytesLike) -> int | None:
 
 def decode_reply(message: BytesLike) -> Reply:
     """Decode a REPLY message (raises RemoteProtocolError if it is not one)."""
-    u = Unpacker(message)
+    view = memoryview(message).cast("B")
+    if len(view) >= _REPLY_HEAD.size:  # the usual case: accepted, empty verifier, SUCCESS
+        xid, kind, status, _, verf, stat = _REPLY_HEAD.unpack_from(view)
+        if kind == _REPLY and status == _MSG_ACCEPTED and verf == 0 and stat == 0:
+            return Reply(xid, True, 0, view[_REPLY_HEAD.size :])
+    u = Unpacker(view)
     xid = u.unpack_uint()
     kind = u.unpack_uint()
     if kind != _REPLY:
@@ -214,6 +228,17 @@ def decode_reply(message: BytesLike) -> Reply:
     raise RemoteProtocolError(f"RPC reply status {status} is neither accepted nor denied")
 
 
+Placement = Callable[[memoryview, int], "tuple[int, memoryview] | None"]
+"""``placement(prefix, length)``, offered by :meth:`RecordReassembler.place_next` to the
+next large record: given its first bytes (at least 128, or all of it) and its length,
+``(offset, target)`` puts the record's bytes ``offset .. offset + len(target)`` straight
+into ``target`` (the record returned then lacks them; :meth:`~RecordReassembler.take_placed`
+says where they were); None: the record is received as usual."""
+
+_PLACE_PREFIX: Final = 128
+_SCRATCH: Final = 256 * 1024
+
+
 class RecordReassembler:
     """Frames a byte stream into RPC records (bytes in, records out).
 
@@ -224,7 +249,24 @@ class RecordReassembler:
     the reassembler stays failed (the stream's framing is lost: close the connection).
     """
 
-    __slots__ = ("_buffer", "_error", "_fragment", "_last", "_max_size", "_pos", "_record")
+    __slots__ = (
+        "_buffer",
+        "_error",
+        "_filled",
+        "_fragment",
+        "_hole",
+        "_last",
+        "_max_size",
+        "_placed",
+        "_placement",
+        "_pos",
+        "_record",
+        "_scratch",
+        "_spare",
+        "_target",
+        "_target_filled",
+        "_targets",
+    )
 
     def __init__(self, *, max_size: int) -> None:
         if max_size < 0:
@@ -236,6 +278,18 @@ class RecordReassembler:
         self._fragment: int | None = None  # length of the fragment being received
         self._last = False
         self._error: RemoteProtocolError | None = None
+        # A large record received in place: the buffers it goes to, in order (None: a
+        # stretch to discard), the one being filled and how far; ``_hole``: the index of
+        # the stretch a placement put into the caller's buffer (-1: none).
+        self._targets: list[tuple[memoryview | None, int]] = []
+        self._target = 0
+        self._target_filled = 0
+        self._filled = 0  # bytes of the in-place record received
+        self._hole = -1
+        self._spare: bytearray | None = None  # the last in-place buffer, reused when free
+        self._scratch: memoryview | None = None  # where discarded bytes are received
+        self._placement: Placement | None = None
+        self._placed: tuple[int, int] | None = None  # of the last record returned
 
     @property
     def max_size(self) -> int:
@@ -245,7 +299,73 @@ class RecordReassembler:
     @property
     def buffered(self) -> int:
         """Bytes held: received and not returned in a record yet."""
-        return len(self._buffer) - self._pos + len(self._record)
+        return len(self._buffer) - self._pos + len(self._record) + self._filled
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where to receive the rest of a large one-fragment record directly (then
+        :meth:`commit` the bytes received there), or None: use :meth:`receive_data`."""
+        if not self._targets or self._error is not None:
+            return None
+        self._skip_full()
+        if self._target == len(self._targets):
+            return None
+        view, size = self._targets[self._target]
+        left = size - self._target_filled
+        if view is None:  # discarded: any scratch space will do
+            scratch = self._scratch
+            if scratch is None:
+                scratch = self._scratch = memoryview(bytearray(_SCRATCH))
+            return scratch[: min(left, _SCRATCH)]
+        return view[self._target_filled : size]
+
+    def commit(self, count: int) -> None:
+        """``count`` bytes were received into :meth:`receive_buffer`'s view."""
+        assert self._targets and count >= 0
+        assert count <= self._targets[self._target][1] - self._target_filled
+        self._target_filled += count
+        self._filled += count
+
+    def place_next(self, placement: Placement) -> None:
+        """Offer ``placement`` to the next large one-fragment record (see
+        :data:`Placement`); it stays offered until used or :meth:`detach`."""
+        self._placement = placement
+
+    def detach(self) -> None:
+        """Withdraw the placement; a record being placed receives the rest of its placed
+        stretch into scratch space (discarded): the caller's buffer is never written
+        after this returns."""
+        self._placement = None
+        if self._hole >= 0:
+            _, size = self._targets[self._hole]
+            self._targets[self._hole] = (None, size)
+
+    def take_placed(self) -> tuple[int, int] | None:
+        """(offset, size) of the stretch of the last record returned that went to the
+        placement's buffer (the record returned lacks it), or None."""
+        placed, self._placed = self._placed, None
+        return placed
+
+    def _skip_full(self) -> None:
+        targets = self._targets
+        while self._target < len(targets) and self._target_filled == targets[self._target][1]:
+            self._target += 1
+            self._target_filled = 0
+
+    def _fill_targets(self, view: memoryview) -> memoryview:
+        """Copy the start of ``view`` into the in-place targets; the rest is returned."""
+        targets = self._targets
+        while len(view):
+            self._skip_full()
+            if self._target == len(targets):
+                break
+            target, size = targets[self._target]
+            take = min(len(view), size - self._target_filled)
+            if target is not None:
+                target[self._target_filled : self._target_filled + take] = view[:take]
+            self._target_filled += take
+            self._filled += take
+            view = view[take:]
+        return view
 
     @property
     def at_record_start(self) -> bool:
@@ -256,6 +376,10 @@ class RecordReassembler:
         """Add received bytes."""
         if self._error is not None:
             raise self._error
+        if self._targets:  # the rest of a large record first
+            data = self._fill_targets(memoryview(data).cast("B"))
+            if not data:
+                return
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
@@ -275,6 +399,8 @@ class RecordReassembler:
     def _next(self, *, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
         if self._error is not None:
             raise self._error
+        if self._targets:
+            return self._in_place_record(handover)
         buffer = self._buffer
         while True:
             available = len(buffer) - self._pos
@@ -296,10 +422,23 @@ class RecordReassembler:
                 available -= 4
             length = self._fragment
             if available < length:
+                if handover and self._last and not self._record and length >= _HANDOVER_MIN:
+                    if self._placement is not None and available < _PLACE_PREFIX:
+                        self._compact()
+                        return NEED_DATA  # the placement needs the record's first bytes
+                    # A large record: received in place from now on (no copy, no growth).
+                    self._targets = self._in_place(length, buffer, available)
+                    self._target = self._target_filled = self._filled = 0
+                    rest = self._fill_targets(memoryview(buffer)[self._pos : self._pos + available])
+                    assert not len(rest)
+                    del rest  # a view of ``buffer``: gone before it is compacted
+                    self._pos += available
+                    self._fragment = None
                 self._compact()
                 return NEED_DATA
             end = self._pos + length
             record: bytes | memoryview
+            self._placed = None
             if (
                 self._last
                 and not self._record
@@ -327,7 +466,64 @@ class RecordReassembler:
                 self._compact()
                 return record
 
+    def _in_place(
+        self, length: int, buffer: bytearray, available: int
+    ) -> list[tuple[memoryview | None, int]]:
+        """Where a record of ``length`` bytes (<= max_size) goes: the placement's buffer
+        for the stretch it asks for (head and tail in small buffers), else one buffer:
+        the previous one when it is large enough and nothing refers to it any more (a
+        fresh 100 MB buffer costs ~50 ms of page faults), else a new one, kept."""
+        placement, self._placement = self._placement, None
+        if placement is not None:
+            with memoryview(buffer) as view:
+                wish = placement(view[self._pos : self._pos + available], length)
+            if wish is not None:
+                offset, target = wish
+                size = len(target)
+                if offset >= 0 and offset + size <= length and size:
+                    tail = length - offset - size
+                    self._hole = 1
+                    return [
+                        (memoryview(bytearray(offset)), offset),
+                        (target, size),
+                        (memoryview(bytearray(tail)), tail),
+                    ]
+        self._hole = -1
+        spare = self._spare
+        if spare is not None and len(spare) >= length and _unshared(spare):
+            return [(memoryview(spare)[:length], length)]
+        self._spare = spare = bytearray(length)
+        return [(memoryview(spare), length)]
+
+    def _in_place_record(self, handover: bool) -> bytes | memoryview | type[NEED_DATA]:
+        self._skip_full()
+        if self._target < len(self._targets):
+            return NEED_DATA
+        targets, self._targets = self._targets, []
+        hole, self._hole = self._hole, -1
+        self._target = self._target_filled = self._filled = 0
+        if hole < 0:
+            self._placed = None
+            whole = targets[0][0]
+            assert whole is not None
+            return whole if handover else bytes(whole)
+        head, tail = targets[0][0], targets[2][0]
+        assert head is not None and tail is not None
+        self._placed = (len(head), targets[1][1])
+        return bytes(head) + bytes(tail)
+
     def _compact(self) -> None:
         if self._pos:
             del self._buffer[: self._pos]
             self._pos = 0
+
+
+def _unshared(buffer: bytearray) -> bool:
+    """True when no view of ``buffer`` is alive (resizing it is then allowed); O(1)."""
+    try:
+        last = buffer[-1]
+        del buffer[-1:]  # BufferError while a memoryview of it exists
+    except BufferError:
+        return False
+    buffer.append(last)
+    return True

@@ -210,8 +210,50 @@ def error_for(code: int, operation: str, *, resource: str | None = None) -> Aiot
 # -- structures ------------------------------------------------------------------------------
 
 
+_FIXED: Final = {"int": "i", "uint": "I", "bool": "I"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a structure is laid out: leading fixed-size fields (one ``struct``), then at
+    most one variable-length field (opaque or string) at the end."""
+
+    head: struct.Struct
+    bools: tuple[int, ...]  # positions of bool fields among the fixed ones
+    names: tuple[str, ...]  # dataclass field names, in order
+    tail: str | None  # "opaque", "string" or None
+    tail_limit: int
+
+
+_plans: dict[type, _Plan] = {}
+
+
+def _plan(cls: type[_Struct]) -> _Plan:
+    plan = _plans.get(cls)
+    if plan is not None:
+        return plan
+    kinds = cls._xdr
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    fixed = 0
+    while fixed < len(kinds) and kinds[fixed] in _FIXED:
+        fixed += 1
+    if len(kinds) - fixed > 1:
+        raise TypeError(f"{cls.__name__}: only the last field may have a variable length")
+    tail = kinds[fixed] if fixed < len(kinds) else None
+    plan = _Plan(
+        head=struct.Struct(">" + "".join(_FIXED[k] for k in kinds[:fixed])),
+        bools=tuple(i for i, k in enumerate(kinds[:fixed]) if k == "bool"),
+        names=names,
+        tail=tail,
+        tail_limit=cls._limits.get(names[-1], 0xFFFFFFFF) if tail else 0,
+    )
+    _plans[cls] = plan
+    return plan
+
+
 class _Struct:
-    """A VXI-11 structure: ``_xdr`` gives the XDR type of each dataclass field in order."""
+    """A VXI-11 structure: ``_xdr`` gives the XDR type of each dataclass field in order
+    (fixed-size fields first, at most one opaque or string field, last)."""
 
     __slots__ = ()
     _xdr: ClassVar[tuple[str, ...]] = ()
@@ -219,37 +261,49 @@ class _Struct:
 
     def encode(self) -> bytes:
         """The XDR encoding."""
+        plan = _plans.get(type(self)) or _plan(type(self))
+        values = [getattr(self, name) for name in plan.names]
+        for i in plan.bools:
+            values[i] = 1 if values[i] else 0
+        tail = values.pop() if plan.tail else None
+        try:
+            head = plan.head.pack(*values)
+        except struct.error as exc:
+            raise LocalProtocolError(
+                f"{type(self).__name__}: XDR value out of range: {exc}"
+            ) from None
+        if tail is None:
+            return head
         p = Packer()
-        for kind, f in zip(self._xdr, fields(self), strict=True):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if kind == "int":
-                p.pack_int(value)
-            elif kind == "uint":
-                p.pack_uint(value)
-            elif kind == "bool":
-                p.pack_bool(value)
-            elif kind == "opaque":
-                p.pack_opaque(value, max_size=self._limits.get(f.name, 0xFFFFFFFF))
-            else:
-                p.pack_string(value, max_size=self._limits.get(f.name, 0xFFFFFFFF))
-        return p.getvalue()
+        if plan.tail == "opaque":
+            p.pack_opaque(tail, max_size=plan.tail_limit)
+        else:
+            p.pack_string(tail, max_size=plan.tail_limit)
+        return head + p.getvalue()
 
     @classmethod
     def decode(cls, data: BytesLike) -> Self:
         """Decode from XDR; RemoteProtocolError when truncated or malformed."""
-        u = Unpacker(data)
-        values: list[Any] = []
-        for kind, f in zip(cls._xdr, fields(cls), strict=True):  # type: ignore[arg-type]
-            if kind == "int":
-                values.append(u.unpack_int())
-            elif kind == "uint":
-                values.append(u.unpack_uint())
-            elif kind == "bool":
-                values.append(u.unpack_bool())
-            elif kind == "opaque":
-                values.append(u.unpack_opaque_view(max_size=cls._limits.get(f.name, 0xFFFFFFFF)))
+        plan = _plans.get(cls) or _plan(cls)
+        head = plan.head
+        try:
+            values: list[Any] = list(head.unpack_from(data))
+        except struct.error:
+            size = len(memoryview(data).cast("B"))
+            raise RemoteProtocolError(
+                f"truncated XDR data: {cls.__name__} needs {head.size} bytes, got {size}"
+            ) from None
+        for i in plan.bools:
+            if values[i] > 1:
+                raise RemoteProtocolError(f"XDR bool must be 0 or 1, got {values[i]}")
+            values[i] = values[i] == 1
+        if plan.tail is not None:
+            u = Unpacker(data)
+            u.skip(head.size)
+            if plan.tail == "opaque":
+                values.append(u.unpack_opaque_view(max_size=plan.tail_limit))
             else:
-                values.append(u.unpack_string(max_size=cls._limits.get(f.name, 0xFFFFFFFF)))
+                values.append(u.unpack_string(max_size=plan.tail_limit))
         return cls(*values)
 
 

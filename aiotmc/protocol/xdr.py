@@ -99,6 +99,10 @@ class Unpacker:
         self._pos = end
         return piece
 
+    def skip(self, size: int) -> None:
+        """Skip ``size`` bytes (RemoteProtocolError if fewer are left)."""
+        self._take(size, "fixed fields")
+
     def unpack_uint(self) -> int:
         """An unsigned 32-bit integer."""
         value: int = _U32.unpack(self._take(4, "unsigned int"))[0]

@@ -40,9 +40,11 @@ from functools import partial
 from typing import Final
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup, UDPSocket
+from anyio.abc import SocketStream, TaskGroup, UDPSocket
 
 from .._exceptions import RemoteProtocolError
+from .._fastpath import current_time, running_loop
+from .._types import BytesLike
 from ..protocol.oncrpc import (
     AcceptStat,
     decode_call,
@@ -98,7 +100,7 @@ from ..protocol.vxi11 import (
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
 from .gpib_bus import GpibBus, gpib_buses
-from .rpc_server import RECV_SIZE, Reply, RpcConnection, RpcServer, Serve
+from .rpc_server import Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
 
@@ -121,6 +123,61 @@ class _Lock:
     released: anyio.Event = field(default_factory=anyio.Event)
 
 
+class _Output:
+    """A response being read: its parts (not joined: block payloads are not copied) and
+    how far it has been read."""
+
+    __slots__ = ("_index", "_offset", "parts", "read", "size")
+
+    def __init__(self, parts: list[BytesLike]) -> None:
+        if len(parts) == 1:  # the usual case
+            self.parts = [memoryview(parts[0]).cast("B")] if len(parts[0]) else []
+        else:
+            self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
+        self.size = sum(len(p) for p in self.parts)
+        self.read = 0  # bytes read so far
+        self._index = 0  # part holding byte ``read``
+        self._offset = 0  # into that part
+
+    def find(self, byte: int, limit: int) -> int:
+        """Bytes up to and including the first ``byte`` within ``limit`` bytes from
+        ``read``; -1 when there is none."""
+        seen = 0
+        index, offset = self._index, self._offset
+        while index < len(self.parts) and seen < limit:
+            part = self.parts[index]
+            span = min(len(part) - offset, limit - seen)
+            found = part[offset : offset + span].tobytes().find(bytes([byte]))
+            if found >= 0:
+                return seen + found + 1
+            seen += span
+            index, offset = index + 1, 0
+        return -1
+
+    def take(self, count: int) -> list[memoryview]:
+        """The next ``count`` bytes (at most what is left), as views of the parts."""
+        out = []
+        while count and self._index < len(self.parts):
+            part = self.parts[self._index]
+            span = min(len(part) - self._offset, count)
+            out.append(part[self._offset : self._offset + span])
+            count -= span
+            self.read += span
+            self._offset += span
+            if self._offset == len(part):
+                self._index, self._offset = self._index + 1, 0
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadResult:
+    """device_read results before encoding: the data as views of the response."""
+
+    error: int
+    reason: int = 0
+    pieces: tuple[memoryview, ...] = ()
+
+
 @dataclass(eq=False)
 class _Link:
     lid: int
@@ -128,8 +185,7 @@ class _Link:
     device: SimDevice
     input: bytearray = field(default_factory=bytearray)
     overflow: bool = False  # the current program message went over the limit: dropped
-    output: bytes | None = None  # the response being read, from ``offset``
-    offset: int = 0
+    output: _Output | None = None  # the response being read
     aborted: anyio.Event | None = None  # set while a call can be aborted
     conn: RpcConnection | None = None  # the core connection that created it
     srq_handle: bytes | None = None  # device_enable_srq handle while enabled
@@ -223,14 +279,14 @@ class Vxi11Server(RpcServer):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def _bind(self) -> list[tuple[SocketListener, str, Serve]]:
+    async def _bind(self) -> list[tuple[socket.socket, str, Serve]]:
         for name, device in self.devices.items():
             self._unsubscribe.append(device.add_srq_listener(partial(self._on_srq, name)))
         core = await self._listen(self.port)
-        self.port = core.extra(anyio.abc.SocketAttribute.local_port)
+        self.port = core.getsockname()[1]
         abort = await self._listen(self.abort_port)
-        self.abort_port = abort.extra(anyio.abc.SocketAttribute.local_port)
-        served: list[tuple[SocketListener, str, Serve]] = [
+        self.abort_port = abort.getsockname()[1]
+        served: list[tuple[socket.socket, str, Serve]] = [
             (core, "core", self._serve_core),
             (abort, "abort", self._serve_abort),
         ]
@@ -238,11 +294,11 @@ class Vxi11Server(RpcServer):
             self.registered = await self._rpcbind(PMAPPROC_SET, self.port)
         if self.portmapper_port is not None:
             pmap = await self._bind_portmapper(self.portmapper_port)
-            self.portmapper_port = pmap.extra(anyio.abc.SocketAttribute.local_port)
+            self.portmapper_port = pmap.getsockname()[1]
             served.append((pmap, "portmapper", self._serve_portmapper))
         return served
 
-    async def _bind_portmapper(self, port: int) -> SocketListener:
+    async def _bind_portmapper(self, port: int) -> socket.socket:
         """The portmapper's TCP listener, and its UDP socket on the same port number."""
         for _ in range(_PORT_TRIES):
             udp = await anyio.create_udp_socket(local_host=self.host, local_port=port)
@@ -340,7 +396,7 @@ class Vxi11Server(RpcServer):
             except RemoteProtocolError:
                 self.log.debug("ignored a UDP datagram that is no portmapper call")
                 continue
-            self.calls.append(("portmapper-udp", call.proc))
+            self.record_call("portmapper-udp", call.proc)
             try:
                 await udp.sendto(reply, host, port)
             except OSError:
@@ -425,9 +481,9 @@ class Vxi11Server(RpcServer):
             return encode_reply(xid, await self._write(conn, write))
         if proc == Proc.DEVICE_READ:
             read = await self._read(conn, DeviceReadParms.decode(args))
-            size = len(read.data)
+            size = sum(len(piece) for piece in read.pieces)
             head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
-            return (head, read.data, _PAD[size & 3])  # the data is not copied
+            return (head, *read.pieces, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -596,6 +652,11 @@ class Vxi11Server(RpcServer):
 
     # -- locks -----------------------------------------------------------------------------
 
+    def _locked_out(self, link: _Link) -> bool:
+        """True when another link holds the lock of ``link``'s device (no await)."""
+        lock = self._locks.get(link.name)
+        return lock is not None and lock.owner is not None and lock.owner != link.lid
+
     async def _access(self, link: _Link, flags: int, lock_timeout_ms: int) -> int:
         """0 when ``link`` may use its device now, else the error code."""
         lock = self._locks.get(link.name)
@@ -603,6 +664,8 @@ class Vxi11Server(RpcServer):
             return 0
         if not flags & WAITLOCK or lock_timeout_ms == 0:
             return ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK
+        if link.conn is not None:
+            await self.flush(link.conn)  # answers to earlier calls go out before the wait
         with anyio.move_on_after(lock_timeout_ms / 1000):
             while lock.owner is not None and lock.owner != link.lid:
                 await lock.released.wait()
@@ -635,9 +698,10 @@ class Vxi11Server(RpcServer):
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
-        error = await self._access(link, parms.flags, parms.lock_timeout)
-        if error:
-            return DeviceWriteResp(error, 0).encode()
+        if self._locked_out(link):
+            error = await self._access(link, parms.flags, parms.lock_timeout)
+            if error:
+                return DeviceWriteResp(error, 0).encode()
         data = memoryview(parms.data)
         if self.short_writes is not None:
             data = data[: self.short_writes]
@@ -660,41 +724,40 @@ class Vxi11Server(RpcServer):
             link.input += data
         return DeviceWriteResp(0, len(data)).encode()
 
-    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> DeviceReadResp:
+    async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> _ReadResult:
         link = self._link(conn, parms.lid)
         if link is None:
-            return DeviceReadResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0, b"")
+            return _ReadResult(ErrorCode.INVALID_LINK_IDENTIFIER)
         if parms.request_size == 0:
-            return DeviceReadResp(ErrorCode.PARAMETER_ERROR, 0, b"")
-        deadline = anyio.current_time() + parms.io_timeout / 1000
-        error = await self._access(link, parms.flags, parms.lock_timeout)
-        if error:
-            return DeviceReadResp(error, 0, b"")
+            return _ReadResult(ErrorCode.PARAMETER_ERROR)
+        deadline = current_time(running_loop()) + parms.io_timeout / 1000
+        if self._locked_out(link):
+            error = await self._access(link, parms.flags, parms.lock_timeout)
+            if error:
+                return _ReadResult(error)
         if link.output is None and not self._take_output(link):
+            await self.flush(conn)  # answers to earlier calls go out before the wait
             error = await self._wait_output(conn, link, deadline)
             if error:
-                return DeviceReadResp(error, 0, b"")
+                return _ReadResult(error)
         output = link.output
         assert output is not None
-        start = link.offset
-        stop = min(len(output), start + parms.request_size)
+        count = min(output.size - output.read, parms.request_size)
         reason = Reason.NONE
         if parms.flags & TERMCHRSET:
-            found = output.find(bytes([parms.term_char & 0xFF]), start, stop)
+            found = output.find(parms.term_char & 0xFF, count)
             if found >= 0:
-                stop = found + 1
+                count = found
                 reason |= Reason.CHR
-        if stop - start == parms.request_size:
+        if count == parms.request_size:
             reason |= Reason.REQCNT
-        chunk = memoryview(output)[start:stop]
-        link.offset = stop
-        if stop == len(output):
-            exact = stop - start == parms.request_size and stop > start
+        pieces = output.take(count)
+        if output.read == output.size:
+            exact = count == parms.request_size and count > 0
             if not (self.split_exact_multiple and exact):
                 reason |= Reason.END
                 link.output = None
-                link.offset = 0
-        return DeviceReadResp(0, reason, chunk)
+        return _ReadResult(0, reason, tuple(pieces))
 
     @staticmethod
     def _take_output(link: _Link) -> bool:
@@ -702,8 +765,7 @@ class Vxi11Server(RpcServer):
         parts = link.device.read_parts()
         if parts is None:
             return False
-        link.output = b"".join(parts)
-        link.offset = 0
+        link.output = _Output(parts)
         return True
 
     async def _wait_output(self, conn: RpcConnection, link: _Link, deadline: float) -> int:
@@ -736,15 +798,12 @@ class Vxi11Server(RpcServer):
             if aborted.is_set():
                 return ErrorCode.ABORT
 
-    @staticmethod
-    async def _watch(conn: RpcConnection, aborted: anyio.Event) -> None:
+    async def _watch(self, conn: RpcConnection, aborted: anyio.Event) -> None:
         """Receive once: EOF aborts the wait, data is kept for the connection's loop."""
         if conn.pending is not None:
             return
-        try:
-            conn.pending = await conn.stream.receive(RECV_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            conn.pending = b""
+        conn.pending = await self.receive(conn)
+        if not conn.pending:
             aborted.set()
 
     async def _generic(self, conn: RpcConnection, proc: Proc, parms: DeviceGenericParms) -> bytes:
@@ -764,7 +823,6 @@ class Vxi11Server(RpcServer):
             link.input.clear()
             link.overflow = False
             link.output = None
-            link.offset = 0
         else:
             self.remote[link.name] = proc == Proc.DEVICE_REMOTE
         return DeviceError(0).encode()

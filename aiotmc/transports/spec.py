@@ -87,6 +87,9 @@ class TransportSpec:
         options: a ``TypedDict`` of the transport's own keyword options; ``aiotmc.open``
             rejects any other name with a ``TypeError`` listing the accepted ones.
         list_resources: finds attached resources of this kind (None: no discovery).
+        list_options: a ``TypedDict`` of keyword options ``list_resources`` takes (e.g.
+            the hosts to ask); :func:`aiotmc.list_resources` passes each spec the ones it
+            declares.
         unavailable: the reason the transport cannot work here (missing extra, missing
             system library), or None when it can. Called by ``info``/``list`` only.
         interface_types: VISA interface keywords (``"ASRL"``) this transport parses
@@ -99,10 +102,16 @@ class TransportSpec:
     example: str
     open: Opener
     options: type = NoOptions
-    list_resources: Callable[[], Awaitable[Sequence[FoundResource]]] | None = None
+    list_resources: Callable[..., Awaitable[Sequence[FoundResource]]] | None = None
+    list_options: type = NoOptions
     unavailable: Callable[[], str | None] = _always_available
     interface_types: tuple[str, ...] = ()
     parse: Callable[[str], ResourceName] | None = None
+
+    @property
+    def list_option_names(self) -> frozenset[str]:
+        """The keyword options ``list_resources`` accepts."""
+        return frozenset(getattr(self.list_options, "__annotations__", {}))
 
     @property
     def option_names(self) -> frozenset[str]:

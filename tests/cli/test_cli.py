@@ -7,8 +7,10 @@ SIGTERM at the end. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,6 +166,107 @@ def test_sim_serves_the_same_instruments_over_vxi11(capsys: pytest.CaptureFixtur
         assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()
+
+
+def _port_111_free() -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.0.1", 111))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+@contextlib.contextmanager
+def _rpcbind() -> Iterator[None]:
+    """Debian's rpcbind on 127.0.0.1:111 for the block (``-i``: registrations from
+    non-reserved ports accepted); skips when it cannot run here."""
+    if shutil.which("rpcbind") is None or not _port_111_free():
+        pytest.skip("rpcbind is not installed, or port 111 is taken or needs root")
+    proc = subprocess.Popen(
+        ["rpcbind", "-f", "-i"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):  # an external daemon: wait (bounded) until it accepts
+            try:
+                socket.create_connection(("127.0.0.1", 111), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.skip("rpcbind does not run as this user")
+                threading.Event().wait(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+@pytest.mark.parametrize("pmap", ["0", "111", "rpcbind"])
+def test_sim_answers_the_portmapper(pmap: str) -> None:
+    """``aiotmc sim --vxi11 0 --portmapper PORT`` or ``--rpcbind``: clients find the core
+    port through it (pyvisa-py, which always asks port 111, when that can be arranged)."""
+    with contextlib.ExitStack() as stack:
+        if pmap == "rpcbind":
+            stack.enter_context(_rpcbind())
+        elif pmap == "111" and not _port_111_free():
+            pytest.skip("port 111 is taken (rpcbind) or needs root")
+        _sim_through_the_portmapper(pmap)
+
+
+def _sim_through_the_portmapper(pmap: str) -> None:
+    flags = ["--rpcbind"] if pmap == "rpcbind" else ["--portmapper", pmap]
+    proc = subprocess.Popen(
+        [*AIOTMC, "sim", "--device", "dmm:0", "--vxi11", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        lines = [proc.stdout.readline().split() for _ in range(2)]
+        port = 111
+        if pmap != "rpcbind":
+            note = proc.stderr.readline()
+            assert "portmapper on 127.0.0.1:" in note
+            port = int(note.split("127.0.0.1:")[1].split()[0])
+        if pmap != "0":
+            assert lines[1][0] == "TCPIP0::127.0.0.1::inst0::INSTR"  # no port needed
+            pyvisa = pytest.importorskip("pyvisa")
+            pytest.importorskip("pyvisa_py")
+            rm = pyvisa.ResourceManager("@py")
+            try:
+                inst = rm.open_resource(lines[1][0])
+                assert "SIM-DMM" in inst.query("*IDN?")
+                inst.close()
+            finally:
+                rm.close()
+        else:
+            assert "," in lines[1][0]  # a portmapper clients cannot find: explicit port
+
+            async def through_the_portmapper() -> str:
+                import aiotmc
+
+                name = "TCPIP0::127.0.0.1::inst0::INSTR"
+                async with aiotmc.open(name, portmapper_port=port, srq=False) as inst:
+                    return await inst.query("*IDN?")
+
+            import anyio
+
+            assert "SIM-DMM" in anyio.run(through_the_portmapper)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()
+
+
+def test_sim_portmapper_needs_vxi11(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--portmapper", "0"]) == 2
+    assert "--portmapper needs --vxi11" in capsys.readouterr().err
 
 
 def test_sim_vxi11_gateway_needs_vxi11(capsys: pytest.CaptureFixture[str]) -> None:

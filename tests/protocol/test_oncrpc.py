@@ -183,3 +183,100 @@ def test_reassembler_hands_over_a_large_record_without_copying() -> None:
     r.receive_data(record_mark(size) + payload + record_mark(1) + b"x")
     assert isinstance(r.next_record_view(), bytes)
     assert r.next_record_view() == b"x"
+
+
+def test_reassembler_receives_a_large_record_in_place() -> None:
+    size = 3 << 20
+    r = RecordReassembler(max_size=size)
+    payload = bytes(range(256)) * (size // 256)
+    assert r.receive_buffer() is None  # nothing known yet: receive as usual
+    r.receive_data(record_mark(size) + payload[:5000])
+    assert r.receive_buffer() is None  # no wish for a view yet (next_record only copies)
+    assert r.next_record_view() is NEED_DATA
+    sent = 5000
+    while (target := r.receive_buffer()) is not None:
+        assert len(target) == size - sent  # exactly the rest of the record, never more
+        step = min(len(target), 1 << 20)
+        target[:step] = payload[sent : sent + step]
+        r.commit(step)
+        sent += step
+        if sent < size:
+            assert r.next_record_view() is NEED_DATA
+        else:
+            break
+    record = r.next_record_view()
+    assert isinstance(record, memoryview) and record == payload
+    assert r.at_record_start and r.receive_buffer() is None
+    # The rest of a large record and the next one in the same data: split correctly.
+    r.receive_data(record_mark(size) + payload[:10])
+    assert r.next_record_view() is NEED_DATA
+    r.receive_data(payload[10:] + record_mark(2) + b"ok")
+    assert r.next_record_view() == payload
+    assert r.next_record_view() == b"ok"
+    # A header announcing more than max_size still fails before anything is allocated.
+    with pytest.raises(RecordTooLarge):
+        r.receive_data(record_mark(size + 1))
+        r.next_record_view()
+
+
+def test_reassembler_reuses_its_in_place_buffer_only_when_free() -> None:
+    size = 1 << 20
+    r = RecordReassembler(max_size=2 * size)
+    first, second = b"a" * size, b"b" * size
+
+    def receive(payload: bytes) -> bytes | memoryview:
+        r.receive_data(record_mark(size) + payload[:10])
+        assert r.next_record_view() is NEED_DATA
+        r.receive_data(payload[10:])
+        record = r.next_record_view()
+        assert isinstance(record, memoryview)
+        return record
+
+    kept = receive(first)
+    other = receive(second)  # ``kept`` is alive: a new buffer, ``kept`` untouched
+    assert kept == first and other == second
+    del kept
+    again = receive(first)  # the first buffer is free again: reused
+    assert again == first and other == second
+
+
+def test_reassembler_places_a_stretch_into_the_callers_buffer() -> None:
+    size = 2 << 20
+    record = bytes(range(256)) * (size // 256)
+    r = RecordReassembler(max_size=size)
+    target = bytearray(1 << 20)
+    seen: list[int] = []
+
+    def place(prefix: memoryview, length: int) -> tuple[int, memoryview] | None:
+        seen.append(len(prefix))
+        assert length == size and prefix == record[: len(prefix)]
+        return 100, memoryview(target)
+
+    r.place_next(place)
+    r.receive_data(record_mark(size) + record[:50])
+    assert r.next_record_view() is NEED_DATA and not seen  # waits for 128 bytes
+    r.receive_data(record[50:5000])
+    assert r.next_record_view() is NEED_DATA and seen == [5000]
+    sent = 5000
+    while (view := r.receive_buffer()) is not None:
+        step = min(len(view), 300_000)
+        view[:step] = record[sent : sent + step]
+        r.commit(step)
+        sent += step
+    got = r.next_record_view()
+    assert got == record[:100] + record[100 + len(target) :]
+    assert r.take_placed() == (100, len(target)) and r.take_placed() is None
+    assert target == record[100 : 100 + len(target)]
+    # Detached part-way: the rest of the stretch is discarded, the buffer left alone.
+    target[:] = bytes(len(target))
+    r.place_next(place)
+    r.receive_data(record_mark(size) + record[:1000])
+    assert r.next_record_view() is NEED_DATA
+    r.detach()
+    r.receive_data(record[1000:])
+    assert r.next_record_view() == record[:100] + record[100 + len(target) :]
+    assert bytes(target[900:]) == bytes(len(target) - 900)  # nothing after the detach
+    # No placement wanted: an ordinary in-place record.
+    r.place_next(lambda prefix, length: None)
+    r.receive_data(record_mark(size) + record)
+    assert r.next_record_view() == record and r.take_placed() is None

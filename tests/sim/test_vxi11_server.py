@@ -534,3 +534,13 @@ async def test_serve_vxi11_names_devices_and_gateways() -> None:
             resources[0], srq=False, portmapper_port=server.portmapper_port
         ) as inst:
             assert "DMM" in await inst.query("*IDN?")
+
+
+def test_the_call_log_is_bounded() -> None:
+    from aiotmc.sim.rpc_server import MAX_CALLS_KEPT
+
+    server = Vxi11Server(dmm())
+    for i in range(3 * MAX_CALLS_KEPT):
+        server.record_call("core", i)
+    assert len(server.calls) <= MAX_CALLS_KEPT
+    assert server.calls[-1] == ("core", 3 * MAX_CALLS_KEPT - 1)

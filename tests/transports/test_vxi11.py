@@ -148,6 +148,69 @@ async def test_one_megabyte_block() -> None:
         assert len(reads) == 5  # 4 full requests and the rest
 
 
+@pytest.mark.parametrize(
+    ("size", "request_size", "split"),
+    [
+        (3 << 20, 4 << 20, False),  # one placed reply
+        (3 << 20, 1 << 20, False),  # several, header in the first, "\n" in the last
+        (2 << 20, 1 << 20, True),  # an extra empty read brings END
+        ((1 << 20) - 100, 1 << 20, False),  # header and payload in one, then "\n"
+        (3 << 20, 100_000, False),  # small replies: none placed, each copied
+    ],
+)
+async def test_block_read_straight_into_the_buffer(
+    size: int, request_size: int, split: bool
+) -> None:
+    async with (
+        served(block_device(size)) as (server, _),
+        aiotmc.open(server.resource(), request_size=request_size) as inst,
+    ):
+        server.split_exact_multiple = split
+        buffer = bytearray(size + 10)
+        for _ in range(2):
+            payload = await inst.query_block("DATA?", into=buffer)
+            assert len(payload) == size and payload == test_pattern(size)
+            buffer[:] = bytes(len(buffer))
+        assert await inst.query("ECHO after") == "after"
+        small = bytearray(size - 1)  # does not fit: typed, and the link is in step after
+        with pytest.raises(aiotmc.LocalProtocolError, match="does not fit"):
+            await inst.query_block("DATA?", into=small)
+        assert await inst.query("ECHO after") == "after"
+
+
+async def test_indefinite_block_into_a_buffer_is_read_the_usual_way() -> None:
+    device = echo_device()
+    payload = bytes(test_pattern(1 << 20)).replace(b"\n", b"x")
+    device.add_command("DATA?", lambda call: b"#0" + payload)
+    async with served(device) as (server, _), aiotmc.open(server.resource()) as inst:
+        buffer = bytearray(2 << 20)
+        assert await inst.query_block("DATA?", into=buffer) == payload
+
+
+async def test_block_into_a_buffer_cancelled_midway_never_writes_it_later() -> None:
+    size = 4 << 20
+    async with (
+        served(block_device(size)) as (server, _),
+        aiotmc.open(server.resource(), request_size=size + 64) as inst,
+    ):
+        buffer = bytearray(size)
+        handler = server._read
+
+        async def cancelling(conn: Any, parms: Any) -> Any:
+            scope.cancel()  # the client gives up while the 4 MiB reply is on its way
+            return await handler(conn, parms)
+
+        server._read = cancelling  # type: ignore[method-assign]
+        with anyio.CancelScope() as scope:
+            await inst.query_block("DATA?", into=buffer)
+        assert scope.cancelled_caught
+        server._read = handler  # type: ignore[method-assign]
+        snapshot = bytes(buffer)
+        assert await inst.query("ECHO after") == "after"  # the late reply is skipped
+        assert bytes(buffer) == snapshot
+        assert await inst.query_block("DATA?", into=buffer) == test_pattern(size)
+
+
 @pytest.mark.parametrize("split", [False, True])
 async def test_response_an_exact_multiple_of_the_request_size(split: bool) -> None:
     # '#' '5' '12280' payload '\n' = 3 * 4096 bytes: the last read is full and ends the
@@ -405,6 +468,44 @@ async def test_two_gigabyte_fragment_header_is_typed_then_reconnects() -> None:
         assert await inst.query("X?") == "ok"
         assert len(connections) == 2
         assert inst.transport.reconnects == 1
+
+
+async def test_large_records_received_in_place_keep_the_rules() -> None:
+    """Records of 2 MiB take the in-place path: a foreign XID is skipped, a record cut
+    short by a lost connection is ConnectionLostError, and the link reconnects."""
+    big = bytes(range(256)) * (8 << 10)  # 2 MiB
+    plan = ["foreign", "cut", "ok"]
+
+    async def answer(stream: SocketStream, call: Call) -> bool | None:
+        if await linked(stream, call):
+            return None
+        if call.proc != Proc.DEVICE_READ:
+            await answer_reads(stream, call)
+            return None
+        step = plan.pop(0) if plan else "ok"
+        reply = encode_reply(call.xid, DeviceReadResp(0, Reason.END, big).encode())
+        if step == "foreign":
+            foreign = encode_reply(call.xid ^ 0x5A5A, DeviceReadResp(0, Reason.END, big).encode())
+            await send_record(stream, foreign)
+        elif step == "cut":
+            await stream.send(record_mark(len(reply)) + reply[: len(reply) // 2])
+            return False  # hang up mid-record
+        await send_record(stream, reply)
+        return None
+
+    async def query(inst: aiotmc.Instrument) -> bytes:
+        await inst.write("X?")
+        return await inst.read_raw(max_size=4 << 20)
+
+    async with (
+        rpc_peer(answer) as (port, connections),
+        open_peer(port, request_size=4 << 20) as inst,
+    ):
+        assert await query(inst) == big  # the foreign one was skipped
+        with pytest.raises(aiotmc.ConnectionLostError):
+            await query(inst)
+        assert await query(inst) == big
+        assert len(connections) == 2
 
 
 async def test_server_that_never_answers() -> None:

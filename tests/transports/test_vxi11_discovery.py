@@ -6,7 +6,10 @@ import socket
 
 import anyio
 import pytest
+from anyio.from_thread import start_blocking_portal
 
+import aiotmc
+from aiotmc.cli import main
 from aiotmc.sim import create_device
 from aiotmc.sim.vxi11_server import Vxi11Server
 from aiotmc.transports.vxi11.discovery import discover
@@ -45,3 +48,31 @@ async def test_simulator_ignores_junk_datagrams() -> None:
             await udp.sendto(b"", "127.0.0.1", port)
         found = await discover(["127.0.0.1"], port=port, timeout=2)
         assert len(found) == 1
+
+
+async def test_list_resources_asks_the_hosts_named() -> None:
+    async with Vxi11Server(create_device("dmm"), portmapper_port=0) as server:
+        port = server.portmapper_port
+        assert port is not None
+        found = await aiotmc.list_resources(
+            vxi11_hosts="127.0.0.1, 127.0.0.2", vxi11_portmapper_port=port, vxi11_timeout=1
+        )
+        assert found == ["TCPIP0::127.0.0.1::inst0::INSTR"]  # nobody on 127.0.0.2
+        assert server.calls.count(("portmapper-udp", 3)) == 1
+        server.calls.clear()
+        await aiotmc.list_resources()  # nothing named: nothing sent
+        assert ("portmapper-udp", 3) not in server.calls
+    with pytest.raises(TypeError, match="vxi11_hostz"):
+        await aiotmc.list_resources(vxi11_hostz="127.0.0.1")
+
+
+def test_cli_list_vxi11_hosts(capsys: pytest.CaptureFixture[str]) -> None:
+    with start_blocking_portal() as portal:
+        server = Vxi11Server(create_device("dmm"), portmapper_port=0)
+        with portal.wrap_async_context_manager(server):
+            port = server.portmapper_port
+            assert port is not None
+            args = ["--vxi11-hosts", "127.0.0.1", "--portmapper-port", str(port)]
+            status = main(["list", *args, "--vxi11-timeout", "2"])
+    assert status == 0
+    assert "TCPIP0::127.0.0.1::inst0::INSTR" in capsys.readouterr().out

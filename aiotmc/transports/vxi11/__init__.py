@@ -6,15 +6,23 @@ See docs/vxi11.md. :class:`Vxi11Transport` is the link; :data:`TRANSPORT` regist
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypedDict
 
 from ...resources import ResourceName, TcpipInstr
-from ..spec import LinkSettings, TransportSpec, closing_link
+from ..spec import FoundResource, LinkSettings, TransportSpec, closing_link
+from .discovery import discover
 from .transport import DEFAULT_REQUEST_SIZE, REPLY_MARGIN, Vxi11Transport
 
-__all__ = ["DEFAULT_REQUEST_SIZE", "REPLY_MARGIN", "TRANSPORT", "Vxi11Options", "Vxi11Transport"]
+__all__ = [
+    "DEFAULT_REQUEST_SIZE",
+    "REPLY_MARGIN",
+    "TRANSPORT",
+    "Vxi11ListOptions",
+    "Vxi11Options",
+    "Vxi11Transport",
+]
 
 
 class Vxi11Options(TypedDict, total=False):
@@ -28,6 +36,33 @@ class Vxi11Options(TypedDict, total=False):
     lock: bool  #: open with the device locked for this link (create_link lockDevice)
     pipeline: bool  #: queries send device_write and device_read together (one round trip)
     srq: bool  #: set up the interrupt channel for service requests (True)
+
+
+class Vxi11ListOptions(TypedDict, total=False):
+    """Options of ``aiotmc.list_resources()`` / ``aiotmc.discover()`` for VXI-11: nothing
+    is asked unless hosts or a broadcast address are named."""
+
+    vxi11_hosts: Sequence[str] | str  #: hosts, IPv4 addresses, CIDR subnets (or "a,b,c")
+    vxi11_broadcast: str | None  #: also one GETPORT to this broadcast address (opt-in)
+    vxi11_timeout: float  #: seconds to wait for answers (1.0)
+    vxi11_portmapper_port: int  #: the portmappers' UDP port (111)
+
+
+async def _list_vxi11(
+    *,
+    vxi11_hosts: Sequence[str] | str = (),
+    vxi11_broadcast: str | None = None,
+    vxi11_timeout: float = 1.0,
+    vxi11_portmapper_port: int = 111,
+) -> list[FoundResource]:
+    if isinstance(vxi11_hosts, str):
+        vxi11_hosts = [h.strip() for h in vxi11_hosts.split(",") if h.strip()]
+    return await discover(
+        vxi11_hosts,
+        port=vxi11_portmapper_port,
+        timeout=vxi11_timeout,
+        broadcast=vxi11_broadcast,
+    )
 
 
 @asynccontextmanager
@@ -65,5 +100,7 @@ TRANSPORT: Final = TransportSpec(
     example="TCPIP0::192.0.2.7::inst0::INSTR",
     open=_open_vxi11,
     options=Vxi11Options,
+    list_resources=_list_vxi11,
+    list_options=Vxi11ListOptions,
 )
 """The VXI-11 transport's registration (see :mod:`aiotmc.registry`)."""

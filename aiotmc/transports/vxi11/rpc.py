@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Final
 
@@ -26,17 +27,21 @@ from ..._exceptions import (
     ConnectError,
     ConnectionLostError,
     ConnectTimeout,
+    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     WriteTimeout,
 )
 from ..._types import BytesLike
 from ...protocol.oncrpc import (
+    AUTH_NONE,
+    LAST_FRAGMENT,
+    MAX_FRAGMENT,
+    RPC_VERSION,
+    Placement,
     RecordReassembler,
-    call_header,
     decode_reply,
     peek_xid,
-    record_mark,
 )
 from ...protocol.scpi import NEED_DATA
 from .._receivers import Receiver, receiver_for
@@ -50,6 +55,7 @@ _RECV_SIZE: Final = 256 * 1024
 _JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
 _MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
 _CALL_HEADER: Final = 40
+_MARKED_CALL: Final = struct.Struct(">11I")  # record mark + CALL header (AUTH_NONE)
 
 
 class RpcChannel:
@@ -174,8 +180,15 @@ class RpcChannel:
         total = 0
         for proc, args in calls:
             self._xid = xid = (self._xid + 1) & 0xFFFFFFFF
-            size = _CALL_HEADER + sum(len(a) for a in args)
-            pieces.append(record_mark(size) + call_header(xid, self._prog, self._vers, proc))
+            size = _CALL_HEADER + sum(map(len, args))
+            if size > MAX_FRAGMENT:
+                raise LocalProtocolError(f"RPC call of {size} bytes exceeds one record fragment")
+            pieces.append(
+                _MARKED_CALL.pack(
+                    size | LAST_FRAGMENT, xid, 0, RPC_VERSION, self._prog, self._vers, proc,
+                    AUTH_NONE, 0, AUTH_NONE, 0,
+                )
+            )  # fmt: skip
             pieces.extend(args)
             total += 4 + size
             xids.append(xid)
@@ -199,6 +212,31 @@ class RpcChannel:
             raise WriteTimeout(f"{self._where}no reply to RPC call {proc} in time")
         raise ReadTimeout(f"{self._where}no reply to RPC call {proc} in time")
 
+    async def reply_placed(
+        self,
+        xid: int,
+        place: Placement,
+        *,
+        wait_until: float = math.inf,
+        proc: int = 0,
+    ) -> tuple[memoryview, tuple[int, int] | None]:
+        """As :meth:`reply`, offering ``place`` to put a large reply's bytes straight into
+        the caller's buffer (see :data:`~aiotmc.protocol.oncrpc.Placement`; only the
+        reply to ``xid`` is placed). Returns the results and, when placed, (offset,
+        size) of the stretch that is missing from them (record offsets). Once this
+        returns or raises, nothing more is written to the caller's buffer."""
+        reassembler = self._reassembler
+
+        def placement(prefix: memoryview, length: int) -> tuple[int, memoryview] | None:
+            return place(prefix, length) if peek_xid(prefix) == xid else None
+
+        reassembler.place_next(placement)
+        try:
+            results = await self.reply(xid, wait_until=wait_until, proc=proc)
+            return results, reassembler.take_placed()
+        finally:
+            reassembler.detach()
+
     def _socket(self) -> socket.socket:
         sock = self._sock
         if sock is None:
@@ -211,7 +249,17 @@ class RpcChannel:
         needs no cancel scope: only a wait for the socket can be cancelled or time out."""
         sock = self._socket()
         if size <= _JOIN_LIMIT:
-            views = [memoryview(b"".join(pieces))]
+            data = b"".join(pieces)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.broken = True
+                raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
+            if sent == size:
+                return True  # the usual case: one system call
+            views = [memoryview(data)[sent:]]
         else:
             views = [memoryview(p).cast("B") for p in pieces if len(p)]
         if self._send_some(sock, views):
@@ -261,10 +309,11 @@ class RpcChannel:
                 await self._fill(wait_until)
                 continue
             assert isinstance(record, bytes | memoryview)
-            record_xid = peek_xid(record)
             try:
                 reply = decode_reply(record)
+                record_xid: int | None = reply.xid
             except RemoteProtocolError as exc:
+                record_xid = peek_xid(record)
                 if record_xid == xid:
                     self._outstanding.discard(xid)
                     raise RemoteProtocolError(
@@ -292,8 +341,9 @@ class RpcChannel:
         receiver = self._receiver
         if receiver is None:
             receiver = self._receiver = receiver_for(sock)
+        direct = self._reassembler.receive_buffer()  # a large record: straight into it
         try:
-            n = await receiver.recv_into(self._buffer, wait_until)
+            n = await receiver.recv_into(self._buffer if direct is None else direct, wait_until)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -302,4 +352,7 @@ class RpcChannel:
         if n == 0:
             self.broken = True
             raise ConnectionLostError("the server closed the connection", resource=self._resource)
-        self._reassembler.receive_data(self._buffer[:n])
+        if direct is None:
+            self._reassembler.receive_data(self._buffer[:n])
+        else:
+            self._reassembler.commit(n)

@@ -31,6 +31,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import struct
 from collections.abc import Sequence
 from typing import Final, Literal, overload
 
@@ -44,6 +45,7 @@ from ..._exceptions import (
     RemoteProtocolError,
     TransportError,
 )
+from ..._fastpath import current_time, running_loop
 from ..._types import BytesLike, RenMode
 from ...protocol.ieee4882 import block_payload_view
 from ...protocol.portmap import PMAP_PORT
@@ -65,7 +67,6 @@ from ...protocol.vxi11 import (
     DeviceGenericParms,
     DeviceLink,
     DeviceLockParms,
-    DeviceReadParms,
     DeviceReadResp,
     DeviceReadStbResp,
     DeviceRemoteFunc,
@@ -80,6 +81,7 @@ from ...protocol.xdr import padding
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
+from .block import BlockInto, IndefiniteBlock
 from .interrupt import InterruptServer, acquire, release
 from .portmapper import cached_port, forget_port, lookup_port
 from .rpc import RpcChannel
@@ -118,6 +120,7 @@ _CAPABILITIES_SRQ: Final = Capabilities(
     eom=True,
     locking=True,
 )
+_READ_PARMS: Final = struct.Struct(">iIIIii")  # DeviceReadParms, packed in one go
 _REFUSALS: Final = frozenset({1, 4, 5, 6, 8, 11, 12, 21, 29})  # error codes: nothing was done
 _REMOTE_MODES: Final = frozenset(
     {RenMode.ASSERT, RenMode.ASSERT_ADDRESS, RenMode.ASSERT_LLO, RenMode.ASSERT_ADDRESS_LLO}
@@ -126,6 +129,23 @@ _REMOTE_MODES: Final = frozenset(
 
 class _ConsumedError(RemoteProtocolError):
     """A bad response that was read to its end: the link is in step."""
+
+
+_READ_RESP: Final = struct.Struct(">iiI")  # device_read results up to the data
+_PLACE_MIN: Final = 1 << 20  # blocks read into a buffer this large are placed
+_END: Final = int(Reason.END)
+_END_OR_CHR: Final = int(Reason.END | Reason.CHR)
+
+
+def _read_resp(results: memoryview) -> tuple[int, int, memoryview]:
+    """device_read results (error, reason, data as a view); as DeviceReadResp.decode,
+    without building the dataclass."""
+    if len(results) >= 12:
+        error, reason, size = _READ_RESP.unpack_from(results)
+        if 12 + size <= len(results):
+            return error, reason, results[12 : 12 + size]
+    reply = DeviceReadResp.decode(results)  # raises RemoteProtocolError, naming the problem
+    return reply.error, reply.reason, memoryview(reply.data)
 
 
 def _ms(seconds: float) -> int:
@@ -316,7 +336,7 @@ class Vxi11Transport:
         write, read = await core.send_calls(
             [
                 (Proc.DEVICE_WRITE, [head, message, padding(size)]),
-                (Proc.DEVICE_READ, [self._read_parms(deadline)]),
+                (Proc.DEVICE_READ, [self._read_parms(deadline, io_ms)]),
             ],
             wait_until=until,
         )
@@ -343,7 +363,12 @@ class Vxi11Transport:
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
-        """Receive a block response message and return its payload."""
+        """Receive a block response message and return its payload.
+
+        Into a buffer of 1 MiB or more, the payload of large device_read replies goes
+        from the socket straight into ``into`` (no copy)."""
+        if into is not None and len(into) >= _PLACE_MIN and self._term_char is None:
+            return await self._receive_block_into(into, max_size=max_size, deadline=deadline)
         core = await self._enter(deadline)
         try:
             message = await self._read(core, max_size + 64, deadline, copy=False)
@@ -363,6 +388,69 @@ class Vxi11Transport:
             )
         into[: len(payload)] = payload
         return into[: len(payload)]
+
+    async def _receive_block_into(
+        self, into: memoryview, *, max_size: int, deadline: float
+    ) -> memoryview:
+        core = await self._enter(deadline)
+        try:
+            return await self._read_block_into(core, into, max_size, deadline)
+        except _ConsumedError:
+            raise  # the whole message was read: in step
+        except BaseException:
+            self._dirty = True  # the rest of the answer may still be in the device
+            raise
+        finally:
+            self._busy = False
+
+    async def _read_block_into(
+        self, core: RpcChannel, into: memoryview, max_size: int, deadline: float
+    ) -> memoryview:
+        block = BlockInto(into, max_size=max_size)
+        empty = 0
+        while True:
+            until = self._wait_until(deadline)
+            xid = await core.send_call(
+                Proc.DEVICE_READ, [self._read_parms(deadline)], wait_until=until
+            )
+            results, placed = await core.reply_placed(
+                xid, block.place, wait_until=until, proc=Proc.DEVICE_READ
+            )
+            if placed is None:
+                error, reason, data = _read_resp(results)
+                if error:
+                    raise error_for(error, "device_read", resource=self._resource)
+                try:
+                    block.feed(data)
+                except IndefiniteBlock:  # "#0": cannot be placed; read it the usual way
+                    message = await self._read(
+                        core, max_size + 64, deadline, first=results, copy=False
+                    )
+                    payload = block_payload_view(message, max_size=max_size)
+                    if len(into) < len(payload):
+                        raise LocalProtocolError(
+                            f"block of {len(payload)} bytes does not fit the "
+                            f"{len(into)}-byte buffer"
+                        ) from None
+                    into[: len(payload)] = payload
+                    return into[: len(payload)]
+                size = len(data)
+            else:
+                # The reply lacks the placed stretch; its data ran from record offset
+                # 36 (results offset 12) for ``length`` bytes.
+                offset, count = placed
+                error, reason, length = _READ_RESP.unpack_from(results)
+                block.feed(results[12 : offset - 24])
+                block.placed(count)
+                block.feed(results[offset - 24 : 12 + length - count])
+                size = length
+            if reason & _END:
+                return block.result()
+            empty = empty + 1 if size == 0 else 0
+            if empty > _MAX_EMPTY_READS:
+                raise RemoteProtocolError(
+                    f"device_read: {empty} empty answers in a row without END"
+                )
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """device_readstb."""
@@ -739,9 +827,9 @@ class Vxi11Transport:
     # -- operations ------------------------------------------------------------------------
 
     def _io_ms(self, deadline: float) -> int:
-        if math.isinf(deadline):
+        if deadline == math.inf:
             return _MAX_TIMEOUT
-        return max(_MIN_IO_TIMEOUT, _ms(deadline - anyio.current_time()))
+        return max(_MIN_IO_TIMEOUT, _ms(deadline - current_time(running_loop())))
 
     def _wait_until(self, deadline: float) -> float:
         return deadline + self._lock_timeout + REPLY_MARGIN
@@ -762,6 +850,31 @@ class Vxi11Transport:
     async def _write(
         self, core: RpcChannel, parts: Sequence[BytesLike], end: bool, deadline: float
     ) -> None:
+        if len(parts) == 1 and isinstance(parts[0], bytes) and 0 < len(parts[0]) <= self._max_recv:
+            # The usual case: one message that fits one device_write.
+            data = parts[0]
+            size = len(data)
+            flags = self._flags | END if end else self._flags
+            head = device_write_head(self._lid, self._io_ms(deadline), self._lock_ms, flags, size)
+            results = await core.call(
+                Proc.DEVICE_WRITE,
+                (head + data + padding(size),),
+                wait_until=self._wait_until(deadline),
+                writing=True,
+            )
+            reply = DeviceWriteResp.decode(results)
+            if reply.error:
+                # a refusal (locked, bad parameter...) changed nothing
+                self._untouched = self._untouched and reply.error in _REFUSALS
+                raise error_for(reply.error, "device_write", resource=self._resource)
+            self._untouched = False
+            if reply.size >= size:
+                return
+            if reply.size == 0:
+                raise TransportError(
+                    "device_write: the device took none of the data", resource=self._resource
+                )
+            parts = (memoryview(data)[reply.size :],)  # a short write: the rest the long way
         views = [memoryview(p).cast("B") for p in parts]
         views = [v for v in views if len(v)] or [memoryview(b"")]
         limit = self._max_recv
@@ -809,16 +922,15 @@ class Vxi11Transport:
                 if offset == len(views[index]):
                     index, offset = index + 1, 0
 
-    def _read_parms(self, deadline: float) -> bytes:
+    def _read_parms(self, deadline: float, io_ms: int | None = None) -> bytes:
         flags = self._flags
         term = 0
         if self._term_char is not None:
             flags |= TERMCHRSET
             term = self._term_char
-        io_ms = self._io_ms(deadline)
-        return DeviceReadParms(
-            self._lid, self._request_size, io_ms, self._lock_ms, flags, term
-        ).encode()
+        if io_ms is None:
+            io_ms = self._io_ms(deadline)
+        return _READ_PARMS.pack(self._lid, self._request_size, io_ms, self._lock_ms, flags, term)
 
     @overload
     async def _read(
@@ -856,7 +968,7 @@ class Vxi11Transport:
         chunks: list[BytesLike] = []
         total = 0
         empty = 0
-        stop = Reason.END if self._term_char is None else Reason.END | Reason.CHR
+        stop = _END if self._term_char is None else _END_OR_CHR
         while True:
             if first is not None:
                 results, first = first, None
@@ -866,16 +978,16 @@ class Vxi11Transport:
                     [self._read_parms(deadline)],
                     wait_until=self._wait_until(deadline),
                 )
-            reply = DeviceReadResp.decode(results)
-            if reply.error:
-                raise error_for(reply.error, "device_read", resource=self._resource)
-            size = len(reply.data)
+            error, reason, data = _read_resp(results)
+            if error:
+                raise error_for(error, "device_read", resource=self._resource)
+            size = len(data)
             if total + size <= max_size:
-                chunks.append(reply.data)
+                chunks.append(data)
             elif chunks:
                 chunks.clear()  # too long: read on to the end, keep nothing
             total += size
-            if reply.reason & stop:
+            if reason & stop:
                 break
             empty = empty + 1 if size == 0 else 0
             if empty > _MAX_EMPTY_READS:
