@@ -262,6 +262,15 @@ class Reassembler:
         self._header = None
         return Message(header.type, header.control, header.param, payload)
 
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes received past the last whole message (a protocol switch
+        such as StartTLS); raises :class:`RemoteProtocolError` inside a message."""
+        if self._header is not None:
+            raise RemoteProtocolError("the stream switched protocols inside a message")
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     def wants(self) -> int:
         """How many more bytes complete the current header or message (at least 1)."""
         if self._header is None:

@@ -27,7 +27,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import anyio
@@ -52,6 +52,7 @@ from ...protocol.ieee4882 import decode_block
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
+from ._security import Security, secure_session
 
 __all__ = ["HislipTransport"]
 
@@ -66,7 +67,7 @@ _CAPABILITIES: Final = Capabilities(
     eom=True,
     locking=True,
 )
-_VERSION: Final = (1, 1)
+_VERSION: Final = (2, 0)
 _VENDOR: Final = b"AT"
 _ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the link is dead
 _BLOCK_SLACK: Final = 64  # header and terminator around a block payload
@@ -121,6 +122,7 @@ class HislipTransport:
                 "server_vendor": session.vendor,
                 "server_max_message_size": str(session.server_max),
                 "mode": "overlapped" if self._overlapped else "synchronized",
+                "encryption": session.encryption,
             },
         )
 
@@ -143,16 +145,27 @@ class HislipTransport:
         connect_timeout: float | None = 10.0,
         max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
         overlapped: bool = False,
+        security: Security | None = None,
     ) -> HislipTransport:
         """Open both channels and initialize the session, all within ``connect_timeout``
         (a wrong sub-address or a silent server: a typed error, never a hang).
 
         ``overlapped``: run in overlapped mode if the server offers it (see
         :meth:`pipeline`); otherwise, and by default, synchronized mode.
+        ``security``: HiSLIP 2.0 encryption and client authentication (see
+        :mod:`._security`); by default only when the server demands encryption.
         """
         if max_message_size <= hs.HEADER_SIZE:
             raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
-        target = _Target(host, port, sub_address, resource, max_message_size, overlapped)
+        target = _Target(
+            host,
+            port,
+            sub_address,
+            resource,
+            max_message_size,
+            overlapped,
+            security or Security(),
+        )
         session = await _handshake(target, connect_timeout)
         link = cls(session, target)
         link._start_reader()
@@ -305,7 +318,7 @@ class HislipTransport:
         """Device clear: AsyncDeviceClear, DeviceClearComplete, DeviceClearAcknowledge."""
         self._begin()
         try:
-            if self._sync.tail:
+            if self._sync.unsent:
                 await self._sync.flush(deadline)
             await self._clear(deadline)
         finally:
@@ -436,7 +449,7 @@ class HislipTransport:
 
     async def _prepare(self, deadline: float) -> None:
         """Finish what an interrupted operation left: the rest of a message, a clear."""
-        if self._sync.tail:
+        if self._sync.unsent:
             await self._sync.flush(deadline)
         if self._resync:
             await self._clear(deadline)
@@ -681,6 +694,8 @@ class _Target:
     resource: str
     max_message_size: int
     overlapped: bool = False  #: ask for overlapped mode (if the server offers it)
+    #: Encryption and credentials (``repr`` hides passwords).
+    security: Security = field(default_factory=Security)
 
 
 @dataclass(frozen=True, slots=True)
@@ -694,6 +709,7 @@ class _Session:
     server_max: int
     vendor: str
     features: hs.Feature = hs.Feature.NONE
+    encryption: str = "none"  #: the TLS version of both channels, or "none"
 
 
 async def _handshake(target: _Target, connect_timeout: float | None) -> _Session:
@@ -724,6 +740,16 @@ async def _handshake(target: _Target, connect_timeout: float | None) -> _Session
                     f"expected AsyncInitializeResponse, got message type {reply.type}"
                 )
             vendor = bytes(((reply.param >> 8) & 0xFF, reply.param & 0xFF))
+            encrypted = await secure_session(
+                sync,
+                async_,
+                target.security,
+                host=target.host,
+                resource=target.resource,
+                features=answer.features,
+                version=answer.version,
+                async_control=reply.control,
+            )
             await async_.send(
                 [hs.encode_max_message_size(T.AsyncMaximumMessageSize, target.max_message_size)]
             )
@@ -761,4 +787,5 @@ async def _handshake(target: _Target, connect_timeout: float | None) -> _Session
         server_max,
         vendor.decode("ascii", "replace"),
         answer.features,
+        (sync.tls.version() or "TLS") if encrypted and sync.tls is not None else "none",
     )
