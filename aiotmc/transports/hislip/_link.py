@@ -52,6 +52,7 @@ from ...protocol.ieee4882 import decode_block
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
+from ._overlap import Overlap
 from ._security import Security, secure_session
 
 __all__ = ["HislipTransport"]
@@ -108,6 +109,7 @@ class HislipTransport:
         self._reader_done = False  #: nobody will answer pending requests any more
         self.reconnects = 0  #: how many times the session was replaced
         self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
+        self._overlap = Overlap(self)
         self._info = self._describe(session)
 
     def _describe(self, session: _Session) -> TransportInfo:
@@ -115,7 +117,7 @@ class HislipTransport:
         return TransportInfo(
             resource=self._target.resource,
             kind="hislip",
-            capabilities=_CAPABILITIES,
+            capabilities=replace(_CAPABILITIES, pipelining=self._overlapped),
             details={
                 "protocol_version": f"{version[0]}.{version[1]}",
                 "session_id": str(session.session_id),
@@ -229,6 +231,19 @@ class HislipTransport:
             return await self._receive(max_size, deadline)
         finally:
             self._busy = False
+
+    async def exchange_overlapped(
+        self, message: bytes, *, max_size: int, deadline: float = math.inf
+    ) -> bytes:
+        """Overlapped mode: like :meth:`exchange`, but several tasks may call it at once
+        and their queries are in flight together, answers matched by MessageID (see
+        :mod:`._overlap`). Other operations raise ``BusyResourceError`` meanwhile."""
+        if not self._overlapped:
+            raise UnsupportedOperation(
+                f"{self._info.resource}: overlapped queries need overlapped mode (open with "
+                "overlapped=True on a server that offers it)"
+            )
+        return await self._overlap.query(message, max_size=max_size, deadline=deadline)
 
     @property
     def overlapped(self) -> bool:
@@ -436,6 +451,12 @@ class HislipTransport:
     # -- the synchronous channel -----------------------------------------------------------
 
     def _begin(self) -> None:
+        self._check_usable()
+        if self._overlap.busy:
+            raise anyio.BusyResourceError("overlapped queries of other tasks are in flight")
+        self._busy = True
+
+    def _check_usable(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
         if self._failure is not None:
@@ -445,7 +466,6 @@ class HislipTransport:
             )
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
-        self._busy = True
 
     async def _prepare(self, deadline: float) -> None:
         """Finish what an interrupted operation left: the rest of a message, a clear."""
@@ -569,7 +589,8 @@ class HislipTransport:
             self._overlapped = overlapped
             details = dict(self._info.details)
             details["mode"] = "overlapped" if overlapped else "synchronized"
-            self._info = replace(self._info, details=details)
+            capabilities = replace(self._info.capabilities, pipelining=overlapped)
+            self._info = replace(self._info, details=details, capabilities=capabilities)
 
     def _fail_now(self, message: hs.Message) -> None:
         try:

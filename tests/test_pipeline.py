@@ -1,0 +1,107 @@
+"""Instrument.pipeline / query_pipelined over HiSLIP overlapped mode: tasks query at once,
+answers matched, cancellation drops only the cancelled task's answer."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import aiotmc
+from aiotmc.pipeline import Pipeline
+from aiotmc.sim.hislip_server import HislipServer
+from aiotmc.testing import conformance_device
+
+
+async def test_query_pipelined_returns_answers_in_order() -> None:
+    async with (
+        HislipServer(conformance_device(), overlapped=True) as server,
+        aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
+    ):
+        assert inst.transport.info.capabilities.pipelining
+        with anyio.fail_after(20):
+            commands = [f"ECHO? {i}" for i in range(50)]
+            assert await inst.query_pipelined(commands) == [str(i) for i in range(50)]
+            assert await inst.query("ECHO? after") == "after"
+    assert server.counters["id_gap"] == 0
+
+
+async def test_tasks_do_not_wait_for_each_others_round_trip() -> None:
+    device = conformance_device()
+    async with (
+        HislipServer(device, overlapped=True) as server,
+        aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
+    ):
+        overlap = inst.transport._overlap  # type: ignore[attr-defined]
+        results: dict[int, str] = {}
+
+        async def worker(pipe: Pipeline, index: int) -> None:
+            results[index] = await pipe.query(f"ECHO? {index}")
+
+        with anyio.fail_after(20):
+            device.delay_next_responses(0.5)  # the first answer is slow: all go out meanwhile
+            async with inst.pipeline() as pipe, anyio.create_task_group() as tg:
+                for index in range(10):
+                    tg.start_soon(worker, pipe, index)
+        assert results == {i: str(i) for i in range(10)}
+        assert overlap.peak == 10  # every query was in flight at once
+
+
+async def test_cancelled_tasks_drop_only_their_answers() -> None:
+    device = conformance_device()
+    async with (
+        HislipServer(device, overlapped=True) as server,
+        aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
+    ):
+        results: dict[int, str] = {}
+        with anyio.fail_after(20):
+            for round_ in range(5):
+                device.delay_next_responses(0.05, count=3)
+                async with inst.pipeline() as pipe, anyio.create_task_group() as tg:
+                    doomed: list[anyio.CancelScope] = []
+
+                    async def victim(index: int, doomed: list[anyio.CancelScope] = doomed) -> None:
+                        with anyio.CancelScope() as scope:
+                            doomed.append(scope)
+                            await pipe.query(f"ECHO? lost{index}")
+
+                    async def survivor(index: int) -> None:
+                        results[index] = await pipe.query(f"ECHO? {index}")
+
+                    for index in range(8):
+                        tg.start_soon(victim if index % 2 else survivor, index)
+                    await anyio.wait_all_tasks_blocked()
+                    for scope in doomed:
+                        scope.cancel()  # mid-flight: their answers come later and are dropped
+                assert results == {i: str(i) for i in range(0, 8, 2)}, round_
+                results.clear()
+                assert await inst.query("ECHO? next") == "next"  # no stray answer
+        assert await inst.query("ECHO? last") == "last"
+
+
+async def test_short_timeouts_in_a_pipeline() -> None:
+    device = conformance_device()
+    async with (
+        HislipServer(device, overlapped=True) as server,
+        aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
+    ):
+        with anyio.fail_after(20):
+            device.delay_next_responses(0.3)
+            async with inst.pipeline() as pipe:
+                with pytest.raises(aiotmc.ReadTimeout):
+                    await pipe.query("ECHO? slow", timeout=0.05)
+                assert await pipe.query_many(["ECHO? a", "ECHO? b"]) == ["a", "b"]
+            assert await inst.query("ECHO? c") == "c"
+
+
+async def test_pipelining_needs_overlapped_mode() -> None:
+    async with (
+        HislipServer(conformance_device(), overlapped=True) as server,
+        aiotmc.open(server.resource) as inst,  # synchronized by default
+    ):
+        assert not inst.transport.info.capabilities.pipelining
+        with pytest.raises(aiotmc.UnsupportedOperation, match="overlapped"):
+            await inst.query_pipelined(["ECHO? 1"])
+    async with aiotmc.open("SIM::dmm::INSTR") as inst:
+        with pytest.raises(aiotmc.UnsupportedOperation):
+            async with inst.pipeline():
+                pass
