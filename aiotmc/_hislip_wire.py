@@ -102,13 +102,18 @@ class Channel:
         self.reader.feed(memoryview(self._chunk)[:n])
         return self.reader.next_message()
 
-    async def receive(self) -> Message:
-        """The next whole message (raises ConnectionLostError at EOF)."""
+    async def receive(self, *, wait_first: bool = False) -> Message:
+        """The next whole message (raises ConnectionLostError at EOF). ``wait_first``:
+        the caller just found nothing ready, so wait before trying to read."""
         chunk = self._chunk
         while True:
             message = self.reader.next_message()
             if message is not None:
                 return message
+            if wait_first:
+                wait_first = False
+                if self._tls is None:  # (TLS may hold decrypted bytes: look there first)
+                    await anyio.wait_readable(self.sock)
             n = self._read_into(chunk, min(len(chunk), max(self.reader.wants(), 4096)))
             if n is None:
                 await anyio.wait_readable(self.sock)

@@ -81,10 +81,13 @@ async def _serve_delayed(target_port: int, delay: float) -> tuple[Any, Any, int]
     listener = await anyio.create_tcp_listener(local_host=HOST)
 
     async def handle(client: Any) -> None:
-        async with client, await anyio.connect_tcp(HOST, target_port) as upstream:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_delay_pipe, client, upstream, delay)
-                tg.start_soon(_delay_pipe, upstream, client, delay)
+        async with (
+            client,
+            await anyio.connect_tcp(HOST, target_port) as upstream,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_delay_pipe, client, upstream, delay)
+            tg.start_soon(_delay_pipe, upstream, client, delay)
 
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     return listener, handle, port
@@ -374,10 +377,7 @@ def _run_pipeline(args: argparse.Namespace, ports: dict[str, Any], out: dict[str
             )
     times = _alternate(trials, args.rounds)
     out["batch_ms"] = {name: value * 1e3 for name, value in times.items()}
-    print(
-        f"{count} queries over a link with {LINK_DELAY * 1e3:g} ms per direction "
-        "(ms, median):"
-    )
+    print(f"{count} queries over a link with {LINK_DELAY * 1e3:g} ms per direction (ms, median):")
     out["pipeline_ratio"] = {}
     for backend in BACKENDS:
         sync, overlapped = times[f"synchronized {backend}"], times[f"overlapped {backend}"]

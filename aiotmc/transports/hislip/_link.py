@@ -502,10 +502,10 @@ class HislipTransport:
     async def _next_sync(self, deadline: float) -> hs.Message:
         message = self._sync.receive_nowait()
         if message is None and deadline == math.inf:
-            message = await self._sync.receive()
+            message = await self._sync.receive(wait_first=True)
         elif message is None:  # a cancel scope only around a real wait (see base.py)
             with anyio.CancelScope(deadline=deadline) as scope:
-                message = await self._sync.receive()
+                message = await self._sync.receive(wait_first=True)
             if message is None or scope.cancelled_caught:
                 raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
         if message.type == T.FatalError:
