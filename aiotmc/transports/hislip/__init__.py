@@ -12,6 +12,7 @@ from typing import Any, Final, TypedDict
 
 from ...protocol.hislip import DEFAULT_MAX_MESSAGE_SIZE
 from ...resources import ResourceName, TcpipHislip
+from ..lan_discovery import list_lan_resources
 from ..spec import LinkSettings, TransportSpec, closing_link
 from ._link import HislipTransport
 from ._security import security_from_options
@@ -61,5 +62,6 @@ TRANSPORT: Final = TransportSpec(
     example="TCPIP0::192.0.2.7::hislip0::INSTR",
     open=open_hislip,
     options=HislipOptions,
+    list_resources=list_lan_resources,
 )
 """The HiSLIP transport's registration (see :mod:`aiotmc.registry`)."""
