@@ -96,16 +96,30 @@ class Channel:
         message = self.reader.next_message()
         if message is not None:
             return message
-        n = self._read_into(self._chunk, min(_RECV_SIZE, max(self.reader.wants(), 4096)))
-        if n is None:
+        if not self._read_some():
             return None
-        self.reader.feed(memoryview(self._chunk)[:n])
         return self.reader.next_message()
+
+    def _read_some(self) -> bool:
+        """Read what is ready into the reassembler (a large payload in place); False if
+        nothing was."""
+        reader = self.reader
+        target = reader.direct()
+        if target is not None:
+            n = self._read_into(target, len(target))
+            if n is None:
+                return False
+            reader.advance(n)
+            return True
+        n = self._read_into(self._chunk, min(_RECV_SIZE, max(reader.wants(), 4096)))
+        if n is None:
+            return False
+        reader.feed(memoryview(self._chunk)[:n])
+        return True
 
     async def receive(self, *, wait_first: bool = False) -> Message:
         """The next whole message (raises ConnectionLostError at EOF). ``wait_first``:
         the caller just found nothing ready, so wait before trying to read."""
-        chunk = self._chunk
         while True:
             message = self.reader.next_message()
             if message is not None:
@@ -114,13 +128,10 @@ class Channel:
                 wait_first = False
                 if self._tls is None:  # (TLS may hold decrypted bytes: look there first)
                     await anyio.wait_readable(self.sock)
-            n = self._read_into(chunk, min(len(chunk), max(self.reader.wants(), 4096)))
-            if n is None:
+            if not self._read_some():
                 await anyio.wait_readable(self.sock)
-                continue
-            self.reader.feed(memoryview(chunk)[:n])
 
-    def _read_into(self, chunk: bytearray, size: int) -> int | None:
+    def _read_into(self, chunk: bytearray | memoryview, size: int) -> int | None:
         """Plaintext bytes read into ``chunk`` now (>0), or None if none are ready."""
         if self._tls is None:
             try:

@@ -215,20 +215,26 @@ class Reassembler:
     Memory grows only with bytes fed in: a header's length is checked against
     ``max_payload`` (raising :class:`MessageTooLarge`) before any of its payload is kept,
     and the buffer holds at most one incomplete message plus what :meth:`feed` was given.
+    A large payload (``direct_threshold`` bytes or more, its length checked first) gets
+    its own buffer, which the reader may fill in place (:meth:`direct`, :meth:`advance`)
+    and which becomes the message's payload without another copy.
     After an error the stream is out of step: the owner closes it.
     """
 
-    __slots__ = ("_buffer", "_header", "max_payload")
+    __slots__ = ("_buffer", "_filled", "_header", "_payload", "direct_threshold", "max_payload")
 
     def __init__(self, max_payload: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_payload = max_payload
+        self.direct_threshold = 1 << 16
         self._buffer = bytearray()
         self._header: Header | None = None
+        self._payload: bytearray | None = None  #: a large payload being filled
+        self._filled = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buffer)
+        return len(self._buffer) + self._filled
 
     @property
     def pending(self) -> Header | None:
@@ -237,12 +243,40 @@ class Reassembler:
 
     def feed(self, data: BytesLike) -> None:
         """Add received bytes."""
-        self._buffer += data
+        payload = self._payload
+        if payload is None:
+            self._buffer += data
+            return
+        view = memoryview(data).cast("B")
+        take = min(len(view), len(payload) - self._filled)
+        payload[self._filled : self._filled + take] = view[:take]
+        self._filled += take
+        if take < len(view):
+            self._buffer += view[take:]
+
+    def direct(self) -> memoryview | None:
+        """The unfilled rest of a large payload, to receive into in place (then call
+        :meth:`advance`), or None."""
+        payload = self._payload
+        if payload is None or self._filled == len(payload):
+            return None
+        return memoryview(payload)[self._filled :]
+
+    def advance(self, count: int) -> None:
+        """``count`` bytes were written into :meth:`direct`'s view."""
+        self._filled += count
 
     def next_message(self) -> Message | None:
         """The next whole message, or None until more bytes arrive."""
-        buffer = self._buffer
         header = self._header
+        if self._payload is not None:
+            assert header is not None
+            if self._filled < len(self._payload):
+                return None
+            big, self._payload, self._filled, self._header = self._payload, None, 0, None
+            # handed over without a copy: nobody else holds it, and payloads are only read
+            return Message(header.type, header.control, header.param, big)  # type: ignore[arg-type]
+        buffer = self._buffer
         if header is None:
             if len(buffer) < HEADER_SIZE:
                 return None
@@ -253,6 +287,14 @@ class Reassembler:
                     f" more than the limit of {self.max_payload}"
                 )
             self._header = header
+            if header.length >= self.direct_threshold:
+                self._payload = bytearray(header.length)  # bounded by max_payload above
+                del buffer[:HEADER_SIZE]
+                here = buffer[: header.length]
+                del buffer[: len(here)]
+                self._payload[: len(here)] = here
+                self._filled = len(here)
+                return self.next_message()
         end = HEADER_SIZE + header.length
         if len(buffer) < end:
             return None
@@ -273,6 +315,8 @@ class Reassembler:
 
     def wants(self) -> int:
         """How many more bytes complete the current header or message (at least 1)."""
+        if self._payload is not None:
+            return max(1, len(self._payload) - self._filled)
         if self._header is None:
             return max(1, HEADER_SIZE - len(self._buffer))
         return max(1, HEADER_SIZE + self._header.length - len(self._buffer))

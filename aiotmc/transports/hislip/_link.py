@@ -48,7 +48,7 @@ from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
-from ...protocol.ieee4882 import decode_block
+from ...protocol.ieee4882 import block_payload_view
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
@@ -313,7 +313,7 @@ class HislipTransport:
     ) -> memoryview:
         """Receive an answer holding one IEEE 488.2 block; return its payload."""
         message = await self.receive_message(max_size=max_size + _BLOCK_SLACK, deadline=deadline)
-        payload = decode_block(message, max_size=max_size)
+        payload = block_payload_view(message, max_size=max_size)
         if into is None:
             return memoryview(bytearray(payload))
         if len(into) < len(payload):
