@@ -14,6 +14,7 @@ the wire and the ciphertext of an interrupted send stays queued, in order.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import select
 import socket
@@ -24,6 +25,7 @@ from typing import Final, cast
 import anyio
 
 from ._exceptions import AuthenticationError, ConnectionLostError, ConnectTimeout, WriteTimeout
+from ._fastpath import running_loop
 from ._types import BytesLike
 from .protocol.hislip import Message, Reassembler
 
@@ -43,6 +45,7 @@ class Channel:
         "_incoming",
         "_outgoing",
         "_tls",
+        "_waiter",
         "closed",
         "name",
         "reader",
@@ -64,6 +67,7 @@ class Channel:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._cipher: list[memoryview] = []  #: encrypted bytes not yet sent
+        self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
 
     @property
     def tls(self) -> ssl.SSLObject | None:
@@ -116,6 +120,46 @@ class Channel:
             return False
         reader.feed(memoryview(self._chunk)[:n])
         return True
+
+    async def receive_until(self, deadline: float) -> Message | None:
+        """The next whole message, or None when ``deadline`` passes first. Cheaper than
+        :meth:`receive` under a cancel scope: the deadline is a timer on the wait itself
+        (asyncio) or trio's own scope; bytes are only read after a wait, never lost."""
+        tried = self._tls is not None  # TLS may hold decrypted bytes: look there first
+        while True:
+            message = self.reader.next_message()
+            if message is not None:
+                return message
+            if tried and self._read_some():
+                continue
+            tried = True
+            if not await self._readable(deadline):
+                return None
+
+    async def _readable(self, deadline: float) -> bool:
+        """Wait until the socket is readable; False if ``deadline`` passed first."""
+        loop = running_loop()
+        if loop is None:  # trio: its own scope, without anyio's wrapper around it
+            import trio
+
+            with trio.move_on_at(deadline) as scope:
+                await trio.lowlevel.wait_readable(self.sock)
+            return not scope.cancelled_caught
+        if self.closed:
+            raise anyio.ClosedResourceError
+        waiter: asyncio.Future[bool] = loop.create_future()
+        fd = self.sock.fileno()
+        loop.add_reader(fd, _wake, waiter, True)
+        timer = None if deadline == math.inf else loop.call_at(deadline, _wake, waiter, False)
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if not self.closed:
+                loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
 
     async def receive(self, *, wait_first: bool = False) -> Message:
         """The next whole message (raises ConnectionLostError at EOF). ``wait_first``:
@@ -345,6 +389,14 @@ class Channel:
         """Close the socket (idempotent)."""
         if not self.closed:
             self.closed = True
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                try:
+                    asyncio.get_running_loop().remove_reader(self.sock.fileno())
+                except (RuntimeError, ValueError, OSError):
+                    pass
+                if not waiter.done():
+                    waiter.set_exception(anyio.ClosedResourceError())
             try:
                 anyio.notify_closing(self.sock)  # wake a task waiting on it
             except Exception:  # outside the event loop, or not waited on
@@ -353,3 +405,8 @@ class Channel:
                 self.sock.close()
             except OSError:
                 pass
+
+
+def _wake(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)

@@ -503,10 +503,9 @@ class HislipTransport:
         message = self._sync.receive_nowait()
         if message is None and deadline == math.inf:
             message = await self._sync.receive(wait_first=True)
-        elif message is None:  # a cancel scope only around a real wait (see base.py)
-            with anyio.CancelScope(deadline=deadline) as scope:
-                message = await self._sync.receive(wait_first=True)
-            if message is None or scope.cancelled_caught:
+        elif message is None:  # the deadline is a timer on the wait (see _hislip_wire)
+            message = await self._sync.receive_until(deadline)
+            if message is None:
                 raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
         if message.type == T.FatalError:
             self._fail_now(message)
