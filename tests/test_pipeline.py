@@ -105,3 +105,34 @@ async def test_pipelining_needs_overlapped_mode() -> None:
         with pytest.raises(aiotmc.UnsupportedOperation):
             async with inst.pipeline():
                 pass
+
+
+def test_blocking_pipeline_from_threads() -> None:
+    """aiotmc.sync: threads sharing one pipeline query at once."""
+    import threading
+
+    from anyio.from_thread import start_blocking_portal
+
+    import aiotmc.sync
+
+    with start_blocking_portal() as portal:
+        server = HislipServer(conformance_device(), overlapped=True)
+        with (
+            portal.wrap_async_context_manager(server),
+            aiotmc.sync.open(server.resource, overlapped=True, timeout=10) as inst,
+        ):
+            assert inst.query_pipelined(["ECHO? 1", "ECHO? 2"]) == ["1", "2"]
+            results: dict[int, str] = {}
+            with inst.pipeline() as pipe:
+                threads = [
+                    threading.Thread(
+                        target=lambda i=i: results.__setitem__(i, pipe.query(f"ECHO? {i}"))
+                    )
+                    for i in range(6)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(20)
+            assert results == {i: str(i) for i in range(6)}
+            assert inst.query("ECHO? end") == "end"
