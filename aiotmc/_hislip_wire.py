@@ -230,6 +230,29 @@ class Channel:
         (timeout, cancellation), the unsent rest stays in :attr:`tail` (copied)."""
         if self.unsent:
             raise RuntimeError("flush() the interrupted message first")
+        n = 0
+        if self._tls is None and len(buffers) <= _MAX_IOV:  # the usual case: all at once
+            try:
+                n = self.sock.sendmsg(buffers)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+            self.sent += n
+            if n == sum(len(b) for b in buffers):
+                return
+        if self._tls is None and n:  # part of it went out: the rest must follow
+            views: list[BytesLike] = []
+            for b in buffers:
+                view = memoryview(b).cast("B")
+                if n >= len(view):
+                    n -= len(view)
+                    continue
+                views.append(view[n:])
+                n = 0
+            self.tail = views
+            await self.flush(deadline)
+            return
         self.tail = [memoryview(b).cast("B") for b in buffers if len(b)]
         before = self.sent
         try:

@@ -479,7 +479,15 @@ class HislipTransport:
         before = self._snapshot()
         self._rmt = False
         self._abandoned = None
-        messages = hs.data_messages(parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2])
+        view = memoryview(parts[0]).cast("B") if end and len(parts) == 1 else None
+        messages: list[tuple[bytes, list[memoryview]]]
+        if view is not None and 0 < len(view) <= limit:  # the usual case: one DataEnd
+            header = hs.encode_header(T.DataEnd, int(before[2]), self._ids.take(), len(view))
+            messages = [(header, [view])]
+        else:
+            messages = hs.data_messages(
+                parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2]
+            )
         sent = self._sync.sent
         try:
             for header, pieces in messages:
