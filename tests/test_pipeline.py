@@ -136,3 +136,37 @@ def test_blocking_pipeline_from_threads() -> None:
                     thread.join(20)
             assert results == {i: str(i) for i in range(6)}
             assert inst.query("ECHO? end") == "end"
+
+
+async def test_pipeline_cancellation_storm() -> None:
+    """Random timeouts and cancellations among concurrent pipelined queries: every answer
+    that arrives is the one its task asked for, and the instrument stays usable."""
+    import random
+
+    rng = random.Random(20261206)
+    device = conformance_device()
+    async with (
+        HislipServer(device, overlapped=True) as server,
+        aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
+    ):
+        outcomes = {"answered": 0, "stopped": 0}
+        with anyio.fail_after(60):
+            for round_ in range(60):
+                device.delay_next_responses(rng.choice([0.0, 0.001, 0.005]), count=3)
+
+                async def ask(pipe: Pipeline, tag: str, budget: float) -> None:
+                    with anyio.move_on_after(budget) as scope:
+                        answer = await pipe.query(f"ECHO? {tag}")
+                    if scope.cancelled_caught:
+                        outcomes["stopped"] += 1
+                    else:
+                        assert answer == tag
+                        outcomes["answered"] += 1
+
+                async with inst.pipeline() as pipe, anyio.create_task_group() as tg:
+                    for index in range(rng.randint(1, 8)):
+                        budget = rng.choice([0.0, 0.0005, 0.002, 0.01, 5.0])
+                        tg.start_soon(ask, pipe, f"r{round_}q{index}", budget)
+                assert await inst.query(f"ECHO? check{round_}") == f"check{round_}"
+    assert outcomes["answered"] > 50 and outcomes["stopped"] > 20, outcomes
+    assert server.counters["id_gap"] == 0, server.counters
