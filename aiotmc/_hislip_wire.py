@@ -399,6 +399,38 @@ class Channel:
         self._tls = tls
         return tls
 
+    async def end_tls(self, *, deadline: float = math.inf) -> None:
+        """Leave TLS (EndTLS): send our close_notify, wait for the peer's, and go on in
+        plaintext; bytes that followed the peer's close_notify are plaintext already.
+        Only between messages, and with nobody else reading this channel."""
+        tls = self._tls
+        if tls is None:
+            return
+        if self.unsent:
+            await self.flush(deadline)
+        with anyio.CancelScope(deadline=deadline) as scope:
+            while True:
+                try:
+                    tls.unwrap()
+                    break
+                except ssl.SSLWantReadError:
+                    self._drain_outgoing()
+                    await self._send_cipher(deadline)
+                    if not self._pull():
+                        await anyio.wait_readable(self.sock)
+                except ssl.SSLError as exc:
+                    raise ConnectionLostError(
+                        f"HiSLIP {self.name} channel: ending TLS failed: {exc}"
+                    ) from exc
+            self._drain_outgoing()
+            await self._send_cipher(deadline)
+        if scope.cancelled_caught:
+            raise WriteTimeout(f"HiSLIP {self.name} channel: the peer did not end TLS in time")
+        self._tls = None
+        rest = self._incoming.read()
+        if rest:
+            self.reader.feed(rest)
+
     async def _flush_alert(self) -> None:
         """Best effort: tell the peer why the handshake ended."""
         self._drain_outgoing()

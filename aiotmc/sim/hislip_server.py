@@ -30,7 +30,8 @@ on an idle synchronous channel, ``send_timeout`` for a client that does not read
 HiSLIP 2.0 security (``tls=`` a server ``ssl.SSLContext``): AsyncInitializeResponse says
 a secure connection is supported, AsyncStartTLS / StartTLS upgrade the two channels,
 ``require_tls`` demands it (InitializeResponse encryption bit; a program message on a
-plain session is a FatalError), and ``users={"name": "password"}`` requires SASL client
+plain session is a FatalError; AsyncEndTLS is refused), AsyncEndTLS / EndTLS go back to
+plaintext otherwise, and ``users={"name": "password"}`` requires SASL client
 authentication (SCRAM-SHA-256 or PLAIN; ANONYMOUS is offered only without a user table)
 before any program message is accepted.
 """
@@ -163,7 +164,7 @@ class HislipServer:
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
         #: (Error sent), ``fatal`` (FatalError sent), ``refused``, ``tls`` (channels
-        #: upgraded), ``tls_failed``, ``auth_ok``, ``auth_failed``.
+        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``.
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
@@ -459,6 +460,11 @@ class HislipServer:
             )
         elif type_ == T.StartTLS:
             await self._start_tls_sync(session)
+        elif type_ == T.EndTLS:
+            async with session.sync_lock:
+                deadline = anyio.current_time() + self.init_timeout
+                await session.sync.end_tls(deadline=deadline)
+            self.counters["tls_ended"] += 1
         elif type_ in (T.GetSaslMechanismList, T.AuthenticationStart, T.AuthenticationExchange):
             await self._authenticate(session, message)
         else:
@@ -495,6 +501,20 @@ class HislipServer:
                 anyio.current_time() + self.send_timeout,
             )
             await self._handshake(session, channel)
+
+    async def _end_tls_async(self, session: _Session) -> None:
+        """AsyncEndTLS: answer, then close TLS on the asynchronous channel (refused while
+        encryption is required or off)."""
+        channel = session.async_
+        assert channel is not None
+        async with session.async_lock:
+            deadline = anyio.current_time() + self.send_timeout
+            if self.require_tls or channel.tls is None:
+                await channel.send([hs.encode(T.AsyncEndTLSResponse, _START_TLS_ERROR)], deadline)
+                return
+            session.encrypted = False
+            await channel.send([hs.encode(T.AsyncEndTLSResponse, _START_TLS_OK)], deadline)
+            await channel.end_tls(deadline=deadline)
 
     async def _start_tls_sync(self, session: _Session) -> None:
         if self.tls is None or session.sync.tls is not None:
@@ -692,6 +712,9 @@ class HislipServer:
             reply = hs.encode(T.AsyncLockResponse, await self._lock(session, message))
         elif type_ == T.AsyncStartTLS:
             await self._start_tls_async(session)
+            return
+        elif type_ == T.AsyncEndTLS:
+            await self._end_tls_async(session)
             return
         elif type_ == T.AsyncLockInfo:
             holders = sum(1 for s in self._sessions.values() if s.exclusive or s.shared)

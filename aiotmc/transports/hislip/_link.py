@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,8 @@ _VERSION: Final = (2, 0)
 _VENDOR: Final = b"AT"
 _ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the link is dead
 _BLOCK_SLACK: Final = 64  # header and terminator around a block payload
+_U32: Final = struct.Struct("!I")
+_TLS_RESPONSE_OK: Final = 1  #: AsyncStartTLSResponse / AsyncEndTLSResponse: success
 
 
 class _Pending:
@@ -435,6 +438,31 @@ class HislipTransport:
         finally:
             self._busy = False
 
+    async def end_tls(self, *, deadline: float = math.inf) -> None:
+        """EndTLS: both channels go back to plaintext (HiSLIP 2.0 §6.16). Call it between
+        operations; a server that insists on encryption refuses (``RemoteProtocolError``,
+        the session stays encrypted)."""
+        if self._sync.tls is None:
+            return
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            payload = _U32.pack(self._ids.last)
+            request = hs.encode(T.AsyncEndTLS, 0, self._ids.last, payload)
+            # the reader ends TLS on the asynchronous channel before handing the reply over
+            reply = await self._async_request(request, T.AsyncEndTLSResponse, deadline)
+            if reply.control != _TLS_RESPONSE_OK:
+                raise RemoteProtocolError(
+                    f"{self._info.resource}: the server refused EndTLS (code {reply.control})"
+                )
+            await self._sync.send([hs.encode(T.EndTLS)], deadline)
+            await self._sync.end_tls(deadline=deadline)
+            details = dict(self._info.details)
+            details["encryption"] = "none"
+            self._info = replace(self._info, details=details)
+        finally:
+            self._busy = False
+
     async def aclose(self) -> None:
         """Close both channels and stop the reader; idempotent, completes when cancelled."""
         if self._closed:
@@ -691,6 +719,10 @@ class HislipTransport:
                     raise RemoteProtocolError(
                         f"HiSLIP reply of type {type_} to a request expecting {pending.expect}"
                     )
+                if type_ == T.AsyncEndTLSResponse and message.control == _TLS_RESPONSE_OK:
+                    async with self._async_lock:  # no request goes out half-way through
+                        limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
+                        await self._async.end_tls(deadline=limit)
                 pending.reply = message
                 pending.done.set()
         except (ConnectionLostError, anyio.ClosedResourceError) as exc:

@@ -183,3 +183,38 @@ async def test_srq_and_locks_over_tls(pki: Pki, server_tls: tuple[ssl.SSLContext
                 await inst.reconnect()  # the new session is secured again
                 assert await inst.query("ECHO? 9") == "9"
     assert server.counters["auth_ok"] == 2
+
+
+async def test_end_tls_goes_back_to_plaintext(
+    pki: Pki, server_tls: tuple[ssl.SSLContext, bytes]
+) -> None:
+    context, _ = server_tls
+    async with HislipServer(conformance_device(), tls=context) as server:
+        with anyio.fail_after(20):
+            async with aiotmc.open(server.resource, tls=True, tls_ca_file=pki.ca_file) as inst:
+                link = inst.transport
+                assert await inst.query("ECHO? a") == "a"
+                await link.end_tls()  # type: ignore[attr-defined]
+                assert link.info.details["encryption"] == "none"
+                assert link._sync.tls is None and link._async.tls is None  # type: ignore[attr-defined]
+                assert await inst.query("ECHO? b") == "b"
+                assert await inst.read_stb() & 0x10 == 0
+                await inst.clear()
+                async with inst.service_requests() as events:  # the async channel works
+                    await inst.write("*CLS;*ESE 1;*SRE 32;*OPC")
+                    assert int((await events.receive()).status) & 0x40
+                assert await inst.query("ECHO? c") == "c"
+    assert server.counters["tls_ended"] == 1, server.counters
+
+
+async def test_end_tls_refused_while_required(
+    pki: Pki, server_tls: tuple[ssl.SSLContext, bytes]
+) -> None:
+    context, _ = server_tls
+    async with HislipServer(conformance_device(), tls=context, require_tls=True) as server:
+        with anyio.fail_after(20):
+            async with aiotmc.open(server.resource, tls_ca_file=pki.ca_file) as inst:
+                with pytest.raises(aiotmc.RemoteProtocolError, match="refused EndTLS"):
+                    await inst.transport.end_tls()  # type: ignore[attr-defined]
+                assert inst.transport.info.details["encryption"].startswith("TLS")
+                assert await inst.query("ECHO? d") == "d"
