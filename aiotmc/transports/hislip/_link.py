@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ import anyio
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
+    AuthenticationError,
     ConnectError,
     ConnectionLostError,
     ConnectTimeout,
@@ -54,7 +56,7 @@ from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
 from ._overlap import Overlap
-from ._security import Security, secure_session
+from ._security import Security, authenticate, secure_session
 
 __all__ = ["HislipTransport"]
 
@@ -113,6 +115,8 @@ class HislipTransport:
         self.reconnects = 0  #: how many times the session was replaced
         self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
         self._overlap = Overlap(self)
+        self._upgrade: tuple[ssl.SSLContext, str] | None = None  #: StartTLS in progress
+        self._upgrade_error: Exception | None = None
         self._info = self._describe(session)
 
     def _describe(self, session: _Session) -> TransportInfo:
@@ -438,6 +442,67 @@ class HislipTransport:
         finally:
             self._busy = False
 
+    async def start_tls(self, *, deadline: float = math.inf) -> None:
+        """StartTLS in a running session (one opened plain, or after :meth:`end_tls`):
+        both channels encrypted and the client authenticated again, with the security
+        options the link was opened with. Call it between operations. A refusal is
+        :class:`~aiotmc.AuthenticationError` and leaves the session plain; a failed
+        handshake breaks it (reopen or ``reconnect()``)."""
+        if self._sync.tls is not None:
+            return
+        security = self._target.security
+        if security.tls is False:
+            raise AuthenticationError(f"{self._info.resource}: opened with tls=False")
+        resource = self._info.resource
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            context = security.ssl_context()
+            name = security.server_name or self._target.host
+            self._upgrade, self._upgrade_error = (context, name), None
+            payload = _U32.pack(self._ids.last)
+            request = hs.encode(T.AsyncStartTLS, 0, self._ids.last, payload)
+            try:
+                reply = await self._async_request(request, T.AsyncStartTLSResponse, deadline)
+            finally:
+                self._upgrade = None
+            if self._upgrade_error is not None:
+                raise self._upgrade_error
+            if reply.control != _TLS_RESPONSE_OK:
+                raise AuthenticationError(
+                    f"{resource}: the server refused AsyncStartTLS (code {reply.control})"
+                )
+            try:
+                assert self._async.tls is not None
+                security.check_pin(self._async.tls, "asynchronous")
+                await self._sync.send([hs.encode(T.StartTLS)], deadline)
+                tls = await self._sync.start_tls(context, server_hostname=name, deadline=deadline)
+                security.check_pin(tls, "synchronous")
+                await authenticate(self._sync, security, resource, deadline)
+            except (AuthenticationError, TransportError) as exc:
+                self._fail(exc)  # half-encrypted: the session cannot go on
+                raise
+            details = dict(self._info.details)
+            details["encryption"] = tls.version() or "TLS"
+            self._info = replace(self._info, details=details)
+        finally:
+            self._busy = False
+
+    async def _upgrade_async_channel(
+        self, context: ssl.SSLContext, name: str, pending: _Pending, reply: hs.Message
+    ) -> None:
+        """The reader's part of :meth:`start_tls`: the asynchronous channel's handshake,
+        before the reply is handed over (no request goes out meanwhile)."""
+        async with self._async_lock:
+            limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
+            try:
+                await self._async.start_tls(context, server_hostname=name, deadline=limit)
+            except (AuthenticationError, TransportError) as exc:
+                self._upgrade_error = exc
+                pending.reply = reply
+                pending.done.set()
+                raise
+
     async def end_tls(self, *, deadline: float = math.inf) -> None:
         """EndTLS: both channels go back to plaintext (HiSLIP 2.0 §6.16). Call it between
         operations; a server that insists on encryption refuses (``RemoteProtocolError``,
@@ -719,6 +784,12 @@ class HislipTransport:
                     raise RemoteProtocolError(
                         f"HiSLIP reply of type {type_} to a request expecting {pending.expect}"
                     )
+                if (
+                    type_ == T.AsyncStartTLSResponse
+                    and message.control == _TLS_RESPONSE_OK
+                    and self._upgrade is not None
+                ):
+                    await self._upgrade_async_channel(*self._upgrade, pending, message)
                 if type_ == T.AsyncEndTLSResponse and message.control == _TLS_RESPONSE_OK:
                     async with self._async_lock:  # no request goes out half-way through
                         limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT

@@ -24,7 +24,7 @@ from ...protocol import hislip as hs
 from ...protocol import sasl
 from ...protocol.hislip import MessageType as T
 
-__all__ = ["Security", "secure_session", "security_from_options"]
+__all__ = ["Security", "authenticate", "secure_session", "security_from_options"]
 
 SECURE_CONNECTION_SUPPORTED: Final = 0x01  #: AsyncInitializeResponse control bit (2.0)
 _START_OK: Final = 1  #: AsyncStartTLSResponse: success
@@ -150,11 +150,11 @@ async def secure_session(
     await sync.send([hs.encode(T.StartTLS)], deadline)
     tls = await sync.start_tls(context, server_hostname=name, deadline=deadline)
     security.check_pin(tls, "synchronous")
-    await _authenticate(sync, security, resource, deadline)
+    await authenticate(sync, security, resource, deadline)
     return True
 
 
-async def _authenticate(sync: Channel, security: Security, resource: str, deadline: float) -> None:
+async def authenticate(sync: Channel, security: Security, resource: str, deadline: float) -> None:
     """SASL over the synchronous channel (a server without it is fine without credentials)."""
     await sync.send([hs.encode(T.GetSaslMechanismList)], deadline)
     reply = await sync.receive()

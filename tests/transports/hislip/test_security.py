@@ -218,3 +218,45 @@ async def test_end_tls_refused_while_required(
                     await inst.transport.end_tls()  # type: ignore[attr-defined]
                 assert inst.transport.info.details["encryption"].startswith("TLS")
                 assert await inst.query("ECHO? d") == "d"
+
+
+async def test_start_tls_in_a_running_session(
+    pki: Pki, server_tls: tuple[ssl.SSLContext, bytes]
+) -> None:
+    context, _ = server_tls
+    async with HislipServer(conformance_device(), tls=context, users=USERS) as server:
+        options = {"tls_ca_file": pki.ca_file, "username": "alice", "password": USERS["alice"]}
+        with anyio.fail_after(20):
+            async with aiotmc.open(server.resource, **options) as inst:
+                link = inst.transport
+                for round_ in range(2):  # encrypted, plain, encrypted again, ...
+                    await link.end_tls()  # type: ignore[attr-defined]
+                    assert link.info.details["encryption"] == "none"
+                    assert await inst.query(f"ECHO? plain{round_}") == f"plain{round_}"
+                    await link.start_tls()  # type: ignore[attr-defined]
+                    assert link.info.details["encryption"].startswith("TLS")
+                    assert await inst.query(f"ECHO? tls{round_}") == f"tls{round_}"
+                    assert await inst.read_stb() & 0x10 == 0
+    assert server.counters["tls"] == 6 and server.counters["auth_ok"] == 3, server.counters
+
+
+async def test_start_tls_refused_by_a_plain_server() -> None:
+    async with HislipServer(conformance_device()) as server:
+        with anyio.fail_after(20):
+            async with aiotmc.open(server.resource) as inst:
+                with pytest.raises(aiotmc.AuthenticationError, match="refused AsyncStartTLS"):
+                    await inst.transport.start_tls()  # type: ignore[attr-defined]
+                assert await inst.query("ECHO? still") == "still"  # the session goes on
+
+
+async def test_start_tls_with_a_wrong_pin_breaks_the_session(
+    server_tls: tuple[ssl.SSLContext, bytes],
+) -> None:
+    context, _ = server_tls
+    async with HislipServer(conformance_device(), tls=context) as server:
+        with anyio.fail_after(20):
+            async with aiotmc.open(server.resource, tls_fingerprint="ab" * 32) as inst:
+                with pytest.raises(aiotmc.AuthenticationError, match="pinned"):
+                    await inst.transport.start_tls()  # type: ignore[attr-defined]
+                with pytest.raises(aiotmc.SessionBrokenError):
+                    await inst.query("ECHO? no")
