@@ -55,6 +55,7 @@ from ...protocol.ieee4882 import block_payload_view
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
+from ._blocksink import BlockSink
 from ._overlap import Overlap
 from ._security import Security, authenticate, secure_session
 
@@ -319,6 +320,8 @@ class HislipTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive an answer holding one IEEE 488.2 block; return its payload."""
+        if into is not None:
+            return await self._receive_block_into(into, max_size, deadline)
         message = await self.receive_message(max_size=max_size + _BLOCK_SLACK, deadline=deadline)
         payload = block_payload_view(message, max_size=max_size)
         if into is None:
@@ -329,6 +332,53 @@ class HislipTransport:
             )
         into[: len(payload)] = payload
         return into[: len(payload)]
+
+    async def _receive_block_into(
+        self, into: memoryview, max_size: int, deadline: float
+    ) -> memoryview:
+        """The answer's block straight into ``into``: the socket reads the data there."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            expected = self._ids.last
+            sink = BlockSink(into, max_size)
+            reader = self._sync.reader
+            if expected != self._abandoned:  # (an abandoned answer is only skipped)
+                reader.route(sink, expected)
+            done = False
+            try:
+                while True:
+                    message = await self._sync_message(deadline)
+                    type_ = message.type
+                    if type_ in (T.Data, T.DataEnd):
+                        if message.param != expected and not (
+                            type_ == T.Data and message.param == hs.UNATTRIBUTED
+                        ):
+                            continue  # a stale answer (timed out, cancelled, interrupted)
+                        if expected == self._abandoned:
+                            continue
+                        if message.payload:  # a small one (large ones went to the sink)
+                            sink.write(message.payload)
+                        if type_ == T.DataEnd:
+                            break
+                    elif type_ == T.Interrupted:
+                        sink.reset()
+                    elif type_ == T.Error:
+                        hs.raise_if_error(message)
+                    else:
+                        self._fail_now(message)
+                done = True
+            except BaseException:
+                self._abandoned = expected  # the rest of this answer is dropped when it comes
+                if self._overlapped:  # and nothing interrupts it: clear it before going on
+                    self._resync = True
+                raise
+            finally:
+                reader.unroute(abandon=not done)
+            self._rmt = True
+            return sink.finish()
+        finally:
+            self._busy = False
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """AsyncStatusQuery with the MessageID of the last message sent; MAV is the
