@@ -33,7 +33,8 @@ __all__ = ["Channel"]
 
 _RECV_SIZE: Final = 256 * 1024
 _MAX_IOV: Final = 512
-_TLS_CHUNK: Final = 256 * 1024  # plaintext encrypted per step (bounds queued ciphertext)
+_TLS_CHUNK: Final = 1024 * 1024  # plaintext encrypted per step (bounds queued ciphertext)
+_TLS_PULL: Final = 1024 * 1024  # ciphertext read per recv
 
 
 class Channel:
@@ -214,7 +215,7 @@ class Channel:
     def _pull(self) -> bool:
         """Move what the socket holds into the TLS input; False if nothing was there."""
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            data = self.sock.recv(_TLS_PULL)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
