@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._exceptions import (
     AiotmcError,
     AiotmcTimeout,
+    AuthenticationError,
     ConfigError,
     ConnectError,
     ConnectionLostError,
@@ -85,6 +86,7 @@ __all__ = [
     "DEFAULT",
     "AiotmcError",
     "AiotmcTimeout",
+    "AuthenticationError",
     "ConfigError",
     "ConnectError",
     "ConnectTimeout",

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 __all__ = [
     "AiotmcError",
     "AiotmcTimeout",
+    "AuthenticationError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionLostError",
@@ -79,6 +80,11 @@ class ConnectError(TransportError):
 
 class ResourceBusyError(ConnectError):
     """The USB interface is claimed by someone else (LIBUSB_ERROR_BUSY)."""
+
+
+class AuthenticationError(ConnectError, PermissionError):
+    """The secure session could not be set up: TLS handshake or certificate check failed,
+    credentials refused, or one side requires encryption the other cannot give."""
 
 
 class PermissionDeniedError(ConnectError, PermissionError):

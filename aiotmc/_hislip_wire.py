@@ -4,19 +4,28 @@ Receiving is cancellation-safe: bytes read are kept in the :class:`Reassembler` 
 message is whole. Sending tracks exactly what went out: a send interrupted part-way keeps
 the unsent rest in :attr:`Channel.tail`, which :meth:`Channel.flush` must send before
 anything else (the peer's framing depends on it). Used by the client and the simulator.
+
+HiSLIP 2.0 upgrades a connection in place (StartTLS): :meth:`Channel.start_tls` puts the
+standard library's sans-IO TLS (``ssl.SSLObject`` over two ``MemoryBIO``, what
+``anyio.streams.tls`` is built on) between the socket and the framing, so that the
+same cancellation rules hold encrypted: plaintext is encrypted as it is committed to
+the wire and the ciphertext of an interrupted send stays queued, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import select
 import socket
+import ssl
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 import anyio
 
-from ._exceptions import ConnectionLostError, WriteTimeout
+from ._exceptions import AuthenticationError, ConnectionLostError, ConnectTimeout, WriteTimeout
+from ._fastpath import running_loop
 from ._types import BytesLike
 from .protocol.hislip import Message, Reassembler
 
@@ -24,12 +33,27 @@ __all__ = ["Channel"]
 
 _RECV_SIZE: Final = 256 * 1024
 _MAX_IOV: Final = 512
+_TLS_CHUNK: Final = 1024 * 1024  # plaintext encrypted per step (bounds queued ciphertext)
+_TLS_PULL: Final = 1024 * 1024  # ciphertext read per recv
 
 
 class Channel:
     """A socket with a reassembler; not for concurrent senders (callers serialize)."""
 
-    __slots__ = ("_chunk", "closed", "name", "reader", "sent", "sock", "tail")
+    __slots__ = (
+        "_chunk",
+        "_cipher",
+        "_incoming",
+        "_outgoing",
+        "_tls",
+        "_waiter",
+        "closed",
+        "name",
+        "reader",
+        "sent",
+        "sock",
+        "tail",
+    )
 
     def __init__(self, sock: socket.socket, *, max_payload: int, name: str = "") -> None:
         sock.setblocking(False)
@@ -38,8 +62,23 @@ class Channel:
         self.reader = Reassembler(max_payload)
         self._chunk = bytearray(_RECV_SIZE)
         self.tail: list[BytesLike] = []  #: unsent rest of an interrupted message
-        self.sent = 0  #: bytes sent so far (tells whether an interrupted send began)
+        self.sent = 0  #: bytes committed to the wire (tells whether an interrupted send began)
         self.closed = False
+        self._tls: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._cipher: list[memoryview] = []  #: encrypted bytes not yet sent
+        self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
+
+    @property
+    def tls(self) -> ssl.SSLObject | None:
+        """The TLS session after :meth:`start_tls`, else None."""
+        return self._tls
+
+    @property
+    def unsent(self) -> bool:
+        """True if an interrupted send left bytes that :meth:`flush` must send first."""
+        return bool(self.tail or self._cipher)
 
     def ready(self) -> Message | None:
         """A message already received whole, without waiting."""
@@ -47,7 +86,9 @@ class Channel:
 
     def readable_now(self) -> bool:
         """True if bytes wait in the socket or a message is whole in the buffer."""
-        if self.reader.buffered:
+        if self.reader.buffered or self._incoming.pending:
+            return True
+        if self._tls is not None and self._tls.pending():
             return True
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
@@ -60,45 +101,173 @@ class Channel:
         message = self.reader.next_message()
         if message is not None:
             return message
-        try:
-            n = self.sock.recv_into(self._chunk, min(_RECV_SIZE, max(self.reader.wants(), 4096)))
-        except (BlockingIOError, InterruptedError):
+        if not self._read_some():
             return None
-        except OSError as exc:
-            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-        if n == 0:
-            raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
-        self.reader.feed(memoryview(self._chunk)[:n])
         return self.reader.next_message()
 
-    async def receive(self) -> Message:
-        """The next whole message (raises ConnectionLostError at EOF)."""
-        chunk = self._chunk
+    def _read_some(self) -> bool:
+        """Read what is ready into the reassembler (a large payload in place); False if
+        nothing was."""
+        reader = self.reader
+        target = reader.direct()
+        if target is not None:
+            n = self._read_into(target, len(target))
+            if n is None:
+                return False
+            reader.advance(n)
+            return True
+        n = self._read_into(self._chunk, min(_RECV_SIZE, max(reader.wants(), 4096)))
+        if n is None:
+            return False
+        reader.feed(memoryview(self._chunk)[:n])
+        return True
+
+    async def receive_until(self, deadline: float) -> Message | None:
+        """The next whole message, or None when ``deadline`` passes first. Cheaper than
+        :meth:`receive` under a cancel scope: the deadline is a timer on the wait itself
+        (asyncio) or trio's own scope; bytes are only read after a wait, never lost."""
+        tried = self._tls is not None  # TLS may hold decrypted bytes: look there first
         while True:
             message = self.reader.next_message()
             if message is not None:
                 return message
-            try:
-                n = self.sock.recv_into(chunk, min(len(chunk), max(self.reader.wants(), 4096)))
-            except (BlockingIOError, InterruptedError):
-                await anyio.wait_readable(self.sock)
+            if tried and self._read_some():
                 continue
+            tried = True
+            if not await self._readable(deadline):
+                return None
+
+    async def _readable(self, deadline: float) -> bool:
+        """Wait until the socket is readable; False if ``deadline`` passed first."""
+        loop = running_loop()
+        if loop is None:  # trio: its own scope, without anyio's wrapper around it
+            import trio
+
+            with trio.move_on_at(deadline) as scope:
+                await trio.lowlevel.wait_readable(self.sock)
+            return not scope.cancelled_caught
+        if self.closed:
+            raise anyio.ClosedResourceError
+        waiter: asyncio.Future[bool] = loop.create_future()
+        fd = self.sock.fileno()
+        loop.add_reader(fd, _wake, waiter, True)
+        timer = None if deadline == math.inf else loop.call_at(deadline, _wake, waiter, False)
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if not self.closed:
+                loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+
+    async def receive(self, *, wait_first: bool = False) -> Message:
+        """The next whole message (raises ConnectionLostError at EOF). ``wait_first``:
+        the caller just found nothing ready, so wait before trying to read."""
+        while True:
+            message = self.reader.next_message()
+            if message is not None:
+                return message
+            if wait_first:
+                wait_first = False
+                if self._tls is None:  # (TLS may hold decrypted bytes: look there first)
+                    await anyio.wait_readable(self.sock)
+            if not self._read_some():
+                await anyio.wait_readable(self.sock)
+
+    def _read_into(self, chunk: bytearray | memoryview, size: int) -> int | None:
+        """Plaintext bytes read into ``chunk`` now (>0), or None if none are ready."""
+        if self._tls is None:
+            try:
+                n = self.sock.recv_into(chunk, size)
+            except (BlockingIOError, InterruptedError):
+                return None
             except OSError as exc:
                 raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
             if n == 0:
                 raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
-            self.reader.feed(memoryview(chunk)[:n])
+            return n
+        total = 0
+        view = memoryview(chunk)
+        while total < size:
+            try:
+                n = cast("int", self._tls.read(size - total, view[total:]))
+            except ssl.SSLWantReadError:
+                if total or not self._pull():
+                    break
+                continue
+            except ssl.SSLZeroReturnError:
+                if total:
+                    break
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: TLS closed") from None
+            except ssl.SSLError as exc:
+                if total:
+                    break
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: TLS: {exc}") from exc
+            if n == 0:
+                if total:
+                    break
+                raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
+            total += n
+        return total or None
+
+    def _pull(self) -> bool:
+        """Move what the socket holds into the TLS input; False if nothing was there."""
+        try:
+            data = self.sock.recv(_TLS_PULL)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+        if not data:
+            self._incoming.write_eof()
+        else:
+            self._incoming.write(data)
+        return True
 
     async def send(self, buffers: Sequence[BytesLike], deadline: float = math.inf) -> None:
         """Send ``buffers`` in order; :class:`WriteTimeout` at ``deadline``. Interrupted
         (timeout, cancellation), the unsent rest stays in :attr:`tail` (copied)."""
-        if self.tail:
+        if self.unsent:
             raise RuntimeError("flush() the interrupted message first")
+        n = 0
+        if self._tls is None and len(buffers) <= _MAX_IOV:  # the usual case: all at once
+            try:
+                n = self.sock.sendmsg(buffers)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+            self.sent += n
+            if n == sum(len(b) for b in buffers):
+                return
+        if self._tls is None and n:  # part of it went out: the rest must follow
+            views: list[BytesLike] = []
+            for b in buffers:
+                view = memoryview(b).cast("B")
+                if n >= len(view):
+                    n -= len(view)
+                    continue
+                views.append(view[n:])
+                n = 0
+            self.tail = views
+            await self.flush(deadline)
+            return
         self.tail = [memoryview(b).cast("B") for b in buffers if len(b)]
-        await self.flush(deadline)
+        before = self.sent
+        try:
+            await self.flush(deadline)
+        except BaseException:
+            if self.sent == before:  # nothing went out: as if never tried
+                self.tail = []
+            raise
 
     async def flush(self, deadline: float = math.inf) -> None:
         """Send what an interrupted :meth:`send` left in :attr:`tail`."""
+        if self._tls is not None:
+            await self._flush_tls(deadline)
+            return
         views = self.tail
         try:
             while views:
@@ -123,13 +292,167 @@ class Channel:
                     if scope.cancelled_caught:
                         raise WriteTimeout(f"HiSLIP {self.name} channel: send timed out")
         except BaseException:
-            self.tail = [bytes(v) for v in views]  # the caller's buffers may change later
+            self.tail = [memoryview(bytes(v)) for v in views]  # the caller's may change later
             raise
+
+    async def _flush_tls(self, deadline: float) -> None:
+        """Encrypt the plaintext tail step by step and send the ciphertext, in order."""
+        tls, views, cipher = self._tls, self.tail, self._cipher
+        assert tls is not None
+        try:
+            while views or cipher:
+                if not cipher:
+                    budget = _TLS_CHUNK
+                    while views and budget > 0:
+                        first = views[0]
+                        piece = first[:budget]
+                        tls.write(piece)
+                        budget -= len(piece)
+                        self.sent += len(piece)
+                        if len(piece) == len(first):
+                            del views[0]
+                        else:
+                            views[0] = first[len(piece) :]
+                    self._drain_outgoing()
+                    continue
+                await self._send_cipher(deadline)
+        except BaseException:
+            self.tail = [memoryview(bytes(v)) for v in views]
+            raise
+
+    def _drain_outgoing(self) -> None:
+        if self._outgoing.pending:
+            self._cipher.append(memoryview(self._outgoing.read()))
+
+    async def _send_cipher(self, deadline: float) -> None:
+        """Send queued ciphertext; wait for the socket (``WriteTimeout`` at ``deadline``)."""
+        cipher = self._cipher
+        while cipher:
+            try:
+                n = self.sock.sendmsg(cipher[:_MAX_IOV])
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+            while n:
+                first = cipher[0]
+                if n >= len(first):
+                    n -= len(first)
+                    del cipher[0]
+                else:
+                    cipher[0] = first[n:]
+                    n = 0
+            if cipher:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    await anyio.wait_writable(self.sock)
+                if scope.cancelled_caught:
+                    raise WriteTimeout(f"HiSLIP {self.name} channel: send timed out")
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        deadline: float = math.inf,
+    ) -> ssl.SSLObject:
+        """Upgrade this connection to TLS (the handshake, within ``deadline``).
+
+        Bytes already received past the last whole message belong to the handshake and
+        are handed to TLS. A failed handshake is :class:`AuthenticationError`; the
+        channel is unusable after it (close it).
+        """
+        if self._tls is not None:
+            raise RuntimeError("TLS is already on")
+        if self.unsent:
+            raise RuntimeError("flush() the interrupted message first")
+        early = self.reader.take_buffered()
+        if early:
+            self._incoming.write(early)
+        tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        with anyio.CancelScope(deadline=deadline) as scope:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._drain_outgoing()
+                    await self._send_cipher(deadline)
+                    if not self._pull():
+                        await anyio.wait_readable(self.sock)
+                except ssl.SSLCertVerificationError as exc:
+                    await self._flush_alert()
+                    raise AuthenticationError(
+                        f"HiSLIP {self.name} channel: certificate check failed: "
+                        f"{exc.verify_message or exc}"
+                    ) from exc
+                except ssl.SSLError as exc:
+                    await self._flush_alert()
+                    raise AuthenticationError(
+                        f"HiSLIP {self.name} channel: TLS handshake failed: {exc}"
+                    ) from exc
+            self._drain_outgoing()
+            await self._send_cipher(deadline)
+        if scope.cancelled_caught:
+            raise ConnectTimeout(f"HiSLIP {self.name} channel: TLS handshake timed out")
+        self._tls = tls
+        return tls
+
+    async def end_tls(self, *, deadline: float = math.inf) -> None:
+        """Leave TLS (EndTLS): send our close_notify, wait for the peer's, and go on in
+        plaintext; bytes that followed the peer's close_notify are plaintext already.
+        Only between messages, and with nobody else reading this channel."""
+        tls = self._tls
+        if tls is None:
+            return
+        if self.unsent:
+            await self.flush(deadline)
+        with anyio.CancelScope(deadline=deadline) as scope:
+            while True:
+                try:
+                    tls.unwrap()
+                    break
+                except ssl.SSLWantReadError:
+                    self._drain_outgoing()
+                    await self._send_cipher(deadline)
+                    if not self._pull():
+                        await anyio.wait_readable(self.sock)
+                except ssl.SSLError as exc:
+                    raise ConnectionLostError(
+                        f"HiSLIP {self.name} channel: ending TLS failed: {exc}"
+                    ) from exc
+            self._drain_outgoing()
+            await self._send_cipher(deadline)
+        if scope.cancelled_caught:
+            raise WriteTimeout(f"HiSLIP {self.name} channel: the peer did not end TLS in time")
+        self._tls = None
+        rest = self._incoming.read()
+        if rest:
+            self.reader.feed(rest)
+
+    async def _flush_alert(self) -> None:
+        """Best effort: tell the peer why the handshake ended."""
+        self._drain_outgoing()
+        with anyio.move_on_after(0.5):
+            try:
+                await self._send_cipher(math.inf)
+            except (ConnectionLostError, WriteTimeout):
+                pass
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
         if not self.closed:
             self.closed = True
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                try:
+                    asyncio.get_running_loop().remove_reader(self.sock.fileno())
+                except (RuntimeError, ValueError, OSError):
+                    pass
+                if not waiter.done():
+                    waiter.set_exception(anyio.ClosedResourceError())
             try:
                 anyio.notify_closing(self.sock)  # wake a task waiting on it
             except Exception:  # outside the event loop, or not waited on
@@ -138,3 +461,8 @@ class Channel:
                 self.sock.close()
             except OSError:
                 pass
+
+
+def _wake(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)

@@ -47,6 +47,7 @@ from ._values import (
     resolve_format,
 )
 from .operation import OperationTiming, PendingOperation, operation, wait_operation_complete
+from .pipeline import Pipeline, pipeline_block
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .protocol.ieee4882 import Identity, block_header, parse_idn
 from .protocol.scpi import (
@@ -377,6 +378,20 @@ class Instrument:
                 f"{len(commands)} queries returned {len(parts)} answers: {parts!r}"
             )
         return parts
+
+    def pipeline(self) -> AbstractAsyncContextManager[Pipeline]:
+        """Hold the instrument for a block in which tasks sharing the yielded
+        :class:`~aiotmc.pipeline.Pipeline` query at once, answers matched (HiSLIP
+        overlapped mode; elsewhere :class:`UnsupportedOperation`)."""
+        return pipeline_block(self)
+
+    async def query_pipelined(
+        self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
+    ) -> list[str]:
+        """Send separate queries at once and collect their answers in order: one round
+        trip for the lot (see :meth:`pipeline`)."""
+        async with self.pipeline() as pipe:
+            return await pipe.query_many(commands, timeout=timeout)
 
     async def identify(self, *, timeout: float | Default | None = DEFAULT) -> Identity:
         """``*IDN?`` parsed into manufacturer, model, serial and firmware."""

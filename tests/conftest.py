@@ -11,6 +11,7 @@ the same for the conformance kit (``aiotmc.testing``); ``fake_usb_bus`` lets
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
@@ -24,6 +25,10 @@ from aiotmc.sim.devices import create_device
 from aiotmc.transports.base import MessageTransport
 
 TRANSPORTS = ["sim", "tcp", "usb"]
+
+# No test sends DNS-SD multicast to a real network: LAN browsing stays off (CLI
+# subprocesses inherit this) except inside a network namespace a test makes itself.
+os.environ["AIOTMC_MDNS_SECONDS"] = "0"
 
 
 @pytest.fixture(params=["asyncio", "trio"])

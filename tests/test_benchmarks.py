@@ -272,3 +272,37 @@ def test_blocking_clients_side_by_side() -> None:
     for line in rows.values():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[3]) > 0, line
+
+
+@pytest.mark.timeout(120)
+def test_hislip_quick_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks.hislip --quick``: every client and figure, with the issue's
+    targets (numbers not judged: the machine is shared)."""
+    output = tmp_path / "hislip.json"
+    table = run_module("benchmarks.hislip", "--quick", "--json", str(output), timeout=100)
+    for target in ("target <= 1.3x", "target <= 0.5x", "target >= 0.8x", "target >= 0.5x"):
+        assert target in table
+    assert "target <= 0.2x" in table
+    data = json.loads(output.read_text())
+    backends = {"asyncio", "trio"}
+    assert set(data["rtt_us"]) == {
+        "pyvisa-py HiSLIP",
+        *(f"aiotmc {how} {b}" for how in ("HiSLIP", "raw socket") for b in backends),
+    }
+    assert set(data["rtt_ratios"]) == set(data["pipeline_ratio"]) == backends
+    assert set(data["block_mb_s"]) == {
+        "raw-socket floor",
+        *(f"aiotmc {how} {b}" for how in ("HiSLIP", "HiSLIP TLS") for b in backends),
+    }
+    assert set(data["batch_ms"]) == {
+        f"{m} {b}" for m in ("synchronized", "overlapped") for b in backends
+    }
+    values = [
+        *data["rtt_us"].values(),
+        *data["cpu_us"].values(),
+        *data["block_mb_s"].values(),
+        *data["batch_ms"].values(),
+        *data["pipeline_ratio"].values(),
+        *(r for ratios in data["rtt_ratios"].values() for r in ratios.values()),
+    ]
+    assert all(math.isfinite(v) and v > 0 for v in values)

@@ -16,6 +16,7 @@ CASES = {
     "block_transfer.py": ([], "OK"),
     "usb_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
     "hislip_srq.py": (["--backend", "trio"], "operation complete (SRQ)"),
+    "hislip_secure_pipeline.py": (["--backend", "trio"], "pipelined from 8 tasks"),
     "synchronized_acquisition.py": (["--backend", "trio", "--rows", "3"], "trigger skew"),
     "vxi11_query.py": (["--backend", "trio"], "SIM-DMM"),
     "serial_and_gpib.py": (["--backend", "trio"], "serial poll"),

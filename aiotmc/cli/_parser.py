@@ -387,6 +387,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --vxi11: register the VXI-11 port with the host's portmapper (rpcbind)",
     )
+    sim.add_argument(
+        "--hislip",
+        type=_port,
+        metavar="PORT",
+        help="also serve the instruments over HiSLIP, the Nth on PORT+N (0: free ports); "
+        "resources TCPIP0::host::hislip0,PORT::INSTR",
+    )
+    sim.add_argument(
+        "--hislip-overlapped",
+        action="store_true",
+        help="with --hislip: offer overlapped mode (pipelined queries)",
+    )
+    sim.add_argument(
+        "--hislip-tls",
+        nargs=2,
+        metavar=("CERT", "KEY"),
+        help="with --hislip: HiSLIP 2.0 TLS with this certificate chain and key (PEM)",
+    )
+    sim.add_argument(
+        "--hislip-require-tls",
+        action="store_true",
+        help="with --hislip-tls: refuse sessions that do not encrypt",
+    )
+    sim.add_argument(
+        "--hislip-users",
+        metavar="FILE",
+        help="with --hislip-tls: require SASL login; FILE holds 'user:password' lines",
+    )
     _sim_serial.add_arguments(sim, _port)
 
     from ._gateway import add_gateway_parser

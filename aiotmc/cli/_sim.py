@@ -1,4 +1,5 @@
-"""``aiotmc sim``: serve simulated instruments on TCP until Ctrl-C or SIGTERM."""
+"""``aiotmc sim``: serve simulated instruments on TCP (and VXI-11, HiSLIP) until Ctrl-C
+or SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import argparse
 import contextlib
 import math
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..resources import TcpipSocket
 from ._catalog import sim_device
@@ -38,6 +40,7 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
     ):
         if given and args.vxi11 is None:
             raise UsageError(f"{flag} needs --vxi11 PORT")
+    hislip_options = _hislip_options(args)
 
     async def run() -> None:
         from ..sim.server import raise_fd_limit, serve_many
@@ -61,6 +64,7 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
                     serving as servers,
                     _vxi11(args, devices) as vxi11_resources,
                     serve_serial_and_gpib(args, devices) as more,
+                    _hislip(args, devices, hislip_options) as hislip_resources,
                 ):
                     for (model, _), server in zip(plan, servers, strict=True):
                         resource = TcpipSocket(host=args.host, port=server.port)
@@ -70,6 +74,8 @@ def cmd_sim(args: argparse.Namespace, options: Options) -> int:
                     for index, name, how in more:
                         model = plan[index][0] if index >= 0 else "adapter"
                         print(f"{name}  {model} {how}", flush=True)
+                    for (model, _), name in zip(plan, hislip_resources, strict=False):
+                        print(f"{name}  {model} (HiSLIP)", flush=True)
                     print(
                         f"aiotmc: serving {len(servers)} simulated instrument(s); Ctrl-C to stop",
                         file=sys.stderr,
@@ -117,6 +123,74 @@ async def _vxi11(args: argparse.Namespace, devices: list[SimDevice]) -> AsyncIte
         # Names without the port only where a client finds it: rpcbind or port 111.
         explicit = not server.registered and pmap != 111
         yield [server.resource(name, explicit_port=explicit) for name in server.devices]
+
+
+def _hislip_options(args: argparse.Namespace) -> dict[str, Any]:
+    """HislipServer keywords from the ``--hislip-*`` options (checked before serving)."""
+    if args.hislip is None:
+        if args.hislip_tls or args.hislip_overlapped or args.hislip_users:
+            raise UsageError("the --hislip-* options need --hislip PORT")
+        return {}
+    options: dict[str, Any] = {"overlapped": args.hislip_overlapped}
+    if (args.hislip_require_tls or args.hislip_users) and not args.hislip_tls:
+        raise UsageError("--hislip-require-tls and --hislip-users need --hislip-tls CERT KEY")
+    if args.hislip_tls:
+        cert, key = args.hislip_tls
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--hislip-tls: cannot load {cert} / {key}: {exc}") from None
+        options.update(tls=context, require_tls=args.hislip_require_tls)
+    if args.hislip_users:
+        options["users"] = _read_users(args.hislip_users)
+    return options
+
+
+def _read_users(path: str) -> dict[str, str]:
+    users: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                line = line.rstrip("\n")
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                name, colon, password = line.partition(":")
+                if not colon or not name:
+                    raise UsageError(f"--hislip-users {path}:{number}: expected user:password")
+                users[name] = password
+    except OSError as exc:
+        raise UsageError(f"--hislip-users: {exc.strerror or exc}: {path}") from None
+    if not users:
+        raise UsageError(f"--hislip-users {path}: no users")
+    return users
+
+
+@contextlib.asynccontextmanager
+async def _hislip(
+    args: argparse.Namespace, devices: list[SimDevice], options: dict[str, Any]
+) -> AsyncIterator[list[str]]:
+    """The same devices over HiSLIP when ``--hislip`` asks for it: their resource names."""
+    if args.hislip is None:
+        yield []
+        return
+    from ..sim.hislip_server import HislipServer
+
+    async with contextlib.AsyncExitStack() as stack:
+        resources = []
+        for index, device in enumerate(devices):
+            server = HislipServer(
+                device,
+                host=args.host,
+                port=args.hislip + index if args.hislip else 0,
+                max_connections=args.max_connections,
+                idle_timeout=math.inf if args.idle_timeout is None else args.idle_timeout,
+                send_timeout=math.inf if args.send_timeout is None else args.send_timeout,
+                **options,
+            )
+            await stack.enter_async_context(server)
+            resources.append(server.resource)
+        yield resources
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ __all__ = [
     "MessageIdCounter",
     "MessageTooLarge",
     "MessageType",
+    "PayloadSink",
     "Reassembler",
     "data_messages",
     "decode_header",
@@ -209,26 +210,82 @@ def decode_header(data: BytesLike) -> Header:
     return Header(type_, control, param, length)
 
 
+class PayloadSink(Protocol):
+    """Where the reassembler puts large payloads of one answer (see :meth:`Reassembler.route`)."""
+
+    def target(self, limit: int) -> memoryview:
+        """A buffer for the next at most ``limit`` bytes."""
+        ...
+
+    def advance(self, count: int) -> None:
+        """``count`` bytes were received into the last :meth:`target`."""
+        ...
+
+    def write(self, data: BytesLike) -> None:
+        """Bytes that arrived elsewhere."""
+        ...
+
+    def abandon(self) -> None:
+        """Discard the rest."""
+        ...
+
+
 class Reassembler:
     """Cut a byte stream into whole messages.
 
     Memory grows only with bytes fed in: a header's length is checked against
     ``max_payload`` (raising :class:`MessageTooLarge`) before any of its payload is kept,
     and the buffer holds at most one incomplete message plus what :meth:`feed` was given.
+    A large payload (``direct_threshold`` bytes or more, its length checked first) gets
+    its own buffer, which the reader may fill in place (:meth:`direct`, :meth:`advance`)
+    and which becomes the message's payload without another copy.
     After an error the stream is out of step: the owner closes it.
     """
 
-    __slots__ = ("_buffer", "_header", "max_payload")
+    __slots__ = (
+        "_buffer",
+        "_filled",
+        "_header",
+        "_payload",
+        "_route_id",
+        "_routed",
+        "_sink",
+        "_sink_left",
+        "direct_threshold",
+        "max_payload",
+    )
 
     def __init__(self, max_payload: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_payload = max_payload
+        self.direct_threshold = 1 << 16
         self._buffer = bytearray()
         self._header: Header | None = None
+        self._payload: bytearray | None = None  #: a large payload being filled
+        self._filled = 0
+        self._sink: PayloadSink | None = None
+        self._route_id: int | None = None
+        self._sink_left = 0  #: bytes of the current message still going to the sink
+        self._routed = False  #: the current message goes to the sink
+
+    def route(self, sink: PayloadSink, message_id: int) -> None:
+        """Send the payloads of large Data/DataEnd messages with ``message_id`` to
+        ``sink`` (their messages come out with an empty payload) until :meth:`unroute`."""
+        self._sink, self._route_id = sink, message_id
+
+    def unroute(self, *, abandon: bool = False) -> None:
+        """Stop routing; a message being routed finishes into the sink (discarded there
+        when ``abandon``)."""
+        self._route_id = None
+        if self._sink is not None:
+            if abandon:
+                self._sink.abandon()
+            if not self._sink_left:
+                self._sink = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buffer)
+        return len(self._buffer) + self._filled
 
     @property
     def pending(self) -> Header | None:
@@ -237,12 +294,61 @@ class Reassembler:
 
     def feed(self, data: BytesLike) -> None:
         """Add received bytes."""
-        self._buffer += data
+        if self._sink_left:
+            assert self._sink is not None
+            view = memoryview(data).cast("B")
+            take = min(len(view), self._sink_left)
+            self._sink.write(view[:take])
+            self._sink_left -= take
+            if take < len(view):
+                self._buffer += view[take:]
+            return
+        payload = self._payload
+        if payload is None:
+            self._buffer += data
+            return
+        view = memoryview(data).cast("B")
+        take = min(len(view), len(payload) - self._filled)
+        payload[self._filled : self._filled + take] = view[:take]
+        self._filled += take
+        if take < len(view):
+            self._buffer += view[take:]
+
+    def direct(self) -> memoryview | None:
+        """The unfilled rest of a large payload, to receive into in place (then call
+        :meth:`advance`), or None."""
+        if self._sink_left:
+            assert self._sink is not None
+            return self._sink.target(self._sink_left)
+        payload = self._payload
+        if payload is None or self._filled == len(payload):
+            return None
+        return memoryview(payload)[self._filled :]
+
+    def advance(self, count: int) -> None:
+        """``count`` bytes were written into :meth:`direct`'s view."""
+        if self._sink_left:
+            assert self._sink is not None
+            self._sink.advance(count)
+            self._sink_left -= count
+            return
+        self._filled += count
 
     def next_message(self) -> Message | None:
         """The next whole message, or None until more bytes arrive."""
-        buffer = self._buffer
         header = self._header
+        if self._sink_left or (header is not None and self._routed):
+            if self._sink_left:
+                return None
+            return self._routed_done(header)
+        if self._payload is not None:
+            assert header is not None
+            if self._filled < len(self._payload):
+                return None
+            big, self._payload, self._filled, self._header = self._payload, None, 0, None
+            # handed over without a copy: nobody else holds it, and payloads are only read
+            return Message(header.type, header.control, header.param, big)  # type: ignore[arg-type]
+        buffer = self._buffer
         if header is None:
             if len(buffer) < HEADER_SIZE:
                 return None
@@ -253,6 +359,28 @@ class Reassembler:
                     f" more than the limit of {self.max_payload}"
                 )
             self._header = header
+            if (
+                self._route_id is not None
+                and header.param == self._route_id
+                and header.type in (MessageType.Data, MessageType.DataEnd)
+                and header.length >= self.direct_threshold
+            ):
+                self._routed = True
+                del buffer[:HEADER_SIZE]
+                take = min(len(buffer), header.length)
+                assert self._sink is not None
+                self._sink.write(memoryview(buffer)[:take])
+                del buffer[:take]
+                self._sink_left = header.length - take
+                return self.next_message()
+            if header.length >= self.direct_threshold:
+                self._payload = bytearray(header.length)  # bounded by max_payload above
+                del buffer[:HEADER_SIZE]
+                here = buffer[: header.length]
+                del buffer[: len(here)]
+                self._payload[: len(here)] = here
+                self._filled = len(here)
+                return self.next_message()
         end = HEADER_SIZE + header.length
         if len(buffer) < end:
             return None
@@ -262,8 +390,29 @@ class Reassembler:
         self._header = None
         return Message(header.type, header.control, header.param, payload)
 
+    def _routed_done(self, header: Header | None) -> Message:
+        assert header is not None
+        self._header = None
+        self._routed = False
+        if self._route_id is None:
+            self._sink = None  # unrouted meanwhile: this was its last message
+        return Message(header.type, header.control, header.param, b"")
+
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes received past the last whole message (a protocol switch
+        such as StartTLS); raises :class:`RemoteProtocolError` inside a message."""
+        if self._header is not None:
+            raise RemoteProtocolError("the stream switched protocols inside a message")
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     def wants(self) -> int:
         """How many more bytes complete the current header or message (at least 1)."""
+        if self._sink_left:
+            return self._sink_left
+        if self._payload is not None:
+            return max(1, len(self._payload) - self._filled)
         if self._header is None:
             return max(1, HEADER_SIZE - len(self._buffer))
         return max(1, HEADER_SIZE + self._header.length - len(self._buffer))

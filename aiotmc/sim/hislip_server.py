@@ -26,6 +26,14 @@ any payload is kept, a program message is limited to ``max_input`` bytes (Error
 "message too large", the message is dropped, the device's error queue is untouched),
 ``max_connections`` connections, ``init_timeout`` to complete Initialize, ``idle_timeout``
 on an idle synchronous channel, ``send_timeout`` for a client that does not read.
+
+HiSLIP 2.0 security (``tls=`` a server ``ssl.SSLContext``): AsyncInitializeResponse says
+a secure connection is supported, AsyncStartTLS / StartTLS upgrade the two channels,
+``require_tls`` demands it (InitializeResponse encryption bit; a program message on a
+plain session is a FatalError; AsyncEndTLS is refused), AsyncEndTLS / EndTLS go back to
+plaintext otherwise, and ``users={"name": "password"}`` requires SASL client
+authentication (SCRAM-SHA-256 or PLAIN; ANONYMOUS is offered only without a user table)
+before any program message is accepted.
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import ssl
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -42,10 +51,11 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from .._exceptions import ProtocolError, TransportError
+from .._exceptions import AuthenticationError, ProtocolError, TransportError
 from .._hislip_wire import Channel
 from .._types import BytesLike
 from ..protocol import hislip as hs
+from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
 from .device import SimDevice
 
@@ -55,6 +65,11 @@ _log = logging.getLogger("aiotmc.sim.hislip")
 _MAV: Final = 0x10
 _MSS: Final = 0x40
 _VERSION: Final = (1, 1)
+_VERSION_SECURE: Final = (2, 0)
+_START_TLS_OK: Final = 1
+_START_TLS_ERROR: Final = 3
+_AUTH_FAILED: Final = 0x01
+_AUTH_SUCCESS: Final = 0x02
 _CATCH_UP_STEPS: Final = 200  # scheduler steps a status query waits for the sync channel
 
 
@@ -88,6 +103,10 @@ class _Session:
         self.queue: deque[tuple[int, bytes | None]] = deque()  #: overlapped: (id, message)
         self.exclusive = False  #: holds the exclusive lock
         self.shared: str | None = None  #: name of the shared lock it holds
+        self.encrypted = False  #: both channels run TLS
+        self.user: str | None = None  #: who authenticated (SASL), "" for ANONYMOUS
+        self.sasl_mechanism: str | None = None
+        self.scram: sasl.ScramServer | None = None
 
     def cancel(self) -> None:
         self.scope.cancel()
@@ -119,6 +138,9 @@ class HislipServer:
         send_timeout: float = 10.0,
         vendor: bytes = b"AS",
         overlapped: bool = False,
+        tls: ssl.SSLContext | None = None,
+        require_tls: bool = False,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.device = device
         self.host = host
@@ -134,9 +156,15 @@ class HislipServer:
         #: Offer overlapped mode (InitializeResponse says so; a session starts in it and a
         #: client may switch with the device clear features).
         self.overlapped = overlapped
+        if (require_tls or users is not None) and tls is None:
+            raise ValueError("require_tls and users need a server TLS context (tls=...)")
+        self.tls = tls  #: server context: HiSLIP 2.0 with StartTLS when set
+        self.require_tls = require_tls
+        self.users = None if users is None else dict(users)
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
-        #: (Error sent), ``fatal`` (FatalError sent), ``refused``.
+        #: (Error sent), ``fatal`` (FatalError sent), ``refused``, ``tls`` (channels
+        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``.
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
@@ -320,12 +348,15 @@ class HislipServer:
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFF + 1
         session = _Session(self, session_id, channel)
-        version = hs.negotiate_version(request.version, _VERSION)
+        ours = _VERSION if self.tls is None else _VERSION_SECURE
+        version = hs.negotiate_version(request.version, ours)
         self._sessions[session_id] = session
         self._changed()
         try:
             with session.scope:
                 features = hs.Feature.OVERLAPPED if self.overlapped else hs.Feature.NONE
+                if self.require_tls:
+                    features |= hs.Feature.ENCRYPTION
                 session.overlapped = self.overlapped
                 await channel.send([hs.encode_initialize_response(version, session_id, features)])
                 async with anyio.create_task_group() as tg:
@@ -365,6 +396,8 @@ class HislipServer:
         if type_ in (T.Data, T.DataEnd, T.Trigger):
             if session.clearing:
                 return  # discarded until DeviceClearComplete
+            if not await self._admitted(session):
+                return
             if message.control & 1:
                 if not session.unread:
                     self.counters["rmt_extra"] += 1  # pyvisa-py never clears it
@@ -425,10 +458,138 @@ class HislipServer:
                 session.sync_lock,
                 [hs.encode(T.DeviceClearAcknowledge, int(session.overlapped))],
             )
+        elif type_ == T.StartTLS:
+            await self._start_tls_sync(session)
+        elif type_ == T.EndTLS:
+            async with session.sync_lock:
+                deadline = anyio.current_time() + self.init_timeout
+                await session.sync.end_tls(deadline=deadline)
+            self.counters["tls_ended"] += 1
+        elif type_ in (T.GetSaslMechanismList, T.AuthenticationStart, T.AuthenticationExchange):
+            await self._authenticate(session, message)
         else:
             await self._error(
                 session, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE, f"message type {type_}"
             )
+
+    # -- HiSLIP 2.0 security ----------------------------------------------------------------
+
+    async def _admitted(self, session: _Session) -> bool:
+        """May this session send program messages (encrypted / authenticated if required)?"""
+        if self.require_tls and not session.encrypted:
+            await self._fatal(
+                session.sync, hs.FatalCode.SECURE_CONNECTION_FAILED, "encryption required"
+            )
+            session.cancel()
+            return False
+        if self.users is not None and session.user is None:
+            await self._error(session, hs.ErrorCode.AUTHENTICATION_FAILED, "authenticate first")
+            return False
+        return True
+
+    async def _start_tls_async(self, session: _Session) -> None:
+        """AsyncStartTLS: answer, then the TLS handshake on the asynchronous channel."""
+        channel = session.async_
+        assert channel is not None
+        async with session.async_lock:
+            if self.tls is None or channel.tls is not None:
+                reply = hs.encode(T.AsyncStartTLSResponse, _START_TLS_ERROR)
+                await channel.send([reply], anyio.current_time() + self.send_timeout)
+                return
+            await channel.send(
+                [hs.encode(T.AsyncStartTLSResponse, _START_TLS_OK)],
+                anyio.current_time() + self.send_timeout,
+            )
+            await self._handshake(session, channel)
+
+    async def _end_tls_async(self, session: _Session) -> None:
+        """AsyncEndTLS: answer, then close TLS on the asynchronous channel (refused while
+        encryption is required or off)."""
+        channel = session.async_
+        assert channel is not None
+        async with session.async_lock:
+            deadline = anyio.current_time() + self.send_timeout
+            if self.require_tls or channel.tls is None:
+                await channel.send([hs.encode(T.AsyncEndTLSResponse, _START_TLS_ERROR)], deadline)
+                return
+            session.encrypted = False
+            await channel.send([hs.encode(T.AsyncEndTLSResponse, _START_TLS_OK)], deadline)
+            await channel.end_tls(deadline=deadline)
+
+    async def _start_tls_sync(self, session: _Session) -> None:
+        if self.tls is None or session.sync.tls is not None:
+            await self._error(session, hs.ErrorCode.UNRECOGNIZED_CONTROL_CODE, "no TLS here")
+            return
+        async with session.sync_lock:
+            await self._handshake(session, session.sync)
+        session.encrypted = session.async_ is not None and session.async_.tls is not None
+
+    async def _handshake(self, session: _Session, channel: Channel) -> None:
+        assert self.tls is not None
+        try:
+            await channel.start_tls(
+                self.tls, server_side=True, deadline=anyio.current_time() + self.init_timeout
+            )
+        except (AuthenticationError, TransportError):
+            self.counters["tls_failed"] += 1
+            session.cancel()
+            raise
+        self.counters["tls"] += 1
+
+    def _mechanisms(self) -> list[str]:
+        if self.users is None:
+            return ["ANONYMOUS"]
+        return ["SCRAM-SHA-256", "PLAIN"]
+
+    async def _authenticate(self, session: _Session, message: hs.Message) -> None:
+        """GetSaslMechanismList, AuthenticationStart, AuthenticationExchange."""
+        type_ = message.type
+        if type_ == T.GetSaslMechanismList:
+            names = " ".join(self._mechanisms()).encode("ascii")
+            await self._reply_sync(session, hs.encode(T.GetSaslMechanismListResponse, 0, 0, names))
+            return
+        if type_ == T.AuthenticationStart:
+            chosen = message.payload.decode("ascii", "replace").upper()
+            session.sasl_mechanism = chosen
+            wants_scram = chosen == "SCRAM-SHA-256"
+            session.scram = sasl.ScramServer(self.users or {}) if wants_scram else None
+            return
+        name = session.sasl_mechanism
+        user: str | None = None
+        final = b""
+        if not session.encrypted or name not in self._mechanisms():
+            pass  # SASL only inside TLS, and only what we offered
+        elif name == "ANONYMOUS":
+            user = ""
+        elif name == "PLAIN":
+            user = sasl.verify_plain(message.payload, self.users or {})
+        elif session.scram is not None:
+            scram = session.scram
+            outcome: tuple[str, bytes] | None = None
+            try:
+                if not scram.started:
+                    challenge = scram.first(message.payload)
+                    reply = hs.encode(T.AuthenticationExchange, 0, 0, challenge)
+                    await self._reply_sync(session, reply)
+                    return  # the client answers with its proof
+                outcome = scram.final(message.payload)
+            except sasl.SaslError:
+                outcome = None
+            if outcome is not None:
+                user, final = outcome
+        if user is None:
+            self.counters["auth_failed"] += 1
+            session.sasl_mechanism = session.scram = None
+            result = hs.encode(T.AuthenticationResult, _AUTH_FAILED, 1)
+        else:
+            self.counters["auth_ok"] += 1
+            session.user = user
+            session.sasl_mechanism = session.scram = None
+            result = hs.encode(T.AuthenticationResult, _AUTH_SUCCESS, 0, final)
+        await self._reply_sync(session, result)
+
+    async def _reply_sync(self, session: _Session, message: bytes) -> None:
+        await self._send(session, session.sync, session.sync_lock, [message])
 
     async def _interrupt_if_pending(self, session: _Session, message_id: int) -> None:
         """A new message while an answer is pending interrupts it (synchronized mode)."""
@@ -467,7 +628,9 @@ class HislipServer:
                     device.write(program)
                 await checkpoint()  # a long pipeline must not starve the other tasks
                 continue
-            parts = device.read_parts()
+            # nothing goes out before this session's first message: output left by
+            # another session is not its answer (and must not precede StartTLS)
+            parts = None if session.last_id == hs.NO_MESSAGE_ID else device.read_parts()
             if parts is not None:
                 session.unread = True
                 await self._send_response(session, parts, session.response_id)
@@ -497,7 +660,8 @@ class HislipServer:
             return
         session.async_ = channel
         vendor = (self.vendor[0] << 8) | self.vendor[1]
-        await channel.send([hs.encode(T.AsyncInitializeResponse, 0, vendor)])
+        secure = int(self.tls is not None)  # 2.0: secure connection supported
+        await channel.send([hs.encode(T.AsyncInitializeResponse, secure, vendor)])
         session.async_ready.set()
         try:
             with session.async_scope:
@@ -546,6 +710,12 @@ class HislipServer:
             reply = hs.encode(T.AsyncRemoteLocalResponse)
         elif type_ == T.AsyncLock:
             reply = hs.encode(T.AsyncLockResponse, await self._lock(session, message))
+        elif type_ == T.AsyncStartTLS:
+            await self._start_tls_async(session)
+            return
+        elif type_ == T.AsyncEndTLS:
+            await self._end_tls_async(session)
+            return
         elif type_ == T.AsyncLockInfo:
             holders = sum(1 for s in self._sessions.values() if s.exclusive or s.shared)
             exclusive = any(s.exclusive for s in self._sessions.values())

@@ -15,6 +15,7 @@ from .._exceptions import InstrumentError
 from .._types import DEFAULT, BytesLike, Default, ServiceRequest, StatusByte
 from ..instrument import Instrument
 from ..operation import OperationTiming, PendingOperation
+from ..pipeline import Pipeline
 from ..protocol.ieee4882 import Identity
 from ..transports.base import MessageTransport, RenMode
 from ._lock import LockSession
@@ -547,6 +548,19 @@ class SyncInstrument:
         """Several queries in one compound program message (one round trip)."""
         return self._run(self.instrument.query_many, commands, timeout=timeout)
 
+    @contextmanager
+    def pipeline(self) -> Iterator[SyncPipeline]:
+        """Hold the instrument while the threads sharing the yielded pipeline query at
+        once, answers matched (HiSLIP overlapped mode; see ``Instrument.pipeline``)."""
+        with self._portal.hold(self.instrument.pipeline()) as pipe:
+            yield SyncPipeline(self._portal, pipe)
+
+    def query_pipelined(
+        self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
+    ) -> list[str]:
+        """Separate queries sent at once, answers in order (HiSLIP overlapped mode)."""
+        return self._run(self.instrument.query_pipelined, commands, timeout=timeout)
+
     def identify(self, *, timeout: float | Default | None = DEFAULT) -> Identity:
         """``*IDN?`` parsed into manufacturer, model, serial and firmware."""
         return self._run(self.instrument.identify, timeout=timeout)
@@ -629,3 +643,21 @@ class SyncInstrument:
     def reconnect(self, *, timeout: float | Default | None = DEFAULT) -> None:
         """Replace the link now (see the async method)."""
         return self._run(self.instrument.reconnect, timeout=timeout)
+
+
+class SyncPipeline:
+    """The blocking face of :class:`aiotmc.pipeline.Pipeline`: threads query at once."""
+
+    def __init__(self, portal: Portal, pipe: Pipeline) -> None:
+        self._portal = portal
+        self._pipe = pipe
+
+    def query(self, command: str, *, timeout: float | Default | None = DEFAULT) -> str:
+        """Write ``command`` and return its answer; other threads' queries overlap it."""
+        return self._portal.run(self._pipe.query, command, timeout=timeout)
+
+    def query_many(
+        self, commands: Sequence[str], *, timeout: float | Default | None = DEFAULT
+    ) -> list[str]:
+        """Every query at once, the answers in order."""
+        return self._portal.run(self._pipe.query_many, commands, timeout=timeout)

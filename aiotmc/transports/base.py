@@ -27,6 +27,7 @@ __all__ = [
     "SupportsBlockingIO",
     "SupportsDeviceLock",
     "SupportsIndicatorPulse",
+    "SupportsPipelining",
     "SupportsReadTermination",
     "SupportsReconnect",
     "SupportsRemoteLocal",
@@ -48,6 +49,7 @@ class Capabilities:
     vendor_messages: bool = False  #: vendor-specific messages (:class:`SupportsVendorMessages`)
     locking: bool = False  #: locks across clients (:class:`SupportsDeviceLock`)
     eom: bool = False  #: the bus marks the end of each message (USBTMC EOM)
+    pipelining: bool = False  #: queries in flight together (:class:`SupportsPipelining`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,4 +264,22 @@ class SupportsDeviceLock(Protocol):
 
     async def unlock(self, *, deadline: float = math.inf) -> None:
         """Release the lock this link holds."""
+        ...
+
+
+@runtime_checkable
+class SupportsPipelining(Protocol):
+    """Several queries in flight on one link, answers matched (HiSLIP overlapped mode)."""
+
+    async def pipeline(
+        self, queries: Sequence[bytes], *, max_size: int, deadline: float = math.inf
+    ) -> list[bytes]:
+        """Send every query at once, then collect their answers in order."""
+        ...
+
+    async def exchange_overlapped(
+        self, message: bytes, *, max_size: int, deadline: float = math.inf
+    ) -> bytes:
+        """``exchange`` that several tasks may call at once, each query in flight with
+        the others (every other operation raises ``BusyResourceError`` meanwhile)."""
         ...

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
+import struct
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import anyio
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
+    AuthenticationError,
     ConnectError,
     ConnectionLostError,
     ConnectTimeout,
@@ -48,10 +51,13 @@ from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
-from ...protocol.ieee4882 import decode_block
+from ...protocol.ieee4882 import block_payload_view
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
+from ._blocksink import BlockSink
+from ._overlap import Overlap
+from ._security import Security, authenticate, secure_session
 
 __all__ = ["HislipTransport"]
 
@@ -66,10 +72,12 @@ _CAPABILITIES: Final = Capabilities(
     eom=True,
     locking=True,
 )
-_VERSION: Final = (1, 1)
+_VERSION: Final = (2, 0)
 _VENDOR: Final = b"AT"
 _ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the link is dead
 _BLOCK_SLACK: Final = 64  # header and terminator around a block payload
+_U32: Final = struct.Struct("!I")
+_TLS_RESPONSE_OK: Final = 1  #: AsyncStartTLSResponse / AsyncEndTLSResponse: success
 
 
 class _Pending:
@@ -107,6 +115,9 @@ class HislipTransport:
         self._reader_done = False  #: nobody will answer pending requests any more
         self.reconnects = 0  #: how many times the session was replaced
         self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
+        self._overlap = Overlap(self)
+        self._upgrade: tuple[ssl.SSLContext, str] | None = None  #: StartTLS in progress
+        self._upgrade_error: Exception | None = None
         self._info = self._describe(session)
 
     def _describe(self, session: _Session) -> TransportInfo:
@@ -114,13 +125,14 @@ class HislipTransport:
         return TransportInfo(
             resource=self._target.resource,
             kind="hislip",
-            capabilities=_CAPABILITIES,
+            capabilities=replace(_CAPABILITIES, pipelining=self._overlapped),
             details={
                 "protocol_version": f"{version[0]}.{version[1]}",
                 "session_id": str(session.session_id),
                 "server_vendor": session.vendor,
                 "server_max_message_size": str(session.server_max),
                 "mode": "overlapped" if self._overlapped else "synchronized",
+                "encryption": session.encryption,
             },
         )
 
@@ -143,16 +155,27 @@ class HislipTransport:
         connect_timeout: float | None = 10.0,
         max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
         overlapped: bool = False,
+        security: Security | None = None,
     ) -> HislipTransport:
         """Open both channels and initialize the session, all within ``connect_timeout``
         (a wrong sub-address or a silent server: a typed error, never a hang).
 
         ``overlapped``: run in overlapped mode if the server offers it (see
         :meth:`pipeline`); otherwise, and by default, synchronized mode.
+        ``security``: HiSLIP 2.0 encryption and client authentication (see
+        :mod:`._security`); by default only when the server demands encryption.
         """
         if max_message_size <= hs.HEADER_SIZE:
             raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
-        target = _Target(host, port, sub_address, resource, max_message_size, overlapped)
+        target = _Target(
+            host,
+            port,
+            sub_address,
+            resource,
+            max_message_size,
+            overlapped,
+            security or Security(),
+        )
         session = await _handshake(target, connect_timeout)
         link = cls(session, target)
         link._start_reader()
@@ -216,6 +239,19 @@ class HislipTransport:
             return await self._receive(max_size, deadline)
         finally:
             self._busy = False
+
+    async def exchange_overlapped(
+        self, message: bytes, *, max_size: int, deadline: float = math.inf
+    ) -> bytes:
+        """Overlapped mode: like :meth:`exchange`, but several tasks may call it at once
+        and their queries are in flight together, answers matched by MessageID (see
+        :mod:`._overlap`). Other operations raise ``BusyResourceError`` meanwhile."""
+        if not self._overlapped:
+            raise UnsupportedOperation(
+                f"{self._info.resource}: overlapped queries need overlapped mode (open with "
+                "overlapped=True on a server that offers it)"
+            )
+        return await self._overlap.query(message, max_size=max_size, deadline=deadline)
 
     @property
     def overlapped(self) -> bool:
@@ -284,8 +320,10 @@ class HislipTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive an answer holding one IEEE 488.2 block; return its payload."""
+        if into is not None:
+            return await self._receive_block_into(into, max_size, deadline)
         message = await self.receive_message(max_size=max_size + _BLOCK_SLACK, deadline=deadline)
-        payload = decode_block(message, max_size=max_size)
+        payload = block_payload_view(message, max_size=max_size)
         if into is None:
             return memoryview(bytearray(payload))
         if len(into) < len(payload):
@@ -294,6 +332,53 @@ class HislipTransport:
             )
         into[: len(payload)] = payload
         return into[: len(payload)]
+
+    async def _receive_block_into(
+        self, into: memoryview, max_size: int, deadline: float
+    ) -> memoryview:
+        """The answer's block straight into ``into``: the socket reads the data there."""
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            expected = self._ids.last
+            sink = BlockSink(into, max_size)
+            reader = self._sync.reader
+            if expected != self._abandoned:  # (an abandoned answer is only skipped)
+                reader.route(sink, expected)
+            done = False
+            try:
+                while True:
+                    message = await self._sync_message(deadline)
+                    type_ = message.type
+                    if type_ in (T.Data, T.DataEnd):
+                        if message.param != expected and not (
+                            type_ == T.Data and message.param == hs.UNATTRIBUTED
+                        ):
+                            continue  # a stale answer (timed out, cancelled, interrupted)
+                        if expected == self._abandoned:
+                            continue
+                        if message.payload:  # a small one (large ones went to the sink)
+                            sink.write(message.payload)
+                        if type_ == T.DataEnd:
+                            break
+                    elif type_ == T.Interrupted:
+                        sink.reset()
+                    elif type_ == T.Error:
+                        hs.raise_if_error(message)
+                    else:
+                        self._fail_now(message)
+                done = True
+            except BaseException:
+                self._abandoned = expected  # the rest of this answer is dropped when it comes
+                if self._overlapped:  # and nothing interrupts it: clear it before going on
+                    self._resync = True
+                raise
+            finally:
+                reader.unroute(abandon=not done)
+            self._rmt = True
+            return sink.finish()
+        finally:
+            self._busy = False
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """AsyncStatusQuery with the MessageID of the last message sent; MAV is the
@@ -305,7 +390,7 @@ class HislipTransport:
         """Device clear: AsyncDeviceClear, DeviceClearComplete, DeviceClearAcknowledge."""
         self._begin()
         try:
-            if self._sync.tail:
+            if self._sync.unsent:
                 await self._sync.flush(deadline)
             await self._clear(deadline)
         finally:
@@ -407,6 +492,92 @@ class HislipTransport:
         finally:
             self._busy = False
 
+    async def start_tls(self, *, deadline: float = math.inf) -> None:
+        """StartTLS in a running session (one opened plain, or after :meth:`end_tls`):
+        both channels encrypted and the client authenticated again, with the security
+        options the link was opened with. Call it between operations. A refusal is
+        :class:`~aiotmc.AuthenticationError` and leaves the session plain; a failed
+        handshake breaks it (reopen or ``reconnect()``)."""
+        if self._sync.tls is not None:
+            return
+        security = self._target.security
+        if security.tls is False:
+            raise AuthenticationError(f"{self._info.resource}: opened with tls=False")
+        resource = self._info.resource
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            context = security.ssl_context()
+            name = security.server_name or self._target.host
+            self._upgrade, self._upgrade_error = (context, name), None
+            payload = _U32.pack(self._ids.last)
+            request = hs.encode(T.AsyncStartTLS, 0, self._ids.last, payload)
+            try:
+                reply = await self._async_request(request, T.AsyncStartTLSResponse, deadline)
+            finally:
+                self._upgrade = None
+            if self._upgrade_error is not None:
+                raise self._upgrade_error
+            if reply.control != _TLS_RESPONSE_OK:
+                raise AuthenticationError(
+                    f"{resource}: the server refused AsyncStartTLS (code {reply.control})"
+                )
+            try:
+                assert self._async.tls is not None
+                security.check_pin(self._async.tls, "asynchronous")
+                await self._sync.send([hs.encode(T.StartTLS)], deadline)
+                tls = await self._sync.start_tls(context, server_hostname=name, deadline=deadline)
+                security.check_pin(tls, "synchronous")
+                await authenticate(self._sync, security, resource, deadline)
+            except (AuthenticationError, TransportError) as exc:
+                self._fail(exc)  # half-encrypted: the session cannot go on
+                raise
+            details = dict(self._info.details)
+            details["encryption"] = tls.version() or "TLS"
+            self._info = replace(self._info, details=details)
+        finally:
+            self._busy = False
+
+    async def _upgrade_async_channel(
+        self, context: ssl.SSLContext, name: str, pending: _Pending, reply: hs.Message
+    ) -> None:
+        """The reader's part of :meth:`start_tls`: the asynchronous channel's handshake,
+        before the reply is handed over (no request goes out meanwhile)."""
+        async with self._async_lock:
+            limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
+            try:
+                await self._async.start_tls(context, server_hostname=name, deadline=limit)
+            except (AuthenticationError, TransportError) as exc:
+                self._upgrade_error = exc
+                pending.reply = reply
+                pending.done.set()
+                raise
+
+    async def end_tls(self, *, deadline: float = math.inf) -> None:
+        """EndTLS: both channels go back to plaintext (HiSLIP 2.0 §6.16). Call it between
+        operations; a server that insists on encryption refuses (``RemoteProtocolError``,
+        the session stays encrypted)."""
+        if self._sync.tls is None:
+            return
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            payload = _U32.pack(self._ids.last)
+            request = hs.encode(T.AsyncEndTLS, 0, self._ids.last, payload)
+            # the reader ends TLS on the asynchronous channel before handing the reply over
+            reply = await self._async_request(request, T.AsyncEndTLSResponse, deadline)
+            if reply.control != _TLS_RESPONSE_OK:
+                raise RemoteProtocolError(
+                    f"{self._info.resource}: the server refused EndTLS (code {reply.control})"
+                )
+            await self._sync.send([hs.encode(T.EndTLS)], deadline)
+            await self._sync.end_tls(deadline=deadline)
+            details = dict(self._info.details)
+            details["encryption"] = "none"
+            self._info = replace(self._info, details=details)
+        finally:
+            self._busy = False
+
     async def aclose(self) -> None:
         """Close both channels and stop the reader; idempotent, completes when cancelled."""
         if self._closed:
@@ -423,6 +594,12 @@ class HislipTransport:
     # -- the synchronous channel -----------------------------------------------------------
 
     def _begin(self) -> None:
+        self._check_usable()
+        if self._overlap.busy:
+            raise anyio.BusyResourceError("overlapped queries of other tasks are in flight")
+        self._busy = True
+
+    def _check_usable(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
         if self._failure is not None:
@@ -432,11 +609,10 @@ class HislipTransport:
             )
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
-        self._busy = True
 
     async def _prepare(self, deadline: float) -> None:
         """Finish what an interrupted operation left: the rest of a message, a clear."""
-        if self._sync.tail:
+        if self._sync.unsent:
             await self._sync.flush(deadline)
         if self._resync:
             await self._clear(deadline)
@@ -446,7 +622,15 @@ class HislipTransport:
         before = self._snapshot()
         self._rmt = False
         self._abandoned = None
-        messages = hs.data_messages(parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2])
+        view = memoryview(parts[0]).cast("B") if end and len(parts) == 1 else None
+        messages: list[tuple[bytes, list[memoryview]]]
+        if view is not None and 0 < len(view) <= limit:  # the usual case: one DataEnd
+            header = hs.encode_header(T.DataEnd, int(before[2]), self._ids.take(), len(view))
+            messages = [(header, [view])]
+        else:
+            messages = hs.data_messages(
+                parts, max_payload=limit, end=end, ids=self._ids, rmt=before[2]
+            )
         sent = self._sync.sent
         try:
             for header, pieces in messages:
@@ -469,11 +653,10 @@ class HislipTransport:
     async def _next_sync(self, deadline: float) -> hs.Message:
         message = self._sync.receive_nowait()
         if message is None and deadline == math.inf:
-            message = await self._sync.receive()
-        elif message is None:  # a cancel scope only around a real wait (see base.py)
-            with anyio.CancelScope(deadline=deadline) as scope:
-                message = await self._sync.receive()
-            if message is None or scope.cancelled_caught:
+            message = await self._sync.receive(wait_first=True)
+        elif message is None:  # the deadline is a timer on the wait (see _hislip_wire)
+            message = await self._sync.receive_until(deadline)
+            if message is None:
                 raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
         if message.type == T.FatalError:
             self._fail_now(message)
@@ -556,7 +739,8 @@ class HislipTransport:
             self._overlapped = overlapped
             details = dict(self._info.details)
             details["mode"] = "overlapped" if overlapped else "synchronized"
-            self._info = replace(self._info, details=details)
+            capabilities = replace(self._info.capabilities, pipelining=overlapped)
+            self._info = replace(self._info, details=details, capabilities=capabilities)
 
     def _fail_now(self, message: hs.Message) -> None:
         try:
@@ -650,6 +834,16 @@ class HislipTransport:
                     raise RemoteProtocolError(
                         f"HiSLIP reply of type {type_} to a request expecting {pending.expect}"
                     )
+                if (
+                    type_ == T.AsyncStartTLSResponse
+                    and message.control == _TLS_RESPONSE_OK
+                    and self._upgrade is not None
+                ):
+                    await self._upgrade_async_channel(*self._upgrade, pending, message)
+                if type_ == T.AsyncEndTLSResponse and message.control == _TLS_RESPONSE_OK:
+                    async with self._async_lock:  # no request goes out half-way through
+                        limit = anyio.current_time() + _ASYNC_SEND_TIMEOUT
+                        await self._async.end_tls(deadline=limit)
                 pending.reply = message
                 pending.done.set()
         except (ConnectionLostError, anyio.ClosedResourceError) as exc:
@@ -681,6 +875,8 @@ class _Target:
     resource: str
     max_message_size: int
     overlapped: bool = False  #: ask for overlapped mode (if the server offers it)
+    #: Encryption and credentials (``repr`` hides passwords).
+    security: Security = field(default_factory=Security)
 
 
 @dataclass(frozen=True, slots=True)
@@ -694,6 +890,7 @@ class _Session:
     server_max: int
     vendor: str
     features: hs.Feature = hs.Feature.NONE
+    encryption: str = "none"  #: the TLS version of both channels, or "none"
 
 
 async def _handshake(target: _Target, connect_timeout: float | None) -> _Session:
@@ -724,6 +921,16 @@ async def _handshake(target: _Target, connect_timeout: float | None) -> _Session
                     f"expected AsyncInitializeResponse, got message type {reply.type}"
                 )
             vendor = bytes(((reply.param >> 8) & 0xFF, reply.param & 0xFF))
+            encrypted = await secure_session(
+                sync,
+                async_,
+                target.security,
+                host=target.host,
+                resource=target.resource,
+                features=answer.features,
+                version=answer.version,
+                async_control=reply.control,
+            )
             await async_.send(
                 [hs.encode_max_message_size(T.AsyncMaximumMessageSize, target.max_message_size)]
             )
@@ -761,4 +968,5 @@ async def _handshake(target: _Target, connect_timeout: float | None) -> _Session
         server_max,
         vendor.decode("ascii", "replace"),
         answer.features,
+        (sync.tls.version() or "TLS") if encrypted and sync.tls is not None else "none",
     )

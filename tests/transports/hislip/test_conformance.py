@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
+
 import anyio
+import pytest
 
 import aiotmc
 from aiotmc.sim.hislip_server import HislipServer
 from aiotmc.testing import CHECKS, check_transport, conformance_device
+
+from .conftest import Pki
 
 
 async def test_conformance() -> None:
@@ -35,3 +40,26 @@ async def test_query_read_stb_clear() -> None:
     assert counters["status_id_mismatch"] == counters["rmt_missing"] == 0, counters
     assert counters["rmt_extra"] == 0, counters  # RMT-delivered exactly once per answer
     assert counters["id_gap"] == 0, counters  # MessageIDs +2 apart, reset by clear
+
+
+@pytest.mark.parametrize("overlapped", [False, True], ids=["synchronized", "overlapped"])
+async def test_conformance_over_tls(
+    pki: Pki, server_tls: tuple[ssl.SSLContext, bytes], overlapped: bool
+) -> None:
+    """The whole kit with both channels encrypted and a SCRAM login, either mode."""
+    device = conformance_device()
+    users = {"kit": "conformance"}
+    options = {"tls_ca_file": pki.ca_file, "username": "kit", "password": "conformance"}
+    async with HislipServer(
+        device, tls=server_tls[0], require_tls=True, users=users, overlapped=overlapped
+    ) as server:
+        with anyio.fail_after(180):
+            report = await check_transport(
+                lambda: aiotmc.open_transport(server.resource, overlapped=overlapped, **options)
+            )
+    assert list(report) == list(CHECKS)
+    sweep = report["cancellation"]
+    assert sweep.cancelled > 50 and sweep.completed > 10, sweep
+    assert server.counters["rmt_extra"] == server.counters["id_gap"] == 0, server.counters
+    assert server.counters["tls_failed"] == server.counters["auth_failed"] == 0
+    assert server.counters["tls"] >= 2 and server.counters["auth_ok"] >= 1

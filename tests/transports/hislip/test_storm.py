@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 from contextlib import AsyncExitStack
 
 import anyio
@@ -14,6 +15,7 @@ from aiotmc.testing import conformance_device
 from aiotmc.testing.storm import Storm
 
 from ...hardening.storm import iterations
+from .conftest import Pki
 
 SEED = 20261206
 
@@ -47,6 +49,42 @@ async def test_hislip_storm(overlapped: bool) -> None:
         assert not report.typed_errors, report.typed_errors
         with anyio.fail_after(5):
             await server.wait_sessions(0)  # every session ends when its instrument closes
+
+
+@pytest.mark.parametrize("overlapped", [False, True], ids=["synchronized", "overlapped"])
+async def test_hislip_storm_over_tls(
+    pki: Pki, server_tls: tuple[ssl.SSLContext, bytes], overlapped: bool
+) -> None:
+    """A smaller storm with both channels encrypted: an interrupted send must never leave
+    half a TLS record, nor a late answer reach the next query."""
+    device = conformance_device()
+    rng = random.Random(SEED + 1)
+    async with HislipServer(
+        device, tls=server_tls[0], require_tls=True, overlapped=overlapped
+    ) as server:
+
+        async def opener(stack: AsyncExitStack) -> aiotmc.Instrument:
+            return await stack.enter_async_context(
+                aiotmc.open(
+                    server.resource, timeout=5, overlapped=overlapped, tls_ca_file=pki.ca_file
+                )
+            )
+
+        storm = Storm(
+            rng,
+            opener,
+            block_sizes=(64, 100_000, 1_000_000),
+            upload_sizes=(1000, 1_000_000),
+            latency=lambda delay: device.delay_next_responses(delay),
+        )
+        with anyio.fail_after(90):
+            report = await storm.run(iterations(200))
+        print(report.as_dict(), server.counters)
+        assert report.outcomes["cancelled"] + report.outcomes["fail_after"] > 15
+        assert not report.typed_errors, report.typed_errors
+        assert server.counters["tls_failed"] == 0, server.counters
+        with anyio.fail_after(5):
+            await server.wait_sessions(0)
 
 
 async def test_service_requests_reach_the_instrument_and_rearm() -> None:
