@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import IO
 
 import anyio
 import pytest
@@ -65,13 +66,14 @@ async def query_until_ok(inst: aiotmc.Instrument, *, within: float, step: str = 
     raise AssertionError(f"{step}: no answer within {within} s: {last!r}")
 
 
-def start_agent(cluster: list[RunningNats]) -> subprocess.Popen[str]:
-    """``aiotmc agent`` knowing every node of the cluster."""
+def start_agent(cluster: list[RunningNats], log: IO[str]) -> subprocess.Popen[str]:
+    """``aiotmc agent`` knowing every node of the cluster (its log into ``log``)."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "aiotmc",
+            "-v",
             "agent",
             "--name",
             "bench",
@@ -80,14 +82,16 @@ def start_agent(cluster: list[RunningNats]) -> subprocess.Popen[str]:
             "dmm=SIM::dmm",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
 
 
 async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNats]) -> None:
     n0, n1, n2 = cluster
-    agent = start_agent(cluster)
+    log_path = n0.workdir.parent / "agent.log"
+    log = log_path.open("w")
+    agent = start_agent(cluster, log)
     try:
         assert agent.stdout is not None and agent.stdout.readline()
         async with aiotmc.open(
@@ -103,8 +107,12 @@ async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNa
             n1.kill()  # the client's node: the reconnect policy moves it to n2
             assert "DMM" in (await query_until_ok(dmm, within=40, step="n1 down")).upper()
             assert dmm.transport.reconnects >= 1  # type: ignore[attr-defined]
+    except BaseException:
+        print(f"--- agent log:\n{log_path.read_text()}")
+        raise
     finally:
         agent.kill()
         agent.wait(10)
+        log.close()
         if agent.stdout is not None:
             agent.stdout.close()

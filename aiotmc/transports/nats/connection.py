@@ -155,6 +155,9 @@ class NatsConnection:
             raise ConnectTimeout(f"no NATS server answered at {where}") from None
         except ConnectError:  # our own (PermissionDeniedError is also an OSError)
             raise
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            # the server went away in the middle of the handshake (a node stopping)
+            raise ConnectError(f"NATS at {where} closed the connection while connecting") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to NATS at {where}: {exc}") from exc
 

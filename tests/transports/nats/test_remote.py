@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from itertools import count
 
 import anyio
+import anyio.abc
 import pytest
 
 import aiotmc
@@ -113,3 +114,21 @@ async def test_a_closed_client_releases_its_lock(nats_server: RunningNats) -> No
             with anyio.fail_after(5):
                 await b.lock_excl(3)  # granted once a's close reached the agent
             await b.unlock()
+
+
+async def test_a_server_that_closes_during_the_handshake_is_a_connect_error() -> None:
+    """A node stopping while a client connects: ConnectError (retried by agents), never
+    an anyio stream error."""
+    from aiotmc.transports.nats import NatsConnection
+
+    async def hang_up(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.send(b'INFO {"server_id":"x","max_payload":1048576}\r\n')
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hang_up)
+        with anyio.fail_after(10), pytest.raises(aiotmc.ConnectError, match="closed"):
+            await NatsConnection.connect(NatsServer("127.0.0.1", port), timeout=5)
+        tg.cancel_scope.cancel()
