@@ -19,13 +19,15 @@ from typing import Any, Final
 
 from .._exceptions import ConfigError
 
-__all__ = ["NAME_PATTERN", "Fields", "check_name"]
+__all__ = ["NAME_PATTERN", "Fields", "Key", "check_name", "duration"]
 
 Key = tuple[str | int, ...]
 
 #: Names that end up in MQTT topics and series names: no '/', '+', '#' or spaces.
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
+_DURATION: Final = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?\s*")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _MISSING: Final[Any] = object()
 
 
@@ -52,6 +54,22 @@ def check_name(value: str, key: Key, what: str = "name") -> str:
             key=key,
         )
     return value
+
+
+def duration(value: object, key: Key) -> float:
+    """Seconds from a number or a string such as ``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match[1]) * _UNITS[match[2]]
+    else:
+        raise ConfigError(
+            f"expected a duration (seconds, or a string like '500ms', '5s', '2m'), got {value!r}",
+            key=key,
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"a duration must be finite and not negative, got {value!r}", key=key)
+    return seconds
 
 
 class Fields:
@@ -180,6 +198,25 @@ class Fields:
                     f"expected a string, got {_kind(item)}", key=(*self.at(name), index)
                 )
         return tuple(value)
+
+    def duration(self, name: str, default: Any = _MISSING) -> Any:
+        """Seconds from a number or a string with a unit (``"500ms"``, ``"5s"``, ``"2m"``)."""
+        value = self._get(name, default)
+        if value is default and default is not _MISSING:
+            return value
+        return duration(value, self.at(name))
+
+    def string_table(self, name: str) -> dict[str, str]:
+        """A table of string values (``labels = {team = "lab"}``), empty when absent."""
+        value = self._get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a table, got {_kind(value)}", key=self.at(name))
+        for item, text in value.items():
+            if not isinstance(text, str):
+                raise ConfigError(
+                    f"expected a string, got {_kind(text)}", key=(*self.at(name), item)
+                )
+        return dict(value)
 
     def done(self) -> None:
         """Raise ``ConfigError`` for the first field that was never read (a typo)."""

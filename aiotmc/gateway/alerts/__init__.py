@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._exceptions import ConfigError
-from .._checks import Key
+from ..fields import Key
 from .engine import RuleEngine, rules_from_config
 from .evaluator import RuleEvaluator
 from .notifier import DeliveryError, Notifier, NotifierOptions

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from .._checks import Fields
+from ..fields import Fields
 from ..model import Alert, AlertState, Hub
 
 __all__ = ["DeliveryError", "Notifier", "NotifierOptions"]

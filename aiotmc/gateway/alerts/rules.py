@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..._exceptions import ConfigError
-from .._checks import Fields, Key
+from ..fields import Fields, Key
 
 __all__ = ["SUMMARY_FIELDS", "Rule", "RuleError", "RuleKind", "parse_rules"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import anyio.to_thread
 
 from ..._exceptions import ConfigError
-from .._checks import Fields, Key
+from ..fields import Fields, Key
 from ..model import Alert, AlertState
 from .notifier import DeliveryError, Notifier, NotifierOptions, labels_of
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from ..._exceptions import ConfigError
-from .._checks import Fields, Key
+from ..fields import Fields, Key
 from ..model import Alert, AlertState
 from .notifier import DeliveryError, Notifier, NotifierOptions, labels_of
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ..._exceptions import ConfigError, SinkUnavailableError
-from .._checks import Fields, Key
+from ..fields import Fields, Key
 from ..model import Quality, Reading
 
 __all__ = ["QUALITY_CODES", "InfluxSink", "encode", "from_config"]

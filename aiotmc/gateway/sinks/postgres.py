@@ -26,7 +26,7 @@ from typing import Any, Final
 import anyio
 
 from ..._exceptions import ConfigError, SinkUnavailableError
-from .._checks import Fields, Key
+from ..fields import Fields, Key
 from ..model import Reading
 
 __all__ = ["PostgresSink", "from_config"]
