@@ -88,14 +88,17 @@ async def test_a_stopped_simulator_fires_the_offline_alert_to_the_webhook(
                 stop.set()
                 await stopped.wait()
                 closed = time.time()
+                status = None
                 async for event in events:
                     if isinstance(event, StatusEvent) and event.state is not InstrumentState.ONLINE:
+                        status = event
                         break
-                assert event.instrument == "dmm" and event.state is InstrumentState.OFFLINE
+                assert status is not None
+                assert status.instrument == "dmm" and status.state is InstrumentState.OFFLINE
                 request = await receiver.next(timeout=FOR + SLACK)
             fired = time.time()
             assert receiver.requests == [request]  # one notification: nothing duplicated
-    assert (request.method, request.target) == ("POST", "/hook")
+    assert status is not None and (request.method, request.target) == ("POST", "/hook")
     body = json.loads(request.body)
     assert body["status"] == "firing" and len(body["alerts"]) == 1
     alert = body["alerts"][0]
@@ -104,5 +107,5 @@ async def test_a_stopped_simulator_fires_the_offline_alert_to_the_webhook(
     assert alert["labels"]["site"] == "lab" and alert["labels"]["host"] == "bench"
     # Pending for `for` after going offline (the status event's timestamp is when the
     # gateway saw the link fail), then firing: not earlier, and not much later.
-    assert FOR <= fired - event.timestamp < FOR + SLACK
-    assert event.timestamp - closed < SLACK
+    assert FOR <= fired - status.timestamp < FOR + SLACK
+    assert status.timestamp - closed < SLACK
