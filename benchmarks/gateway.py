@@ -363,11 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         default="post",
         help="requests.post per reading (a new connection each) or one Session per thread",
     )
+    parser.add_argument("--workdir", type=Path, help="keep the logs and databases here")
     args = parser.parse_args(argv)
     if args.loop == "auto":
         args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
-        figures = run(args, Path(tmp))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        figures = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
+            figures = run(args, Path(tmp))
     print(report(figures))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
