@@ -18,24 +18,36 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from .figures import HOST
+from .gateway_mqtt import mosquitto
 from .procs import ChildProcess, process_ticks, raise_fd_limit
 
 TARGET_READINGS = 10_000.0  # per second
 TARGET_CORES = 1.0
+HZ = os.sysconf("SC_CLK_TCK")
 
 
-def _config(ports: list[int], rate: float, loop: str = "asyncio") -> str:
+def _config(
+    ports: list[int], rate: float, loop: str = "asyncio", mqtt_port: int | None = None
+) -> str:
     lines = [f'[gateway]\nsite = "bench"\nhost = "bench"\ndata_dir = "data"\nloop = "{loop}"\n']
+    if mqtt_port is not None:
+        lines.append(
+            f'[mqtt]\nhost = "{HOST}"\nport = {mqtt_port}\ndiscovery = false\ncommands = false\n'
+        )
     for index, port in enumerate(ports):
         lines.append(
             f'[[instruments]]\nname = "dmm{index}"\n'
@@ -69,9 +81,35 @@ def _wait(what: str, check: Any, process: subprocess.Popen[bytes], timeout: floa
         time.sleep(0.1)
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Start the simulators and the gateway, measure, stop; the figures."""
-    raise_fd_limit()
+class _MqttCounter:
+    """``mosquitto_sub`` on the gateway's reading topics; counts the messages it prints
+    (one short line each) in a thread, so the count costs the gateway nothing."""
+
+    def __init__(self, port: int) -> None:
+        binary = shutil.which("mosquitto_sub")
+        if binary is None:
+            raise SystemExit("mosquitto_sub is not installed")
+        topic = "aiotmc/bench/bench/+/volts"
+        command = [binary, "-h", HOST, "-p", str(port), "-t", topic, "-F", "x"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        self.count = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):  # type: ignore[union-attr]
+            self.count += chunk.count(b"\n")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self._thread.join(timeout=10)
+
+
+@contextmanager
+def simulators(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[list[int], list[Any]]]:
+    """``args.instruments`` multimeters in ``args.simulators`` processes: (ports, processes)."""
     count = max(1, min(args.simulators, args.instruments))
     sims = [
         ChildProcess(
@@ -82,77 +120,172 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         for index in range(count)
     ]
-    ports: list[int] = []
     try:
+        ports: list[int] = []
         for sim in sims:
             ports += sim.start(timeout=60)["dmm"]
-    except BaseException:
-        for sim in sims:
-            sim.stop()
-        raise
-    (workdir / "gateway.toml").write_text(_config(ports, args.rate, args.loop))
-    spool = workdir / "data" / "spool.sqlite"
-    readings = workdir / "data" / "readings.sqlite"
-    log = (workdir / "gateway.log").open("ab")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "aiotmc", "gateway", "gateway.toml"],
-        cwd=workdir,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        online = "SELECT count(DISTINCT instrument) FROM readings"
-        _wait(
-            "readings from every instrument",
-            lambda: _one(readings, online) >= args.instruments,
-            gateway,
-            args.warmup_timeout,
-        )
-        acquired = "SELECT value FROM meta WHERE key = 'next_seq'"
-        stored = "SELECT count(*) FROM readings"
-        t0, ticks0 = time.monotonic(), process_ticks(gateway.pid)
-        sim0 = sum(process_ticks(sim.pid) for sim in sims)
-        acquired0, stored0 = _one(spool, acquired), _one(readings, stored)
-        time.sleep(args.duration)
-        t1, ticks1 = time.monotonic(), process_ticks(gateway.pid)
-        sim1 = sum(process_ticks(sim.pid) for sim in sims)
-        acquired1, stored1 = _one(spool, acquired), _one(readings, stored)
-        gateway.send_signal(signal.SIGTERM)
-        status = gateway.wait(timeout=60)
+        yield ports, sims
     finally:
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
-        log.close()
         for sim in sims:
             sim.stop()
+
+
+def run_gateway(
+    args: argparse.Namespace, workdir: Path, ports: list[int], sims: list[Any]
+) -> dict[str, Any]:
+    """A real gateway reads every instrument into SQLite (and MQTT unless ``--no-mqtt``)."""
+    with ExitStack() as stack:
+        mqtt_port = stack.enter_context(mosquitto()) if args.mqtt else None
+        counter = _MqttCounter(mqtt_port) if mqtt_port is not None else None
+        if counter is not None:
+            stack.callback(counter.close)
+        (workdir / "gateway.toml").write_text(_config(ports, args.rate, args.loop, mqtt_port))
+        spool = workdir / "data" / "spool.sqlite"
+        readings = workdir / "data" / "readings.sqlite"
+        log = stack.enter_context((workdir / "gateway.log").open("ab"))
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "aiotmc", "gateway", "gateway.toml"],
+            cwd=workdir,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            online = "SELECT count(DISTINCT instrument) FROM readings"
+            _wait(
+                "readings from every instrument",
+                lambda: _one(readings, online) >= args.instruments,
+                gateway,
+                args.warmup_timeout,
+            )
+            acquired = "SELECT value FROM meta WHERE key = 'next_seq'"
+            stored = "SELECT count(*) FROM readings"
+            t0, ticks0 = time.monotonic(), process_ticks(gateway.pid)
+            sim0 = sum(process_ticks(sim.pid) for sim in sims)
+            acquired0, stored0 = _one(spool, acquired), _one(readings, stored)
+            mqtt0 = counter.count if counter is not None else 0
+            time.sleep(args.duration)
+            t1, ticks1 = time.monotonic(), process_ticks(gateway.pid)
+            sim1 = sum(process_ticks(sim.pid) for sim in sims)
+            acquired1, stored1 = _one(spool, acquired), _one(readings, stored)
+            mqtt1 = counter.count if counter is not None else 0
+            gateway.send_signal(signal.SIGTERM)
+            status = gateway.wait(timeout=60)
+        finally:
+            if gateway.poll() is None:
+                gateway.kill()
+                gateway.wait()
     elapsed = t1 - t0
-    hz = os.sysconf("SC_CLK_TCK")
-    cores = (ticks1 - ticks0) / hz / elapsed
     return {
-        "instruments": args.instruments,
-        "loop": args.loop,
-        "rate": args.rate,
         "duration": elapsed,
-        "offered_per_s": args.instruments * args.rate,
         "acquired_per_s": (acquired1 - acquired0) / elapsed,
         "stored_per_s": (stored1 - stored0) / elapsed,
-        "gateway_cores": cores,
-        "simulator_cores": (sim1 - sim0) / hz / elapsed,
-        "simulators": count,
+        "mqtt_per_s": (mqtt1 - mqtt0) / elapsed if counter is not None else None,
+        "gateway_cores": (ticks1 - ticks0) / HZ / elapsed,
+        "simulator_cores": (sim1 - sim0) / HZ / elapsed,
         "exit_status": status,
     }
 
 
+def run_script(
+    args: argparse.Namespace, workdir: Path, ports: list[int], sims: list[Any]
+) -> dict[str, Any]:
+    """The pattern users write today against the same instruments for the same time:
+    :mod:`benchmarks.gateway_script` (PyVISA ``query`` + ``requests.post`` per reading)
+    posting to :mod:`benchmarks.http_counter`."""
+    receiver = ChildProcess("http_counter", "benchmarks.http_counter", [], log=workdir / "http.log")
+    script = ChildProcess(
+        "gateway_script",
+        "benchmarks.gateway_script",
+        ["--threads", str(args.script_threads), "--http", args.script_http],
+        log=workdir / "script.log",
+    )
+    try:
+        url = f"http://{HOST}:{receiver.start(timeout=30)['port']}/readings"
+        script.launch()
+        setup = {"ports": ports, "url": url, "rate": args.rate}
+        script.request(setup, timeout=args.warmup_timeout)
+        threads = script.request({"op": "start"}, timeout=30)["threads"]
+
+        def posted() -> int:
+            return int(receiver.request({"op": "count"}, timeout=30)["count"])
+
+        deadline = time.monotonic() + args.warmup_timeout
+        while posted() < args.instruments:  # every instrument's first round is done
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the script did not post once per instrument in {args.warmup_timeout:.0f} s"
+                )
+            time.sleep(0.1)
+        t0, posted0 = time.monotonic(), posted()
+        ticks0, http0 = process_ticks(script.pid), process_ticks(receiver.pid)
+        sim0 = sum(process_ticks(sim.pid) for sim in sims)
+        errors0 = script.request({"op": "count"}, timeout=30)["errors"]
+        time.sleep(args.duration)
+        t1, posted1 = time.monotonic(), posted()
+        ticks1, http1 = process_ticks(script.pid), process_ticks(receiver.pid)
+        sim1 = sum(process_ticks(sim.pid) for sim in sims)
+        errors1 = script.request({"op": "count"}, timeout=30)["errors"]
+    finally:
+        script.stop()
+        receiver.stop()
+    elapsed = t1 - t0
+    return {
+        "duration": elapsed,
+        "threads": threads,
+        "http": args.script_http,
+        "posted_per_s": (posted1 - posted0) / elapsed,
+        "errors_per_s": (errors1 - errors0) / elapsed,
+        "script_cores": (ticks1 - ticks0) / HZ / elapsed,
+        "receiver_cores": (http1 - http0) / HZ / elapsed,
+        "simulator_cores": (sim1 - sim0) / HZ / elapsed,
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Start the simulators; the gateway, then (``--compare``) the users' script; the figures."""
+    raise_fd_limit()
+    load = os.getloadavg()
+    with simulators(args, workdir) as (ports, sims):
+        gateway = run_gateway(args, workdir, ports, sims)
+        script = run_script(args, workdir, ports, sims) if args.compare else None
+    figures: dict[str, Any] = {
+        "instruments": args.instruments,
+        "loop": args.loop,
+        "rate": args.rate,
+        "mqtt": args.mqtt,
+        "offered_per_s": args.instruments * args.rate,
+        "simulators": len(sims),
+        "load_average": load,
+        **gateway,
+        "script": script,
+    }
+    if script is not None:
+        per_core = _per_core(gateway["stored_per_s"], gateway["gateway_cores"])
+        script_per_core = _per_core(script["posted_per_s"], script["script_cores"])
+        figures["ratio"] = {
+            "readings_per_s": gateway["stored_per_s"] / max(script["posted_per_s"], 1e-9),
+            "readings_per_core_s": per_core / max(script_per_core, 1e-9),
+        }
+    return figures
+
+
+def _per_core(rate: float, cores: float) -> float:
+    return rate / max(cores, 1e-9)
+
+
 def report(figures: dict[str, Any]) -> str:
     offered = figures["offered_per_s"]
+    cores = figures["gateway_cores"]
+    mqtt = figures["mqtt_per_s"]
     rows = [
         ("instruments x rate", f"{figures['instruments']} x {figures['rate']:g}/s"),
         ("event loop", figures["loop"]),
+        ("load average", " ".join(f"{x:.2f}" for x in figures["load_average"]) + " (at start)"),
         ("offered", f"{offered:,.0f} readings/s"),
         ("acquired (spool)", f"{figures['acquired_per_s']:,.0f} readings/s"),
         ("stored (SQLite)", f"{figures['stored_per_s']:,.0f} readings/s"),
-        ("gateway CPU", f"{figures['gateway_cores']:.2f} cores"),
+        ("published (MQTT)", "off" if mqtt is None else f"{mqtt:,.0f} readings/s received"),
+        ("gateway CPU", f"{cores:.2f} cores"),
         (
             "simulator CPU",
             f"{figures['simulator_cores']:.2f} cores in {figures['simulators']} processes "
@@ -161,10 +294,34 @@ def report(figures: dict[str, Any]) -> str:
         (
             "target",
             f"{TARGET_READINGS:,.0f} readings/s with <= {TARGET_CORES:g} core "
-            f"({figures['acquired_per_s'] / max(figures['gateway_cores'], 1e-9):,.0f} "
+            f"({_per_core(figures['acquired_per_s'], cores):,.0f} "
             "readings per core-second here)",
         ),
     ]
+    script = figures.get("script")
+    if script is not None:
+        ratio = figures["ratio"]
+        rows += [
+            (
+                "users' script",
+                f"PyVISA (pyvisa-py) query + requests.post ({script['http']}) per reading, "
+                f"{script['threads']} threads",
+            ),
+            ("  posted (HTTP)", f"{script['posted_per_s']:,.0f} readings/s"),
+            ("  errors", f"{script['errors_per_s']:,.0f}/s"),
+            ("  script CPU", f"{script['script_cores']:.2f} cores"),
+            ("  receiver CPU", f"{script['receiver_cores']:.2f} cores (not counted)"),
+            ("  simulator CPU", f"{script['simulator_cores']:.2f} cores"),
+            (
+                "  per core-second",
+                f"{_per_core(script['posted_per_s'], script['script_cores']):,.0f} readings",
+            ),
+            (
+                "gateway / script",
+                f"{ratio['readings_per_s']:.1f}x readings/s, "
+                f"{ratio['readings_per_core_s']:.1f}x readings per core-second",
+            ),
+        ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -185,11 +342,37 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="the gateway's event loop ([gateway] loop); auto: uvloop if installed",
     )
+    parser.add_argument(
+        "--no-mqtt",
+        dest="mqtt",
+        action="store_false",
+        help="no [mqtt] section (by default a mosquitto started here gets every reading)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the users' script (PyVISA query + requests.post per reading)",
+    )
+    parser.add_argument(
+        "--script-threads", type=int, default=0, help="the script's threads (0: one per instrument)"
+    )
+    parser.add_argument(
+        "--script-http",
+        choices=("post", "session"),
+        default="post",
+        help="requests.post per reading (a new connection each) or one Session per thread",
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the logs and databases here")
     args = parser.parse_args(argv)
     if args.loop == "auto":
         args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
-        figures = run(args, Path(tmp))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        figures = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
+            figures = run(args, Path(tmp))
     print(report(figures))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """``python -m benchmarks.gateway`` at a tiny size: the harness runs end to end (it asserts
-nothing about performance, which depends on the machine and its load)."""
+nothing about performance, which depends on the machine and its load). With MQTT (the
+default); the comparison with the users' script is smoke-tested in tests/test_benchmarks.py."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_the_gateway_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
             "0.5",
             "--json",
             str(output),
+            "--no-compare",  # tests/test_benchmarks.py runs the users' script
         ],
         cwd=ROOT,
         capture_output=True,
@@ -38,4 +40,5 @@ def test_the_gateway_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert figures["instruments"] == 3 and figures["offered_per_s"] == 60
     assert figures["acquired_per_s"] > 0 and figures["stored_per_s"] > 0
     assert figures["gateway_cores"] >= 0 and figures["exit_status"] == 0
+    assert figures["mqtt"] is True and figures["mqtt_per_s"] >= 0 and figures["script"] is None
     assert "gateway CPU" in proc.stdout and "readings/s" in proc.stdout

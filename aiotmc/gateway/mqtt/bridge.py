@@ -287,6 +287,12 @@ class MqttBridge:
         waiting (one loop iteration and one socket wake-up per burst instead of several per
         message: ~4x the throughput), and the last one is awaited until written, so that
         paho's own, unbounded, buffer never holds more than one burst.
+
+        Retained state messages (QoS 1) go out in the same bursts, without waiting for
+        each acknowledgement: awaited one by one, the statuses of a thousand instruments
+        took a round trip each while readings piled up and were dropped. A burst lost
+        with its connection is not lost: every session starts by queueing all of them
+        again. Alerts and replies (the control lane) are still awaited one by one.
         """
         queue = self.queue
         paho = getattr(client, "_client", None)  # aiomqtt's paho client
@@ -295,9 +301,11 @@ class MqttBridge:
         while True:
             message = await queue.get()
             burst = 1
-            while paho is not None and message.qos == 0 and burst < BURST:
+            while (
+                paho is not None and (message.qos == 0 or message.lane == "state") and burst < BURST
+            ):
                 info = paho.publish(
-                    message.topic, message.payload, 0, message.retain, message.properties
+                    message.topic, message.payload, message.qos, message.retain, message.properties
                 )
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     queue.put_back(message)
@@ -327,15 +335,31 @@ class MqttBridge:
     # -- hub → queue -----------------------------------------------------------------------
 
     async def _pump(self, events: ObjectReceiveStream[Event]) -> None:
+        """Move events from the hub's queue to the publish queue.
+
+        Each wake-up takes everything waiting (at most the hub queue's size, and nothing
+        can arrive meanwhile): one event per loop iteration fell behind a thousand busy
+        sources, and the hub then dropped readings for this subscriber.
+        """
+        receive_nowait = getattr(events, "receive_nowait", None)  # memory object streams
         async for event in events:
-            try:
-                self._enqueue(event)
-            except ValueError as exc:
-                self.rejected += 1
-                text = str(exc)
-                if text not in self._warned and len(self._warned) < 1000:
-                    self._warned.add(text)
-                    log.warning("mqtt: not published: %s", text)
+            self._take(event)
+            while receive_nowait is not None:
+                try:
+                    event = receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                self._take(event)
+
+    def _take(self, event: Event) -> None:
+        try:
+            self._enqueue(event)
+        except ValueError as exc:
+            self.rejected += 1
+            text = str(exc)
+            if text not in self._warned and len(self._warned) < 1000:
+                self._warned.add(text)
+                log.warning("mqtt: not published: %s", text)
 
     def _enqueue(self, event: Event) -> None:
         topics, config = self._require_topics(), self.config
