@@ -153,12 +153,18 @@ class RowResult:
 class Report:
     """Collects samples per (row, client) and renders them."""
 
-    def __init__(self, measurements: list[Measurement]) -> None:
+    def __init__(self, measurements: list[Measurement], clients: list[str] | None = None) -> None:
+        """``clients``: the ones run (``--clients``); rows and columns of others are left
+        out, and so are rows that only compared aiotmc clients left out with a reference."""
         self.rows: list[RowResult] = []
         self._by_key: dict[str, RowResult] = {}
+        chosen = set(CLIENTS if clients is None else clients)
         for m in measurements:
             for row in m.rows:
-                members = [c for c in m.clients if row.only is None or c in row.only]
+                every = [c for c in m.clients if row.only is None or c in row.only]
+                members = [c for c in every if c in chosen]
+                if not members or (set(every) & set(OURS) and not set(members) & set(OURS)):
+                    continue
                 cells = {c: Cell(na=m.na) for c in members}
                 rr = RowResult(row, m, cells)
                 self.rows.append(rr)
@@ -167,7 +173,8 @@ class Report:
     def add(self, measurement: Measurement, client: str, answer: dict[str, Any]) -> None:
         """Record one worker answer for every row of ``measurement``."""
         for row in measurement.rows:
-            cell = self._by_key[row.key].cells.get(client)
+            rr = self._by_key.get(row.key)
+            cell = None if rr is None else rr.cells.get(client)
             if cell is None:
                 continue
             metric = row.floor_metric if row.floor_metric and client == FLOOR else row.metric
@@ -187,7 +194,8 @@ class Report:
     def fail_client(self, client: str, reason: str, measurement: Measurement) -> None:
         """Mark the still-empty cells of ``client`` in ``measurement`` as not available."""
         for row in measurement.rows:
-            cell = self._by_key[row.key].cells.get(client)
+            rr = self._by_key.get(row.key)
+            cell = None if rr is None else rr.cells.get(client)
             if cell is not None and not cell.samples and not cell.error:
                 cell.na = cell.na or reason
 
@@ -202,10 +210,11 @@ class Report:
                 footnotes.append(text)
             return f"[{footnotes.index(text) + 1}]"
 
+        columns = [c for c in CLIENTS if any(c in rr.cells for rr in self.rows)]
         header = [
             "figure",
             "unit",
-            *(_HEADERS[c] for c in CLIENTS),
+            *(_HEADERS[c] for c in columns),
             "aiotmc/floor (a/t/u/s/@)",
             "aiotmc/PyVISA (a/t/u/s/@)",
             "target",
@@ -214,7 +223,7 @@ class Report:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rr in self.rows:
             cells = []
-            for client in CLIENTS:
+            for client in columns:
                 cell = rr.cells.get(client)
                 if cell is None:
                     cells.append("-")

@@ -318,3 +318,26 @@ def test_hislip_quick_reports_every_figure(tmp_path: Path) -> None:
         *(r for ratios in data["rtt_ratios"].values() for r in ratios.values()),
     ]
     assert all(math.isfinite(v) and v > 0 for v in values)
+
+
+def test_report_judges_the_blocking_targets_and_shows_only_the_clients_run() -> None:
+    """The issue-18 rows: aiotmc.sync and PyVISA on @aiotmc judged against PyVISA +
+    pyvisa-py; with ``--clients`` the table has only those columns and no rows that
+    compared a left-out aiotmc client with a reference (no processes: answers fed in)."""
+    from benchmarks.report import Report
+
+    rtt = next(m for m in measurements("quick") if m.key == "rtt")
+    clients = [SYNC, "pyvisa", PYVISA_AIOTMC, "floor"]
+    report = Report([rtt], clients)
+    answers = {SYNC: 20.0, "pyvisa": 30.0, PYVISA_AIOTMC: 33.0, "floor": 15.0}
+    for client, rtt_us in answers.items():
+        report.add(rtt, client, {"ok": True, "metrics": {"rtt_us": rtt_us, "cpu_us": 1.0}})
+    rows = {rr.row.key: rr for rr in report.rows}
+    assert set(rows) == {"rtt", "rtt_blocking", "cpu"}  # no per-loop comparison rows
+    assert rows["rtt_blocking"].verdicts() == {SYNC: True, PYVISA_AIOTMC: False}
+    assert rows["rtt"].verdicts() == {}  # the floor target judges the async clients only
+    table = report.table()
+    header = table.splitlines()[0]
+    assert "| aiotmc.sync | PyVISA | PyVISA @aiotmc | floor |" in header
+    assert "aiotmc asyncio" not in header and "PyVISA best" not in header
+    assert "| s 0.667 @ 1.10 | <= 1x PyVISA | MISS (PyVISA @aiotmc) |" in table
