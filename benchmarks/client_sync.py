@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiotmc
@@ -116,3 +117,31 @@ class SyncClient:
                 raise RuntimeError("upload not confirmed by the device")
             times = repeat(send, p["reps"])
         return result(mb_s=size / MB / median(times))
+
+    def _concurrent(self, p: dict[str, Any]) -> Result:
+        """``tasks`` threads share one instrument (no lock of their own: aiotmc's
+        serialises them), each running ``per_task`` queries; then one thread alone."""
+        tasks, per_task = p["tasks"], p["per_task"]
+        total = tasks * per_task
+        with aiotmc.sync.open(resource(p["scope"]), timeout=_TIMEOUT) as inst:
+
+            def worker(_: int) -> None:
+                for _ in range(per_task):
+                    inst.query(IDN)
+
+            def alone() -> None:
+                for _ in range(total):
+                    inst.query(IDN)
+
+            with ThreadPoolExecutor(max_workers=tasks) as pool:
+
+                def everyone() -> None:
+                    list(pool.map(worker, range(tasks)))
+
+                everyone()  # warm-up: starts every thread
+                contended = median(repeat(everyone, 3)) / total * 1e6
+            alone()
+            uncontended = median(repeat(alone, 3)) / total * 1e6
+        return result(
+            us_per_query=contended, uncontended_us=uncontended, contended_x=contended / uncontended
+        )

@@ -116,6 +116,8 @@ def test_quick_schedule_covers_every_figure_kind() -> None:
     for m in measurements("full"):
         if m.kind in ("rtt", "block", "upload"):
             assert {SYNC, PYVISA_AIOTMC} <= set(m.clients), m.key
+        if m.kind in ("fanout", "concurrent"):
+            assert SYNC in m.clients, m.key
 
 
 @pytest.mark.slow
