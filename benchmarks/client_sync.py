@@ -74,7 +74,7 @@ class SyncClient:
 
             def everyone() -> None:
                 for answer in group.query_all(MEAS, strict=True).values():
-                    float(answer.value)
+                    float(str(answer.value))
 
             everyone()  # warm-up
             times = repeat(everyone, p["reps"])

@@ -130,7 +130,7 @@ class RowResult:
         for basis in (FLOOR, PYVISA, PYVISA_BEST):
             if basis in self.cells:
                 ratios[f"aiotmc/{basis}"] = {
-                    c: self.ratio(c, basis) for c in OURS if c in self.cells and c != basis
+                    c: self.ratio(c, basis) for c in OURS if c in self.cells
                 }
         return {
             "key": self.row.key,
