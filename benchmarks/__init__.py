@@ -9,7 +9,8 @@ Layout:
 * :mod:`benchmarks.usbbed` -- the umockdev device process (an emulated USBTMC scope) and
   the environment its client processes need (``LD_PRELOAD``, ``UMOCKDEV_DIR``).
 * :mod:`benchmarks.worker` -- one client per process, one trial per request.
-* :mod:`benchmarks.client_aiotmc`, :mod:`benchmarks.client_pyvisa`,
+* :mod:`benchmarks.client_aiotmc`, :mod:`benchmarks.client_sync` (aiotmc.sync),
+  :mod:`benchmarks.client_pyvisa` (also PyVISA on ``@aiotmc``),
   :mod:`benchmarks.client_floor` -- the clients.
 * :mod:`benchmarks.common` -- results, bounded repetition loops.
 * :mod:`benchmarks.report` -- statistics, the table and the JSON file.

@@ -1,9 +1,12 @@
-"""PyVISA + pyvisa-py, two ways: as users write it, and its best configuration found.
+"""PyVISA + pyvisa-py, two ways: as users write it, and its best configuration found;
+and PyVISA as users write it on aiotmc's backend.
 
 ``pyvisa``: ``open_resource(..., read_termination="\\n")``, ``query``,
 ``query_binary_values``, ``write_binary_values``; fan-out is sequential.
 ``pyvisa-best``: termination character off for blocks (``write_raw`` + ``read_bytes``),
 ``write_raw`` of one prepared buffer for uploads, a thread pool for fan-out.
+``pyvisa-aiotmc``: the ``pyvisa`` code on ``ResourceManager("@aiotmc")`` (the
+``pyvisa_aiotmc`` package of this repository) instead of ``"@py"``.
 """
 
 from __future__ import annotations
@@ -24,20 +27,29 @@ _TIMEOUT_MS = 30_000
 
 
 class PyvisaClient:
-    """One ResourceManager("@py") per worker process; resources opened per trial."""
+    """One ResourceManager("@py") (or "@aiotmc") per worker process; resources opened
+    per trial."""
 
     def __init__(self, name: str) -> None:
         import pyvisa
 
         self.name = name
         self.best = name == "pyvisa-best"
-        self.rm = pyvisa.ResourceManager("@py")
+        self.on_aiotmc = name == "pyvisa-aiotmc"
+        self.rm = pyvisa.ResourceManager("@aiotmc" if self.on_aiotmc else "@py")
 
     def versions(self) -> dict[str, str]:
         """Library versions for the report."""
         import importlib.metadata as md
 
-        return {"pyvisa": md.version("pyvisa"), "pyvisa-py": md.version("pyvisa-py")}
+        out = {"pyvisa": md.version("pyvisa")}
+        if self.on_aiotmc:
+            import aiotmc
+
+            out["aiotmc"] = aiotmc.__version__
+        else:
+            out["pyvisa-py"] = md.version("pyvisa-py")
+        return out
 
     def run(self, kind: str, params: dict[str, Any]) -> Result:
         """Run one trial of ``kind``."""

@@ -18,27 +18,35 @@ FANOUT_LATENCY: Final = 0.010  #: seconds each fan-out instrument takes to answe
 PLAIN_BLOCK_MAX: Final = 10 * MB
 
 AIOTMC: Final = ("aiotmc-asyncio", "aiotmc-trio", "aiotmc-uvloop")
+SYNC: Final = "aiotmc-sync"  #: the blocking API, aiotmc.sync, as users write it
 PYVISA: Final = "pyvisa"  #: PyVISA + pyvisa-py as users write it
 PYVISA_BEST: Final = "pyvisa-best"  #: the fastest pyvisa-py configuration found
+PYVISA_AIOTMC: Final = "pyvisa-aiotmc"  #: PyVISA as users write it, on the @aiotmc backend
 FLOOR: Final = "floor"  #: plain sockets, no library
-CLIENTS: Final = (*AIOTMC, PYVISA, PYVISA_BEST, FLOOR)
+CLIENTS: Final = (*AIOTMC, SYNC, PYVISA, PYVISA_BEST, PYVISA_AIOTMC, FLOOR)
+#: Clients built on aiotmc: their ratios to the floor and to PyVISA are printed.
+OURS: Final = (*AIOTMC, SYNC, PYVISA_AIOTMC)
 
 Mode = Literal["full", "quick"]
 
 
 @dataclass(frozen=True)
 class Target:
-    """``aiotmc <op> value x floor`` (basis "floor"), ``... x PyVISA best`` (basis
-    "pyvisa-best") or ``aiotmc <op> value`` (absolute)."""
+    """``client <op> value x floor`` (basis "floor"), ``... x PyVISA`` (basis "pyvisa":
+    PyVISA + pyvisa-py as users write it), ``... x PyVISA best`` (basis "pyvisa-best") or
+    ``client <op> value`` (absolute), judged for each of ``clients`` on the row."""
 
     op: Literal["<=", ">="]
     value: float
-    basis: Literal["floor", "pyvisa-best", "absolute"] = "floor"
+    basis: Literal["floor", "pyvisa", "pyvisa-best", "absolute"] = "floor"
+    clients: tuple[str, ...] = AIOTMC
 
     def describe(self, unit: str) -> str:
         """Short text for the table, e.g. ``<= 1.3x floor``."""
         if self.basis == "floor":
             return f"{self.op} {self.value:g}x floor"
+        if self.basis == "pyvisa":
+            return f"{self.op} {self.value:g}x PyVISA"
         if self.basis == "pyvisa-best":
             return f"{self.op} {self.value:g}x PyVISA best"
         return f"{self.op} {self.value:g} {unit}"
@@ -88,29 +96,40 @@ FANOUT_TARGET: Final = Target("<=", 1.25)
 USB_TARGET: Final = Target(">=", 200.0, "absolute")
 CONTENDED_TARGET: Final = Target("<=", 0.8, "pyvisa-best")
 CONTENDED_OWN_TARGET: Final = Target("<=", 2.0, "absolute")  #: x one task's round trip
+#: Issue 18: blocking round trips, aiotmc.sync and PyVISA on @aiotmc, <= PyVISA + pyvisa-py's
+BLOCKING_RTT_TARGET: Final = Target("<=", 1.0, "pyvisa", clients=(SYNC, PYVISA_AIOTMC))
+#: Issue 18: 100 MB ``query_binary_values`` through @aiotmc >= 10x pyvisa-py's
+BACKEND_BLOCK_TARGET: Final = Target(">=", 10.0, "pyvisa", clients=(PYVISA_AIOTMC,))
 
 _METHODS: Final = {
     "rtt": {
+        SYNC: "aiotmc.sync.open(), query() (calling-thread fast path over the raw socket)",
         PYVISA: "query()",
         PYVISA_BEST: "write_raw() + read_raw()",
+        PYVISA_AIOTMC: "query()",
         FLOOR: "blocking socket, recv_into (non-blocking refs: the faster of BufferedProtocol"
         " and recv_into + sock_recv_into on asyncio and uvloop; recv_into +"
         " trio.lowlevel.wait_readable on trio)",
     },
     "fanout": {
         "aiotmc": "task group",
+        SYNC: "aiotmc.sync.open_many(), query_all() (a task group in the loop thread)",
         PYVISA: "sequential query()",
         PYVISA_BEST: "one thread per instrument (pool)",
         FLOOR: "plain asyncio, non-blocking sockets, gather",
     },
     "block": {
+        SYNC: "query_block(cmd) / query_block(cmd, into=buffer) (via the loop thread)",
         PYVISA: "query_binary_values('B', container=numpy.array)",
+        PYVISA_AIOTMC: "query_binary_values('B', container=numpy.array)",
         PYVISA_BEST: "write_raw + read_bytes, termchar off (no read-into API)",
         FLOOR: "blocking socket, exact-size recv_into",
     },
     "upload": {
         "aiotmc": "write_binary_values(numpy uint8)",
+        SYNC: "write_binary_values(numpy uint8) (via the loop thread)",
         PYVISA: "write_binary_values(numpy uint8)",
+        PYVISA_AIOTMC: "write_binary_values(numpy uint8)",
         PYVISA_BEST: "write_raw(header + payload)",
         FLOOR: "blocking socket, sendall of header, payload view, terminator",
     },
@@ -118,6 +137,8 @@ _METHODS: Final = {
         "aiotmc": "100 tasks in a task group, shared Instrument; then one task alone"
         " (the uncontended round trip, same connection)",
         PYVISA: "sequential query() (same number of queries)",
+        SYNC: "thread pool sharing one aiotmc.sync instrument, no lock of its own; then"
+        " one thread alone (same connection)",
         PYVISA_BEST: "thread pool + threading.Lock",
         FLOOR: "sequential blocking socket (same number of queries)",
     },
@@ -151,6 +172,14 @@ def _rtt_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
     target = RTT_TARGET if ours else None
     rows = [
         Row(key, f"`*IDN?` round trip{against} (median)", "µs", "rtt_us", target=target),
+        Row(
+            f"{key}_blocking",
+            f"`*IDN?` round trip{against}, blocking APIs vs PyVISA + pyvisa-py",
+            "µs",
+            "rtt_us",
+            target=BLOCKING_RTT_TARGET if ours else None,
+            only=(SYNC, PYVISA, PYVISA_AIOTMC),
+        ),
         Row("cpu" if ours else "cpu_sim", f"client CPU per `*IDN?` query{against}", "µs", "cpu_us"),
     ]
     rows += [
@@ -219,6 +248,24 @@ def _plain_block_rows(key: str, size: int, which: str) -> tuple[Row, ...]:
     )
 
 
+def _backend_block_rows(key: str, size: int, reuse: bool) -> tuple[Row, ...]:
+    """PyVISA's ``query_binary_values`` on @aiotmc against the same call on pyvisa-py (new
+    buffers only: PyVISA has no read-into API); the issue's target is for 100 MB."""
+    if reuse:
+        return ()
+    return (
+        Row(
+            f"{key}_pyvisa",
+            f"read {_mb(size)} block with `query_binary_values`: PyVISA on @aiotmc vs pyvisa-py",
+            "MB/s",
+            "mb_s",
+            higher_is_better=True,
+            target=BACKEND_BLOCK_TARGET if size >= 100 * MB else None,
+            only=(PYVISA, PYVISA_AIOTMC),
+        ),
+    )
+
+
 def _concurrent_measurement(quick: bool, rounds: int, *, server: str) -> Measurement:
     """Many tasks sharing one instrument, against ``server`` (as for round trips: the
     independent responder, key ``concurrent``, and aiotmc's simulator, ``concurrent_sim``).
@@ -234,7 +281,8 @@ def _concurrent_measurement(quick: bool, rounds: int, *, server: str) -> Measure
         key=key,
         kind="concurrent",
         params={"tasks": tasks, "per_task": 5 if quick else 20},
-        clients=CLIENTS,
+        # PyVISA on @aiotmc would only repeat PyVISA's sequential code.
+        clients=(*AIOTMC, SYNC, PYVISA, PYVISA_BEST, FLOOR),
         rounds=rounds,
         rows=(
             Row(
@@ -250,7 +298,7 @@ def _concurrent_measurement(quick: bool, rounds: int, *, server: str) -> Measure
                 "x uncontended",
                 "contended_x",
                 target=CONTENDED_OWN_TARGET,
-                only=AIOTMC,
+                only=(*AIOTMC, SYNC),
             ),
         ),
         notes=_methods("concurrent"),
@@ -264,6 +312,8 @@ def measurements(mode: Mode) -> list[Measurement]:
     rounds = 1 if quick else 5
     big_rounds = 1 if quick else 3
     tcp_clients = CLIENTS
+    # PyVISA's own fan-out is sequential: on @aiotmc it would only show the 10 ms delay again.
+    fanout_clients = tuple(c for c in CLIENTS if c != PYVISA_AIOTMC)
     out: list[Measurement] = []
 
     out.append(_rtt_measurement(quick, rounds, server="responder"))
@@ -281,7 +331,7 @@ def measurements(mode: Mode) -> list[Measurement]:
                     # measured on this many instruments and scaled by N / count.
                     "sequential_cap": 10 if quick else 1000,
                 },
-                clients=tcp_clients,
+                clients=fanout_clients,
                 rounds=big_rounds if n >= 1000 else rounds,
                 rows=(
                     Row(
@@ -318,6 +368,7 @@ def measurements(mode: Mode) -> list[Measurement]:
                             target=THROUGHPUT_TARGET,
                         ),
                         *_plain_block_rows(f"block_{which}_{size // MB}MB", size, which),
+                        *_backend_block_rows(f"block_{which}_{size // MB}MB", size, reuse),
                     ),
                     timeout=300.0,
                     notes=_methods("block"),

@@ -44,13 +44,27 @@ def available_cpus() -> list[int]:
 
 
 def pin_self(cpu: int | None) -> bool:
-    """Pin the calling process to ``cpu``; False where the OS does not allow it."""
+    """Pin the calling process to ``cpu``; False where the OS does not allow it.
+
+    Every thread of the process: on Linux the affinity of pid 0 is the calling thread's
+    only, and a client may already run a thread of its own (aiotmc.sync's and the
+    @aiotmc backend's event loop), which would otherwise wake up on another CPU.
+    """
     if cpu is None or not hasattr(os, "sched_setaffinity"):
         return False
     try:
         os.sched_setaffinity(0, {cpu})
     except OSError:
         return False
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = []
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except OSError:
+            pass  # ended meanwhile
     return True
 
 

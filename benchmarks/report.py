@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .figures import AIOTMC, CLIENTS, FLOOR, PYVISA, PYVISA_BEST, Measurement, Row
+from .figures import (
+    CLIENTS,
+    FLOOR,
+    OURS,
+    PYVISA,
+    PYVISA_AIOTMC,
+    PYVISA_BEST,
+    SYNC,
+    Measurement,
+    Row,
+)
 
 __all__ = ["Cell", "Report", "fmt"]
 
@@ -16,10 +26,21 @@ _HEADERS = {
     "aiotmc-asyncio": "aiotmc asyncio",
     "aiotmc-trio": "aiotmc trio",
     "aiotmc-uvloop": "aiotmc uvloop",
+    SYNC: "aiotmc.sync",
     PYVISA: "PyVISA",
     PYVISA_BEST: "PyVISA best",
+    PYVISA_AIOTMC: "PyVISA @aiotmc",
     FLOOR: "floor",
 }
+#: One letter per client of :data:`OURS` in the ratio columns.
+_LETTERS = {
+    "aiotmc-asyncio": "a",
+    "aiotmc-trio": "t",
+    "aiotmc-uvloop": "u",
+    SYNC: "s",
+    PYVISA_AIOTMC: "@",
+}
+_BASES = {"floor": FLOOR, "pyvisa": PYVISA, "pyvisa-best": PYVISA_BEST}
 
 
 def fmt(value: float) -> str:
@@ -84,20 +105,19 @@ class RowResult:
         return a / b
 
     def verdicts(self) -> dict[str, bool]:
-        """PASS (True) / MISS (False) per aiotmc backend that has a figure."""
+        """PASS (True) / MISS (False) per judged client (the target's) that has a figure."""
         target = self.row.target
         out: dict[str, bool] = {}
         if target is None:
             return out
-        for client in AIOTMC:
+        basis = _BASES.get(target.basis)
+        for client in target.clients:
             if client not in self.cells:
                 continue
-            if target.basis == "floor":
-                value = self.ratio(client, FLOOR) if FLOOR in self.cells else None
-            elif target.basis == "pyvisa-best":
-                value = self.ratio(client, PYVISA_BEST) if PYVISA_BEST in self.cells else None
-            else:
+            if basis is None:
                 value = self.cells[client].median
+            else:
+                value = self.ratio(client, basis) if basis in self.cells else None
             if value is None:
                 continue
             out[client] = value <= target.value if target.op == "<=" else value >= target.value
@@ -110,7 +130,7 @@ class RowResult:
         for basis in (FLOOR, PYVISA, PYVISA_BEST):
             if basis in self.cells:
                 ratios[f"aiotmc/{basis}"] = {
-                    c: self.ratio(c, basis) for c in AIOTMC if c in self.cells
+                    c: self.ratio(c, basis) for c in OURS if c in self.cells
                 }
         return {
             "key": self.row.key,
@@ -133,12 +153,18 @@ class RowResult:
 class Report:
     """Collects samples per (row, client) and renders them."""
 
-    def __init__(self, measurements: list[Measurement]) -> None:
+    def __init__(self, measurements: list[Measurement], clients: list[str] | None = None) -> None:
+        """``clients``: the ones run (``--clients``); rows and columns of others are left
+        out, and so are rows that only compared aiotmc clients left out with a reference."""
         self.rows: list[RowResult] = []
         self._by_key: dict[str, RowResult] = {}
+        chosen = set(CLIENTS if clients is None else clients)
         for m in measurements:
             for row in m.rows:
-                members = [c for c in m.clients if row.only is None or c in row.only]
+                every = [c for c in m.clients if row.only is None or c in row.only]
+                members = [c for c in every if c in chosen]
+                if not members or (set(every) & set(OURS) and not set(members) & set(OURS)):
+                    continue
                 cells = {c: Cell(na=m.na) for c in members}
                 rr = RowResult(row, m, cells)
                 self.rows.append(rr)
@@ -147,7 +173,8 @@ class Report:
     def add(self, measurement: Measurement, client: str, answer: dict[str, Any]) -> None:
         """Record one worker answer for every row of ``measurement``."""
         for row in measurement.rows:
-            cell = self._by_key[row.key].cells.get(client)
+            rr = self._by_key.get(row.key)
+            cell = None if rr is None else rr.cells.get(client)
             if cell is None:
                 continue
             metric = row.floor_metric if row.floor_metric and client == FLOOR else row.metric
@@ -167,7 +194,8 @@ class Report:
     def fail_client(self, client: str, reason: str, measurement: Measurement) -> None:
         """Mark the still-empty cells of ``client`` in ``measurement`` as not available."""
         for row in measurement.rows:
-            cell = self._by_key[row.key].cells.get(client)
+            rr = self._by_key.get(row.key)
+            cell = None if rr is None else rr.cells.get(client)
             if cell is not None and not cell.samples and not cell.error:
                 cell.na = cell.na or reason
 
@@ -182,19 +210,20 @@ class Report:
                 footnotes.append(text)
             return f"[{footnotes.index(text) + 1}]"
 
+        columns = [c for c in CLIENTS if any(c in rr.cells for rr in self.rows)]
         header = [
             "figure",
             "unit",
-            *(_HEADERS[c] for c in CLIENTS),
-            "aiotmc/floor (a/t/u)",
-            "aiotmc/PyVISA (a/t/u)",
+            *(_HEADERS[c] for c in columns),
+            "aiotmc/floor (a/t/u/s/@)",
+            "aiotmc/PyVISA (a/t/u/s/@)",
             "target",
             "verdict",
         ]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rr in self.rows:
             cells = []
-            for client in CLIENTS:
+            for client in columns:
                 cell = rr.cells.get(client)
                 if cell is None:
                     cells.append("-")
@@ -215,9 +244,13 @@ class Report:
                 if basis not in rr.cells:
                     ratios.append("-")
                     continue
-                values = [rr.ratio(c, basis) for c in AIOTMC if c in rr.cells]
+                ours = [c for c in OURS if c in rr.cells]
+                values = [rr.ratio(c, basis) for c in ours]
                 shown = [fmt(v) if v is not None else "-" for v in values]
-                ratios.append("/".join(shown) if any(v is not None for v in values) else "-")
+                if len(ours) < len(OURS):  # name them: "s 0.45 @ 0.97"
+                    shown = [f"{_LETTERS[c]} {text}" for c, text in zip(ours, shown, strict=True)]
+                joiner = "/" if len(ours) == len(OURS) else " "
+                ratios.append(joiner.join(shown) if any(v is not None for v in values) else "-")
             target = rr.row.target
             verdicts = rr.verdicts()
             if target is None:
@@ -227,7 +260,9 @@ class Report:
             elif all(verdicts.values()):
                 verdict = "PASS"
             else:
-                missed = [c.removeprefix("aiotmc-") for c, ok in verdicts.items() if not ok]
+                missed = [
+                    _HEADERS[c].removeprefix("aiotmc ") for c, ok in verdicts.items() if not ok
+                ]
                 verdict = f"MISS ({', '.join(missed)})"
             row = [
                 rr.row.label,

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_args = [] if cpu is None else ["--cpu", str(cpu)]
     max_dmm = max((m.params.get("instruments", 0) for m in selected), default=0)
 
-    report = Report(selected)
+    report = Report(selected, clients)
     meta: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -29,6 +29,10 @@ class Client(Protocol):
 
 def make_client(name: str) -> Client:
     """Import and build the client called ``name``."""
+    if name == "aiotmc-sync":
+        from .client_sync import SyncClient
+
+        return SyncClient(name)
     if name.startswith("aiotmc-"):
         from .client_aiotmc import AiotmcClient
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.figures import AIOTMC, CLIENTS, measurements
+from benchmarks.figures import CLIENTS, OURS, PYVISA_AIOTMC, SYNC, measurements
 from benchmarks.usbbed import umockdev_problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,11 +83,18 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
             else:
                 assert math.isfinite(cell["median"]) and cell["median"] > 0
                 assert cell["min"] <= cell["median"] <= cell["max"]
+        if row.target is not None:
+            assert set(got["verdicts"]) <= set(row.target.clients) & set(members)
         if row.target is not None and "floor" in members:
             ratios = got["ratios"]["aiotmc/floor"]
-            assert set(ratios) == set(AIOTMC) & set(members)
-            assert set(got["verdicts"]) <= set(AIOTMC)
+            assert set(ratios) == set(OURS) & set(members)
     assert set(CLIENTS) <= {c for row in data["rows"] for c in row["clients"]}
+    # Issue 18: the blocking round trips beside PyVISA's, with the target judged.
+    blocking = rows["rtt_blocking"]
+    assert set(blocking["ratios"]["aiotmc/pyvisa"]) == {SYNC, PYVISA_AIOTMC}
+    assert set(blocking["verdicts"]) == {SYNC, PYVISA_AIOTMC}
+    assert "| `*IDN?` round trip, blocking APIs vs PyVISA + pyvisa-py | µs |" in table
+    assert "<= 1x PyVISA" in table
 
     # The umockdev device process is gone and its testbed directory removed.
     umockdev = data["meta"]["umockdev"]
@@ -104,6 +111,13 @@ def test_quick_schedule_covers_every_figure_kind() -> None:
     assert {"rtt", "cpu", "fanout_1000", "block_new_100MB", "block_reused_100MB"} <= full_keys
     assert {"upload_100MB", "concurrent", "srq", "usb_block"} <= full_keys
     assert full_keys >= UMOCKDEV_ROWS
+    assert {"rtt_blocking", "rtt_sim_blocking", "block_new_100MB_pyvisa"} <= full_keys
+    # The blocking clients are in the round trips on both servers, blocks and uploads.
+    for m in measurements("full"):
+        if m.kind in ("rtt", "block", "upload"):
+            assert {SYNC, PYVISA_AIOTMC} <= set(m.clients), m.key
+        if m.kind in ("fanout", "concurrent"):
+            assert SYNC in m.clients, m.key
 
 
 @pytest.mark.slow
@@ -332,3 +346,26 @@ def test_gateway_against_the_users_script_reports_every_figure(tmp_path: Path) -
     assert all(math.isfinite(v) and v >= 0 for v in figures)
     assert data["stored_per_s"] > 0 and script["posted_per_s"] > 0
     assert len(data["load_average"]) == 3
+
+
+def test_report_judges_the_blocking_targets_and_shows_only_the_clients_run() -> None:
+    """The issue-18 rows: aiotmc.sync and PyVISA on @aiotmc judged against PyVISA +
+    pyvisa-py; with ``--clients`` the table has only those columns and no rows that
+    compared a left-out aiotmc client with a reference (no processes: answers fed in)."""
+    from benchmarks.report import Report
+
+    rtt = next(m for m in measurements("quick") if m.key == "rtt")
+    clients = [SYNC, "pyvisa", PYVISA_AIOTMC, "floor"]
+    report = Report([rtt], clients)
+    answers = {SYNC: 20.0, "pyvisa": 30.0, PYVISA_AIOTMC: 33.0, "floor": 15.0}
+    for client, rtt_us in answers.items():
+        report.add(rtt, client, {"ok": True, "metrics": {"rtt_us": rtt_us, "cpu_us": 1.0}})
+    rows = {rr.row.key: rr for rr in report.rows}
+    assert set(rows) == {"rtt", "rtt_blocking", "cpu"}  # no per-loop comparison rows
+    assert rows["rtt_blocking"].verdicts() == {SYNC: True, PYVISA_AIOTMC: False}
+    assert rows["rtt"].verdicts() == {}  # the floor target judges the async clients only
+    table = report.table()
+    header = table.splitlines()[0]
+    assert "| aiotmc.sync | PyVISA | PyVISA @aiotmc | floor |" in header
+    assert "aiotmc asyncio" not in header and "PyVISA best" not in header
+    assert "| s 0.667 @ 1.10 | <= 1x PyVISA | MISS (PyVISA @aiotmc) |" in table
