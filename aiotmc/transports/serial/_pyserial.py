@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["INSTALL_HINT", "PyserialPort", "ThreadChannel", "open_pyserial_port", "unavailable"]
 
 INSTALL_HINT: Final = "pyserial is not installed: pip install 'aiotmc[serial]' (pyserial>=3.5)"
-POLL: Final = 0.05  #: longest single pyserial call (s): the bound on a cancellation's delay
+POLL: Final = 0.02  #: longest single pyserial call (s): the bound on a cancellation's delay
 _READ_MAX: Final = 64 * 1024
 _WRITE_STALL: Final = 2.0  #: a write that cannot progress this long (flow control): lost
 _PARITY: Final = ("N", "O", "E", "M", "S")
@@ -53,7 +53,7 @@ class ThreadChannel:
     def __init__(self, port: serial.Serial, *, baud_rate: int, poll: float = POLL) -> None:
         self._port = port
         self._poll = poll
-        self._chunk = max(64, int(baud_rate / 10 * poll))  # ~poll seconds of line time
+        self._chunk = max(256, int(baud_rate / 10 * poll))  # ~poll seconds of line time
         self._inbox = bytearray()
         self._error: OSError | None = None
         self._pending = b""  #: what ``write`` asked the next worker write to send
@@ -226,8 +226,6 @@ def open_pyserial_port(path: str, settings: SerialSettings) -> PyserialPort:
     except ImportError:
         raise ImportError(INSTALL_HINT) from None
     kwargs = pyserial_options(settings)
-    if sys.platform != "win32":
-        kwargs["exclusive"] = True  # Windows ports are always exclusive
     try:
         port = serial.Serial(path, timeout=POLL, write_timeout=_WRITE_STALL, **kwargs)
     except serial.SerialException as exc:
