@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INSTALL_HINT", "PyserialPort", "ThreadChannel", "open_pyserial_port", "unavailable"]
 
-INSTALL_HINT: Final = "pyserial is not installed: pip install 'aiotmc[serial]' (pyserial>=3.5)"
+INSTALL_HINT: Final = 'pyserial is not installed: pip install "aiotmc[serial]" (pyserial>=3.5)'
 POLL: Final = 0.02  #: longest single pyserial call (s): the bound on a cancellation's delay
 _READ_MAX: Final = 64 * 1024
 _WRITE_STALL: Final = 2.0  #: a write that cannot progress this long (flow control): lost

@@ -12,15 +12,14 @@ cancellation, a deadline) the transport is *stale*; its next operation, and
 is written (the instrument would otherwise take the next command as part of it, or wait
 forever inside a block), then everything arriving is read and dropped until the line
 has been quiet for ``settle`` seconds (default 0.1), the input queue is discarded
-(``tcflush(TCIFLUSH)``) and the line drained once more, all bounded by the operation's
-deadline. An instrument that answers
-later than that can still put a late answer on the line: that is the nature of RS-232
-(docs/serial.md). aiotmc's pty simulator takes the flush as a device clear. A newly
-opened port is resynchronised the same way before its first operation (an answer to a
-previous user's last command may still be on its way).
-A port that fails (USB adapter unplugged: ``EIO``, hang-up) raises
-:class:`~aiotmc.ConnectionLostError`; the next operation opens the path again (with the
-``reconnect`` policy when one is given).
+(``tcflush(TCIFLUSH)``; pyserial's ``reset_input_buffer``) and the line drained once
+more, all bounded by the operation's deadline. An instrument that answers later than that
+can still put a late answer on the line: that is the nature of RS-232 (docs/serial.md).
+aiotmc's pty simulator takes the flush as a device clear. A newly opened port is
+resynchronised the same way before its first operation (an answer to a previous user's
+last command may still be on its way). A port that fails (USB adapter unplugged: ``EIO``,
+hang-up) raises :class:`~aiotmc.ConnectionLostError`; the next operation opens the path
+again (with the ``reconnect`` policy when one is given).
 """
 
 from __future__ import annotations

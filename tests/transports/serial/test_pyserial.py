@@ -125,7 +125,7 @@ async def test_missing_port_and_bad_backend() -> None:
 
 async def test_pyserial_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serial_transport, "_pyserial_unavailable", lambda: INSTALL_HINT)
-    with pytest.raises(ImportError, match=r"pip install 'aiotmc\[serial\]'"):
+    with pytest.raises(ImportError, match=r'pip install "aiotmc\[serial\]"'):
         async with aiotmc.open("ASRL/dev/ttyS0::INSTR", serial_backend="pyserial"):
             pass  # pragma: no cover
     # the default backend on Linux does not need pyserial
