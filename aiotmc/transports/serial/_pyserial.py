@@ -88,7 +88,7 @@ class ThreadChannel:
     async def wait_readable(self) -> None:
         await checkpoint_if_cancelled()
         left = anyio.current_effective_deadline() - anyio.current_time()
-        timeout = min(self._poll, max(0.0, left))
+        timeout = round(min(self._poll, max(0.0, left)), 3)  # (few distinct values)
         await anyio.to_thread.run_sync(self._read_worker, timeout)
         if self.closed:
             raise anyio.ClosedResourceError
@@ -133,6 +133,8 @@ class ThreadChannel:
             if port.timeout != timeout:
                 port.timeout = timeout  # (on Windows a SetCommTimeouts: only when it changes)
             data = port.read(max(1, min(port.in_waiting, _READ_MAX)))
+            if data and (more := min(port.in_waiting, _READ_MAX)):
+                data += port.read(more)  # the rest of a burst: one hop, not two
             self._inbox += data
         except OSError as exc:  # SerialException is an OSError
             self._error = exc
