@@ -1,13 +1,16 @@
-"""Serial ports (``ASRL/dev/ttyUSB0::INSTR``, ``ASRL1::INSTR``): RS-232/USB-serial on POSIX.
+"""Serial ports (``ASRL/dev/ttyUSB0::INSTR``, ``ASRL1::INSTR`` = ``COM1`` on Windows).
 
-:class:`SerialTransport` is a non-blocking tty file descriptor configured with termios and
-waited on with anyio (no thread; asyncio and trio); see ``_transport`` for the
-resynchronisation rules and ``_settings`` for the options (PyVISA's names and values).
-Windows is not supported yet (the module needs termios: ``aiotmc info`` says so).
+:class:`SerialTransport` frames messages over a port: on POSIX a non-blocking tty file
+descriptor configured with termios and waited on with anyio (``_posix``: no thread;
+asyncio and trio); on Windows, or anywhere with ``serial_backend="pyserial"``, pyserial's
+blocking calls in anyio worker threads (``_pyserial``; the ``serial`` extra). See
+``_transport`` for the resynchronisation rules and ``_settings`` for the options
+(PyVISA's names and values).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypedDict
@@ -17,11 +20,16 @@ import anyio
 from ...resources import AsrlInstr, ResourceName
 from ..spec import FoundResource, LinkSettings, TransportSpec, closing_link
 from ._ports import SerialPort, discover_ports, list_ports
+from ._pyserial import unavailable as _pyserial_unavailable
 from ._settings import SerialSettings
-from ._transport import FdChannel, SerialTransport, open_port
+from ._transport import Backend, SerialTransport, choose_backend
+
+if sys.platform != "win32":  # termios and fcntl: POSIX only
+    from ._posix import FdChannel, open_port
 
 __all__ = [
     "TRANSPORT",
+    "Backend",
     "FdChannel",
     "SerialOptions",
     "SerialPort",
@@ -44,6 +52,7 @@ class SerialOptions(TypedDict, total=False):
     stop_bits: float
     flow_control: str | int
     settle: float  #: quiet time (s) that ends a resynchronisation (aiotmc; default 0.1)
+    serial_backend: Backend  #: "auto" (pyserial on Windows, termios elsewhere), "posix", "pyserial"
 
 
 @asynccontextmanager
@@ -56,6 +65,12 @@ async def open_serial(
     settle = line_options.pop("settle", 0.1)
     if not isinstance(settle, int | float) or isinstance(settle, bool) or not 0 <= settle <= 60:
         raise ValueError(f"{resource}: settle must be 0..60 seconds, got {settle!r}")
+    backend = line_options.pop("serial_backend", "auto")
+    try:
+        if choose_backend(backend) == "pyserial" and (why := _pyserial_unavailable()):
+            raise ImportError(f"{resource}: {why}")
+    except ValueError as exc:
+        raise ValueError(f"{resource}: {exc}") from None
     try:
         line = SerialSettings.from_options(line_options)
     except ValueError as exc:
@@ -67,6 +82,7 @@ async def open_serial(
         terminator=settings.read_termination.encode(settings.encoding),
         reconnect=settings.reconnect,
         settle=float(settle),
+        backend=backend,
     )
     async with closing_link(transport) as opened:
         yield opened
@@ -79,12 +95,22 @@ async def list_serial_resources() -> list[FoundResource]:
     return [FoundResource(port.resource, port.summary()) for port in ports]
 
 
+def _unavailable() -> str | None:
+    """On Windows the serial transport needs pyserial (the ``serial`` extra)."""
+    return _pyserial_unavailable() if sys.platform == "win32" else None
+
+
 TRANSPORT: Final = TransportSpec(
     kind="asrl",
-    summary="serial ports (termios, no thread)",
+    summary=(
+        "serial ports (pyserial in worker threads)"
+        if sys.platform == "win32"
+        else "serial ports (termios, no thread; pyserial optional)"
+    ),
     example="ASRL/dev/ttyUSB0::INSTR",
     open=open_serial,
     options=SerialOptions,
     list_resources=list_serial_resources,
+    unavailable=_unavailable,
 )
 """The serial transport's registration (see :mod:`aiotmc.registry`)."""

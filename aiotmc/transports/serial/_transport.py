@@ -1,9 +1,9 @@
-"""The POSIX serial transport: a non-blocking tty fd, termios, anyio readiness waits.
+"""The serial transport: one port (POSIX fd or pyserial in worker threads), framed.
 
-No thread: the port is opened ``O_NONBLOCK | O_NOCTTY``, configured raw with termios
-(VMIN = 1, VTIME = 0, so a read with nothing there raises ``EAGAIN`` and a read of 0 bytes
-means hang-up), and waited on with ``anyio.wait_readable``/``wait_writable``: asyncio and
-trio alike. Framing is :class:`~aiotmc.transports._bytestream.FramedStream` (terminator,
+The port is a :class:`Port`: on POSIX by default a non-blocking tty fd configured with
+termios and waited on with anyio (``_posix``: no thread), on Windows (or with
+``backend="pyserial"``) pyserial's blocking calls in anyio worker threads (``_pyserial``).
+Framing is :class:`~aiotmc.transports._bytestream.FramedStream` (terminator,
 blocks by length).
 
 Resynchronisation: serial has no device clear. After an operation stopped part-way (a
@@ -12,111 +12,93 @@ cancellation, a deadline) the transport is *stale*; its next operation, and
 is written (the instrument would otherwise take the next command as part of it, or wait
 forever inside a block), then everything arriving is read and dropped until the line
 has been quiet for ``settle`` seconds (default 0.1), the input queue is discarded
-(``tcflush(TCIFLUSH)``) and the line drained once more, all bounded by the operation's
-deadline. An instrument that answers
-later than that can still put a late answer on the line: that is the nature of RS-232
-(docs/serial.md). aiotmc's pty simulator takes the flush as a device clear. A newly
-opened port is resynchronised the same way before its first operation (an answer to a
-previous user's last command may still be on its way).
-A port that fails (USB adapter unplugged: ``EIO``, hang-up) raises
-:class:`~aiotmc.ConnectionLostError`; the next operation opens the path again (with the
-``reconnect`` policy when one is given).
+(``tcflush(TCIFLUSH)``; pyserial's ``reset_input_buffer``) and the line drained once
+more, all bounded by the operation's deadline. An instrument that answers later than that
+can still put a late answer on the line: that is the nature of RS-232 (docs/serial.md).
+aiotmc's pty simulator takes the flush as a device clear. A newly opened port is
+resynchronised the same way before its first operation (an answer to a previous user's
+last command may still be on its way). A port that fails (USB adapter unplugged: ``EIO``,
+hang-up) raises :class:`~aiotmc.ConnectionLostError`; the next operation opens the path
+again (with the ``reconnect`` policy when one is given).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import math
-import os
-import termios
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint
 
 from ..._exceptions import (
-    ConnectError,
     ConnectionLostError,
-    PermissionDeniedError,
     ReadTimeout,
     RemoteProtocolError,
-    ResourceBusyError,
-    ResourceNotFoundError,
     UnsupportedOperation,
 )
 from ..._fastpath import schedule_point_due
 from ..._types import BytesLike
 from ...reconnect import Reconnect, retry_connect
-from .._bytestream import FramedStream
+from .._bytestream import ByteChannel, FramedStream
 from ..base import Capabilities, TransportInfo
 from ._settings import SerialSettings
 
 if TYPE_CHECKING:
     from ...srq import SrqBroadcaster
 
-__all__ = ["FdChannel", "SerialTransport", "open_port"]
+__all__ = ["Backend", "Port", "SerialTransport", "choose_backend", "port_opener"]
 
 _CAPABILITIES: Final = Capabilities()
-_TIOCSBRK: Final[int] = getattr(termios, "TIOCSBRK", 0x5427)  # Linux values as fallback
-_TIOCCBRK: Final[int] = getattr(termios, "TIOCCBRK", 0x5428)
+
+Backend = Literal["auto", "posix", "pyserial"]
+BACKENDS: Final = ("auto", "posix", "pyserial")
 
 
-class FdChannel:
-    """A :class:`~aiotmc.transports._bytestream.ByteChannel` over a non-blocking fd."""
+class Port(Protocol):
+    """An open serial port: its byte channel and the line operations besides reading and
+    writing. Failures raise ``OSError``."""
 
-    __slots__ = ("fd",)
+    @property
+    def channel(self) -> ByteChannel:
+        """The port's non-blocking byte channel."""
+        ...
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def discard(self, *, received: bool, unsent: bool) -> None:
+        """Discard the input and/or output queues."""
+        ...
 
-    def read_into(self, view: memoryview) -> int:
-        return os.readv(self.fd, [view])
+    async def send_break(self, duration: float) -> None:
+        """Hold the line in the break state for ``duration`` seconds."""
+        ...
 
-    def write(self, view: memoryview) -> int:
-        return os.write(self.fd, view)
-
-    async def wait_readable(self) -> None:
-        await anyio.wait_readable(self.fd)
-
-    async def wait_writable(self) -> None:
-        await anyio.wait_writable(self.fd)
+    def close(self) -> None:
+        """Close the port (a waiter gets ``anyio.ClosedResourceError``); never blocks."""
+        ...
 
 
-def open_port(path: str, settings: SerialSettings) -> int:
-    """Open and configure ``path``; a typed error that says how to fix a failure."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ResourceNotFoundError(
-            f"no serial port {path}: is the adapter plugged in? (`aiotmc list` shows ports)"
-        ) from None
-    except PermissionError as exc:
-        raise PermissionDeniedError(
-            f"no permission to open {path}: add your user to the group owning it (usually "
-            f"`sudo usermod -aG dialout $USER`, then log in again) ({exc.strerror})"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.EBUSY:
-            raise ResourceBusyError(f"serial port {path} is in use by another program") from None
-        if exc.errno in (errno.ENXIO, errno.ENODEV):
-            raise ResourceNotFoundError(f"serial port {path} has no device behind it") from None
-        raise ConnectError(f"cannot open serial port {path}: {exc}") from exc
-    try:
-        try:
-            attrs = termios.tcgetattr(fd)
-        except termios.error as exc:
-            raise ConnectError(f"{path} is not a serial port (termios: {exc})") from None
-        try:
-            termios.tcsetattr(fd, termios.TCSANOW, settings.apply(attrs))
-        except termios.error as exc:
-            raise ConnectError(f"cannot configure serial port {path}: {exc}") from None
-        termios.tcflush(fd, termios.TCIOFLUSH)  # nothing left over from a previous user
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+def choose_backend(backend: str) -> Literal["posix", "pyserial"]:
+    """``"auto"``: pyserial on Windows, the termios fd elsewhere (ValueError if unknown or
+    impossible here)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"serial_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "pyserial" if sys.platform == "win32" else "posix"
+    if backend == "posix" and sys.platform == "win32":
+        raise ValueError("serial_backend='posix' needs termios: use 'pyserial' on Windows")
+    return "posix" if backend == "posix" else "pyserial"
+
+
+def port_opener(backend: str) -> Callable[[str, SerialSettings], Port]:
+    """The function that opens a port with ``backend`` (see :func:`choose_backend`)."""
+    if choose_backend(backend) == "pyserial":
+        from ._pyserial import open_pyserial_port
+
+        return open_pyserial_port
+    from ._posix import open_fd_port
+
+    return open_fd_port
 
 
 class SerialTransport:
@@ -124,7 +106,7 @@ class SerialTransport:
 
     def __init__(
         self,
-        fd: int,
+        port: Port | int,
         *,
         path: str,
         resource: str,
@@ -132,13 +114,20 @@ class SerialTransport:
         terminator: bytes = b"\n",
         reconnect: Reconnect | None = None,
         settle: float = 0.1,
+        backend: str = "auto",
     ) -> None:
-        self._fd: int | None = fd
+        if isinstance(port, int):  # a tty fd opened by the caller
+            from ._posix import FdPort
+
+            port = FdPort(port)
+        self._port: Port | None = port
+        self._backend = choose_backend(backend)
+        self._open_port = port_opener(self._backend)
         self._settle = settle
         self._path = path
         self._settings = settings
         self._policy = reconnect
-        self._stream = FramedStream(FdChannel(fd), terminator=terminator, resource=resource)
+        self._stream = FramedStream(port.channel, terminator=terminator, resource=resource)
         # The first operation drains what a previous user of the port left on its way.
         self._stale = settle > 0
         self._busy = False
@@ -147,7 +136,11 @@ class SerialTransport:
             resource=resource,
             kind="serial",
             capabilities=_CAPABILITIES,
-            details={"path": path, "baud_rate": str(settings.baud_rate)},
+            details={
+                "path": path,
+                "baud_rate": str(settings.baud_rate),
+                "backend": self._backend,
+            },
         )
         self.reopens = 0  #: how many times the port was opened again after a failure
 
@@ -161,19 +154,22 @@ class SerialTransport:
         terminator: bytes = b"\n",
         reconnect: Reconnect | None = None,
         settle: float = 0.1,
+        backend: str = "auto",
     ) -> SerialTransport:
-        """Open ``path`` (the caller must ``aclose`` the transport)."""
+        """Open ``path`` with ``backend`` (``"auto"``: pyserial on Windows, the termios fd
+        elsewhere; ``"posix"``; ``"pyserial"``); the caller must ``aclose`` the transport."""
         chosen = settings or SerialSettings()
-        fd = open_port(path, chosen)
+        port = port_opener(backend)(path, chosen)
         await checkpoint()
         return cls(
-            fd,
+            port,
             path=path,
             resource=resource or f"ASRL{path}::INSTR",
             settings=chosen,
             terminator=terminator,
             reconnect=reconnect,
             settle=settle,
+            backend=backend,
         )
 
     # -- MessageTransport ------------------------------------------------------------------
@@ -288,14 +284,9 @@ class SerialTransport:
         try:
             if received:
                 self._stream.reset()
-            queue = (
-                termios.TCIOFLUSH
-                if received and unsent
-                else termios.TCIFLUSH
-                if received
-                else termios.TCOFLUSH
-            )
-            self._tcflush(queue)
+            if unsent:
+                self._stream.unsent = []
+            self._discard(received=received, unsent=unsent)
         finally:
             self._busy = False
 
@@ -303,22 +294,13 @@ class SerialTransport:
         """Hold the line in the break state for ``duration`` seconds (VISA's ``break``)."""
         await self._begin()
         try:
-            assert self._fd is not None
-            fd = self._fd
+            assert self._port is not None
             try:
-                fcntl.ioctl(fd, _TIOCSBRK)
+                await self._port.send_break(duration)
             except OSError as exc:
                 raise ConnectionLostError(
                     f"cannot send a break: {exc}", resource=self._info.resource
                 ) from None
-            try:
-                await anyio.sleep(duration)
-            finally:
-                if self._fd == fd:
-                    try:
-                        fcntl.ioctl(fd, _TIOCCBRK)
-                    except OSError:
-                        pass
         finally:
             self._busy = False
 
@@ -326,14 +308,14 @@ class SerialTransport:
         """Close the port and open it again now (a USB adapter plugged back in)."""
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
-        self._drop_fd()
+        self._drop_port()
         await self._begin(deadline)
         self._busy = False
 
     async def aclose(self) -> None:
         """Close the port; idempotent, never blocks."""
         self._closed = True
-        self._drop_fd()
+        self._drop_port()
         await checkpoint()
 
     # -- internals ---------------------------------------------------------------------------
@@ -345,7 +327,7 @@ class SerialTransport:
             raise anyio.ClosedResourceError
         self._busy = True
         try:
-            if self._fd is None:
+            if self._port is None:
                 if self._policy is None:
                     await self._reopen()
                 else:
@@ -360,12 +342,12 @@ class SerialTransport:
         return self._stream
 
     async def _reopen(self) -> None:
-        fd = open_port(self._path, self._settings)
+        port = self._open_port(self._path, self._settings)
         if self._closed:
-            os.close(fd)
+            port.close()
             raise anyio.ClosedResourceError
-        self._fd = fd
-        self._stream.channel = FdChannel(fd)
+        self._port = port
+        self._stream.channel = port.channel
         self._stream.reset()
         self._stream.unsent = []
         self._stale = self._settle > 0
@@ -380,7 +362,7 @@ class SerialTransport:
         if unsent:
             await stream.send(unsent, deadline)
         await self._drain(deadline)  # the instrument reads what was sent, answers it
-        self._tcflush(termios.TCIFLUSH)
+        self._discard(received=True, unsent=False)
         await self._drain(deadline)
         stream.reset()
         self._stale = False
@@ -399,34 +381,29 @@ class SerialTransport:
                     ) from None
                 return
 
-    def _tcflush(self, queue: int) -> None:
-        assert self._fd is not None
+    def _discard(self, *, received: bool, unsent: bool) -> None:
+        assert self._port is not None
         try:
-            termios.tcflush(self._fd, queue)
-        except termios.error as exc:
-            raise self._lost_port(exc) from None
-
-    def _lost_port(self, exc: termios.error) -> ConnectionLostError:
-        self._drop_fd()
-        return ConnectionLostError(f"serial port failed: {exc}", resource=self._info.resource)
+            self._port.discard(received=received, unsent=unsent)
+        except OSError as exc:
+            self._drop_port()
+            raise ConnectionLostError(
+                f"serial port failed: {exc}", resource=self._info.resource
+            ) from None
 
     def _failed(self, exc: BaseException) -> None:
         """After a failed operation: resynchronise next time unless in step."""
         if isinstance(exc, ConnectionLostError):
-            self._drop_fd()
+            self._drop_port()
         elif not (isinstance(exc, RemoteProtocolError) and self._stream.in_step):
             self._stale = True
 
-    def _drop_fd(self) -> None:
-        fd, self._fd = self._fd, None
+    def _drop_port(self) -> None:
+        port, self._port = self._port, None
         self._stream.reset()
         self._stale = False
-        if fd is not None:
-            try:
-                anyio.notify_closing(fd)
-            except Exception:  # no event loop, or nobody waiting
-                pass
-            os.close(fd)
+        if port is not None:
+            port.close()
 
 
 async def _fair() -> None:

@@ -67,7 +67,7 @@ async def test_permission_denied_names_the_fix(
     """The message names the dialout group; as root (CI) the refusal is injected."""
     import errno
 
-    from aiotmc.transports.serial import _transport
+    from aiotmc.transports.serial import _posix
 
     locked = tmp_path / "ttyS9"
     locked.write_bytes(b"")
@@ -77,7 +77,7 @@ async def test_permission_denied_names_the_fix(
         def refuse(path: str, flags: int, mode: int = 0o777) -> int:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
-        monkeypatch.setattr(_transport.os, "open", refuse)
+        monkeypatch.setattr(_posix.os, "open", refuse)
     with pytest.raises(aiotmc.PermissionDeniedError, match="dialout"):
         await SerialTransport.open(str(locked))
 
