@@ -66,23 +66,25 @@ async def query_until_ok(inst: aiotmc.Instrument, *, within: float, step: str = 
 
 
 def start_agent(cluster: list[RunningNats]) -> subprocess.Popen[str]:
-    """``aiotmc agent`` knowing every node of the cluster."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiotmc",
-            "agent",
-            "--name",
-            "bench",
-            "--nats",
-            ",".join(node.url for node in cluster),
-            "dmm=SIM::dmm",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    """``aiotmc agent`` knowing every node of the cluster (its log: agent.log)."""
+    with (cluster[0].workdir.parent / "agent.log").open("w") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiotmc",
+                "-v",
+                "agent",
+                "--name",
+                "bench",
+                "--nats",
+                ",".join(node.url for node in cluster),
+                "dmm=SIM::dmm",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
 
 
 async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNats]) -> None:
@@ -103,6 +105,10 @@ async def test_remote_instruments_survive_nodes_stopping(cluster: list[RunningNa
             n1.kill()  # the client's node: the reconnect policy moves it to n2
             assert "DMM" in (await query_until_ok(dmm, within=40, step="n1 down")).upper()
             assert dmm.transport.reconnects >= 1  # type: ignore[attr-defined]
+    except BaseException:
+        log = cluster[0].workdir.parent / "agent.log"
+        print(f"--- agent log:\n{log.read_text()[-4000:]}")
+        raise
     finally:
         agent.kill()
         agent.wait(10)

@@ -157,6 +157,12 @@ class NatsConnection:
             raise
         except OSError as exc:
             raise ConnectError(f"cannot connect to NATS at {where}: {exc}") from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            # a server that closes or resets the connection before it is established
+            # (a node being killed still accepts for a moment): try again, like a refusal
+            raise ConnectError(
+                f"the NATS server at {where} closed the connection while connecting"
+            ) from exc
 
     @classmethod
     async def _handshake(cls, stream: ByteStream, server: NatsServer, name: str) -> NatsConnection:
