@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,26 @@ def test_distributed_quick_reports_every_figure(tmp_path: Path) -> None:
     assert set(data["block_mb_s"]) == set(data["srq_us"]) == {"asyncio", "trio"}
     assert set(data["skew_us"]) == {"asyncio", "trio"}
     assert "trigger skew, 5 agent processes" in table
+
+
+@pytest.mark.timeout(120)
+def test_distributed_log_tiny_reports_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks.distributed_log`` at a tiny size: a real nats-server with
+    JetStream, agent processes and a collector process; every figure is present and the
+    issue's target quoted (numbers not judged: shared machine)."""
+    if not shutil.which("nats-server"):
+        if os.environ.get("CI"):
+            pytest.fail("nats-server is not installed")
+        pytest.skip("nats-server is not installed")
+    output = tmp_path / "log.json"
+    args = ("--agents", "2", "--instruments", "3", "--rate", "5", "--duration", "1")
+    table = run_module("benchmarks.distributed_log", *args, "--json", str(output), timeout=100)
+    assert "10,000 readings/s with <= 1 core" in table
+    data = json.loads(output.read_text())
+    assert data["offered_per_s"] == 30
+    assert data["stored_total"] > 0 and data["published_per_s"] > 0
+    for key in ("stored_per_s", "collector_cores", "agent_cores", "nats_cores", "drain_per_s"):
+        assert math.isfinite(data[key]) and data[key] >= 0, key
 
 
 @pytest.mark.timeout(120)

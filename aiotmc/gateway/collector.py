@@ -7,7 +7,10 @@ consumer: it fetches a batch, stores it in its sinks (retrying, and telling JetS
 that the work is in progress, while a sink is down), acknowledges it, then publishes the
 readings on the hub for the rules and the live views. A collector that stops and starts
 again resumes after its last acknowledgement; a batch stored but not yet acknowledged
-comes again, and the sinks ignore what they have by the readings' keys.
+comes again, and the sinks ignore what they have by the readings' keys. While its sinks
+work on a batch it tells JetStream so (``+WPI``) every third of ``ack_wait``, so a short
+``ack_wait`` costs nothing on a slow sink, and readings delivered into a connection
+that died (a NATS server restart) come again within ``ack_wait``.
 
 It also listens to the agents' heartbeats (``aiotmc.presence.<agent>``): an agent not
 heard for ``presence_ttl`` seconds has its instruments reported offline
@@ -20,6 +23,7 @@ that time; they are reported online again when it is back. Config::
     subject = "aiotmc.readings"
     durable = "collector"
     batch = 500
+    ack_wait = 5.0                  # seconds before an unacknowledged reading comes again
     sinks = ["db"]                  # names from [[sinks]] (default: all of them)
     presence_ttl = 10.0
 """
@@ -39,7 +43,7 @@ from anyio.abc import TaskStatus
 from .._exceptions import AiotmcError, ConfigError, SinkUnavailableError
 from ..protocol import remote as wire
 from ..transports.nats.connection import NatsConnection, NatsServer
-from ..transports.nats.jetstream import JetStream, JsMessage
+from ..transports.nats.jetstream import JetStream, JsMessage, ack_all
 from .fields import Fields, Key
 from .model import Hub, InstrumentState, Reading, Sink, StatusEvent
 from .natsconfig import nats_servers
@@ -50,7 +54,6 @@ __all__ = ["Collector"]
 log = logging.getLogger("aiotmc.gateway.collector")
 
 _RETRY_MAX: Final = 5.0
-_IN_PROGRESS_EVERY: Final = 10.0  # seconds between "+WPI" while a sink is down
 
 
 class Collector:
@@ -66,6 +69,7 @@ class Collector:
         subject: str = DEFAULT_SUBJECT,
         durable: str = "collector",
         batch: int = 500,
+        ack_wait: float = 5.0,
         presence_ttl: float = 10.0,
     ) -> None:
         self.name = name
@@ -75,6 +79,7 @@ class Collector:
         self.subject = subject
         self.durable = durable
         self.batch = batch
+        self.ack_wait = ack_wait
         self.presence_ttl = presence_ttl
         self.stored = 0  #: readings stored and acknowledged
         self.rejected = 0  #: messages that were not readings (acknowledged, dropped)
@@ -114,6 +119,7 @@ class Collector:
             subject=fields.string("subject", DEFAULT_SUBJECT),
             durable=fields.name("durable", "collector"),
             batch=fields.integer("batch", 500, minimum=1, maximum=10_000),
+            ack_wait=fields.number("ack_wait", 5.0, minimum=1.0),
             presence_ttl=fields.number("presence_ttl", 10.0, minimum=0.1),
         )
         fields.done()
@@ -154,11 +160,14 @@ class Collector:
     ) -> None:
         js = JetStream(nc)
         await js.ensure_stream(self.stream, [f"{self.subject}.>"])
-        await js.ensure_consumer(self.stream, self.durable, filter_subject=f"{self.subject}.>")
+        await js.ensure_consumer(
+            self.stream, self.durable, filter_subject=f"{self.subject}.>", ack_wait=self.ack_wait
+        )
         presence = await nc.subscribe(wire.presence_subject("*"), maxsize=10_000)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_presence, presence, hub)
+                tg.start_soon(self._presence_timer, hub)
                 if task_status is not None:
                     task_status.started()
                 while not nc.closed:
@@ -167,7 +176,6 @@ class Collector:
                     )
                     if messages:
                         await self._store(messages, hub)
-                    await self._check_presence(hub)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -181,19 +189,28 @@ class Collector:
             except (ValueError, KeyError, TypeError) as exc:
                 self.rejected += 1
                 log.warning("collector: dropped a message that is not a reading: %s", exc)
-        for sink in self.sinks:
-            await self._write(sink, readings, messages)
-        for message in messages:
-            await message.ack()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._in_progress, messages)
+            async with anyio.create_task_group() as writers:  # each sink at its own pace
+                for sink in self.sinks:
+                    writers.start_soon(self._write, sink, readings)
+            tg.cancel_scope.cancel()
+        await ack_all(messages)  # one write for the batch
         self.stored += len(readings)
         for reading in readings:
             await hub.publish(reading)
             self._heard(reading.host, reading.instrument)
 
-    async def _write(self, sink: Sink, readings: list[Reading], messages: list[JsMessage]) -> None:
+    async def _in_progress(self, messages: list[JsMessage]) -> None:
+        """``+WPI`` for the batch every third of ``ack_wait`` until cancelled: JetStream
+        keeps it ours however long the sinks take."""
+        while True:
+            await anyio.sleep(self.ack_wait / 3)
+            await ack_all(messages, reply=b"+WPI")
+
+    async def _write(self, sink: Sink, readings: list[Reading]) -> None:
         """Store in ``sink``, retrying while it is down (JetStream keeps the batch ours)."""
         wait = 0.2
-        last_progress = time.monotonic()
         while True:
             try:
                 await sink.open()
@@ -203,10 +220,6 @@ class Collector:
                 log.warning("collector: sink %s: %s; again in %.1f s", sink.name, exc, wait)
             await anyio.sleep(wait)
             wait = min(wait * 2, _RETRY_MAX)
-            if time.monotonic() - last_progress >= _IN_PROGRESS_EVERY:
-                last_progress = time.monotonic()
-                for message in messages:
-                    await message.in_progress()
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -223,6 +236,12 @@ class Collector:
                 self._offline.discard(agent)
                 for name in names:
                     await hub.publish(StatusEvent(name, InstrumentState.ONLINE, time.time()))
+
+    async def _presence_timer(self, hub: Hub) -> None:
+        """Look for silent agents several times per TTL, whatever the stream does."""
+        while True:
+            await anyio.sleep(min(self.presence_ttl / 4, 0.5))
+            await self._check_presence(hub)
 
     def _heard(self, agent: str, instrument: str) -> None:
         when, names = self._seen.get(agent, (0.0, ()))

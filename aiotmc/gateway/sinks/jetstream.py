@@ -4,8 +4,9 @@ Each reading is one message on ``<subject>.<host>.<instrument>.<channel>`` (name
 subject-safe), its JSON as the payload (:meth:`Reading.to_json`) and its idempotent key
 as ``Nats-Msg-Id``, so a batch the spool sends again after a crash or an outage is stored
 once (within the stream's duplicate window, two minutes by default). A batch is
-published in one go and then every acknowledgement awaited: the spool moves its cursor
-only once the stream has stored them all. Config (``[[sinks]] type = "jetstream"``)::
+published in one go (one socket write per 64 KiB) and then every acknowledgement
+awaited: the spool moves its cursor only once the stream has stored them all.
+Config (``[[sinks]] type = "jetstream"``)::
 
     [[sinks]]
     type = "jetstream"
@@ -116,15 +117,14 @@ class JetStreamSink:
         assert nc is not None
         inboxes = []
         try:
+            messages = []
             for reading in batch:
                 inbox, replies = nc.open_inbox(maxsize=1)
                 inboxes.append((inbox, replies))
-                await nc.publish(
-                    self.subject_of(reading),
-                    json.dumps(reading.to_json()).encode(),
-                    reply=inbox,
-                    headers={"Nats-Msg-Id": reading.key},
-                )
+                payload = json.dumps(reading.to_json()).encode()
+                headers = {"Nats-Msg-Id": reading.key}
+                messages.append((self.subject_of(reading), payload, inbox, headers))
+            await nc.publish_many(messages)  # one write per 64 KiB, not one per reading
             with anyio.move_on_after(_ACK_TIMEOUT):
                 for _, replies in inboxes:
                     self._acknowledged(await replies.receive())
