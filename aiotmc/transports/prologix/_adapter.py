@@ -102,6 +102,8 @@ class PrologixAdapter:
         self._connect = connect
         self.lock = anyio.Lock()  #: held for each whole transaction on the bus
         self.stale = True  #: connect (again) before the next transaction
+        #: Serial set-ups sent whole whose ``++mode`` answers were not read yet.
+        self._setups_owed = 0
         self.address: tuple[int, int | None] | None = None  #: what ``++addr`` last set
         self.users = 0
         self.reconnects = 0
@@ -182,8 +184,9 @@ class PrologixAdapter:
                 self.stream.unsent = []
                 self.reconnects += 1
                 await self.stream.send((INIT, b"++ver\n", _MODE), deadline)
+                self._setups_owed += 1  # its ++ver and ++mode answers are on their way
                 await self._skip_to_version(deadline)
-                await self._check_mode(deadline)
+                await self._read_setup_answers(deadline)
             self.stale = False
         return self.stream
 
@@ -221,6 +224,32 @@ class PrologixAdapter:
             f"the GPIB adapter at {self.host} answered ++mode with {line[:40]!r}: "
             "not a Prologix-compatible adapter?"
         )
+
+    async def _read_setup_answers(self, deadline: float) -> None:
+        """After the first ``++ver`` answer: the rest of every set-up still owed. A set-up
+        cancelled while waiting leaves its answers on the line (a serial line is not
+        replaced); each set-up sent whole answers one version line then one ``++mode``
+        line, in order, so read until as many mode lines as set-ups owed have come, the
+        version lines between them skipped: the last one answers this set-up."""
+        stream = self.stream
+        stream.set_terminator(b"\n")
+        while True:
+            line = (await stream.receive_message(_SKIP_LINE, deadline)).strip()
+            if _VERSION.search(line):
+                continue
+            if line not in (b"0", b"1"):
+                raise RemoteProtocolError(
+                    f"the GPIB adapter at {self.host} answered ++mode with {line[:40]!r}: "
+                    "not a Prologix-compatible adapter?"
+                )
+            self._setups_owed = max(0, self._setups_owed - 1)
+            if self._setups_owed == 0:
+                break
+        if line == b"0":
+            raise ConnectError(
+                f"the GPIB adapter at {self.host} stays in DEVICE mode (++mode 1 refused): "
+                "it cannot address instruments; check its firmware or configuration"
+            )
 
     async def _skip_to_version(self, deadline: float) -> None:
         """A serial line cannot be replaced like a connection: the adapter may still be
