@@ -67,7 +67,7 @@ class Channel:
         self._tls: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._cipher: list[memoryview] = []  #: encrypted bytes not yet sent
+        self._cipher: list[BytesLike] = []  #: encrypted bytes not yet sent
         self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
 
     @property
@@ -271,26 +271,9 @@ class Channel:
         views = self.tail
         try:
             while views:
-                try:
-                    n = self.sock.sendmsg(views[:_MAX_IOV])
-                except (BlockingIOError, InterruptedError):
-                    n = 0
-                except OSError as exc:
-                    raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-                self.sent += n
-                while n:
-                    first = views[0]
-                    if n >= len(first):
-                        n -= len(first)
-                        del views[0]
-                    else:
-                        views[0] = first[n:]
-                        n = 0
+                self.sent += self._send_some(views)
                 if views:
-                    with anyio.CancelScope(deadline=deadline) as scope:
-                        await anyio.wait_writable(self.sock)
-                    if scope.cancelled_caught:
-                        raise WriteTimeout(f"HiSLIP {self.name} channel: send timed out")
+                    await self._writable(deadline)
         except BaseException:
             self.tail = [memoryview(bytes(v)) for v in views]  # the caller's may change later
             raise
@@ -328,25 +311,36 @@ class Channel:
         """Send queued ciphertext; wait for the socket (``WriteTimeout`` at ``deadline``)."""
         cipher = self._cipher
         while cipher:
-            try:
-                n = self.sock.sendmsg(cipher[:_MAX_IOV])
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-            while n:
-                first = cipher[0]
-                if n >= len(first):
-                    n -= len(first)
-                    del cipher[0]
-                else:
-                    cipher[0] = first[n:]
-                    n = 0
+            self._send_some(cipher)
             if cipher:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    await anyio.wait_writable(self.sock)
-                if scope.cancelled_caught:
-                    raise WriteTimeout(f"HiSLIP {self.name} channel: send timed out")
+                await self._writable(deadline)
+
+    def _send_some(self, views: list[BytesLike]) -> int:
+        """``sendmsg`` what the socket takes now and drop it from the front of ``views``;
+        the bytes sent (0 when the socket is full)."""
+        try:
+            n = self.sock.sendmsg(views[:_MAX_IOV])
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+        sent = n
+        while n:
+            first = views[0]
+            if n >= len(first):
+                n -= len(first)
+                del views[0]
+            else:
+                views[0] = first[n:]
+                n = 0
+        return sent
+
+    async def _writable(self, deadline: float) -> None:
+        """Wait until the socket takes more (``WriteTimeout`` at ``deadline``)."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            await anyio.wait_writable(self.sock)
+        if scope.cancelled_caught:
+            raise WriteTimeout(f"HiSLIP {self.name} channel: send timed out")
 
     async def start_tls(
         self,
