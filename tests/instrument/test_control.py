@@ -12,8 +12,7 @@ import aiotmc
 from aiotmc import RenMode
 from aiotmc.sim.devices import create_device
 from aiotmc.sim.usbtmc_device import VENDOR_REGISTER
-
-from .conftest import OpenSim, open_device
+from tests.conftest import OpenSim, open_device
 
 # (mode, remote enabled after it, front panel locked after it), starting from remote+lockout
 REN_CASES = [

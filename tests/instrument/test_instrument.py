@@ -9,8 +9,7 @@ import pytest
 import aiotmc
 from aiotmc import StatusByte
 from aiotmc.sim.devices import create_device
-
-from .conftest import OpenSim
+from tests.conftest import OpenSim
 
 PATTERN = bytes(range(256))
 

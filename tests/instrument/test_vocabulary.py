@@ -10,8 +10,7 @@ import pytest
 import aiotmc
 from aiotmc.protocol.ieee4882 import encode_block
 from aiotmc.sim.devices import create_device
-
-from .conftest import OpenSim
+from tests.conftest import OpenSim
 
 
 def _device_answering(name: str, answer: bytes) -> object:
