@@ -7,6 +7,7 @@ h11 discipline: feed bytes with ``receive_data`` (``b""`` = EOF), pull results u
 
 from __future__ import annotations
 
+from .framing import NEED_DATA, MessageDecoder
 from .ieee4882 import (
     DEFAULT_MAX_MESSAGE_SIZE,
     BlockHeader,
@@ -18,8 +19,6 @@ from .ieee4882 import (
     parse_idn,
 )
 from .scpi import (
-    NEED_DATA,
-    MessageDecoder,
     binary_format,
     format_values,
     join_compound,

@@ -22,7 +22,7 @@ from typing import Final
 
 from .._exceptions import RemoteProtocolError
 from .._types import BytesLike
-from .scpi import NEED_DATA
+from .framing import NEED_DATA
 from .xdr import Unpacker
 
 __all__ = [

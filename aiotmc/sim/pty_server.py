@@ -43,7 +43,7 @@ from anyio.lowlevel import checkpoint
 
 from .._exceptions import RemoteProtocolError
 from ..protocol import NEED_DATA
-from ..protocol.scpi import MessageDecoder
+from ..protocol.framing import MessageDecoder
 from .commands import DEVICE_ERROR, INVALID_BLOCK_DATA, TOO_MUCH_DATA, BytesLike, ScpiError
 from .device import SimDevice
 

@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup
 
 from .._exceptions import RemoteProtocolError
 from .._types import BytesLike
+from ..protocol.framing import NEED_DATA
 from ..protocol.oncrpc import (
     AcceptStat,
     RecordReassembler,
@@ -43,7 +44,6 @@ from ..protocol.oncrpc import (
     peek_xid,
     record_mark,
 )
-from ..protocol.scpi import NEED_DATA
 from ._server_io import close, listen, scratch
 
 __all__ = ["Handler", "Hostile", "RpcConnection", "RpcServer"]

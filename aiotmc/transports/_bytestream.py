@@ -30,8 +30,8 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._types import BytesLike
+from ..protocol.framing import MessageDecoder
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
-from ..protocol.scpi import MessageDecoder
 
 __all__ = ["ByteChannel", "FramedStream"]
 

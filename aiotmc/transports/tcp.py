@@ -44,8 +44,8 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._fastpath import schedule_point_due
+from ..protocol.framing import MessageDecoder
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
-from ..protocol.scpi import MessageDecoder
 from ..reconnect import Reconnect, retry_connect
 from ..resources import ResourceName, TcpipSocket
 from ._blocking import sendall_blocking, wait_blocking

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiotmc import RemoteProtocolError
+from aiotmc.protocol.framing import NEED_DATA
 from aiotmc.protocol.oncrpc import (
     AcceptStat,
     RecordReassembler,
@@ -24,7 +25,6 @@ from aiotmc.protocol.oncrpc import (
     peek_xid,
     record_mark,
 )
-from aiotmc.protocol.scpi import NEED_DATA
 
 
 def test_call_encoding_matches_rfc5531() -> None:

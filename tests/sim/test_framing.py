@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aiotmc.protocol import NEED_DATA
-from aiotmc.protocol.scpi import MessageDecoder
+from aiotmc.protocol.framing import MessageDecoder
 from aiotmc.sim.framing import FramingError, ProgramFramer
 
 Outcome = list[bytes | str]

@@ -13,8 +13,8 @@ import pytest
 from anyio.abc import SocketStream
 
 from aiotmc.protocol import NEED_DATA
+from aiotmc.protocol.framing import MessageDecoder
 from aiotmc.protocol.ieee4882 import decode_block
-from aiotmc.protocol.scpi import MessageDecoder
 from aiotmc.sim import (
     SimDevice,
     SimServer,

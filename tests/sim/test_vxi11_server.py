@@ -21,6 +21,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
+from aiotmc.protocol.framing import NEED_DATA
 from aiotmc.protocol.oncrpc import (
     AcceptStat,
     RecordReassembler,
@@ -28,7 +29,6 @@ from aiotmc.protocol.oncrpc import (
     encode_call,
     record_mark,
 )
-from aiotmc.protocol.scpi import NEED_DATA
 from aiotmc.protocol.vxi11 import (
     DEVICE_CORE,
     END,

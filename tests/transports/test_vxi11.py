@@ -14,6 +14,7 @@ import pytest
 from anyio.abc import SocketStream
 
 import aiotmc
+from aiotmc.protocol.framing import NEED_DATA
 from aiotmc.protocol.ieee4882 import block_header
 from aiotmc.protocol.oncrpc import (
     AcceptStat,
@@ -25,7 +26,6 @@ from aiotmc.protocol.oncrpc import (
     record_mark,
 )
 from aiotmc.protocol.portmap import encode_port
-from aiotmc.protocol.scpi import NEED_DATA
 from aiotmc.protocol.vxi11 import (
     END,
     CreateLinkResp,

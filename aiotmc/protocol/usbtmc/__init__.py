@@ -34,7 +34,7 @@ One job per module (h11 style): :mod:`._wire` (bulk headers, codes, constants),
 
 from __future__ import annotations
 
-from ..scpi import NEED_DATA
+from ..framing import NEED_DATA
 from ._connection import UsbtmcConnection
 from ._events import EndOfMessage, Event, NeedRequest, ResponseData
 from ._parsers import (

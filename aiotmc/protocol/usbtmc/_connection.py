@@ -16,9 +16,9 @@ from typing import Final
 from ..._exceptions import LocalProtocolError, RemoteProtocolError
 from ..._types import BytesLike
 from ..events import ControlRequest
+from ..framing import NEED_DATA
 from ..ieee4882 import parse_block_header
 from ..quirks import NO_QUIRKS, Quirks
-from ..scpi import NEED_DATA
 from ._events import END_OF_MESSAGE, NEED_REQUEST, EndOfMessage, Event, NeedRequest, ResponseData
 from ._parsers import UsbtmcCapabilities, parse_capabilities
 from ._requests import (

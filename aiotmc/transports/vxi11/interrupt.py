@@ -31,8 +31,8 @@ from ..._background import BackgroundTask, spawn
 from ..._exceptions import RemoteProtocolError
 from ..._loops import running_loop, running_trio
 from ..._types import StatusByte
+from ...protocol.framing import NEED_DATA
 from ...protocol.oncrpc import RecordReassembler, decode_call
-from ...protocol.scpi import NEED_DATA
 from ...protocol.vxi11 import DEVICE_INTR, VERSION, DeviceSrqParms, Proc
 from ...srq import SrqBroadcaster
 

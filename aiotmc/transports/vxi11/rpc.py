@@ -33,6 +33,7 @@ from ..._exceptions import (
     WriteTimeout,
 )
 from ..._types import BytesLike
+from ...protocol.framing import NEED_DATA
 from ...protocol.oncrpc import (
     AUTH_NONE,
     LAST_FRAGMENT,
@@ -43,7 +44,6 @@ from ...protocol.oncrpc import (
     decode_reply,
     peek_xid,
 )
-from ...protocol.scpi import NEED_DATA
 from .._receivers import Receiver, receiver_for
 from ..tcp import connect_socket
 
