@@ -48,6 +48,7 @@ class GpibOptions(TypedDict, total=False):
 
     adapter: str  #: the board for this call: ``PRLGX-TCPIP0::host::1234::INTFC``...
     baud_rate: int  #: a serial Prologix/AR488 adapter's rate (115200)
+    serial_backend: str  #: a serial adapter's port backend: "auto", "posix" or "pyserial"
     srq_interval: float  #: Prologix: seconds between ``++srq`` polls while subscribed
     libgpib: (
         str  #: linux-gpib: path of ``libgpib.so.0`` (else ``AIOTMC_LIBGPIB``, then the system's)
@@ -92,7 +93,7 @@ async def open_gpib(
 
 _OPTIONS_OF: Final = {
     "prologix-tcpip": {"srq_interval"},
-    "prologix-asrl": {"srq_interval", "baud_rate"},
+    "prologix-asrl": {"srq_interval", "baud_rate", "serial_backend"},
     "vxi11": set[str](),
     LINUX_GPIB: {"libgpib"},
 }
@@ -107,9 +108,15 @@ async def _open_prologix(
     connect = None
     if target.kind == "prologix-asrl":
         try:
-            connect = serial_connector(target.host, options.get("baud_rate", 115200))
+            connect = serial_connector(
+                target.host,
+                options.get("baud_rate", 115200),
+                options.get("serial_backend", "auto"),
+            )
         except ValueError as exc:
             raise ValueError(f"{resource}: {exc}") from None
+        except ImportError as exc:  # pyserial asked for, not installed
+            raise ImportError(f"{resource}: {exc}") from None
     async with open_on_adapter(
         host=target.host,
         port=target.port,

@@ -9,7 +9,6 @@ connection and its lock (:mod:`._adapter`); each is a :class:`PrologixTransport`
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypedDict
@@ -17,7 +16,8 @@ from typing import Any, Final, TypedDict
 import anyio
 
 from ...resources import PrologixAsrlInstr, PrologixInstr, ResourceName
-from ..serial import FdChannel, SerialSettings, open_port
+from .._bytestream import ByteChannel
+from ..serial import Backend, SerialSettings, line_opener
 from ..spec import LinkSettings, TransportSpec, closing_link
 from ._adapter import INIT, Connector, PrologixAdapter, escape
 from ._transport import PrologixTransport
@@ -110,29 +110,22 @@ class PrologixSerialOptions(TypedDict, total=False):
 
     baud_rate: int  #: default 115200 (AR488's default)
     srq_interval: float  #: seconds between ``++srq`` polls while subscribed (0.05)
+    serial_backend: Backend  #: "auto" (pyserial on Windows, termios elsewhere), "posix", "pyserial"
 
 
-def _serial_connector(path: str, settings: SerialSettings) -> Connector:
-    async def connect(deadline: float) -> tuple[FdChannel, Callable[[], None]]:
-        fd = open_port(path, settings)
+def serial_connector(device: str, baud_rate: object = 115200, backend: str = "auto") -> Connector:
+    """How to open a serial adapter's line with the serial transport's ``backend``
+    (``ValueError`` for a bad ``baud_rate`` or backend, ``ImportError`` naming the extra
+    when pyserial is asked for and missing)."""
+    line = SerialSettings.from_options({"baud_rate": baud_rate})
+    open_line = line_opener(backend)
 
-        def close() -> None:
-            try:
-                anyio.notify_closing(fd)
-            except Exception:  # no event loop, or nobody waiting
-                pass
-            os.close(fd)
-
+    async def connect(deadline: float) -> tuple[ByteChannel, Callable[[], None]]:
+        port = open_line(device, line)
         await anyio.lowlevel.checkpoint()
-        return FdChannel(fd), close
+        return port.channel, port.close
 
     return connect
-
-
-def serial_connector(device: str, baud_rate: object = 115200) -> Connector:
-    """How to open a serial adapter's line (``ValueError`` for a bad ``baud_rate``)."""
-    line = SerialSettings.from_options({"baud_rate": baud_rate})
-    return _serial_connector(device, line)
 
 
 @asynccontextmanager
@@ -142,9 +135,15 @@ async def open_prologix_serial(
     """The registry's opener for ``PRLGX-ASRL`` resources (opens the port on first use)."""
     assert isinstance(resource, PrologixAsrlInstr)
     try:
-        connect = serial_connector(resource.device, options.get("baud_rate", 115200))
+        connect = serial_connector(
+            resource.device,
+            options.get("baud_rate", 115200),
+            options.get("serial_backend", "auto"),
+        )
     except ValueError as exc:
         raise ValueError(f"{resource}: {exc}") from None
+    except ImportError as exc:  # pyserial asked for, not installed
+        raise ImportError(f"{resource}: {exc}") from None
     async with open_on_adapter(
         host=resource.device,
         port=0,

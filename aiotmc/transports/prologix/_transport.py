@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ..._exceptions import RemoteProtocolError, UnsupportedOperation
+from ..._exceptions import ReadTimeout, RemoteProtocolError, UnsupportedOperation, WriteTimeout
 from ..._types import BytesLike, RenMode
 from .._bytestream import FramedStream
 from .._srq_on_demand import OnDemandRequests
@@ -125,9 +125,12 @@ class PrologixTransport:
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """``++read eoi`` and one response message, terminator included."""
-        async with self._transaction(deadline) as stream:
-            await stream.send((_READ,), deadline)
-            return await stream.receive_message(max_size, deadline)
+        try:
+            async with self._transaction(deadline) as stream:
+                await stream.send((_READ,), deadline)
+                return await stream.receive_message(max_size, deadline)
+        except WriteTimeout as exc:
+            raise _nothing_read(exc) from exc
 
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Send ``message`` and read its response, in one write to the adapter."""
@@ -139,9 +142,12 @@ class PrologixTransport:
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """``++read eoi`` and a block response; the payload goes straight to ``into``."""
-        async with self._transaction(deadline) as stream:
-            await stream.send((_READ,), deadline)
-            return await stream.receive_block(into, max_size, deadline)
+        try:
+            async with self._transaction(deadline) as stream:
+                await stream.send((_READ,), deadline)
+                return await stream.receive_block(into, max_size, deadline)
+        except WriteTimeout as exc:
+            raise _nothing_read(exc) from exc
 
     # -- bus operations --------------------------------------------------------------------
 
@@ -209,6 +215,13 @@ class PrologixTransport:
         if self._closed:
             raise anyio.ClosedResourceError
         return _Transaction(self, deadline, terminator or self._terminator, reading)
+
+
+def _nothing_read(exc: WriteTimeout) -> ReadTimeout:
+    """A read whose adapter commands (``++addr``, ``++read``) could not go out before the
+    deadline timed out as a read: nothing of the instrument's was read (a serial line in
+    worker threads needs a hop for every write, so an expired deadline ends it here)."""
+    return ReadTimeout(f"no response before the deadline ({exc})")
 
 
 class _Transaction:

@@ -11,7 +11,7 @@ blocking calls in anyio worker threads (``_pyserial``; the ``serial`` extra). Se
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypedDict
 
@@ -22,7 +22,7 @@ from ..spec import FoundResource, LinkSettings, TransportSpec, closing_link
 from ._ports import SerialPort, discover_ports, list_ports
 from ._pyserial import unavailable as _pyserial_unavailable
 from ._settings import SerialSettings
-from ._transport import Backend, SerialTransport, choose_backend
+from ._transport import Backend, Port, SerialTransport, choose_backend, port_opener
 
 if sys.platform != "win32":  # termios and fcntl: POSIX only
     from ._posix import FdChannel, open_port
@@ -31,11 +31,13 @@ __all__ = [
     "TRANSPORT",
     "Backend",
     "FdChannel",
+    "Port",
     "SerialOptions",
     "SerialPort",
     "SerialSettings",
     "SerialTransport",
     "discover_ports",
+    "line_opener",
     "list_ports",
     "list_serial_resources",
     "open_port",
@@ -86,6 +88,16 @@ async def open_serial(
     )
     async with closing_link(transport) as opened:
         yield opened
+
+
+def line_opener(backend: str) -> Callable[[str, SerialSettings], Port]:
+    """What opens a port with ``backend`` (``"auto"``, ``"posix"``, ``"pyserial"``), for
+    links that run their own framing on the line (a Prologix/AR488 adapter): ValueError
+    for an unknown or impossible backend, ImportError with the install hint when pyserial
+    is asked for and missing."""
+    if choose_backend(backend) == "pyserial" and (why := _pyserial_unavailable()):
+        raise ImportError(why)
+    return port_opener(backend)
 
 
 async def list_serial_resources() -> list[FoundResource]:
