@@ -103,29 +103,17 @@ _OPTIONS_OF: Final = {
 async def _open_prologix(
     resource: GpibInstr, target: Board, settings: LinkSettings, options: Mapping[str, Any]
 ) -> AsyncIterator[MessageTransport]:
-    from ..prologix import open_on_adapter, serial_connector
+    from ..prologix import open_address
 
-    connect = None
-    if target.kind == "prologix-asrl":
-        try:
-            connect = serial_connector(
-                target.host,
-                options.get("baud_rate", 115200),
-                options.get("serial_backend", "auto"),
-            )
-        except ValueError as exc:
-            raise ValueError(f"{resource}: {exc}") from None
-        except ImportError as exc:  # pyserial asked for, not installed
-            raise ImportError(f"{resource}: {exc}") from None
-    async with open_on_adapter(
-        host=target.host,
+    async with open_address(
+        resource,
+        adapter=target.host,
         port=target.port,
+        serial=target.kind == "prologix-asrl",
         primary=resource.primary,
         secondary=resource.secondary,
-        resource=str(resource),
         settings=settings,
-        srq_interval=options.get("srq_interval"),
-        connect=connect,
+        options=options,
     ) as link:
         yield link
 

@@ -31,6 +31,7 @@ __all__ = [
     "PrologixSerialOptions",
     "PrologixTransport",
     "escape",
+    "open_address",
     "open_on_adapter",
     "open_prologix",
     "open_prologix_serial",
@@ -83,14 +84,15 @@ async def open_prologix(
 ) -> AsyncIterator[PrologixTransport]:
     """The registry's opener for ``PRLGX-TCPIP`` resources (connects on first use)."""
     assert isinstance(resource, PrologixInstr)
-    async with open_on_adapter(
-        host=resource.host,
+    async with open_address(
+        resource,
+        adapter=resource.host,
         port=resource.port,
+        serial=False,
         primary=resource.primary,
         secondary=resource.secondary,
-        resource=str(resource),
         settings=settings,
-        srq_interval=options.get("srq_interval"),
+        options=options,
     ) as link:
         yield link
 
@@ -134,21 +136,50 @@ async def open_prologix_serial(
 ) -> AsyncIterator[PrologixTransport]:
     """The registry's opener for ``PRLGX-ASRL`` resources (opens the port on first use)."""
     assert isinstance(resource, PrologixAsrlInstr)
-    try:
-        connect = serial_connector(
-            resource.device,
-            options.get("baud_rate", 115200),
-            options.get("serial_backend", "auto"),
-        )
-    except ValueError as exc:
-        raise ValueError(f"{resource}: {exc}") from None
-    except ImportError as exc:  # pyserial asked for, not installed
-        raise ImportError(f"{resource}: {exc}") from None
-    async with open_on_adapter(
-        host=resource.device,
+    async with open_address(
+        resource,
+        adapter=resource.device,
         port=0,
+        serial=True,
         primary=resource.primary,
         secondary=resource.secondary,
+        settings=settings,
+        options=options,
+    ) as link:
+        yield link
+
+
+@asynccontextmanager
+async def open_address(
+    resource: object,
+    *,
+    adapter: str,
+    port: int,
+    serial: bool,
+    primary: int,
+    secondary: int | None,
+    settings: LinkSettings,
+    options: Mapping[str, Any],
+) -> AsyncIterator[PrologixTransport]:
+    """The instrument at ``primary`` (``secondary``) behind the adapter at ``adapter``:
+    a host with ``port``, or with ``serial`` a serial port's path. ``options`` are an
+    ``aiotmc.open`` call's (``srq_interval``; a serial adapter's ``baud_rate`` and
+    ``serial_backend``); errors in them name ``resource``."""
+    connect = None
+    if serial:
+        try:
+            connect = serial_connector(
+                adapter, options.get("baud_rate", 115200), options.get("serial_backend", "auto")
+            )
+        except ValueError as exc:
+            raise ValueError(f"{resource}: {exc}") from None
+        except ImportError as exc:  # pyserial asked for, not installed
+            raise ImportError(f"{resource}: {exc}") from None
+    async with open_on_adapter(
+        host=adapter,
+        port=port,
+        primary=primary,
+        secondary=secondary,
         resource=str(resource),
         settings=settings,
         srq_interval=options.get("srq_interval"),
