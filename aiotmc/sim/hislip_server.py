@@ -168,6 +168,9 @@ class HislipServer:
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
+        #: Fault hook: the next Data/DataEnd/Trigger of any session is answered with
+        #: FatalError carrying this text, and that session ends (used once).
+        self.fatal_next: str | None = None
         self._listener: socket.socket | None = None
         self._task_group: TaskGroup | None = None
         self._sessions: dict[int, _Session] = {}
@@ -254,6 +257,12 @@ class HislipServer:
         """Fault hook: end every session now (both channels close)."""
         for session in list(self._sessions.values()):
             session.cancel()
+
+    async def _fatal_now(self, session: _Session) -> None:
+        text, self.fatal_next = self.fatal_next or "", None
+        async with session.sync_lock:
+            await self._fatal(session.sync, hs.FatalCode.UNIDENTIFIED, text)
+        session.cancel()
 
     # -- accepting --------------------------------------------------------------------------
 
@@ -394,6 +403,9 @@ class HislipServer:
     async def _handle_sync(self, session: _Session, message: hs.Message) -> None:
         type_ = message.type
         if type_ in (T.Data, T.DataEnd, T.Trigger):
+            if self.fatal_next is not None:
+                await self._fatal_now(session)
+                return
             if session.clearing:
                 return  # discarded until DeviceClearComplete
             if not await self._admitted(session):
