@@ -43,7 +43,7 @@ import math
 import socket
 import ssl
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -57,6 +57,7 @@ from .._types import BytesLike
 from ..protocol import hislip as hs
 from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
+from ..protocol.hislip_descriptors import Descriptor, encode_descriptors
 from .device import SimDevice
 
 __all__ = ["HislipServer"]
@@ -99,6 +100,7 @@ class _Session:
         self.scope = anyio.CancelScope()
         self.async_scope = anyio.CancelScope()
         self.remote_local: list[int] = []
+        self.version = _VERSION  #: the negotiated protocol version
         self.overlapped = False  #: this session runs in overlapped mode
         self.queue: deque[tuple[int, bytes | None]] = deque()  #: overlapped: (id, message)
         self.exclusive = False  #: holds the exclusive lock
@@ -141,6 +143,8 @@ class HislipServer:
         tls: ssl.SSLContext | None = None,
         require_tls: bool = False,
         users: Mapping[str, str] | None = None,
+        version: tuple[int, int] | None = None,
+        descriptors: Iterable[Descriptor] = (),
     ) -> None:
         self.device = device
         self.host = host
@@ -161,6 +165,14 @@ class HislipServer:
         self.tls = tls  #: server context: HiSLIP 2.0 with StartTLS when set
         self.require_tls = require_tls
         self.users = None if users is None else dict(users)
+        if version is None:
+            version = _VERSION if tls is None else _VERSION_SECURE
+        if tls is not None and version < _VERSION_SECURE:
+            raise ValueError("TLS needs HiSLIP 2.0")
+        #: The highest version offered (1.1 by default, 2.0 with TLS or when asked).
+        self.version = version
+        #: What GetDescriptors answers (HiSLIP 2.0 sessions only).
+        self.descriptors = list(descriptors)
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
         #: (Error sent), ``fatal`` (FatalError sent), ``refused``, ``tls`` (channels
@@ -357,8 +369,7 @@ class HislipServer:
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFF + 1
         session = _Session(self, session_id, channel)
-        ours = _VERSION if self.tls is None else _VERSION_SECURE
-        version = hs.negotiate_version(request.version, ours)
+        version = session.version = hs.negotiate_version(request.version, self.version)
         self._sessions[session_id] = session
         self._changed()
         try:
@@ -477,6 +488,9 @@ class HislipServer:
                 deadline = anyio.current_time() + self.init_timeout
                 await session.sync.end_tls(deadline=deadline)
             self.counters["tls_ended"] += 1
+        elif type_ == T.GetDescriptors and session.version >= _VERSION_SECURE:
+            count, payload = encode_descriptors(self.descriptors)
+            await self._reply_sync(session, hs.encode(T.GetDescriptorsResponse, 0, count, payload))
         elif type_ in (T.GetSaslMechanismList, T.AuthenticationStart, T.AuthenticationExchange):
             await self._authenticate(session, message)
         else:

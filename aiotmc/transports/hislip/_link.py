@@ -52,6 +52,7 @@ from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
+from ...protocol.hislip_descriptors import Descriptor, decode_descriptors
 from ...protocol.ieee4882 import block_payload_view
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
@@ -480,6 +481,48 @@ class HislipTransport:
             hs.encode(T.AsyncLockInfo), T.AsyncLockInfoResponse, deadline
         )
         return bool(reply.control & 1), reply.param
+
+    async def get_descriptors(self, *, deadline: float = math.inf) -> list[Descriptor]:
+        """HiSLIP 2.0 GetDescriptors: the server's descriptors (type code and data each;
+        the payload layout is an assumption, see :mod:`aiotmc.protocol.hislip_descriptors`).
+
+        Call it between operations: an answer not yet read is discarded. A 1.x session,
+        or a server that does not know the message, gives
+        :class:`~aiotmc.UnsupportedOperation`.
+        """
+        version = self._info.details["protocol_version"]
+        if tuple(int(part) for part in version.split(".")) < (2, 0):
+            raise UnsupportedOperation(
+                f"{self._info.resource}: GetDescriptors needs HiSLIP 2.0 (the session runs "
+                f"{version})"
+            )
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            try:
+                await self._sync.send([hs.encode(T.GetDescriptors)], deadline)
+                while True:
+                    message = await self._sync_message(deadline)
+                    type_ = message.type
+                    if type_ == T.GetDescriptorsResponse:
+                        return decode_descriptors(message.payload, message.param)
+                    if type_ in (T.Data, T.DataEnd):
+                        self._abandoned = self._ids.last  # an unread answer: dropped
+                    elif type_ == T.Error:
+                        if message.control == hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE:
+                            raise UnsupportedOperation(
+                                f"{self._info.resource}: the server does not know GetDescriptors"
+                            )
+                        hs.raise_if_error(message)
+                    elif type_ != T.Interrupted:
+                        self._fail_now(message)
+            except BaseException as exc:
+                if not isinstance(exc, (UnsupportedOperation, hs.HislipError)):
+                    self._resync = True  # the response may still come: clear it first
+                self._lost(exc)
+                raise
+        finally:
+            self._busy = False
 
     async def reconnect(self, *, deadline: float = math.inf) -> None:
         """Replace both channels with a new session (after a FatalError or a lost
