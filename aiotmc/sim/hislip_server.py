@@ -18,8 +18,10 @@ AsyncInterrupted are sent. Overlapped mode (``overlapped=True`` offers it; the c
 it at device clear): messages queue and run one after another, each answer tagged with its
 message's MessageID, so a client may send many queries before reading any answer.
 
-Lenient where pyvisa-py is known to be wrong: RMT-delivered and status-query MessageIDs
-are counted (:attr:`HislipServer.counters`), never rejected.
+Lenient by default where pyvisa-py is known to be wrong: RMT-delivered, MessageID gaps,
+status-query MessageIDs and messages above our maximum size are counted
+(:attr:`HislipServer.counters`), never rejected. ``strict=True`` refuses them with a
+HiSLIP Error instead, and the session goes on (docs/hislip.md, "Strict mode").
 
 Bounded per client (issue 14): headers are checked against ``max_message_size`` before
 any payload is kept, a program message is limited to ``max_input`` bytes (Error
@@ -145,6 +147,7 @@ class HislipServer:
         users: Mapping[str, str] | None = None,
         version: tuple[int, int] | None = None,
         descriptors: Iterable[Descriptor] = (),
+        strict: bool = False,
     ) -> None:
         self.device = device
         self.host = host
@@ -173,10 +176,16 @@ class HislipServer:
         self.version = version
         #: What GetDescriptors answers (HiSLIP 2.0 sessions only).
         self.descriptors = list(descriptors)
+        #: Refuse (Error) what lenient mode only counts: RMT-delivered without a delivered
+        #: response, a MessageID not +2 from the previous one, a status query without the
+        #: last MessageID, a message above our maximum message size (header included).
+        self.strict = strict
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
         #: (Error sent), ``fatal`` (FatalError sent), ``refused``, ``tls`` (channels
-        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``.
+        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``,
+        #: ``too_large`` (a message above ``max_message_size`` with its header),
+        #: ``strict_refused`` (violations refused in strict mode).
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
@@ -421,6 +430,8 @@ class HislipServer:
                 return  # discarded until DeviceClearComplete
             if not await self._admitted(session):
                 return
+            if await self._breaks_rules(session, message):
+                return
             if message.control & 1:
                 if not session.unread:
                     self.counters["rmt_extra"] += 1  # pyvisa-py never clears it
@@ -511,6 +522,37 @@ class HislipServer:
         if self.users is not None and session.user is None:
             await self._error(session, hs.ErrorCode.AUTHENTICATION_FAILED, "authenticate first")
             return False
+        return True
+
+    async def _breaks_rules(self, session: _Session, message: hs.Message) -> bool:
+        """A Data, DataEnd or Trigger above our maximum message size (header included) is
+        counted (``too_large``); in strict mode it, RMT-delivered without a delivered
+        response and a MessageID not +2 from the previous one are refused: Error, and the
+        program message is dropped. True when refused."""
+        too_large = len(message.payload) > self.max_message_size - hs.HEADER_SIZE
+        if too_large:
+            self.counters["too_large"] += 1
+        if not self.strict:
+            return False
+        if too_large:
+            code, reason = hs.ErrorCode.MESSAGE_TOO_LARGE, "message above the maximum size"
+        elif message.control & 1 and not session.unread:
+            self.counters["rmt_extra"] += 1
+            code, reason = hs.ErrorCode.UNIDENTIFIED, "RMT-delivered, but nothing was delivered"
+        elif message.param != session.next_id:
+            self.counters["id_gap"] += 1
+            code = hs.ErrorCode.UNIDENTIFIED
+            reason = f"MessageID {message.param:#x}, expected {session.next_id:#x}"
+        else:
+            return False
+        self.counters["strict_refused"] += 1
+        if message.control & 1:
+            session.unread = False
+        session.next_id = (message.param + 2) & 0xFFFFFFFF
+        session.last_id = message.param
+        session.input.clear()
+        session.dropping = message.type == T.Data  # the rest of this program message too
+        await self._error(session, code, reason)
         return True
 
     async def _start_tls_async(self, session: _Session) -> None:
@@ -708,6 +750,8 @@ class HislipServer:
             )
         elif type_ == T.AsyncStatusQuery:
             await self._catch_up(session)
+            if self.strict and await self._refuses_status(session, message):
+                return
             if message.control & 1:
                 session.unread = False
             if message.param != session.last_id:
@@ -750,6 +794,30 @@ class HislipServer:
             self.counters["errors"] += 1
             reply = hs.encode(T.Error, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE)
         await self._send(session, session.async_, session.async_lock, [reply])
+
+    async def _refuses_status(self, session: _Session, message: hs.Message) -> bool:
+        """Strict mode: Error instead of AsyncStatusResponse for a status query whose
+        MessageID the client never sent (since the last device clear), or with
+        RMT-delivered when no response was delivered.
+
+        The two channels are read by two tasks, so the synchronous one may already have
+        handled messages the client sent after this query: any MessageID sent since the
+        clear is accepted (they are +2 apart: strict mode refuses gaps), the next one
+        (pyvisa-py's mistake) is not."""
+        if not _sent_since_clear(session, message.param):
+            self.counters["status_id_mismatch"] += 1
+            reason = f"status query MessageID {message.param:#x}, last was {session.last_id:#x}"
+        elif message.control & 1 and not session.unread:
+            reason = "RMT-delivered in a status query, but no response was delivered"
+        else:
+            return False
+        if message.control & 1:
+            session.unread = False
+        self.counters["strict_refused"] += 1
+        assert session.async_ is not None
+        error = hs.encode(T.Error, hs.ErrorCode.UNIDENTIFIED, 0, reason.encode())
+        await self._send(session, session.async_, session.async_lock, [error])
+        return True
 
     async def _lock(self, session: _Session, message: hs.Message) -> int:
         """Grant, wait for, or release a lock; the AsyncLockResponse control code."""
@@ -833,6 +901,17 @@ class HislipServer:
     def _wake_all(self) -> None:
         for session in self._sessions.values():
             session.wake()
+
+
+def _sent_since_clear(session: _Session, message_id: int) -> bool:
+    """Did the client send ``message_id`` since the last device clear (or nothing yet)?"""
+    last = session.last_id
+    if message_id in (last, hs.NO_MESSAGE_ID):
+        return True
+    if last == hs.NO_MESSAGE_ID:
+        return False
+    offset = (message_id - hs.FIRST_MESSAGE_ID) & 0xFFFFFFFF
+    return offset % 2 == 0 and offset <= (last - hs.FIRST_MESSAGE_ID) & 0xFFFFFFFF
 
 
 class _Fixed:

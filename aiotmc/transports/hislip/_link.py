@@ -28,7 +28,7 @@ import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -396,7 +396,7 @@ class HislipTransport:
         """AsyncStatusQuery with the MessageID of the last message sent; MAV is the
         server's verdict on whether that message's answer is still unread."""
         await self._restore_idle(deadline)
-        reply = await self._async_request(self._status_query(), T.AsyncStatusResponse, deadline)
+        reply = await self._async_request(self._status_query, T.AsyncStatusResponse, deadline)
         return reply.control
 
     async def clear(self, *, deadline: float = math.inf) -> None:
@@ -898,7 +898,9 @@ class HislipTransport:
         rmt, self._rmt = self._rmt, False
         return hs.encode(T.AsyncStatusQuery, int(rmt), self._ids.last)
 
-    async def _async_request(self, message: bytes, expect: int, deadline: float) -> hs.Message:
+    async def _async_request(
+        self, message: bytes | Callable[[], bytes], expect: int, deadline: float
+    ) -> hs.Message:
         if self._closed:
             raise anyio.ClosedResourceError
         self._check_failure()
@@ -921,9 +923,14 @@ class HislipTransport:
             )
         return reply
 
-    async def _post(self, message: bytes, pending: _Pending) -> None:
-        """Queue ``pending`` and send its request, in order, even if cancelled meanwhile."""
+    async def _post(self, message: bytes | Callable[[], bytes], pending: _Pending) -> None:
+        """Queue ``pending`` and send its request, in order, even if cancelled meanwhile.
+        A callable ``message`` is built at the moment it goes out (a status query must
+        carry the MessageID of the last message sent before it, not before the wait for
+        the lock)."""
         async with self._async_lock:
+            if callable(message):
+                message = message()
             self._pending.append(pending)
             if self._reader_done:
                 self._wake_all()
@@ -952,7 +959,7 @@ class HislipTransport:
                 type_ = message.type
                 if type_ == T.AsyncServiceRequest:
                     self._srq.publish(message.control)
-                    await self._post(self._status_query(), _Pending(T.AsyncStatusResponse))
+                    await self._post(self._status_query, _Pending(T.AsyncStatusResponse))
                     continue  # the re-arming status query's reply is dropped below
                 if type_ == T.AsyncInterrupted:
                     continue
