@@ -95,6 +95,7 @@ class _Session:
         self.next_id = hs.FIRST_MESSAGE_ID  #: what the client's next MessageID should be
         self.response_id = hs.UNATTRIBUTED  #: MessageID the next answer carries
         self.unread = False  #: an answer was sent and not yet reported delivered
+        self.unreported = 0  #: overlapped mode: answers sent, not yet reported delivered
         self.srq_latched = False
         self.srq_missed = False  #: a service request came while latched
         self.handling = False  #: the sync task holds a message not yet given to the device
@@ -524,6 +525,17 @@ class HislipServer:
             return False
         return True
 
+    @staticmethod
+    def _report_delivery(session: _Session) -> bool:
+        """RMT-delivered came: was a response sent and not yet reported delivered? In
+        overlapped mode several may be in flight: each RMT reports one of them."""
+        if session.overlapped:
+            if not session.unreported:
+                return False
+            session.unreported -= 1
+            return True
+        return session.unread
+
     async def _breaks_rules(self, session: _Session, message: hs.Message) -> bool:
         """A Data, DataEnd or Trigger above our maximum message size (header included) is
         counted (``too_large``); in strict mode it, RMT-delivered without a delivered
@@ -534,9 +546,10 @@ class HislipServer:
             self.counters["too_large"] += 1
         if not self.strict:
             return False
+        rmt_ok = self._report_delivery(session) if message.control & 1 else True
         if too_large:
             code, reason = hs.ErrorCode.MESSAGE_TOO_LARGE, "message above the maximum size"
-        elif message.control & 1 and not session.unread:
+        elif not rmt_ok:
             self.counters["rmt_extra"] += 1
             code, reason = hs.ErrorCode.UNIDENTIFIED, "RMT-delivered, but nothing was delivered"
         elif message.param != session.next_id:
@@ -711,6 +724,7 @@ class HislipServer:
     async def _send_response(
         self, session: _Session, parts: list[BytesLike], message_id: int
     ) -> None:
+        session.unreported += 1
         limit = max(1, min(session.client_max, self.max_message_size) - hs.HEADER_SIZE)
         ids = _Fixed(message_id)
         messages = hs.data_messages(parts, max_payload=limit, end=True, ids=ids, rmt=False)
@@ -772,6 +786,7 @@ class HislipServer:
             self.device.device_clear()
             session.clearing = True
             session.unread = False
+            session.unreported = 0
             session.input.clear()
             session.queue.clear()
             reply = hs.encode(T.AsyncDeviceClearAcknowledge, int(self.overlapped))
@@ -807,7 +822,7 @@ class HislipServer:
         if not _sent_since_clear(session, message.param):
             self.counters["status_id_mismatch"] += 1
             reason = f"status query MessageID {message.param:#x}, last was {session.last_id:#x}"
-        elif message.control & 1 and not session.unread:
+        elif message.control & 1 and not self._report_delivery(session):
             reason = "RMT-delivered in a status query, but no response was delivered"
         else:
             return False

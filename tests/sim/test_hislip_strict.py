@@ -41,9 +41,11 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw_session(strict: bool) -> AsyncIterator[Raw]:
+async def raw_session(strict: bool, overlapped: bool = False) -> AsyncIterator[Raw]:
     device = conformance_device()
-    async with HislipServer(device, strict=strict, max_message_size=SERVER_MAX) as server:
+    async with HislipServer(
+        device, strict=strict, max_message_size=SERVER_MAX, overlapped=overlapped
+    ) as server:
         sync = Channel(
             await connect_socket("127.0.0.1", server.port, timeout=5), max_payload=1 << 16
         )
@@ -96,6 +98,25 @@ async def test_rmt_delivered_without_a_delivered_response(strict: bool) -> None:
         counters = raw.server.counters
         assert counters["rmt_extra"] == 2
         assert counters["strict_refused"] == (2 if strict else 0)
+
+
+@MODES
+async def test_rmt_once_per_response_in_overlapped_mode(strict: bool) -> None:
+    """Several answers in flight: each RMT-delivered reports one of them, no more."""
+    async with raw_session(strict, overlapped=True) as raw:
+        with anyio.fail_after(10):
+            for n in range(2):  # two queries at once, both answered
+                await raw.sync.send([hs.encode(T.DataEnd, 0, FIRST + 2 * n, b"ECHO? %d\n" % n)])
+            for n in range(2):
+                _answer(await raw.sync.receive(), b"%d\n" % n, FIRST + 2 * n)
+            for n in range(2, 4):  # one RMT-delivered for each answer: right
+                await raw.sync.send([hs.encode(T.DataEnd, 1, FIRST + 2 * n, b"*CLS\n")])
+            reply = await raw.query(b"ECHO? 9\n", FIRST + 8, rmt=True)  # a third: for nothing
+            if strict:
+                _refused(reply)
+            else:
+                _answer(reply, b"9\n", FIRST + 8)
+        assert raw.server.counters["strict_refused"] == (1 if strict else 0)
 
 
 @MODES
