@@ -44,6 +44,13 @@ async def test_policy_recovers_from_a_fatal_error(overlapped: bool) -> None:
                 assert link.info.details["session_id"] == "2"
                 assert link.info.details["mode"] == ("overlapped" if overlapped else "synchronized")
                 await _srq_arrives(inst, events)
+            if overlapped:  # the concurrent path restores too
+                server.fatal_next = "again"
+                async with inst.pipeline() as pipe:
+                    with pytest.raises(aiotmc.SessionBrokenError, match="again"):
+                        await pipe.query("ECHO? 4")
+                    assert await pipe.query("ECHO? 5") == "5"
+                assert link.reconnects == 2  # type: ignore[attr-defined]
     assert server.counters["id_gap"] == server.counters["rmt_extra"] == 0
 
 
