@@ -431,7 +431,9 @@ class HislipServer:
                 return  # discarded until DeviceClearComplete
             if not await self._admitted(session):
                 return
-            if await self._breaks_rules(session, message):
+            if (
+                self.strict or len(message.payload) > self.max_message_size - hs.HEADER_SIZE
+            ) and await self._breaks_rules(session, message):
                 return
             if message.control & 1:
                 if not session.unread:

@@ -563,7 +563,9 @@ class HislipTransport:
 
     async def _restore(self, deadline: float) -> None:
         """Under a ``reconnect=`` policy: a new session before an operation, when the
-        old one failed (``_busy`` is held by the caller)."""
+        old one failed (``_busy`` is held by the caller); without one, the typed error."""
+        if self._target.reconnect is None:
+            self._check_failure()
         _log.info("%s: session failed (%s); reconnecting", self._target.resource, self._failure)
         await self._renew(deadline)
 
