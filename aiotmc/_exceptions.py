@@ -25,6 +25,7 @@ __all__ = [
     "InstrumentError",
     "InvalidResourceName",
     "LocalProtocolError",
+    "LockLostError",
     "PermissionDeniedError",
     "ProtocolError",
     "ReadTimeout",
@@ -93,6 +94,11 @@ class PermissionDeniedError(ConnectError, PermissionError):
 
 class ConnectionLostError(TransportError):
     """The peer went away: TCP EOF or reset, USB device unplugged."""
+
+
+class LockLostError(ConnectionLostError):
+    """The session was replaced (reconnect) and the cross-client locks it held are gone;
+    the operation that found out was not performed. Lock again, then go on."""
 
 
 class UsbTransferError(TransportError):

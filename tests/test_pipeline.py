@@ -14,7 +14,7 @@ from aiotmc.testing import conformance_device
 
 async def test_query_pipelined_returns_answers_in_order() -> None:
     async with (
-        HislipServer(conformance_device(), overlapped=True) as server,
+        HislipServer(conformance_device(), overlapped=True, strict=True) as server,
         aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
     ):
         assert inst.transport.info.capabilities.pipelining
@@ -28,7 +28,7 @@ async def test_query_pipelined_returns_answers_in_order() -> None:
 async def test_tasks_do_not_wait_for_each_others_round_trip() -> None:
     device = conformance_device()
     async with (
-        HislipServer(device, overlapped=True) as server,
+        HislipServer(device, overlapped=True, strict=True) as server,
         aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
     ):
         overlap = inst.transport._overlap  # type: ignore[attr-defined]
@@ -49,7 +49,7 @@ async def test_tasks_do_not_wait_for_each_others_round_trip() -> None:
 async def test_cancelled_tasks_drop_only_their_answers() -> None:
     device = conformance_device()
     async with (
-        HislipServer(device, overlapped=True) as server,
+        HislipServer(device, overlapped=True, strict=True) as server,
         aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
     ):
         results: dict[int, str] = {}
@@ -81,7 +81,7 @@ async def test_cancelled_tasks_drop_only_their_answers() -> None:
 async def test_short_timeouts_in_a_pipeline() -> None:
     device = conformance_device()
     async with (
-        HislipServer(device, overlapped=True) as server,
+        HislipServer(device, overlapped=True, strict=True) as server,
         aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
     ):
         with anyio.fail_after(20):
@@ -95,7 +95,7 @@ async def test_short_timeouts_in_a_pipeline() -> None:
 
 async def test_pipelining_needs_overlapped_mode() -> None:
     async with (
-        HislipServer(conformance_device(), overlapped=True) as server,
+        HislipServer(conformance_device(), overlapped=True, strict=True) as server,
         aiotmc.open(server.resource) as inst,  # synchronized by default
     ):
         assert not inst.transport.info.capabilities.pipelining
@@ -116,7 +116,7 @@ def test_blocking_pipeline_from_threads() -> None:
     import aiotmc.sync
 
     with start_blocking_portal() as portal:
-        server = HislipServer(conformance_device(), overlapped=True)
+        server = HislipServer(conformance_device(), overlapped=True, strict=True)
         with (
             portal.wrap_async_context_manager(server),
             aiotmc.sync.open(server.resource, overlapped=True, timeout=10) as inst,
@@ -146,7 +146,7 @@ async def test_pipeline_cancellation_storm() -> None:
     rng = random.Random(20261206)
     device = conformance_device()
     async with (
-        HislipServer(device, overlapped=True) as server,
+        HislipServer(device, overlapped=True, strict=True) as server,
         aiotmc.open(server.resource, overlapped=True, timeout=10) as inst,
     ):
         outcomes = {"answered": 0, "stopped": 0}

@@ -400,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --hislip: offer overlapped mode (pipelined queries)",
     )
     sim.add_argument(
+        "--hislip-strict",
+        action="store_true",
+        help="with --hislip: refuse (HiSLIP Error) RMT, MessageID and size-limit violations "
+        "that the default lenient mode only counts",
+    )
+    sim.add_argument(
         "--hislip-tls",
         nargs=2,
         metavar=("CERT", "KEY"),

@@ -128,10 +128,12 @@ async def _vxi11(args: argparse.Namespace, devices: list[SimDevice]) -> AsyncIte
 def _hislip_options(args: argparse.Namespace) -> dict[str, Any]:
     """HislipServer keywords from the ``--hislip-*`` options (checked before serving)."""
     if args.hislip is None:
-        if args.hislip_tls or args.hislip_overlapped or args.hislip_users:
+        if args.hislip_tls or args.hislip_overlapped or args.hislip_users or args.hislip_strict:
             raise UsageError("the --hislip-* options need --hislip PORT")
         return {}
     options: dict[str, Any] = {"overlapped": args.hislip_overlapped}
+    if args.hislip_strict:
+        options["strict"] = True
     if (args.hislip_require_tls or args.hislip_users) and not args.hislip_tls:
         raise UsageError("--hislip-require-tls and --hislip-users need --hislip-tls CERT KEY")
     if args.hislip_tls:

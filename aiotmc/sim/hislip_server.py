@@ -18,8 +18,10 @@ AsyncInterrupted are sent. Overlapped mode (``overlapped=True`` offers it; the c
 it at device clear): messages queue and run one after another, each answer tagged with its
 message's MessageID, so a client may send many queries before reading any answer.
 
-Lenient where pyvisa-py is known to be wrong: RMT-delivered and status-query MessageIDs
-are counted (:attr:`HislipServer.counters`), never rejected.
+Lenient by default where pyvisa-py is known to be wrong: RMT-delivered, MessageID gaps,
+status-query MessageIDs and messages above our maximum size are counted
+(:attr:`HislipServer.counters`), never rejected. ``strict=True`` refuses them with a
+HiSLIP Error instead, and the session goes on (docs/hislip.md, "Strict mode").
 
 Bounded per client (issue 14): headers are checked against ``max_message_size`` before
 any payload is kept, a program message is limited to ``max_input`` bytes (Error
@@ -43,7 +45,7 @@ import math
 import socket
 import ssl
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -57,6 +59,7 @@ from .._types import BytesLike
 from ..protocol import hislip as hs
 from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
+from ..protocol.hislip_descriptors import Descriptor, encode_descriptors
 from .device import SimDevice
 
 __all__ = ["HislipServer"]
@@ -92,6 +95,7 @@ class _Session:
         self.next_id = hs.FIRST_MESSAGE_ID  #: what the client's next MessageID should be
         self.response_id = hs.UNATTRIBUTED  #: MessageID the next answer carries
         self.unread = False  #: an answer was sent and not yet reported delivered
+        self.unreported = 0  #: overlapped mode: answers sent, not yet reported delivered
         self.srq_latched = False
         self.srq_missed = False  #: a service request came while latched
         self.handling = False  #: the sync task holds a message not yet given to the device
@@ -99,6 +103,7 @@ class _Session:
         self.scope = anyio.CancelScope()
         self.async_scope = anyio.CancelScope()
         self.remote_local: list[int] = []
+        self.version = _VERSION  #: the negotiated protocol version
         self.overlapped = False  #: this session runs in overlapped mode
         self.queue: deque[tuple[int, bytes | None]] = deque()  #: overlapped: (id, message)
         self.exclusive = False  #: holds the exclusive lock
@@ -141,6 +146,9 @@ class HislipServer:
         tls: ssl.SSLContext | None = None,
         require_tls: bool = False,
         users: Mapping[str, str] | None = None,
+        version: tuple[int, int] | None = None,
+        descriptors: Iterable[Descriptor] = (),
+        strict: bool = False,
     ) -> None:
         self.device = device
         self.host = host
@@ -161,13 +169,30 @@ class HislipServer:
         self.tls = tls  #: server context: HiSLIP 2.0 with StartTLS when set
         self.require_tls = require_tls
         self.users = None if users is None else dict(users)
+        if version is None:
+            version = _VERSION if tls is None else _VERSION_SECURE
+        if tls is not None and version < _VERSION_SECURE:
+            raise ValueError("TLS needs HiSLIP 2.0")
+        #: The highest version offered (1.1 by default, 2.0 with TLS or when asked).
+        self.version = version
+        #: What GetDescriptors answers (HiSLIP 2.0 sessions only).
+        self.descriptors = list(descriptors)
+        #: Refuse (Error) what lenient mode only counts: RMT-delivered without a delivered
+        #: response, a MessageID not +2 from the previous one, a status query without the
+        #: last MessageID, a message above our maximum message size (header included).
+        self.strict = strict
         #: Lenient-mode tallies: ``rmt_missing``, ``rmt_extra``, ``status_id_mismatch``,
         #: ``id_gap`` (a MessageID not +2 from the previous), ``interrupted``, ``errors``
         #: (Error sent), ``fatal`` (FatalError sent), ``refused``, ``tls`` (channels
-        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``.
+        #: upgraded), ``tls_failed``, ``tls_ended`` (EndTLS), ``auth_ok``, ``auth_failed``,
+        #: ``too_large`` (a message above ``max_message_size`` with its header),
+        #: ``strict_refused`` (violations refused in strict mode).
         self.counters: Counter[str] = Counter()
         #: Fault hook: when True, Initialize is read but never answered.
         self.silent = False
+        #: Fault hook: the next Data/DataEnd/Trigger of any session is answered with
+        #: FatalError carrying this text, and that session ends (used once).
+        self.fatal_next: str | None = None
         self._listener: socket.socket | None = None
         self._task_group: TaskGroup | None = None
         self._sessions: dict[int, _Session] = {}
@@ -254,6 +279,12 @@ class HislipServer:
         """Fault hook: end every session now (both channels close)."""
         for session in list(self._sessions.values()):
             session.cancel()
+
+    async def _fatal_now(self, session: _Session) -> None:
+        text, self.fatal_next = self.fatal_next or "", None
+        async with session.sync_lock:
+            await self._fatal(session.sync, hs.FatalCode.UNIDENTIFIED, text)
+        session.cancel()
 
     # -- accepting --------------------------------------------------------------------------
 
@@ -348,8 +379,7 @@ class HislipServer:
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFF + 1
         session = _Session(self, session_id, channel)
-        ours = _VERSION if self.tls is None else _VERSION_SECURE
-        version = hs.negotiate_version(request.version, ours)
+        version = session.version = hs.negotiate_version(request.version, self.version)
         self._sessions[session_id] = session
         self._changed()
         try:
@@ -394,9 +424,16 @@ class HislipServer:
     async def _handle_sync(self, session: _Session, message: hs.Message) -> None:
         type_ = message.type
         if type_ in (T.Data, T.DataEnd, T.Trigger):
+            if self.fatal_next is not None:
+                await self._fatal_now(session)
+                return
             if session.clearing:
                 return  # discarded until DeviceClearComplete
             if not await self._admitted(session):
+                return
+            if (
+                self.strict or len(message.payload) > self.max_message_size - hs.HEADER_SIZE
+            ) and await self._breaks_rules(session, message):
                 return
             if message.control & 1:
                 if not session.unread:
@@ -465,6 +502,9 @@ class HislipServer:
                 deadline = anyio.current_time() + self.init_timeout
                 await session.sync.end_tls(deadline=deadline)
             self.counters["tls_ended"] += 1
+        elif type_ == T.GetDescriptors and session.version >= _VERSION_SECURE:
+            count, payload = encode_descriptors(self.descriptors)
+            await self._reply_sync(session, hs.encode(T.GetDescriptorsResponse, 0, count, payload))
         elif type_ in (T.GetSaslMechanismList, T.AuthenticationStart, T.AuthenticationExchange):
             await self._authenticate(session, message)
         else:
@@ -485,6 +525,49 @@ class HislipServer:
         if self.users is not None and session.user is None:
             await self._error(session, hs.ErrorCode.AUTHENTICATION_FAILED, "authenticate first")
             return False
+        return True
+
+    @staticmethod
+    def _report_delivery(session: _Session) -> bool:
+        """RMT-delivered came: was a response sent and not yet reported delivered? In
+        overlapped mode several may be in flight: each RMT reports one of them."""
+        if session.overlapped:
+            if not session.unreported:
+                return False
+            session.unreported -= 1
+            return True
+        return session.unread
+
+    async def _breaks_rules(self, session: _Session, message: hs.Message) -> bool:
+        """A Data, DataEnd or Trigger above our maximum message size (header included) is
+        counted (``too_large``); in strict mode it, RMT-delivered without a delivered
+        response and a MessageID not +2 from the previous one are refused: Error, and the
+        program message is dropped. True when refused."""
+        too_large = len(message.payload) > self.max_message_size - hs.HEADER_SIZE
+        if too_large:
+            self.counters["too_large"] += 1
+        if not self.strict:
+            return False
+        rmt_ok = self._report_delivery(session) if message.control & 1 else True
+        if too_large:
+            code, reason = hs.ErrorCode.MESSAGE_TOO_LARGE, "message above the maximum size"
+        elif not rmt_ok:
+            self.counters["rmt_extra"] += 1
+            code, reason = hs.ErrorCode.UNIDENTIFIED, "RMT-delivered, but nothing was delivered"
+        elif message.param != session.next_id:
+            self.counters["id_gap"] += 1
+            code = hs.ErrorCode.UNIDENTIFIED
+            reason = f"MessageID {message.param:#x}, expected {session.next_id:#x}"
+        else:
+            return False
+        self.counters["strict_refused"] += 1
+        if message.control & 1:
+            session.unread = False
+        session.next_id = (message.param + 2) & 0xFFFFFFFF
+        session.last_id = message.param
+        session.input.clear()
+        session.dropping = message.type == T.Data  # the rest of this program message too
+        await self._error(session, code, reason)
         return True
 
     async def _start_tls_async(self, session: _Session) -> None:
@@ -643,6 +726,7 @@ class HislipServer:
     async def _send_response(
         self, session: _Session, parts: list[BytesLike], message_id: int
     ) -> None:
+        session.unreported += 1
         limit = max(1, min(session.client_max, self.max_message_size) - hs.HEADER_SIZE)
         ids = _Fixed(message_id)
         messages = hs.data_messages(parts, max_payload=limit, end=True, ids=ids, rmt=False)
@@ -682,6 +766,8 @@ class HislipServer:
             )
         elif type_ == T.AsyncStatusQuery:
             await self._catch_up(session)
+            if self.strict and await self._refuses_status(session, message):
+                return
             if message.control & 1:
                 session.unread = False
             if message.param != session.last_id:
@@ -702,6 +788,7 @@ class HislipServer:
             self.device.device_clear()
             session.clearing = True
             session.unread = False
+            session.unreported = 0
             session.input.clear()
             session.queue.clear()
             reply = hs.encode(T.AsyncDeviceClearAcknowledge, int(self.overlapped))
@@ -724,6 +811,30 @@ class HislipServer:
             self.counters["errors"] += 1
             reply = hs.encode(T.Error, hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE)
         await self._send(session, session.async_, session.async_lock, [reply])
+
+    async def _refuses_status(self, session: _Session, message: hs.Message) -> bool:
+        """Strict mode: Error instead of AsyncStatusResponse for a status query whose
+        MessageID the client never sent (since the last device clear), or with
+        RMT-delivered when no response was delivered.
+
+        The two channels are read by two tasks, so the synchronous one may already have
+        handled messages the client sent after this query: any MessageID sent since the
+        clear is accepted (they are +2 apart: strict mode refuses gaps), the next one
+        (pyvisa-py's mistake) is not."""
+        if not _sent_since_clear(session, message.param):
+            self.counters["status_id_mismatch"] += 1
+            reason = f"status query MessageID {message.param:#x}, last was {session.last_id:#x}"
+        elif message.control & 1 and not self._report_delivery(session):
+            reason = "RMT-delivered in a status query, but no response was delivered"
+        else:
+            return False
+        if message.control & 1:
+            session.unread = False
+        self.counters["strict_refused"] += 1
+        assert session.async_ is not None
+        error = hs.encode(T.Error, hs.ErrorCode.UNIDENTIFIED, 0, reason.encode())
+        await self._send(session, session.async_, session.async_lock, [error])
+        return True
 
     async def _lock(self, session: _Session, message: hs.Message) -> int:
         """Grant, wait for, or release a lock; the AsyncLockResponse control code."""
@@ -807,6 +918,17 @@ class HislipServer:
     def _wake_all(self) -> None:
         for session in self._sessions.values():
             session.wake()
+
+
+def _sent_since_clear(session: _Session, message_id: int) -> bool:
+    """Did the client send ``message_id`` since the last device clear (or nothing yet)?"""
+    last = session.last_id
+    if message_id in (last, hs.NO_MESSAGE_ID):
+        return True
+    if last == hs.NO_MESSAGE_ID:
+        return False
+    offset = (message_id - hs.FIRST_MESSAGE_ID) & 0xFFFFFFFF
+    return offset % 2 == 0 and offset <= (last - hs.FIRST_MESSAGE_ID) & 0xFFFFFFFF
 
 
 class _Fixed:

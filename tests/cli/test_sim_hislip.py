@@ -88,3 +88,14 @@ def test_hislip_options_need_hislip(capsys: pytest.CaptureFixture[str]) -> None:
     assert "need --hislip PORT" in capsys.readouterr().err
     assert main(["sim", "--hislip", "0", "--hislip-require-tls"]) == 2
     assert "need --hislip-tls" in capsys.readouterr().err
+
+
+def test_hislip_strict_option() -> None:
+    from aiotmc.cli import build_parser
+    from aiotmc.cli._sim import _hislip_options
+
+    args = build_parser().parse_args(["sim", "--hislip", "0", "--hislip-strict"])
+    assert _hislip_options(args) == {"overlapped": False, "strict": True}
+    args = build_parser().parse_args(["sim", "--hislip", "0"])
+    assert "strict" not in _hislip_options(args)
+    assert main(["sim", "--hislip-strict"]) == 2

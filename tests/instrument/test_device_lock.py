@@ -25,7 +25,7 @@ async def served(kind: str) -> AsyncIterator[str]:
         async with Vxi11Server(device, portmapper_port=0) as vxi11:
             yield vxi11.resource()
     else:
-        async with HislipServer(device) as hislip:
+        async with HislipServer(device, strict=True) as hislip:
             yield hislip.resource
 
 

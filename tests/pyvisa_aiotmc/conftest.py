@@ -34,7 +34,9 @@ def resources() -> Iterator[dict[str, str]]:
         names["socket"] = stack.enter_context(hold(SimServer(create_device("scope")))).resource
         vxi = stack.enter_context(hold(Vxi11Server(create_device("scope"))))
         names["vxi11"] = vxi.resource()
-        names["hislip"] = stack.enter_context(hold(HislipServer(create_device("scope")))).resource
+        names["hislip"] = stack.enter_context(
+            hold(HislipServer(create_device("scope"), strict=True))
+        ).resource
         names["serial"] = stack.enter_context(hold(PtyServer(create_device("scope")))).resource
         prologix = stack.enter_context(hold(PrologixServer({5: create_device("scope")})))
         names["prologix"] = prologix.resource(5)

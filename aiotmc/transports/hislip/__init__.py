@@ -51,6 +51,7 @@ async def open_hislip(
         max_message_size=int(options.get("max_hislip_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
         overlapped=bool(options.get("overlapped", False)),
         security=security_from_options(options),
+        reconnect=settings.reconnect,
     )
     async with closing_link(link) as opened:
         yield opened

@@ -28,7 +28,7 @@ import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -41,6 +41,7 @@ from ..._exceptions import (
     ConnectionLostError,
     ConnectTimeout,
     LocalProtocolError,
+    LockLostError,
     ReadTimeout,
     RemoteProtocolError,
     SessionBrokenError,
@@ -51,7 +52,9 @@ from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
+from ...protocol.hislip_descriptors import Descriptor, decode_descriptors
 from ...protocol.ieee4882 import block_payload_view
+from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
@@ -114,6 +117,7 @@ class HislipTransport:
         self._reader: BackgroundTask | None = None
         self._reader_done = False  #: nobody will answer pending requests any more
         self.reconnects = 0  #: how many times the session was replaced
+        self._locks: set[str] = set()  #: locks granted to this session ("": exclusive)
         self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
         self._overlap = Overlap(self)
         self._upgrade: tuple[ssl.SSLContext, str] | None = None  #: StartTLS in progress
@@ -156,6 +160,7 @@ class HislipTransport:
         max_message_size: int = hs.DEFAULT_MAX_MESSAGE_SIZE,
         overlapped: bool = False,
         security: Security | None = None,
+        reconnect: Reconnect | None = None,
     ) -> HislipTransport:
         """Open both channels and initialize the session, all within ``connect_timeout``
         (a wrong sub-address or a silent server: a typed error, never a hang).
@@ -164,6 +169,9 @@ class HislipTransport:
         :meth:`pipeline`); otherwise, and by default, synchronized mode.
         ``security``: HiSLIP 2.0 encryption and client authentication (see
         :mod:`._security`); by default only when the server demands encryption.
+        ``reconnect``: after a lost connection or a FatalError, the next operation sets up
+        a new session under this policy (see :mod:`aiotmc.reconnect`); without it the
+        session stays broken until :meth:`reconnect`.
         """
         if max_message_size <= hs.HEADER_SIZE:
             raise ValueError(f"max_message_size must exceed 16, got {max_message_size}")
@@ -175,6 +183,8 @@ class HislipTransport:
             max_message_size,
             overlapped,
             security or Security(),
+            reconnect,
+            connect_timeout,
         )
         session = await _handshake(target, connect_timeout)
         link = cls(session, target)
@@ -282,9 +292,10 @@ class HislipTransport:
                     await self._send_data((query,), True, deadline)
                     ids.append(self._ids.last)
                 answers = await self._collect(ids, max_size, deadline)
-            except BaseException:
+            except BaseException as exc:
                 if ids:
                     self._resync = True  # answers of this batch may still come
+                self._lost(exc)
                 raise
             self._rmt = bool(ids)
             return answers
@@ -368,10 +379,11 @@ class HislipTransport:
                     else:
                         self._fail_now(message)
                 done = True
-            except BaseException:
+            except BaseException as exc:
                 self._abandoned = expected  # the rest of this answer is dropped when it comes
                 if self._overlapped:  # and nothing interrupts it: clear it before going on
                     self._resync = True
+                self._lost(exc)
                 raise
             finally:
                 reader.unroute(abandon=not done)
@@ -383,13 +395,16 @@ class HislipTransport:
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """AsyncStatusQuery with the MessageID of the last message sent; MAV is the
         server's verdict on whether that message's answer is still unread."""
-        reply = await self._async_request(self._status_query(), T.AsyncStatusResponse, deadline)
+        await self._restore_idle(deadline)
+        reply = await self._async_request(self._status_query, T.AsyncStatusResponse, deadline)
         return reply.control
 
     async def clear(self, *, deadline: float = math.inf) -> None:
         """Device clear: AsyncDeviceClear, DeviceClearComplete, DeviceClearAcknowledge."""
         self._begin()
         try:
+            if self._failure is not None:  # under a reconnect policy: a new session first
+                await self._restore(deadline)
             if self._sync.unsent:
                 await self._sync.flush(deadline)
             await self._clear(deadline)
@@ -408,8 +423,9 @@ class HislipTransport:
             sent = self._sync.sent
             try:
                 await self._sync.send([message], deadline)
-            except BaseException:
+            except BaseException as exc:
                 self._interrupted(sent, before)
+                self._lost(exc)
                 raise
         finally:
             self._busy = False
@@ -418,6 +434,7 @@ class HislipTransport:
         """AsyncRemoteLocalControl with the VISA remote-enable operation ``mode`` (HiSLIP's
         codes 0-6 are VISA's)."""
         code = int(RenMode(mode))
+        await self._restore_idle(deadline)
         request = hs.encode(T.AsyncRemoteLocalControl, code, self._ids.last)
         await self._async_request(request, T.AsyncRemoteLocalResponse, deadline)
 
@@ -434,63 +451,179 @@ class HislipTransport:
         if shared is not None and not 0 < len(name) <= hs.MAX_SUB_ADDRESS:
             raise ValueError(f"a shared lock name has 1 to 256 ASCII characters: {shared!r}")
         millis = min(max(0, round(timeout * 1000)), 0xFFFFFFFF)
+        await self._restore_idle(deadline)
         request = hs.encode(T.AsyncLock, 1, millis, name)
         reply = await self._async_request(request, T.AsyncLockResponse, deadline)
         if reply.control == hs.LockResult.ERROR:
             raise RemoteProtocolError(f"{self._info.resource}: the server refused the lock request")
-        return reply.control == hs.LockResult.SUCCESS
+        granted = reply.control == hs.LockResult.SUCCESS
+        if granted:
+            self._locks.add(shared or "")
+        return granted
 
     async def unlock(self, *, deadline: float = math.inf) -> None:
         """Release the lock this session holds (after the messages already sent)."""
+        await self._restore_idle(deadline)
         request = hs.encode(T.AsyncLock, 0, self._ids.last)
         reply = await self._async_request(request, T.AsyncLockResponse, deadline)
         if reply.control == hs.LockResult.ERROR:
+            self._locks.clear()
             raise LocalProtocolError(f"{self._info.resource}: no lock held by this session")
+        if reply.control == hs.LockResult.SUCCESS:  # the exclusive one went first
+            self._locks.discard("")
+        else:
+            self._locks = {name for name in self._locks if name == ""}
 
     async def lock_info(self, *, deadline: float = math.inf) -> tuple[bool, int]:
         """AsyncLockInfo: (an exclusive lock is granted, how many sessions hold locks)."""
+        await self._restore_idle(deadline)
         reply = await self._async_request(
             hs.encode(T.AsyncLockInfo), T.AsyncLockInfoResponse, deadline
         )
         return bool(reply.control & 1), reply.param
 
+    async def get_descriptors(self, *, deadline: float = math.inf) -> list[Descriptor]:
+        """HiSLIP 2.0 GetDescriptors: the server's descriptors (type code and data each;
+        the payload layout is an assumption, see :mod:`aiotmc.protocol.hislip_descriptors`).
+
+        Call it between operations: an answer not yet read is discarded. A 1.x session,
+        or a server that does not know the message, gives
+        :class:`~aiotmc.UnsupportedOperation`.
+        """
+        version = self._info.details["protocol_version"]
+        if tuple(int(part) for part in version.split(".")) < (2, 0):
+            raise UnsupportedOperation(
+                f"{self._info.resource}: GetDescriptors needs HiSLIP 2.0 (the session runs "
+                f"{version})"
+            )
+        self._begin()
+        try:
+            await self._prepare(deadline)
+            try:
+                await self._sync.send([hs.encode(T.GetDescriptors)], deadline)
+                while True:
+                    message = await self._sync_message(deadline)
+                    type_ = message.type
+                    if type_ == T.GetDescriptorsResponse:
+                        return decode_descriptors(message.payload, message.param)
+                    if type_ in (T.Data, T.DataEnd):
+                        self._abandoned = self._ids.last  # an unread answer: dropped
+                    elif type_ == T.Error:
+                        if message.control == hs.ErrorCode.UNRECOGNIZED_MESSAGE_TYPE:
+                            raise UnsupportedOperation(
+                                f"{self._info.resource}: the server does not know GetDescriptors"
+                            )
+                        hs.raise_if_error(message)
+                    elif type_ != T.Interrupted:
+                        self._fail_now(message)
+            except BaseException as exc:
+                if not isinstance(exc, (UnsupportedOperation, hs.HislipError)):
+                    self._resync = True  # the response may still come: clear it first
+                self._lost(exc)
+                raise
+        finally:
+            self._busy = False
+
     async def reconnect(self, *, deadline: float = math.inf) -> None:
         """Replace both channels with a new session (after a FatalError or a lost
-        connection); the transport object and its SRQ fan-out stay."""
+        connection); the transport object and its SRQ fan-out stay. With a ``reconnect=``
+        policy it makes up to that many tries. If the old session held locks, the new
+        one is up but :class:`~aiotmc.LockLostError` says they are gone."""
         if self._closed:
             raise anyio.ClosedResourceError
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")
         self._busy = True
         try:
-            timeout = None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
-            session = await _handshake(self._target, timeout)
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                await reader.stop()
-            self._sync.close()
-            self._async.close()
-            self._wake_all()
-            if self._closed:  # closed while we were connecting
-                session.sync.close()
-                session.async_.close()
-                raise anyio.ClosedResourceError
-            self._sync, self._async = session.sync, session.async_
-            self._server_max = session.server_max
-            self._ids.reset()
-            self._rmt = False
-            self._abandoned = None
-            self._resync = False
-            self._acks_due = 0
-            self._failure = None
-            self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
-            self._info = self._describe(session)
-            self.reconnects += 1
-            self._start_reader()
-            if self._overlapped != self._target.overlapped:
-                await self._clear(deadline)
+            await self._renew(deadline)
         finally:
             self._busy = False
+
+    async def _renew(self, deadline: float) -> None:
+        """A new session, one try or the policy's (``_busy`` is held by the caller); then
+        the report of lost locks."""
+        policy = self._target.reconnect
+        if policy is None:
+            await self._replace(deadline)
+        else:
+            await retry_connect(
+                policy,
+                lambda: self._replace(deadline),
+                resource=self._target.resource,
+                deadline=deadline,
+            )
+        lost, self._locks = self._locks, set()
+        if lost:
+            names = ", ".join("exclusive" if n == "" else f"shared {n!r}" for n in sorted(lost))
+            raise LockLostError(
+                f"the HiSLIP session was replaced and its locks ({names}) are gone; the "
+                "operation was not performed: lock again",
+                resource=self._target.resource,
+            )
+
+    async def _restore(self, deadline: float) -> None:
+        """Under a ``reconnect=`` policy: a new session before an operation, when the
+        old one failed (``_busy`` is held by the caller); without one, the typed error."""
+        if self._target.reconnect is None:
+            self._check_failure()
+        _log.info("%s: session failed (%s); reconnecting", self._target.resource, self._failure)
+        await self._renew(deadline)
+
+    async def _restore_idle(self, deadline: float) -> None:
+        """:meth:`_restore` for the asynchronous-channel operations (read_stb, locks...),
+        which do not hold the link: only when nobody else does."""
+        if (
+            self._failure is None
+            or self._target.reconnect is None
+            or self._closed
+            or self._busy
+            or self._overlap.busy
+        ):
+            return
+        self._busy = True
+        try:
+            await self._restore(deadline)
+        finally:
+            self._busy = False
+
+    async def _replace(self, deadline: float) -> None:
+        """One try at a new session (``_busy`` is held by the caller)."""
+        timeout = self._target.connect_timeout
+        if deadline != math.inf:
+            left = max(0.0, deadline - anyio.current_time())
+            timeout = left if timeout is None else min(timeout, left)
+        session = await _handshake(self._target, timeout)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+        self._sync.close()
+        self._async.close()
+        self._wake_all()
+        if self._closed:  # closed while we were connecting
+            session.sync.close()
+            session.async_.close()
+            raise anyio.ClosedResourceError
+        self._sync, self._async = session.sync, session.async_
+        self._server_max = session.server_max
+        self._ids.reset()
+        self._rmt = False
+        self._abandoned = None
+        self._resync = False
+        self._acks_due = 0
+        self._failure = None
+        self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
+        self._info = self._describe(session)
+        self.reconnects += 1
+        _log.info("%s: new HiSLIP session (reconnect %d)", self._target.resource, self.reconnects)
+        self._start_reader()
+        if self._overlapped != self._target.overlapped:
+            await self._clear(deadline)
+
+    def _lost(self, exc: BaseException) -> None:
+        """An operation saw the synchronous channel go: the session is over (so that the
+        next operation knows at once, without waiting for the reader to notice)."""
+        if isinstance(exc, ConnectionLostError) and self._failure is None and not self._closed:
+            self._fail(exc)
 
     async def start_tls(self, *, deadline: float = math.inf) -> None:
         """StartTLS in a running session (one opened plain, or after :meth:`end_tls`):
@@ -602,7 +735,7 @@ class HislipTransport:
     def _check_usable(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        if self._failure is not None:
+        if self._failure is not None and self._target.reconnect is None:
             raise SessionBrokenError(
                 f"the HiSLIP session failed ({self._failure}); reopen the instrument",
                 resource=self._info.resource,
@@ -611,7 +744,10 @@ class HislipTransport:
             raise anyio.BusyResourceError("another task is using this transport")
 
     async def _prepare(self, deadline: float) -> None:
-        """Finish what an interrupted operation left: the rest of a message, a clear."""
+        """Finish what an interrupted operation left: the rest of a message, a clear (or,
+        under a reconnect policy, a new session)."""
+        if self._failure is not None:
+            await self._restore(deadline)
         if self._sync.unsent:
             await self._sync.flush(deadline)
         if self._resync:
@@ -635,8 +771,9 @@ class HislipTransport:
         try:
             for header, pieces in messages:
                 await self._sync.send([header, *pieces], deadline)
-        except BaseException:
+        except BaseException as exc:
             self._interrupted(sent, before)
+            self._lost(exc)
             raise
 
     def _snapshot(self) -> tuple[int, int, bool, int | None]:
@@ -695,10 +832,11 @@ class HislipTransport:
                     hs.raise_if_error(message)
                 else:
                     self._fail_now(message)
-        except BaseException:
+        except BaseException as exc:
             self._abandoned = expected  # the rest of this answer is dropped when it comes
             if self._overlapped:  # and nothing interrupts it: clear it before going on
                 self._resync = True
+            self._lost(exc)
             raise
         self._rmt = True
         if too_long:
@@ -762,7 +900,9 @@ class HislipTransport:
         rmt, self._rmt = self._rmt, False
         return hs.encode(T.AsyncStatusQuery, int(rmt), self._ids.last)
 
-    async def _async_request(self, message: bytes, expect: int, deadline: float) -> hs.Message:
+    async def _async_request(
+        self, message: bytes | Callable[[], bytes], expect: int, deadline: float
+    ) -> hs.Message:
         if self._closed:
             raise anyio.ClosedResourceError
         self._check_failure()
@@ -785,9 +925,14 @@ class HislipTransport:
             )
         return reply
 
-    async def _post(self, message: bytes, pending: _Pending) -> None:
-        """Queue ``pending`` and send its request, in order, even if cancelled meanwhile."""
+    async def _post(self, message: bytes | Callable[[], bytes], pending: _Pending) -> None:
+        """Queue ``pending`` and send its request, in order, even if cancelled meanwhile.
+        A callable ``message`` is built at the moment it goes out (a status query must
+        carry the MessageID of the last message sent before it, not before the wait for
+        the lock)."""
         async with self._async_lock:
+            if callable(message):
+                message = message()
             self._pending.append(pending)
             if self._reader_done:
                 self._wake_all()
@@ -816,7 +961,7 @@ class HislipTransport:
                 type_ = message.type
                 if type_ == T.AsyncServiceRequest:
                     self._srq.publish(message.control)
-                    await self._post(self._status_query(), _Pending(T.AsyncStatusResponse))
+                    await self._post(self._status_query, _Pending(T.AsyncStatusResponse))
                     continue  # the re-arming status query's reply is dropped below
                 if type_ == T.AsyncInterrupted:
                     continue
@@ -877,6 +1022,8 @@ class _Target:
     overlapped: bool = False  #: ask for overlapped mode (if the server offers it)
     #: Encryption and credentials (``repr`` hides passwords).
     security: Security = field(default_factory=Security)
+    reconnect: Reconnect | None = None  #: automatic reconnection policy
+    connect_timeout: float | None = 10.0  #: bounds each new session's set-up
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,10 @@ class Overlap:
         link = self._link
         async with self._send_lock:
             link._check_usable()
+            if link._failure is not None:  # under a reconnect policy
+                if self._waiting or self._reading:  # their answers went with the session
+                    link._check_failure()
+                await link._restore(deadline)
             if link._sync.unsent:  # a send cut short: finish that message first
                 await link._sync.flush(deadline)
             if link._resync and not self._waiting and not self._reading:
@@ -102,6 +106,9 @@ class Overlap:
         try:
             while not answer.done:
                 self._dispatch(await self._link._sync_message(deadline))
+        except BaseException as exc:
+            self._link._lost(exc)
+            raise
         finally:
             self._reading = False
             for other in self._waiting.values():

@@ -25,6 +25,7 @@ async def test_conformance() -> None:
     sweep = report["cancellation"]
     assert sweep.cancelled > 50 and sweep.completed > 10, sweep
     assert server.counters["rmt_extra"] == server.counters["id_gap"] == 0, server.counters
+    assert server.strict and server.counters["strict_refused"] == 0, server.counters
 
 
 async def test_query_read_stb_clear() -> None:
@@ -61,5 +62,6 @@ async def test_conformance_over_tls(
     sweep = report["cancellation"]
     assert sweep.cancelled > 50 and sweep.completed > 10, sweep
     assert server.counters["rmt_extra"] == server.counters["id_gap"] == 0, server.counters
+    assert server.strict and server.counters["strict_refused"] == 0, server.counters
     assert server.counters["tls_failed"] == server.counters["auth_failed"] == 0
     assert server.counters["tls"] >= 2 and server.counters["auth_ok"] >= 1
