@@ -21,18 +21,26 @@ class FifoLock:
     ownership was handed to it passes ownership on, so the lock is never lost.
 
     Another thread (``aiotmc.sync``'s blocking fast path) may hold the lock too: it takes
-    it only with :meth:`try_acquire` (atomic: the owned state is a thread lock) and gives
-    it back with :meth:`release_from_thread`, which wakes the line through the loop. A
-    task that finds the lock taken says so in ``_contended`` before it looks again, so a
-    thread releasing in between cannot miss it.
+    it with :meth:`try_acquire` (atomic: the owned state is a thread lock) or waits for it
+    in its own thread with :meth:`acquire_in_thread`, and gives it back with
+    :meth:`release_from_thread`, which wakes the line through the loop. A task that finds
+    the lock taken says so in ``_contended`` before it looks again, so a thread releasing
+    in between cannot miss it. Waiting threads form a second line, served when no task
+    waits: a release hands ownership straight to the first of them (its parking lock is
+    released, the lock stays held), under ``_guard``. A thread queues itself, then looks
+    once more; a releaser that released looks at ``_threads`` once more: so neither can
+    miss the other.
     """
 
-    __slots__ = ("_contended", "_mutex", "_waiters")
+    __slots__ = ("_contended", "_guard", "_mutex", "_parked", "_threads", "_waiters")
 
     def __init__(self) -> None:
         self._mutex = _thread.allocate_lock()  # held while a task or a thread owns the lock
         self._waiters: deque[object] = deque()  # non-empty only while locked
         self._contended = False  # a task found the lock taken since it was last free
+        self._guard = _thread.allocate_lock()  # over _parked and _threads
+        self._parked: deque[_thread.LockType] = deque()  # threads waiting, in order
+        self._threads = False  # True while _parked may be non-empty
 
     def locked(self) -> bool:
         """True while some task holds the lock."""
@@ -42,6 +50,11 @@ class FifoLock:
     def waiting(self) -> int:
         """How many tasks wait for the lock."""
         return len(self._waiters)
+
+    @property
+    def threads_waiting(self) -> int:
+        """How many threads wait for the lock (:meth:`acquire_in_thread`)."""
+        return len(self._parked)
 
     @property
     def contended(self) -> bool:
@@ -66,14 +79,62 @@ class FifoLock:
         if not give_turn(self._waiters):
             self._contended = False
             self._mutex.release()
+            if self._threads:
+                self._hand_to_thread()
+
+    def acquire_in_thread(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """Take the lock from a thread other than the loop's, waiting in that thread (in
+        line with other threads) while it is taken; release with
+        :meth:`release_from_thread`. An interrupt while waiting (``KeyboardInterrupt``)
+        leaves the line, or passes on ownership that arrived meanwhile (``schedule``: as
+        for :meth:`release_from_thread`)."""
+        if self._mutex.acquire(False):
+            return
+        park = _thread.allocate_lock()
+        park.acquire()
+        with self._guard:
+            self._parked.append(park)
+            self._threads = True
+        if self._mutex.acquire(False):  # released before a releaser could see us
+            with self._guard:
+                self._parked.remove(park)  # still there: nobody hands over a free lock
+            return
+        try:
+            park.acquire()  # released by the releaser that hands the lock to us
+        except BaseException:
+            with self._guard:
+                try:
+                    self._parked.remove(park)
+                    handed = False
+                except ValueError:  # popped: ownership is ours, pass it on
+                    handed = True
+            if handed:
+                self.release_from_thread(schedule)
+            raise
 
     def release_from_thread(self, schedule: Callable[[Callable[[], None]], object]) -> None:
-        """Release the lock taken by another thread with :meth:`try_acquire`; waiters are
-        woken in the loop's thread through ``schedule`` (``call_soon_threadsafe``)."""
+        """Release the lock taken by another thread (:meth:`try_acquire`,
+        :meth:`acquire_in_thread`): to the tasks in line, woken in the loop's thread
+        through ``schedule`` (``call_soon_threadsafe``), else to the next waiting thread.
+        Tasks go first: with tasks in line, waiting threads are served once the last task
+        has released (:meth:`release`)."""
         self._mutex.release()
         if self._contended:
             schedule(self._wake)
+        elif self._threads:
+            self._hand_to_thread()
+
+    def _hand_to_thread(self) -> None:
+        """After a release: if threads wait and the lock is still free, take it and hand
+        it to the first of them; repeat while a thread queued in between."""
+        while self._threads and self._mutex.acquire(False):
+            with self._guard:
+                if self._parked:
+                    self._parked.popleft().release()  # the lock stays held: it is theirs
+                    return
+                self._threads = False
+            self._mutex.release()
 
     def _wake(self) -> None:  # in the loop's thread
-        if self._waiters and self._mutex.acquire(False):
-            self.release()
+        if self._mutex.acquire(False):
+            self.release()  # to the first task in line, else to a waiting thread

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -194,3 +197,250 @@ async def test_a_thread_releasing_without_waiters_does_not_touch_the_loop() -> N
     assert scheduled == [] and not lock.locked()
     await lock.acquire()  # free again for tasks
     lock.release()
+
+
+# -- threads waiting in their own thread (aiotmc.sync under contention) -----------------------
+
+
+def _poll_until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    """In a worker thread: until ``condition()`` holds (bounded; the other side is a thread)."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.0005)
+
+
+def _thread_turn(lock: FifoLock, n: int, order: list[int], schedule: Any) -> None:
+    lock.acquire_in_thread(schedule)
+    order.append(n)
+    lock.release_from_thread(schedule)
+
+
+async def test_threads_wait_in_their_own_threads_in_arrival_order() -> None:
+    """Threads that find the lock taken park in line; every release hands it straight to
+    the next thread, without asking the loop to do anything."""
+    lock = FifoLock()
+    scheduled: list[object] = []
+    order: list[int] = []
+    await lock.acquire()  # a task holds it
+    threads = []
+    for n in range(4):
+        thread = threading.Thread(target=_thread_turn, args=(lock, n, order, scheduled.append))
+        thread.start()
+        threads.append(thread)
+        await anyio.to_thread.run_sync(_poll_until, lambda n=n: lock.threads_waiting == n + 1)
+    lock.release()
+    for thread in threads:
+        await anyio.to_thread.run_sync(thread.join, 5.0)
+        assert not thread.is_alive()
+    assert order == [0, 1, 2, 3]
+    assert scheduled == [] and not lock.locked() and lock.threads_waiting == 0
+
+
+async def test_tasks_in_line_go_before_waiting_threads() -> None:
+    lock = FifoLock()
+    schedule = _thread_safe_scheduler()
+    order: list[str] = []
+    assert await anyio.to_thread.run_sync(lock.try_acquire)  # another thread holds it
+    parked = threading.Thread(target=_thread_turn, args=(lock, 1, order, schedule))
+    parked.start()
+    await anyio.to_thread.run_sync(_poll_until, lambda: lock.threads_waiting == 1)
+
+    async def task() -> None:
+        await lock.acquire()
+        order.append("task")
+        lock.release()  # the line of tasks is empty: to the waiting thread
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(task)
+        await anyio.wait_all_tasks_blocked()
+        assert lock.contended
+        await anyio.to_thread.run_sync(lock.release_from_thread, schedule)
+    await anyio.to_thread.run_sync(parked.join, 5.0)
+    assert order == ["task", 1]
+    assert not lock.locked() and lock.threads_waiting == 0
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+class _InterruptedPark:
+    """A parking lock whose wait is interrupted (as by Ctrl-C) after ``meanwhile()``."""
+
+    def __init__(self, meanwhile: Callable[[], object]) -> None:
+        self._lock = threading.Lock()
+        self._meanwhile = meanwhile
+        self._acquired = 0
+
+    def acquire(self, *args: Any) -> bool:
+        self._acquired += 1
+        if self._acquired == 1:
+            return self._lock.acquire()  # taken at once, before queueing
+        self._meanwhile()
+        raise _Interrupt
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["still-queued", "just-handed"])
+async def test_a_thread_interrupted_while_waiting_loses_no_lock(
+    handed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted in line: it leaves the line; interrupted as ownership reached it: it
+    passes ownership on. Either way the lock ends up exactly as if it never came."""
+    import aiotmc._lock as module
+
+    lock = FifoLock()
+    await lock.acquire()  # a task holds it
+    park = _InterruptedPark(lock.release if handed else lambda: None)
+    monkeypatch.setattr(module, "_thread", type("T", (), {"allocate_lock": lambda: park}))
+    with pytest.raises(_Interrupt):
+        lock.acquire_in_thread(_thread_safe_scheduler())  # (the park never blocks)
+    assert lock.threads_waiting == 0
+    if not handed:
+        assert lock.locked()
+        lock.release()
+    assert not lock.locked()
+    await lock.acquire()  # usable by tasks
+    lock.release()
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_threads_and_tasks_exclude_each_other_without_lost_wakeups(seed: int) -> None:
+    """Many threads and tasks take turns, each briefly, some barging with try_acquire:
+    never two inside, and everyone finishes (a lost wake-up would hang)."""
+    import random
+
+    lock = FifoLock()
+    schedule = _thread_safe_scheduler()
+    inside = peak = done = most_parked = 0
+    guard = threading.Lock()
+
+    def enter() -> None:
+        nonlocal inside, peak, most_parked
+        with guard:
+            inside += 1
+            peak = max(peak, inside)
+            most_parked = max(most_parked, lock.threads_waiting)
+
+    def leave() -> None:
+        nonlocal inside, done
+        with guard:
+            inside -= 1
+            done += 1
+
+    def thread_worker(rng: random.Random) -> None:
+        for _ in range(40):
+            if rng.random() < 0.2 and lock.try_acquire():
+                pass
+            else:
+                lock.acquire_in_thread(schedule)
+            enter()
+            leave()
+            lock.release_from_thread(schedule)
+
+    async def task_worker() -> None:
+        for _ in range(40):
+            await lock.acquire()
+            enter()
+            await anyio.lowlevel.checkpoint()
+            leave()
+            lock.release()
+
+    rng = random.Random(seed)
+    limiter = anyio.CapacityLimiter(6)
+
+    async def in_a_thread(worker_rng: random.Random) -> None:
+        await anyio.to_thread.run_sync(thread_worker, worker_rng, limiter=limiter)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(in_a_thread, random.Random(rng.random()))
+            for _ in range(3):
+                tg.start_soon(task_worker)
+    assert peak == 1 and done == 9 * 40
+    assert most_parked > 0  # threads did wait in line
+    assert not lock.locked() and lock.threads_waiting == 0 and lock.waiting == 0
+
+
+class _Gate:
+    """Stands in for ``FifoLock._guard``: a real lock, with one-shot hooks run just before
+    it is taken and just after it is released (to hold a thread inside a race window)."""
+
+    def __init__(self) -> None:
+        self._real = threading.Lock()
+        self.on_enter: Callable[[], object] | None = None
+        self.on_exit: Callable[[], object] | None = None
+
+    def __enter__(self) -> None:
+        hook, self.on_enter = self.on_enter, None
+        if hook is not None:
+            hook()
+        self._real.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._real.release()
+        hook, self.on_exit = self.on_exit, None
+        if hook is not None:
+            hook()
+
+
+async def test_a_release_just_before_a_thread_queues_is_not_missed() -> None:
+    """The thread found the lock taken; it is released before the thread is in line: the
+    thread's second look takes it (else it would wait for a release that never comes)."""
+    lock, gate = FifoLock(), _Gate()
+    lock._guard = gate  # type: ignore[assignment]
+    schedule = _thread_safe_scheduler()
+    await lock.acquire()  # a task holds it
+    arrived, proceed, got = threading.Event(), threading.Event(), threading.Event()
+    gate.on_enter = lambda: (arrived.set(), proceed.wait(5.0))
+
+    def thread() -> None:
+        lock.acquire_in_thread(schedule)
+        got.set()
+        lock.release_from_thread(schedule)
+
+    worker = threading.Thread(target=thread, daemon=True)
+    worker.start()
+    assert await anyio.to_thread.run_sync(arrived.wait, 5.0)  # about to queue
+    lock.release()  # nobody in line yet
+    proceed.set()
+    assert await anyio.to_thread.run_sync(got.wait, 5.0)
+    await anyio.to_thread.run_sync(worker.join, 5.0)
+    assert not lock.locked() and lock.threads_waiting == 0
+
+
+async def test_a_thread_queueing_while_the_last_one_leaves_is_not_missed() -> None:
+    """A releaser found nobody in line and is about to free the lock; a thread queues in
+    that instant and finds it still held: the releaser's second look hands it over."""
+    lock, gate = FifoLock(), _Gate()
+    lock._guard = gate  # type: ignore[assignment]
+    schedule = _thread_safe_scheduler()
+    second_done = threading.Event()
+
+    def second() -> None:
+        lock.acquire_in_thread(schedule)
+        second_done.set()
+        lock.release_from_thread(schedule)
+
+    def start_second_and_wait_until_it_waits() -> None:
+        threading.Thread(target=second, daemon=True).start()
+        _poll_until(lambda: lock.threads_waiting == 1)
+
+    def first() -> None:
+        lock.acquire_in_thread(schedule)
+        gate.on_exit = start_second_and_wait_until_it_waits  # inside its release
+        lock.release_from_thread(schedule)
+
+    await lock.acquire()  # a task holds it
+    worker = threading.Thread(target=first, daemon=True)
+    worker.start()
+    await anyio.to_thread.run_sync(_poll_until, lambda: lock.threads_waiting == 1)
+    lock.release()  # to the first thread
+    assert await anyio.to_thread.run_sync(second_done.wait, 5.0)
+    await anyio.to_thread.run_sync(worker.join, 5.0)
+    assert not lock.locked() and lock.threads_waiting == 0

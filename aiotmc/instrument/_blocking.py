@@ -17,16 +17,18 @@ __all__ = ["BlockingMethods"]
 
 class BlockingMethods(InstrumentBase):
     """Called from a thread other than the event loop's. Each returns None (write: False)
-    when the path does not apply (transport without SupportsBlockingIO, lock taken or
-    contended, link not in step, query delay): the caller then awaits the async method,
-    whose result is the same. The lock is taken and released as by the async methods."""
+    when the path does not apply (transport without SupportsBlockingIO, tasks waiting for
+    the lock, link not in step, query delay): the caller then awaits the async method,
+    whose result is the same. A lock held by another thread or task is waited for in the
+    calling thread, in line with other threads (:meth:`FifoLock.acquire_in_thread`): no
+    hop to the loop under contention between threads."""
 
     def _blocking_claim(
         self, timeout: float | Default | None
     ) -> tuple[SupportsBlockingIO, float] | None:
         """The transport and a ``time.monotonic()`` deadline, or None when the path does
-        not apply; the caller then takes the lock with ``try_acquire`` right before its
-        ``try`` (nothing between them can raise but an interrupt)."""
+        not apply; the caller then takes the lock with ``acquire_in_thread`` right before
+        its ``try`` (an interrupt while it waits leaves the lock as it was)."""
         io = self._blocking_io
         if io is None or self._closed or self._lock.contended:
             return None
@@ -49,8 +51,7 @@ class BlockingMethods(InstrumentBase):
             return None
         io, deadline = claim
         data = self._encode(command)
-        if not self._lock.try_acquire():
-            return None
+        self._lock.acquire_in_thread(wake)
         try:
             raw = io.exchange_blocking(data, max_size=self.max_message_size, deadline=deadline)
         except Exception as exc:
@@ -80,8 +81,7 @@ class BlockingMethods(InstrumentBase):
         if claim is None:
             return False
         io, deadline = claim
-        if not self._lock.try_acquire():
-            return False
+        self._lock.acquire_in_thread(wake)
         try:
             done = io.send_blocking(data, end=end, deadline=deadline)
         except Exception as exc:
@@ -105,8 +105,7 @@ class BlockingMethods(InstrumentBase):
         if claim is None:
             return None
         io, deadline = claim
-        if not self._lock.try_acquire():
-            return None
+        self._lock.acquire_in_thread(wake)
         try:
             raw = io.receive_blocking(max_size=max_size or self.max_message_size, deadline=deadline)
         except Exception as exc:

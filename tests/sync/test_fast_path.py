@@ -50,6 +50,39 @@ def test_a_free_instrument_is_used_in_the_calling_thread(
         assert tcp.read_raw() == b"12\n"
 
 
+def test_threads_contending_for_the_instrument_wait_in_their_own_threads(
+    tcp: aiotmc.sync.SyncInstrument, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads that find the instrument taken by another thread queue for it in their own
+    threads (no hop to the loop's thread), and every answer is the asker's."""
+    rounds = 30
+    failures: list[str] = []
+    most_waiting = 0
+
+    def no_hop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("hopped to the event loop's thread")
+
+    def thread_queries(n: int) -> None:
+        nonlocal most_waiting
+        for _ in range(rounds):
+            answer = tcp.query(f":WAVeform:TEST? {n}")
+            most_waiting = max(most_waiting, tcp.instrument._lock.threads_waiting)
+            if answer != _expected(n):
+                failures.append(f"thread {n}: {answer!r}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tcp._portal, "run", no_hop)
+        threads = [threading.Thread(target=thread_queries, args=(n,)) for n in range(1, 9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+    assert failures == []
+    assert most_waiting > 0  # they did queue
+    assert not tcp.instrument._lock.locked()
+
+
 def test_threads_and_tasks_share_the_instrument_without_crossed_answers(
     tcp: aiotmc.sync.SyncInstrument,
 ) -> None:
