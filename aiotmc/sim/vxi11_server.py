@@ -21,8 +21,9 @@ create_intr_chan / destroy_intr_chan / device_enable_srq (each service request o
 device calls device_intr_srq, one-way, on every link that enabled it). Gateway mode
 (devices named ``gpibN,addr[,secondary]``): ``create_link("gpibN")`` opens an interface
 link whose device_docmd carries out the VXI-11.2 bus commands on a simulated bus
-(:mod:`aiotmc.sim.gpib_bus`; PASS_CONTROL is not supported); device_docmd on a device
-link answers "operation not supported".
+(:mod:`aiotmc.sim.gpib_bus`, PASS_CONTROL included: while a device holds control, the
+operations on device links answer I/O error 17); device_docmd on a device link answers
+"operation not supported".
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ from ..protocol.vxi11 import (
 )
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
-from .gpib_bus import GpibBus, gpib_buses
+from .gpib_bus import GpibBus, gpib_buses, parse_gpib_name
 from .rpc_server import Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
@@ -189,6 +190,11 @@ class _Link:
     aborted: anyio.Event | None = None  # set while a call can be aborted
     conn: RpcConnection | None = None  # the core connection that created it
     srq_handle: bytes | None = None  # device_enable_srq handle while enabled
+    bus: GpibBus | None = None  # gateway mode: the bus the device is on
+
+    def off_bus(self) -> bool:
+        """True when the gateway cannot address the device: another device is CIC."""
+        return self.bus is not None and self.bus.controller is not None
 
 
 @dataclass(eq=False)
@@ -530,7 +536,7 @@ class Vxi11Server(RpcServer):
             self._interface_links[lid] = bus
             conn.links.add(lid)
             return CreateLinkResp(0, lid, self.abort_port, self.max_recv_size).encode()
-        link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
+        link = self._links[lid] = _Link(lid, name, device, conn=conn, bus=self._bus_of(name))
         conn.links.add(lid)
         if parms.lock_device:
             flags = WAITLOCK if parms.lock_timeout else 0
@@ -542,6 +548,10 @@ class Vxi11Server(RpcServer):
             self._locks.setdefault(link.name, _Lock()).owner = lid
         size = self.max_recv_size if self.short_writes is None else self.short_writes
         return CreateLinkResp(0, lid, self.abort_port, size).encode()
+
+    def _bus_of(self, name: str) -> GpibBus | None:
+        parsed = parse_gpib_name(name)
+        return None if parsed is None else self.buses.get(parsed[0])
 
     def _interface_call(
         self, conn: RpcConnection, lid: int, bus: GpibBus, proc: Proc, args: memoryview
@@ -560,6 +570,8 @@ class Vxi11Server(RpcServer):
             bus.set_ren(proc == Proc.DEVICE_REMOTE)
             return DeviceError(0).encode()
         if proc == Proc.DEVICE_CLEAR:  # the interface: DCL to every device on the bus
+            if not bus.in_charge:
+                return DeviceError(ErrorCode.IO_ERROR).encode()
             bus.send_command(bytes([0x14]))
             return DeviceError(0).encode()
         if proc == Proc.DEVICE_WRITE:
@@ -698,6 +710,8 @@ class Vxi11Server(RpcServer):
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
+        if link.bus is not None and link.off_bus():
+            return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
         if self._locked_out(link):
             error = await self._access(link, parms.flags, parms.lock_timeout)
             if error:
@@ -730,6 +744,8 @@ class Vxi11Server(RpcServer):
             return _ReadResult(ErrorCode.INVALID_LINK_IDENTIFIER)
         if parms.request_size == 0:
             return _ReadResult(ErrorCode.PARAMETER_ERROR)
+        if link.bus is not None and link.off_bus():
+            return _ReadResult(ErrorCode.IO_ERROR)
         deadline = current_time(running_loop()) + parms.io_timeout / 1000
         if self._locked_out(link):
             error = await self._access(link, parms.flags, parms.lock_timeout)
@@ -813,6 +829,8 @@ class Vxi11Server(RpcServer):
         error = await self._access(link, parms.flags, parms.lock_timeout)
         if error:
             return _error_only(proc, error)
+        if link.bus is not None and link.off_bus():
+            return _error_only(proc, ErrorCode.IO_ERROR)  # addressing needs the CIC
         device = link.device
         if proc == Proc.DEVICE_READSTB:
             return DeviceReadStbResp(0, device.serial_poll()).encode()
