@@ -54,6 +54,7 @@ from ..protocol.oncrpc import (
     encode_call,
     encode_reply,
     record_mark,
+    reply_header,
 )
 from ..protocol.portmap import (
     IPPROTO_TCP,
@@ -113,7 +114,10 @@ _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _PORT_TRIES: Final = 8
 _RPCBIND_WAIT: Final = 2.0
-_READ_HEAD: Final = struct.Struct(">iiI")  # device_read results up to the data
+_READ_REPLY: Final = struct.Struct(">6IiiI")  # accepted REPLY header + device_read results
+_ACCEPTED: Final = (1, 0, 0, 0, 0)  # REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS
+_WRITE_HEAD: Final = struct.Struct(">iIIiI")  # DeviceWriteParms up to the data
+_READ_PARMS: Final = struct.Struct(">iIIIii")
 _PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # XDR padding by length % 4
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
@@ -483,13 +487,13 @@ class Vxi11Server(RpcServer):
             if bus is not None:
                 return encode_reply(xid, self._interface_call(conn, lid, bus, Proc(proc), args))
         if proc == Proc.DEVICE_WRITE:
-            write = DeviceWriteParms.decode(args)
-            return encode_reply(xid, await self._write(conn, write))
+            return reply_header(xid) + await self._write(conn, _write_parms(args))
         if proc == Proc.DEVICE_READ:
-            read = await self._read(conn, DeviceReadParms.decode(args))
-            size = sum(len(piece) for piece in read.pieces)
-            head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
-            return (head, *read.pieces, _PAD[size & 3])  # the data is not copied
+            read = await self._read(conn, _read_parms(args))
+            pieces = read.pieces
+            size = len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))
+            head = _READ_REPLY.pack(xid, *_ACCEPTED, read.error, read.reason, size)
+            return (head, *pieces, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -870,6 +874,23 @@ _LINK_PROCS: Final = frozenset(
         Proc.DESTROY_LINK,
     }
 )
+
+
+def _write_parms(args: memoryview) -> DeviceWriteParms:
+    """DeviceWriteParms, as its ``decode`` (one struct, the data as a view)."""
+    if len(args) >= 20:
+        lid, io_timeout, lock_timeout, flags, size = _WRITE_HEAD.unpack_from(args)
+        if len(args) >= 20 + size + (-size & 3):
+            return DeviceWriteParms(lid, io_timeout, lock_timeout, flags, args[20 : 20 + size])
+    return DeviceWriteParms.decode(args)  # raises RemoteProtocolError, naming the problem
+
+
+def _read_parms(args: memoryview) -> DeviceReadParms:
+    """DeviceReadParms, as its ``decode`` (one struct)."""
+    try:
+        return DeviceReadParms(*_READ_PARMS.unpack_from(args))
+    except struct.error:
+        return DeviceReadParms.decode(args)  # raises RemoteProtocolError, naming the problem
 
 
 def _error_only(proc: int, error: int) -> bytes:

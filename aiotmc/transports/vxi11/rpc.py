@@ -56,6 +56,8 @@ _JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
 _MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
 _CALL_HEADER: Final = 40
 _MARKED_CALL: Final = struct.Struct(">11I")  # record mark + CALL header (AUTH_NONE)
+_REPLY_OK: Final = struct.Struct(">6I")  # xid, REPLY, MSG_ACCEPTED, verifier (0, 0), SUCCESS
+_ACCEPTED: Final = (1, 0, 0, 0, 0)
 
 
 class RpcChannel:
@@ -309,6 +311,11 @@ class RpcChannel:
                 await self._fill(wait_until)
                 continue
             assert isinstance(record, bytes | memoryview)
+            if len(record) >= 24:  # the usual case: accepted, empty verifier, SUCCESS
+                head = _REPLY_OK.unpack_from(record)
+                if head[0] == xid and head[1:] == _ACCEPTED:
+                    self._outstanding.discard(xid)
+                    return memoryview(record)[24:]
             try:
                 reply = decode_reply(record)
                 record_xid: int | None = reply.xid

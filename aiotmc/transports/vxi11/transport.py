@@ -148,6 +148,16 @@ def _read_resp(results: memoryview) -> tuple[int, int, memoryview]:
     return reply.error, reply.reason, memoryview(reply.data)
 
 
+_WRITE_RESP: Final = struct.Struct(">iI")
+
+
+def _write_resp(results: memoryview) -> DeviceWriteResp:
+    """device_write results; as DeviceWriteResp.decode, with one struct."""
+    if len(results) >= 8:
+        return DeviceWriteResp(*_WRITE_RESP.unpack_from(results))
+    return DeviceWriteResp.decode(results)  # raises RemoteProtocolError, naming the problem
+
+
 def _ms(seconds: float) -> int:
     if math.isinf(seconds):
         return _MAX_TIMEOUT
@@ -350,7 +360,7 @@ class Vxi11Transport:
             results = await core.reply(
                 write, wait_until=until, writing=True, proc=Proc.DEVICE_WRITE
             )
-            reply = DeviceWriteResp.decode(results)
+            reply = _write_resp(results)
         except AiotmcError as exc:
             self._distrust_pipelining(core, exc)
             raise
@@ -919,7 +929,7 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = DeviceWriteResp.decode(results)
+            reply = _write_resp(results)
             if reply.error:
                 # a refusal (locked, bad parameter...) changed nothing
                 self._untouched = self._untouched and reply.error in _REFUSALS
@@ -958,7 +968,7 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = DeviceWriteResp.decode(results)
+            reply = _write_resp(results)
             if reply.error:
                 # a refusal (locked, bad parameter...) of the first chunk changed nothing
                 self._untouched = self._untouched and reply.error in _REFUSALS
