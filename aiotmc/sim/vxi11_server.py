@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup, UDPSocket
@@ -118,6 +118,7 @@ _READ_REPLY: Final = struct.Struct(">6IiiI")  # accepted REPLY header + device_r
 _ACCEPTED: Final = (1, 0, 0, 0, 0)  # REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS
 _WRITE_HEAD: Final = struct.Struct(">iIIiI")  # DeviceWriteParms up to the data
 _READ_PARMS: Final = struct.Struct(">iIIIii")
+_WRITE_RESP: Final = struct.Struct(">iI")  # DeviceWriteResp
 _PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # XDR padding by length % 4
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
@@ -174,8 +175,7 @@ class _Output:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class _ReadResult:
+class _ReadResult(NamedTuple):
     """device_read results before encoding: the data as views of the response."""
 
     error: int
@@ -740,7 +740,7 @@ class Vxi11Server(RpcServer):
                 return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
         else:
             link.input += data
-        return DeviceWriteResp(0, len(data)).encode()
+        return _WRITE_RESP.pack(0, len(data))
 
     async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> _ReadResult:
         link = self._link(conn, parms.lid)

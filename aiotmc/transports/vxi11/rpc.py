@@ -44,6 +44,7 @@ from ...protocol.oncrpc import (
     peek_xid,
 )
 from ...protocol.scpi import NEED_DATA
+from .._probe import AnswerProbe
 from .._receivers import Receiver, receiver_for
 from ..tcp import connect_socket
 
@@ -82,6 +83,8 @@ class RpcChannel:
         self._reassembler = RecordReassembler(max_size=max_record)
         self._xid = random.getrandbits(32)
         self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
+        self._probe = AnswerProbe()  # look for the reply right after sending?
+        self._fresh = False  # a call was just sent: the next receive asks the probe
         self.broken = False  #: the stream is out of step: close it and connect again
 
     @classmethod
@@ -196,6 +199,7 @@ class RpcChannel:
             xids.append(xid)
         if await self._send(pieces, total, wait_until):
             self._outstanding.update(xids)
+            self._fresh = True
             return xids
         self.broken = True
         raise WriteTimeout(f"{self._where}RPC calls {[p for p, _ in calls]} not sent in time")
@@ -349,8 +353,20 @@ class RpcChannel:
         if receiver is None:
             receiver = self._receiver = receiver_for(sock)
         direct = self._reassembler.receive_buffer()  # a large record: straight into it
+        view = self._buffer if direct is None else direct
+        # Right after a send, the reply is looked for only as the probe says (a loopback
+        # peer may have answered already; a remote one practically never has).
+        just_sent, self._fresh = self._fresh, False
         try:
-            n = await receiver.recv_into(self._buffer if direct is None else direct, wait_until)
+            n = -1
+            if just_sent and self._probe.should_look():
+                try:
+                    n = sock.recv_into(view)
+                    self._probe.found()
+                except BlockingIOError:
+                    self._probe.missed()
+            if n < 0:
+                n = await receiver.recv_into(view, wait_until, not just_sent)
         except TimeoutError:
             raise
         except OSError as exc:
