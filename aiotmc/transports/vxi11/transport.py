@@ -323,13 +323,14 @@ class Vxi11Transport:
         With ``pipeline`` (the default), device_write and the first device_read go out
         together and the two replies come back in one round trip.
         """
-        if not self._pipeline or len(message) > self._max_recv:
-            await self.send_message((message,), deadline=deadline)
-            return await self.receive_message(max_size=max_size, deadline=deadline)
         core = await self._enter(deadline)
         self._untouched = True
         try:
-            return await self._pipelined(core, message, max_size, deadline)
+            if self._pipeline and len(message) <= self._max_recv:
+                return await self._pipelined(core, message, max_size, deadline)
+            # step by step: as send_message then receive_message, claiming the link once
+            await self._write(core, (message,), True, deadline)
+            return await self._read(core, max_size, deadline)
         except _ConsumedError:
             raise  # the whole message was read: in step
         except BaseException:
