@@ -18,7 +18,7 @@ import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .._exceptions import RemoteProtocolError
 from .._types import BytesLike
@@ -87,9 +87,9 @@ class RecordTooLarge(RemoteProtocolError):
     """A record-marking header announced more than the reassembler's ``max_size``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A decoded CALL: who is called, and the undecoded procedure arguments."""
+class Call(NamedTuple):
+    """A decoded CALL: who is called, and the undecoded procedure arguments (a named
+    tuple: built once per call a server receives, it must be cheap)."""
 
     xid: int
     prog: int

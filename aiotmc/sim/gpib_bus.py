@@ -3,6 +3,15 @@ the bus state that ``device_docmd`` on the interface link (``gpib0``) reads and 
 
 No timing, no handshake: command bytes act at once on the simulated devices (GET
 triggers, SDC/DCL clear, LLO/GTL and REN set the remote state the server reports).
+
+Control (IEEE 488.1 C function): the gateway is system controller and starts as
+controller in charge (CIC). PASS_CONTROL makes the device at the address given the CIC
+(talk address, then TCT); from then on what needs the CIC (SEND_COMMAND, ATN_CONTROL,
+PASS_CONTROL, and every operation on a device link, which addresses the device) answers
+I/O error 17 until control comes back: the device passes it back (:meth:`GpibBus.return_control`,
+what a real instrument does by addressing the gateway to talk and sending TCT), or the
+gateway takes it with IFC (the system controller's interface clear always makes it CIC
+again). REN_CONTROL, BUS_STATUS and BUS_ADDRESS do not need the CIC.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ MAX_COMMAND_BYTES: Final = 4096  #: SEND_COMMAND data accepted at once
 _RQS: Final = 0x40
 
 # GPIB command bytes (IEEE 488.1), parity bit ignored
-_GTL, _SDC, _GET, _LLO, _DCL = 0x01, 0x04, 0x08, 0x11, 0x14
+_GTL, _SDC, _GET, _TCT, _LLO, _DCL = 0x01, 0x04, 0x08, 0x09, 0x11, 0x14
 _UNL, _UNT = 0x3F, 0x5F
+
+_NEEDS_CIC: Final = frozenset({Docmd.SEND_COMMAND, Docmd.ATN_CONTROL, Docmd.PASS_CONTROL})
 
 Address = tuple[int, int | None]  #: (primary, secondary or None)
 
@@ -65,6 +76,8 @@ class GpibBus:
         self.listeners: set[Address] = set()
         self.talker: Address | None = None
         self.commands: list[bytes] = []  #: every SEND_COMMAND, in order (tests)
+        #: the primary address of the device holding control; None: the gateway is CIC
+        self.controller: int | None = None
         self._last: tuple[str, int] | None = None  # the primary address just sent
         self._remote: set[Address] = set()  # addressed to listen while REN was asserted
 
@@ -72,8 +85,41 @@ class GpibBus:
         """True when the device at ``address`` is in remote (REN and addressed, or LLO)."""
         return self.ren and (self.lockout or address in self._remote)
 
+    @property
+    def in_charge(self) -> bool:
+        """True while the gateway is controller in charge."""
+        return self.controller is None
+
+    def pass_control(self, address: int) -> int:
+        """PASS_CONTROL: make the device at primary ``address`` the CIC (an error code:
+        5 for an address out of 0..30 or the gateway's own, 17 when the gateway is not
+        CIC or nobody is at ``address`` to take control)."""
+        if not 0 <= address <= 30 or address == self.address:
+            return ErrorCode.PARAMETER_ERROR
+        if not self.in_charge or not any(a[0] == address for a in self.devices):
+            return ErrorCode.IO_ERROR
+        self.listeners.clear()
+        self.talker = (address, None)  # talk address, then TCT; ATN released
+        self._last = None
+        self.atn = False
+        self.controller = address
+        return ErrorCode.NO_ERROR
+
+    def return_control(self) -> bool:
+        """The device in charge passes control back to the gateway (it addresses the
+        gateway to talk and sends TCT); False when the gateway already is CIC."""
+        if self.controller is None:
+            return False
+        self.controller = None
+        self.talker = None
+        self.listeners.clear()
+        self._last = None
+        return True
+
     def docmd(self, cmd: int, datasize: int, data: bytes) -> tuple[int, bytes]:
         """Carry out one device_docmd: (error code, data_out)."""
+        if cmd in _NEEDS_CIC and not self.in_charge:
+            return ErrorCode.IO_ERROR, b""
         if cmd == Docmd.SEND_COMMAND:
             if datasize != 1 or len(data) > MAX_COMMAND_BYTES:
                 return ErrorCode.PARAMETER_ERROR, b""
@@ -104,7 +150,11 @@ class GpibBus:
                 return ErrorCode.PARAMETER_ERROR, b""
             self.address = address
             return ErrorCode.NO_ERROR, data
-        # PASS_CONTROL: the simulated gateway stays controller in charge.
+        if cmd == Docmd.PASS_CONTROL:
+            if datasize != 4 or len(data) != 4:
+                return ErrorCode.PARAMETER_ERROR, b""
+            error = self.pass_control(struct.unpack(">I", data)[0])
+            return error, b"" if error else data
         return ErrorCode.OPERATION_NOT_SUPPORTED, b""
 
     def status(self, item: int) -> int | None:
@@ -115,8 +165,10 @@ class GpibBus:
             return int(any(d.status_byte & _RQS for d in self.devices.values()))
         if item == BusStatus.NDAC:
             return 0
-        if item in (BusStatus.SYSTEM_CONTROLLER, BusStatus.CONTROLLER_IN_CHARGE):
+        if item == BusStatus.SYSTEM_CONTROLLER:
             return 1
+        if item == BusStatus.CONTROLLER_IN_CHARGE:
+            return int(self.in_charge)
         if item == BusStatus.TALKER:
             return int(self.talker == (self.address, None))
         if item == BusStatus.LISTENER:
@@ -133,7 +185,8 @@ class GpibBus:
             self._remote = set()
 
     def ifc(self) -> None:
-        """Interface clear: nobody addressed."""
+        """Interface clear: nobody addressed; the gateway (system controller) is CIC."""
+        self.controller = None
         self.listeners.clear()
         self.talker = None
         self._last = None

@@ -80,9 +80,9 @@ class RpcConnection:
             self.outbox.append(record_mark(size))
             self.outbox.append(reply)
         else:
-            size = sum(len(piece) for piece in reply)
+            size = sum(map(len, reply))
             self.outbox.append(record_mark(size))
-            self.outbox.extend(piece for piece in reply if len(piece))
+            self.outbox.extend(reply)  # empty pieces: joined as nothing, dropped by flush
         self.outbox_size += 4 + size
 
 
@@ -389,7 +389,7 @@ class RpcServer:
                 return  # the usual case: one system call
             views = [memoryview(data)[sent:]]
         else:
-            views = [memoryview(piece).cast("B") for piece in pieces]
+            views = [memoryview(piece).cast("B") for piece in pieces if len(piece)]
         while views:
             try:
                 sent = sock.sendmsg(views)

@@ -21,8 +21,9 @@ create_intr_chan / destroy_intr_chan / device_enable_srq (each service request o
 device calls device_intr_srq, one-way, on every link that enabled it). Gateway mode
 (devices named ``gpibN,addr[,secondary]``): ``create_link("gpibN")`` opens an interface
 link whose device_docmd carries out the VXI-11.2 bus commands on a simulated bus
-(:mod:`aiotmc.sim.gpib_bus`; PASS_CONTROL is not supported); device_docmd on a device
-link answers "operation not supported".
+(:mod:`aiotmc.sim.gpib_bus`, PASS_CONTROL included: while a device holds control, the
+operations on device links answer I/O error 17); device_docmd on a device link answers
+"operation not supported".
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup, UDPSocket
@@ -53,6 +54,7 @@ from ..protocol.oncrpc import (
     encode_call,
     encode_reply,
     record_mark,
+    reply_header,
 )
 from ..protocol.portmap import (
     IPPROTO_TCP,
@@ -99,7 +101,7 @@ from ..protocol.vxi11 import (
 )
 from ..protocol.xdr import Unpacker
 from .device import SimDevice
-from .gpib_bus import GpibBus, gpib_buses
+from .gpib_bus import GpibBus, gpib_buses, parse_gpib_name
 from .rpc_server import Reply, RpcConnection, RpcServer, Serve
 
 __all__ = ["Vxi11Server", "device_names", "serve_vxi11"]
@@ -112,7 +114,11 @@ _RECORD_OVERHEAD: Final = 1024
 _MAX_LINKS_PER_CONNECTION: Final = 16
 _PORT_TRIES: Final = 8
 _RPCBIND_WAIT: Final = 2.0
-_READ_HEAD: Final = struct.Struct(">iiI")  # device_read results up to the data
+_READ_REPLY: Final = struct.Struct(">6IiiI")  # accepted REPLY header + device_read results
+_ACCEPTED: Final = (1, 0, 0, 0, 0)  # REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS
+_WRITE_HEAD: Final = struct.Struct(">iIIiI")  # DeviceWriteParms up to the data
+_READ_PARMS: Final = struct.Struct(">iIIIii")
+_WRITE_RESP: Final = struct.Struct(">iI")  # DeviceWriteResp
 _PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # XDR padding by length % 4
 _MIN_WAIT: Final = 0.0005  # never spin on a device deadline already past
 
@@ -169,8 +175,7 @@ class _Output:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class _ReadResult:
+class _ReadResult(NamedTuple):
     """device_read results before encoding: the data as views of the response."""
 
     error: int
@@ -189,6 +194,11 @@ class _Link:
     aborted: anyio.Event | None = None  # set while a call can be aborted
     conn: RpcConnection | None = None  # the core connection that created it
     srq_handle: bytes | None = None  # device_enable_srq handle while enabled
+    bus: GpibBus | None = None  # gateway mode: the bus the device is on
+
+    def off_bus(self) -> bool:
+        """True when the gateway cannot address the device: another device is CIC."""
+        return self.bus is not None and self.bus.controller is not None
 
 
 @dataclass(eq=False)
@@ -477,13 +487,13 @@ class Vxi11Server(RpcServer):
             if bus is not None:
                 return encode_reply(xid, self._interface_call(conn, lid, bus, Proc(proc), args))
         if proc == Proc.DEVICE_WRITE:
-            write = DeviceWriteParms.decode(args)
-            return encode_reply(xid, await self._write(conn, write))
+            return reply_header(xid) + await self._write(conn, _write_parms(args))
         if proc == Proc.DEVICE_READ:
-            read = await self._read(conn, DeviceReadParms.decode(args))
-            size = sum(len(piece) for piece in read.pieces)
-            head = encode_reply(xid, _READ_HEAD.pack(read.error, read.reason, size))
-            return (head, *read.pieces, _PAD[size & 3])  # the data is not copied
+            read = await self._read(conn, _read_parms(args))
+            pieces = read.pieces
+            size = len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))
+            head = _READ_REPLY.pack(xid, *_ACCEPTED, read.error, read.reason, size)
+            return (head, *pieces, _PAD[size & 3])  # the data is not copied
         if proc in _GENERIC:
             generic = DeviceGenericParms.decode(args)
             return encode_reply(xid, await self._generic(conn, Proc(proc), generic))
@@ -530,7 +540,7 @@ class Vxi11Server(RpcServer):
             self._interface_links[lid] = bus
             conn.links.add(lid)
             return CreateLinkResp(0, lid, self.abort_port, self.max_recv_size).encode()
-        link = self._links[lid] = _Link(lid, parms.device.lower(), device, conn=conn)
+        link = self._links[lid] = _Link(lid, name, device, conn=conn, bus=self._bus_of(name))
         conn.links.add(lid)
         if parms.lock_device:
             flags = WAITLOCK if parms.lock_timeout else 0
@@ -542,6 +552,10 @@ class Vxi11Server(RpcServer):
             self._locks.setdefault(link.name, _Lock()).owner = lid
         size = self.max_recv_size if self.short_writes is None else self.short_writes
         return CreateLinkResp(0, lid, self.abort_port, size).encode()
+
+    def _bus_of(self, name: str) -> GpibBus | None:
+        parsed = parse_gpib_name(name)
+        return None if parsed is None else self.buses.get(parsed[0])
 
     def _interface_call(
         self, conn: RpcConnection, lid: int, bus: GpibBus, proc: Proc, args: memoryview
@@ -560,6 +574,8 @@ class Vxi11Server(RpcServer):
             bus.set_ren(proc == Proc.DEVICE_REMOTE)
             return DeviceError(0).encode()
         if proc == Proc.DEVICE_CLEAR:  # the interface: DCL to every device on the bus
+            if not bus.in_charge:
+                return DeviceError(ErrorCode.IO_ERROR).encode()
             bus.send_command(bytes([0x14]))
             return DeviceError(0).encode()
         if proc == Proc.DEVICE_WRITE:
@@ -698,6 +714,8 @@ class Vxi11Server(RpcServer):
         link = self._link(conn, parms.lid)
         if link is None:
             return DeviceWriteResp(ErrorCode.INVALID_LINK_IDENTIFIER, 0).encode()
+        if link.bus is not None and link.off_bus():
+            return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
         if self._locked_out(link):
             error = await self._access(link, parms.flags, parms.lock_timeout)
             if error:
@@ -722,7 +740,7 @@ class Vxi11Server(RpcServer):
                 return DeviceWriteResp(ErrorCode.IO_ERROR, 0).encode()
         else:
             link.input += data
-        return DeviceWriteResp(0, len(data)).encode()
+        return _WRITE_RESP.pack(0, len(data))
 
     async def _read(self, conn: RpcConnection, parms: DeviceReadParms) -> _ReadResult:
         link = self._link(conn, parms.lid)
@@ -730,6 +748,8 @@ class Vxi11Server(RpcServer):
             return _ReadResult(ErrorCode.INVALID_LINK_IDENTIFIER)
         if parms.request_size == 0:
             return _ReadResult(ErrorCode.PARAMETER_ERROR)
+        if link.bus is not None and link.off_bus():
+            return _ReadResult(ErrorCode.IO_ERROR)
         deadline = current_time(running_loop()) + parms.io_timeout / 1000
         if self._locked_out(link):
             error = await self._access(link, parms.flags, parms.lock_timeout)
@@ -813,6 +833,8 @@ class Vxi11Server(RpcServer):
         error = await self._access(link, parms.flags, parms.lock_timeout)
         if error:
             return _error_only(proc, error)
+        if link.bus is not None and link.off_bus():
+            return _error_only(proc, ErrorCode.IO_ERROR)  # addressing needs the CIC
         device = link.device
         if proc == Proc.DEVICE_READSTB:
             return DeviceReadStbResp(0, device.serial_poll()).encode()
@@ -852,6 +874,23 @@ _LINK_PROCS: Final = frozenset(
         Proc.DESTROY_LINK,
     }
 )
+
+
+def _write_parms(args: memoryview) -> DeviceWriteParms:
+    """DeviceWriteParms, as its ``decode`` (one struct, the data as a view)."""
+    if len(args) >= 20:
+        lid, io_timeout, lock_timeout, flags, size = _WRITE_HEAD.unpack_from(args)
+        if len(args) >= 20 + size + (-size & 3):
+            return DeviceWriteParms(lid, io_timeout, lock_timeout, flags, args[20 : 20 + size])
+    return DeviceWriteParms.decode(args)  # raises RemoteProtocolError, naming the problem
+
+
+def _read_parms(args: memoryview) -> DeviceReadParms:
+    """DeviceReadParms, as its ``decode`` (one struct)."""
+    try:
+        return DeviceReadParms(*_READ_PARMS.unpack_from(args))
+    except struct.error:
+        return DeviceReadParms.decode(args)  # raises RemoteProtocolError, naming the problem
 
 
 def _error_only(proc: int, error: int) -> bytes:

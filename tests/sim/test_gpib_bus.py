@@ -41,9 +41,7 @@ def test_docmd_checks_sizes_and_items() -> None:
     assert bus.docmd(Docmd.SEND_COMMAND, 2, b"\0\1") == (ErrorCode.PARAMETER_ERROR, b"")
     assert bus.docmd(Docmd.SEND_COMMAND, 1, bytes(5000))[0] == ErrorCode.PARAMETER_ERROR
     assert bus.docmd(Docmd.BUS_ADDRESS, 4, struct.pack(">I", 31))[0] == ErrorCode.PARAMETER_ERROR
-    assert bus.docmd(Docmd.PASS_CONTROL, 4, struct.pack(">I", 5))[0] == (
-        ErrorCode.OPERATION_NOT_SUPPORTED
-    )
+    assert bus.docmd(Docmd.PASS_CONTROL, 2, b"\0\5")[0] == ErrorCode.PARAMETER_ERROR
     assert bus.docmd(0x7777, 1, b"")[0] == ErrorCode.OPERATION_NOT_SUPPORTED
     item = struct.pack(">H", BusStatus.SYSTEM_CONTROLLER)
     assert bus.docmd(Docmd.BUS_STATUS, 2, item) == (ErrorCode.NO_ERROR, b"\0\1")
@@ -66,3 +64,34 @@ def test_remote_follows_ren_addressing_and_lockout() -> None:
     assert bus.talker == (7, 1)
     bus.send_command(bytes([0x5F]))
     assert bus.talker is None
+
+
+def test_pass_control_and_back() -> None:
+    bus = GpibBus("gpib0")
+    bus.devices[(5, None)] = create_device("dmm")
+    bus.devices[(9, 2)] = create_device("dmm")
+    address = struct.pack(">I", 5)
+    assert bus.docmd(Docmd.PASS_CONTROL, 4, struct.pack(">I", 31))[0] == ErrorCode.PARAMETER_ERROR
+    assert bus.docmd(Docmd.PASS_CONTROL, 4, struct.pack(">I", 0))[0] == ErrorCode.PARAMETER_ERROR
+    assert bus.docmd(Docmd.PASS_CONTROL, 4, struct.pack(">I", 7))[0] == ErrorCode.IO_ERROR
+    assert bus.in_charge
+    assert bus.docmd(Docmd.PASS_CONTROL, 4, address) == (ErrorCode.NO_ERROR, address)
+    assert bus.controller == 5 and bus.talker == (5, None)
+    cic = struct.pack(">H", BusStatus.CONTROLLER_IN_CHARGE)
+    assert bus.docmd(Docmd.BUS_STATUS, 2, cic) == (ErrorCode.NO_ERROR, b"\0\0")
+    # what needs the CIC fails; what the system controller does alone still works
+    for cmd, data in [
+        (Docmd.SEND_COMMAND, b"\x3f"),
+        (Docmd.ATN_CONTROL, b"\0\1"),
+        (Docmd.PASS_CONTROL, struct.pack(">I", 9)),
+    ]:
+        assert bus.docmd(cmd, len(data) if cmd != Docmd.SEND_COMMAND else 1, data)[0] == (
+            ErrorCode.IO_ERROR
+        )
+    assert bus.docmd(Docmd.REN_CONTROL, 2, b"\0\1")[0] == ErrorCode.NO_ERROR
+    assert bus.docmd(Docmd.BUS_ADDRESS, 4, struct.pack(">I", 3))[0] == ErrorCode.NO_ERROR
+    assert bus.return_control() and bus.in_charge and not bus.return_control()
+    assert bus.docmd(Docmd.BUS_STATUS, 2, cic) == (ErrorCode.NO_ERROR, b"\0\1")
+    assert bus.docmd(Docmd.PASS_CONTROL, 4, struct.pack(">I", 9))[0] == ErrorCode.NO_ERROR
+    assert bus.docmd(Docmd.IFC_CONTROL, 1, b"")[0] == ErrorCode.NO_ERROR  # IFC takes it back
+    assert bus.in_charge and bus.talker is None

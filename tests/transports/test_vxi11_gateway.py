@@ -74,8 +74,6 @@ async def test_gateway_bus_commands() -> None:
 
         # What the simulated gateway cannot do, and bad arguments: typed errors, and the
         # link stays usable.
-        with pytest.raises(aiotmc.UnsupportedOperation, match="device_docmd"):
-            await gateway.pass_control(bus, 5)
         with pytest.raises(aiotmc.LocalProtocolError, match="parameter"):
             await bus.docmd(Docmd.BUS_STATUS, b"\0\0\0\x63", datasize=4)
         with pytest.raises(ValueError, match=r"0\.\.30"):
@@ -87,6 +85,51 @@ async def test_gateway_bus_commands() -> None:
         with pytest.raises(aiotmc.UnsupportedOperation):
             await transport_of(five).docmd(Docmd.IFC_CONTROL)
         assert "DMM" in await five.query("*IDN?")
+
+
+async def test_pass_control_to_a_device_and_back() -> None:
+    """PASS_CONTROL over real sockets: while the device at 5 is controller in charge,
+    what needs the CIC (bus commands, ATN, every operation on a device link) is a typed
+    error and the links stay usable; control comes back when the device returns it, or
+    by IFC from the gateway (the system controller)."""
+    devices = {"gpib0,5": create_device("dmm"), "gpib0,7": create_device("psu")}
+    async with (
+        Vxi11Server(devices) as server,
+        aiotmc.open(server.resource("gpib0,7"), timeout=5) as seven,
+        aiotmc.open(server.resource("gpib0"), srq=False, timeout=5) as interface,
+    ):
+        bus, model = transport_of(interface), server.buses["gpib0"]
+        assert "PSU" in await seven.query("*IDN?")
+        with pytest.raises(aiotmc.LocalProtocolError, match="parameter"):
+            await gateway.pass_control(bus, 31)
+        with pytest.raises(aiotmc.TransportError, match="error 17"):
+            await gateway.pass_control(bus, 12)  # nobody there to take control
+        for _ in range(2):
+            await gateway.pass_control(bus, 5)
+            assert model.controller == 5
+            assert await gateway.bus_status(bus, BusStatus.CONTROLLER_IN_CHARGE) == 0
+            assert await gateway.bus_status(bus, BusStatus.SYSTEM_CONTROLLER) == 1
+            for needs_cic in (
+                gateway.send_command(bus, bytes([0x3F, 0x27])),
+                gateway.set_atn(bus, True),
+                gateway.pass_control(bus, 7),
+                interface.clear(),
+                seven.query("*IDN?"),
+                seven.write("*CLS"),
+                seven.read_stb(),
+                seven.trigger(),
+            ):
+                with pytest.raises(aiotmc.TransportError, match="error 17"):
+                    await needs_cic
+            await gateway.set_ren(bus, True)  # REN is the system controller's
+            assert model.return_control()  # the device passes control back
+            assert await gateway.bus_status(bus, BusStatus.CONTROLLER_IN_CHARGE) == 1
+            assert "PSU" in await seven.query("*IDN?")
+        await gateway.pass_control(bus, 5)
+        await gateway.interface_clear(bus)  # the system controller takes control back
+        assert model.in_charge
+        assert "PSU" in await seven.query("*IDN?")
+        await gateway.send_command(bus, bytes([0x3F]))
 
 
 async def test_interface_clear_command_clears_every_device() -> None:

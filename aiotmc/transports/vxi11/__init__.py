@@ -34,7 +34,7 @@ class Vxi11Options(TypedDict, total=False):
     request_size: int  #: device_read requestSize in bytes (1 MiB)
     term_char: str | None  #: end reads at this character too (TERMCHRSET); None: END only
     lock: bool  #: open with the device locked for this link (create_link lockDevice)
-    pipeline: bool  #: queries send device_write and device_read together (one round trip)
+    pipeline: bool  #: queries send device_write and device_read together (one round trip; True)
     srq: bool  #: set up the interrupt channel for service requests (True)
 
 
@@ -85,7 +85,7 @@ async def _open_vxi11(
         request_size=options.get("request_size", DEFAULT_REQUEST_SIZE),
         term_char=None if term is None else encoded[0],
         lock_at_open=options.get("lock", False),
-        pipeline=options.get("pipeline", False),
+        pipeline=options.get("pipeline", True),
         srq=options.get("srq", True),
         connect_timeout=settings.connect_timeout,
         reconnect=settings.reconnect,

@@ -44,6 +44,7 @@ from ...protocol.oncrpc import (
     decode_reply,
     peek_xid,
 )
+from .._probe import AnswerProbe
 from .._receivers import Receiver, receiver_for
 from ..tcp import connect_socket
 
@@ -56,6 +57,8 @@ _JOIN_LIMIT: Final = 64 * 1024  # smaller calls go out as one send
 _MAX_SKIPPED: Final = 64  # replies with foreign XIDs tolerated while waiting for one call
 _CALL_HEADER: Final = 40
 _MARKED_CALL: Final = struct.Struct(">11I")  # record mark + CALL header (AUTH_NONE)
+_REPLY_OK: Final = struct.Struct(">6I")  # xid, REPLY, MSG_ACCEPTED, verifier (0, 0), SUCCESS
+_ACCEPTED: Final = (1, 0, 0, 0, 0)
 
 
 class RpcChannel:
@@ -80,6 +83,8 @@ class RpcChannel:
         self._reassembler = RecordReassembler(max_size=max_record)
         self._xid = random.getrandbits(32)
         self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
+        self._probe = AnswerProbe()  # look for the reply right after sending?
+        self._fresh = False  # a call was just sent: the next receive asks the probe
         self.broken = False  #: the stream is out of step: close it and connect again
 
     @classmethod
@@ -194,6 +199,7 @@ class RpcChannel:
             xids.append(xid)
         if await self._send(pieces, total, wait_until):
             self._outstanding.update(xids)
+            self._fresh = True
             return xids
         self.broken = True
         raise WriteTimeout(f"{self._where}RPC calls {[p for p, _ in calls]} not sent in time")
@@ -309,6 +315,11 @@ class RpcChannel:
                 await self._fill(wait_until)
                 continue
             assert isinstance(record, bytes | memoryview)
+            if len(record) >= 24:  # the usual case: accepted, empty verifier, SUCCESS
+                head = _REPLY_OK.unpack_from(record)
+                if head[0] == xid and head[1:] == _ACCEPTED:
+                    self._outstanding.discard(xid)
+                    return memoryview(record)[24:]
             try:
                 reply = decode_reply(record)
                 record_xid: int | None = reply.xid
@@ -342,8 +353,20 @@ class RpcChannel:
         if receiver is None:
             receiver = self._receiver = receiver_for(sock)
         direct = self._reassembler.receive_buffer()  # a large record: straight into it
+        view = self._buffer if direct is None else direct
+        # Right after a send, the reply is looked for only as the probe says (a loopback
+        # peer may have answered already; a remote one practically never has).
+        just_sent, self._fresh = self._fresh, False
         try:
-            n = await receiver.recv_into(self._buffer if direct is None else direct, wait_until)
+            n = -1
+            if just_sent and self._probe.should_look():
+                try:
+                    n = sock.recv_into(view)
+                    self._probe.found()
+                except BlockingIOError:
+                    self._probe.missed()
+            if n < 0:
+                n = await receiver.recv_into(view, wait_until, not just_sent)
         except TimeoutError:
             raise
         except OSError as exc:

@@ -148,6 +148,16 @@ def _read_resp(results: memoryview) -> tuple[int, int, memoryview]:
     return reply.error, reply.reason, memoryview(reply.data)
 
 
+_WRITE_RESP: Final = struct.Struct(">iI")
+
+
+def _write_resp(results: memoryview) -> DeviceWriteResp:
+    """device_write results; as DeviceWriteResp.decode, with one struct."""
+    if len(results) >= 8:
+        return DeviceWriteResp(*_WRITE_RESP.unpack_from(results))
+    return DeviceWriteResp.decode(results)  # raises RemoteProtocolError, naming the problem
+
+
 def _ms(seconds: float) -> int:
     if math.isinf(seconds):
         return _MAX_TIMEOUT
@@ -161,7 +171,9 @@ class Vxi11Transport:
     portmapper on ``pmap_port``). ``lock_timeout`` (seconds): how long the device waits
     for a lock held by another link (0: fail at once, the default that works with every
     device). ``request_size``: device_read requestSize. ``term_char``: end reads at this
-    byte too (TERMCHRSET).
+    byte too (TERMCHRSET). ``pipeline``: a query sends device_write and its first
+    device_read together (one round trip; turned off for the link when the server does
+    not answer a queued call before it ever did).
     """
 
     def __init__(
@@ -176,7 +188,7 @@ class Vxi11Transport:
         request_size: int = DEFAULT_REQUEST_SIZE,
         term_char: int | None = None,
         lock_at_open: bool = False,
-        pipeline: bool = False,
+        pipeline: bool = True,
         srq: bool = True,
         connect_timeout: float | None = 10.0,
         reconnect: Reconnect | None = None,
@@ -199,6 +211,7 @@ class Vxi11Transport:
         self._term_char = term_char
         self._lock_at_open = lock_at_open
         self._pipeline = pipeline
+        self._pipeline_proven = False  # the server answered a queued call at least once
         self._want_srq = srq
         self._interrupts: InterruptServer | None = None  # shared by the loop's links
         self._status_link: tuple[RpcChannel, int] | None = None  # for SRQ status bytes
@@ -307,16 +320,17 @@ class Vxi11Transport:
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Send ``message``, then receive its response.
 
-        With ``pipeline``, device_write and the first device_read go out together and the
-        two replies come back in one round trip.
+        With ``pipeline`` (the default), device_write and the first device_read go out
+        together and the two replies come back in one round trip.
         """
-        if not self._pipeline or len(message) > self._max_recv:
-            await self.send_message((message,), deadline=deadline)
-            return await self.receive_message(max_size=max_size, deadline=deadline)
         core = await self._enter(deadline)
         self._untouched = True
         try:
-            return await self._pipelined(core, message, max_size, deadline)
+            if self._pipeline and len(message) <= self._max_recv:
+                return await self._pipelined(core, message, max_size, deadline)
+            # step by step: as send_message then receive_message, claiming the link once
+            await self._write(core, (message,), True, deadline)
+            return await self._read(core, max_size, deadline)
         except _ConsumedError:
             raise  # the whole message was read: in step
         except BaseException:
@@ -333,17 +347,27 @@ class Vxi11Transport:
         until = self._wait_until(deadline)
         io_ms = self._io_ms(deadline)
         head = device_write_head(self._lid, io_ms, self._lock_ms, self._flags | END, size)
+        # The queued read never waits for a lock (WAITLOCK): right after our write got
+        # access there is nothing to wait for, and after a refused write it must not
+        # wait for the lock and then take output that is not ours.
         write, read = await core.send_calls(
             [
                 (Proc.DEVICE_WRITE, [head, message, padding(size)]),
-                (Proc.DEVICE_READ, [self._read_parms(deadline, io_ms)]),
+                (Proc.DEVICE_READ, [self._read_parms(deadline, io_ms, wait_lock=False)]),
             ],
             wait_until=until,
         )
-        results = await core.reply(write, wait_until=until, writing=True, proc=Proc.DEVICE_WRITE)
-        reply = DeviceWriteResp.decode(results)
-        if reply.error:  # the read queued behind it is given up: the next operation resyncs
+        try:
+            results = await core.reply(
+                write, wait_until=until, writing=True, proc=Proc.DEVICE_WRITE
+            )
+            reply = _write_resp(results)
+        except AiotmcError as exc:
+            self._distrust_pipelining(core, exc)
+            raise
+        if reply.error:
             self._untouched = self._untouched and reply.error in _REFUSALS
+            await self._settle_queued_read(core, read, reply.error, deadline)
             raise error_for(reply.error, "device_write", resource=self._resource)
         self._untouched = False
         if reply.size < size:
@@ -357,8 +381,52 @@ class Vxi11Transport:
             rest = memoryview(message)[max(reply.size, 0) :]
             await self._write(core, [rest], True, deadline)
             return await self._read(core, max_size, deadline)
-        first = await core.reply(read, wait_until=until, proc=Proc.DEVICE_READ)
+        try:
+            first = await core.reply(read, wait_until=until, proc=Proc.DEVICE_READ)
+        except AiotmcError as exc:
+            self._distrust_pipelining(core, exc)
+            raise
+        self._pipeline_proven = True
         return await self._read(core, max_size, deadline, first=first)
+
+    def _distrust_pipelining(self, core: RpcChannel, exc: AiotmcError) -> None:
+        """A pipelined query failed before the server ever answered a queued call: it
+        may be one that drops or stalls calls queued behind another. Query step by step
+        from now on; the error is raised as is and the connection is replaced (a call
+        such a server dropped would stay owed for ever)."""
+        if self._pipeline_proven:
+            return
+        self._pipeline = False
+        core.broken = True
+        _log.warning(
+            "%s: no answer to a pipelined query (%s); querying step by step from now on",
+            self._resource,
+            exc,
+        )
+
+    async def _settle_queued_read(
+        self, core: RpcChannel, read: int, error: int, deadline: float
+    ) -> None:
+        """After a failed pipelined device_write: collect the reply to the device_read
+        queued behind it, briefly, so the link is in step at once (no device_clear of a
+        device that a refusal left untouched). A read that would wait for a response is
+        ended by device_abort first (after "locked" or "invalid link" it is refused at
+        once). Whatever output it took is dropped (and the device cleared before the
+        next operation); a reply that does not come stays owed (the next operation
+        resynchronises)."""
+        if error not in (
+            ErrorCode.DEVICE_LOCKED_BY_ANOTHER_LINK,
+            ErrorCode.INVALID_LINK_IDENTIFIER,
+        ):
+            await self._send_abort(deadline)
+        until = min(self._wait_until(deadline), anyio.current_time() + _ABORT_WAIT)
+        try:
+            results = await core.reply(read, wait_until=until, proc=Proc.DEVICE_READ)
+            read_error, reason, data = _read_resp(results)
+            if not read_error and (len(data) or reason):
+                self._dirty = True  # it took output: clear before the next operation
+        except AiotmcError:
+            pass  # still owed, or consumed whatever it said: the next operation resyncs
 
     async def receive_block(
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
@@ -862,7 +930,7 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = DeviceWriteResp.decode(results)
+            reply = _write_resp(results)
             if reply.error:
                 # a refusal (locked, bad parameter...) changed nothing
                 self._untouched = self._untouched and reply.error in _REFUSALS
@@ -901,7 +969,7 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = DeviceWriteResp.decode(results)
+            reply = _write_resp(results)
             if reply.error:
                 # a refusal (locked, bad parameter...) of the first chunk changed nothing
                 self._untouched = self._untouched and reply.error in _REFUSALS
@@ -922,15 +990,18 @@ class Vxi11Transport:
                 if offset == len(views[index]):
                     index, offset = index + 1, 0
 
-    def _read_parms(self, deadline: float, io_ms: int | None = None) -> bytes:
-        flags = self._flags
+    def _read_parms(
+        self, deadline: float, io_ms: int | None = None, *, wait_lock: bool = True
+    ) -> bytes:
+        flags = self._flags if wait_lock else self._flags & ~WAITLOCK
         term = 0
         if self._term_char is not None:
             flags |= TERMCHRSET
             term = self._term_char
         if io_ms is None:
             io_ms = self._io_ms(deadline)
-        return _READ_PARMS.pack(self._lid, self._request_size, io_ms, self._lock_ms, flags, term)
+        lock_ms = self._lock_ms if wait_lock else 0
+        return _READ_PARMS.pack(self._lid, self._request_size, io_ms, lock_ms, flags, term)
 
     @overload
     async def _read(
