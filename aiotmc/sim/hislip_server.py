@@ -46,7 +46,6 @@ import socket
 import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Final
 
 import anyio
@@ -60,6 +59,7 @@ from ..protocol import hislip as hs
 from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
 from ..protocol.hislip_descriptors import Descriptor, encode_descriptors
+from ._serving import BackgroundServer
 from .device import SimDevice
 
 __all__ = ["HislipServer"]
@@ -121,7 +121,7 @@ class _Session:
         self.kick.set()
 
 
-class HislipServer:
+class HislipServer(BackgroundServer):
     """Serve ``device`` over HiSLIP (async context manager; ``port=0`` picks one).
 
     ``sub_addresses``: the accepted sub-addresses (default ``hislip0``); another one is
@@ -233,47 +233,34 @@ class HislipServer:
         if changed is not None:
             changed.set()
 
-    async def __aenter__(self) -> HislipServer:
+    async def _open(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self.port))
-            listener.listen(64)
-            listener.setblocking(False)
-        except BaseException:
-            listener.close()
-            raise
-        self._listener = listener
+        self._listener = listener  # closed by _close if the rest fails
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(64)
+        listener.setblocking(False)
         self.port = listener.getsockname()[1]
         self._unsubscribe = [
             self.device.add_srq_listener(self._on_srq),
             self.device.add_deadline_listener(self._wake_all),
         ]
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._accept_loop, listener)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
+    def _start(self, task_group: TaskGroup) -> None:
+        assert self._listener is not None
+        task_group.start_soon(self._accept_loop, self._listener)
+
+    def _stopping(self) -> None:
         for remove in self._unsubscribe:
             remove()
         self._unsubscribe = []
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            listener, self._listener = self._listener, None
-            if listener is not None:
-                listener.close()
+
+    async def _close(self) -> None:
+        self._stopping()  # (a failed start)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def disconnect_all(self) -> None:
         """Fault hook: end every session now (both channels close)."""

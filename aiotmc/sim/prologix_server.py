@@ -42,12 +42,12 @@ import socket
 import tty
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Final
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
+from ._serving import BackgroundServer
 from .device import SimDevice
 
 __all__ = ["VERSION", "PrologixServer"]
@@ -106,7 +106,7 @@ class _PtyStream:
                 await anyio.wait_writable(self.fd)
 
 
-class PrologixServer:
+class PrologixServer(BackgroundServer):
     """Serve ``{address: device}`` behind one simulated adapter (async context manager)."""
 
     def __init__(
@@ -164,51 +164,36 @@ class PrologixServer:
             return f"PRLGX-ASRL0::{self.path}::INTFC"
         return f"PRLGX-TCPIP0::{self.host}::{self.port}::INTFC"
 
-    async def __aenter__(self) -> PrologixServer:
+    async def _open(self) -> None:
         if self.pty:
             master, slave = os.openpty()
+            self._fds = (master, slave)  # closed by _close if the rest fails
             tty.setraw(slave)
             os.set_blocking(master, False)
             self.path = os.ttyname(slave)
-            self._fds = (master, slave)
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-            self._task_group = task_group
-            task_group.start_soon(self._serve_pty, master)
-            return self
+            return
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         self._listener = listener
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(listener.serve, self._serve)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            if self._listener is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._listener.aclose()
-                self._listener = None
-            fds, self._fds = self._fds, None
-            for fd in fds or ():
-                try:
-                    anyio.notify_closing(fd)
-                except Exception:  # nobody waiting
-                    pass
-                os.close(fd)
+    def _start(self, task_group: TaskGroup) -> None:
+        if self._fds is not None:
+            task_group.start_soon(self._serve_pty, self._fds[0])
+        else:
+            assert self._listener is not None
+            task_group.start_soon(self._listener.serve, self._serve)
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+        fds, self._fds = self._fds, None
+        for fd in fds or ():
+            try:
+                anyio.notify_closing(fd)
+            except Exception:  # nobody waiting
+                pass
+            os.close(fd)
 
     async def _serve_pty(self, master: int) -> None:
         """One endless session on the pty (the server keeps the slave open, so clients

@@ -34,7 +34,6 @@ import struct
 import termios
 import tty
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Final
 
 import anyio
@@ -44,6 +43,7 @@ from anyio.lowlevel import checkpoint
 from .._exceptions import RemoteProtocolError
 from ..protocol import NEED_DATA
 from ..protocol.framing import MessageDecoder
+from ._serving import BackgroundServer
 from .commands import DEVICE_ERROR, INVALID_BLOCK_DATA, TOO_MUCH_DATA, BytesLike, ScpiError
 from .device import SimDevice
 
@@ -61,7 +61,7 @@ class _Cleared(Exception):
     """The client discarded its queues while an answer was being sent."""
 
 
-class PtyServer:
+class PtyServer(BackgroundServer):
     """Serve one :class:`~aiotmc.sim.SimDevice` on a new pty (async context manager)."""
 
     def __init__(
@@ -93,7 +93,7 @@ class PtyServer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> PtyServer:
+    async def _open(self) -> None:
         if self._master is not None:
             raise RuntimeError("this PtyServer is already running")
         master, slave = os.openpty()
@@ -107,34 +107,21 @@ class PtyServer:
             os.close(slave)
             raise
         self._master, self._slave = master, slave
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._serve, master)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            self._close()
+    def _start(self, task_group: TaskGroup) -> None:
+        assert self._master is not None
+        task_group.start_soon(self._serve, self._master)
+
+    async def _close(self) -> None:
+        self._close_fds()
 
     def hang_up(self) -> None:
         """Close the master side now: clients' reads and writes fail (unplugged port)."""
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
-        self._close()
+        self._close_fds()
 
-    def _close(self) -> None:
+    def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
             if fd is not None:
                 try:

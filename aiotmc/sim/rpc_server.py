@@ -25,8 +25,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,6 +44,7 @@ from ..protocol.oncrpc import (
     record_mark,
 )
 from ._server_io import close, listen, scratch
+from ._serving import BackgroundServer
 
 __all__ = ["Handler", "Hostile", "RpcConnection", "RpcServer"]
 
@@ -101,7 +101,7 @@ class Hostile(Exception):
     """A client broke the protocol so that the connection cannot continue."""
 
 
-class RpcServer:
+class RpcServer(BackgroundServer):
     """Listeners, connections and their limits (async context manager)."""
 
     log: logging.Logger = logging.getLogger("aiotmc.sim.rpc")  #: where hostile input is logged
@@ -122,6 +122,7 @@ class RpcServer:
         self.calls: list[tuple[str, int]] = []
         self._conns: set[RpcConnection] = set()
         self._listeners: list[socket.socket] = []
+        self._bound: Sequence[tuple[socket.socket, str, Serve]] = ()
         self._task_group: TaskGroup | None = None
         self._refused = 0
         self._changed: anyio.Event | None = None
@@ -154,37 +155,19 @@ class RpcServer:
     def _start_more(self, task_group: TaskGroup) -> None:
         """Start other serving tasks (e.g. a UDP responder) in ``task_group``."""
 
-    async def __aenter__(self) -> Self:
-        try:
-            listeners = await self._bind()
-            task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-        except BaseException:
-            await self._close_listeners()
-            raise
-        self._task_group = task_group
-        for listener, channel, serve in listeners:
+    async def _open(self) -> None:
+        self._bound = await self._bind()
+
+    def _start(self, task_group: TaskGroup) -> None:
+        for listener, channel, serve in self._bound:
             task_group.start_soon(self._accept, listener, channel, serve)
         if math.isfinite(self.idle_timeout):
             task_group.start_soon(self._sweep_idle, self.idle_timeout)
         self._start_more(task_group)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._close_listeners()
+    async def _close(self) -> None:
+        self._bound = ()
+        await self._close_listeners()
 
     async def _listen(self, port: int) -> socket.socket:
         """A listening socket on ``self.host``, ``port`` (0: any free one)."""

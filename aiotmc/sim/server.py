@@ -37,7 +37,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Final, TypedDict, Unpack
 
 import anyio
@@ -58,6 +57,7 @@ from ._server_io import (
     set_reset,
     truncate,
 )
+from ._serving import BackgroundServer
 from .device import SimDevice
 from .errors import DEVICE_ERROR, ScpiError
 from .framing import FramingError, ProgramFramer
@@ -134,7 +134,7 @@ class _Connection:
             self.peer = "?"
 
 
-class SimServer:
+class SimServer(BackgroundServer):
     """Serve one :class:`~aiotmc.sim.SimDevice` on a TCP listener (async context manager).
 
     ``port=0`` picks a free port; :attr:`port` holds the bound one after ``__aenter__``.
@@ -201,7 +201,6 @@ class SimServer:
         self.drip: tuple[int, float] | None = None
         self._listener: socket.socket | None = None
         self._task_group: TaskGroup | None = None
-        self._own_task_group: TaskGroup | None = None
         self._connections: set[_Connection] = set()
         self._timer: anyio.CancelScope | None = None
         self._lock: Gate | None = None
@@ -239,32 +238,14 @@ class SimServer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> SimServer:
+    async def _open(self) -> None:
         await self._bind()
-        task_group = anyio.create_task_group()
-        try:
-            await task_group.__aenter__()
-        except BaseException:
-            self._cleanup()
-            raise
-        self._own_task_group = task_group
-        self._run_in(task_group)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        task_group, self._own_task_group = self._own_task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            self._cleanup()
+    def _start(self, task_group: TaskGroup) -> None:
+        self._run_in(task_group)
+
+    async def _close(self) -> None:
+        self._cleanup()
 
     async def _bind(self) -> None:
         """Open the listening socket (raises ``OSError`` naming the address)."""
