@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import os
 import random
 import subprocess
 import sys
@@ -93,6 +95,15 @@ class Simulator:
             raise RuntimeError("the simulator did not start")
         self.ports: dict[str, int] = json.loads(line)
         return self
+
+    def cpu_seconds(self) -> float:
+        """The simulator's CPU time so far (user + system; nan where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc.stdin is not None
@@ -235,6 +246,18 @@ def srq_latencies(events: int, backend: str) -> list[float]:
 # -- the run --------------------------------------------------------------------------------
 
 
+def _with_server_cpu(sim: Simulator, trial: Callable[[], Figure], calls: int) -> Callable[[], Any]:
+    """``trial``'s figure and the simulator's CPU µs per query during it (the connection's
+    set-up included: a few calls among thousands)."""
+
+    def run() -> tuple[float, float, float]:
+        before = sim.cpu_seconds()
+        rtt, cpu = trial()
+        return rtt, cpu, (sim.cpu_seconds() - before) / calls * 1e6
+
+    return run
+
+
 def _rtt_trials(ports: dict[str, int], queries: int, warmup: int) -> dict[str, Callable[[], Any]]:
     import anyio
 
@@ -288,16 +311,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"simulator and clients pinned to CPU {args.cpu}")
     with Simulator(args.cpu) as sim:
         ports = sim.ports
-        figures = _alternate(_rtt_trials(ports, args.queries, args.warmup), args.rounds)
+        calls = args.queries + args.warmup
+        trials = {
+            name: _with_server_cpu(sim, trial, calls)
+            for name, trial in _rtt_trials(ports, args.queries, args.warmup).items()
+        }
+        figures = _alternate(trials, args.rounds)
         rtt = {name: value[0] for name, value in figures.items()}
         out["rtt_us"] = rtt
         out["cpu_us"] = {name: value[1] for name, value in figures.items()}
+        out["server_cpu_us"] = {name: value[2] for name, value in figures.items()}
         print(
             f"*IDN? round trip, median of {args.rounds} rounds x {args.queries} queries"
-            " (and the client's CPU per query):"
+            " (and the client's and the simulator's CPU per query):"
         )
-        for name, (value, cpu) in figures.items():
-            print(f"  {name:32} {value:9.1f} µs  (client CPU {cpu:6.1f} µs)")
+        for name, (value, cpu, server) in figures.items():
+            print(
+                f"  {name:32} {value:9.1f} µs  (client CPU {cpu:6.1f} µs, "
+                f"simulator CPU {server:6.1f} µs)"
+            )
         pyvisa = rtt["pyvisa-py VXI-11"]
         out["rtt_ratios"] = {}
         for backend in BACKENDS:
