@@ -27,7 +27,7 @@ import anyio
 from ._exceptions import AuthenticationError, ConnectionLostError, ConnectTimeout, WriteTimeout
 from ._fastpath import running_loop
 from ._types import BytesLike
-from .protocol.hislip import Message, Reassembler
+from .protocol.hislip import HEADER, HEADER_SIZE, PROLOGUE, Message, MessageType, Reassembler
 
 __all__ = ["Channel"]
 
@@ -35,6 +35,7 @@ _RECV_SIZE: Final = 256 * 1024
 _MAX_IOV: Final = 512
 _TLS_CHUNK: Final = 1024 * 1024  # plaintext encrypted per step (bounds queued ciphertext)
 _TLS_PULL: Final = 1024 * 1024  # ciphertext read per recv
+_DATA_END: Final = int(MessageType.DataEnd)
 
 
 class Channel:
@@ -43,8 +44,13 @@ class Channel:
     __slots__ = (
         "_chunk",
         "_cipher",
+        "_deadline",
         "_incoming",
+        "_loop",
         "_outgoing",
+        "_registered",
+        "_timer",
+        "_timer_at",
         "_tls",
         "_waiter",
         "closed",
@@ -69,6 +75,11 @@ class Channel:
         self._outgoing = ssl.MemoryBIO()
         self._cipher: list[BytesLike] = []  #: encrypted bytes not yet sent
         self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
+        self._loop: asyncio.AbstractEventLoop | bool | None = None  #: False: trio; None: unknown
+        self._registered = False  #: the fd is registered with the asyncio loop
+        self._deadline = math.inf  #: of the asyncio wait in progress
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     @property
     def tls(self) -> ssl.SSLObject | None:
@@ -105,6 +116,43 @@ class Channel:
             return None
         return self.reader.next_message()
 
+    def data_end_now(self, message_id: int) -> bytes | None:
+        """The payload of a DataEnd with ``message_id`` if one ``recv`` now returns
+        exactly that one whole message (the usual answer to a query), read past the
+        reassembler; else None, with whatever arrived given to the reassembler (plaintext
+        only, and only at a message boundary with nothing buffered)."""
+        reader = self.reader
+        if self._tls is not None or not reader.idle:
+            return None
+        chunk = self._chunk
+        try:
+            n = self.sock.recv_into(chunk, _RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+        if n == 0:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
+        if n >= HEADER_SIZE:
+            prologue, type_, _, param, length = HEADER.unpack_from(chunk)
+            if (
+                n == HEADER_SIZE + length
+                and type_ == _DATA_END
+                and param == message_id
+                and prologue == PROLOGUE
+                and length <= reader.max_payload
+            ):
+                with memoryview(chunk) as view:
+                    return bytes(view[HEADER_SIZE:n])
+        with memoryview(chunk) as view:
+            reader.feed(view[:n])
+        return None
+
+    async def wait_readable(self, deadline: float) -> bool:
+        """Wait until bytes may be read; False if ``deadline`` passed first. Reads
+        nothing: bytes that arrive for a wait that is then cancelled stay in the socket."""
+        return await self._readable(deadline)
+
     def _read_some(self) -> bool:
         """Read what is ready into the reassembler (a large payload in place); False if
         nothing was."""
@@ -138,29 +186,84 @@ class Channel:
                 return None
 
     async def _readable(self, deadline: float) -> bool:
-        """Wait until the socket is readable; False if ``deadline`` passed first."""
-        loop = running_loop()
-        if loop is None:  # trio: its own scope, without anyio's wrapper around it
-            import trio
+        """Wait until the socket is readable; False if ``deadline`` passed first.
 
-            with trio.move_on_at(deadline) as scope:
-                await trio.lowlevel.wait_readable(self.sock)
-            return not scope.cancelled_caught
+        asyncio: the fd stays registered between waits (no ``epoll_ctl`` pair per wait)
+        and the callback only wakes the waiter, so no byte is read for a wait that is
+        then cancelled; a callback that finds nobody waiting unregisters (a readable
+        socket nobody reads never spins the loop). One timer is re-armed lazily for
+        the deadlines (they mostly grow). trio: ``wait_readable``, a scope only for a
+        finite deadline.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = running_loop() or False
+        if loop is False:
+            return await self._trio_readable(deadline)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
         if self.closed:
             raise anyio.ClosedResourceError
         waiter: asyncio.Future[bool] = loop.create_future()
-        fd = self.sock.fileno()
-        loop.add_reader(fd, _wake, waiter, True)
-        timer = None if deadline == math.inf else loop.call_at(deadline, _wake, waiter, False)
         self._waiter = waiter
+        self._deadline = deadline
+        if not self._registered:
+            loop.add_reader(self.sock.fileno(), self._on_readable)
+            self._registered = True
+        if deadline < self._timer_at:
+            self._arm(loop, deadline)
         try:
             return await waiter
         finally:
             self._waiter = None
-            if not self.closed:
-                loop.remove_reader(fd)
-            if timer is not None:
-                timer.cancel()
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._unregister()
+        elif not waiter.done():
+            waiter.set_result(True)
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            loop = self._loop
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            try:
+                loop.remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError, OSError):  # loop or socket already closed
+                pass
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._on_timer, when)
+        self._timer_at = when
+
+    def _on_timer(self, when: float) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._deadline <= when:
+            waiter.set_result(False)
+        else:  # a later wait's deadline: move on to it
+            loop = self._loop
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            self._arm(loop, self._deadline)
+
+    async def _trio_readable(self, deadline: float) -> bool:
+        import trio
+
+        try:
+            if deadline == math.inf:
+                await trio.lowlevel.wait_readable(self.sock)
+                return True
+            with trio.move_on_at(deadline) as scope:
+                await trio.lowlevel.wait_readable(self.sock)
+            return not scope.cancelled_caught
+        except trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
 
     async def receive(self, *, wait_first: bool = False) -> Message:
         """The next whole message (raises ConnectionLostError at EOF). ``wait_first``:
@@ -172,9 +275,9 @@ class Channel:
             if wait_first:
                 wait_first = False
                 if self._tls is None:  # (TLS may hold decrypted bytes: look there first)
-                    await anyio.wait_readable(self.sock)
+                    await self._readable(math.inf)
             if not self._read_some():
-                await anyio.wait_readable(self.sock)
+                await self._readable(math.inf)
 
     def _read_into(self, chunk: bytearray | memoryview, size: int) -> int | None:
         """Plaintext bytes read into ``chunk`` now (>0), or None if none are ready."""
@@ -226,6 +329,26 @@ class Channel:
             self._incoming.write(data)
         return True
 
+    def send_now(self, buffers: Sequence[BytesLike]) -> bool:
+        """Send ``buffers`` if the socket takes them whole now (True). Otherwise False:
+        nothing went out, or part did and the rest is in :attr:`tail` for :meth:`flush`
+        (the caller's buffers, not copied: flush before they change). Plaintext only,
+        with nothing unsent; else False at once."""
+        if self._tls is not None or self.tail or self._cipher or len(buffers) > _MAX_IOV:
+            return False
+        try:
+            n = self.sock.sendmsg(buffers)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+        self.sent += n
+        if n == sum(map(len, buffers)):
+            return True
+        if n:
+            self.tail = _rest(buffers, n)
+        return False
+
     async def send(self, buffers: Sequence[BytesLike], deadline: float = math.inf) -> None:
         """Send ``buffers`` in order; :class:`WriteTimeout` at ``deadline``. Interrupted
         (timeout, cancellation), the unsent rest stays in :attr:`tail` (copied)."""
@@ -240,18 +363,10 @@ class Channel:
             except OSError as exc:
                 raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
             self.sent += n
-            if n == sum(len(b) for b in buffers):
+            if n == sum(map(len, buffers)):
                 return
         if self._tls is None and n:  # part of it went out: the rest must follow
-            views: list[BytesLike] = []
-            for b in buffers:
-                view = memoryview(b).cast("B")
-                if n >= len(view):
-                    n -= len(view)
-                    continue
-                views.append(view[n:])
-                n = 0
-            self.tail = views
+            self.tail = _rest(buffers, n)
             await self.flush(deadline)
             return
         self.tail = [memoryview(b).cast("B") for b in buffers if len(b)]
@@ -375,7 +490,7 @@ class Channel:
                     self._drain_outgoing()
                     await self._send_cipher(deadline)
                     if not self._pull():
-                        await anyio.wait_readable(self.sock)
+                        await self._readable(math.inf)
                 except ssl.SSLCertVerificationError as exc:
                     await self._flush_alert()
                     raise AuthenticationError(
@@ -412,7 +527,7 @@ class Channel:
                     self._drain_outgoing()
                     await self._send_cipher(deadline)
                     if not self._pull():
-                        await anyio.wait_readable(self.sock)
+                        await self._readable(math.inf)
                 except ssl.SSLError as exc:
                     raise ConnectionLostError(
                         f"HiSLIP {self.name} channel: ending TLS failed: {exc}"
@@ -439,14 +554,14 @@ class Channel:
         """Close the socket (idempotent)."""
         if not self.closed:
             self.closed = True
+            self._unregister()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = math.inf
             waiter, self._waiter = self._waiter, None
-            if waiter is not None:
-                try:
-                    asyncio.get_running_loop().remove_reader(self.sock.fileno())
-                except (RuntimeError, ValueError, OSError):
-                    pass
-                if not waiter.done():
-                    waiter.set_exception(anyio.ClosedResourceError())
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(anyio.ClosedResourceError())
             try:
                 anyio.notify_closing(self.sock)  # wake a task waiting on it
             except Exception:  # outside the event loop, or not waited on
@@ -457,6 +572,14 @@ class Channel:
                 pass
 
 
-def _wake(waiter: asyncio.Future[bool], value: bool) -> None:
-    if not waiter.done():
-        waiter.set_result(value)
+def _rest(buffers: Sequence[BytesLike], n: int) -> list[BytesLike]:
+    """What is left of ``buffers`` after their first ``n`` bytes (views, no copies)."""
+    views: list[BytesLike] = []
+    for b in buffers:
+        view = memoryview(b).cast("B")
+        if n >= len(view):
+            n -= len(view)
+            continue
+        views.append(view[n:])
+        n = 0
+    return views

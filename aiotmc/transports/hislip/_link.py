@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 import anyio
+from anyio.lowlevel import cancel_shielded_checkpoint
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
@@ -47,6 +48,7 @@ from ..._exceptions import (
     TransportError,
     UnsupportedOperation,
 )
+from ..._fastpath import schedule_point_due
 from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
@@ -78,6 +80,7 @@ _ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the li
 _BLOCK_SLACK: Final = 64  # header and terminator around a block payload
 _U32: Final = struct.Struct("!I")
 _TLS_RESPONSE_OK: Final = 1  #: AsyncStartTLSResponse / AsyncEndTLSResponse: success
+_DATA_END: Final = int(T.DataEnd)
 
 
 class _Pending:
@@ -231,7 +234,71 @@ class HislipTransport:
             self._busy = False
 
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
-        """Send ``message`` and receive its answer."""
+        """Send ``message`` and receive its answer.
+
+        The usual case (link in step, plaintext, nothing buffered, one DataEnd each
+        way) takes a short path: the header packed directly, one ``sendmsg`` for header
+        and payload, and an answer that arrives whole in one ``recv`` is taken without
+        the reassembler. Everything else, and every failure, is the general path's.
+        """
+        sync = self._sync
+        size = len(message)
+        if (
+            self._busy
+            or self._resync
+            or self._failure is not None
+            or self._closed
+            or sync.unsent
+            or sync.tls is not None
+            or self._overlap.busy
+            or not 0 < size <= self._server_max - hs.HEADER_SIZE
+        ):
+            return await self._exchange(message, max_size, deadline)
+        self._busy = True
+        try:
+            ids = self._ids
+            before = (ids.next, ids.last, self._rmt, self._abandoned)
+            message_id = ids.next
+            ids.last = message_id
+            ids.next = (message_id + 2) & 0xFFFFFFFF
+            header = hs.HEADER.pack(hs.PROLOGUE, _DATA_END, self._rmt, message_id, size)
+            self._rmt = False
+            self._abandoned = None
+            sent = sync.sent
+            if not sync.send_now((header, message)):  # the socket is full: wait for it
+                try:
+                    if sync.unsent:  # part went out: the rest must follow
+                        await sync.flush(deadline)
+                    else:
+                        await sync.send((header, message), deadline)
+                except BaseException:
+                    self._interrupted(sent, before)
+                    raise
+            waited = False
+            try:
+                answer = sync.data_end_now(message_id)
+                if answer is None and sync.reader.idle:  # nothing there yet: wait, then look
+                    waited = True
+                    if not await sync.wait_readable(deadline):
+                        raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
+                    answer = sync.data_end_now(message_id)
+            except BaseException:
+                self._abandoned = message_id  # the rest of this answer is dropped when it comes
+                if self._overlapped:  # and nothing interrupts it: clear it before going on
+                    self._resync = True
+                raise
+            if answer is None:  # anything else: the general path
+                return await self._receive(max_size, deadline)
+            self._rmt = True
+            if len(answer) > max_size:
+                raise RemoteProtocolError(f"response exceeds max_size={max_size}")
+        finally:
+            self._busy = False
+        if not waited and schedule_point_due():  # no wait so far: let other tasks run
+            await cancel_shielded_checkpoint()
+        return answer
+
+    async def _exchange(self, message: bytes, max_size: int, deadline: float) -> bytes:
         self._begin()
         try:
             await self._prepare(deadline)
