@@ -19,7 +19,7 @@ import math
 import select
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 import anyio
@@ -33,8 +33,9 @@ __all__ = ["Channel"]
 
 _RECV_SIZE: Final = 256 * 1024
 _MAX_IOV: Final = 512
-_TLS_CHUNK: Final = 1024 * 1024  # plaintext encrypted per step (bounds queued ciphertext)
-_TLS_PULL: Final = 1024 * 1024  # ciphertext read per recv
+_TLS_CHUNK: Final = 256 * 1024  # plaintext encrypted per step
+_TLS_AHEAD: Final = 1024 * 1024  # ciphertext queued ahead while the socket is full, at most
+_TLS_PULL: Final = 256 * 1024  # ciphertext read per recv
 _DATA_END: Final = int(MessageType.DataEnd)
 
 
@@ -48,6 +49,7 @@ class Channel:
         "_incoming",
         "_loop",
         "_outgoing",
+        "_pulled",
         "_registered",
         "_timer",
         "_timer_at",
@@ -74,6 +76,7 @@ class Channel:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._cipher: list[BytesLike] = []  #: encrypted bytes not yet sent
+        self._pulled: bytearray | None = None  #: ciphertext from the socket (reused)
         self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
         self._loop: asyncio.AbstractEventLoop | bool | None = None  #: False: trio; None: unknown
         self._registered = False  #: the fd is registered with the asyncio loop
@@ -293,9 +296,10 @@ class Channel:
             return n
         total = 0
         view = memoryview(chunk)
+        read = cast("Callable[[int, memoryview], int]", self._tls.read)  # into the buffer
         while total < size:
             try:
-                n = cast("int", self._tls.read(size - total, view[total:]))
+                n = read(size - total, view[total:])
             except ssl.SSLWantReadError:
                 if total or not self._pull():
                     break
@@ -317,16 +321,20 @@ class Channel:
 
     def _pull(self) -> bool:
         """Move what the socket holds into the TLS input; False if nothing was there."""
+        buffer = self._pulled
+        if buffer is None:
+            buffer = self._pulled = bytearray(_TLS_PULL)
         try:
-            data = self.sock.recv(_TLS_PULL)
+            n = self.sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-        if not data:
+        if not n:
             self._incoming.write_eof()
         else:
-            self._incoming.write(data)
+            with memoryview(buffer) as view:
+                self._incoming.write(view[:n])
         return True
 
     def send_now(self, buffers: Sequence[BytesLike]) -> bool:
@@ -394,12 +402,15 @@ class Channel:
             raise
 
     async def _flush_tls(self, deadline: float) -> None:
-        """Encrypt the plaintext tail step by step and send the ciphertext, in order."""
+        """Encrypt the plaintext tail step by step and send the ciphertext, in order.
+
+        While the socket is full, the next steps are encrypted ahead (up to
+        ``_TLS_AHEAD`` bytes queued), so encryption overlaps the peer's reading."""
         tls, views, cipher = self._tls, self.tail, self._cipher
         assert tls is not None
         try:
             while views or cipher:
-                if not cipher:
+                if views and (not cipher or sum(map(len, cipher)) < _TLS_AHEAD):
                     budget = _TLS_CHUNK
                     while views and budget > 0:
                         first = views[0]
@@ -412,8 +423,11 @@ class Channel:
                         else:
                             views[0] = first[len(piece) :]
                     self._drain_outgoing()
+                    self._send_some(cipher)  # what the socket takes now, without waiting
                     continue
-                await self._send_cipher(deadline)
+                self._send_some(cipher)
+                if cipher:
+                    await self._writable(deadline)
         except BaseException:
             self.tail = [memoryview(bytes(v)) for v in views]
             raise
