@@ -19,6 +19,7 @@ import math
 import select
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from typing import Final, cast
 
@@ -32,6 +33,7 @@ from .protocol.hislip import HEADER, HEADER_SIZE, PROLOGUE, Message, MessageType
 __all__ = ["Channel"]
 
 _RECV_SIZE: Final = 256 * 1024
+_FIRST_READ: Final = 64 * 1024  # read at a message boundary (larger payloads: in place)
 _MAX_IOV: Final = 512
 _TLS_CHUNK: Final = 256 * 1024  # plaintext encrypted per step
 _TLS_AHEAD: Final = 1024 * 1024  # ciphertext queued ahead while the socket is full, at most
@@ -43,9 +45,11 @@ class Channel:
     """A socket with a reassembler; not for concurrent senders (callers serialize)."""
 
     __slots__ = (
+        "_callback_reads",
         "_chunk",
         "_cipher",
         "_deadline",
+        "_held",
         "_incoming",
         "_loop",
         "_outgoing",
@@ -78,6 +82,10 @@ class Channel:
         self._cipher: list[BytesLike] = []  #: encrypted bytes not yet sent
         self._pulled: bytearray | None = None  #: ciphertext from the socket (reused)
         self._waiter: asyncio.Future[bool] | None = None  #: asyncio readiness wait
+        #: bytes at the start of ``_chunk`` that the asyncio reader callback received and
+        #: nobody took yet (taken before anything else is read; see :meth:`_on_readable`)
+        self._held = 0
+        self._callback_reads = True  #: off during the StartTLS handshake
         self._loop: asyncio.AbstractEventLoop | bool | None = None  #: False: trio; None: unknown
         self._registered = False  #: the fd is registered with the asyncio loop
         self._deadline = math.inf  #: of the asyncio wait in progress
@@ -100,7 +108,7 @@ class Channel:
 
     def readable_now(self) -> bool:
         """True if bytes wait in the socket or a message is whole in the buffer."""
-        if self.reader.buffered or self._incoming.pending:
+        if self._held or self.reader.buffered or self._incoming.pending:
             return True
         if self._tls is not None and self._tls.pending():
             return True
@@ -110,32 +118,53 @@ class Channel:
             return False
         return bool(readable)
 
-    def receive_nowait(self) -> Message | None:
-        """A whole message from what is buffered or readable now, else None (no waiting)."""
+    def receive_nowait(self, *, look: bool = True) -> Message | None:
+        """A whole message from what is buffered or readable now, else None (no waiting).
+        ``look=False``: from what is buffered only (no ``recv``)."""
         message = self.reader.next_message()
         if message is not None:
             return message
-        if not self._read_some():
+        if not (look or self._held) or not self._read_some():
             return None
         return self.reader.next_message()
 
-    def data_end_now(self, message_id: int) -> bytes | None:
-        """The payload of a DataEnd with ``message_id`` if one ``recv`` now returns
-        exactly that one whole message (the usual answer to a query), read past the
-        reassembler; else None, with whatever arrived given to the reassembler (plaintext
-        only, and only at a message boundary with nothing buffered)."""
+    def clock(self) -> float:
+        """The event loop's clock (the one deadlines use), without a running-loop lookup
+        once the channel has waited."""
+        loop = self._loop
+        if isinstance(loop, asyncio.AbstractEventLoop):
+            return loop.time()
+        return anyio.current_time()
+
+    @property
+    def at_rest(self) -> bool:
+        """Nothing received and not yet taken: the next byte read starts a message."""
+        return not self._held and self.reader.idle
+
+    def data_end_now(self, message_id: int, *, look: bool = True) -> bytes | None:
+        """The payload of a DataEnd with ``message_id`` if what arrived now is exactly
+        that one whole message (the usual answer to a query), taken past the
+        reassembler; else None, with whatever arrived given to the reassembler. Takes
+        the bytes the reader callback received, else (``look``) one ``recv``. Plaintext
+        only, and only at a message boundary with nothing buffered."""
         reader = self.reader
         if self._tls is not None or not reader.idle:
             return None
         chunk = self._chunk
-        try:
-            n = self.sock.recv_into(chunk, _RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        n = self._held
+        if n:
+            self._held = 0
+        elif not look:
             return None
-        except OSError as exc:
-            raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-        if n == 0:
-            raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
+        else:
+            try:
+                n = self.sock.recv_into(chunk, _FIRST_READ)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
+            if n == 0:
+                raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
         if n >= HEADER_SIZE:
             prologue, type_, _, param, length = HEADER.unpack_from(chunk)
             if (
@@ -160,6 +189,12 @@ class Channel:
         """Read what is ready into the reassembler (a large payload in place); False if
         nothing was."""
         reader = self.reader
+        held = self._held
+        if held:  # what the reader callback received comes first
+            self._held = 0
+            with memoryview(self._chunk) as view:
+                reader.feed(view[:held])
+            return True
         target = reader.direct()
         if target is not None:
             n = self._read_into(target, len(target))
@@ -177,7 +212,7 @@ class Channel:
         """The next whole message, or None when ``deadline`` passes first. Cheaper than
         :meth:`receive` under a cancel scope: the deadline is a timer on the wait itself
         (asyncio) or trio's own scope; bytes are only read after a wait, never lost."""
-        tried = self._tls is not None  # TLS may hold decrypted bytes: look there first
+        tried = self._tls is not None or self._held > 0  # bytes may be waiting: look first
         while True:
             message = self.reader.next_message()
             if message is not None:
@@ -220,11 +255,25 @@ class Channel:
             self._waiter = None
 
     def _on_readable(self) -> None:
+        """The reader callback. At a message boundary (plaintext) it receives the bytes
+        itself into ``_chunk`` (``_held``, taken before anything else is read), so a
+        readiness event gone stale (the bytes were taken meanwhile) costs a failed
+        ``recv``, not a task wake-up; the bytes stay with the channel even if the wait
+        is then cancelled."""
         waiter = self._waiter
         if waiter is None:
             self._unregister()
-        elif not waiter.done():
-            waiter.set_result(True)
+            return
+        if waiter.done():
+            return
+        if self._tls is None and self._callback_reads and not self._held and self.reader.idle:
+            try:
+                self._held = self.sock.recv_into(self._chunk, _FIRST_READ)
+            except (BlockingIOError, InterruptedError):
+                return  # stale: keep waiting
+            except OSError:
+                pass  # the waiter's own read reports it
+        waiter.set_result(True)
 
     def _unregister(self) -> None:
         if self._registered:
@@ -256,8 +305,7 @@ class Channel:
             self._arm(loop, self._deadline)
 
     async def _trio_readable(self, deadline: float) -> bool:
-        import trio
-
+        trio = sys.modules["trio"]  # running: imported (an import statement costs per call)
         try:
             if deadline == math.inf:
                 await trio.lowlevel.wait_readable(self.sock)
@@ -277,7 +325,7 @@ class Channel:
                 return message
             if wait_first:
                 wait_first = False
-                if self._tls is None:  # (TLS may hold decrypted bytes: look there first)
+                if self._tls is None and not self._held:  # (else bytes may be there)
                     await self._readable(math.inf)
             if not self._read_some():
                 await self._readable(math.inf)
@@ -490,8 +538,12 @@ class Channel:
         if self.unsent:
             raise RuntimeError("flush() the interrupted message first")
         early = self.reader.take_buffered()
+        if self._held:  # received after the reassembler's bytes
+            early += bytes(memoryview(self._chunk)[: self._held])
+            self._held = 0
         if early:
             self._incoming.write(early)
+        self._callback_reads = False  # the handshake's bytes go to TLS, not to _chunk
         tls = context.wrap_bio(
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
@@ -551,6 +603,7 @@ class Channel:
         if scope.cancelled_caught:
             raise WriteTimeout(f"HiSLIP {self.name} channel: the peer did not end TLS in time")
         self._tls = None
+        self._callback_reads = True
         rest = self._incoming.read()
         if rest:
             self.reader.feed(rest)

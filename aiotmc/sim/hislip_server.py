@@ -57,6 +57,7 @@ from .._types import BytesLike
 from ..protocol import hislip as hs
 from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
+from ..transports._probe import AnswerProbe
 from .device import SimDevice
 
 __all__ = ["HislipServer"]
@@ -399,12 +400,18 @@ class HislipServer:
     async def _sync_loop(self, session: _Session) -> None:
         channel = session.sync
         unwaited = 0  # messages handled since the last wait
+        probe = AnswerProbe()  # the next message is rarely there already: look only then
         while True:
-            message = channel.receive_nowait()
+            looked = probe.should_look()
+            message = channel.receive_nowait(look=looked)
+            if looked and message is None:
+                probe.missed()
+            elif looked:
+                probe.found()
             if message is None:
                 unwaited = 0
                 # the idle limit is a timer on the wait itself, not a cancel scope
-                message = await channel.receive_until(anyio.current_time() + self.idle_timeout)
+                message = await channel.receive_until(channel.clock() + self.idle_timeout)
                 if message is None:
                     return  # idle too long: end the session
             elif unwaited >= _UNWAITED_MAX:  # a client that never lets us wait

@@ -55,6 +55,7 @@ from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
 from ...protocol.ieee4882 import block_payload_view
 from ...srq import SrqBroadcaster
+from .._probe import AnswerProbe
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
 from ._blocksink import BlockSink
@@ -104,6 +105,7 @@ class HislipTransport:
         self._async = session.async_
         self._server_max = session.server_max
         self._ids = hs.MessageIdCounter()
+        self._probe = AnswerProbe()  #: look for the answer right after sending?
         self._rmt = False  #: an answer was delivered and not yet reported
         self._abandoned: int | None = None  #: MessageID whose answer nobody waits for
         self._resync = False  #: a send or clear was interrupted: clear before going on
@@ -276,12 +278,18 @@ class HislipTransport:
                     raise
             waited = False
             try:
-                answer = sync.data_end_now(message_id)
-                if answer is None and sync.reader.idle:  # nothing there yet: wait, then look
+                probe = self._probe  # look at once only while looks tend to find it
+                looked = probe.should_look()
+                answer = sync.data_end_now(message_id, look=looked)
+                if answer is None and sync.at_rest:  # nothing there yet: wait, then take it
+                    if looked:
+                        probe.missed()
                     waited = True
                     if not await sync.wait_readable(deadline):
                         raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
                     answer = sync.data_end_now(message_id)
+                elif looked:
+                    probe.found()
             except BaseException:
                 self._abandoned = message_id  # the rest of this answer is dropped when it comes
                 if self._overlapped:  # and nothing interrupts it: clear it before going on
