@@ -1,7 +1,9 @@
 """One HiSLIP connection on a non-blocking socket: whole messages in, whole messages out.
 
-Receiving is cancellation-safe: bytes read are kept in the :class:`Reassembler` until a
-message is whole. Sending tracks exactly what went out: a send interrupted part-way keeps
+Receiving is cancellation-safe: bytes read are kept in the :class:`Reassembler` (or, just
+received by the asyncio reader callback, held in the channel's buffer and taken before
+anything else) until a message is whole. The usual answer to a query, one whole DataEnd,
+is taken past the reassembler (:meth:`Channel.data_end_now`). Sending tracks exactly what went out: a send interrupted part-way keeps
 the unsent rest in :attr:`Channel.tail`, which :meth:`Channel.flush` must send before
 anything else (the peer's framing depends on it). Used by the client and the simulator.
 

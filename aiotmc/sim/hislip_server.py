@@ -57,7 +57,6 @@ from .._types import BytesLike
 from ..protocol import hislip as hs
 from ..protocol import sasl
 from ..protocol.hislip import MessageType as T
-from ..transports._probe import AnswerProbe
 from .device import SimDevice
 
 __all__ = ["HislipServer"]
@@ -74,6 +73,7 @@ _AUTH_FAILED: Final = 0x01
 _AUTH_SUCCESS: Final = 0x02
 _CATCH_UP_STEPS: Final = 200  # scheduler steps a status query waits for the sync channel
 _UNWAITED_MAX: Final = 16  # messages handled without a wait before yielding to other tasks
+_MAX_SKIP: Final = 64  # looks for a next message skipped after misses, at most
 
 
 class _Session:
@@ -400,14 +400,18 @@ class HislipServer:
     async def _sync_loop(self, session: _Session) -> None:
         channel = session.sync
         unwaited = 0  # messages handled since the last wait
-        probe = AnswerProbe()  # the next message is rarely there already: look only then
+        # The next message is rarely there already when an answer has gone out: after a
+        # look that found nothing, skip the next 1, 2, 4 ... 64 looks (each a failed recv)
+        skip, backoff = 0, 1
         while True:
-            looked = probe.should_look()
+            looked = not skip
             message = channel.receive_nowait(look=looked)
-            if looked and message is None:
-                probe.missed()
-            elif looked:
-                probe.found()
+            if not looked:
+                skip -= 1
+            elif message is None:
+                skip, backoff = backoff, min(backoff * 2, _MAX_SKIP)
+            else:
+                backoff = 1
             if message is None:
                 unwaited = 0
                 # the idle limit is a timer on the wait itself, not a cancel scope
