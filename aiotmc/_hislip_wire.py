@@ -1,11 +1,12 @@
 """One HiSLIP connection on a non-blocking socket: whole messages in, whole messages out.
 
-Receiving is cancellation-safe: bytes read are kept in the :class:`Reassembler` (or, just
-received by the asyncio reader callback, held in the channel's buffer and taken before
+Receiving is cancellation-safe: bytes read are kept in the :class:`Reassembler` (or, read
+at a message boundary as a wait ends, held in the channel's buffer and taken before
 anything else) until a message is whole. The usual answer to a query, one whole DataEnd,
-is taken past the reassembler (:meth:`Channel.data_end_now`). Sending tracks exactly what went out: a send interrupted part-way keeps
-the unsent rest in :attr:`Channel.tail`, which :meth:`Channel.flush` must send before
-anything else (the peer's framing depends on it). Used by the client and the simulator.
+is taken past the reassembler (:meth:`Channel.data_end_now`). Sending tracks exactly what
+went out: a send interrupted part-way keeps the unsent rest in :attr:`Channel.tail`, which
+:meth:`Channel.flush` must send before anything else (the peer's framing depends on it).
+Used by the client and the simulator.
 
 HiSLIP 2.0 upgrades a connection in place (StartTLS): :meth:`Channel.start_tls` puts the
 standard library's sans-IO TLS (``ssl.SSLObject`` over two ``MemoryBIO``, what
@@ -433,9 +434,10 @@ class Channel:
         self.sent += n
         if n == sum(map(len, buffers)):
             return True
-        if n:
-            self.tail = _rest(buffers, n)
-        return False
+        if not n:
+            return False
+        self.tail = _rest(buffers, n)  # (len() counts items: a wider memoryview went whole)
+        return not self.tail
 
     async def send(self, buffers: Sequence[BytesLike], deadline: float = math.inf) -> None:
         """Send ``buffers`` in order; :class:`WriteTimeout` at ``deadline``. Interrupted

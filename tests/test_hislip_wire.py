@@ -4,6 +4,7 @@ arrive for a wait that is then cancelled."""
 from __future__ import annotations
 
 import socket
+from array import array
 from collections.abc import Iterator
 
 import anyio
@@ -108,5 +109,19 @@ async def test_bytes_of_a_cancelled_wait_are_kept(
         assert (received.type, received.param) == (T.DataEnd, 0xFFFFFF00)
         assert received.payload == b"kept %d\n" % steps
         assert channel.at_rest
+    finally:
+        channel.close()
+
+
+async def test_send_now_counts_bytes_not_items(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A memoryview of 2-byte items goes out once, whole (``len`` counts its items)."""
+    channel = Channel(pair[0], max_payload=1 << 20)
+    try:
+        wide = memoryview(array("h", [1, 2, 3]))
+        assert channel.send_now([b"HS", wide])
+        assert not channel.unsent
+        assert channel.sent == 8
+        pair[1].setblocking(False)
+        assert pair[1].recv(64) == b"HS" + wide.tobytes()
     finally:
         channel.close()

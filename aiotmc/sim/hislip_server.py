@@ -451,7 +451,7 @@ class HislipServer:
                 return
             if type_ == T.Trigger:
                 if self.device.busy:
-                    await self._interrupt(session, message.param)
+                    await self._interrupt_if_pending(session, message.param)
                 session.response_id = message.param
                 self.device.trigger()
                 session.wake()
@@ -483,7 +483,7 @@ class HislipServer:
                 return
             device = self.device
             if device.busy:
-                await self._interrupt(session, message.param)
+                await self._interrupt_if_pending(session, message.param)
             session.response_id = message.param
             device.write(program)
             parts = device.read_parts()  # answered at once: no hand-over to the pump
@@ -638,9 +638,10 @@ class HislipServer:
     async def _reply_sync(self, session: _Session, message: bytes) -> None:
         await self._send(session, session.sync, session.sync_lock, [message])
 
-    async def _interrupt(self, session: _Session, message_id: int) -> None:
-        """A new message while an answer is pending (the device is busy) interrupts it
-        (synchronized mode)."""
+    async def _interrupt_if_pending(self, session: _Session, message_id: int) -> None:
+        """A new message while an answer is pending interrupts it (synchronized mode)."""
+        if not self.device.busy:
+            return
         self.counters["interrupted"] += 1
         self.device.device_clear()
         await self._send(
@@ -690,7 +691,9 @@ class HislipServer:
         self, session: _Session, parts: list[BytesLike], message_id: int
     ) -> None:
         limit = max(1, min(session.client_max, self.max_message_size) - hs.HEADER_SIZE)
-        size = sum(map(len, parts))
+        size = 0
+        for part in parts:
+            size += part.nbytes if isinstance(part, memoryview) else len(part)
         if 0 < size <= limit:  # the usual case: one DataEnd
             header = hs.HEADER.pack(hs.PROLOGUE, _DATA_END, 0, message_id, size)
             await self._send(session, session.sync, session.sync_lock, [header, *parts])
