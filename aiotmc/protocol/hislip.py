@@ -288,6 +288,11 @@ class Reassembler:
         return len(self._buffer) + self._filled
 
     @property
+    def idle(self) -> bool:
+        """At a message boundary with nothing buffered: the next byte starts a header."""
+        return self._header is None and not self._buffer
+
+    @property
     def pending(self) -> Header | None:
         """The header of the message being reassembled, if its header is complete."""
         return self._header

@@ -68,12 +68,15 @@ _log = logging.getLogger("aiotmc.sim.hislip")
 _MAV: Final = 0x10
 _MSS: Final = 0x40
 _VERSION: Final = (1, 1)
+_DATA_END: Final = int(T.DataEnd)
 _VERSION_SECURE: Final = (2, 0)
 _START_TLS_OK: Final = 1
 _START_TLS_ERROR: Final = 3
 _AUTH_FAILED: Final = 0x01
 _AUTH_SUCCESS: Final = 0x02
 _CATCH_UP_STEPS: Final = 200  # scheduler steps a status query waits for the sync channel
+_UNWAITED_MAX: Final = 16  # messages handled without a wait before yielding to other tasks
+_MAX_SKIP: Final = 64  # looks for a next message skipped after misses, at most
 
 
 class _Session:
@@ -342,13 +345,31 @@ class HislipServer(BackgroundServer):
     async def _send(
         self, session: _Session, channel: Channel, lock: anyio.Lock, buffers: list[BytesLike]
     ) -> None:
-        async with lock:
-            deadline = anyio.current_time() + self.send_timeout
-            try:
+        if lock.locked() or channel.unsent:
+            async with lock:
+                await self._send_locked(session, channel, buffers, begun=False)
+            return
+        if channel.send_now(buffers):
+            return  # the usual case: out whole at once, nobody else sending meanwhile
+        lock.acquire_nowait()  # still free: nothing ran since it was checked
+        try:
+            await self._send_locked(session, channel, buffers, begun=channel.unsent)
+        finally:
+            lock.release()
+
+    async def _send_locked(
+        self, session: _Session, channel: Channel, buffers: list[BytesLike], *, begun: bool
+    ) -> None:
+        """Send ``buffers`` (``begun``: the rest of what :meth:`Channel.send_now` began)."""
+        deadline = anyio.current_time() + self.send_timeout
+        try:
+            if begun:
+                await channel.flush(deadline)
+            else:
                 await channel.send(buffers, deadline)
-            except BaseException:
-                session.cancel()  # a half-sent message: the session cannot go on
-                raise
+        except BaseException:
+            session.cancel()  # a half-sent message: the session cannot go on
+            raise
 
     # -- the synchronous channel ------------------------------------------------------------
 
@@ -395,18 +416,34 @@ class HislipServer(BackgroundServer):
 
     async def _sync_loop(self, session: _Session) -> None:
         channel = session.sync
-        with anyio.CancelScope() as idle:  # one scope, moved on: cheaper than one per wait
-            while True:
-                message = channel.receive_nowait()
+        unwaited = 0  # messages handled since the last wait
+        # The next message is rarely there already when an answer has gone out: after a
+        # look that found nothing, skip the next 1, 2, 4 ... 64 looks (each a failed recv)
+        skip, backoff = 0, 1
+        while True:
+            looked = not skip
+            message = channel.receive_nowait(look=looked)
+            if not looked:
+                skip -= 1
+            elif message is None:
+                skip, backoff = backoff, min(backoff * 2, _MAX_SKIP)
+            else:
+                backoff = 1
+            if message is None:
+                unwaited = 0
+                # the idle limit is a timer on the wait itself, not a cancel scope
+                message = await channel.receive_until(channel.clock() + self.idle_timeout)
                 if message is None:
-                    idle.deadline = anyio.current_time() + self.idle_timeout
-                    message = await channel.receive()
-                    idle.deadline = math.inf
-                session.handling = True
-                try:
-                    await self._handle_sync(session, message)
-                finally:
-                    session.handling = channel.reader.buffered > 0
+                    return  # idle too long: end the session
+            elif unwaited >= _UNWAITED_MAX:  # a client that never lets us wait
+                unwaited = 0
+                await checkpoint()  # must not starve the other tasks
+            unwaited += 1
+            session.handling = True
+            try:
+                await self._handle_sync(session, message)
+            finally:
+                session.handling = channel.reader.buffered > 0
 
     async def _handle_sync(self, session: _Session, message: hs.Message) -> None:
         type_ = message.type
@@ -416,7 +453,7 @@ class HislipServer(BackgroundServer):
                 return
             if session.clearing:
                 return  # discarded until DeviceClearComplete
-            if not await self._admitted(session):
+            if (self.require_tls or self.users is not None) and not await self._admitted(session):
                 return
             if (
                 self.strict or len(message.payload) > self.max_message_size - hs.HEADER_SIZE
@@ -437,38 +474,48 @@ class HislipServer(BackgroundServer):
                 session.wake()
                 return
             if type_ == T.Trigger:
-                await self._interrupt_if_pending(session, message.param)
+                if self.device.busy:
+                    await self._interrupt_if_pending(session, message.param)
                 session.response_id = message.param
                 self.device.trigger()
                 session.wake()
                 return
-            if not session.dropping:
-                if len(session.input) + len(message.payload) > self.max_input:
-                    session.dropping = True
-                    session.input.clear()
-                    await self._error(
-                        session, hs.ErrorCode.MESSAGE_TOO_LARGE, "program message too large"
-                    )
-                else:
-                    session.input += message.payload
-            if type_ == T.DataEnd:
+            payload = message.payload
+            whole = type_ == T.DataEnd and not session.input and not session.dropping
+            if whole and len(payload) <= self.max_input:
+                program = payload  # the usual case: one DataEnd is the whole message
+            else:
+                if not session.dropping:
+                    if len(session.input) + len(payload) > self.max_input:
+                        session.dropping = True
+                        session.input.clear()
+                        await self._error(
+                            session, hs.ErrorCode.MESSAGE_TOO_LARGE, "program message too large"
+                        )
+                    else:
+                        session.input += payload
+                if type_ != T.DataEnd:
+                    return
                 if session.dropping:
                     session.dropping = False
                     return
                 program = bytes(session.input)
                 session.input.clear()
-                if session.overlapped:  # executed one after another, answers by MessageID
-                    session.queue.append((message.param, program))
-                    session.wake()
-                    return
-                await self._interrupt_if_pending(session, message.param)
-                session.response_id = message.param
-                self.device.write(program)
-                parts = self.device.read_parts()  # answered at once: no hand-over to the pump
-                if parts is not None:
-                    session.unread = True
-                    await self._send_response(session, parts, message.param)
+            if session.overlapped:  # executed one after another, answers by MessageID
+                session.queue.append((message.param, program))
                 session.wake()
+                return
+            device = self.device
+            if device.busy:
+                await self._interrupt_if_pending(session, message.param)
+            session.response_id = message.param
+            device.write(program)
+            parts = device.read_parts()  # answered at once: no hand-over to the pump
+            if parts is not None:
+                session.unread = True
+                await self._send_response(session, parts, message.param)
+            if device.busy or device.next_deadline() is not None:
+                session.wake()  # more to come later: the pump sends it
         elif type_ == T.DeviceClearComplete:
             session.overlapped = self.overlapped and bool(message.control & hs.Feature.OVERLAPPED)
             session.clearing = False
@@ -715,6 +762,13 @@ class HislipServer(BackgroundServer):
     ) -> None:
         session.unreported += 1
         limit = max(1, min(session.client_max, self.max_message_size) - hs.HEADER_SIZE)
+        size = 0
+        for part in parts:
+            size += part.nbytes if isinstance(part, memoryview) else len(part)
+        if 0 < size <= limit:  # the usual case: one DataEnd
+            header = hs.HEADER.pack(hs.PROLOGUE, _DATA_END, 0, message_id, size)
+            await self._send(session, session.sync, session.sync_lock, [header, *parts])
+            return
         ids = _Fixed(message_id)
         messages = hs.data_messages(parts, max_payload=limit, end=True, ids=ids, rmt=False)
         for header, pieces in messages:

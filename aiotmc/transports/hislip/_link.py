@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 import anyio
+from anyio.lowlevel import cancel_shielded_checkpoint
 
 from ..._background import BackgroundTask, spawn
 from ..._exceptions import (
@@ -48,6 +49,7 @@ from ..._exceptions import (
     TransportError,
     UnsupportedOperation,
 )
+from ..._fastpath import schedule_point_due
 from ..._hislip_wire import Channel
 from ..._types import BytesLike, RenMode
 from ...protocol import hislip as hs
@@ -56,6 +58,7 @@ from ...protocol.hislip_descriptors import Descriptor, decode_descriptors
 from ...protocol.ieee4882 import block_payload_view
 from ...reconnect import Reconnect, retry_connect
 from ...srq import SrqBroadcaster
+from .._probe import AnswerProbe
 from ..base import Capabilities, TransportInfo
 from ..tcp import connect_socket
 from ._blocksink import BlockSink
@@ -81,6 +84,7 @@ _ASYNC_SEND_TIMEOUT: Final = 5.0  # a 16-byte request that cannot go out: the li
 _BLOCK_SLACK: Final = 64  # header and terminator around a block payload
 _U32: Final = struct.Struct("!I")
 _TLS_RESPONSE_OK: Final = 1  #: AsyncStartTLSResponse / AsyncEndTLSResponse: success
+_DATA_END: Final = int(T.DataEnd)
 
 
 class _Pending:
@@ -104,6 +108,7 @@ class HislipTransport:
         self._async = session.async_
         self._server_max = session.server_max
         self._ids = hs.MessageIdCounter()
+        self._probe = AnswerProbe()  #: look for the answer right after sending?
         self._rmt = False  #: an answer was delivered and not yet reported
         self._abandoned: int | None = None  #: MessageID whose answer nobody waits for
         self._resync = False  #: a send or clear was interrupted: clear before going on
@@ -241,7 +246,79 @@ class HislipTransport:
             self._busy = False
 
     async def exchange(self, message: bytes, *, max_size: int, deadline: float = math.inf) -> bytes:
-        """Send ``message`` and receive its answer."""
+        """Send ``message`` and receive its answer.
+
+        The usual case (link in step, plaintext, nothing buffered, one DataEnd each
+        way) takes a short path: the header packed directly, one ``sendmsg`` for header
+        and payload, and an answer that arrives whole in one ``recv`` is taken without
+        the reassembler. Everything else, and every failure, is the general path's.
+        """
+        sync = self._sync
+        size = len(message)
+        if (
+            self._busy
+            or self._resync
+            or self._failure is not None
+            or self._closed
+            or sync.unsent
+            or sync.tls is not None
+            or self._overlap.busy
+            or not 0 < size <= self._server_max - hs.HEADER_SIZE
+        ):
+            return await self._exchange(message, max_size, deadline)
+        self._busy = True
+        try:
+            ids = self._ids
+            before = (ids.next, ids.last, self._rmt, self._abandoned)
+            message_id = ids.next
+            ids.last = message_id
+            ids.next = (message_id + 2) & 0xFFFFFFFF
+            header = hs.HEADER.pack(hs.PROLOGUE, _DATA_END, self._rmt, message_id, size)
+            self._rmt = False
+            self._abandoned = None
+            sent = sync.sent
+            if not sync.send_now((header, message)):  # the socket is full: wait for it
+                try:
+                    if sync.unsent:  # part went out: the rest must follow
+                        await sync.flush(deadline)
+                    else:
+                        await sync.send((header, message), deadline)
+                except BaseException as exc:
+                    self._interrupted(sent, before)
+                    self._lost(exc)
+                    raise
+            waited = False
+            try:
+                probe = self._probe  # look at once only while looks tend to find it
+                looked = probe.should_look()
+                answer = sync.data_end_now(message_id, look=looked)
+                if answer is None and sync.at_rest:  # nothing there yet: wait, then take it
+                    if looked:
+                        probe.missed()
+                    waited = True
+                    if not await sync.wait_readable(deadline):
+                        raise ReadTimeout(f"{self._info.resource}: no answer within the timeout")
+                    answer = sync.data_end_now(message_id)
+                elif looked:
+                    probe.found()
+            except BaseException as exc:
+                self._abandoned = message_id  # the rest of this answer is dropped when it comes
+                if self._overlapped:  # and nothing interrupts it: clear it before going on
+                    self._resync = True
+                self._lost(exc)
+                raise
+            if answer is None:  # anything else: the general path
+                return await self._receive(max_size, deadline)
+            self._rmt = True
+            if len(answer) > max_size:
+                raise RemoteProtocolError(f"response exceeds max_size={max_size}")
+        finally:
+            self._busy = False
+        if not waited and schedule_point_due():  # no wait so far: let other tasks run
+            await cancel_shielded_checkpoint()
+        return answer
+
+    async def _exchange(self, message: bytes, max_size: int, deadline: float) -> bytes:
         self._begin()
         try:
             await self._prepare(deadline)
