@@ -14,7 +14,9 @@ configuration from a list of :class:`NatsUser`. Roles:
 
 Every user may subscribe to ``_INBOX.>`` (request/reply answers), as NATS clients do;
 answers go to random inbox names. Passwords may be given as bcrypt hashes
-(``nats server passwd``); plain text works but then protect the file (mode 0600).
+(``nats server passwd``); plain text works but then protect the file (mode 0600). A
+:class:`PasswordVariable` instead names a variable that nats-server resolves from its
+environment when it loads the file, so that no password is written at all.
 """
 
 from __future__ import annotations
@@ -27,12 +29,28 @@ from typing import Final
 
 from .._exceptions import ConfigError
 
-__all__ = ["ROLES", "NatsUser", "authorization_config", "permissions"]
+__all__ = ["ROLES", "NatsUser", "PasswordVariable", "authorization_config", "permissions"]
 
 ROLES: Final = ("agent", "operator", "viewer", "collector", "admin")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INSTRUMENT = re.compile(r"([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64}|\*)")
 _READINGS: Final = "aiotmc.readings"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class PasswordVariable:
+    """A password nats-server takes from its environment variable ``name`` (written
+    unquoted as ``$name``: nats-server resolves a variable the file does not define from
+    the environment it was started with)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _VARIABLE.fullmatch(self.name):
+            raise ConfigError(
+                f"{self.name!r} is not a usable variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            )
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,8 @@ class NatsUser:
     """One NATS login and its role (``agent`` users are named after their agent)."""
 
     name: str
-    password: str = field(repr=False)
+    #: The password as nats-server checks it: plain text, a bcrypt hash, or a variable.
+    password: str | PasswordVariable = field(repr=False)
     role: str
     #: operator: the instruments it may use, as ``agent/instrument`` or ``agent/*``.
     instruments: Sequence[str] = ()
@@ -102,6 +121,10 @@ def authorization_config(users: Iterable[NatsUser]) -> str:
         if user.name in seen:
             raise ConfigError(f"user {user.name!r} defined twice")
         seen.add(user.name)
-        entry = {"user": user.name, "password": user.password, "permissions": permissions(user)}
-        entries.append("    " + json.dumps(entry))
+        secret = user.password
+        password = f"${secret.name}" if isinstance(secret, PasswordVariable) else json.dumps(secret)
+        entries.append(
+            f'    {{"user": {json.dumps(user.name)}, "password": {password}, '
+            f'"permissions": {json.dumps(permissions(user))}}}'
+        )
     return "authorization {\n  users = [\n" + ",\n".join(entries) + "\n  ]\n}\n"
