@@ -42,6 +42,11 @@ __all__ = [
 MAX_CONTROL_LINE: Final = 4096
 _HEADER_LINE: Final = b"NATS/1.0"
 _TOKEN = re.compile(rb"^[!-~]+$")  # printable, no space: subjects, sids, reply subjects
+# ``MSG <subject> <sid> [reply] <size>`` / ``HMSG ... <header size> <total size>`` (the
+# server's own forms, which may have two spaces where the reply is missing; anything
+# else goes the general way)
+_MSG_LINE = re.compile(rb"([!-~]+) +([0-9]{1,18}) +(?:([!-~]+) +)?([0-9]{1,18})()\Z")
+_HMSG_LINE = re.compile(rb"([!-~]+) +([0-9]{1,18}) +(?:([!-~]+) +)?([0-9]{1,18}) +([0-9]{1,18})\Z")
 
 
 class _NeedData:
@@ -155,6 +160,17 @@ class NatsParser:
         raise RemoteProtocolError(f"unknown NATS operation {line[:40]!r}")
 
     def _message_line(self, headers: bool, rest: bytes) -> tuple[str, int, str | None, int, int]:
+        match = (_HMSG_LINE if headers else _MSG_LINE).match(rest)
+        if match is not None:  # the usual form, in one step
+            subject, sid_text, reply_text, first, second = match.groups()
+            if headers:
+                header_size, total = int(first), int(second)
+            else:
+                header_size, total = 0, int(first)
+            sid = int(sid_text)
+            reply = reply_text.decode() if reply_text is not None else None
+            self._check_sizes(rest, header_size, total)
+            return subject.decode(), sid, reply, header_size, total
         parts = rest.split()
         want = (4, 5) if headers else (3, 4)
         if len(parts) not in want or not all(_TOKEN.match(p) for p in parts):
@@ -165,15 +181,18 @@ class NatsParser:
         except ValueError as exc:
             raise RemoteProtocolError(f"malformed NATS message line {rest[:60]!r}") from exc
         header_size, total = sizes
+        self._check_sizes(rest, header_size, total)
+        count = len(parts) - (2 if headers else 1)
+        reply = parts[2].decode() if count == 3 else None
+        return parts[0].decode(), sid, reply, header_size, total
+
+    def _check_sizes(self, rest: bytes, header_size: int, total: int) -> None:
         if total < 0 or header_size < 0 or header_size > total:
             raise RemoteProtocolError(f"malformed NATS message sizes {rest[:60]!r}")
         if total > self.max_payload:
             raise RemoteProtocolError(
                 f"NATS message of {total} bytes exceeds the limit of {self.max_payload}"
             )
-        count = len(parts) - (2 if headers else 1)
-        reply = parts[2].decode() if count == 3 else None
-        return parts[0].decode(), sid, reply, header_size, total
 
     def _payload(self) -> Msg | _NeedData:
         assert self._pending is not None
