@@ -53,6 +53,9 @@ class SimTransport:
         self._clock: BackgroundTask | None = None
         self._failure: Exception | None = None  # why the clock task failed
         self._unsubscribe = device.add_srq_listener(self._srq.publish)
+        # the clock is woken when the device's next deadline moves earlier, not at every
+        # message: an answer ready at once needs no clock (one task wake-up per query less)
+        self._no_deadlines = device.add_deadline_listener(self._kick)
 
     @property
     def info(self) -> TransportInfo:
@@ -71,8 +74,7 @@ class SimTransport:
         self._begin()
         try:
             await checkpoint()
-            self.device.write(b"".join(parts))
-            self._kick()
+            self.device.write(b"".join(parts))  # a new, earlier deadline kicks the clock
         finally:
             self._busy = False
 
@@ -149,6 +151,7 @@ class SimTransport:
         if not self._closed:
             self._closed = True
             self._unsubscribe()
+            self._no_deadlines()
             self._srq.close()
             self._kick()
             clock, self._clock = self._clock, None
