@@ -114,11 +114,18 @@ class NatsParser:
     def __init__(self, *, max_payload: int = 64 * 1024 * 1024) -> None:
         self.max_payload = max_payload
         self._buffer = bytearray()
+        # Where the unparsed bytes start: consumed bytes are dropped in one go when more
+        # arrive, not after each event (a read of a thousand acknowledgements would
+        # otherwise move the rest of the buffer a thousand times).
+        self._pos = 0
         # A message whose control line is parsed, waiting for its payload:
         self._pending: tuple[str, int, str | None, int, int] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes."""
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
         self._buffer += data
 
     def next_event(self) -> Event | _NeedData:
@@ -126,16 +133,17 @@ class NatsParser:
         buffer = self._buffer
         if self._pending is not None:
             return self._payload()
-        end = buffer.find(b"\r\n", 0, MAX_CONTROL_LINE + 2)
+        start = self._pos
+        end = buffer.find(b"\r\n", start, start + MAX_CONTROL_LINE + 2)
         if end < 0:
-            if len(buffer) > MAX_CONTROL_LINE:
+            if len(buffer) - start > MAX_CONTROL_LINE:
                 raise RemoteProtocolError(
                     f"NATS control line longer than {MAX_CONTROL_LINE} bytes: "
-                    f"{bytes(buffer[:40])!r}"
+                    f"{bytes(buffer[start : start + 40])!r}"
                 )
             return NEED_DATA
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
+        line = bytes(buffer[start:end])
+        self._pos = end + 2
         op, _, rest = line.partition(b" ")
         op = op.upper()
         if op == b"MSG" or op == b"HMSG":
@@ -198,12 +206,14 @@ class NatsParser:
         assert self._pending is not None
         subject, sid, reply, header_size, total = self._pending
         buffer = self._buffer
-        if len(buffer) < total + 2:
+        start = self._pos
+        end = start + total
+        if len(buffer) < end + 2:
             return NEED_DATA
-        if buffer[total : total + 2] != b"\r\n":
+        if buffer[end : end + 2] != b"\r\n":
             raise RemoteProtocolError("NATS message payload not followed by CRLF")
-        data = bytes(buffer[:total])
-        del buffer[: total + 2]
+        data = bytes(buffer[start:end])
+        self._pos = end + 2
         self._pending = None
         status: int | None = None
         headers: Mapping[str, str] = {}

@@ -183,6 +183,15 @@ class JetStreamSink:
     def _acknowledged(self, msg: Msg) -> None:
         if msg.status == 503:
             raise SinkUnavailableError(f"{self.name}: no stream takes {self.subject}.>")
+        payload = msg.payload
+        if (
+            msg.status is None
+            and payload.startswith(b'{"stream":')
+            and b'"error"' not in payload
+            and b'"duplicate"' not in payload
+        ):
+            self.published += 1  # the usual {"stream":"S", "seq":N}: no JSON decoding
+            return
         answer = json_answer(msg)
         self.published += 1
         if answer.get("duplicate"):
