@@ -4,7 +4,9 @@
 configuration from a list of :class:`NatsUser`. Roles:
 
 * ``agent``: serves its own instruments only (``aiotmc.rpc.<agent>.>``), publishes their
-  service requests, its presence and its readings; cannot use other agents' instruments;
+  service requests, its presence and its readings (into the stream a collector or an
+  admin created: it may read streams' info, not create them); cannot use other agents'
+  instruments;
 * ``operator``: may use the instruments it lists (``agent/instrument``, ``*`` for every
   instrument of an agent) and see their service requests;
 * ``viewer``: sees presence, service requests and the measurement stream; cannot send
@@ -85,7 +87,8 @@ def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
                     f"{_READINGS}.{me}.>",
                     f"$KV.aiotmc_presence.{me}",
                     "$JS.API.STREAM.CREATE.KV_aiotmc_presence",
-                    "$JS.API.STREAM.INFO.KV_aiotmc_presence",
+                    # the measurement stream's info (a collector or an admin creates it)
+                    "$JS.API.STREAM.INFO.*",
                 ]
             },
             "subscribe": {"allow": [inbox, f"aiotmc.rpc.{me}.>", "aiotmc.discover"]},

@@ -4,8 +4,10 @@ a role's user queries its instrument and is refused the others."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +18,11 @@ import aiotmc
 from aiotmc.agent import Agent, AgentInstrument, live_agents
 from aiotmc.cli import main
 from aiotmc.cli._nats_users import password_variable
+from aiotmc.gateway.model import Reading
+from aiotmc.gateway.sinks.jetstream import JetStreamSink
 from aiotmc.sim.devices import create_device
 from aiotmc.transports.nats import NatsConnection, NatsServer
+from aiotmc.transports.nats.jetstream import JetStream
 
 from ..nats_server import RunningNats, running_nats
 
@@ -79,7 +84,8 @@ def secured(generated: Path) -> Iterator[RunningNats]:
         for user, secret in SECRETS.items():
             env.setenv(password_variable(user), secret)
         env.setenv(password_variable("central"), "pw-central")
-        with running_nats(generated.parent, "-c", str(generated)) as server:
+        store = str(generated.parent / "store")
+        with running_nats(generated.parent, "-c", str(generated), "-js", "-sd", store) as server:
             env.undo()
             yield server
 
@@ -149,3 +155,32 @@ async def test_nats_server_enforces_the_generated_users(secured: RunningNats) ->
             ):
                 pass  # a viewer sends nothing to an instrument
         tg.cancel_scope.cancel()
+
+
+_SEQ = itertools.count(1)
+
+
+async def test_an_agent_publishes_its_readings_only_into_the_collectors_stream(
+    secured: RunningNats,
+) -> None:
+    central = NatsServer("127.0.0.1", secured.port, user="central", password="pw-central")
+    nc = await NatsConnection.connect(central, timeout=3)
+    try:  # the collector creates the stream; an agent may not, but may look it up
+        await JetStream(nc).ensure_stream("AIOTMC_READINGS", ["aiotmc.readings.>"])
+    finally:
+        await nc.aclose()
+    login = NatsServer("127.0.0.1", secured.port, user="bench1", password="pw-bench1")
+
+    def readings(host: str) -> list[Reading]:
+        now = time.time()
+        return [Reading(host, next(_SEQ), "lab", host, "dmm", "volts", 1.0, "V", now)]
+
+    sink = JetStreamSink([login])
+    try:
+        with anyio.fail_after(10):
+            await sink.write(readings("bench1"))
+            assert sink.published == 1
+            with pytest.raises(aiotmc.SinkUnavailableError, match=r"(?i)permissions violation"):
+                await sink.write(readings("bench2"))  # another agent's subject: refused
+    finally:
+        await sink.aclose()
