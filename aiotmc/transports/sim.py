@@ -53,9 +53,8 @@ class SimTransport:
         self._clock: BackgroundTask | None = None
         self._failure: Exception | None = None  # why the clock task failed
         self._unsubscribe = device.add_srq_listener(self._srq.publish)
-        # the clock is woken when the device's next deadline moves earlier, not at every
-        # message: an answer ready at once needs no clock (one task wake-up per query less)
-        self._no_deadlines = device.add_deadline_listener(self._kick)
+        #: The device-clock time the clock task sleeps until (inf: until kicked).
+        self._clock_until = math.inf
 
     @property
     def info(self) -> TransportInfo:
@@ -74,7 +73,13 @@ class SimTransport:
         self._begin()
         try:
             await checkpoint()
-            self.device.write(b"".join(parts))  # a new, earlier deadline kicks the clock
+            device = self.device
+            device.write(b"".join(parts))
+            # wake the clock only for work due before it wakes anyway: an answer ready at
+            # once needs no clock (one task wake-up per query less)
+            due = device.next_deadline()
+            if due is not None and due < self._clock_until:
+                self._kick()
         finally:
             self._busy = False
 
@@ -151,7 +156,6 @@ class SimTransport:
         if not self._closed:
             self._closed = True
             self._unsubscribe()
-            self._no_deadlines()
             self._srq.close()
             self._kick()
             clock, self._clock = self._clock, None
@@ -211,6 +215,7 @@ class SimTransport:
             deadline = device.next_deadline()
             if deadline is not None and deadline <= device.clock():
                 deadline = None  # poll() just did everything due: wait for new work
+            self._clock_until = math.inf if deadline is None else deadline
             await self._wait_until(deadline)
 
 
