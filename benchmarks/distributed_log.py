@@ -10,8 +10,8 @@ through JetStream into storage with the collector using at most one core.
 Two phases, figures from /proc (user + system CPU of each process):
 
 * **live**: for ``--duration`` seconds, readings entering the stream per second, readings
-  stored per second and the collector's CPU (the agents' CPU too: when it nears one core
-  each, the agents limit the rate, not the collector);
+  stored per second and the collector's CPU (the agents' CPU too, in all and per reading
+  published: when it nears one core each, the agents limit the rate, not the collector);
 * **drain**: the collector paused (``SIGSTOP``) for ``--duration`` seconds while the
   agents go on, then the agents stopped and the collector resumed: it stores the backlog
   alone, so its capacity (readings/s) and CPU are measured without the agents competing
@@ -238,6 +238,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "stored_per_s": (s1 - s0) / live,
         "collector_cores": (c1 - c0) / hz / live,
         "agent_cores": (a1 - a0) / hz / live,
+        "agent_cpu_us_per_reading": (a1 - a0) / hz / max(m1 - m0, 1) * 1e6,
         "nats_cores": (n1 - n0) / hz / live,
         "backlog": s3 - s2,
         "drain_per_s": (s3 - s2) / drain,
@@ -271,6 +272,7 @@ def report(f: dict[str, Any]) -> str:
         ("live: stored (SQLite)", f"{f['stored_per_s']:,.0f} readings/s"),
         ("live: collector CPU", f"{f['collector_cores']:.2f} cores"),
         ("live: agents' CPU", f"{f['agent_cores']:.2f} cores in {f['agents']} processes"),
+        ("live: agents' CPU per reading", f"{f['agent_cpu_us_per_reading']:.0f} us"),
         ("live: nats-server CPU", f"{f['nats_cores']:.2f} cores"),
         ("drain: backlog stored", f"{f['backlog']:,} readings at {f['drain_per_s']:,.0f}/s"),
         ("drain: collector CPU", f"{f['drain_collector_cores']:.2f} cores"),

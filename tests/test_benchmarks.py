@@ -273,7 +273,8 @@ def test_distributed_log_tiny_reports_every_figure(tmp_path: Path) -> None:
     data = json.loads(output.read_text())
     assert data["offered_per_s"] == 30
     assert data["stored_total"] > 0 and data["published_per_s"] > 0
-    for key in ("stored_per_s", "collector_cores", "agent_cores", "nats_cores", "drain_per_s"):
+    keys = ("stored_per_s", "collector_cores", "agent_cores", "nats_cores", "drain_per_s")
+    for key in (*keys, "agent_cpu_us_per_reading"):
         assert math.isfinite(data[key]) and data[key] >= 0, key
 
 

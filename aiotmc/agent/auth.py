@@ -4,7 +4,9 @@
 configuration from a list of :class:`NatsUser`. Roles:
 
 * ``agent``: serves its own instruments only (``aiotmc.rpc.<agent>.>``), publishes their
-  service requests, its presence and its readings; cannot use other agents' instruments;
+  service requests, its presence and its readings (into the stream a collector or an
+  admin created: it may read streams' info, not create them); cannot use other agents'
+  instruments;
 * ``operator``: may use the instruments it lists (``agent/instrument``, ``*`` for every
   instrument of an agent) and see their service requests;
 * ``viewer``: sees presence, service requests and the measurement stream; cannot send
@@ -14,7 +16,9 @@ configuration from a list of :class:`NatsUser`. Roles:
 
 Every user may subscribe to ``_INBOX.>`` (request/reply answers), as NATS clients do;
 answers go to random inbox names. Passwords may be given as bcrypt hashes
-(``nats server passwd``); plain text works but then protect the file (mode 0600).
+(``nats server passwd``); plain text works but then protect the file (mode 0600). A
+:class:`PasswordVariable` instead names a variable that nats-server resolves from its
+environment when it loads the file, so that no password is written at all.
 """
 
 from __future__ import annotations
@@ -27,12 +31,28 @@ from typing import Final
 
 from .._exceptions import ConfigError
 
-__all__ = ["ROLES", "NatsUser", "authorization_config", "permissions"]
+__all__ = ["ROLES", "NatsUser", "PasswordVariable", "authorization_config", "permissions"]
 
 ROLES: Final = ("agent", "operator", "viewer", "collector", "admin")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INSTRUMENT = re.compile(r"([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64}|\*)")
 _READINGS: Final = "aiotmc.readings"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class PasswordVariable:
+    """A password nats-server takes from its environment variable ``name`` (written
+    unquoted as ``$name``: nats-server resolves a variable the file does not define from
+    the environment it was started with)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _VARIABLE.fullmatch(self.name):
+            raise ConfigError(
+                f"{self.name!r} is not a usable variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            )
 
 
 @dataclass(frozen=True)
@@ -40,7 +60,8 @@ class NatsUser:
     """One NATS login and its role (``agent`` users are named after their agent)."""
 
     name: str
-    password: str = field(repr=False)
+    #: The password as nats-server checks it: plain text, a bcrypt hash, or a variable.
+    password: str | PasswordVariable = field(repr=False)
     role: str
     #: operator: the instruments it may use, as ``agent/instrument`` or ``agent/*``.
     instruments: Sequence[str] = ()
@@ -66,7 +87,8 @@ def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
                     f"{_READINGS}.{me}.>",
                     f"$KV.aiotmc_presence.{me}",
                     "$JS.API.STREAM.CREATE.KV_aiotmc_presence",
-                    "$JS.API.STREAM.INFO.KV_aiotmc_presence",
+                    # the measurement stream's info (a collector or an admin creates it)
+                    "$JS.API.STREAM.INFO.*",
                 ]
             },
             "subscribe": {"allow": [inbox, f"aiotmc.rpc.{me}.>", "aiotmc.discover"]},
@@ -102,6 +124,10 @@ def authorization_config(users: Iterable[NatsUser]) -> str:
         if user.name in seen:
             raise ConfigError(f"user {user.name!r} defined twice")
         seen.add(user.name)
-        entry = {"user": user.name, "password": user.password, "permissions": permissions(user)}
-        entries.append("    " + json.dumps(entry))
+        secret = user.password
+        password = f"${secret.name}" if isinstance(secret, PasswordVariable) else json.dumps(secret)
+        entries.append(
+            f'    {{"user": {json.dumps(user.name)}, "password": {password}, '
+            f'"permissions": {json.dumps(permissions(user))}}}'
+        )
     return "authorization {\n  users = [\n" + ",\n".join(entries) + "\n  ]\n}\n"

@@ -14,7 +14,8 @@ gateway grants only with ``scpi = true``; so:
 * a user in roles of several agents gets the union of their instruments.
 
 Passwords never come from a gateway configuration: they are given by user name (bcrypt
-hashes from ``nats server passwd`` work as well). Add collectors and admins as
+hashes from ``nats server passwd`` work as well, and :class:`~.auth.PasswordVariable`
+names an environment variable of nats-server instead). Add collectors and admins as
 :class:`~.auth.NatsUser` in ``extra``. :func:`~.auth.authorization_config` writes the
 result for nats-server.
 """
@@ -26,14 +27,14 @@ from collections.abc import Iterable, Mapping
 from .._exceptions import ConfigError
 from ..gateway.config import GatewayConfig
 from ..gateway.control import GatewayController
-from .auth import NatsUser
+from .auth import NatsUser, PasswordVariable
 
 __all__ = ["users_from_roles"]
 
 
 def users_from_roles(
     agents: Mapping[str, GatewayConfig],
-    passwords: Mapping[str, str],
+    passwords: Mapping[str, str | PasswordVariable],
     *,
     extra: Iterable[NatsUser] = (),
 ) -> list[NatsUser]:
@@ -44,7 +45,7 @@ def users_from_roles(
     agent and a user.
     """
 
-    def password(name: str) -> str:
+    def password(name: str) -> str | PasswordVariable:
         try:
             return passwords[name]
         except KeyError:

@@ -18,6 +18,7 @@ from ._gateway import cmd_gateway
 from ._info import cmd_info
 from ._io import cmd_query, cmd_read_block, cmd_write
 from ._list import cmd_list
+from ._nats_users import cmd_nats_users
 from ._parser import build_parser
 from ._runtime import Options, options_from, start_logging
 from ._shell import cmd_shell
@@ -81,6 +82,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Options], int]] = {
     "shell": cmd_shell,
     "sim": cmd_sim,
     "agent": cmd_agent,
+    "nats-users": cmd_nats_users,
     "demo": cmd_demo,
     "gateway": cmd_gateway,
     "completion": cmd_completion,

@@ -423,6 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sim_serial.add_arguments(sim, _port)
 
+    from ._nats_users import add_nats_users_parser
+
+    add_nats_users_parser(
+        command(
+            "nats-users",
+            "nats-server users and permissions from agents' gateway [[roles]]",
+            "Print the authorization block for nats-server.conf that gives each agent, and "
+            "each user of the [[roles]] of its gateway configuration, their rights on the bus "
+            "(docs/distributed.md, Security). Passwords are environment variables of "
+            "nats-server unless --passwords gives them.",
+        )
+    )
+
     from ._gateway import add_gateway_parser
 
     add_gateway_parser(

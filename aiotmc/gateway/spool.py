@@ -127,6 +127,11 @@ class Spool:
         self.write_timeout = write_timeout
         #: At most this many readings wait for a commit (then producers wait for room).
         self.max_pending = max_pending
+        #: The writer waits this long after the first append before it commits, so that
+        #: a steady trickle (hundreds of channels on their own schedules) makes a few
+        #: large transactions instead of one small one per wake-up; 0: commit at once.
+        #: Readings reach the hub and the sinks at most this much later.
+        self.commit_delay = 0.0
         #: Called with every reading once it is durable, in ``seq`` order (the gateway
         #: publishes it on its hub); it must not block.
         self.on_commit: Callable[[Reading], None] | None = None
@@ -314,6 +319,8 @@ class Spool:
         task_status.started()
         while True:
             await self._wake.wait()
+            if self.commit_delay > 0 and len(self._pending) < self.max_pending:
+                await anyio.sleep(self.commit_delay)  # appends go on meanwhile
             self._wake = anyio.Event()
             batch, rows = self._batch, self._pending
             self._batch, self._pending = _Batch(), []

@@ -42,6 +42,11 @@ __all__ = [
 MAX_CONTROL_LINE: Final = 4096
 _HEADER_LINE: Final = b"NATS/1.0"
 _TOKEN = re.compile(rb"^[!-~]+$")  # printable, no space: subjects, sids, reply subjects
+# ``MSG <subject> <sid> [reply] <size>`` / ``HMSG ... <header size> <total size>`` (the
+# server's own forms, which may have two spaces where the reply is missing; anything
+# else goes the general way)
+_MSG_LINE = re.compile(rb"([!-~]+) +([0-9]{1,18}) +(?:([!-~]+) +)?([0-9]{1,18})()\Z")
+_HMSG_LINE = re.compile(rb"([!-~]+) +([0-9]{1,18}) +(?:([!-~]+) +)?([0-9]{1,18}) +([0-9]{1,18})\Z")
 
 
 class _NeedData:
@@ -109,11 +114,18 @@ class NatsParser:
     def __init__(self, *, max_payload: int = 64 * 1024 * 1024) -> None:
         self.max_payload = max_payload
         self._buffer = bytearray()
+        # Where the unparsed bytes start: consumed bytes are dropped in one go when more
+        # arrive, not after each event (a read of a thousand acknowledgements would
+        # otherwise move the rest of the buffer a thousand times).
+        self._pos = 0
         # A message whose control line is parsed, waiting for its payload:
         self._pending: tuple[str, int, str | None, int, int] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes."""
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
         self._buffer += data
 
     def next_event(self) -> Event | _NeedData:
@@ -121,16 +133,17 @@ class NatsParser:
         buffer = self._buffer
         if self._pending is not None:
             return self._payload()
-        end = buffer.find(b"\r\n", 0, MAX_CONTROL_LINE + 2)
+        start = self._pos
+        end = buffer.find(b"\r\n", start, start + MAX_CONTROL_LINE + 2)
         if end < 0:
-            if len(buffer) > MAX_CONTROL_LINE:
+            if len(buffer) - start > MAX_CONTROL_LINE:
                 raise RemoteProtocolError(
                     f"NATS control line longer than {MAX_CONTROL_LINE} bytes: "
-                    f"{bytes(buffer[:40])!r}"
+                    f"{bytes(buffer[start : start + 40])!r}"
                 )
             return NEED_DATA
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
+        line = bytes(buffer[start:end])
+        self._pos = end + 2
         op, _, rest = line.partition(b" ")
         op = op.upper()
         if op == b"MSG" or op == b"HMSG":
@@ -155,6 +168,17 @@ class NatsParser:
         raise RemoteProtocolError(f"unknown NATS operation {line[:40]!r}")
 
     def _message_line(self, headers: bool, rest: bytes) -> tuple[str, int, str | None, int, int]:
+        match = (_HMSG_LINE if headers else _MSG_LINE).match(rest)
+        if match is not None:  # the usual form, in one step
+            subject, sid_text, reply_text, first, second = match.groups()
+            if headers:
+                header_size, total = int(first), int(second)
+            else:
+                header_size, total = 0, int(first)
+            sid = int(sid_text)
+            reply = reply_text.decode() if reply_text is not None else None
+            self._check_sizes(rest, header_size, total)
+            return subject.decode(), sid, reply, header_size, total
         parts = rest.split()
         want = (4, 5) if headers else (3, 4)
         if len(parts) not in want or not all(_TOKEN.match(p) for p in parts):
@@ -165,26 +189,31 @@ class NatsParser:
         except ValueError as exc:
             raise RemoteProtocolError(f"malformed NATS message line {rest[:60]!r}") from exc
         header_size, total = sizes
+        self._check_sizes(rest, header_size, total)
+        count = len(parts) - (2 if headers else 1)
+        reply = parts[2].decode() if count == 3 else None
+        return parts[0].decode(), sid, reply, header_size, total
+
+    def _check_sizes(self, rest: bytes, header_size: int, total: int) -> None:
         if total < 0 or header_size < 0 or header_size > total:
             raise RemoteProtocolError(f"malformed NATS message sizes {rest[:60]!r}")
         if total > self.max_payload:
             raise RemoteProtocolError(
                 f"NATS message of {total} bytes exceeds the limit of {self.max_payload}"
             )
-        count = len(parts) - (2 if headers else 1)
-        reply = parts[2].decode() if count == 3 else None
-        return parts[0].decode(), sid, reply, header_size, total
 
     def _payload(self) -> Msg | _NeedData:
         assert self._pending is not None
         subject, sid, reply, header_size, total = self._pending
         buffer = self._buffer
-        if len(buffer) < total + 2:
+        start = self._pos
+        end = start + total
+        if len(buffer) < end + 2:
             return NEED_DATA
-        if buffer[total : total + 2] != b"\r\n":
+        if buffer[end : end + 2] != b"\r\n":
             raise RemoteProtocolError("NATS message payload not followed by CRLF")
-        data = bytes(buffer[:total])
-        del buffer[: total + 2]
+        data = bytes(buffer[start:end])
+        self._pos = end + 2
         self._pending = None
         status: int | None = None
         headers: Mapping[str, str] = {}

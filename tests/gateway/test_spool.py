@@ -255,3 +255,27 @@ async def test_a_full_spool_makes_producers_wait_for_room(tmp_path: Path) -> Non
                 await spool.wait_room()
             assert not spool.full
             group.cancel_scope.cancel()
+
+
+async def test_a_commit_delay_gathers_a_trickle_into_one_transaction(tmp_path: Path) -> None:
+    published: list[Reading] = []
+    async with _spool(tmp_path / "spool.sqlite") as spool, anyio.create_task_group() as group:
+        commits: list[int] = []
+        write = spool._write
+
+        async def counting(first: int, rows: list[object]) -> tuple[int, int]:
+            commits.append(len(rows))
+            return await write(first, rows)  # type: ignore[arg-type]
+
+        spool._write = counting  # type: ignore[method-assign,assignment]
+        spool.commit_delay = 0.5
+        spool.on_commit = published.append
+        await group.start(spool.run)
+        for i in range(20):  # one reading at a time, the writer free to run in between
+            spool.append_nowait("dmm", "v", float(i), "V", 1.0)
+            await anyio.lowlevel.checkpoint()
+        with anyio.fail_after(10):
+            await spool.flush()
+        group.cancel_scope.cancel()
+    assert commits == [20]
+    assert [r.value for r in published] == [float(i) for i in range(20)]

@@ -62,6 +62,11 @@ def test_a_server_stream_parses_the_same_however_it_is_cut(chunk: int) -> None:
     assert len(got) == 8
 
 
+def test_the_servers_two_spaces_where_the_reply_is_missing_parse() -> None:
+    got = events(b"MSG a.b 7  5\r\nhello\r\nHMSG c 1  12 12\r\nNATS/1.0\r\n\r\n\r\n")
+    assert got == [Msg("a.b", 7, None, b"hello"), Msg("c", 1, None, b"", {}, None)]
+
+
 def test_a_length_beyond_the_limit_is_refused_before_any_payload_is_buffered() -> None:
     parser = NatsParser(max_payload=1000)
     parser.feed(b"MSG a 1 2147483648\r\n")

@@ -54,7 +54,7 @@ from ...protocol.nats import (
     encode_unsub,
 )
 
-__all__ = ["NatsConnection", "NatsServer", "Subscription"]
+__all__ = ["NatsConnection", "NatsServer", "ReplyGroup", "Subscription"]
 
 _log = logging.getLogger("aiotmc.nats")
 _RECV_SIZE: Final = 256 * 1024
@@ -112,6 +112,49 @@ class Subscription:
             self.messages.close()
 
 
+class ReplyGroup:
+    """The replies to a batch of requests published together: request ``i`` names
+    :meth:`subject` ``(i)`` as its reply subject, its answer lands in :attr:`replies`
+    (by ``i``), and one :meth:`wait` covers the whole batch. The reader stores each
+    reply directly, so a thousand answers cost a thousand dictionary stores, not a
+    thousand stream items and task wake-ups. Open with :meth:`NatsConnection.open_group`,
+    close with :meth:`NatsConnection.close_group`."""
+
+    __slots__ = ("_done", "_expected", "error", "prefix", "replies")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        #: Request index -> its reply (the first one; later ones are ignored).
+        self.replies: dict[int, Msg] = {}
+        #: Set when the connection is lost, or a publish on it is refused.
+        self.error: Exception | None = None
+        self._expected = 0
+        self._done = anyio.Event()
+
+    def subject(self, index: int) -> str:
+        """The reply subject of request ``index``."""
+        return f"{self.prefix}-{index}"
+
+    async def wait(self, count: int) -> None:
+        """Return once ``count`` replies are in (bound it with a timeout); raises
+        :attr:`error` when the connection was lost or a publish refused meanwhile."""
+        self._expected = count
+        if len(self.replies) < count and self.error is None:
+            await self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def _deliver(self, index: int, msg: Msg) -> None:
+        self.replies.setdefault(index, msg)
+        if len(self.replies) >= self._expected > 0:
+            self._done.set()
+
+    def _fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._done.set()
+
+
 class NatsConnection:
     """One connection to a NATS server. Open with :meth:`connect`; close with :meth:`aclose`."""
 
@@ -128,6 +171,7 @@ class NatsConnection:
         self._inbox_sid = 0
         self._inboxes: dict[str, MemoryObjectSendStream[Msg]] = {}
         self._requests: dict[str, str] = {}  # inbox -> the subject its request went to
+        self._groups: dict[str, ReplyGroup] = {}  # reply prefix -> its group
         self._tokens = itertools.count(1)
         self._pongs: list[anyio.Event] = []
         self._reader: BackgroundTask | None = None
@@ -392,6 +436,18 @@ class NatsConnection:
         self._inboxes[subject] = send
         return subject, receive
 
+    def open_group(self) -> ReplyGroup:
+        """A :class:`ReplyGroup` for a batch of requests; close it with :meth:`close_group`."""
+        if self._closed:
+            raise self._lost()
+        group = ReplyGroup(f"{self._inbox_prefix}.g{next(self._tokens)}")
+        self._groups[group.prefix] = group
+        return group
+
+    def close_group(self, group: ReplyGroup) -> None:
+        """Forget a reply group: later replies to it are dropped."""
+        self._groups.pop(group.prefix, None)
+
     def unique_subject(self) -> str:
         """A reply subject of its own, outside the shared inbox, for a dedicated
         :meth:`subscribe` (JetStream delivers to it under each message's own subject)."""
@@ -449,6 +505,11 @@ class NatsConnection:
                     send.send_nowait(msg)
                 except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     pass
+            elif self._groups:
+                prefix, _, index = msg.subject.rpartition("-")
+                group = self._groups.get(prefix)
+                if group is not None and index.isdigit():
+                    group._deliver(int(index), msg)
             return
         sub = self._subs.get(msg.sid)
         if sub is not None:
@@ -460,6 +521,8 @@ class NatsConnection:
         if match is None:
             return
         subject = match.group(1)
+        for group in self._groups.values():  # a batch on this connection was refused
+            group._fail(PermissionDeniedError(f"NATS server: {message}"))
         for inbox, target in list(self._requests.items()):
             if target == subject:
                 send = self._inboxes.get(inbox)
@@ -482,6 +545,9 @@ class NatsConnection:
         for sub in self._subs.values():
             sub._end()
         self._subs.clear()
+        for group in self._groups.values():
+            group._fail(self._lost())
+        self._groups.clear()
         for event in self._pongs:
             event.set()
         self._pongs.clear()

@@ -25,7 +25,12 @@ from typing import Any, Final
 
 import anyio
 
-from ..._exceptions import ConnectionLostError, RemoteProtocolError, ResourceNotFoundError
+from ..._exceptions import (
+    ConnectionLostError,
+    PermissionDeniedError,
+    RemoteProtocolError,
+    ResourceNotFoundError,
+)
 from ...protocol.nats import Msg
 from .connection import NatsConnection
 
@@ -134,6 +139,8 @@ class JetStream:
                         f"no JetStream on nats://{nc.server.host}:{nc.server.port} "
                         "(start nats-server with -js)"
                     )
+                if msg.status == 403:  # the server's permissions refused the request
+                    raise PermissionDeniedError(msg.payload.decode("utf-8", "replace"))
                 return msg
             raise ConnectionLostError(f"JetStream did not answer {subject} in time")
         finally:
@@ -158,7 +165,9 @@ class JetStream:
         storage: str = "file",
         max_bytes: int = -1,
     ) -> dict[str, Any]:
-        """Create stream ``name`` (or keep the existing one); its info."""
+        """Create stream ``name`` (or keep the existing one); its info. A user allowed
+        to look at the stream but not to create it (an agent) gets the info of the stream
+        someone else created, or JetStreamError while there is none."""
         config: dict[str, Any] = {
             "name": name,
             "subjects": subjects,
@@ -173,6 +182,8 @@ class JetStream:
             config["max_age"] = int(max_age * 1e9)
         try:
             return await self.api(f"STREAM.CREATE.{name}", config)
+        except PermissionDeniedError:
+            return await self.api(f"STREAM.INFO.{name}")
         except JetStreamError as exc:
             if exc.err_code != _STREAM_IN_USE:
                 raise
