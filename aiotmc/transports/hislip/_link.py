@@ -123,6 +123,9 @@ class HislipTransport:
         self._reader_done = False  #: nobody will answer pending requests any more
         self.reconnects = 0  #: how many times the session was replaced
         self._locks: set[str] = set()  #: locks granted to this session ("": exclusive)
+        self._lost_locks: set[str] = set()  #: locks of a replaced session, not yet reported
+        self._reconnector: BackgroundTask | None = None  #: a background reconnect running
+        self._attempt: anyio.Event | None = None  #: set when its try in progress ends
         self._overlapped = bool(session.features & hs.Feature.OVERLAPPED)
         self._overlap = Overlap(self)
         self._upgrade: tuple[ssl.SSLContext, str] | None = None  #: StartTLS in progress
@@ -229,6 +232,7 @@ class HislipTransport:
         self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
     ) -> None:
         """Send one message as Data messages (the last one DataEnd when ``end``)."""
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -238,6 +242,7 @@ class HislipTransport:
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive the answer to the last message sent."""
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -259,6 +264,7 @@ class HislipTransport:
             self._busy
             or self._resync
             or self._failure is not None
+            or self._lost_locks
             or self._closed
             or sync.unsent
             or sync.tls is not None
@@ -319,6 +325,7 @@ class HislipTransport:
         return answer
 
     async def _exchange(self, message: bytes, max_size: int, deadline: float) -> bytes:
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -360,6 +367,7 @@ class HislipTransport:
                 f"{self._info.resource}: pipelining needs overlapped mode (open with "
                 "overlapped=True on a server that offers it)"
             )
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -425,6 +433,7 @@ class HislipTransport:
         self, into: memoryview, max_size: int, deadline: float
     ) -> memoryview:
         """The answer's block straight into ``into``: the socket reads the data there."""
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -478,6 +487,7 @@ class HislipTransport:
 
     async def clear(self, *, deadline: float = math.inf) -> None:
         """Device clear: AsyncDeviceClear, DeviceClearComplete, DeviceClearAcknowledge."""
+        await self._settle(deadline)
         self._begin()
         try:
             if self._failure is not None:  # under a reconnect policy: a new session first
@@ -490,6 +500,7 @@ class HislipTransport:
 
     async def trigger(self, *, deadline: float = math.inf) -> None:
         """The HiSLIP Trigger message (GET)."""
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -573,6 +584,7 @@ class HislipTransport:
                 f"{self._info.resource}: GetDescriptors needs HiSLIP 2.0 (the session runs "
                 f"{version})"
             )
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -629,7 +641,13 @@ class HislipTransport:
                 resource=self._target.resource,
                 deadline=deadline,
             )
-        lost, self._locks = self._locks, set()
+        self._lost_locks |= self._locks
+        self._locks = set()
+        self._report_lost_locks()
+
+    def _report_lost_locks(self) -> None:
+        """:class:`~aiotmc.LockLostError`, once, for the locks of a replaced session."""
+        lost, self._lost_locks = self._lost_locks, set()
         if lost:
             names = ", ".join("exclusive" if n == "" else f"shared {n!r}" for n in sorted(lost))
             raise LockLostError(
@@ -637,6 +655,67 @@ class HislipTransport:
                 "operation was not performed: lock again",
                 resource=self._target.resource,
             )
+
+    async def _settle(self, deadline: float) -> None:
+        """Before an operation: wait for a background reconnect's try in progress (it
+        holds the link), then report the locks a replaced session lost."""
+        attempt = self._attempt
+        if attempt is not None and self._busy:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                await attempt.wait()
+            if scope.cancelled_caught:
+                raise ConnectTimeout(
+                    "the HiSLIP session was not restored in time", resource=self._target.resource
+                )
+        if self._lost_locks:
+            self._report_lost_locks()
+
+    def _schedule_reconnect(self) -> None:
+        """Under a ``reconnect=`` policy, once the session failed: a new one in the
+        background, so that service-request subscribers of an idle link hear from the
+        instrument again without waiting for an operation to bring it back."""
+        if self._target.reconnect is None or self._closed or self._reconnector is not None:
+            return
+        self._reconnector = spawn(
+            self._background_reconnect, name=f"aiotmc hislip reconnect {self._target.resource}"
+        )
+
+    async def _background_reconnect(self) -> None:
+        policy = self._target.reconnect
+        assert policy is not None
+        replaced = False
+
+        async def attempt() -> None:
+            nonlocal replaced
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._failure is None:  # an operation brought it back meanwhile
+                return
+            if self._busy or self._overlap.busy:  # an operation is failing: later
+                raise ConnectionLostError("the link is in use", resource=self._target.resource)
+            self._busy = True
+            self._attempt = done = anyio.Event()
+            try:
+                await self._replace(math.inf)
+                replaced = True
+            finally:
+                self._busy = False
+                self._attempt = None
+                done.set()
+
+        try:
+            await anyio.sleep(policy.backoff)  # a restarted instrument needs a moment
+            await retry_connect(policy, attempt, resource=self._target.resource)
+        except anyio.ClosedResourceError:
+            pass
+        except Exception as exc:  # the next operation tries again (or reports it)
+            _log.warning("%s: background reconnect gave up: %s", self._target.resource, exc)
+        else:
+            if replaced:
+                self._lost_locks |= self._locks  # reported by the next operation
+                self._locks = set()
+        finally:
+            self._reconnector = None
 
     async def _restore(self, deadline: float) -> None:
         """Under a ``reconnect=`` policy: a new session before an operation, when the
@@ -649,6 +728,7 @@ class HislipTransport:
     async def _restore_idle(self, deadline: float) -> None:
         """:meth:`_restore` for the asynchronous-channel operations (read_stb, locks...),
         which do not hold the link: only when nobody else does."""
+        await self._settle(deadline)
         if (
             self._failure is None
             or self._target.reconnect is None
@@ -714,6 +794,7 @@ class HislipTransport:
         if security.tls is False:
             raise AuthenticationError(f"{self._info.resource}: opened with tls=False")
         resource = self._info.resource
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -769,6 +850,7 @@ class HislipTransport:
         the session stays encrypted)."""
         if self._sync.tls is None:
             return
+        await self._settle(deadline)
         self._begin()
         try:
             await self._prepare(deadline)
@@ -800,6 +882,9 @@ class HislipTransport:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.stop()
+        reconnector, self._reconnector = self._reconnector, None
+        if reconnector is not None:
+            await reconnector.stop()
 
     # -- the synchronous channel -----------------------------------------------------------
 
@@ -1081,6 +1166,8 @@ class HislipTransport:
         if self._failure is None:
             self._failure = exc
         self._wake_all()
+        if not self._closed:
+            self._schedule_reconnect()
 
     def _wake_all(self) -> None:
         while self._pending:

@@ -133,3 +133,46 @@ async def test_a_status_query_restores_the_session_too() -> None:
                 await inst.query("ECHO? 1")
             assert await inst.read_stb() & 0x10 == 0  # asynchronous channel, new session
             assert inst.transport.reconnects == 1  # type: ignore[attr-defined]
+
+
+async def test_an_idle_subscriber_hears_from_the_instrument_after_a_restart() -> None:
+    """Under a policy the session comes back in the background: a subscriber on a link
+    that runs no operation at all still gets the next service request."""
+    device = conformance_device()
+    patient = Reconnect(attempts=200, backoff=0.01, max_backoff=0.05)
+    async with HislipServer(device) as first:
+        port = first.port
+        inst_cm = aiotmc.open(first.resource, timeout=5, reconnect=patient)
+        inst = await inst_cm.__aenter__()
+        assert await inst.query("ECHO? 1") == "1"
+    try:
+        with anyio.fail_after(20):
+            async with inst.service_requests() as events, HislipServer(device, port=port) as second:
+                await second.wait_sessions(1)  # the link's own, set up in the background
+                async with aiotmc.open(second.resource, timeout=5) as other:
+                    await other.write("*CLS;*ESE 1;*SRE 32;*OPC")
+                    event = await events.receive()
+                assert int(event.status) & 0x60 == 0x60
+                assert inst.transport.reconnects == 1  # type: ignore[attr-defined]
+                assert await inst.query("ECHO? 2") == "2"
+    finally:
+        await inst_cm.__aexit__(None, None, None)
+
+
+async def test_locks_lost_in_a_background_reconnect_are_reported_once() -> None:
+    device = conformance_device()
+    patient = Reconnect(attempts=200, backoff=0.01, max_backoff=0.05)
+    async with HislipServer(device) as first:
+        port = first.port
+        inst_cm = aiotmc.open(first.resource, timeout=5, reconnect=patient)
+        inst = await inst_cm.__aenter__()
+        assert await inst.transport.lock(timeout=1.0)  # type: ignore[attr-defined]
+    try:
+        with anyio.fail_after(20):
+            async with HislipServer(device, port=port) as second:
+                await second.wait_sessions(1)
+                with pytest.raises(aiotmc.LockLostError, match="exclusive"):
+                    await inst.query("ECHO? 1")
+                assert await inst.query("ECHO? 2") == "2"
+    finally:
+        await inst_cm.__aexit__(None, None, None)
