@@ -467,17 +467,23 @@ class Spool:
         ``sink.open()`` and ``sink.write()`` failing with ``SinkUnavailableError`` (or
         together taking longer than ``write_timeout``) are retried with exponential
         backoff (``retry_min`` doubling up to ``retry_max``); any other error is logged
-        with its traceback and retried the same way.
+        with its traceback and retried the same way. A sink with a ``batch_size`` or a
+        ``linger`` attribute gets those instead of the spool's.
         """
         name = sink.name
         if name not in self._cursors:
             raise GatewayError(f"sink {name!r} was not declared when the spool was opened")
+        # A sink may ask for other batches than the spool's defaults (SqliteSink does:
+        # fewer, larger transactions cost it less CPU per reading).
+        batch_size = int(getattr(sink, "batch_size", None) or self.batch_size)
+        linger = getattr(sink, "linger", None)
+        linger = self.linger if linger is None else float(linger)
         delay = self.retry_min
         opened = False
         task_status.started()
         while True:
             new_data = self._new_data
-            batch = await self.read(self._cursors[name], self.batch_size)
+            batch = await self.read(self._cursors[name], batch_size)
             if not batch:
                 await new_data.wait()
                 continue
@@ -498,5 +504,5 @@ class Spool:
                 continue
             delay = self.retry_min
             await self._save_cursor(name, batch[-1].seq)
-            if len(batch) < self.batch_size and self.linger > 0:
-                await anyio.sleep(self.linger)
+            if len(batch) < batch_size and linger > 0:
+                await anyio.sleep(linger)

@@ -255,3 +255,33 @@ async def test_a_full_spool_makes_producers_wait_for_room(tmp_path: Path) -> Non
                 await spool.wait_room()
             assert not spool.full
             group.cancel_scope.cancel()
+
+
+async def test_a_sink_may_choose_its_batch_size_and_linger(tmp_path: Path) -> None:
+    """A sink's own ``batch_size`` and ``linger`` replace the spool's (SqliteSink asks
+    for larger, rarer transactions); delivery stays complete and in order."""
+    sink = RecordingSink()
+    sink.batch_size = 7  # type: ignore[attr-defined]
+    sink.linger = 0  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    write = sink.write
+
+    async def recorded(batch: Sequence[Reading]) -> None:
+        sizes.append(len(batch))
+        await write(batch)
+
+    sink.write = recorded  # type: ignore[method-assign]
+    async with (
+        _spool(tmp_path / "spool.sqlite", linger=60.0) as spool,
+        anyio.create_task_group() as group,
+    ):
+        await group.start(spool.run)
+        for i in range(30):
+            spool.append_nowait("dmm", "v", float(i), "V", 1.0)
+        await spool.flush()
+        await group.start(spool.forward, sink)
+        with anyio.fail_after(10):  # the spool's own linger (60 s) would not finish
+            await sink.wait_for(30)
+        group.cancel_scope.cancel()
+    assert sizes == [7, 7, 7, 7, 2]
+    assert [r.value for r in sink.stored] == [float(i) for i in range(30)]

@@ -179,7 +179,9 @@ class MqttBridge:
         tls = self._tls_context()
         send, receive = anyio.create_memory_object_stream[_Command](COMMAND_BACKLOG)
         async with (
-            hub.subscribe(self.name, maxsize=1000) as events,
+            # As deep as the publish queue: the spool publishes each commit at once, and
+            # under load one commit holds more than a thousand readings.
+            hub.subscribe(self.name, maxsize=max(1000, self.config.queue_size)) as events,
             anyio.create_task_group() as tg,
             send,
             receive,
