@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
@@ -109,6 +110,7 @@ class Spool:
         linger: float = 0.1,
         write_timeout: float = 120.0,
         max_pending: int = 100_000,
+        recent: int = 25_000,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -127,6 +129,9 @@ class Spool:
         self.write_timeout = write_timeout
         #: At most this many readings wait for a commit (then producers wait for room).
         self.max_pending = max_pending
+        #: The last this many committed readings (to twice as many) stay in memory, so
+        #: that a forwarder that keeps up does not read them back from the file.
+        self.recent = recent
         #: Called with every reading once it is durable, in ``seq`` order (the gateway
         #: publishes it on its hub); it must not block.
         self.on_commit: Callable[[Reading], None] | None = None
@@ -140,6 +145,10 @@ class Spool:
         self._read_limit = anyio.CapacityLimiter(1)
         self._next_seq = 0  # the seq the next reading gets
         self._low = 0  # the smallest seq still held
+        #: The readings of the last commits, in seq order from ``_recent_first``: a
+        #: forwarder that keeps up reads them here instead of from the file.
+        self._recent: list[Reading] = []
+        self._recent_first = 0
         self._cursors: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._pending: list[Row] = []
@@ -335,26 +344,40 @@ class Spool:
                 self._warn_dropped(low)
             batch.first = first
             batch.done.set()
+            readings = [
+                Reading(gateway_id, seq, site, host, instrument, channel, value, unit, ts, quality)
+                for seq, (
+                    gateway_id,
+                    site,
+                    host,
+                    instrument,
+                    channel,
+                    value,
+                    _,
+                    unit,
+                    ts,
+                    quality,
+                ) in enumerate(rows, first)
+            ]
+            self._remember(first, readings)
             new_data, self._new_data = self._new_data, anyio.Event()
             new_data.set()
             on_commit = self.on_commit
             if on_commit is not None:
-                for seq, row in enumerate(rows, first):
-                    gateway_id, site, host, instrument, channel, value, _, unit, ts, quality = row
-                    on_commit(
-                        Reading(
-                            gateway_id,
-                            seq,
-                            site,
-                            host,
-                            instrument,
-                            channel,
-                            value,
-                            unit,
-                            ts,
-                            quality,
-                        )
-                    )
+                for reading in readings:
+                    on_commit(reading)
+
+    def _remember(self, first: int, readings: list[Reading]) -> None:
+        """Keep the last ``recent`` committed readings (at least) for :meth:`read`."""
+        recent = self._recent
+        if not recent or self._recent_first + len(recent) != first:
+            recent.clear()  # not contiguous (the first commit): start again
+            self._recent_first = first
+        recent += readings
+        if len(recent) > 2 * self.recent:
+            excess = len(recent) - self.recent
+            del recent[:excess]
+            self._recent_first += excess
 
     def _warn_dropped(self, low: int) -> None:
         """Log spool overflow: the first time, then at most once a minute."""
@@ -400,10 +423,15 @@ class Spool:
     # -- forwarding -------------------------------------------------------------------------
 
     async def read(self, after: int, limit: int) -> list[Reading]:
-        """Up to ``limit`` readings with ``seq > after``, in order."""
+        """Up to ``limit`` readings with ``seq > after``, in order (from memory when they
+        are among the last ``recent`` committed, else from the file)."""
         reader = self._reader
         if reader is None:
             raise GatewayError("the spool is not open")
+        start = max(after + 1, self._low) - self._recent_first
+        if 0 <= start < len(self._recent):
+            await anyio.lowlevel.checkpoint()
+            return self._recent[start : start + limit]
 
         def select() -> list[Reading]:  # rows to readings in the worker, off the loop
             rows = reader.execute(_SELECT, (after, limit)).fetchall()
