@@ -10,7 +10,9 @@ One forwarder per sink (:meth:`Spool.forward`) delivers batches in ``seq`` order
 its own persisted cursor, retries with exponential backoff while the sink raises
 :class:`~aiotmc.SinkUnavailableError`, and after a restart carries on where its cursor
 was; a batch that was stored but whose cursor was not yet saved is sent again, which
-sinks ignore by key. Rows every sink has received are deleted.
+sinks ignore by key. Rows every sink has received are deleted. The readings of the last
+commits also stay in memory: a forwarder that keeps up takes its batches from there
+rather than reading them back from the file.
 
 Bounded disk: at most ``max_readings`` rows are kept. When a sink is down long enough
 for the spool to reach that, the oldest rows are deleted although undelivered (that sink

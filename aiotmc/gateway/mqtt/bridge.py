@@ -288,11 +288,12 @@ class MqttBridge:
 
         QoS 0 readings are encoded here and handed to paho as one buffer per burst, which
         it writes with one ``send()`` (see :mod:`.packets`): about a fifth of the CPU of
-        paho's own publish per message. Retained state messages (QoS 1) go to paho in
-        the same bursts without waiting for their acknowledgement: awaited one by one,
-        the statuses of a thousand instruments took a round trip each while readings
-        piled up and were dropped; a burst lost with its connection is not lost, as
-        every session starts by queueing all of them again.
+        paho's own publish per message (where that cannot be done, they go through
+        paho's publish without waiting, as before). Retained state messages (QoS 1) go
+        to paho in the same bursts without waiting for their acknowledgement: awaited
+        one by one, the statuses of a thousand instruments took a round trip each while
+        readings piled up and were dropped; a burst lost with its connection is not
+        lost, as every session starts by queueing all of them again.
 
         When a burst is full, or paho has not yet written the previous one, the burst's
         last message is awaited until written, so that paho's own, unbounded, buffer
@@ -321,8 +322,8 @@ class MqttBridge:
                     else:
                         taken.append(message)
                         self.published += 1
-                elif paho is not None and message.lane == "state":
-                    self._flush(writer, burst, taken)
+                elif paho is not None and (message.qos == 0 or message.lane == "state"):
+                    self._flush(writer, burst, taken)  # paho's publish, without waiting
                     info = paho.publish(
                         message.topic,
                         message.payload,
