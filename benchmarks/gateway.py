@@ -181,6 +181,8 @@ def run_gateway(
         "stored_per_s": (stored1 - stored0) / elapsed,
         "mqtt_per_s": (mqtt1 - mqtt0) / elapsed if counter is not None else None,
         "gateway_cores": (ticks1 - ticks0) / HZ / elapsed,
+        # CPU-seconds per acquired reading: the figure that survives a loaded machine
+        "cpu_us_per_reading": (ticks1 - ticks0) / HZ / max(acquired1 - acquired0, 1) * 1e6,
         "simulator_cores": (sim1 - sim0) / HZ / elapsed,
         "exit_status": status,
     }
@@ -286,6 +288,11 @@ def report(figures: dict[str, Any]) -> str:
         ("stored (SQLite)", f"{figures['stored_per_s']:,.0f} readings/s"),
         ("published (MQTT)", "off" if mqtt is None else f"{mqtt:,.0f} readings/s received"),
         ("gateway CPU", f"{cores:.2f} cores"),
+        (
+            "CPU per reading",
+            f"{figures['cpu_us_per_reading']:.1f} us of gateway CPU per acquired reading "
+            f"(x 10,000/s = {figures['cpu_us_per_reading'] / 100:.2f} cores)",
+        ),
         (
             "simulator CPU",
             f"{figures['simulator_cores']:.2f} cores in {figures['simulators']} processes "

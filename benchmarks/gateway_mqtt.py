@@ -191,7 +191,7 @@ async def throughput(*, port: int, count: int) -> dict[str, Any]:
                 with anyio.move_on_after(0.2):
                     await process.stdout.receive()
                     break
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         with anyio.fail_after(60 + count / 100):
             for seq in range(count):
                 channel = f"ch{seq % 100}"
@@ -207,10 +207,16 @@ async def throughput(*, port: int, count: int) -> dict[str, Any]:
                 if received >= count:
                     break
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
         tg.cancel_scope.cancel()
         process.terminate()
     hub.close()
-    return {"count": received, "readings_per_s": count / elapsed, "dropped": bridge.queue.dropped}
+    return {
+        "count": received,
+        "readings_per_s": count / elapsed,
+        "dropped": bridge.queue.dropped,
+        "cpu_us_per_reading": cpu / count * 1e6,
+    }
 
 
 def measure(*, count: int = 2000, period: float = 0.001) -> dict[str, Any]:
@@ -244,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  max    {figures['max_ms']:.2f} ms, {figures['readings_per_s']:.0f} readings/s")
     print(f"  {'within' if ok else 'OUTSIDE'} targets")
     rate = figures["throughput"]
-    print(f"bridge throughput hub -> subscriber: {rate['readings_per_s']:.0f} readings/s")
+    print(
+        f"bridge throughput hub -> subscriber: {rate['readings_per_s']:.0f} readings/s, "
+        f"{rate['cpu_us_per_reading']:.1f} us of this process's CPU per reading"
+    )
     return 0
 
 

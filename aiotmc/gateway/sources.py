@@ -364,19 +364,25 @@ class InstrumentSource:
         while True:
             now = time.monotonic()
             due: float | None = None
+            stale = False  # some channel is stale: a fresh value must wake us
             for channel in self._channels:
                 limit = channel.config.stale_after
-                if limit is None or channel.stale:
+                if limit is None:
+                    continue
+                if channel.stale:
+                    stale = True
                     continue
                 deadline = channel.last_good + limit
                 if deadline <= now:
-                    channel.stale = True
+                    channel.stale = stale = True
                     await self._publish(channel, None, time.time(), Quality.STALE)
                 elif due is None or deadline < due:
                     due = deadline
             fresh, self._fresh = self._fresh, anyio.Event()
             if due is None:
                 await fresh.wait()
+            elif not stale:  # the usual case: a plain sleep, no cancellation to deliver
+                await anyio.sleep(due - time.monotonic())
             else:
                 with anyio.move_on_after(due - time.monotonic()):
                     await fresh.wait()

@@ -10,7 +10,9 @@ One forwarder per sink (:meth:`Spool.forward`) delivers batches in ``seq`` order
 its own persisted cursor, retries with exponential backoff while the sink raises
 :class:`~aiotmc.SinkUnavailableError`, and after a restart carries on where its cursor
 was; a batch that was stored but whose cursor was not yet saved is sent again, which
-sinks ignore by key. Rows every sink has received are deleted.
+sinks ignore by key. Rows every sink has received are deleted. The readings of the last
+commits also stay in memory: a forwarder that keeps up takes its batches from there
+rather than reading them back from the file.
 
 Bounded disk: at most ``max_readings`` rows are kept. When a sink is down long enough
 for the spool to reach that, the oldest rows are deleted although undelivered (that sink
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
@@ -109,6 +112,7 @@ class Spool:
         linger: float = 0.1,
         write_timeout: float = 120.0,
         max_pending: int = 100_000,
+        recent: int = 25_000,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -132,6 +136,9 @@ class Spool:
         #: large transactions instead of one small one per wake-up; 0: commit at once.
         #: Readings reach the hub and the sinks at most this much later.
         self.commit_delay = 0.0
+        #: The last this many committed readings (to twice as many) stay in memory, so
+        #: that a forwarder that keeps up does not read them back from the file.
+        self.recent = recent
         #: Called with every reading once it is durable, in ``seq`` order (the gateway
         #: publishes it on its hub); it must not block.
         self.on_commit: Callable[[Reading], None] | None = None
@@ -145,6 +152,10 @@ class Spool:
         self._read_limit = anyio.CapacityLimiter(1)
         self._next_seq = 0  # the seq the next reading gets
         self._low = 0  # the smallest seq still held
+        #: The readings of the last commits, in seq order from ``_recent_first``: a
+        #: forwarder that keeps up reads them here instead of from the file.
+        self._recent: list[Reading] = []
+        self._recent_first = 0
         self._cursors: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._pending: list[Row] = []
@@ -342,26 +353,40 @@ class Spool:
                 self._warn_dropped(low)
             batch.first = first
             batch.done.set()
+            readings = [
+                Reading(gateway_id, seq, site, host, instrument, channel, value, unit, ts, quality)
+                for seq, (
+                    gateway_id,
+                    site,
+                    host,
+                    instrument,
+                    channel,
+                    value,
+                    _,
+                    unit,
+                    ts,
+                    quality,
+                ) in enumerate(rows, first)
+            ]
+            self._remember(first, readings)
             new_data, self._new_data = self._new_data, anyio.Event()
             new_data.set()
             on_commit = self.on_commit
             if on_commit is not None:
-                for seq, row in enumerate(rows, first):
-                    gateway_id, site, host, instrument, channel, value, _, unit, ts, quality = row
-                    on_commit(
-                        Reading(
-                            gateway_id,
-                            seq,
-                            site,
-                            host,
-                            instrument,
-                            channel,
-                            value,
-                            unit,
-                            ts,
-                            quality,
-                        )
-                    )
+                for reading in readings:
+                    on_commit(reading)
+
+    def _remember(self, first: int, readings: list[Reading]) -> None:
+        """Keep the last ``recent`` committed readings (at least) for :meth:`read`."""
+        recent = self._recent
+        if not recent or self._recent_first + len(recent) != first:
+            recent.clear()  # not contiguous (the first commit): start again
+            self._recent_first = first
+        recent += readings
+        if len(recent) > 2 * self.recent:
+            excess = len(recent) - self.recent
+            del recent[:excess]
+            self._recent_first += excess
 
     def _warn_dropped(self, low: int) -> None:
         """Log spool overflow: the first time, then at most once a minute."""
@@ -407,10 +432,15 @@ class Spool:
     # -- forwarding -------------------------------------------------------------------------
 
     async def read(self, after: int, limit: int) -> list[Reading]:
-        """Up to ``limit`` readings with ``seq > after``, in order."""
+        """Up to ``limit`` readings with ``seq > after``, in order (from memory when they
+        are among the last ``recent`` committed, else from the file)."""
         reader = self._reader
         if reader is None:
             raise GatewayError("the spool is not open")
+        start = max(after + 1, self._low) - self._recent_first
+        if 0 <= start < len(self._recent):
+            await anyio.lowlevel.checkpoint()
+            return self._recent[start : start + limit]
 
         def select() -> list[Reading]:  # rows to readings in the worker, off the loop
             rows = reader.execute(_SELECT, (after, limit)).fetchall()
@@ -474,17 +504,23 @@ class Spool:
         ``sink.open()`` and ``sink.write()`` failing with ``SinkUnavailableError`` (or
         together taking longer than ``write_timeout``) are retried with exponential
         backoff (``retry_min`` doubling up to ``retry_max``); any other error is logged
-        with its traceback and retried the same way.
+        with its traceback and retried the same way. A sink with a ``batch_size`` or a
+        ``linger`` attribute gets those instead of the spool's.
         """
         name = sink.name
         if name not in self._cursors:
             raise GatewayError(f"sink {name!r} was not declared when the spool was opened")
+        # A sink may ask for other batches than the spool's defaults (SqliteSink does:
+        # fewer, larger transactions cost it less CPU per reading).
+        batch_size = int(getattr(sink, "batch_size", None) or self.batch_size)
+        linger = getattr(sink, "linger", None)
+        linger = self.linger if linger is None else float(linger)
         delay = self.retry_min
         opened = False
         task_status.started()
         while True:
             new_data = self._new_data
-            batch = await self.read(self._cursors[name], self.batch_size)
+            batch = await self.read(self._cursors[name], batch_size)
             if not batch:
                 await new_data.wait()
                 continue
@@ -505,5 +541,5 @@ class Spool:
                 continue
             delay = self.retry_min
             await self._save_cursor(name, batch[-1].seq)
-            if len(batch) < self.batch_size and self.linger > 0:
-                await anyio.sleep(self.linger)
+            if len(batch) < batch_size and linger > 0:
+                await anyio.sleep(linger)

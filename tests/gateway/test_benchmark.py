@@ -40,5 +40,6 @@ def test_the_gateway_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert figures["instruments"] == 3 and figures["offered_per_s"] == 60
     assert figures["acquired_per_s"] > 0 and figures["stored_per_s"] > 0
     assert figures["gateway_cores"] >= 0 and figures["exit_status"] == 0
+    assert figures["cpu_us_per_reading"] >= 0 and "CPU per reading" in proc.stdout
     assert figures["mqtt"] is True and figures["mqtt_per_s"] >= 0 and figures["script"] is None
     assert "gateway CPU" in proc.stdout and "readings/s" in proc.stdout

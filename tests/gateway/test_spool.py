@@ -279,3 +279,56 @@ async def test_a_commit_delay_gathers_a_trickle_into_one_transaction(tmp_path: P
         group.cancel_scope.cancel()
     assert commits == [20]
     assert [r.value for r in published] == [float(i) for i in range(20)]
+
+
+async def test_a_sink_may_choose_its_batch_size_and_linger(tmp_path: Path) -> None:
+    """A sink's own ``batch_size`` and ``linger`` replace the spool's (SqliteSink asks
+    for larger, rarer transactions); delivery stays complete and in order."""
+    sink = RecordingSink()
+    sink.batch_size = 7  # type: ignore[attr-defined]
+    sink.linger = 0  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    write = sink.write
+
+    async def recorded(batch: Sequence[Reading]) -> None:
+        sizes.append(len(batch))
+        await write(batch)
+
+    sink.write = recorded  # type: ignore[method-assign]
+    async with (
+        _spool(tmp_path / "spool.sqlite", linger=60.0) as spool,
+        anyio.create_task_group() as group,
+    ):
+        await group.start(spool.run)
+        for i in range(30):
+            spool.append_nowait("dmm", "v", float(i), "V", 1.0)
+        await spool.flush()
+        await group.start(spool.forward, sink)
+        with anyio.fail_after(10):  # the spool's own linger (60 s) would not finish
+            await sink.wait_for(30)
+        group.cancel_scope.cancel()
+    assert sizes == [7, 7, 7, 7, 2]
+    assert [r.value for r in sink.stored] == [float(i) for i in range(30)]
+
+
+async def test_recent_readings_are_read_from_memory_as_from_the_file(tmp_path: Path) -> None:
+    """A forwarder that keeps up gets the last commits from memory: the same readings,
+    seqs and types a reader of the file gets; older ones come from the file."""
+    path = tmp_path / "spool.sqlite"
+    async with _spool(path, recent=10) as spool, anyio.create_task_group() as group:
+        await group.start(spool.run)
+        values: list[float | int | str | bool | None] = [1.5, 7, "x", True, None] * 10
+        for value in values:
+            spool.append_nowait("dmm", "v", value, "V", 1.0, Quality.GOOD)
+            await spool.flush()  # one commit each: memory keeps the last 10 to 20
+        first = spool.last_seq - len(values) + 1
+        async with _spool(path) as cold:  # nothing in memory: every read is from the file
+            for after in (first - 1, first + 20, spool.last_seq - 12, spool.last_seq - 3):
+                hot = await spool.read(after, 8)
+                assert hot == await cold.read(after, 8)
+                assert [type(r.value) for r in hot] == [
+                    type(r.value) for r in await cold.read(after, 8)
+                ]
+            assert await spool.read(spool.last_seq, 8) == []
+        assert len(spool._recent) <= 20
+        group.cancel_scope.cancel()

@@ -16,17 +16,18 @@ A message taken but not delivered (the broker went away) goes back to the front.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
 __all__ = ["Outgoing", "PublishQueue"]
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message to publish (``properties``: paho MQTT 5 properties, or None)."""
+class Outgoing(NamedTuple):
+    """One message to publish (``properties``: paho MQTT 5 properties, or None).
+
+    A named tuple: one is made per reading, and a tuple is made in a third of the time of
+    a frozen dataclass."""
 
     topic: str
     payload: bytes

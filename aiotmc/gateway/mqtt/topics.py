@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiotmc.gateway.model import Alert, CommandResult, Reading
+
+try:  # about six times faster than json.dumps for a reading's payload
+    from orjson import dumps as _fast_dumps
+except ImportError:  # pragma: no cover - orjson comes with the gateway extra
+    _fast_dumps = None  # type: ignore[assignment]
+_dumps: Callable[[Any], bytes] | None = _fast_dumps
 
 __all__ = ["Topics", "check_level"]
 
@@ -116,17 +123,20 @@ def _slug(text: str) -> str:
 
 
 def reading_payload(reading: Reading) -> bytes:
-    """The JSON of a reading as published."""
-    return json.dumps(
-        {
-            "value": _finite(reading.value),
-            "unit": reading.unit,
-            "timestamp": reading.timestamp,
-            "quality": reading.quality.value,
-            "key": reading.key,
-        },
-        separators=(",", ":"),
-    ).encode()
+    """The JSON of a reading as published (compact; UTF-8)."""
+    body = {
+        "value": _finite(reading.value),
+        "unit": reading.unit,
+        "timestamp": reading.timestamp,
+        "quality": reading.quality.value,
+        "key": f"{reading.gateway_id}:{reading.seq}",
+    }
+    if _dumps is not None:
+        try:
+            return _dumps(body)
+        except TypeError:  # orjson: an integer beyond 64 bits
+            pass
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def alert_payload(alert: Alert) -> bytes:
