@@ -44,6 +44,7 @@ def mosquitto() -> Iterator[int]:
     with tempfile.TemporaryDirectory(prefix="aiotmc-bench-mqtt-") as directory:
         config = Path(directory) / "mosquitto.conf"
         lines = ["allow_anonymous true", "persistence false", f"listener {port} 127.0.0.1"]
+        lines.append("set_tcp_nodelay true")  # as docs/gateway.md recommends
         if os.getuid() == 0:
             lines.append(f"user {getpass.getuser()}")
         config.write_text("\n".join(lines) + "\n")

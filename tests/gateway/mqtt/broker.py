@@ -90,6 +90,7 @@ class Mosquitto:
         self.tls_port = free_port() if tls else None
         self.process: subprocess.Popen[bytes] | None = None
         lines = ["per_listener_settings false", "persistence false", "log_type error"]
+        lines.append("set_tcp_nodelay true")  # as docs/gateway.md recommends
         lines.append("log_type warning")
         if os.getuid() == 0:  # else mosquitto drops to user "mosquitto" and cannot read files
             lines.append(f"user {getpass.getuser()}")

@@ -236,3 +236,31 @@ async def test_runs_on_asyncio_only() -> None:
 
     with pytest.raises(aiotmc.UnsupportedOperation, match="asyncio"):
         await anyio.to_thread.run_sync(trio.run, main)
+
+
+async def test_the_broker_connection_sends_each_reading_at_once(
+    secure_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TCP_NODELAY on the bridge's connection: paho leaves Nagle's algorithm on, which held
+    readings until the broker's delayed ACK (a 16 ms median at a few hundred per second)."""
+    import socket
+
+    import aiotmc.gateway.mqtt.bridge as bridge_module
+
+    def nodelay(client: Any) -> int:
+        return int(client._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async with connect(secure_broker, "root") as plain:
+        assert nodelay(plain) == 0  # what paho does by itself
+    sessions: list[Any] = []
+    real = bridge_module._no_delay
+
+    def recording(client: Any) -> None:
+        real(client)
+        sessions.append(client)
+
+    monkeypatch.setattr(bridge_module, "_no_delay", recording)
+    hub = LocalHub(gateway_id="gw-nodelay")
+    async with running(from_config(gateway_config(secure_broker)), hub):
+        assert len(sessions) == 1
+        assert nodelay(sessions[0]) == 1
