@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -254,6 +255,7 @@ class InstrumentService:
             await self.link.trigger(deadline=deadline)
         else:
             await self.link.send_message([b"*TRG\n"], deadline=deadline)
+        _give_way()  # agents of this host waiting for a core fire before this one answers
         await self._answer(reply, repr(fired).encode())
 
     async def _ren(self, msg: Msg, reply: str, deadline: float) -> None:
@@ -336,6 +338,14 @@ def _wait_until(when: float) -> None:
         time.sleep(remaining)  # bounded by _SPIN (the loop is held, as by a busy-wait)
     while time.time() < when:  # bounded: at most _FINE seconds, plus the sleep's lateness
         pass
+
+
+def _give_way() -> None:
+    """Let the other runnable processes of this CPU run now (``sched_yield``): agents on
+    one host that share the cores all wake at the trigger instant."""
+    yield_cpu = getattr(os, "sched_yield", None)
+    if yield_cpu is not None:
+        yield_cpu()
 
 
 def _max_size(msg: Msg) -> int:
