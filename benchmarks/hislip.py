@@ -19,21 +19,27 @@ machine is shared: drift hits all alike) and quoting medians:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import random
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 from .common import median
 from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
-from .vxi11 import Figure, _floor_block
+from .lan_trials import (
+    Figure,
+    SimulatorProcess,
+    alternate,
+    pyvisa_rtt,
+    serve_main,
+    time_queries,
+    verdict,
+)
+from .vxi11 import _floor_block
 
 RTT_VS_RAW: Final = 1.3  #: aiotmc HiSLIP round trip <= this x aiotmc raw socket
 RTT_VS_PYVISA: Final = 0.5  #: aiotmc HiSLIP round trip <= this x pyvisa-py's
@@ -133,45 +139,6 @@ async def _serve(announce: Callable[[dict[str, Any]], None]) -> None:
         tg.cancel_scope.cancel()
 
 
-def _serve_main() -> int:
-    import anyio
-
-    def announce(ports: dict[str, Any]) -> None:
-        print(json.dumps(ports), flush=True)
-
-    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
-    anyio.run(_serve, announce, backend_options=options)
-    return 0
-
-
-class HislipSimulator:
-    """The simulator process (context manager): ``ports`` after entering."""
-
-    def __enter__(self) -> HislipSimulator:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.hislip", "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the simulator did not start")
-        self.ports: dict[str, Any] = json.loads(line)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 # -- trials ---------------------------------------------------------------------------------
 
 
@@ -183,46 +150,11 @@ def _raw(port: int) -> str:
     return f"TCPIP0::{HOST}::{port}::SOCKET"
 
 
-async def _time(query: Callable[[], Awaitable[object]], queries: int, warmup: int) -> Figure:
-    for _ in range(warmup):
-        await query()
-    samples = []
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    for _ in range(queries):
-        t0 = clock()
-        await query()
-        samples.append(clock() - t0)
-    return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
-
-
 async def _aiotmc_rtt(resource: str, queries: int, warmup: int) -> Figure:
     import aiotmc
 
     async with aiotmc.open(resource) as inst:
-        return await _time(partial(inst.query, IDN), queries, warmup)
-
-
-def _pyvisa_rtt(port: int, queries: int, warmup: int) -> Figure:
-    import pyvisa
-
-    rm = pyvisa.ResourceManager("@py")
-    try:
-        inst: Any = rm.open_resource(_hislip(port))
-        try:
-            for _ in range(warmup):
-                inst.query(IDN)
-            samples = []
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = time.perf_counter()
-                inst.query(IDN)
-                samples.append(time.perf_counter() - t0)
-            return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
-        finally:
-            inst.close()
-    finally:
-        rm.close()
+        return await time_queries(partial(inst.query, IDN), queries, warmup)
 
 
 async def _aiotmc_block(resource: str, size: int, reps: int, **options: Any) -> float:
@@ -265,32 +197,11 @@ async def _batch(resource: str, count: int, overlapped: bool) -> float:
     return elapsed
 
 
-def _alternate(trials: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
-    """Every trial once per round, in a new (seeded) order each round; the medians."""
-    samples: dict[str, list[Any]] = {name: [] for name in trials}
-    for r in range(rounds):
-        order = list(trials)
-        random.Random(r).shuffle(order)
-        for name in order:
-            samples[name].append(trials[name]())
-    out: dict[str, Any] = {}
-    for name, values in samples.items():
-        if isinstance(values[0], tuple):
-            out[name] = tuple(median(list(column)) for column in zip(*values, strict=True))
-        else:
-            out[name] = median(values)
-    return out
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def _run_rtt(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any]) -> None:
     import anyio
 
     trials: dict[str, Callable[[], Any]] = {
-        "pyvisa-py HiSLIP": partial(_pyvisa_rtt, ports["hislip"], args.queries, args.warmup)
+        "pyvisa-py HiSLIP": partial(pyvisa_rtt, _hislip(ports["hislip"]), args.queries, args.warmup)
     }
     for backend in BACKENDS:
         for label, resource in (
@@ -302,7 +213,7 @@ def _run_rtt(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any
                 partial(_aiotmc_rtt, resource, args.queries, args.warmup),
                 backend=backend,
             )
-    figures = _alternate(trials, args.rounds)
+    figures = alternate(trials, args.rounds)
     rtt = {name: value[0] for name, value in figures.items()}
     out["rtt_us"] = rtt
     out["cpu_us"] = {name: value[1] for name, value in figures.items()}
@@ -320,8 +231,8 @@ def _run_rtt(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any
         out["rtt_ratios"][backend] = {"raw": vs_raw, "pyvisa-py": vs_pyvisa}
         print(
             f"  aiotmc HiSLIP {backend}: {vs_raw:.2f}x aiotmc raw socket (target <= "
-            f"{RTT_VS_RAW}x: {_verdict(vs_raw <= RTT_VS_RAW)}), {vs_pyvisa:.2f}x pyvisa-py "
-            f"(target <= {RTT_VS_PYVISA}x: {_verdict(vs_pyvisa <= RTT_VS_PYVISA)})"
+            f"{RTT_VS_RAW}x: {verdict(vs_raw <= RTT_VS_RAW)}), {vs_pyvisa:.2f}x pyvisa-py "
+            f"(target <= {RTT_VS_PYVISA}x: {verdict(vs_pyvisa <= RTT_VS_PYVISA)})"
         )
 
 
@@ -340,7 +251,7 @@ def _run_blocks(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, 
                 partial(_aiotmc_block, _hislip(ports[port]), size, args.block_reps, **options),
                 backend=backend,
             )
-    block = _alternate(trials, args.rounds)
+    block = alternate(trials, args.rounds)
     out["block_mb_s"] = block
     floor = block["raw-socket floor"]
     print(f"read {size / MB:g} MB block into a reused buffer (MB/s, median):")
@@ -351,13 +262,13 @@ def _run_blocks(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, 
             ratio = value / plain
             extra = (
                 f"  {ratio:.2f}x plaintext HiSLIP (target >= {TLS_VS_PLAIN}x: "
-                f"{_verdict(ratio >= TLS_VS_PLAIN)})"
+                f"{verdict(ratio >= TLS_VS_PLAIN)})"
             )
         elif name != "raw-socket floor":
             ratio = value / floor
             extra = (
                 f"  {ratio:.2f}x floor (target >= {BLOCK_VS_FLOOR}x: "
-                f"{_verdict(ratio >= BLOCK_VS_FLOOR)})"
+                f"{verdict(ratio >= BLOCK_VS_FLOOR)})"
             )
         print(f"  {name:28} {value:9.1f}{extra}")
 
@@ -375,7 +286,7 @@ def _run_pipeline(args: argparse.Namespace, ports: dict[str, Any], out: dict[str
             trials[f"{label} {backend}"] = partial(
                 anyio.run, _batch, _hislip(ports[port]), count, overlapped, backend=backend
             )
-    times = _alternate(trials, args.rounds)
+    times = alternate(trials, args.rounds)
     out["batch_ms"] = {name: value * 1e3 for name, value in times.items()}
     print(f"{count} queries over a link with {LINK_DELAY * 1e3:g} ms per direction (ms, median):")
     out["pipeline_ratio"] = {}
@@ -386,14 +297,14 @@ def _run_pipeline(args: argparse.Namespace, ports: dict[str, Any], out: dict[str
         print(
             f"  aiotmc {backend:8} synchronized {sync * 1e3:8.1f}  overlapped "
             f"{overlapped * 1e3:7.1f}  {ratio:.3f}x (target <= {PIPELINE_VS_SYNC}x: "
-            f"{_verdict(ratio <= PIPELINE_VS_SYNC)})"
+            f"{verdict(ratio <= PIPELINE_VS_SYNC)})"
         )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure; prints the table and returns the figures as a dict."""
     out: dict[str, Any] = {}
-    with HislipSimulator() as sim:
+    with SimulatorProcess("benchmarks.hislip") as sim:
         ports = sim.ports
         _run_rtt(args, ports, out)
         _run_blocks(args, ports, out)
@@ -410,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.serve:
-        return _serve_main()
+        return serve_main(_serve)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 5)
     args.queries, args.warmup = (100, 10) if quick else (2000, 200)

@@ -23,20 +23,24 @@ round (the machine is shared: drift hits all alike) and quoting medians:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import math
-import os
-import random
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
 from .common import median
 from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
+from .lan_trials import (
+    Figure,
+    SimulatorProcess,
+    alternate,
+    pyvisa_rtt,
+    serve_main,
+    time_queries,
+    verdict,
+)
 from .procs import available_cpus, cpu_busy, pin_self
 
 RTT_VS_PYVISA: Final = 0.6  #: aiotmc VXI-11 round trip <= this x pyvisa-py's
@@ -62,59 +66,6 @@ async def _serve(announce: Callable[[dict[str, int]], None]) -> None:
         await anyio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
 
 
-def _serve_main() -> int:
-    import anyio
-
-    def announce(ports: dict[str, int]) -> None:
-        print(json.dumps(ports), flush=True)
-
-    # As the main harness's simulator: uvloop when installed (the same for every client).
-    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
-    anyio.run(_serve, announce, backend_options=options)
-    return 0
-
-
-class Simulator:
-    """The simulator process (context manager): ``ports`` after entering."""
-
-    def __init__(self, cpu: int | None = None) -> None:
-        self.cpu = cpu
-
-    def __enter__(self) -> Simulator:
-        pin = [] if self.cpu is None else ["--cpu", str(self.cpu)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.vxi11", "--serve", *pin],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the simulator did not start")
-        self.ports: dict[str, int] = json.loads(line)
-        return self
-
-    def cpu_seconds(self) -> float:
-        """The simulator's CPU time so far (user + system; nan where /proc is missing)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 # -- trials ---------------------------------------------------------------------------------
 
 
@@ -126,51 +77,13 @@ def _raw(port: int) -> str:
     return f"TCPIP0::{HOST}::{port}::SOCKET"
 
 
-Figure = tuple[float, float]  #: median µs per query, client CPU µs per query
-
-
-async def _time(query: Callable[[], Awaitable[object]], queries: int, warmup: int) -> Figure:
-    for _ in range(warmup):
-        await query()
-    samples = []
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    for _ in range(queries):
-        t0 = clock()
-        await query()
-        samples.append(clock() - t0)
-    return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
-
-
 async def _aiotmc_rtt(resource: str, queries: int, warmup: int, **options: Any) -> Figure:
     import aiotmc
 
     if resource.endswith("::INSTR"):
         options["srq"] = False
     async with aiotmc.open(resource, **options) as inst:
-        return await _time(partial(inst.query, IDN), queries, warmup)
-
-
-def _pyvisa_rtt(port: int, queries: int, warmup: int) -> Figure:
-    import pyvisa
-
-    rm = pyvisa.ResourceManager("@py")
-    try:
-        inst: Any = rm.open_resource(_vxi11(port))
-        try:
-            for _ in range(warmup):
-                inst.query(IDN)
-            samples = []
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = time.perf_counter()
-                inst.query(IDN)
-                samples.append(time.perf_counter() - t0)
-            return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
-        finally:
-            inst.close()
-    finally:
-        rm.close()
+        return await time_queries(partial(inst.query, IDN), queries, warmup)
 
 
 async def _aiotmc_block(port: int, size: int, reps: int) -> float:
@@ -246,7 +159,9 @@ def srq_latencies(events: int, backend: str) -> list[float]:
 # -- the run --------------------------------------------------------------------------------
 
 
-def _with_server_cpu(sim: Simulator, trial: Callable[[], Figure], calls: int) -> Callable[[], Any]:
+def _with_server_cpu(
+    sim: SimulatorProcess, trial: Callable[[], Figure], calls: int
+) -> Callable[[], Any]:
     """``trial``'s figure and the simulator's CPU µs per query during it (the connection's
     set-up included: a few calls among thousands)."""
 
@@ -262,7 +177,7 @@ def _rtt_trials(ports: dict[str, int], queries: int, warmup: int) -> dict[str, C
     import anyio
 
     trials: dict[str, Callable[[], Any]] = {
-        "pyvisa-py VXI-11": partial(_pyvisa_rtt, ports["vxi11"], queries, warmup)
+        "pyvisa-py VXI-11": partial(pyvisa_rtt, _vxi11(ports["vxi11"]), queries, warmup)
     }
     for backend in BACKENDS:
         for label, resource, options in (
@@ -280,28 +195,6 @@ def _rtt_trials(ports: dict[str, int], queries: int, warmup: int) -> dict[str, C
     return trials
 
 
-def _alternate(trials: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
-    """Run every trial once per round, in a new (seeded) order each round; the medians
-    (of each element when a trial returns a tuple)."""
-    samples: dict[str, list[Any]] = {name: [] for name in trials}
-    for r in range(rounds):
-        order = list(trials)
-        random.Random(r).shuffle(order)
-        for name in order:
-            samples[name].append(trials[name]())
-    out: dict[str, Any] = {}
-    for name, values in samples.items():
-        if isinstance(values[0], tuple):
-            out[name] = tuple(median(list(column)) for column in zip(*values, strict=True))
-        else:
-            out[name] = median(values)
-    return out
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure; prints the table and returns the figures as a dict."""
     import anyio
@@ -309,14 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.cpu is not None and pin_self(args.cpu):
         print(f"simulator and clients pinned to CPU {args.cpu}")
-    with Simulator(args.cpu) as sim:
+    with SimulatorProcess("benchmarks.vxi11", args.cpu) as sim:
         ports = sim.ports
         calls = args.queries + args.warmup
         trials = {
             name: _with_server_cpu(sim, trial, calls)
             for name, trial in _rtt_trials(ports, args.queries, args.warmup).items()
         }
-        figures = _alternate(trials, args.rounds)
+        figures = alternate(trials, args.rounds)
         rtt = {name: value[0] for name, value in figures.items()}
         out["rtt_us"] = rtt
         out["cpu_us"] = {name: value[1] for name, value in figures.items()}
@@ -340,9 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["rtt_ratios"][f"{label} {backend}"] = {"pyvisa-py": vs_pyvisa, "raw": vs_raw}
                 print(
                     f"  aiotmc {label} {backend}: {vs_pyvisa:.2f}x pyvisa-py (target <= "
-                    f"{RTT_VS_PYVISA}x: {_verdict(vs_pyvisa <= RTT_VS_PYVISA)}), {vs_raw:.2f}x "
+                    f"{RTT_VS_PYVISA}x: {verdict(vs_pyvisa <= RTT_VS_PYVISA)}), {vs_raw:.2f}x "
                     f"aiotmc raw socket (target <= {RTT_VS_RAW}x: "
-                    f"{_verdict(vs_raw <= RTT_VS_RAW)})"
+                    f"{verdict(vs_raw <= RTT_VS_RAW)})"
                 )
 
         size = args.size
@@ -353,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             block_trials[f"aiotmc VXI-11 {backend}"] = partial(
                 anyio.run, _aiotmc_block, ports["vxi11"], size, args.block_reps, backend=backend
             )
-        block = _alternate(block_trials, args.rounds)
+        block = alternate(block_trials, args.rounds)
         out["block_mb_s"] = block
         floor = block["raw-socket floor"]
         print(f"read {size / MB:g} MB block into a reused buffer (MB/s, median):")
@@ -363,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ratio = value / floor
                 extra = (
                     f"  {ratio:.2f}x floor (target >= {BLOCK_VS_FLOOR}x: "
-                    f"{_verdict(ratio >= BLOCK_VS_FLOOR)})"
+                    f"{verdict(ratio >= BLOCK_VS_FLOOR)})"
                 )
             print(f"  {name:28} {value:9.1f}{extra}")
 
@@ -374,7 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["srq_us"][backend] = value
         print(
             f"  aiotmc VXI-11 {backend:20} {value:9.1f} µs (target <= {SRQ_MAX_US:g} µs: "
-            f"{_verdict(value <= SRQ_MAX_US)})"
+            f"{verdict(value <= SRQ_MAX_US)})"
         )
     return out
 
@@ -393,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         pin_self(args.cpu)
-        return _serve_main()
+        return serve_main(_serve)
     if args.no_pin:
         args.cpu = None
     elif args.cpu is None and len(available_cpus()) > 1:
