@@ -915,6 +915,22 @@ class Vxi11Transport:
         if error:
             raise error_for(error, name, resource=self._resource)
 
+    def _written(self, results: memoryview, size: int) -> int:
+        """The bytes of ``size`` that a device_write took (its reply in ``results``); a
+        typed error when the device refused them or took none."""
+        reply = _write_resp(results)
+        if reply.error:
+            # a refusal (locked, bad parameter...) of a first write changed nothing
+            self._untouched = self._untouched and reply.error in _REFUSALS
+            raise error_for(reply.error, "device_write", resource=self._resource)
+        self._untouched = False
+        taken = min(reply.size, size)
+        if taken == 0 and size:
+            raise TransportError(
+                "device_write: the device took none of the data", resource=self._resource
+            )
+        return taken
+
     async def _write(
         self, core: RpcChannel, parts: Sequence[BytesLike], end: bool, deadline: float
     ) -> None:
@@ -930,19 +946,10 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = _write_resp(results)
-            if reply.error:
-                # a refusal (locked, bad parameter...) changed nothing
-                self._untouched = self._untouched and reply.error in _REFUSALS
-                raise error_for(reply.error, "device_write", resource=self._resource)
-            self._untouched = False
-            if reply.size >= size:
+            taken = self._written(results, size)
+            if taken >= size:
                 return
-            if reply.size == 0:
-                raise TransportError(
-                    "device_write: the device took none of the data", resource=self._resource
-                )
-            parts = (memoryview(data)[reply.size :],)  # a short write: the rest the long way
+            parts = (memoryview(data)[taken:],)  # a short write: the rest the long way
         views = [memoryview(p).cast("B") for p in parts]
         views = [v for v in views if len(v)] or [memoryview(b"")]
         limit = self._max_recv
@@ -969,17 +976,7 @@ class Vxi11Transport:
                 wait_until=self._wait_until(deadline),
                 writing=True,
             )
-            reply = _write_resp(results)
-            if reply.error:
-                # a refusal (locked, bad parameter...) of the first chunk changed nothing
-                self._untouched = self._untouched and reply.error in _REFUSALS
-                raise error_for(reply.error, "device_write", resource=self._resource)
-            self._untouched = False
-            taken = min(reply.size, size)
-            if taken == 0 and size:
-                raise TransportError(
-                    "device_write: the device took none of the data", resource=self._resource
-                )
+            taken = self._written(results, size)
             remaining -= taken
             if remaining == 0:
                 return
