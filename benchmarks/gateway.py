@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,13 @@ def run_gateway(
         spool = workdir / "data" / "spool.sqlite"
         readings = workdir / "data" / "readings.sqlite"
         log = stack.enter_context((workdir / "gateway.log").open("ab"))
+        cpu = getattr(args, "gateway_cpu", None)
         gateway = subprocess.Popen(
             [sys.executable, "-m", "aiotmc", "gateway", "gateway.toml"],
             cwd=workdir,
             stdout=log,
             stderr=log,
+            preexec_fn=None if cpu is None else partial(os.sched_setaffinity, 0, {cpu}),
         )
         try:
             online = "SELECT count(DISTINCT instrument) FROM readings"
@@ -287,7 +290,15 @@ def report(figures: dict[str, Any]) -> str:
         ("acquired (spool)", f"{figures['acquired_per_s']:,.0f} readings/s"),
         ("stored (SQLite)", f"{figures['stored_per_s']:,.0f} readings/s"),
         ("published (MQTT)", "off" if mqtt is None else f"{mqtt:,.0f} readings/s received"),
-        ("gateway CPU", f"{cores:.2f} cores"),
+        (
+            "gateway CPU",
+            f"{cores:.2f} cores"
+            + (
+                ""
+                if figures.get("gateway_cpu") is None
+                else f" (pinned alone to CPU {figures['gateway_cpu']}: at most one core)"
+            ),
+        ),
         (
             "CPU per reading",
             f"{figures['cpu_us_per_reading']:.1f} us of gateway CPU per acquired reading "
@@ -371,7 +382,19 @@ def main(argv: list[str] | None = None) -> int:
         help="requests.post per reading (a new connection each) or one Session per thread",
     )
     parser.add_argument("--workdir", type=Path, help="keep the logs and databases here")
+    parser.add_argument(
+        "--gateway-cpu",
+        type=int,
+        default=None,
+        help="pin the gateway to this CPU alone (a hard one-core cap) and everything else"
+        " (simulators, broker, this harness) to the other CPUs",
+    )
     args = parser.parse_args(argv)
+    if args.gateway_cpu is not None:
+        others = os.sched_getaffinity(0) - {args.gateway_cpu}
+        if not others or args.gateway_cpu not in os.sched_getaffinity(0):
+            parser.error("--gateway-cpu needs an allowed CPU and at least one other")
+        os.sched_setaffinity(0, others)  # the simulators and the broker inherit it
     if args.loop == "auto":
         args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     if args.workdir is not None:
@@ -380,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="aiotmc-bench-gateway-") as tmp:
             figures = run(args, Path(tmp))
+    figures["gateway_cpu"] = args.gateway_cpu
     print(report(figures))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
