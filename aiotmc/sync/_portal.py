@@ -49,7 +49,16 @@ def default_backend() -> str:
 class Call(Generic[T]):
     """One awaitable run as a task of the loop thread, awaited (or not) by another thread."""
 
-    __slots__ = ("_awaitable", "_error", "_portal", "_value", "cancelled", "finished", "scope")
+    __slots__ = (
+        "_awaitable",
+        "_error",
+        "_portal",
+        "_value",
+        "cancelled",
+        "done",
+        "finished",
+        "scope",
+    )
 
     def __init__(self, portal: Portal, awaitable: Awaitable[T]) -> None:
         self._portal = portal
@@ -57,6 +66,8 @@ class Call(Generic[T]):
         self._value: T | None = None
         self._error: BaseException | None = None
         self.cancelled = False
+        #: Set by the loop thread when the task has ended, before ``finished`` is released.
+        self.done = False
         self.scope: anyio.CancelScope | None = None
         self.finished = _thread.allocate_lock()
         self.finished.acquire()
@@ -68,6 +79,7 @@ class Call(Generic[T]):
     def _start(self) -> None:  # in the loop thread
         if self.cancelled:  # interrupted before it was scheduled
             self._close_awaitable()
+            self.done = True
             self.finished.release()
             return
         self._portal.spawn(self._guarded)
@@ -87,6 +99,7 @@ class Call(Generic[T]):
             raise
         finally:
             self._close_awaitable()  # no-op once it ran
+            self.done = True
             self.finished.release()
 
     def _close_awaitable(self) -> None:
@@ -106,7 +119,14 @@ class Call(Generic[T]):
         return self._value  # type: ignore[return-value]
 
     def cancel_and_wait(self) -> None:
-        """Cancel the task and wait (bounded) until it has ended."""
+        """Cancel the task and wait (bounded) until it has ended.
+
+        An interrupt may land just after :meth:`result` got ``finished`` (the signal is
+        handled at the next bytecode): the task has ended then, and ``finished`` will not
+        be released again, so there is nothing to wait for.
+        """
+        if self.done:
+            return
         self._portal.schedule(self._cancel)
         if not self.finished.acquire(timeout=CANCEL_GRACE):
             _log.warning(

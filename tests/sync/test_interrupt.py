@@ -76,3 +76,23 @@ def test_ctrl_c_cancels_the_call_and_the_link_recovers(backend: str, mode: str) 
         "answer": "fresh,2",  # the stale answer was discarded with the old connection
         "reconnects": 1,
     }
+
+
+def test_an_interrupt_landing_after_the_call_ended_does_not_wait(sync_backend: str) -> None:
+    """Ctrl-C handled just after ``Call.result`` got the call's end (the signal is raised at
+    the next bytecode): cancelling finds the call ended and returns at once, instead of
+    waiting CANCEL_GRACE for an end that was already taken (seen as a 30 s hang)."""
+    import time
+
+    from aiotmc.sync._portal import CANCEL_GRACE, Call, portal_for
+
+    async def answer() -> int:
+        return 42
+
+    call = Call(portal_for(sync_backend), answer())
+    call.submit()
+    assert call.finished.acquire(timeout=10)  # what result() did before the interrupt
+    started = time.monotonic()
+    call.cancel_and_wait()  # what result() does on the interrupt
+    assert time.monotonic() - started < CANCEL_GRACE / 3
+    assert call.done and not call.cancelled
