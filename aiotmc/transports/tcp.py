@@ -22,6 +22,7 @@ exchange. (Raw sockets have no device clear; :meth:`clear` does the same reconne
 from __future__ import annotations
 
 import errno
+import ipaddress
 import math
 import select
 import socket
@@ -77,7 +78,9 @@ async def connect_socket(host: str, port: int, *, timeout: float | None) -> sock
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
     try:
         with anyio.fail_after(timeout):
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _literal_address(host, port) or await anyio.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
             last: OSError | None = None
             for family, type_, proto, _, addr in infos:
                 sock = socket.socket(family, type_, proto)
@@ -101,6 +104,20 @@ async def connect_socket(host: str, port: int, *, timeout: float | None) -> sock
         raise ConnectTimeout(f"no connection to {where} within {timeout} s") from None
     except OSError as exc:  # getaddrinfo failures
         raise ConnectError(f"cannot connect to {where}: {exc}") from exc
+
+
+def _literal_address(host: str, port: int) -> list[tuple[Any, ...]] | None:
+    """What ``getaddrinfo`` answers for an IP address written out (no name to resolve),
+    without its worker-thread hop; None for a name (or a scoped IPv6 address)."""
+    if "%" in host:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
 class SocketTransport:
