@@ -169,14 +169,10 @@ class Channel:
         elif not look:
             return None
         else:
-            try:
-                n = self.sock.recv_into(chunk, _FIRST_READ)
-            except (BlockingIOError, InterruptedError):
+            got = self._read_into(chunk, _FIRST_READ)  # plaintext: one recv
+            if got is None:
                 return None
-            except OSError as exc:
-                raise ConnectionLostError(f"HiSLIP {self.name} channel: {exc}") from exc
-            if n == 0:
-                raise ConnectionLostError(f"HiSLIP {self.name} channel closed by the peer")
+            n = got
         if n >= HEADER_SIZE:
             prologue, type_, _, param, length = HEADER.unpack_from(chunk)
             if (
