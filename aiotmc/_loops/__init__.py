@@ -21,7 +21,7 @@ import socket
 import sys
 from asyncio import AbstractEventLoop, Future, _get_running_loop
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,6 +50,7 @@ __all__ = [
     "current_time",
     "give_turn",
     "loop_receiver",
+    "readable_waiter",
     "running_loop",
     "running_trio",
     "wait_turn",
@@ -224,6 +225,26 @@ def loop_receiver(sock: socket.socket) -> AsyncioReceiver | TrioReceiver | None:
     except NotImplementedError:  # e.g. the proactor loop on Windows
         return None
     return asyncio_.AsyncioReceiver(loop, sock)
+
+
+def readable_waiter(sock: socket.socket) -> Callable[[socket.socket], Awaitable[None]]:
+    """The cheapest ``wait_readable`` for the running loop, for servers that wait on
+    ``sock`` (and sockets like it) once per message: the loop's own registration instead
+    of ``anyio.wait_readable``'s per-call lookups; that one where neither fits.
+
+    Probes ``sock`` with ``remove_reader``: call before anything registers it.
+    """
+    if running_trio() is not None:
+        _load_trio_()
+        return trio_.readable_waiter()
+    loop = _get_running_loop()
+    if loop is None:
+        return anyio.wait_readable
+    try:
+        loop.remove_reader(sock.fileno())
+    except NotImplementedError:  # e.g. the proactor loop on Windows
+        return anyio.wait_readable
+    return asyncio_.readable_waiter(loop)
 
 
 # -- libusb drivers ----------------------------------------------------------------------

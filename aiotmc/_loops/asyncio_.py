@@ -32,6 +32,7 @@ __all__ = [
     "anyio_task_states",
     "cancel_maybe_pending",
     "give_turn",
+    "readable_waiter",
     "reentry",
     "spawner",
     "wait_turn",
@@ -168,6 +169,39 @@ def spawner(loop: AbstractEventLoop) -> Callable[..., None]:
             task.add_done_callback(lambda _: on_done())
 
     return spawn
+
+
+# -- the simulators' readiness wait ------------------------------------------------------
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def readable_waiter(
+    loop: AbstractEventLoop,
+) -> Callable[[socket.socket], Coroutine[Any, Any, None]]:
+    """``wait_readable(sock)`` on ``loop``: ``add_reader`` for one wait, then removed.
+
+    What ``anyio.wait_readable`` does, without its per-call backend and task lookups (a
+    simulator answering a fast client waits once per message). One waiter per socket at a
+    time (a second one would replace the first's callback); a closed socket raises
+    ``anyio.ClosedResourceError``; cancellation leaves the bytes in the socket.
+    """
+
+    async def wait_readable(sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            raise anyio.ClosedResourceError
+        waiter: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_reader(fd)
+
+    return wait_readable
 
 
 # -- the TCP transport's receiver --------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "checkpoint_if_cancelled",
     "current_time",
     "give_turn",
+    "readable_waiter",
     "reentry",
     "spawner",
     "wait_turn",
@@ -45,6 +46,25 @@ async def checkpoint_if_cancelled() -> None:
 def current_time() -> float:
     """trio's clock (RuntimeError outside a trio run)."""
     return trio.current_time()
+
+
+# -- the simulators' readiness wait ------------------------------------------------------
+
+
+async def _wait_readable(sock: socket.socket) -> None:
+    if sock.fileno() < 0:
+        raise anyio.ClosedResourceError
+    try:
+        await trio.lowlevel.wait_readable(sock)
+    except trio.ClosedResourceError:
+        raise anyio.ClosedResourceError from None
+    except trio.BusyResourceError:
+        raise anyio.BusyResourceError("reading from") from None
+
+
+def readable_waiter() -> Callable[[socket.socket], Coroutine[Any, Any, None]]:
+    """``wait_readable(sock)``: trio's own, with anyio's exceptions (see the asyncio one)."""
+    return _wait_readable
 
 
 # -- the exchange lock's hand-over -------------------------------------------------------

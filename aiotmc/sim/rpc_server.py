@@ -8,9 +8,9 @@ takes no reply; at most ``max_connections`` connections (others are closed at on
 refusals logged rate-limited); hostile input closes that connection and is logged once.
 
 Hot path as in :mod:`aiotmc.sim.server`: plain non-blocking sockets, ``recv_into`` and
-``send`` tried first, ``anyio.wait_readable`` / ``wait_writable`` only when not ready; the
-replies to every call received together go out in one send (a pipelined
-device_write + device_read gets both answers at once); the idle timeout is kept by one
+``send`` tried first, a readiness wait (``_loops.readable_waiter``, ``anyio.wait_writable``)
+only when not ready; the replies to every call received together go out in one send (a
+pipelined device_write + device_read gets both answers at once); the idle timeout is kept by one
 sweeping task per server instead of a timer per receive.
 
 Subclasses bind their listeners in :meth:`RpcServer._bind` and handle calls with a
@@ -31,6 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import RemoteProtocolError
+from .._loops import readable_waiter
 from .._types import BytesLike
 from ..protocol.framing import NEED_DATA
 from ..protocol.oncrpc import (
@@ -72,6 +73,8 @@ class RpcConnection:
     last_active: float = field(default_factory=time.monotonic)
     busy: bool = False  # a call is being handled (not idle)
     closed_reason: str | None = None  # why the server closed it (logged once)
+    #: the loop's cheapest wait for this socket (set when its task starts)
+    wait_readable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_readable
 
     def queue(self, reply: Reply) -> None:
         """Queue an encoded reply (sent by the next flush)."""
@@ -234,6 +237,7 @@ class RpcServer(BackgroundServer):
                     conn.scope.cancel()
 
     async def _run(self, conn: RpcConnection, serve: Serve) -> None:
+        conn.wait_readable = readable_waiter(conn.sock)
         try:
             with conn.scope:
                 await serve(conn)
@@ -274,7 +278,7 @@ class RpcServer(BackgroundServer):
             try:
                 data = sock.recv(RECV_SIZE)
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                await conn.wait_readable(sock)
                 continue
             except OSError:  # reset by the client
                 data = b""
@@ -301,7 +305,7 @@ class RpcServer(BackgroundServer):
                     try:
                         n = sock.recv_into(buffer)
                     except BlockingIOError:
-                        await anyio.wait_readable(sock)
+                        await conn.wait_readable(sock)
                         continue
                     except OSError:
                         return  # reset by the client

@@ -8,8 +8,9 @@ device one at a time and sends each response once the device's latency has elaps
 watching the socket meanwhile so a vanished client is noticed.
 
 Hot path as in :mod:`aiotmc.transports.tcp`: non-blocking sockets, ``recv_into``/``sendmsg``
-tried first, ``anyio.wait_readable``/``wait_writable`` only when not ready; responses go
-out as ``sendmsg`` over the device's parts (a block payload is never copied here).
+tried first, a wait (the loop's own readiness wait for reads, ``anyio.wait_writable``) only
+when not ready; responses go out as ``sendmsg`` over the device's parts (a block payload is
+never copied here).
 
 Exchanges on one device are serialized across connections (and servers): a program
 message and its response form one unit, so clients sharing a device never see each
@@ -43,6 +44,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from .._loops import readable_waiter
 from .._types import BytesLike
 from ..protocol import NEED_DATA
 from ..protocol.ieee4882 import DEFAULT_MAX_MESSAGE_SIZE
@@ -115,7 +117,17 @@ class _Closed(Exception):
 
 
 class _Connection:
-    __slots__ = ("busy", "framer", "last_active", "peer", "reported", "scope", "sock", "streak")
+    __slots__ = (
+        "busy",
+        "framer",
+        "last_active",
+        "peer",
+        "reported",
+        "scope",
+        "sock",
+        "streak",
+        "wait_readable",
+    )
 
     def __init__(
         self, sock: socket.socket, scope: anyio.CancelScope, framer: ProgramFramer
@@ -127,6 +139,7 @@ class _Connection:
         self.streak = 0  # full receive buffers in a row
         self.busy = False  # inside an exchange or sending its answer: never idle
         self.last_active = time.monotonic()
+        self.wait_readable = readable_waiter(sock)  # built in the connection's task
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -451,7 +464,7 @@ class SimServer(BackgroundServer):
             try:
                 n = sock.recv_into(buffers.buffer)
             except BlockingIOError:
-                await anyio.wait_readable(sock)
+                await conn.wait_readable(sock)
                 continue
             conn.last_active = time.monotonic()
             conn.framer.feed(buffers.view[:n] if n else b"")
