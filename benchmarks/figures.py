@@ -355,7 +355,13 @@ def measurements(mode: Mode) -> list[Measurement]:
                 Measurement(
                     key=f"block_{which}_{size // MB}MB",
                     kind="block",
-                    params={"size": size, "reuse": reuse, "reps": 3 if quick else 10},
+                    # A median of 10 reads of 1 MB (3 ms) swung by +-20 % between rounds;
+                    # the same ~300 MB per figure at every size steadies the small ones.
+                    params={
+                        "size": size,
+                        "reuse": reuse,
+                        "reps": 3 if quick else max(10, 300 * MB // size),
+                    },
                     clients=tcp_clients,
                     rounds=rounds,
                     rows=(
