@@ -191,6 +191,33 @@ async def test_one_data_dir_serves_one_gateway(tmp_path: Path) -> None:
         pass
 
 
+async def test_the_collector_threshold_is_raised_while_gateways_run(tmp_path: Path) -> None:
+    import gc
+
+    from aiotmc.gateway.app import GC_THRESHOLD, Gateway
+    from aiotmc.gateway.config import parse_config
+
+    before, enabled = gc.get_threshold(), gc.isenabled()
+    gc.set_threshold(700, *before[1:])
+    try:
+        first = parse_config(CONFIG, path=tmp_path / "a" / "gateway.toml")
+        second = parse_config(CONFIG, path=tmp_path / "b" / "gateway.toml")
+        async with Gateway(first):
+            assert gc.get_threshold() == (GC_THRESHOLD, *before[1:])
+            async with Gateway(second):
+                assert gc.get_threshold()[0] == GC_THRESHOLD
+            assert gc.get_threshold()[0] == GC_THRESHOLD  # the first one still runs
+        assert gc.get_threshold() == (700, *before[1:])  # the last one out restores it
+        gc.set_threshold(0)  # an application's own choice (collector off) is kept
+        async with Gateway(first):
+            assert gc.get_threshold()[0] == 0
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
+        if enabled:
+            gc.enable()
+
+
 async def test_an_unusable_data_dir_is_a_gateway_error(tmp_path: Path) -> None:
     from aiotmc import GatewayError
     from aiotmc.gateway.app import Gateway
