@@ -336,6 +336,11 @@ def test_hislip_quick_reports_every_figure(tmp_path: Path) -> None:
     assert set(data["batch_ms"]) == {
         f"{m} {b}" for m in ("synchronized", "overlapped") for b in backends
     }
+    assert set(data["block_cpu_ms_per_mb"]) == set(data["block_mb_s"]) - {"raw-socket floor"}
+    assert all(
+        set(sides) == {"client", "simulator"} and sides["client"] > 0
+        for sides in data["block_cpu_ms_per_mb"].values()
+    )
     values = [
         *data["rtt_us"].values(),
         *data["cpu_us"].values(),
