@@ -399,3 +399,14 @@ def test_report_judges_the_blocking_targets_and_shows_only_the_clients_run() -> 
     assert "| aiotmc.sync | PyVISA | PyVISA @aiotmc | floor |" in header
     assert "aiotmc asyncio" not in header and "PyVISA best" not in header
     assert "| s 0.667 @ 1.10 | <= 1x PyVISA | MISS (PyVISA @aiotmc) |" in table
+
+
+def test_hislip_tls_floor_reports_each_variant() -> None:
+    """``python -m benchmarks.hislip_tls_floor`` at 1 MB: both suites in memory (each
+    negotiated as asked, checked inside) and the four sender / receiver pairs."""
+    table = run_module("benchmarks.hislip_tls_floor", "--size", "1", "--rounds", "1", timeout=60)
+    for suite in ("AES-256-GCM", "AES-128-GCM"):
+        assert f"  {suite}: encrypt " in table
+    for sender in ("SSLObject", "SSLSocket"):
+        for receiver in ("SSLObject", "SSLSocket"):
+            assert f"sender {sender}, receiver {receiver}" in table
