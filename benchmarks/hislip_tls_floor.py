@@ -253,20 +253,21 @@ def _with_suite(suite: str, size: int) -> tuple[str, float, float]:
     suites can only be chosen through OpenSSL's configuration from Python)."""
     import subprocess
 
-    conf = Path(tempfile.mkdtemp(prefix="aiotmc-tls-")) / "openssl.cnf"
     others = [s for s in SUITES.values() if s != suite]
-    conf.write_text(
-        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n"
-        f"[tls]\nCiphersuites = {':'.join([suite, *others])}\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.hislip_tls_floor", "--memory-only", str(size)],
-        env={**os.environ, "OPENSSL_CONF": str(conf)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.split()
+    with tempfile.TemporaryDirectory(prefix="aiotmc-tls-") as folder:
+        conf = Path(folder) / "openssl.cnf"
+        conf.write_text(
+            "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n"
+            f"[tls]\nCiphersuites = {':'.join([suite, *others])}\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.hislip_tls_floor", "--memory-only", str(size)],
+            env={**os.environ, "OPENSSL_CONF": str(conf)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.split()
     return out[0], float(out[1]), float(out[2])
 
 
