@@ -373,7 +373,9 @@ class Channel:
             return n
         total = 0
         view = memoryview(chunk)
-        read = cast("Callable[[int, memoryview], int]", self._tls.read)  # into the buffer
+        tls = self._tls
+        # SSLObject.read's C method: no Python wrapper frame per record (~16 KB each)
+        read = cast("Callable[[int, memoryview], int]", getattr(tls, "_sslobj", tls).read)
         while total < size:
             try:
                 n = read(size - total, view[total:])

@@ -11,7 +11,8 @@ machine is shared: drift hits all alike) and quoting medians:
   the same loop and <= 0.5x pyvisa-py;
 * block read (100 MB, 1 MB with ``--quick``) into a reused buffer: aiotmc HiSLIP against
   the raw-socket floor (a blocking socket, exact-size ``recv_into``), target >= 0.8x; and
-  with TLS on both channels against plaintext HiSLIP, target >= 0.5x;
+  with TLS on both channels against plaintext HiSLIP, target >= 0.5x; with the CPU per
+  MB of each side (this client's process time, the simulator's from ``/proc``);
 * pipelining over the 1 ms link: 100 ``*IDN?`` one after another in synchronized mode
   against ``Instrument.query_pipelined`` in overlapped mode, target <= 0.2x.
 """
@@ -157,7 +158,11 @@ async def _aiotmc_rtt(resource: str, queries: int, warmup: int) -> Figure:
         return await time_queries(partial(inst.query, IDN), queries, warmup)
 
 
-async def _aiotmc_block(resource: str, size: int, reps: int, **options: Any) -> float:
+async def _aiotmc_block(
+    resource: str, size: int, reps: int, sim_cpu: Callable[[], float], **options: Any
+) -> tuple[float, float, float]:
+    """MB/s (median of ``reps``), and the CPU ms per MB of this client and of the
+    simulator over all the reps."""
     import aiotmc
 
     command = BLOCK_QUERY.format(size=size)
@@ -172,11 +177,14 @@ async def _aiotmc_block(resource: str, size: int, reps: int, **options: Any) -> 
             raise RuntimeError("block payload does not match the test pattern")
         buffer = bytearray(size)
         times = []
+        cpu0, sim0 = time.process_time(), sim_cpu()
         for _ in range(reps):
             t0 = time.perf_counter()
             await inst.query_block(command, into=buffer)
             times.append(time.perf_counter() - t0)
-    return size / MB / median(times)
+        cpu, sim = time.process_time() - cpu0, sim_cpu() - sim0
+    megabytes = size / MB * reps
+    return size / MB / median(times), cpu * 1e3 / megabytes, sim * 1e3 / megabytes
 
 
 async def _batch(resource: str, count: int, overlapped: bool) -> float:
@@ -236,7 +244,12 @@ def _run_rtt(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any
         )
 
 
-def _run_blocks(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any]) -> None:
+def _run_blocks(
+    args: argparse.Namespace,
+    ports: dict[str, Any],
+    out: dict[str, Any],
+    sim_cpu: Callable[[], float],
+) -> None:
     import anyio
 
     size = args.size
@@ -248,11 +261,18 @@ def _run_blocks(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, 
         for label, port, options in (("HiSLIP", "hislip", {}), ("HiSLIP TLS", "tls", tls)):
             trials[f"aiotmc {label} {backend}"] = partial(
                 anyio.run,
-                partial(_aiotmc_block, _hislip(ports[port]), size, args.block_reps, **options),
+                partial(
+                    _aiotmc_block, _hislip(ports[port]), size, args.block_reps, sim_cpu, **options
+                ),
                 backend=backend,
             )
-    block = alternate(trials, args.rounds)
+    figures = alternate(trials, args.rounds)
+    block = {name: v[0] if isinstance(v, tuple) else v for name, v in figures.items()}
+    cpu = {name: v[1:] for name, v in figures.items() if isinstance(v, tuple)}
     out["block_mb_s"] = block
+    out["block_cpu_ms_per_mb"] = {
+        name: {"client": c, "simulator": s} for name, (c, s) in cpu.items()
+    }
     floor = block["raw-socket floor"]
     print(f"read {size / MB:g} MB block into a reused buffer (MB/s, median):")
     for name, value in block.items():
@@ -271,6 +291,9 @@ def _run_blocks(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, 
                 f"{verdict(ratio >= BLOCK_VS_FLOOR)})"
             )
         print(f"  {name:28} {value:9.1f}{extra}")
+        if name in cpu:
+            client, simulator = cpu[name]
+            print(f"  {'':28} CPU per MB: client {client:.3f} ms, simulator {simulator:.3f} ms")
 
 
 def _run_pipeline(args: argparse.Namespace, ports: dict[str, Any], out: dict[str, Any]) -> None:
@@ -307,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with SimulatorProcess("benchmarks.hislip") as sim:
         ports = sim.ports
         _run_rtt(args, ports, out)
-        _run_blocks(args, ports, out)
+        _run_blocks(args, ports, out, sim.cpu_seconds)
         _run_pipeline(args, ports, out)
     return out
 

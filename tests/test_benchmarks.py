@@ -336,6 +336,11 @@ def test_hislip_quick_reports_every_figure(tmp_path: Path) -> None:
     assert set(data["batch_ms"]) == {
         f"{m} {b}" for m in ("synchronized", "overlapped") for b in backends
     }
+    assert set(data["block_cpu_ms_per_mb"]) == set(data["block_mb_s"]) - {"raw-socket floor"}
+    assert all(
+        set(sides) == {"client", "simulator"} and sides["client"] > 0
+        for sides in data["block_cpu_ms_per_mb"].values()
+    )
     values = [
         *data["rtt_us"].values(),
         *data["cpu_us"].values(),
@@ -394,3 +399,14 @@ def test_report_judges_the_blocking_targets_and_shows_only_the_clients_run() -> 
     assert "| aiotmc.sync | PyVISA | PyVISA @aiotmc | floor |" in header
     assert "aiotmc asyncio" not in header and "PyVISA best" not in header
     assert "| s 0.667 @ 1.10 | <= 1x PyVISA | MISS (PyVISA @aiotmc) |" in table
+
+
+def test_hislip_tls_floor_reports_each_variant() -> None:
+    """``python -m benchmarks.hislip_tls_floor`` at 1 MB: both suites in memory (each
+    negotiated as asked, checked inside) and the four sender / receiver pairs."""
+    table = run_module("benchmarks.hislip_tls_floor", "--size", "1", "--rounds", "1", timeout=60)
+    for suite in ("AES-256-GCM", "AES-128-GCM"):
+        assert f"  {suite}: encrypt " in table
+    for sender in ("SSLObject", "SSLSocket"):
+        for receiver in ("SSLObject", "SSLSocket"):
+            assert f"sender {sender}, receiver {receiver}" in table
