@@ -217,14 +217,8 @@ def loop_receiver(sock: socket.socket) -> AsyncioReceiver | TrioReceiver | None:
         from .trio_ import TrioReceiver
 
         return TrioReceiver(sock)
-    loop = _get_running_loop()
-    if loop is None:
-        return None
-    try:
-        loop.remove_reader(sock.fileno())  # probes add/remove_reader support
-    except NotImplementedError:  # e.g. the proactor loop on Windows
-        return None
-    return asyncio_.AsyncioReceiver(loop, sock)
+    loop = _reader_loop(sock)
+    return None if loop is None else asyncio_.AsyncioReceiver(loop, sock)
 
 
 def readable_waiter(sock: socket.socket) -> Callable[[socket.socket], Awaitable[None]]:
@@ -237,14 +231,21 @@ def readable_waiter(sock: socket.socket) -> Callable[[socket.socket], Awaitable[
     if running_trio() is not None:
         _load_trio_()
         return trio_.readable_waiter()
+    loop = _reader_loop(sock)
+    return anyio.wait_readable if loop is None else asyncio_.readable_waiter(loop)
+
+
+def _reader_loop(sock: socket.socket) -> AbstractEventLoop | None:
+    """The running asyncio loop if it offers ``add_reader`` (probed on ``sock``, which
+    must not be registered yet), else None (no asyncio loop, or e.g. Windows' proactor)."""
     loop = _get_running_loop()
     if loop is None:
-        return anyio.wait_readable
+        return None
     try:
         loop.remove_reader(sock.fileno())
-    except NotImplementedError:  # e.g. the proactor loop on Windows
-        return anyio.wait_readable
-    return asyncio_.readable_waiter(loop)
+    except NotImplementedError:
+        return None
+    return loop
 
 
 # -- libusb drivers ----------------------------------------------------------------------
