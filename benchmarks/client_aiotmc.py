@@ -15,7 +15,7 @@ import anyio
 
 import aiotmc
 
-from .common import NotAvailable, Result, arepeat, median, result
+from .common import NotAvailable, Result, arepeat, atime_calls, median, result
 from .figures import BLOCK_QUERY, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok, resource
 
 __all__ = ["AiotmcClient"]
@@ -59,25 +59,8 @@ class AiotmcClient:
         return anyio.run(partial(trial, params), backend=self.backend, backend_options=self.options)
 
 
-async def _time_queries(
-    query: Callable[[], Awaitable[object]], queries: int, warmup: int
-) -> tuple[float, float]:
-    """Median µs per call and client CPU µs per call of ``queries`` calls after ``warmup``."""
-    for _ in range(warmup):
-        await query()
-    samples: list[float] = []
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    for _ in range(queries):
-        t0 = clock()
-        await query()
-        samples.append(clock() - t0)
-    cpu = time.process_time() - cpu0
-    return median(samples) * 1e6, cpu / queries * 1e6
-
-
 async def _rtt_loop(inst: aiotmc.Instrument, queries: int, warmup: int) -> Result:
-    rtt_us, cpu_us = await _time_queries(partial(inst.query, IDN), queries, warmup)
+    rtt_us, cpu_us = await atime_calls(partial(inst.query, IDN), queries, warmup)
     return result(rtt_us=rtt_us, cpu_us=cpu_us)
 
 
@@ -90,7 +73,7 @@ async def rtt(p: dict[str, Any]) -> Result:
         exchange = partial(
             inst.transport.exchange, (IDN + "\n").encode(), max_size=inst.max_message_size
         )
-        rtt_us, cpu_us = await _time_queries(exchange, p["queries"], p["warmup"])
+        rtt_us, cpu_us = await atime_calls(exchange, p["queries"], p["warmup"])
         out["metrics"]["rtt_exchange_us"] = rtt_us
         out["metrics"]["cpu_exchange_us"] = cpu_us
         return out
@@ -268,7 +251,7 @@ async def umockdev(p: dict[str, Any]) -> Result:
     """
     size: int = p["size"]
     async with aiotmc.open(p["usb_resource"], max_message_size=size + 64, timeout=60) as inst:
-        rtt_us, _ = await _time_queries(partial(inst.query, IDN), p["queries"], p["warmup"])
+        rtt_us, _ = await atime_calls(partial(inst.query, IDN), p["queries"], p["warmup"])
         out = await _block_rate(inst, BLOCK_QUERY.format(size=size), size, p["reps"])
         port = getattr(inst.transport, "_port", None)  # UsbtmcTransport's Libusb1Port
         driver = getattr(port, "driver_name", None)

@@ -14,10 +14,11 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from .block_plain import plain_block_rates
-from .common import NotAvailable, Result, median, repeat, result
+from .common import NotAvailable, Result, median, repeat, result, time_calls
 from .figures import (
     BLOCK_QUERY,
     HOST,
@@ -107,17 +108,10 @@ class FloorClient:
         buffer = bytearray(_LINE)
         queries = p["queries"]
         with _connect(p["scope"]) as sock:
-            for _ in range(p["warmup"]):
-                _query(sock, message, buffer)
-            samples: list[float] = []
-            clock = time.perf_counter
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = clock()
-                _query(sock, message, buffer)
-                samples.append(clock() - t0)
-            cpu = time.process_time() - cpu0
-        out = result(rtt_us=median(samples) * 1e6, cpu_us=cpu / queries * 1e6)
+            rtt_us, cpu_us = time_calls(
+                partial(_query, sock, message, buffer), queries, p["warmup"]
+            )
+        out = result(rtt_us=rtt_us, cpu_us=cpu_us)
         out["metrics"].update(_nonblocking_references(p["scope"], queries, p["warmup"]))
         return out
 

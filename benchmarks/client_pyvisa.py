@@ -12,13 +12,12 @@ and PyVISA as users write it on aiotmc's backend.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from .common import NotAvailable, Result, median, repeat, result
+from .common import NotAvailable, Result, median, repeat, result, time_calls
 from .figures import BLOCK_QUERY, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok, resource
 
 __all__ = ["PyvisaClient"]
@@ -91,17 +90,8 @@ class PyvisaClient:
                 def query() -> Any:
                     return inst.query(IDN)
 
-            for _ in range(p["warmup"]):
-                query()
-            samples: list[float] = []
-            clock = time.perf_counter
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = clock()
-                query()
-                samples.append(clock() - t0)
-            cpu = time.process_time() - cpu0
-        return result(rtt_us=median(samples) * 1e6, cpu_us=cpu / queries * 1e6)
+            rtt_us, cpu_us = time_calls(query, queries, p["warmup"])
+        return result(rtt_us=rtt_us, cpu_us=cpu_us)
 
     def _fanout(self, p: dict[str, Any]) -> Result:
         n = p["instruments"]

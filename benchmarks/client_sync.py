@@ -7,15 +7,15 @@ calling-thread fast path), other calls hop to the loop thread. Opening is not ti
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import aiotmc
 import aiotmc.sync
 
-from .common import NotAvailable, Result, median, repeat, result
+from .common import NotAvailable, Result, median, repeat, result, time_calls
 from .figures import BLOCK_QUERY, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok, resource
 
 __all__ = ["SyncClient"]
@@ -51,21 +51,10 @@ class SyncClient:
         return trial(params)
 
     def _rtt(self, p: dict[str, Any]) -> Result:
-        queries = p["queries"]
         with aiotmc.sync.open(resource(p["scope"]), timeout=_TIMEOUT) as inst:
-            for _ in range(p["warmup"]):
-                inst.query(IDN)
-            samples: list[float] = []
-            clock = time.perf_counter
-            query = inst.query
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = clock()
-                query(IDN)
-                samples.append(clock() - t0)
             # All threads: the loop thread's share (none on the fast path) is counted too.
-            cpu = time.process_time() - cpu0
-        return result(rtt_us=median(samples) * 1e6, cpu_us=cpu / queries * 1e6)
+            rtt_us, cpu_us = time_calls(partial(inst.query, IDN), p["queries"], p["warmup"])
+        return result(rtt_us=rtt_us, cpu_us=cpu_us)
 
     def _fanout(self, p: dict[str, Any]) -> Result:
         ports = p["dmm"][: p["instruments"]]

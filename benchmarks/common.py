@@ -12,9 +12,11 @@ __all__ = [
     "NotAvailable",
     "Result",
     "arepeat",
+    "atime_calls",
     "median",
     "repeat",
     "result",
+    "time_calls",
 ]
 
 DEFAULT_BUDGET: Final = 2.0  #: seconds after which no further repetition starts
@@ -55,6 +57,39 @@ def repeat(fn: Callable[[], Any], reps: int, budget: float = DEFAULT_BUDGET) -> 
         if time.perf_counter() > stop:
             break
     return times
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warmup: int) -> tuple[float, float]:
+    """``fn()`` ``warmup`` times, then ``calls`` timed ones: the median µs per call and the
+    process's CPU µs per call (all its threads)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    clock = time.perf_counter
+    cpu0 = time.process_time()
+    for _ in range(calls):
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+    cpu = time.process_time() - cpu0
+    return median(samples) * 1e6, cpu / calls * 1e6
+
+
+async def atime_calls(
+    fn: Callable[[], Awaitable[Any]], calls: int, warmup: int
+) -> tuple[float, float]:
+    """Async :func:`time_calls`."""
+    for _ in range(warmup):
+        await fn()
+    samples: list[float] = []
+    clock = time.perf_counter
+    cpu0 = time.process_time()
+    for _ in range(calls):
+        t0 = clock()
+        await fn()
+        samples.append(clock() - t0)
+    cpu = time.process_time() - cpu0
+    return median(samples) * 1e6, cpu / calls * 1e6
 
 
 async def arepeat(

@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from .common import median
+from .common import atime_calls, median
 from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
 from .lan_trials import (
     Figure,
@@ -37,7 +37,6 @@ from .lan_trials import (
     alternate,
     pyvisa_rtt,
     serve_main,
-    time_queries,
     verdict,
 )
 from .vxi11 import _floor_block
@@ -155,7 +154,7 @@ async def _aiotmc_rtt(resource: str, queries: int, warmup: int) -> Figure:
     import aiotmc
 
     async with aiotmc.open(resource) as inst:
-        return await time_queries(partial(inst.query, IDN), queries, warmup)
+        return await atime_calls(partial(inst.query, IDN), queries, warmup)
 
 
 async def _aiotmc_block(

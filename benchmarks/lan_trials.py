@@ -11,11 +11,11 @@ import os
 import random
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
-from .common import median
+from .common import median, time_calls
 from .figures import IDN
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "alternate",
     "pyvisa_rtt",
     "serve_main",
-    "time_queries",
     "verdict",
 ]
 
@@ -90,21 +89,6 @@ class SimulatorProcess:
             self.proc.wait()
 
 
-async def time_queries(query: Callable[[], Awaitable[object]], queries: int, warmup: int) -> Figure:
-    """``query()`` ``warmup`` times, then ``queries`` timed ones: the median µs per query
-    and the client's CPU µs per query."""
-    for _ in range(warmup):
-        await query()
-    samples = []
-    clock = time.perf_counter
-    cpu0 = time.process_time()
-    for _ in range(queries):
-        t0 = clock()
-        await query()
-        samples.append(clock() - t0)
-    return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
-
-
 def pyvisa_rtt(resource: str, queries: int, warmup: int) -> Figure:
     """The same with PyVISA + pyvisa-py (``@py``) on ``resource``."""
     import pyvisa
@@ -113,15 +97,7 @@ def pyvisa_rtt(resource: str, queries: int, warmup: int) -> Figure:
     try:
         inst: Any = rm.open_resource(resource)
         try:
-            for _ in range(warmup):
-                inst.query(IDN)
-            samples = []
-            cpu0 = time.process_time()
-            for _ in range(queries):
-                t0 = time.perf_counter()
-                inst.query(IDN)
-                samples.append(time.perf_counter() - t0)
-            return median(samples) * 1e6, (time.process_time() - cpu0) / queries * 1e6
+            return time_calls(partial(inst.query, IDN), queries, warmup)
         finally:
             inst.close()
     finally:

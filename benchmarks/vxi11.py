@@ -30,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
-from .common import median
+from .common import atime_calls, median
 from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
 from .lan_trials import (
     Figure,
@@ -38,7 +38,6 @@ from .lan_trials import (
     alternate,
     pyvisa_rtt,
     serve_main,
-    time_queries,
     verdict,
 )
 from .procs import available_cpus, cpu_busy, pin_self
@@ -83,7 +82,7 @@ async def _aiotmc_rtt(resource: str, queries: int, warmup: int, **options: Any) 
     if resource.endswith("::INSTR"):
         options["srq"] = False
     async with aiotmc.open(resource, **options) as inst:
-        return await time_queries(partial(inst.query, IDN), queries, warmup)
+        return await atime_calls(partial(inst.query, IDN), queries, warmup)
 
 
 async def _aiotmc_block(port: int, size: int, reps: int) -> float:
