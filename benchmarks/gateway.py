@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .figures import HOST
-from .gateway_mqtt import mosquitto
+from .gateway_mqtt import TARGET_MEDIAN_MS, TARGET_P99_MS, mosquitto
 from .procs import ChildProcess, process_ticks, raise_fd_limit
 
 TARGET_READINGS = 10_000.0  # per second
@@ -42,9 +42,15 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _config(
-    ports: list[int], rate: float, loop: str = "asyncio", mqtt_port: int | None = None
+    ports: list[int],
+    rate: float,
+    loop: str = "asyncio",
+    mqtt_port: int | None = None,
+    commit_interval: float | None = None,
 ) -> str:
     lines = [f'[gateway]\nsite = "bench"\nhost = "bench"\ndata_dir = "data"\nloop = "{loop}"\n']
+    if commit_interval is not None:
+        lines[0] += f"spool_commit_interval = {commit_interval!r}\n"
     if mqtt_port is not None:
         lines.append(
             f'[mqtt]\nhost = "{HOST}"\nport = {mqtt_port}\ndiscovery = false\ncommands = false\n'
@@ -84,16 +90,19 @@ def _wait(what: str, check: Any, process: subprocess.Popen[bytes], timeout: floa
 
 class _MqttCounter:
     """``mosquitto_sub`` on the gateway's reading topics; counts the messages it prints
-    (one short line each) in a thread, so the count costs the gateway nothing."""
+    (one short line each) in a thread, so the count costs the gateway nothing. The last
+    line of every chunk it reads is also a latency sample: the subscriber's arrival time
+    (``%U``) minus the reading's timestamp (taken as the answer was parsed)."""
 
     def __init__(self, port: int) -> None:
         binary = shutil.which("mosquitto_sub")
         if binary is None:
             raise SystemExit("mosquitto_sub is not installed")
         topic = "aiotmc/bench/bench/+/volts"
-        command = [binary, "-h", HOST, "-p", str(port), "-t", topic, "-F", "x"]
+        command = [binary, "-h", HOST, "-p", str(port), "-t", topic, "-F", "%U %p"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
         self.count = 0
+        self.latencies_ms: list[float] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -101,11 +110,40 @@ class _MqttCounter:
         assert self.process.stdout is not None
         for chunk in iter(lambda: self.process.stdout.read1(1 << 16), b""):  # type: ignore[union-attr]
             self.count += chunk.count(b"\n")
+            end = chunk.rfind(b"\n")
+            line = chunk[chunk.rfind(b"\n", 0, end) + 1 : end]
+            sample = _latency_ms(line)
+            if sample is not None:
+                self.latencies_ms.append(sample)
 
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
         self._thread.join(timeout=10)
+
+
+def _latency_ms(line: bytes) -> float | None:
+    """Arrival minus timestamp of one ``%U %p`` line, in ms; None if it is not whole."""
+    arrived, _, payload = line.partition(b" ")
+    at = payload.find(b'"timestamp":')
+    if at < 0:
+        return None
+    start = at + len(b'"timestamp":')
+    ends = [i for i in (payload.find(b",", start), payload.find(b"}", start)) if i >= 0]
+    if not ends:  # cut inside the number
+        return None
+    end = min(ends)
+    try:
+        return (float(arrived) - float(payload[start:end])) * 1000
+    except ValueError:
+        return None
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 @contextmanager
@@ -140,7 +178,8 @@ def run_gateway(
         counter = _MqttCounter(mqtt_port) if mqtt_port is not None else None
         if counter is not None:
             stack.callback(counter.close)
-        (workdir / "gateway.toml").write_text(_config(ports, args.rate, args.loop, mqtt_port))
+        config = _config(ports, args.rate, args.loop, mqtt_port, args.commit_interval)
+        (workdir / "gateway.toml").write_text(config)
         spool = workdir / "data" / "spool.sqlite"
         readings = workdir / "data" / "readings.sqlite"
         log = stack.enter_context((workdir / "gateway.log").open("ab"))
@@ -166,11 +205,13 @@ def run_gateway(
             sim0 = sum(process_ticks(sim.pid) for sim in sims)
             acquired0, stored0 = _one(spool, acquired), _one(readings, stored)
             mqtt0 = counter.count if counter is not None else 0
+            samples0 = len(counter.latencies_ms) if counter is not None else 0
             time.sleep(args.duration)
             t1, ticks1 = time.monotonic(), process_ticks(gateway.pid)
             sim1 = sum(process_ticks(sim.pid) for sim in sims)
             acquired1, stored1 = _one(spool, acquired), _one(readings, stored)
             mqtt1 = counter.count if counter is not None else 0
+            latencies = counter.latencies_ms[samples0:] if counter is not None else []
             gateway.send_signal(signal.SIGTERM)
             status = gateway.wait(timeout=60)
         finally:
@@ -183,6 +224,11 @@ def run_gateway(
         "acquired_per_s": (acquired1 - acquired0) / elapsed,
         "stored_per_s": (stored1 - stored0) / elapsed,
         "mqtt_per_s": (mqtt1 - mqtt0) / elapsed if counter is not None else None,
+        "mqtt_latency_ms": {
+            "samples": len(latencies),
+            "median": _percentile(latencies, 0.5),
+            "p99": _percentile(latencies, 0.99),
+        },
         "gateway_cores": (ticks1 - ticks0) / HZ / elapsed,
         # CPU-seconds per acquired reading: the figure that survives a loaded machine
         "cpu_us_per_reading": (ticks1 - ticks0) / HZ / max(acquired1 - acquired0, 1) * 1e6,
@@ -278,6 +324,15 @@ def _per_core(rate: float, cores: float) -> float:
     return rate / max(cores, 1e-9)
 
 
+def _latency_row(latency: dict[str, Any]) -> str:
+    if not latency["samples"]:
+        return "off"
+    return (
+        f"answer -> subscriber median {latency['median']:.2f} ms, p99 {latency['p99']:.2f} ms "
+        f"({latency['samples']:,} samples; targets {TARGET_MEDIAN_MS:g} ms, {TARGET_P99_MS:g} ms)"
+    )
+
+
 def report(figures: dict[str, Any]) -> str:
     offered = figures["offered_per_s"]
     cores = figures["gateway_cores"]
@@ -290,6 +345,7 @@ def report(figures: dict[str, Any]) -> str:
         ("acquired (spool)", f"{figures['acquired_per_s']:,.0f} readings/s"),
         ("stored (SQLite)", f"{figures['stored_per_s']:,.0f} readings/s"),
         ("published (MQTT)", "off" if mqtt is None else f"{mqtt:,.0f} readings/s received"),
+        ("MQTT latency", _latency_row(figures["mqtt_latency_ms"])),
         (
             "gateway CPU",
             f"{cores:.2f} cores"
@@ -382,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         help="requests.post per reading (a new connection each) or one Session per thread",
     )
     parser.add_argument("--workdir", type=Path, help="keep the logs and databases here")
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        default=None,
+        help="[gateway] spool_commit_interval in seconds (default: the gateway's own)",
+    )
     parser.add_argument(
         "--gateway-cpu",
         type=int,

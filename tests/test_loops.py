@@ -75,3 +75,23 @@ def test_trio_specifics_load_on_first_use_in_a_fresh_interpreter() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+async def test_sleep_waits_checks_its_argument_and_can_be_cancelled() -> None:
+    """``_loops.sleep`` behaves as ``anyio.sleep`` on either loop."""
+    import math
+
+    import anyio
+    import pytest
+
+    from aiotmc._loops import sleep
+
+    started = anyio.current_time()
+    await sleep(0.02)
+    assert anyio.current_time() - started >= 0.02
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="non-negative"):
+            await sleep(bad)
+    with anyio.move_on_after(0.01) as scope:
+        await sleep(3600)
+    assert scope.cancelled_caught

@@ -28,9 +28,10 @@ from . import Agent, AgentInstrument
 
 __all__ = ["agent_instruments", "run_measuring_agent"]
 
-#: The agent's spool commits at most this often (seconds): readings reach the stream at
-#: most this much later, in a few large transactions rather than one per reading.
-COMMIT_DELAY: Final = 0.02
+#: The agent's spool commits at most this often (seconds) unless ``[gateway]
+#: spool_commit_interval`` says otherwise: under load readings reach the stream at most
+#: this much later, in a few large transactions rather than one per reading.
+COMMIT_INTERVAL: Final = 0.02
 
 
 def agent_instruments(config: GatewayConfig) -> list[AgentInstrument]:
@@ -66,8 +67,9 @@ async def run_measuring_agent(
 
         gateway = Gateway(config, opener=shared)
         # hundreds of channels each on its own schedule: commit the spool every
-        # COMMIT_DELAY, not at every reading (a fraction of the agent's CPU per reading)
-        gateway.spool.commit_delay = COMMIT_DELAY
+        # COMMIT_INTERVAL, not at every reading (a fraction of the agent's CPU per reading)
+        if settings.spool_commit_interval is None:
+            gateway.spool.commit_interval = COMMIT_INTERVAL
         async with gateway:
             task_status.started()
             await anyio.sleep_forever()

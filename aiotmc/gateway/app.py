@@ -30,7 +30,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._exceptions import GatewayError
-from .config import GatewayConfig
+from .config import DEFAULT_SPOOL_COMMIT_INTERVAL, GatewayConfig
 from .hub import GatewayHub
 from .sources import InstrumentSource, Opener
 from .spool import Spool
@@ -92,6 +92,11 @@ class Gateway:
             sinks=[sink.name for sink in config.sinks],
             max_readings=settings.spool_max_readings,
             sync=settings.spool_sync,
+            commit_interval=(
+                DEFAULT_SPOOL_COMMIT_INTERVAL
+                if settings.spool_commit_interval is None
+                else settings.spool_commit_interval
+            ),
         )
         self.hub = GatewayHub(
             gateway_id=settings.id,

@@ -69,6 +69,8 @@ RESERVED_OPTIONS: Final = {
 NO_SRQ_CHANNEL: Final = frozenset({"tcpip-socket", "asrl"})
 
 DEFAULT_SPOOL_MAX_READINGS: Final = 10_000_000
+#: Seconds between the starts of two spool commits at most (``aiotmc gateway``'s default).
+DEFAULT_SPOOL_COMMIT_INTERVAL: Final = 0.004
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,9 @@ class GatewaySettings:
     spool_max_readings: int = DEFAULT_SPOOL_MAX_READINGS
     #: ``normal``: a commit survives the process being killed; ``full``: also power loss.
     spool_sync: Literal["normal", "full"] = "normal"
+    #: Under load, a spool commit starts at most this often (seconds); None: the
+    #: program's default (:data:`DEFAULT_SPOOL_COMMIT_INTERVAL`; an agent's is longer).
+    spool_commit_interval: float | None = None
     #: The event loop ``aiotmc gateway`` runs on: asyncio's own, or uvloop's (faster).
     loop: Literal["asyncio", "uvloop"] = "asyncio"
 
@@ -294,6 +299,12 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
         "spool_max_readings", DEFAULT_SPOOL_MAX_READINGS, minimum=1000, maximum=1 << 40
     )
     spool_sync = fields.string("spool_sync", "normal", choices=("normal", "full"))
+    commit_interval = fields.duration("spool_commit_interval", None)
+    if commit_interval is not None and commit_interval > 1.0:
+        raise ConfigError(
+            f"must be at most 1 s, got {commit_interval:g} s",
+            key=fields.at("spool_commit_interval"),
+        )
     loop = fields.string("loop", "asyncio", choices=("asyncio", "uvloop"))
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
@@ -307,6 +318,7 @@ def _gateway(table: Mapping[str, Any], base: Path) -> GatewaySettings:
         data_dir=(base / Path(data_dir).expanduser()),
         spool_max_readings=spool_max,
         spool_sync=spool_sync,
+        spool_commit_interval=commit_interval,
         loop=loop,
     )
 

@@ -27,6 +27,7 @@ not reuse keys it has already sent to a central database.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -113,6 +114,7 @@ class Spool:
         write_timeout: float = 120.0,
         max_pending: int = 100_000,
         recent: int = 25_000,
+        commit_interval: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.gateway_id = gateway_id
@@ -131,11 +133,12 @@ class Spool:
         self.write_timeout = write_timeout
         #: At most this many readings wait for a commit (then producers wait for room).
         self.max_pending = max_pending
-        #: The writer waits this long after the first append before it commits, so that
-        #: a steady trickle (hundreds of channels on their own schedules) makes a few
-        #: large transactions instead of one small one per wake-up; 0: commit at once.
+        #: A commit starts at least this long (seconds) after the previous one started:
+        #: under load a steady trickle (hundreds of channels on their own schedules)
+        #: makes a few large transactions instead of one small one per reading, while a
+        #: reading after a quiet spell is committed at once; 0: commit at every wake-up.
         #: Readings reach the hub and the sinks at most this much later.
-        self.commit_delay = 0.0
+        self.commit_interval = commit_interval
         #: The last this many committed readings (to twice as many) stay in memory, so
         #: that a forwarder that keeps up does not read them back from the file.
         self.recent = recent
@@ -328,10 +331,14 @@ class Spool:
         """The writer: commits what was appended, one transaction at a time, then hands
         each reading to :attr:`on_commit` in ``seq`` order."""
         task_status.started()
+        started = -math.inf  # when the last commit started
         while True:
             await self._wake.wait()
-            if self.commit_delay > 0 and len(self._pending) < self.max_pending:
-                await anyio.sleep(self.commit_delay)  # appends go on meanwhile
+            if self.commit_interval > 0 and len(self._pending) < self.max_pending:
+                wait = started + self.commit_interval - anyio.current_time()
+                if wait > 0:
+                    await anyio.sleep(wait)  # appends go on meanwhile
+            started = anyio.current_time()
             self._wake = anyio.Event()
             batch, rows = self._batch, self._pending
             self._batch, self._pending = _Batch(), []

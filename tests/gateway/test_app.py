@@ -191,6 +191,17 @@ async def test_one_data_dir_serves_one_gateway(tmp_path: Path) -> None:
         pass
 
 
+def test_the_spool_commits_at_the_configured_interval(tmp_path: Path) -> None:
+    from aiotmc.gateway.app import Gateway
+    from aiotmc.gateway.config import DEFAULT_SPOOL_COMMIT_INTERVAL, parse_config
+
+    config = parse_config(CONFIG, path=tmp_path / "gateway.toml")
+    assert Gateway(config).spool.commit_interval == DEFAULT_SPOOL_COMMIT_INTERVAL > 0
+    tuned = CONFIG.replace("[gateway]\n", "[gateway]\nspool_commit_interval = 0\n", 1)
+    assert "spool_commit_interval" in tuned
+    assert Gateway(parse_config(tuned, path=tmp_path / "gateway.toml")).spool.commit_interval == 0
+
+
 async def test_the_collector_threshold_is_raised_while_gateways_run(tmp_path: Path) -> None:
     import gc
 

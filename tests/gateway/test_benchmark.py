@@ -43,3 +43,17 @@ def test_the_gateway_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert figures["cpu_us_per_reading"] >= 0 and "CPU per reading" in proc.stdout
     assert figures["mqtt"] is True and figures["mqtt_per_s"] >= 0 and figures["script"] is None
     assert "gateway CPU" in proc.stdout and "readings/s" in proc.stdout
+    assert set(figures["mqtt_latency_ms"]) == {"samples", "median", "p99"}
+    assert "MQTT latency" in proc.stdout
+
+
+def test_a_latency_sample_is_arrival_minus_the_readings_timestamp() -> None:
+    from benchmarks.gateway import _latency_ms, _percentile
+
+    payload = b'{"value":1.0,"unit":"V","timestamp":1700000000.25,"quality":"good","key":"b:1"}'
+    assert _latency_ms(b"1700000000.5 " + payload) == 250.0
+    assert _latency_ms(b'1700000000.5 {"value":1.0,"timestamp":1700000000.5}') == 0.0
+    assert _latency_ms(b"1700000000.5 " + payload[:40]) is None  # cut inside the number
+    assert _latency_ms(b"1700000000.5") is None and _latency_ms(b"") is None
+    assert _percentile([], 0.5) is None
+    assert _percentile([3.0, 1.0, 2.0], 0.5) == 2.0 and _percentile([1.0, 5.0], 0.99) == 5.0

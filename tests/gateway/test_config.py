@@ -71,6 +71,13 @@ def test_a_good_config_is_built_with_defaults(tmp_path: Path) -> None:
     assert isinstance(sink, SqliteSink)
     assert sink.path == tmp_path / "state" / "readings.sqlite"
     assert config.components == () and config.controller is None
+    assert config.gateway.spool_commit_interval is None  # the program's default
+
+
+def test_the_spool_commit_interval_is_a_duration(tmp_path: Path) -> None:
+    file = tmp_path / "gw.toml"
+    file.write_text(GOOD.replace('site = "lab1"', 'site = "lab1"\nspool_commit_interval = "10ms"'))
+    assert load_config(file).gateway.spool_commit_interval == pytest.approx(0.01)
 
 
 def _error(text: str, tmp_path: Path) -> ConfigError:
@@ -144,6 +151,13 @@ def _line_of(text: str, needle: str, occurrence: int = 1) -> int:
             "missing 'period'",
         ),
         ('site = "lab1"', "site = 3", "site = 3", "gateway.site", "expected a string"),
+        (
+            'site = "lab1"',
+            'site = "lab1"\nspool_commit_interval = "2s"',
+            "spool_commit_interval",
+            "gateway.spool_commit_interval",
+            "at most 1 s",
+        ),
         (
             'tags = { room = "b12" }',
             "tags = { room = 12 }",

@@ -257,28 +257,53 @@ async def test_a_full_spool_makes_producers_wait_for_room(tmp_path: Path) -> Non
             group.cancel_scope.cancel()
 
 
-async def test_a_commit_delay_gathers_a_trickle_into_one_transaction(tmp_path: Path) -> None:
-    published: list[Reading] = []
+def _count_commits(spool: Spool) -> list[tuple[float, int]]:
+    """(start time, readings) of every commit the spool makes from now on."""
+    commits: list[tuple[float, int]] = []
+    write = spool._write
+
+    async def counting(first: int, rows: list[object]) -> tuple[int, int]:
+        commits.append((anyio.current_time(), len(rows)))
+        return await write(first, rows)  # type: ignore[arg-type]
+
+    spool._write = counting  # type: ignore[method-assign,assignment]
+    return commits
+
+
+async def test_a_reading_after_a_quiet_spell_is_committed_at_once(tmp_path: Path) -> None:
+    """The commit interval spaces commits under load; it never delays the first one."""
     async with _spool(tmp_path / "spool.sqlite") as spool, anyio.create_task_group() as group:
-        commits: list[int] = []
-        write = spool._write
+        commits = _count_commits(spool)
+        spool.commit_interval = 3600.0
+        await group.start(spool.run)
+        spool.append_nowait("dmm", "v", 1.0, "V", 1.0)
+        with anyio.fail_after(10):  # waiting out the interval would time out here
+            await spool.flush()
+        group.cancel_scope.cancel()
+    assert [n for _, n in commits] == [1]
 
-        async def counting(first: int, rows: list[object]) -> tuple[int, int]:
-            commits.append(len(rows))
-            return await write(first, rows)  # type: ignore[arg-type]
 
-        spool._write = counting  # type: ignore[method-assign,assignment]
-        spool.commit_delay = 0.5
+async def test_under_load_a_commit_starts_at_most_once_per_interval(tmp_path: Path) -> None:
+    """A trickle arriving while the interval runs goes into one transaction."""
+    published: list[Reading] = []
+    interval = 0.3
+    async with _spool(tmp_path / "spool.sqlite") as spool, anyio.create_task_group() as group:
+        commits = _count_commits(spool)
+        spool.commit_interval = interval
         spool.on_commit = published.append
         await group.start(spool.run)
+        spool.append_nowait("dmm", "v", -1.0, "V", 1.0)
+        with anyio.fail_after(10):
+            await spool.flush()
         for i in range(20):  # one reading at a time, the writer free to run in between
             spool.append_nowait("dmm", "v", float(i), "V", 1.0)
             await anyio.lowlevel.checkpoint()
         with anyio.fail_after(10):
             await spool.flush()
         group.cancel_scope.cancel()
-    assert commits == [20]
-    assert [r.value for r in published] == [float(i) for i in range(20)]
+    assert [n for _, n in commits] == [1, 20]
+    assert commits[1][0] - commits[0][0] >= interval
+    assert [r.value for r in published] == [-1.0, *(float(i) for i in range(20))]
 
 
 async def test_a_sink_may_choose_its_batch_size_and_linger(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ retry with backoff.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,9 @@ CREATE INDEX IF NOT EXISTS readings_series ON readings (instrument, channel, tim
 CACHE_KIB: Final = 65_536
 #: WAL pages between automatic checkpoints (SQLite's default is 1,000).
 CHECKPOINT_PAGES: Final = 10_000
+
+#: A row's ``readings_series`` index key: instrument, channel, timestamp.
+_SERIES_ORDER: Final = operator.itemgetter(4, 5, 8)
 
 _INSERT: Final = (
     "INSERT INTO readings (gateway_id, seq, site, host, instrument, channel, value, unit,"
@@ -136,6 +140,10 @@ class SqliteSink:
                 )
                 for r in batch
             ]
+            # In the series index's order: consecutive rows of a channel land on the
+            # index page the previous one touched (about 3 µs less per reading with a
+            # thousand channels, docs/gateway.md, Performance).
+            rows.sort(key=_SERIES_ORDER)
             with db:  # one transaction: all or nothing
                 db.execute("BEGIN")
                 db.executemany(_INSERT, rows)
