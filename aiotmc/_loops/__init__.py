@@ -41,6 +41,7 @@ else:
     # would cost ~0.6 µs, and the hot paths call into it several times per query
 
 __all__ = [
+    "ReadableWaiter",
     "Reentry",
     "Spawner",
     "cancel_maybe_pending",
@@ -234,18 +235,45 @@ def loop_receiver(sock: socket.socket) -> AsyncioReceiver | TrioReceiver | None:
     return None if loop is None else asyncio_.AsyncioReceiver(loop, sock)
 
 
-def readable_waiter(sock: socket.socket) -> Callable[[socket.socket], Awaitable[None]]:
-    """The cheapest ``wait_readable`` for the running loop, for servers that wait on
-    ``sock`` (and sockets like it) once per message: the loop's own registration instead
-    of ``anyio.wait_readable``'s per-call lookups; that one where neither fits.
+class ReadableWaiter(Protocol):
+    """A server's readiness wait for one socket: ``await wait(sock)`` until it is
+    readable (the bytes stay in the socket; cancellable); :meth:`close` before closing
+    the socket (a wait in progress then raises ``anyio.ClosedResourceError``)."""
+
+    def __call__(self, sock: socket.socket, /) -> Awaitable[None]: ...
+
+    def close(self) -> None: ...
+
+
+class _AnyioReadable:
+    """``anyio.wait_readable`` for loops without ``add_reader`` (e.g. Windows' proactor)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __call__(self, sock: socket.socket) -> Awaitable[None]:
+        return anyio.wait_readable(sock)
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            anyio.notify_closing(self._sock)
+
+
+def readable_waiter(sock: socket.socket) -> ReadableWaiter:
+    """The cheapest readiness wait on ``sock`` for the running loop, for servers that
+    wait once per message: on asyncio a reader that stays registered between waits, on
+    trio trio's own wait, instead of ``anyio.wait_readable``'s per-call lookups (that one
+    where neither fits).
 
     Probes ``sock`` with ``remove_reader``: call before anything registers it.
     """
     if running_trio() is not None:
         _load_trio_()
-        return trio_.readable_waiter()
+        return trio_.ReadableWaiter(sock)
     loop = _reader_loop(sock)
-    return anyio.wait_readable if loop is None else asyncio_.readable_waiter(loop)
+    return _AnyioReadable(sock) if loop is None else asyncio_.ReadableWaiter(loop, sock)
 
 
 def _reader_loop(sock: socket.socket) -> AbstractEventLoop | None:

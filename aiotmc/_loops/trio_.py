@@ -25,11 +25,11 @@ import anyio
 import trio
 
 __all__ = [
+    "ReadableWaiter",
     "TrioReceiver",
     "checkpoint_if_cancelled",
     "current_time",
     "give_turn",
-    "readable_waiter",
     "reentry",
     "spawner",
     "wait_turn",
@@ -62,9 +62,22 @@ async def _wait_readable(sock: socket.socket) -> None:
         raise anyio.BusyResourceError("reading from") from None
 
 
-def readable_waiter() -> Callable[[socket.socket], Coroutine[Any, Any, None]]:
-    """``wait_readable(sock)``: trio's own, with anyio's exceptions (see the asyncio one)."""
-    return _wait_readable
+class ReadableWaiter:
+    """``wait(sock)``: trio's own readiness wait, with anyio's exceptions (see the asyncio
+    one); trio keeps its registrations itself, so nothing stays here between waits."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __call__(self, sock: socket.socket) -> Coroutine[Any, Any, None]:
+        return _wait_readable(sock)
+
+    def close(self) -> None:
+        """A wait in progress raises ``anyio.ClosedResourceError`` (idempotent)."""
+        if self._sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self._sock)
 
 
 # -- the exchange lock's hand-over -------------------------------------------------------

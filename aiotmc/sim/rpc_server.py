@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import RemoteProtocolError
-from .._loops import readable_waiter
+from .._loops import ReadableWaiter, readable_waiter
 from .._types import BytesLike
 from ..protocol.framing import NEED_DATA
 from ..protocol.oncrpc import (
@@ -64,6 +64,8 @@ class _Closed(Exception):
 class RpcConnection:
     sock: socket.socket
     channel: str
+    #: the loop's cheapest readiness wait for ``sock`` (close it before the socket)
+    wait_readable: ReadableWaiter
     links: set[int] = field(default_factory=set)  # ids of what it owns (VXI-11 links)
     warned: bool = False
     pending: bytes | None = None  # received while a device_read waited (b"": EOF)
@@ -73,8 +75,6 @@ class RpcConnection:
     last_active: float = field(default_factory=time.monotonic)
     busy: bool = False  # a call is being handled (not idle)
     closed_reason: str | None = None  # why the server closed it (logged once)
-    #: the loop's cheapest wait for this socket (set when its task starts)
-    wait_readable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_readable
 
     def queue(self, reply: Reply) -> None:
         """Queue an encoded reply (sent by the next flush)."""
@@ -184,6 +184,7 @@ class RpcServer(BackgroundServer):
             close(listener)
         for conn in list(self._conns):
             conn.scope.cancel()
+            conn.wait_readable.close()  # before the socket: no watch on a closed fd
             close(conn.sock)
         await anyio.lowlevel.checkpoint()
 
@@ -220,7 +221,7 @@ class RpcServer(BackgroundServer):
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = RpcConnection(sock, channel)
+            conn = RpcConnection(sock, channel, readable_waiter(sock))
             self._conns.add(conn)
             self._connections_changed()
             self._task_group.start_soon(self._run, conn, serve)
@@ -237,7 +238,6 @@ class RpcServer(BackgroundServer):
                     conn.scope.cancel()
 
     async def _run(self, conn: RpcConnection, serve: Serve) -> None:
-        conn.wait_readable = readable_waiter(conn.sock)
         try:
             with conn.scope:
                 await serve(conn)
@@ -253,6 +253,7 @@ class RpcServer(BackgroundServer):
             self._conns.discard(conn)
             self._connections_changed()
             self._connection_closed(conn)
+            conn.wait_readable.close()
             close(conn.sock)
 
     def record_call(self, channel: str, proc: int) -> None:

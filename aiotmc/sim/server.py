@@ -139,7 +139,7 @@ class _Connection:
         self.streak = 0  # full receive buffers in a row
         self.busy = False  # inside an exchange or sending its answer: never idle
         self.last_active = time.monotonic()
-        self.wait_readable = readable_waiter(sock)  # built in the connection's task
+        self.wait_readable = readable_waiter(sock)  # close it before the socket
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -304,6 +304,7 @@ class SimServer(BackgroundServer):
         self._connections.discard(conn)
         self._connections_changed()
         conn.scope.cancel()
+        conn.wait_readable.close()  # before the socket: the loop must not watch a closed fd
         if reset:
             set_reset(conn.sock)
         close(conn.sock)
