@@ -70,7 +70,7 @@ NO_SRQ_CHANNEL: Final = frozenset({"tcpip-socket", "asrl"})
 
 DEFAULT_SPOOL_MAX_READINGS: Final = 10_000_000
 #: Seconds between the starts of two spool commits at most (``aiotmc gateway``'s default).
-DEFAULT_SPOOL_COMMIT_INTERVAL: Final = 0.004
+DEFAULT_SPOOL_COMMIT_INTERVAL: Final = 0.002
 
 
 @dataclass(frozen=True, slots=True)
