@@ -190,6 +190,34 @@ async def test_the_sqlite_sink_is_idempotent_by_key(tmp_path: Path) -> None:
     assert rows == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 1)]
 
 
+async def test_the_sqlite_sink_writes_in_a_lower_priority_thread_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Its transactions must not take a busy core from the event loop (Linux: nice)."""
+    import os
+    import sys
+    import threading
+
+    from aiotmc.gateway.sinks.sqlite import THREAD_NICENESS
+
+    def where() -> tuple[int, int]:
+        tid = threading.get_native_id()
+        return tid, os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux" else 0
+
+    sink = SqliteSink(tmp_path / "readings.sqlite", name="prio")
+    try:
+        await sink.write([Reading("gw", 1, "lab", "h", "dmm", "v", 1.0, "V", 1.0)])
+        tid, nice = await sink._in_thread(where)
+        assert tid != threading.get_native_id()
+        if sys.platform == "linux":
+            mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            assert nice == min(19, mine + THREAD_NICENESS) > mine
+        assert any(t.name.startswith("aiotmc-sqlite-prio") for t in threading.enumerate())
+    finally:
+        await sink.aclose()
+    assert not any(t.name.startswith("aiotmc-sqlite-prio") for t in threading.enumerate())
+
+
 async def test_appending_to_a_closed_spool_is_a_gateway_error(tmp_path: Path) -> None:
     from aiotmc import GatewayError
 
