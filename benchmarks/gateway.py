@@ -34,7 +34,7 @@ from typing import Any
 
 from .figures import HOST
 from .gateway_mqtt import TARGET_MEDIAN_MS, TARGET_P99_MS, mosquitto
-from .procs import ChildProcess, process_ticks, raise_fd_limit
+from .procs import ChildProcess, cpu_ticks, process_ticks, raise_fd_limit
 
 TARGET_READINGS = 10_000.0  # per second
 TARGET_CORES = 1.0
@@ -201,13 +201,16 @@ def run_gateway(
             )
             acquired = "SELECT value FROM meta WHERE key = 'next_seq'"
             stored = "SELECT count(*) FROM readings"
+            rig = sorted(os.sched_getaffinity(0))  # the simulators', broker's, harness's
             t0, ticks0 = time.monotonic(), process_ticks(gateway.pid)
+            rig0 = [cpu_ticks(cpu) for cpu in rig]
             sim0 = sum(process_ticks(sim.pid) for sim in sims)
             acquired0, stored0 = _one(spool, acquired), _one(readings, stored)
             mqtt0 = counter.count if counter is not None else 0
             samples0 = len(counter.latencies_ms) if counter is not None else 0
             time.sleep(args.duration)
             t1, ticks1 = time.monotonic(), process_ticks(gateway.pid)
+            rig1 = [cpu_ticks(cpu) for cpu in rig]
             sim1 = sum(process_ticks(sim.pid) for sim in sims)
             acquired1, stored1 = _one(spool, acquired), _one(readings, stored)
             mqtt1 = counter.count if counter is not None else 0
@@ -233,8 +236,18 @@ def run_gateway(
         # CPU-seconds per acquired reading: the figure that survives a loaded machine
         "cpu_us_per_reading": (ticks1 - ticks0) / HZ / max(acquired1 - acquired0, 1) * 1e6,
         "simulator_cores": (sim1 - sim0) / HZ / elapsed,
+        # busy share of the CPUs the rest of the rig may use (all of them when unpinned)
+        "rig_cpus": rig,
+        "rig_busy": _busy(rig0, rig1),
         "exit_status": status,
     }
+
+
+def _busy(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> float | None:
+    """Busy fraction of some CPUs between two ``cpu_ticks`` snapshots (None: unknown)."""
+    busy = sum(b1 - b0 for (b0, _), (b1, _) in zip(before, after, strict=True))
+    total = sum(t1 - t0 for (_, t0), (_, t1) in zip(before, after, strict=True))
+    return busy / total if total > 0 else None
 
 
 def run_script(
@@ -333,6 +346,20 @@ def _latency_row(latency: dict[str, Any]) -> str:
     )
 
 
+def _rig_row(figures: dict[str, Any]) -> str:
+    """How busy the CPUs of the simulators, broker and harness were: near 100 %, they
+    and not the gateway limit the rate."""
+    busy, cpus = figures.get("rig_busy"), figures.get("rig_cpus", [])
+    if busy is None:
+        return "unknown"
+    shared = "" if figures.get("gateway_cpu") is not None else ", shared with the gateway"
+    where = ", ".join(map(str, cpus))
+    return (
+        f"{busy:.0%} busy (CPU {where}: simulators, broker, harness{shared}; "
+        "near 100 %, they limit the rate, not the gateway)"
+    )
+
+
 def report(figures: dict[str, Any]) -> str:
     offered = figures["offered_per_s"]
     cores = figures["gateway_cores"]
@@ -362,9 +389,9 @@ def report(figures: dict[str, Any]) -> str:
         ),
         (
             "simulator CPU",
-            f"{figures['simulator_cores']:.2f} cores in {figures['simulators']} processes "
-            "(if it nears their count, the simulators limit the rate, not the gateway)",
+            f"{figures['simulator_cores']:.2f} cores in {figures['simulators']} processes",
         ),
+        ("rig CPUs", _rig_row(figures)),
         (
             "target",
             f"{TARGET_READINGS:,.0f} readings/s with <= {TARGET_CORES:g} core "

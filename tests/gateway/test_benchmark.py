@@ -45,6 +45,15 @@ def test_the_gateway_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert "gateway CPU" in proc.stdout and "readings/s" in proc.stdout
     assert set(figures["mqtt_latency_ms"]) == {"samples", "median", "p99"}
     assert "MQTT latency" in proc.stdout
+    assert figures["rig_cpus"] and 0.0 <= figures["rig_busy"] <= 1.0
+    assert "rig CPUs" in proc.stdout
+
+
+def test_the_rig_busy_share_is_busy_over_total_ticks_of_its_cpus() -> None:
+    from benchmarks.gateway import _busy
+
+    assert _busy([(10, 100), (20, 100)], [(60, 200), (20, 200)]) == 0.25
+    assert _busy([(5, 50)], [(5, 50)]) is None  # no time passed: unknown, not 0 %
 
 
 def test_a_latency_sample_is_arrival_minus_the_readings_timestamp() -> None:
