@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .figures import HOST
-from .gateway_mqtt import TARGET_MEDIAN_MS, TARGET_P99_MS, mosquitto
+from .gateway_mqtt import TARGET_MEDIAN_MS, TARGET_P99_MS, mosquitto, percentile
 from .procs import ChildProcess, cpu_ticks, process_ticks, raise_fd_limit
 
 TARGET_READINGS = 10_000.0  # per second
@@ -139,11 +139,13 @@ def _latency_ms(line: bytes) -> float | None:
         return None
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+def _latency_summary(latencies: list[float]) -> dict[str, Any]:
+    """Samples, median and p99 (ms; None without samples) as ``benchmarks.gateway_mqtt``."""
+    return {
+        "samples": len(latencies),
+        "median": percentile(latencies, 0.5) if latencies else None,
+        "p99": percentile(latencies, 0.99) if latencies else None,
+    }
 
 
 @contextmanager
@@ -227,11 +229,7 @@ def run_gateway(
         "acquired_per_s": (acquired1 - acquired0) / elapsed,
         "stored_per_s": (stored1 - stored0) / elapsed,
         "mqtt_per_s": (mqtt1 - mqtt0) / elapsed if counter is not None else None,
-        "mqtt_latency_ms": {
-            "samples": len(latencies),
-            "median": _percentile(latencies, 0.5),
-            "p99": _percentile(latencies, 0.99),
-        },
+        "mqtt_latency_ms": _latency_summary(latencies),
         "gateway_cores": (ticks1 - ticks0) / HZ / elapsed,
         # CPU-seconds per acquired reading: the figure that survives a loaded machine
         "cpu_us_per_reading": (ticks1 - ticks0) / HZ / max(acquired1 - acquired0, 1) * 1e6,

@@ -57,12 +57,13 @@ def test_the_rig_busy_share_is_busy_over_total_ticks_of_its_cpus() -> None:
 
 
 def test_a_latency_sample_is_arrival_minus_the_readings_timestamp() -> None:
-    from benchmarks.gateway import _latency_ms, _percentile
+    from benchmarks.gateway import _latency_ms, _latency_summary
 
     payload = b'{"value":1.0,"unit":"V","timestamp":1700000000.25,"quality":"good","key":"b:1"}'
     assert _latency_ms(b"1700000000.5 " + payload) == 250.0
     assert _latency_ms(b'1700000000.5 {"value":1.0,"timestamp":1700000000.5}') == 0.0
     assert _latency_ms(b"1700000000.5 " + payload[:40]) is None  # cut inside the number
     assert _latency_ms(b"1700000000.5") is None and _latency_ms(b"") is None
-    assert _percentile([], 0.5) is None
-    assert _percentile([3.0, 1.0, 2.0], 0.5) == 2.0 and _percentile([1.0, 5.0], 0.99) == 5.0
+    assert _latency_summary([]) == {"samples": 0, "median": None, "p99": None}
+    assert _latency_summary([3.0, 1.0, 2.0])["median"] == 2.0
+    assert _latency_summary([1.0, 5.0])["p99"] == 5.0
