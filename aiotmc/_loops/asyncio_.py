@@ -171,10 +171,43 @@ def spawner(loop: AbstractEventLoop) -> Callable[..., None]:
     return spawn
 
 
+# -- a reader that stays registered between waits ---------------------------------------
+
+
+class _StickyReader:
+    """A socket's reader callback on ``loop`` that stays registered between waits.
+
+    A wait registers it when it is not (:meth:`_register`); when it runs with nobody
+    waiting (bytes arrived in between) the subclass's ``_on_readable`` unregisters it
+    (:meth:`_unregister`), so a readable socket nobody reads never spins the loop; and it
+    is unregistered before the socket closes.
+    """
+
+    __slots__ = ("_fd", "_loop", "_registered")
+
+    def __init__(self, loop: AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._fd = sock.fileno()
+        self._registered = False
+
+    def _register(self) -> None:
+        if not self._registered:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._registered = True
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self._loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        raise NotImplementedError
+
+
 # -- the simulators' readiness wait ------------------------------------------------------
 
 
-class ReadableWaiter:
+class ReadableWaiter(_StickyReader):
     """``wait(sock)`` until one socket is readable, on ``loop``; the reader stays
     registered between waits.
 
@@ -189,12 +222,10 @@ class ReadableWaiter:
     wait on a closed socket does).
     """
 
-    __slots__ = ("_closed", "_fd", "_loop", "_registered", "_waiter")
+    __slots__ = ("_closed", "_waiter")
 
     def __init__(self, loop: AbstractEventLoop, sock: socket.socket) -> None:
-        self._loop = loop
-        self._fd = sock.fileno()
-        self._registered = False
+        super().__init__(loop, sock)
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -203,9 +234,7 @@ class ReadableWaiter:
             raise anyio.ClosedResourceError
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
-        if not self._registered:
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._registered = True
+        self._register()
         try:
             await waiter
         finally:
@@ -214,17 +243,14 @@ class ReadableWaiter:
     def _on_readable(self) -> None:
         waiter = self._waiter
         if waiter is None:
-            self._loop.remove_reader(self._fd)
-            self._registered = False
+            self._unregister()
         elif not waiter.done():
             waiter.set_result(None)
 
     def close(self) -> None:
         """Unregister (idempotent); a wait in progress raises ``ClosedResourceError``."""
         self._closed = True
-        if self._registered:
-            self._registered = False
-            self._loop.remove_reader(self._fd)
+        self._unregister()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(anyio.ClosedResourceError())
@@ -233,30 +259,18 @@ class ReadableWaiter:
 # -- the TCP transport's receiver --------------------------------------------------------
 
 
-class AsyncioReceiver:
+class AsyncioReceiver(_StickyReader):
     """Reader callback does the ``recv_into``; the fd stays registered between waits.
 
     When the callback runs with nobody waiting (data arrived in between), it unregisters,
     so a readable socket nobody reads never spins the loop; the next wait registers again.
     """
 
-    __slots__ = (
-        "_deadline",
-        "_fd",
-        "_loop",
-        "_registered",
-        "_sock",
-        "_timer",
-        "_timer_at",
-        "_view",
-        "_waiter",
-    )
+    __slots__ = ("_deadline", "_sock", "_timer", "_timer_at", "_view", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        self._loop = loop
+        super().__init__(loop, sock)
         self._sock = sock
-        self._fd = sock.fileno()
-        self._registered = False
         self._waiter: asyncio.Future[int] | None = None
         self._view: memoryview | None = None
         self._deadline = math.inf
@@ -275,9 +289,7 @@ class AsyncioReceiver:
         self._waiter = waiter
         self._view = view
         self._deadline = deadline
-        if not self._registered:
-            loop.add_reader(self._fd, self._on_readable)
-            self._registered = True
+        self._register()
         if deadline < self._timer_at:
             self._arm(deadline)
         try:
@@ -289,8 +301,7 @@ class AsyncioReceiver:
     def _on_readable(self) -> None:
         waiter = self._waiter
         if waiter is None:
-            self._loop.remove_reader(self._fd)
-            self._registered = False
+            self._unregister()
             return
         if waiter.done():  # cancelled, or timed out: leave the bytes in the socket
             return
@@ -324,9 +335,7 @@ class AsyncioReceiver:
 
     def close(self) -> None:
         """Unregister and cancel the timer; a waiter gets ``anyio.ClosedResourceError``."""
-        if self._registered:
-            self._registered = False
-            self._loop.remove_reader(self._fd)
+        self._unregister()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
