@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .common import median
-from .figures import HOST, MB
+from .figures import HOST, MB, reused_buffer
 
 __all__ = ["plain_block_rates"]
 
@@ -79,7 +79,7 @@ async def _trial(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     first = memoryview(bytearray(_FIRST))
-    into = bytearray(size) if reuse else None
+    into = reused_buffer(size) if reuse else None
 
     async def recv(view: memoryview) -> int:
         try:

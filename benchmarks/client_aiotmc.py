@@ -16,7 +16,17 @@ import anyio
 import aiotmc
 
 from .common import NotAvailable, Result, arepeat, atime_calls, median, result
-from .figures import BLOCK_QUERY, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok, resource
+from .figures import (
+    BLOCK_QUERY,
+    IDN,
+    MB,
+    MEAS,
+    UPLOAD,
+    UPLOAD_CHECK,
+    pattern_ok,
+    resource,
+    reused_buffer,
+)
 
 __all__ = ["AiotmcClient"]
 
@@ -106,7 +116,7 @@ async def block(p: dict[str, Any]) -> Result:
         if not pattern_ok(await inst.query_block(command), size):
             raise RuntimeError("block payload does not match the test pattern")
         if p["reuse"]:
-            buffer = bytearray(size)
+            buffer = reused_buffer(size)
 
             async def read() -> None:
                 await inst.query_block(command, into=buffer)
@@ -216,7 +226,7 @@ async def _block_rate(inst: aiotmc.Instrument, command: str, size: int, reps: in
     client's CPU per MB."""
     if not pattern_ok(await inst.query_block(command), size):
         raise RuntimeError("block payload does not match the test pattern")
-    buffer = bytearray(size)
+    buffer = reused_buffer(size)
 
     async def read() -> None:
         await inst.query_block(command, into=buffer)

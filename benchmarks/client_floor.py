@@ -29,6 +29,7 @@ from .figures import (
     UPLOAD,
     UPLOAD_CHECK,
     pattern_ok,
+    reused_buffer,
 )
 
 __all__ = ["FloorClient"]
@@ -68,7 +69,9 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> None:
         pos += got
 
 
-def _read_block(sock: socket.socket, command: bytes, into: bytearray | None) -> memoryview:
+def _read_block(
+    sock: socket.socket, command: bytes, into: bytearray | memoryview | None
+) -> memoryview:
     sock.sendall(command)
     head = bytearray(12)
     hv = memoryview(head)
@@ -126,7 +129,7 @@ class FloorClient:
         with _connect(p["scope"]) as sock:
             if not pattern_ok(_read_block(sock, command, None), size):
                 raise RuntimeError("block payload does not match the test pattern")
-            into = bytearray(size) if p["reuse"] else None
+            into = reused_buffer(size) if p["reuse"] else None
             times = repeat(lambda: _read_block(sock, command, into), p["reps"])
         out = result(mb_s=size / MB / median(times))
         if size <= PLAIN_BLOCK_MAX:

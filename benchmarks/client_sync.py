@@ -16,7 +16,17 @@ import aiotmc
 import aiotmc.sync
 
 from .common import NotAvailable, Result, median, repeat, result, time_calls
-from .figures import BLOCK_QUERY, IDN, MB, MEAS, UPLOAD, UPLOAD_CHECK, pattern_ok, resource
+from .figures import (
+    BLOCK_QUERY,
+    IDN,
+    MB,
+    MEAS,
+    UPLOAD,
+    UPLOAD_CHECK,
+    pattern_ok,
+    resource,
+    reused_buffer,
+)
 
 __all__ = ["SyncClient"]
 
@@ -78,7 +88,7 @@ class SyncClient:
             if not pattern_ok(inst.query_block(command), size):
                 raise RuntimeError("block payload does not match the test pattern")
             if p["reuse"]:
-                buffer = bytearray(size)
+                buffer = reused_buffer(size)
 
                 def read() -> None:
                     inst.query_block(command, into=buffer)

@@ -27,15 +27,14 @@ from typing import Any
 
 from .client_floor import _connect, _read_block
 from .figures import HOST
+from .responder import block_answer
 
 _WARMUP = 5
 
 
 def _serve(size: int) -> int:
     """Start the peer thread; return the port it listens on (one connection at a time)."""
-    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
-    digits = str(size).encode()
-    answer = b"#%d%s%s\n" % (len(digits), digits, payload)
+    answer = block_answer(size)
     listener = socket.create_server((HOST, 0))
 
     def serve() -> None:

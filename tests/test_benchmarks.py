@@ -113,6 +113,14 @@ def test_quick_schedule_covers_every_figure_kind() -> None:
     assert {"upload_100MB", "concurrent", "srq", "usb_block"} <= full_keys
     assert full_keys >= UMOCKDEV_ROWS
     assert {"rtt_blocking", "rtt_sim_blocking", "block_new_100MB_pyvisa"} <= full_keys
+    # Block targets are held against the independent responder, as round trips are; the
+    # same figures against the simulator are shown without one.
+    blocks = {row.key: row for m in measurements("full") for row in m.rows}
+    assert blocks["block_reused_1MB"].target is not None
+    assert blocks["block_reused_1MB_sim"].target is None
+    servers = {m.key: m.server for m in measurements("full")}
+    assert servers["block_new_10MB"] == "responder"
+    assert servers["block_new_10MB_sim"] == "scope"
     # The blocking clients are in the round trips on both servers, blocks and uploads.
     for m in measurements("full"):
         if m.kind in ("rtt", "block", "upload"):
@@ -173,6 +181,20 @@ def test_hotblock_reports_floor_and_instrument(backend: str) -> None:
     assert all(float(value) > 0 for _, _, value in rows)
 
 
+def test_block_server_prints_both_sides_for_every_client() -> None:
+    """``python -m benchmarks.block_server``: client and server CPU per block, every client
+    against both servers (numbers not judged beyond being measured)."""
+    out = run_module("benchmarks.block_server", "--size", "100000", "-n", "20", timeout=120)
+    # "responder  aiotmc-trio           98.3       86.7     184.2    5430"
+    rows = re.findall(r"^(simulator|responder) +(\S+) +([\d.]+) +(-?[\d.]+) +([\d.]+)", out, re.M)
+    from benchmarks.block_server import CLIENTS
+
+    assert {(server, client) for server, client, *_ in rows} == {
+        (server, client) for server in ("simulator", "responder") for client in CLIENTS
+    }
+    assert all(float(client) > 0 and float(wall) > 0 for *_, client, _, wall in rows)
+
+
 def test_responder_answers_every_line_once() -> None:
     """The independent responder of the round-trip figures: one identity per line, lines
     split across reads or sent together included, until the client hangs up."""
@@ -197,6 +219,37 @@ def test_responder_answers_every_line_once() -> None:
         assert received == IDENTITY * 4
         ours.shutdown(socket.SHUT_WR)
         assert ours.recv(1000) == b""  # the responder closed its end at EOF
+    server.join(5)
+    assert not server.is_alive()
+
+
+def test_responder_answers_block_queries_with_the_test_block() -> None:
+    """The block figures' server: ``:WAVeform:TEST? <n>`` gets the harness's test block
+    (checked as every client checks it), other lines the identity, absurd sizes an error."""
+    import socket
+    import threading
+
+    from benchmarks.figures import BLOCK_QUERY, pattern_ok
+    from benchmarks.responder import IDENTITY, TOO_LARGE, answer_lines
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=5)
+        theirs, _ = listener.accept()
+    server = threading.Thread(target=answer_lines, args=(theirs,), daemon=True)
+    server.start()
+    size = 300_000
+    query = (BLOCK_QUERY.format(size=size) + "\n").encode()
+    expected = len(f"#6{size}") + size + 1 + len(IDENTITY) + len(TOO_LARGE)
+    with ours:
+        ours.sendall(query + b"*IDN?\n" + BLOCK_QUERY.format(size=10**12).encode() + b"\n")
+        received = b""
+        while len(received) < expected:
+            received += ours.recv(1 << 20)
+        assert received[:8] == f"#6{size}".encode()
+        assert pattern_ok(received[8 : 8 + size], size)
+        assert received[8 + size :] == b"\n" + IDENTITY + TOO_LARGE
+        ours.shutdown(socket.SHUT_WR)
+        assert ours.recv(1000) == b""
     server.join(5)
     assert not server.is_alive()
 

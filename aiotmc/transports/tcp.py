@@ -52,6 +52,7 @@ from ..resources import ResourceName, TcpipSocket
 from ._blocking import sendall_blocking, wait_blocking
 from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
+from ._wake_threshold import wake_threshold
 from .base import BytesLike, Capabilities, TransportInfo
 from .spec import LinkSettings, TransportSpec, closing_link
 
@@ -148,6 +149,7 @@ class SocketTransport:
         self._blocking_gate = threading.Lock()  # _closed vs a thread's blocking operation
         self._in_blocking = False  # a thread is in exchange/send/receive_blocking
         self._fresh = False
+        self._lowat = 1  # the socket's SO_RCVLOWAT (see _wake_threshold)
         self._probe = AnswerProbe()  # look for the answer right after sending?
         self._chunk = memoryview(bytearray(_RECV_CHUNK))
         self._info = TransportInfo(
@@ -514,6 +516,7 @@ class SocketTransport:
             sock.close()
             raise anyio.ClosedResourceError
         self._sock = sock
+        self._lowat = 1
         self._stale = False
         self.reconnects += 1
 
@@ -769,21 +772,27 @@ class SocketTransport:
         progress = self.block_progress
         if progress is not None:
             progress(pos, size)
-        while pos < size:
-            try:  # what is there already, without the receiver's layers
-                n = sock.recv_into(target[pos:])
-            except BlockingIOError:
-                n = await self._recv_into(sock, target[pos:], deadline, False)
-            except OSError as exc:
-                raise self._receive_failed(exc) from exc
-            if n == 0:
-                raise ConnectionLostError(
-                    f"connection closed after {pos} of {size} block bytes",
-                    resource=self._info.resource,
-                )
-            pos += n
-            if progress is not None:
-                progress(pos, size)
+        try:
+            while pos < size:
+                try:  # what is there already, without the receiver's layers
+                    n = sock.recv_into(target[pos:])
+                except BlockingIOError:
+                    # a long rest: wake once per megabyte, not per segment batch
+                    self._lowat = wake_threshold(sock, size - pos, self._lowat)
+                    n = await self._recv_into(sock, target[pos:], deadline, False)
+                except OSError as exc:
+                    raise self._receive_failed(exc) from exc
+                if n == 0:
+                    raise ConnectionLostError(
+                        f"connection closed after {pos} of {size} block bytes",
+                        resource=self._info.resource,
+                    )
+                pos += n
+                if progress is not None:
+                    progress(pos, size)
+        finally:
+            if self._lowat != 1:
+                self._lowat = wake_threshold(sock, 0, self._lowat)
         if not await self._terminator_alone(sock, deadline):
             rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
             if rest.strip():
