@@ -46,6 +46,7 @@ from ...protocol.oncrpc import (
 )
 from .._probe import AnswerProbe
 from .._receivers import Receiver, receiver_for
+from .._wake_threshold import wake_threshold
 from ..tcp import connect_socket
 
 __all__ = ["RpcChannel"]
@@ -85,6 +86,7 @@ class RpcChannel:
         self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
         self._probe = AnswerProbe()  # look for the reply right after sending?
         self._fresh = False  # a call was just sent: the next receive asks the probe
+        self._lowat = 1  # the socket's SO_RCVLOWAT (see transports/_wake_threshold.py)
         self.broken = False  #: the stream is out of step: close it and connect again
 
     @classmethod
@@ -354,6 +356,11 @@ class RpcChannel:
             receiver = self._receiver = receiver_for(sock)
         direct = self._reassembler.receive_buffer()  # a large record: straight into it
         view = self._buffer if direct is None else direct
+        # The rest of a long record: wake once per megabyte, not per segment batch (any
+        # other receive puts the threshold back to 1 before it waits).
+        remaining = 0 if direct is None else len(direct)
+        if remaining or self._lowat != 1:
+            self._lowat = wake_threshold(sock, remaining, self._lowat)
         # Right after a send, the reply is looked for only as the probe says (a loopback
         # peer may have answered already; a remote one practically never has).
         just_sent, self._fresh = self._fresh, False
