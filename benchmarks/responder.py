@@ -1,14 +1,14 @@
 """The independent responder: ``python -m benchmarks.responder [--cpu C]``.
 
-The round-trip, concurrency and block figures that hold the targets are measured against
-this process, not against aiotmc's :class:`~aiotmc.sim.server.SimServer`: it shares no
-code with aiotmc and spends as little CPU per query as a Python server can (a blocking
-``recv``, one ``sendall``), so that a figure measures the *client* (see
-docs/performance.md, "The round-trip target" and "The block target"). The shared
-performance notes' reference figures were measured the same way. A line
-``:WAVeform:TEST? <n>`` is answered with the harness's test block (``#<d><n>``, ``n``
-bytes 00..FF repeating, ``\n``: what the simulator's scope sends, built once per size);
-every other line with one fixed identity line.
+The round-trip and block figures that hold the targets (and one of the two concurrency
+figures) are measured against this process, not against aiotmc's
+:class:`~aiotmc.sim.server.SimServer`: it shares no code with aiotmc and spends as little
+CPU per query as a Python server can (a blocking ``recv``, one ``sendall``), so that a
+figure measures the *client* (see docs/performance.md, "The round-trip target" and "The
+block target"). The shared performance notes' reference figures were measured the same
+way. A line ``:WAVeform:TEST? <n>`` is answered with the harness's test block
+(``#<d><n>``, ``n`` bytes 00..FF repeating, ``\\n``: what the simulator's scope sends,
+built once per size); every other line with one fixed identity line.
 
 Prints one JSON line with its port, then serves (a thread per connection) until its
 stdin closes.
