@@ -19,11 +19,40 @@ from typing import Any
 from .common import median
 from .figures import HOST, MB, reused_buffer
 
-__all__ = ["plain_block_rates"]
+__all__ = ["FIRST_READ", "plain_block_rates", "read_block"]
 
-_FIRST = 16 * 1024
+FIRST_READ = 16 * 1024  #: the first read: the header and the payload's start
 
 Wait = Callable[[socket.socket, memoryview], Awaitable[int]]
+Recv = Callable[[memoryview], Awaitable[int]]
+
+
+async def read_block(
+    sock: socket.socket,
+    command: bytes,
+    first: memoryview,
+    into: bytearray | memoryview | None,
+    recv: Recv,
+) -> None:
+    """One block read of the plain client: send ``command`` (short: the socket takes it at
+    once); one ``recv`` into ``first`` (:data:`FIRST_READ` bytes) for the header and the
+    payload's start, copied into the target (``into``, or a new buffer); then ``recv``
+    straight into the target; then the terminator, unless it came already."""
+    sock.sendall(command)
+    n = await recv(first)
+    while n < 2 or n < 2 + first[1] - 0x30:  # the header may come in pieces
+        n += await recv(first[n:])
+    digits = first[1] - 0x30
+    length = int(bytes(first[2 : 2 + digits]))
+    begin = 2 + digits
+    target = memoryview(into if into is not None else bytearray(length))[:length]
+    have = min(n - begin, length)
+    target[:have] = first[begin : begin + have]
+    pos = have
+    while pos < length:
+        pos += await recv(target[pos:])
+    if begin + have >= n:  # the terminator has not come with the first read
+        await recv(first)
 
 
 def plain_block_rates(
@@ -78,7 +107,7 @@ async def _trial(
     sock = socket.create_connection((HOST, port), timeout=10.0)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
-    first = memoryview(bytearray(_FIRST))
+    first = memoryview(bytearray(FIRST_READ))
     into = reused_buffer(size) if reuse else None
 
     async def recv(view: memoryview) -> int:
@@ -91,21 +120,7 @@ async def _trial(
         return got
 
     async def read() -> None:
-        sock.sendall(command)  # a short command: the socket takes it at once
-        n = await recv(first)
-        while n < 2 or n < 2 + first[1] - 0x30:  # the header may come in pieces
-            n += await recv(first[n:])
-        digits = first[1] - 0x30
-        length = int(bytes(first[2 : 2 + digits]))
-        begin = 2 + digits
-        target = memoryview(into if into is not None else bytearray(length))[:length]
-        have = min(n - begin, length)
-        target[:have] = first[begin : begin + have]
-        pos = have
-        while pos < length:
-            pos += await recv(target[pos:])
-        if begin + have >= n:  # the terminator has not come with the first read
-            await recv(first)
+        await read_block(sock, command, first, into, recv)
 
     try:
         await read()

@@ -21,29 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import select
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .block_plain import FIRST_READ, Recv, read_block
 from .client_floor import _connect, _read_block
 from .figures import BLOCK_QUERY, HOST, MB, reused_buffer
-from .procs import ChildProcess, available_cpus, cpu_busy, pin_self
+from .procs import ChildProcess, available_cpus, cpu_busy, pin_self, process_seconds
 
 CLIENTS = ("floor", "epoll", "asyncio", "aiotmc-asyncio", "aiotmc-trio", "aiotmc-uvloop")
 _WARMUP = 5
-_HEADER = 16 * 1024  # the plain clients' first read: header and the payload's start
-
-
-def server_cpu(pid: int) -> float:
-    """Seconds of CPU that process ``pid`` has used, all its threads, ended ones included
-    (``utime + stime`` of ``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Span:
@@ -56,13 +48,13 @@ class Span:
     def start(self) -> None:
         """Just before the timed reads."""
         self.client, self.wall = time.process_time(), time.perf_counter()
-        self.server = server_cpu(self._pid)
+        self.server = process_seconds(self._pid)
 
     def stop(self) -> None:
         """Just after them."""
         self.client = time.process_time() - self.client
         self.wall = time.perf_counter() - self.wall
-        self.server = server_cpu(self._pid) - self.server
+        self.server = process_seconds(self._pid) - self.server
 
 
 Reader = Callable[[int, bytes, int, int, Span], None]  # (port, command, size, n, span)
@@ -91,32 +83,15 @@ def _nonblocking(port: int) -> socket.socket:
     return sock
 
 
-def _payload_reader(recv: Callable[[memoryview], Any]) -> Callable[..., Any]:
-    """The plain clients' block read around ``recv(view) -> n`` (sync or awaitable)."""
+def _plain_reader(recv: Recv) -> Callable[..., Awaitable[None]]:
+    """``read(sock, command, into)``: the plain clients' block read
+    (:func:`benchmarks.block_plain.read_block`) around ``recv``."""
+    first = memoryview(bytearray(FIRST_READ))
 
     async def read(sock: socket.socket, command: bytes, into: bytearray | memoryview) -> None:
-        sock.sendall(command)
-        head = memoryview(bytearray(_HEADER))
-        n = await _maybe(recv(head))
-        while n < 2 or n < 2 + head[1] - 0x30:
-            n += await _maybe(recv(head[n:]))
-        digits = head[1] - 0x30
-        length = int(bytes(head[2 : 2 + digits]))
-        begin = 2 + digits
-        target = memoryview(into)[:length]
-        have = min(n - begin, length)
-        target[:have] = head[begin : begin + have]
-        pos = have
-        while pos < length:
-            pos += await _maybe(recv(target[pos:]))
-        if begin + have >= n:  # the terminator did not come with the first read
-            await _maybe(recv(head))
+        await read_block(sock, command, first, into, recv)
 
     return read
-
-
-async def _maybe(value: Any) -> int:
-    return int(await value) if asyncio.iscoroutine(value) or asyncio.isfuture(value) else value
 
 
 def _epoll(port: int, command: bytes, size: int, n: int, span: Span) -> None:
@@ -124,7 +99,7 @@ def _epoll(port: int, command: bytes, size: int, n: int, span: Span) -> None:
     poller = select.epoll()
     poller.register(sock.fileno(), select.EPOLLIN)
 
-    def recv(view: memoryview) -> int:
+    async def recv(view: memoryview) -> int:  # never suspends: epoll blocks the thread
         while True:
             try:
                 got = sock.recv_into(view)
@@ -136,7 +111,7 @@ def _epoll(port: int, command: bytes, size: int, n: int, span: Span) -> None:
             return got
 
     try:
-        _drive(_timed_reads(_payload_reader(recv), sock, command, size, n, span))
+        _drive(_timed_reads(_plain_reader(recv), sock, command, size, n, span))
     finally:
         poller.close()
         sock.close()
@@ -182,7 +157,7 @@ def _asyncio(port: int, command: bytes, size: int, n: int, span: Span) -> None:
             return got
 
         try:
-            await _timed_reads(_payload_reader(recv), sock, command, size, n, span)
+            await _timed_reads(_plain_reader(recv), sock, command, size, n, span)
         finally:
             sock.close()
 

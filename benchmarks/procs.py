@@ -100,6 +100,12 @@ def process_ticks(pid: int | None) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def process_seconds(pid: int | None) -> float:
+    """:func:`process_ticks` in seconds: CPU used so far by process ``pid``, all its
+    threads, ended ones included (0 if unknown)."""
+    return process_ticks(pid) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_busy(interval: float = 0.5) -> dict[int, float]:
     """Fraction of each CPU used by anything during the next ``interval`` seconds."""
     before = _cpu_ticks()
