@@ -353,7 +353,6 @@ def measurements(mode: Mode) -> list[Measurement]:
     quick = mode == "quick"
     rounds = 1 if quick else 5
     big_rounds = 1 if quick else 3
-    tcp_clients = CLIENTS
     # PyVISA's own fan-out is sequential: on @aiotmc it would only show the 10 ms delay again.
     fanout_clients = tuple(c for c in CLIENTS if c != PYVISA_AIOTMC)
     out: list[Measurement] = []
@@ -401,7 +400,7 @@ def measurements(mode: Mode) -> list[Measurement]:
                 key=f"upload_{size // MB}MB",
                 kind="upload",
                 params={"size": size, "reps": 3 if quick else 10},
-                clients=tcp_clients,
+                clients=CLIENTS,
                 rounds=big_rounds if size >= 100 * MB else rounds,
                 rows=(
                     Row(

@@ -7,23 +7,18 @@ import socket
 import sys
 
 import anyio
-import anyio.lowlevel
 import pytest
 from anyio.abc import SocketStream
 
 from aiotmc.protocol.oncrpc import encode_reply, record_mark, reply_header
-from aiotmc.transports._wake_threshold import BULK_MAX
 from aiotmc.transports.vxi11.rpc import RpcChannel
 from tests.transports.test_tcp import raw_peer
+from tests.transports.test_wake_threshold import lowat, threshold_raised
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_RCVLOWAT is used on Linux")
 
 PAYLOAD = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # a 3 MiB result: a long rest
 FIRST = 64 * 1024  # what the peer sends before it holds back
-
-
-def lowat(sock: socket.socket) -> int:
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
 
 async def test_long_record_rest_is_awaited_with_a_raised_threshold() -> None:
@@ -60,8 +55,7 @@ async def test_long_record_rest_is_awaited_with_a_raised_threshold() -> None:
             with anyio.fail_after(10):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(read)
-                    while lowat(sock) != BULK_MAX:  # the reader waits for the rest
-                        await anyio.lowlevel.checkpoint()
+                    await threshold_raised(sock)  # the reader waits for the rest
                     assert not got
                     release.set()
                 assert got == [(24, len(PAYLOAD))]
