@@ -13,8 +13,12 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,13 +199,12 @@ def test_block_server_prints_both_sides_for_every_client() -> None:
     assert all(float(client) > 0 and float(wall) > 0 for *_, client, _, wall in rows)
 
 
-def test_responder_answers_every_line_once() -> None:
-    """The independent responder of the round-trip figures: one identity per line, lines
-    split across reads or sent together included, until the client hangs up."""
-    import socket
-    import threading
-
-    from benchmarks.responder import IDENTITY, answer_lines
+@contextmanager
+def responder_connection() -> Iterator[socket.socket]:
+    """A client socket to the responder's :func:`~benchmarks.responder.answer_lines` in a
+    thread; on leaving, half-closes it and checks that the responder closed its end at
+    EOF and its thread ended."""
+    from benchmarks.responder import answer_lines
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         ours = socket.create_connection(listener.getsockname(), timeout=5)
@@ -209,6 +212,19 @@ def test_responder_answers_every_line_once() -> None:
     server = threading.Thread(target=answer_lines, args=(theirs,), daemon=True)
     server.start()
     with ours:
+        yield ours
+        ours.shutdown(socket.SHUT_WR)
+        assert ours.recv(1000) == b""  # the responder closed its end at EOF
+    server.join(5)
+    assert not server.is_alive()
+
+
+def test_responder_answers_every_line_once() -> None:
+    """The independent responder of the round-trip figures: one identity per line, lines
+    split across reads or sent together included, until the client hangs up."""
+    from benchmarks.responder import IDENTITY
+
+    with responder_connection() as ours:
         ours.sendall(b"*IDN?\n*IDN")
         received = b""
         while len(received) < len(IDENTITY):
@@ -217,30 +233,18 @@ def test_responder_answers_every_line_once() -> None:
         while len(received) < 4 * len(IDENTITY):
             received += ours.recv(1000)
         assert received == IDENTITY * 4
-        ours.shutdown(socket.SHUT_WR)
-        assert ours.recv(1000) == b""  # the responder closed its end at EOF
-    server.join(5)
-    assert not server.is_alive()
 
 
 def test_responder_answers_block_queries_with_the_test_block() -> None:
     """The block figures' server: ``:WAVeform:TEST? <n>`` gets the harness's test block
     (checked as every client checks it), other lines the identity, absurd sizes an error."""
-    import socket
-    import threading
-
     from benchmarks.figures import BLOCK_QUERY, pattern_ok
-    from benchmarks.responder import IDENTITY, TOO_LARGE, answer_lines
+    from benchmarks.responder import IDENTITY, TOO_LARGE
 
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        ours = socket.create_connection(listener.getsockname(), timeout=5)
-        theirs, _ = listener.accept()
-    server = threading.Thread(target=answer_lines, args=(theirs,), daemon=True)
-    server.start()
     size = 300_000
     query = (BLOCK_QUERY.format(size=size) + "\n").encode()
     expected = len(f"#6{size}") + size + 1 + len(IDENTITY) + len(TOO_LARGE)
-    with ours:
+    with responder_connection() as ours:
         ours.sendall(query + b"*IDN?\n" + BLOCK_QUERY.format(size=10**12).encode() + b"\n")
         received = b""
         while len(received) < expected:
@@ -248,10 +252,6 @@ def test_responder_answers_block_queries_with_the_test_block() -> None:
         assert received[:8] == f"#6{size}".encode()
         assert pattern_ok(received[8 : 8 + size], size)
         assert received[8 + size :] == b"\n" + IDENTITY + TOO_LARGE
-        ours.shutdown(socket.SHUT_WR)
-        assert ours.recv(1000) == b""
-    server.join(5)
-    assert not server.is_alive()
 
 
 @pytest.mark.timeout(120)
