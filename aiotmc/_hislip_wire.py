@@ -32,6 +32,7 @@ from ._exceptions import AuthenticationError, ConnectionLostError, ConnectTimeou
 from ._fastpath import running_loop
 from ._loops import loop_receiver
 from ._types import BytesLike
+from ._wake_threshold import wake_threshold
 from .protocol.hislip import HEADER, HEADER_SIZE, PROLOGUE, Message, MessageType, Reassembler
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Channel:
         "_held",
         "_incoming",
         "_loop",
+        "_lowat",
         "_outgoing",
         "_pulled",
         "_registered",
@@ -103,6 +105,7 @@ class Channel:
         self._deadline = math.inf  #: of the asyncio wait in progress
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._lowat = 1  #: the socket's SO_RCVLOWAT (see :mod:`aiotmc._wake_threshold`)
 
     @property
     def tls(self) -> ssl.SSLObject | None:
@@ -120,6 +123,8 @@ class Channel:
 
     def readable_now(self) -> bool:
         """True if bytes wait in the socket or a message is whole in the buffer."""
+        if self._lowat != 1:  # select() honours the threshold: any byte counts here
+            self._lowat = wake_threshold(self.sock, 0, self._lowat)
         if self._held or self.reader.buffered or self._incoming.pending:
             return True
         if self._tls is not None and self._tls.pending():
@@ -241,6 +246,8 @@ class Channel:
         the deadlines (they mostly grow). trio: ``wait_readable``, a scope only for a
         finite deadline.
         """
+        if self._lowat != 1 or not self.reader.idle:
+            self._set_threshold()
         loop = self._loop
         if loop is None:
             loop = self._loop = running_loop() or False
@@ -263,6 +270,14 @@ class Channel:
             return await waiter
         finally:
             self._waiter = None
+
+    def _set_threshold(self) -> None:
+        """Before a wait: for the rest of a long message (its length says how much is
+        still in the socket or to come), wake once per megabyte; else at once. Not under
+        TLS (ciphertext already pulled would not count) nor with bytes held back from
+        the reassembler. Set before each wait; :meth:`readable_now` resets it."""
+        remaining = 0 if self._tls is not None or self._held else self.reader.wants()
+        self._lowat = wake_threshold(self.sock, remaining, self._lowat)
 
     def _on_readable(self) -> None:
         """The reader callback. At a message boundary (plaintext) it receives the bytes

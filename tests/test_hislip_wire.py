@@ -1,9 +1,10 @@
-"""The HiSLIP channel's short paths: an answer taken past the reassembler, and bytes that
-arrive for a wait that is then cancelled."""
+"""The HiSLIP channel's short paths: an answer taken past the reassembler, bytes that
+arrive for a wait that is then cancelled, and the wake-up threshold for a long rest."""
 
 from __future__ import annotations
 
 import socket
+import sys
 from array import array
 from collections.abc import Iterator
 
@@ -14,6 +15,9 @@ from anyio.lowlevel import checkpoint
 from aiotmc._hislip_wire import Channel
 from aiotmc.protocol import hislip as hs
 from aiotmc.protocol.hislip import MessageType as T
+from tests.transports.test_wake_threshold import lowat, threshold_raised
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SO_RCVLOWAT is used on Linux")
 
 
 @pytest.fixture
@@ -123,5 +127,91 @@ async def test_send_now_counts_bytes_not_items(pair: tuple[socket.socket, socket
         assert channel.sent == 8
         pair[1].setblocking(False)
         assert pair[1].recv(64) == b"HS" + wide.tobytes()
+    finally:
+        channel.close()
+
+
+# -- the wake-up threshold (SO_RCVLOWAT) for the rest of a long message --------------------
+
+LONG = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # a 3 MiB payload: a long rest
+FIRST = 64 * 1024  # what the peer sends before it holds back
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """The threshold only matters on TCP (a Unix socket's poll ignores it)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        peer, _ = listener.accept()
+    try:
+        yield ours, peer
+    finally:
+        ours.close()
+        peer.close()
+
+
+@linux_only
+async def test_the_rest_of_a_long_message_is_awaited_with_a_raised_threshold(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Raised while the rest of a 3 MiB DataEnd is awaited; a short message after it
+    still wakes the reader at once (back to 1 before that wait)."""
+    ours, peer = tcp_pair
+    channel = Channel(ours, max_payload=8 << 20)
+    message = _data_end(0xFFFFFF00, LONG)
+    got: list[hs.Message] = []
+
+    async def read() -> None:
+        got.append(await channel.receive())
+
+    try:
+        with anyio.fail_after(10):
+            peer.sendall(message[:FIRST])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                await threshold_raised(ours)  # the reader waits for the rest
+                assert not got
+                await anyio.to_thread.run_sync(peer.sendall, message[FIRST:])
+            assert [(m.type, m.payload == LONG) for m in got] == [(T.DataEnd, True)]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                await anyio.wait_all_tasks_blocked()  # waiting at a message boundary
+                assert lowat(ours) == 1
+                peer.sendall(_data_end(0xFFFFFF02, b"short\n"))
+        assert got[1].payload == b"short\n"
+    finally:
+        channel.close()
+
+
+@linux_only
+async def test_a_cancelled_wait_leaves_no_threshold_for_a_readiness_check(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A wait for the rest cancelled with the threshold raised: the next
+    :meth:`Channel.readable_now` (``select``, which honours the threshold) puts it back
+    to 1 and sees the bytes that are there, then the message completes."""
+    ours, peer = tcp_pair
+    channel = Channel(ours, max_payload=8 << 20)
+    message = _data_end(0xFFFFFF00, LONG)
+    try:
+        with anyio.fail_after(10):
+            peer.sendall(message[:FIRST])
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(channel.receive)
+                    await threshold_raised(ours)
+                    scope.cancel()
+            peer.sendall(message[FIRST : FIRST + 1000])
+            assert channel.readable_now()
+            assert lowat(ours) == 1
+
+            async def send_rest() -> None:
+                await anyio.to_thread.run_sync(peer.sendall, message[FIRST + 1000 :])
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_rest)
+                received = await channel.receive()
+        assert (received.type, received.payload == LONG) == (T.DataEnd, True)
+        assert channel.at_rest
     finally:
         channel.close()

@@ -45,6 +45,7 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._fastpath import schedule_point_due
+from .._wake_threshold import wake_threshold
 from ..protocol.framing import MessageDecoder
 from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
 from ..reconnect import Reconnect, retry_connect
@@ -52,7 +53,6 @@ from ..resources import ResourceName, TcpipSocket
 from ._blocking import sendall_blocking, wait_blocking
 from ._probe import AnswerProbe
 from ._receivers import Receiver, receiver_for
-from ._wake_threshold import wake_threshold
 from .base import BytesLike, Capabilities, TransportInfo
 from .spec import LinkSettings, TransportSpec, closing_link
 
@@ -149,7 +149,7 @@ class SocketTransport:
         self._blocking_gate = threading.Lock()  # _closed vs a thread's blocking operation
         self._in_blocking = False  # a thread is in exchange/send/receive_blocking
         self._fresh = False
-        self._lowat = 1  # the socket's SO_RCVLOWAT (see _wake_threshold)
+        self._lowat = 1  # the socket's SO_RCVLOWAT (see aiotmc._wake_threshold)
         self._probe = AnswerProbe()  # look for the answer right after sending?
         self._chunk = memoryview(bytearray(_RECV_CHUNK))
         self._info = TransportInfo(

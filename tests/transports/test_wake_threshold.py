@@ -14,8 +14,8 @@ import pytest
 from anyio.abc import SocketStream
 
 from aiotmc import ReadTimeout
+from aiotmc._wake_threshold import BULK_MAX, BULK_MIN, wake_threshold
 from aiotmc.protocol.ieee4882 import block_header
-from aiotmc.transports._wake_threshold import BULK_MAX, BULK_MIN, wake_threshold
 from aiotmc.transports.tcp import SocketTransport
 from tests.transports.test_tcp import raw_peer
 

@@ -33,6 +33,7 @@ from ..._exceptions import (
     WriteTimeout,
 )
 from ..._types import BytesLike
+from ..._wake_threshold import wake_threshold
 from ...protocol.framing import NEED_DATA
 from ...protocol.oncrpc import (
     AUTH_NONE,
@@ -46,7 +47,6 @@ from ...protocol.oncrpc import (
 )
 from .._probe import AnswerProbe
 from .._receivers import Receiver, receiver_for
-from .._wake_threshold import wake_threshold
 from ..tcp import connect_socket
 
 __all__ = ["RpcChannel"]
@@ -86,7 +86,7 @@ class RpcChannel:
         self._outstanding: set[int] = set()  # XIDs of calls sent and not answered yet
         self._probe = AnswerProbe()  # look for the reply right after sending?
         self._fresh = False  # a call was just sent: the next receive asks the probe
-        self._lowat = 1  # the socket's SO_RCVLOWAT (see transports/_wake_threshold.py)
+        self._lowat = 1  # the socket's SO_RCVLOWAT (see aiotmc/_wake_threshold.py)
         self.broken = False  #: the stream is out of step: close it and connect again
 
     @classmethod

@@ -2,16 +2,19 @@
 
 An event-loop client is woken for every batch of segments that lands in an empty socket,
 and each wake-up costs the loop far more than the ``recv`` it leads to. While the rest of
-a block of known length is awaited, the TCP transport raises the socket's wake-up
-threshold to what is still to come (at most :data:`BULK_MAX`): the loop then wakes once
-per megabyte instead of once per segment batch. Linux never withholds the wake-up past
+a payload of known length is awaited, the reader raises the socket's wake-up threshold to
+what is still to come (at most :data:`BULK_MAX`): the loop then wakes once per megabyte
+instead of once per segment batch. Used by the TCP transport (block payloads), the
+VXI-11 RPC channel (the rest of a long reply record) and the HiSLIP channel (the rest of
+a long message payload). Linux never withholds the wake-up past
 the point where the receive window would close, nor at end of stream or on an error, and
 a ``recv`` still returns whatever is there, so a slow or stalled sender is seen exactly as
 before (as a deadline). Measured in docs/performance.md ("Session 10").
 
 The threshold only ever covers bytes the payload's length guarantees, and goes back to 1
-when the payload is in, when the read fails or is cancelled: a later short answer must
-wake the reader at once.
+before any other wait (the TCP transport: as soon as the payload is in, fails or is
+cancelled, since its blocking fast path polls the same socket): a later short answer
+must wake the reader at once.
 """
 
 from __future__ import annotations
