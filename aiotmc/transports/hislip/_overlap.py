@@ -9,23 +9,50 @@ hands the role on by waking the others. Cancellation or a timeout only removes t
 task's entry: the channel stays in step (the reassembler keeps partial messages, a send
 cut short is finished by the next sender), and no device clear is needed, because
 answers are matched by MessageID and not by order.
+
+What it uses of its link (the HiSLIP transport) is spelled out by :class:`OverlapLink`,
+so that this module does not depend on the transport's.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import anyio
 
 from ..._exceptions import ReadTimeout, RemoteProtocolError
+from ..._hislip_wire import Channel
+from ..._types import BytesLike
 from ...protocol import hislip as hs
 from ...protocol.hislip import MessageType as T
+from ..base import TransportInfo
 
-if TYPE_CHECKING:
-    from ._link import HislipTransport
+__all__ = ["Overlap", "OverlapLink"]
 
-__all__ = ["Overlap"]
+
+class OverlapLink(Protocol):
+    """What :class:`Overlap` needs of its link: the synchronous channel and its state,
+    and the link's primitives to send, receive and handle a failure (see
+    :class:`~._core.LinkCore`, which provides them)."""
+
+    _sync: Channel
+    _ids: hs.MessageIdCounter
+    _rmt: bool  #: an answer was delivered and not yet reported
+    _resync: bool  #: clear before going on
+    _failure: Exception | None
+
+    @property
+    def info(self) -> TransportInfo: ...
+    def _check_usable(self) -> None: ...
+    def _check_failure(self) -> None: ...
+    async def _restore(self, deadline: float) -> None: ...
+    async def _clear(self, deadline: float) -> None: ...
+    async def _send_data(self, parts: Sequence[BytesLike], end: bool, deadline: float) -> None: ...
+    async def _sync_message(self, deadline: float) -> hs.Message: ...
+    def _lost(self, exc: BaseException) -> None: ...
+    def _fail_now(self, message: hs.Message) -> None: ...
 
 
 class _Answer:
@@ -43,7 +70,7 @@ class _Answer:
 class Overlap:
     """The concurrent query path of one overlapped HiSLIP link."""
 
-    def __init__(self, link: HislipTransport) -> None:
+    def __init__(self, link: OverlapLink) -> None:
         self._link = link
         self._send_lock = anyio.Lock()
         self._waiting: dict[int, _Answer] = {}

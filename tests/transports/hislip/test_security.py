@@ -196,7 +196,7 @@ async def test_end_tls_goes_back_to_plaintext(
                 assert await inst.query("ECHO? a") == "a"
                 await link.end_tls()  # type: ignore[attr-defined]
                 assert link.info.details["encryption"] == "none"
-                assert link._sync.tls is None and link._async.tls is None  # type: ignore[attr-defined]
+                assert link._sync.tls is None and link._async.channel.tls is None  # type: ignore[attr-defined]
                 assert await inst.query("ECHO? b") == "b"
                 assert await inst.read_stb() & 0x10 == 0
                 await inst.clear()
