@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -36,10 +36,8 @@ from .operation import (
 )
 from .protocol.scpi import Commands
 
-if TYPE_CHECKING:
-    from .group import InstrumentGroup
-
 __all__ = [
+    "AcquisitionGroup",
     "Clock",
     "Measurement",
     "MonotonicClock",
@@ -57,6 +55,25 @@ __all__ = [
 
 
 # -- synchronized acquisition ----------------------------------------------------------------
+
+
+class AcquisitionGroup(Protocol):
+    """What acquisition uses of a group (``name in group``, :meth:`get`, :attr:`failed`):
+    :class:`~aiotmc.InstrumentGroup` is one.
+
+    A protocol, not ``InstrumentGroup`` itself, so that this module sits below the group
+    (whose methods call it) even for type checkers.
+    """
+
+    @property
+    def failed(self) -> Mapping[str, Exception]:
+        """name -> exception of the members that failed (they are not in the group)."""
+        ...
+
+    def __contains__(self, name: object, /) -> bool: ...
+
+    def get(self, name: str, /) -> Instrument | None: ...
+
 
 Fetch: TypeAlias = Commands | Callable[[Instrument], Awaitable[Any]]
 
@@ -164,7 +181,7 @@ class _Progress:
         self.completion: OperationTiming | None = None
 
 
-def _normalize(group: InstrumentGroup, plan: Plan) -> dict[str, Measurement]:
+def _normalize(group: AcquisitionGroup, plan: Plan) -> dict[str, Measurement]:
     unknown = [n for n in plan if n not in group and n not in group.failed]
     if unknown:
         raise KeyError(f"not members of the group: {', '.join(map(str, unknown))}")
@@ -183,7 +200,7 @@ async def _fetch(inst: Instrument, fetch: Fetch, deadline: float) -> Any:
 
 
 async def _acquire(
-    group: InstrumentGroup,
+    group: AcquisitionGroup,
     plan: Mapping[str, Measurement],
     timeout: float | Default | None,
     arm_timeout: float | None,
@@ -299,13 +316,13 @@ async def _acquire(
 
 
 async def acquire(
-    group: InstrumentGroup,
+    group: AcquisitionGroup,
     plan: Plan,
     *,
     timeout: float | Default | None = DEFAULT,
     arm_timeout: float | None = None,
 ) -> Row:
-    """One synchronized acquisition across ``group``.
+    """One synchronized acquisition across ``group`` (an :class:`~aiotmc.InstrumentGroup`).
 
     Every triggered member gets ``*ESE 1;*SRE 32``, its ``arm`` commands and ``*OPC``;
     once all are armed (each then holds its instrument's lock, so nothing slips in
@@ -366,7 +383,7 @@ class PeriodicAcquisition:
 
     def __init__(
         self,
-        group: InstrumentGroup,
+        group: AcquisitionGroup,
         plan: Plan,
         period: float,
         *,
@@ -424,7 +441,7 @@ class PeriodicAcquisition:
 
 
 def periodic(
-    group: InstrumentGroup,
+    group: AcquisitionGroup,
     plan: Plan,
     period: float,
     *,
@@ -433,7 +450,8 @@ def periodic(
     arm_timeout: float | None = None,
     clock: Clock | None = None,
 ) -> PeriodicAcquisition:
-    """Acquire ``plan`` every ``period`` seconds: ``async for row in periodic(...)``.
+    """Acquire ``plan`` every ``period`` seconds across ``group`` (an
+    :class:`~aiotmc.InstrumentGroup`): ``async for row in periodic(...)``.
 
     Each row is a full :func:`acquire` (same ``timeout`` and ``arm_timeout``; plain
     fetches are just read). Stops after

@@ -5,7 +5,7 @@
 starting, send the operation followed by ``*OPC``, wait for the service request (native or
 polled, see :mod:`aiotmc.srq_poll`) or, without one, for ``*OPC?``; read ``*ESR?`` to
 clear. This module sits below :class:`~aiotmc.Instrument`, which it uses only through its
-public methods.
+public methods (:class:`OperationInstrument`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import anyio
 
@@ -26,15 +26,46 @@ from .protocol.scpi import Commands, join_compound
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from .instrument import Instrument
+    from .srq_poll import SrqPoller
 
-__all__ = ["OperationTiming", "PendingOperation", "operation", "wait_operation_complete"]
+__all__ = [
+    "OperationInstrument",
+    "OperationTiming",
+    "PendingOperation",
+    "operation",
+    "wait_operation_complete",
+]
 
 _SETUP: Final = "*ESE 1;*SRE 32;*ESR?"  # enable OPC -> ESB -> SRQ; reading *ESR? clears it
 _OPC: Final = int(EventStatus.OPC)
 
 
-def timeout_of(inst: Instrument, timeout: float | Default | None) -> float | None:
+class OperationInstrument(Protocol):
+    """What operation completion uses of an instrument: :class:`~aiotmc.Instrument` is one.
+
+    A protocol, not ``Instrument`` itself, so that this module sits below the instrument
+    (whose methods call it) even for type checkers.
+    """
+
+    @property
+    def resource(self) -> str: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    @property
+    def srq_poller(self) -> SrqPoller | None: ...
+
+    def lock(self) -> AbstractAsyncContextManager[None]: ...
+
+    async def query(self, command: str, *, timeout: float | None) -> str: ...
+
+    def service_requests(
+        self, *, buffer: int
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[ServiceRequest]]: ...
+
+
+def timeout_of(inst: OperationInstrument, timeout: float | Default | None) -> float | None:
     """``timeout``, or the instrument's default for ``DEFAULT``."""
     return inst.timeout if isinstance(timeout, Default) else timeout
 
@@ -76,7 +107,7 @@ class PendingOperation:
 
     def __init__(
         self,
-        instrument: Instrument,
+        instrument: OperationInstrument,
         events: MemoryObjectReceiveStream[ServiceRequest] | None,
         *,
         started: float,
@@ -156,7 +187,7 @@ def _units(commands: Commands) -> list[str]:
 
 @asynccontextmanager
 async def operation(
-    instrument: Instrument,
+    instrument: OperationInstrument,
     commands: Commands = (),
     *,
     timeout: float | Default | None = DEFAULT,
@@ -202,7 +233,7 @@ async def operation(
 
 
 async def wait_operation_complete(
-    instrument: Instrument,
+    instrument: OperationInstrument,
     commands: Commands = (),
     *,
     timeout: float | Default | None = DEFAULT,

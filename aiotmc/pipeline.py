@@ -13,8 +13,8 @@ find the link busy while pipelined queries are in flight). Only links with the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -25,15 +25,45 @@ from ._types import DEFAULT, Default
 from .transports.base import SupportsPipelining
 
 if TYPE_CHECKING:
-    from .instrument import Instrument
+    from asyncio import AbstractEventLoop
 
-__all__ = ["Pipeline", "pipeline_block"]
+    from .transports.base import MessageTransport
+
+__all__ = ["Pipeline", "PipelinedInstrument", "pipeline_block"]
+
+
+class PipelinedInstrument(Protocol):
+    """What a pipeline uses of an instrument: :class:`~aiotmc.Instrument` is one.
+
+    A protocol, not ``Instrument`` itself, so that this module sits below the instrument
+    (whose :meth:`~aiotmc.Instrument.pipeline` calls it) even for type checkers. It takes
+    the instrument's own deadline and text coding, hence the private members.
+    """
+
+    @property
+    def resource(self) -> str: ...
+
+    @property
+    def transport(self) -> MessageTransport: ...
+
+    @property
+    def max_message_size(self) -> int: ...
+
+    def lock(self) -> AbstractAsyncContextManager[None]: ...
+
+    def _deadline(
+        self, timeout: float | Default | None, loop: AbstractEventLoop | None
+    ) -> float: ...
+
+    def _encode(self, command: str) -> bytes: ...
+
+    def _decode(self, raw: bytes) -> str: ...
 
 
 class Pipeline:
     """Queries in flight together on one instrument; share it between tasks."""
 
-    def __init__(self, instrument: Instrument, transport: SupportsPipelining) -> None:
+    def __init__(self, instrument: PipelinedInstrument, transport: SupportsPipelining) -> None:
         self._inst = instrument
         self._transport = transport
 
@@ -65,7 +95,7 @@ class Pipeline:
 
 
 @asynccontextmanager
-async def pipeline_block(instrument: Instrument) -> AsyncIterator[Pipeline]:
+async def pipeline_block(instrument: PipelinedInstrument) -> AsyncIterator[Pipeline]:
     """The body of :meth:`Instrument.pipeline`."""
     transport = instrument.transport
     if not (isinstance(transport, SupportsPipelining) and transport.info.capabilities.pipelining):

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -41,12 +41,37 @@ from ._types import StatusByte
 from .srq import SrqBroadcaster
 
 if TYPE_CHECKING:
-    from .instrument import Instrument
+    from .transports.base import MessageTransport
 
-__all__ = ["SrqPoller", "poll_service_requests"]
+__all__ = ["PolledInstrument", "SrqPoller", "poll_service_requests"]
 
 _log = logging.getLogger("aiotmc.srq")
 _RQS = int(StatusByte.RQS)
+
+
+class PolledInstrument(Protocol):
+    """What the poller uses of an instrument: :class:`~aiotmc.Instrument` is one.
+
+    A protocol, not ``Instrument`` itself, so that this module sits below the instrument
+    (which refers to :class:`SrqPoller`) even for type checkers.
+    """
+
+    #: The poller publishing this instrument's service requests, if any.
+    srq_poller: SrqPoller | None
+
+    @property
+    def resource(self) -> str: ...
+
+    @property
+    def transport(self) -> MessageTransport: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def read_stb(self, *, timeout: float | None) -> StatusByte: ...
 
 
 class SrqPoller:
@@ -58,7 +83,7 @@ class SrqPoller:
     """
 
     def __init__(
-        self, instrument: Instrument, interval: float, *, timeout: float | None = None
+        self, instrument: PolledInstrument, interval: float, *, timeout: float | None = None
     ) -> None:
         if not interval > 0:
             raise ValueError(f"srq_poll_interval must be positive, not {interval!r}")
@@ -145,9 +170,10 @@ class SrqPoller:
 
 @asynccontextmanager
 async def poll_service_requests(
-    instrument: Instrument, interval: float, *, timeout: float | None = None
+    instrument: PolledInstrument, interval: float, *, timeout: float | None = None
 ) -> AsyncIterator[SrqPoller]:
-    """Poll ``instrument``'s status byte for service requests while the block runs.
+    """Poll ``instrument``'s status byte (an :class:`~aiotmc.Instrument`) for service
+    requests while the block runs.
 
     ``aiotmc.open(..., srq_poll_interval=...)`` uses this; call it yourself for an
     :class:`~aiotmc.Instrument` you built from a transport. While it runs,

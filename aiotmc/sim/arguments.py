@@ -19,9 +19,8 @@ from .errors import (
     MISSING_PARAMETER,
     ScpiError,
 )
-from .patterns import short_form
 
-__all__ = ["Call"]
+__all__ = ["Call", "short_form"]
 
 _NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)")
 _PREFIXES: Final = {
@@ -38,6 +37,16 @@ _PREFIXES: Final = {
     "P": 1e-12,
     "F": 1e-15,
 }
+
+
+def short_form(mnemonic: str) -> str:
+    """``"IMMediate"`` -> ``"IMM"``: the upper-case letters, digits and underscores.
+
+    Here, below :mod:`~aiotmc.sim.patterns` (which re-exports it), because
+    :meth:`Call.choice` matches mnemonics too.
+    """
+    short = "".join(c for c in mnemonic if not c.islower())
+    return short or mnemonic.upper()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,22 +7,14 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
+from typing import Final, TypeAlias, TypeVar
 
+from .arguments import Call, short_form
 from .responses import Response
-
-if TYPE_CHECKING:
-    from .arguments import Call
 
 __all__ = ["CommandTable", "Handler", "Pattern", "command", "parse_pattern", "short_form"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def short_form(mnemonic: str) -> str:
-    """``"IMMediate"`` -> ``"IMM"``: the upper-case letters, digits and underscores."""
-    short = "".join(c for c in mnemonic if not c.islower())
-    return short or mnemonic.upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +109,7 @@ def parse_pattern(text: str) -> Pattern:
     return Pattern(text, tuple(nodes), query, False)
 
 
-Handler: TypeAlias = Callable[["Call"], Response]
+Handler: TypeAlias = Callable[[Call], Response]
 F = TypeVar("F", bound=Callable[..., object])
 
 

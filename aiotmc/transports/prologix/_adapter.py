@@ -22,7 +22,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import Final, TypeAlias
 
 import anyio
 from anyio.lowlevel import current_token
@@ -37,10 +37,7 @@ from ..._exceptions import (
 )
 from .._bytestream import ByteChannel, FramedStream
 from ..tcp import connect_socket
-from ._srq import DEFAULT_SRQ_INTERVAL, SrqPoller
-
-if TYPE_CHECKING:
-    from ._transport import PrologixTransport
+from ._srq import DEFAULT_SRQ_INTERVAL, Link, SrqPoller
 
 __all__ = ["INIT", "Connector", "PrologixAdapter", "acquire_lock", "escape"]
 
@@ -110,7 +107,7 @@ class PrologixAdapter:
         self._key: tuple[str, int, object] | None = None
         self._close: Callable[[], None] | None = None
         self.stream = FramedStream(_Closed(), terminator=b"\n", resource=f"{host}:{port}")
-        self.links: set[PrologixTransport] = set()  #: the instruments open on this bus
+        self.links: set[Link] = set()  #: the instruments open on this bus
         self.srq_interval = DEFAULT_SRQ_INTERVAL  #: seconds between ``++srq`` polls
         self._srq_poller: SrqPoller | None = None
 

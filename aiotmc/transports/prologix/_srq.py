@@ -21,7 +21,9 @@ unreachable) is logged and retried with back-off up to one second.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 
@@ -29,9 +31,10 @@ from ..._background import BackgroundTask, spawn
 from ..._exceptions import RemoteProtocolError
 
 if TYPE_CHECKING:
-    from ._adapter import PrologixAdapter
+    from ...srq import SrqBroadcaster
+    from .._bytestream import FramedStream
 
-__all__ = ["DEFAULT_SRQ_INTERVAL", "SrqPoller"]
+__all__ = ["DEFAULT_SRQ_INTERVAL", "Bus", "Link", "SrqPoller"]
 
 _log = logging.getLogger("aiotmc.prologix.srq")
 
@@ -41,10 +44,37 @@ _MAX_BACKOFF: Final = 1.0
 _RQS: Final = 0x40
 
 
+class Link(Protocol):
+    """What the poller uses of an instrument open on the adapter
+    (:class:`~aiotmc.transports.prologix.PrologixTransport` is one)."""
+
+    @property
+    def address(self) -> tuple[int, int | None]: ...
+
+    @property
+    def srq(self) -> SrqBroadcaster: ...
+
+    @property
+    def srq_subscribers(self) -> int: ...
+
+
+class Bus(Protocol):
+    """What the poller uses of its adapter (``PrologixAdapter`` is one): a protocol, so
+    that this module sits below the adapter (which creates the poller) for type checkers too."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def links(self) -> Iterable[Link]: ...
+
+    def transaction(self, deadline: float) -> AbstractAsyncContextManager[FramedStream]: ...
+
+
 class SrqPoller:
     """Polls one adapter's SRQ line for the instruments open on it (see the module doc)."""
 
-    def __init__(self, adapter: PrologixAdapter, interval: float = DEFAULT_SRQ_INTERVAL) -> None:
+    def __init__(self, adapter: Bus, interval: float = DEFAULT_SRQ_INTERVAL) -> None:
         if not interval > 0:
             raise ValueError(f"srq_interval must be positive, got {interval!r}")
         self.adapter = adapter
