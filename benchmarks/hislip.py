@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .common import atime_calls, median
-from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
+from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok, reused_buffer
 from .lan_trials import (
     Figure,
     SimulatorProcess,
@@ -174,7 +174,7 @@ async def _aiotmc_block(
     ) as inst:
         if not pattern_ok(await inst.query_block(command), size):
             raise RuntimeError("block payload does not match the test pattern")
-        buffer = bytearray(size)
+        buffer = reused_buffer(size)
         times = []
         cpu0, sim0 = time.process_time(), sim_cpu()
         for _ in range(reps):

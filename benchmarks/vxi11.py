@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Final
 
 from .common import atime_calls, median
-from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok
+from .figures import BLOCK_QUERY, HOST, IDN, MB, pattern_ok, reused_buffer
 from .lan_trials import (
     Figure,
     SimulatorProcess,
@@ -94,7 +94,7 @@ async def _aiotmc_block(port: int, size: int, reps: int) -> float:
     ) as inst:
         if not pattern_ok(await inst.query_block(command), size):
             raise RuntimeError("block payload does not match the test pattern")
-        buffer = bytearray(size)
+        buffer = reused_buffer(size)
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def _floor_block(port: int, size: int, reps: int) -> float:
     from .client_floor import _connect, _read_block
 
     command = (BLOCK_QUERY.format(size=size) + "\n").encode()
-    buffer = bytearray(size)
+    buffer = reused_buffer(size)
     with _connect(port) as sock:
         if not pattern_ok(_read_block(sock, command, None), size):
             raise RuntimeError("block payload does not match the test pattern")
