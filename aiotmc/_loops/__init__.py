@@ -41,9 +41,11 @@ else:
     # would cost ~0.6 µs, and the hot paths call into it several times per query
 
 __all__ = [
+    "BoundaryWaiter",
     "ReadableWaiter",
     "Reentry",
     "Spawner",
+    "boundary_waiter",
     "cancel_maybe_pending",
     "capture_reentry",
     "capture_spawner",
@@ -287,6 +289,48 @@ def _reader_loop(sock: socket.socket) -> AbstractEventLoop | None:
     except NotImplementedError:
         return None
     return loop
+
+
+# -- the HiSLIP channel's wait -----------------------------------------------------------
+
+
+class BoundaryWaiter(Protocol):
+    """A message channel's readiness wait on one socket (the HiSLIP channel's).
+
+    ``await wait(deadline, receive)``: True once the socket is readable, False if the
+    loop's clock passed ``deadline`` first (``math.inf``: none). ``receive`` says the
+    caller is at a message boundary with nothing held: the waiter may then receive the
+    first bytes itself, into the buffer it was made with, and report the count (0 at
+    end of stream) through ``hold`` before it returns; such bytes are the caller's even
+    if the wait is then cancelled (receiving, readiness gone stale costs a failed
+    ``recv``, not a wake-up; an error of that ``recv`` is left for the caller's own
+    read). Without ``receive`` it reads nothing. Before closing the socket:
+    :meth:`close`, then ``anyio.notify_closing``; a wait in progress then raises
+    ``anyio.ClosedResourceError`` (on asyncio any later one too).
+    """
+
+    def wait(self, deadline: float, receive: bool, /) -> Awaitable[bool]: ...
+
+    def clock(self) -> float:
+        """The loop's clock (the one deadlines use), without a running-loop lookup."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def boundary_waiter(
+    sock: socket.socket, into: memoryview, hold: Callable[[int], None]
+) -> BoundaryWaiter:
+    """The :class:`BoundaryWaiter` for the running loop: on asyncio a reader that stays
+    registered between waits and receives in its callback, with one lazily re-armed
+    timer for the deadlines; on trio the TCP receiver's wait (its watchdog keeps the
+    deadlines), or ``wait_readable`` under a scope when not receiving."""
+    loop = _get_running_loop()
+    if loop is not None:
+        return asyncio_.BoundaryWaiter(loop, sock, into, hold)
+    if trio_ is None:
+        _load_trio_()
+    return trio_.BoundaryWaiter(sock, into, hold)
 
 
 # -- libusb drivers ----------------------------------------------------------------------

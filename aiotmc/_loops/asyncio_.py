@@ -4,7 +4,8 @@
   ``checkpoint_if_cancelled`` does, to skip a checkpoint when no cancellation can be
   pending (``tests/test_fastpath.py`` fails clearly if anyio changes that table);
 * :class:`AsyncioReceiver`: ``recv_into`` with a deadline, the reader callback doing the
-  read (the TCP transport's waits);
+  read (the TCP transport's waits); :class:`BoundaryWaiter`: the HiSLIP channel's wait,
+  the callback reading only at a message boundary;
 * :func:`wait_turn` / :func:`give_turn`: the exchange lock's hand-over, on a bare future;
 * :func:`reentry` / :func:`spawner`: thread-safe "run soon" and background tasks for the
   libusb drivers.
@@ -29,6 +30,7 @@ import anyio
 
 __all__ = [
     "AsyncioReceiver",
+    "BoundaryWaiter",
     "ReadableWaiter",
     "anyio_task_states",
     "cancel_maybe_pending",
@@ -256,26 +258,68 @@ class ReadableWaiter(_StickyReader):
             waiter.set_exception(anyio.ClosedResourceError())
 
 
+class _TimedReader(_StickyReader):
+    """A :class:`_StickyReader` whose waits have a deadline, kept by one timer that is
+    re-armed lazily: it is moved only for an earlier deadline, and when it fires for a
+    wait whose deadline is later it moves on to that one. :meth:`_expire` ends a wait
+    whose deadline has passed."""
+
+    __slots__ = ("_deadline", "_sock", "_timer", "_timer_at", "_waiter")
+
+    def __init__(self, loop: AbstractEventLoop, sock: socket.socket) -> None:
+        super().__init__(loop, sock)
+        self._sock = sock
+        self._waiter: asyncio.Future[Any] | None = None
+        self._deadline = math.inf  # of the wait in progress
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer, when)
+        self._timer_at = when
+
+    def _on_timer(self, when: float) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._deadline <= when:
+            self._expire(waiter)
+        else:  # a later wait's deadline: move on to it
+            self._arm(self._deadline)
+
+    def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        """Cancel the timer; a wait in progress raises ``anyio.ClosedResourceError``."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(anyio.ClosedResourceError())
+
+
 # -- the TCP transport's receiver --------------------------------------------------------
 
 
-class AsyncioReceiver(_StickyReader):
+class AsyncioReceiver(_TimedReader):
     """Reader callback does the ``recv_into``; the fd stays registered between waits.
 
     When the callback runs with nobody waiting (data arrived in between), it unregisters,
     so a readable socket nobody reads never spins the loop; the next wait registers again.
     """
 
-    __slots__ = ("_deadline", "_sock", "_timer", "_timer_at", "_view", "_waiter")
+    __slots__ = ("_view",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         super().__init__(loop, sock)
-        self._sock = sock
-        self._waiter: asyncio.Future[int] | None = None
         self._view: memoryview | None = None
-        self._deadline = math.inf
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
 
     async def recv_into(self, view: memoryview, deadline: float, try_first: bool = True) -> int:
         """See :class:`Receiver`."""
@@ -315,31 +359,90 @@ class AsyncioReceiver(_StickyReader):
             return
         waiter.set_result(n)
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer, when)
-        self._timer_at = when
-
-    def _on_timer(self, when: float) -> None:
-        """The timer is re-armed lazily: waits whose deadline is later only move it on."""
-        self._timer = None
-        self._timer_at = math.inf
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._deadline <= when:
-            waiter.set_exception(TimeoutError())
-        else:
-            self._arm(self._deadline)
+    def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        waiter.set_exception(TimeoutError())
 
     def close(self) -> None:
         """Unregister and cancel the timer; a waiter gets ``anyio.ClosedResourceError``."""
         self._unregister()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_at = math.inf
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(anyio.ClosedResourceError())
+        self._stop()
+
+
+# -- the HiSLIP channel's wait -----------------------------------------------------------
+
+
+class BoundaryWaiter(_TimedReader):
+    """``wait(deadline, receive)`` until one socket is readable, on ``loop``: False if
+    ``deadline`` passed first (see :class:`aiotmc._loops.BoundaryWaiter`).
+
+    The reader stays registered between waits (see :class:`_StickyReader`). With
+    ``receive`` its callback receives into ``into`` itself and hands the count to
+    ``hold``: stale readiness costs a failed ``recv``, not a task wake-up, and the bytes
+    are the caller's even if the wait is then cancelled. Else it only wakes the waiter.
+    """
+
+    __slots__ = ("_closed", "_hold", "_into", "_receive")
+
+    def __init__(
+        self,
+        loop: AbstractEventLoop,
+        sock: socket.socket,
+        into: memoryview,
+        hold: Callable[[int], None],
+    ) -> None:
+        super().__init__(loop, sock)
+        self._into = into
+        self._hold = hold
+        self._closed = False
+        self._receive = False  # of the wait in progress
+
+    def clock(self) -> float:
+        """The loop's clock, without a running-loop lookup."""
+        return self._loop.time()
+
+    async def wait(self, deadline: float, receive: bool) -> bool:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiter = waiter
+        self._deadline = deadline
+        self._receive = receive
+        if not self._registered:
+            self._register()
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._unregister()
+            return
+        if waiter.done():
+            return
+        if self._receive:
+            try:
+                n = self._sock.recv_into(self._into)
+            except (BlockingIOError, InterruptedError):
+                return  # stale: keep waiting
+            except OSError:
+                pass  # the caller's own read reports it
+            else:
+                self._hold(n)
+        waiter.set_result(True)
+
+    def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        waiter.set_result(False)
+
+    def close(self) -> None:
+        """Unregister and cancel the timer; a wait in progress, or any later one, raises
+        ``anyio.ClosedResourceError`` (idempotent; also once the loop is closed)."""
+        self._closed = True
+        try:
+            self._unregister()
+        except (RuntimeError, ValueError, OSError):  # loop or socket already closed
+            pass
+        self._stop()

@@ -1,7 +1,7 @@
 """trio specifics, in one place (see :mod:`aiotmc._loops`).
 
 * :class:`TrioReceiver`: ``wait_readable`` with deadlines kept by a watchdog task (the
-  TCP transport's waits);
+  TCP transport's waits); :class:`BoundaryWaiter`: the HiSLIP channel's wait, on it;
 * :func:`checkpoint_if_cancelled` and :func:`current_time`: trio's own, cheaper than
   anyio's dispatch;
 * :func:`wait_turn` / :func:`give_turn`: the exchange lock's hand-over, a parked task;
@@ -25,6 +25,7 @@ import anyio
 import trio
 
 __all__ = [
+    "BoundaryWaiter",
     "ReadableWaiter",
     "TrioReceiver",
     "checkpoint_if_cancelled",
@@ -238,3 +239,61 @@ class TrioReceiver:
             trio.lowlevel.notify_closing(self._sock)
         except Exception:
             pass
+
+
+# -- the HiSLIP channel's wait -----------------------------------------------------------
+
+
+class BoundaryWaiter:
+    """``wait(deadline, receive)`` until one socket is readable: False if ``deadline``
+    passed first (see :class:`aiotmc._loops.BoundaryWaiter`).
+
+    With ``receive`` and a finite deadline: a :class:`TrioReceiver` wait, without a
+    cancel scope (one costs ~7 us), the deadline kept by its watchdog, receiving into
+    ``into`` (the count handed to ``hold``) with no checkpoint between the wait and the
+    ``recv``, so nothing is lost. Else ``wait_readable``, under a scope only for a finite
+    deadline (nothing is read).
+    """
+
+    __slots__ = ("_hold", "_into", "_receiver", "_sock")
+
+    def __init__(self, sock: socket.socket, into: memoryview, hold: Callable[[int], None]) -> None:
+        self._sock = sock
+        self._into = into
+        self._hold = hold
+        self._receiver: TrioReceiver | None = None  # made at the first receiving wait
+
+    def clock(self) -> float:
+        """trio's clock."""
+        return trio.current_time()
+
+    async def wait(self, deadline: float, receive: bool) -> bool:
+        if receive and deadline != math.inf:
+            receiver = self._receiver
+            if receiver is None:
+                receiver = self._receiver = TrioReceiver(self._sock)
+            try:
+                self._hold(await receiver.recv_into(self._into, deadline, False))
+            except TimeoutError:
+                return False
+            except OSError:
+                pass  # the caller's own read reports it
+            return True
+        try:
+            if deadline == math.inf:
+                await trio.lowlevel.wait_readable(self._sock)
+                return True
+            with trio.move_on_at(deadline) as scope:
+                await trio.lowlevel.wait_readable(self._sock)
+            return not scope.cancelled_caught
+        except trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
+
+    def close(self) -> None:
+        """Stop the receiver's watchdog and wake its waiter (idempotent)."""
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            try:
+                receiver.close()
+            except Exception:  # outside the trio run
+                pass
