@@ -241,7 +241,7 @@ async def test_group_closes_from_another_task_and_a_cancelled_scope(via: str) ->
 
 async def test_group_closes_when_cancelled_during_open(monkeypatch: pytest.MonkeyPatch) -> None:
     # one member never finishes connecting; the scope is cancelled once the other is open
-    import aiotmc.transports.tcp as tcp
+    import aiotmc.transports.tcp.transport as tcp  # where SocketTransport.connect looks it up
 
     opened: list[aiotmc.Instrument] = []
     first_open = anyio.Event()

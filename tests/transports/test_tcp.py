@@ -581,7 +581,7 @@ async def test_operations_that_never_wait_still_let_other_tasks_run() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "10.1.2.3", "2001:db8::5"])
 def test_an_ip_address_is_used_without_resolving_it(host: str) -> None:
     """What getaddrinfo would answer, without its worker-thread hop."""
-    from aiotmc.transports.tcp import _literal_address
+    from aiotmc.transports.tcp._connect import _literal_address
 
     expected = [
         info
@@ -593,6 +593,6 @@ def test_an_ip_address_is_used_without_resolving_it(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["localhost", "instrument.lab", "fe80::1%lo"])
 def test_names_and_scoped_addresses_are_resolved(host: str) -> None:
-    from aiotmc.transports.tcp import _literal_address
+    from aiotmc.transports.tcp._connect import _literal_address
 
     assert _literal_address(host, 5025) is None
