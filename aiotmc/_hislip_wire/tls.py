@@ -182,28 +182,18 @@ class TlsLayer:
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
         with anyio.CancelScope(deadline=deadline) as scope:
-            while True:
-                try:
-                    tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    self._drain_outgoing()
-                    await self._send_cipher(deadline)
-                    if not self.pull():
-                        await self._wire.wait_readable(math.inf)
-                except ssl.SSLCertVerificationError as exc:
-                    await self._flush_alert()
-                    raise AuthenticationError(
-                        f"HiSLIP {name} channel: certificate check failed: "
-                        f"{exc.verify_message or exc}"
-                    ) from exc
-                except ssl.SSLError as exc:
-                    await self._flush_alert()
-                    raise AuthenticationError(
-                        f"HiSLIP {name} channel: TLS handshake failed: {exc}"
-                    ) from exc
-            self._drain_outgoing()
-            await self._send_cipher(deadline)
+            try:
+                await self._complete(tls.do_handshake, deadline)
+            except ssl.SSLCertVerificationError as exc:
+                await self._flush_alert()
+                raise AuthenticationError(
+                    f"HiSLIP {name} channel: certificate check failed: {exc.verify_message or exc}"
+                ) from exc
+            except ssl.SSLError as exc:
+                await self._flush_alert()
+                raise AuthenticationError(
+                    f"HiSLIP {name} channel: TLS handshake failed: {exc}"
+                ) from exc
         if scope.cancelled_caught:
             raise ConnectTimeout(f"HiSLIP {name} channel: TLS handshake timed out")
         self.session = tls
@@ -216,24 +206,31 @@ class TlsLayer:
         assert tls is not None
         name = self._wire.name
         with anyio.CancelScope(deadline=deadline) as scope:
-            while True:
-                try:
-                    tls.unwrap()
-                    break
-                except ssl.SSLWantReadError:
-                    self._drain_outgoing()
-                    await self._send_cipher(deadline)
-                    if not self.pull():
-                        await self._wire.wait_readable(math.inf)
-                except ssl.SSLError as exc:
-                    raise ConnectionLostError(
-                        f"HiSLIP {name} channel: ending TLS failed: {exc}"
-                    ) from exc
-            self._drain_outgoing()
-            await self._send_cipher(deadline)
+            try:
+                await self._complete(tls.unwrap, deadline)
+            except ssl.SSLError as exc:
+                raise ConnectionLostError(
+                    f"HiSLIP {name} channel: ending TLS failed: {exc}"
+                ) from exc
         if scope.cancelled_caught:
             raise WriteTimeout(f"HiSLIP {name} channel: the peer did not end TLS in time")
         return self._incoming.read()
+
+    async def _complete(self, step: Callable[[], object], deadline: float) -> None:
+        """Call ``step`` (``do_handshake``, ``unwrap``) until it stops asking for the peer's
+        bytes, moving ciphertext both ways meanwhile, then send what it left (the caller
+        keeps the deadline's scope; ``ssl.SSLError`` from ``step`` propagates)."""
+        while True:
+            try:
+                step()
+                break
+            except ssl.SSLWantReadError:
+                self._drain_outgoing()
+                await self._send_cipher(deadline)
+                if not self.pull():
+                    await self._wire.wait_readable(math.inf)
+        self._drain_outgoing()
+        await self._send_cipher(deadline)
 
     async def _flush_alert(self) -> None:
         """Best effort: tell the peer why the handshake ended."""
