@@ -19,6 +19,8 @@ APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0
 APT_PACKAGES+=(socat mosquitto mosquitto-clients postgresql victoria-metrics nats-server)
 # gcc: the GPIB tests compile a stub libgpib.so (tests/transports/gpib/libgpib_stub.c).
 APT_PACKAGES+=(gcc)
+# valgrind: callgrind counts a client's instructions per query (benchmarks/instructions.py).
+APT_PACKAGES+=(valgrind)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()

@@ -463,3 +463,32 @@ def test_hislip_tls_floor_reports_each_variant() -> None:
     for sender in ("SSLObject", "SSLSocket"):
         for receiver in ("SSLObject", "SSLSocket"):
             assert f"sender {sender}, receiver {receiver}" in table
+
+
+@pytest.mark.timeout(150)
+def test_instruction_counts_per_query(tmp_path: Path) -> None:
+    """``python -m benchmarks.instructions`` at a tiny size: callgrind counts a client's
+    own instructions per query. aiotmc must be counted above the plain socket (which
+    does no parsing, locking or scheduling), and each figure is per query: three times
+    the queries give about the same count."""
+    out = tmp_path / "instr.json"
+    table = run_module(
+        "benchmarks.instructions",
+        *("--clients", "aiotmc-asyncio,floor", "--workloads", "rtt,concurrent"),
+        *("--queries", "100", "--tasks", "10", "--json", str(out)),
+        timeout=140,
+    )
+    assert "| 10 tasks, one instrument |" in table, table
+    figures = json.loads(out.read_text())["per_query"]
+    assert set(figures) == {"rtt", "concurrent"}
+    for row in figures.values():
+        assert 1_000 < row["floor"] < row["aiotmc-asyncio"] < 10_000_000, row
+    out3 = tmp_path / "instr3.json"
+    run_module(
+        "benchmarks.instructions",
+        *("--clients", "floor", "--workloads", "rtt", "--queries", "300", "--tasks", "10"),
+        *("--json", str(out3)),
+        timeout=60,
+    )
+    floor3 = json.loads(out3.read_text())["per_query"]["rtt"]["floor"]
+    assert floor3 == pytest.approx(figures["rtt"]["floor"], rel=0.25)
