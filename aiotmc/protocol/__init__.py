@@ -15,6 +15,7 @@ from .ieee4882 import (
     block_header,
     decode_block,
     encode_block,
+    find_block_header,
     parse_block_header,
     parse_idn,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "format_values",
     "join_compound",
     "pack_binary",
+    "find_block_header",
     "parse_block_header",
     "parse_idn",
     "parse_values",

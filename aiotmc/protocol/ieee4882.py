@@ -21,6 +21,7 @@ __all__ = [
     "block_payload_view",
     "decode_block",
     "encode_block",
+    "find_block_header",
     "parse_block_header",
     "parse_idn",
 ]
@@ -96,6 +97,27 @@ def parse_block_header(
     as they make it certain, and nothing is allocated for the payload.
     """
     return _parse_header(bytes(data[:11]), max_size, "max_size")
+
+
+def find_block_header(
+    data: bytes | bytearray | memoryview, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> tuple[int, BlockHeader | None] | None:
+    """Find the block header at the start of a response, after leading whitespace.
+
+    ``None`` when the first other byte is not ``#`` (the response is not a block);
+    ``(offset, None)`` when more bytes are needed (``offset``: where the header starts,
+    or ``len(data)`` when all of it is whitespace); ``(offset, header)`` once parsed.
+    Raises as :func:`parse_block_header` does.
+    """
+    start = 0
+    size = len(data)
+    while start < size and data[start] in _WHITESPACE:
+        start += 1
+    if start == size:
+        return start, None
+    if data[start] != _HASH:
+        return None
+    return start, parse_block_header(data[start:], max_size=max_size)
 
 
 def _parse_header(head: bytes, max_size: int, limit_name: str) -> BlockHeader | None:

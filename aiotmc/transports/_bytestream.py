@@ -24,20 +24,18 @@ import anyio
 
 from .._exceptions import (
     ConnectionLostError,
-    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     WriteTimeout,
 )
 from .._types import BytesLike
 from ..protocol.framing import MessageDecoder
-from ..protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
+from ..protocol.ieee4882 import decode_block, find_block_header
+from ._block_into import TRAILER_LIMIT, block_target, buffer_too_small, deliver_block
 
 __all__ = ["ByteChannel", "FramedStream"]
 
 _CHUNK: Final = 64 * 1024
-_WHITESPACE: Final = frozenset(b" \t\r\n")
-_TRAILER_LIMIT: Final = 4096  # bytes kept of what follows a block (normally the terminator)
 
 
 class ByteChannel(Protocol):
@@ -168,47 +166,38 @@ class FramedStream:
     ) -> memoryview:
         """One message holding an IEEE 488.2 block; the payload goes straight to ``into``."""
         decoder = self.decoder
-        header: BlockHeader | None = None
-        start = 0
-        while header is None:
+        while True:
             with decoder.buffered as buffered:
-                start = 0
-                while start < len(buffered) and buffered[start] in _WHITESPACE:
-                    start += 1
-                first = buffered[start] if start < len(buffered) else None
-                if first == 0x23:  # '#'
-                    try:
-                        header = parse_block_header(buffered[start:], max_size=max_size)
-                    except RemoteProtocolError:
-                        self._desync = True  # unknown extent: the message's end is lost
-                        raise
-            if first is not None and first != 0x23:
+                try:
+                    found = find_block_header(buffered, max_size=max_size)
+                except RemoteProtocolError:
+                    self._desync = True  # unknown extent: the message's end is lost
+                    raise
+            if found is None:
                 head = await self._skip_message(max_size, deadline)
                 raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {head!r}")
-            if header is None:
-                await self.fill(deadline)
+            start, header = found
+            if header is not None:
+                break
+            await self.fill(deadline)
         if header.payload_length is None:  # "#0...<terminator>"
-            message = await self.receive_message(max_size + _TRAILER_LIMIT, deadline)
+            message = await self.receive_message(max_size + TRAILER_LIMIT, deadline)
             payload = decode_block(message, terminator=self.terminator, max_size=max_size)
-            return _deliver(payload, into)
+            return deliver_block(payload, into)
         size = header.payload_length
         decoder.consume(start + header.header_length)
-        too_small = into is not None and len(into) < size
-        target = memoryview(bytearray(size)) if into is None or too_small else into[:size]
+        target, too_small = block_target(into, size)
         have = min(decoder.pending, size)
         target[:have] = decoder.buffered[:have]
         decoder.consume(have)
         pos = have
         while pos < size:
             pos += await self.read_into(target[pos:], deadline)
-        rest = await self._skip_message(_TRAILER_LIMIT, deadline)
+        rest = await self._skip_message(TRAILER_LIMIT, deadline)
         if rest.strip():
             raise RemoteProtocolError(f"unexpected bytes after the block: {rest!r}")
-        if too_small:
-            assert into is not None
-            raise LocalProtocolError(
-                f"block of {size} bytes does not fit the {len(into)}-byte buffer"
-            )
+        if too_small is not None:
+            raise buffer_too_small(size, too_small)
         return target
 
     # -- helpers ---------------------------------------------------------------------------
@@ -244,14 +233,3 @@ class FramedStream:
 
 def _too_long(size: int, max_size: int) -> RemoteProtocolError:
     return RemoteProtocolError(f"response of {size} bytes exceeds max_size={max_size}")
-
-
-def _deliver(payload: bytes, into: memoryview | None) -> memoryview:
-    if into is None:
-        return memoryview(bytearray(payload))
-    if len(into) < len(payload):
-        raise LocalProtocolError(
-            f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
-        )
-    into[: len(payload)] = payload
-    return into[: len(payload)]

@@ -20,7 +20,6 @@ from anyio.lowlevel import checkpoint
 
 from .._background import BackgroundTask, spawn
 from .._exceptions import (
-    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     ResourceNotFoundError,
@@ -29,6 +28,7 @@ from .._exceptions import (
 from ..protocol.ieee4882 import decode_block
 from ..resources import ResourceName, SimInstr
 from ..srq import SrqBroadcaster
+from ._block_into import deliver_block
 from .base import BytesLike, Capabilities, TransportInfo
 from .spec import LinkSettings, TransportSpec
 
@@ -107,14 +107,7 @@ class SimTransport:
         """Receive a block response and copy its payload into ``into`` (or a new buffer)."""
         message = await self.receive_message(max_size=max_size + 32, deadline=deadline)
         payload = decode_block(message, max_size=max_size)
-        if into is None:
-            return memoryview(bytearray(payload))
-        if len(into) < len(payload):
-            raise LocalProtocolError(
-                f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
-            )
-        into[: len(payload)] = payload
-        return into[: len(payload)]
+        return deliver_block(payload, into)
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Serial poll: the status byte with RQS (cleared by the poll, as USB488 does)."""

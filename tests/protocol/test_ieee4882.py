@@ -17,6 +17,7 @@ from aiotmc.protocol import (
     block_header,
     decode_block,
     encode_block,
+    find_block_header,
     parse_block_header,
     parse_idn,
 )
@@ -86,6 +87,29 @@ def test_parse_block_header_needs_more_data_for_every_proper_prefix() -> None:
         assert parse_block_header(header[:end]) is None, header[:end]
     assert parse_block_header(header) == BlockHeader(11, 1000)
     assert parse_block_header(memoryview(header + b"payload")) == BlockHeader(11, 1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (b"", (0, None)),
+        (b" \r\n\t", (4, None)),
+        (b"  #", (2, None)),
+        (b"\n#21", (1, None)),
+        (b"#210abc", (0, BlockHeader(4, 10))),
+        (b" \t#0abc", (2, BlockHeader(2, None))),
+        (b"1.25\n", None),
+        (b"  ERR", None),
+    ],
+)
+def test_find_block_header_skips_whitespace(data: bytes, found: object) -> None:
+    assert find_block_header(data) == found
+    assert find_block_header(memoryview(bytearray(data))) == found
+
+
+def test_find_block_header_refuses_a_length_beyond_max_size() -> None:
+    with pytest.raises(RemoteProtocolError, match="more than max_size=99"):
+        find_block_header(b"  #3100", max_size=99)
 
 
 def test_parse_block_header_indefinite() -> None:

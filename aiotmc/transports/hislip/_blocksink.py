@@ -16,6 +16,7 @@ from typing import Final
 
 from ..._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ..._types import BytesLike
+from .._block_into import buffer_too_small
 
 __all__ = ["BlockSink"]
 
@@ -152,9 +153,7 @@ class BlockSink:
                 f"block of {length} bytes, more than max_size={self.max_size}"
             )
         elif length > len(self.into):
-            self.error = LocalProtocolError(
-                f"block of {length} bytes does not fit the {len(self.into)}-byte buffer"
-            )
+            self.error = buffer_too_small(length, len(self.into))
         self._length = length
 
     # -- the end -----------------------------------------------------------------------------

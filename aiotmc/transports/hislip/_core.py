@@ -246,12 +246,8 @@ class LinkCore:
                 message = await self._sync_message(deadline)
                 type_ = message.type
                 if type_ in (T.Data, T.DataEnd):
-                    if message.param != expected and not (
-                        type_ == T.Data and message.param == hs.UNATTRIBUTED
-                    ):
-                        continue  # a stale answer (timed out, cancelled, interrupted)
-                    if expected == self._abandoned:
-                        continue
+                    if not self._answers(message, expected):
+                        continue  # stale (timed out, cancelled, interrupted) or abandoned
                     if not too_long:
                         size += len(message.payload)
                         if size > max_size:
@@ -279,6 +275,16 @@ class LinkCore:
         if too_long:
             raise RemoteProtocolError(f"response exceeds max_size={max_size}")
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _answers(self, message: hs.Message, expected: int) -> bool:
+        """Whether a Data or DataEnd ``message`` belongs to the answer awaited as
+        ``expected``: that MessageID, or an unattributed Data; never while that answer is
+        abandoned (its rest is skipped as it comes)."""
+        if message.param != expected and not (
+            message.type == T.Data and message.param == hs.UNATTRIBUTED
+        ):
+            return False  # a stale answer (timed out, cancelled, interrupted)
+        return expected != self._abandoned
 
     async def _sync_message(self, deadline: float) -> hs.Message:
         """The next synchronous message, skipping stray DeviceClearAcknowledges."""

@@ -43,7 +43,6 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint
 
 from ..._exceptions import (
-    LocalProtocolError,
     ReadTimeout,
     RemoteProtocolError,
     UnsupportedOperation,
@@ -55,6 +54,7 @@ from ...protocol.hislip import MessageType as T
 from ...protocol.ieee4882 import block_payload_view
 from ...reconnect import Reconnect
 from ...srq import SrqBroadcaster
+from .._block_into import deliver_block
 from ._blocksink import BlockSink
 from ._control import ControlOperations
 from ._handshake import Target, handshake
@@ -331,14 +331,7 @@ class HislipTransport(ControlOperations, TlsOperations):
             return await self._receive_block_into(into, max_size, deadline)
         message = await self.receive_message(max_size=max_size + _BLOCK_SLACK, deadline=deadline)
         payload = block_payload_view(message, max_size=max_size)
-        if into is None:
-            return memoryview(bytearray(payload))
-        if len(into) < len(payload):
-            raise LocalProtocolError(
-                f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
-            )
-        into[: len(payload)] = payload
-        return into[: len(payload)]
+        return deliver_block(payload, into)
 
     async def _receive_block_into(
         self, into: memoryview, max_size: int, deadline: float
@@ -359,12 +352,8 @@ class HislipTransport(ControlOperations, TlsOperations):
                     message = await self._sync_message(deadline)
                     type_ = message.type
                     if type_ in (T.Data, T.DataEnd):
-                        if message.param != expected and not (
-                            type_ == T.Data and message.param == hs.UNATTRIBUTED
-                        ):
-                            continue  # a stale answer (timed out, cancelled, interrupted)
-                        if expected == self._abandoned:
-                            continue
+                        if not self._answers(message, expected):
+                            continue  # stale (timed out, cancelled, interrupted) or abandoned
                         if message.payload:  # a small one (large ones went to the sink)
                             sink.write(message.payload)
                         if type_ == T.DataEnd:

@@ -6,8 +6,8 @@ the rest of the payload is read with exact-size ``recv_into`` calls straight int
 target, waking once per megabyte rather than per segment batch on a long rest
 (:func:`aiotmc._wake_threshold.wake_threshold`); then the terminator. An indefinite
 ``#0`` block is framed by the terminator. A layer of the transport for the reason given
-in :mod:`._core`; where a payload goes (:func:`_block_target`, :func:`_deliver`) are
-plain functions.
+in :mod:`._core`. Finding the header (:func:`~aiotmc.protocol.ieee4882.find_block_header`)
+and where a payload goes (:mod:`.._block_into`) are shared with the other byte streams.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from anyio.lowlevel import cancel_shielded_checkpoint
 from ..._exceptions import ConnectionLostError, LocalProtocolError, RemoteProtocolError
 from ..._fastpath import schedule_point_due
 from ..._wake_threshold import wake_threshold
-from ...protocol.ieee4882 import BlockHeader, decode_block, parse_block_header
+from ...protocol.ieee4882 import decode_block, find_block_header
+from .._block_into import TRAILER_LIMIT, block_target, buffer_too_small, deliver_block
 from ._reconnect import Reconnecting
 
 __all__ = ["BlockReading"]
@@ -29,8 +30,6 @@ __all__ = ["BlockReading"]
 #: The first read of a block response: the header and the start of the payload, which is
 #: then copied once more; the rest of the payload goes straight into the target.
 _BLOCK_FIRST_READ: Final = 16 * 1024
-_WHITESPACE: Final = frozenset(b" \t\r\n")
-_TRAILER_LIMIT: Final = 4096  # bytes kept of what follows a block (normally the terminator)
 
 
 class BlockReading(Reconnecting):
@@ -74,32 +73,28 @@ class BlockReading(Reconnecting):
         # 1. Skip leading whitespace and parse "#<n><len>" from what is buffered. The view
         # of the decoder's buffer is released before the decoder changes: a live view would
         # make it copy the whole buffer instead of growing or trimming it in place.
-        header: BlockHeader | None = None
-        while header is None:
+        while True:
             with decoder.buffered as buffered:
-                start = 0
-                while start < len(buffered) and buffered[start] in _WHITESPACE:
-                    start += 1
-                first = buffered[start] if start < len(buffered) else None
-                if first == 0x23:  # '#'
-                    try:
-                        header = parse_block_header(buffered[start:], max_size=max_size)
-                    except RemoteProtocolError:
-                        self._stale = True  # unknown length: cannot find the message's end
-                        raise
-            if first is not None and first != 0x23:  # not a block: consume it and complain
+                try:
+                    found = find_block_header(buffered, max_size=max_size)
+                except RemoteProtocolError:
+                    self._stale = True  # unknown length: cannot find the message's end
+                    raise
+            if found is None:  # not a block: consume it and complain
                 head = await self._skip_message(sock, max_size, deadline)
                 raise RemoteProtocolError(f"expected an IEEE 488.2 block, got {head!r}")
-            if header is None:
-                await self._fill(sock, deadline)
+            start, header = found
+            if header is not None:
+                break
+            await self._fill(sock, deadline)
         if header.payload_length is None:  # indefinite "#0...<NL>": framed by the terminator
             # max_size bounds the payload; the message also holds "#0" and the terminator
-            message = await self._receive_message(sock, max_size + _TRAILER_LIMIT, deadline)
+            message = await self._receive_message(sock, max_size + TRAILER_LIMIT, deadline)
             payload = decode_block(message, terminator=self._terminator, max_size=max_size)
-            return _deliver(payload, into)
+            return deliver_block(payload, into)
         size = header.payload_length
         decoder.consume(start + header.header_length)
-        target, too_small = _block_target(into, size)
+        target, too_small = block_target(into, size)
         # 2. The part already buffered, then exact-size reads straight into the target.
         have = min(decoder.pending, size)
         target[:have] = decoder.buffered[:have]
@@ -120,22 +115,18 @@ class BlockReading(Reconnecting):
         first = self._chunk[:_BLOCK_FIRST_READ]
         n = await self._recv_some(sock, first, deadline)
         got = first[:n]
-        start = 0
-        while start < n and got[start] in _WHITESPACE:
-            start += 1
-        header = None
-        if start < n and got[start] == 0x23:  # '#'
-            try:
-                header = parse_block_header(got[start:], max_size=max_size)
-            except RemoteProtocolError:
-                self._stale = True  # unknown length: cannot find the message's end
-                raise
-        if header is None or header.payload_length is None:
+        try:
+            found = find_block_header(got, max_size=max_size)
+        except RemoteProtocolError:
+            self._stale = True  # unknown length: cannot find the message's end
+            raise
+        header = None if found is None else found[1]
+        if found is None or header is None or header.payload_length is None:
             self._decoder.receive_data(got)
             return None
         size = header.payload_length
-        begin = start + header.header_length
-        target, too_small = _block_target(into, size)
+        begin = found[0] + header.header_length
+        target, too_small = block_target(into, size)
         have = min(n - begin, size)
         target[:have] = got[begin : begin + have]
         if begin + have < n:  # the terminator (or more) came along
@@ -181,13 +172,11 @@ class BlockReading(Reconnecting):
             if self._lowat != 1:
                 self._lowat = wake_threshold(sock, 0, self._lowat)
         if not await self._terminator_alone(sock, deadline):
-            rest = await self._skip_message(sock, _TRAILER_LIMIT, deadline)
+            rest = await self._skip_message(sock, TRAILER_LIMIT, deadline)
             if rest.strip():
                 raise RemoteProtocolError(f"unexpected bytes after the block: {rest!r}")
         if too_small is not None:
-            raise LocalProtocolError(
-                f"block of {size} bytes does not fit the {too_small}-byte buffer"
-            )
+            raise buffer_too_small(size, too_small)
         return target
 
     async def _terminator_alone(self, sock: socket.socket, deadline: float) -> bool:
@@ -208,24 +197,3 @@ class BlockReading(Reconnecting):
             return True
         self._decoder.receive_data(chunk[:n])
         return False
-
-
-def _block_target(into: memoryview | None, size: int) -> tuple[memoryview, int | None]:
-    """Where a payload of ``size`` bytes (already checked against max_size) goes: ``into``
-    or a new buffer; and the length of ``into`` when it is too small (else None)."""
-    if into is None:
-        return memoryview(bytearray(size)), None
-    if len(into) < size:
-        return memoryview(bytearray(size)), len(into)
-    return into[:size], None
-
-
-def _deliver(payload: bytes, into: memoryview | None) -> memoryview:
-    if into is None:
-        return memoryview(bytearray(payload))
-    if len(into) < len(payload):
-        raise LocalProtocolError(
-            f"block of {len(payload)} bytes does not fit the {len(into)}-byte buffer"
-        )
-    into[: len(payload)] = payload
-    return into[: len(payload)]

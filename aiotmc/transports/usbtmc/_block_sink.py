@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..._exceptions import LocalProtocolError, RemoteProtocolError
+from ..._exceptions import RemoteProtocolError
 from ...protocol.ieee4882 import BlockHeader, parse_block_header
+from .._block_into import buffer_too_small
 
 __all__ = ["BlockSink"]
 
@@ -142,9 +143,7 @@ class BlockSink:
                 return memoryview(self.growing)[:size]
             assert self.target is not None
             if size > len(self.target):
-                raise LocalProtocolError(
-                    f"block of {size} bytes does not fit the {len(self.target)}-byte buffer"
-                )
+                raise buffer_too_small(size, len(self.target))
             return self.target[:size]
         if self.pos < length:
             raise RemoteProtocolError(f"message ended after {self.pos} of {length} block bytes")
@@ -154,8 +153,6 @@ class BlockSink:
             )
         if self.overflow:
             assert self.into is not None
-            raise LocalProtocolError(
-                f"block of {length} bytes does not fit the {len(self.into)}-byte buffer"
-            )
+            raise buffer_too_small(length, len(self.into))
         assert self.target is not None
         return self.target
