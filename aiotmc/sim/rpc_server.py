@@ -30,6 +30,7 @@ from typing import Final
 import anyio
 from anyio.abc import TaskGroup
 
+from .._buffers import byte_views, drop_sent
 from .._exceptions import RemoteProtocolError
 from .._loops import ReadableWaiter, readable_waiter
 from .._types import BytesLike
@@ -377,21 +378,14 @@ class RpcServer(BackgroundServer):
                 return  # the usual case: one system call
             views = [memoryview(data)[sent:]]
         else:
-            views = [memoryview(piece).cast("B") for piece in pieces if len(piece)]
+            views = byte_views(pieces)
         while views:
             try:
                 sent = sock.sendmsg(views)
             except BlockingIOError:
                 await self._wait_writable(sock)
                 continue
-            while sent:
-                head = views[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    views.pop(0)
-                else:
-                    views[0] = head[sent:]
-                    sent = 0
+            drop_sent(views, sent)
 
     async def _wait_writable(self, sock: socket.socket) -> None:
         with anyio.move_on_after(self.send_timeout) as scope:

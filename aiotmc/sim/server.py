@@ -44,6 +44,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from .._buffers import byte_views, drop_sent
 from .._loops import readable_waiter
 from .._types import BytesLike
 from ..protocol import NEED_DATA
@@ -539,7 +540,7 @@ class SimServer(BackgroundServer):
             if sent == len(data):
                 return  # the usual case: one syscall, no views
             parts = [memoryview(data)[sent:]]
-        views = [memoryview(part).cast("B") for part in parts if len(part)]
+        views = byte_views(parts)
         if cut is not None:
             self.close_after_bytes = None
             views = truncate(views, cut)
@@ -550,14 +551,7 @@ class SimServer(BackgroundServer):
             except BlockingIOError:
                 await self._wait_writable(conn)
                 continue
-            while sent:
-                head = views[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    views.pop(0)
-                else:
-                    views[0] = head[sent:]
-                    sent = 0
+            drop_sent(views, sent)
         if cut is not None:
             try:
                 sock.shutdown(socket.SHUT_WR)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from .._buffers import byte_views
 from .._types import BytesLike
 
 __all__ = [
@@ -99,7 +100,7 @@ class ResponseCursor:
 
     @classmethod
     def of(cls, parts: list[BytesLike]) -> ResponseCursor:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        views = byte_views(parts)
         return cls(views, sum(len(v) for v in views))
 
     @property

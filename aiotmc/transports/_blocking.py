@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Sequence
 
+from .._buffers import byte_views, drop_sent
 from .base import BytesLike
 
 __all__ = ["sendall_blocking", "wait_blocking"]
@@ -48,7 +49,7 @@ def sendall_blocking(sock: socket.socket, parts: Sequence[BytesLike], deadline: 
         if sent == len(parts[0]):
             return True
         parts = [memoryview(parts[0]).cast("B")[sent:]]
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    views = byte_views(parts)
     while views:
         try:
             sent = sock.sendmsg(views)
@@ -56,12 +57,5 @@ def sendall_blocking(sock: socket.socket, parts: Sequence[BytesLike], deadline: 
             if not wait_blocking(sock, select.POLLOUT, deadline):
                 return False
             continue
-        while sent:
-            head = views[0]
-            if sent >= len(head):
-                sent -= len(head)
-                views.pop(0)
-            else:
-                views[0] = head[sent:]
-                sent = 0
+        drop_sent(views, sent)
     return True

@@ -22,6 +22,7 @@ from typing import Final, Protocol
 
 import anyio
 
+from .._buffers import byte_views, drop_sent
 from .._exceptions import (
     ConnectionLostError,
     ReadTimeout,
@@ -102,7 +103,7 @@ class FramedStream:
         (copied) in :attr:`unsent`, so that the caller can complete the message later.
         """
         channel = self.channel
-        views = [memoryview(part).cast("B") for part in parts if len(part)]
+        views = byte_views(parts)
         try:
             while views:
                 try:
@@ -112,10 +113,7 @@ class FramedStream:
                     continue
                 except OSError as exc:
                     raise self.lost("write failed", exc) from exc
-                if sent >= len(views[0]):
-                    views.pop(0)
-                else:
-                    views[0] = views[0][sent:]
+                drop_sent(views, sent)
         except BaseException:
             self.unsent = [bytes(view) for view in views] + self.unsent
             raise

@@ -9,6 +9,7 @@ from typing import Final, NamedTuple
 
 import anyio
 
+from ..._buffers import byte_views
 from ..._types import BytesLike
 from ...protocol.vxi11 import ErrorCode
 from ..device import SimDevice
@@ -30,7 +31,7 @@ class Output:
         if len(parts) == 1:  # the usual case
             self.parts = [memoryview(parts[0]).cast("B")] if len(parts[0]) else []
         else:
-            self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
+            self.parts = byte_views(parts)
         self.size = sum(len(p) for p in self.parts)
         self.read = 0  # bytes read so far
         self._index = 0  # part holding byte ``read``

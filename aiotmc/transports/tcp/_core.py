@@ -29,6 +29,7 @@ from typing import Final
 
 import anyio
 
+from ..._buffers import byte_views, drop_sent
 from ..._exceptions import ConnectionLostError, ReadTimeout, RemoteProtocolError, WriteTimeout
 from ...protocol.framing import MessageDecoder
 from ...reconnect import Reconnect
@@ -153,7 +154,7 @@ class SocketCore:
     async def _sendall(
         self, sock: socket.socket, parts: Sequence[BytesLike], deadline: float
     ) -> None:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        views = byte_views(parts)
         while views:
             try:
                 sent = sock.sendmsg(views)
@@ -162,14 +163,7 @@ class SocketCore:
                 continue
             except OSError as exc:
                 raise self._lost("send failed", exc) from exc
-            while sent:
-                head = views[0]
-                if sent >= len(head):
-                    sent -= len(head)
-                    views.pop(0)
-                else:
-                    views[0] = head[sent:]
-                    sent = 0
+            drop_sent(views, sent)
 
     async def _recv_some(self, sock: socket.socket, view: memoryview, deadline: float) -> int:
         """Receive at least one byte into ``view`` (or raise ConnectionLostError); right

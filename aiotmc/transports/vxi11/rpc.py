@@ -23,6 +23,7 @@ from typing import Final
 
 import anyio
 
+from ..._buffers import drop_sent
 from ..._exceptions import (
     ConnectError,
     ConnectionLostError,
@@ -294,14 +295,7 @@ class RpcChannel:
             except OSError as exc:
                 self.broken = True
                 raise ConnectionLostError(f"send failed: {exc!r}", resource=self._resource) from exc
-            while sent:
-                first = views[0]
-                if sent >= len(first):
-                    sent -= len(first)
-                    views.pop(0)
-                else:
-                    views[0] = first[sent:]
-                    sent = 0
+            drop_sent(views, sent)
         return True
 
     async def _await_reply(self, xid: int, wait_until: float) -> memoryview:
