@@ -39,11 +39,7 @@ class BlockReading(Reconnecting):
         self, into: memoryview | None = None, *, max_size: int, deadline: float = math.inf
     ) -> memoryview:
         """Receive a block response; the payload is read straight into ``into``."""
-        sock = self._sock
-        if self._busy or self._stale or sock is None or self._closed:
-            sock = await self._begin(deadline)
-        else:
-            self._busy = True
+        sock = self._claim() or await self._begin(deadline)
         try:
             payload = await self._receive_block(sock, into, max_size, deadline)
         except (RemoteProtocolError, LocalProtocolError):

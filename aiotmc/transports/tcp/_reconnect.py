@@ -37,6 +37,16 @@ class Reconnecting(SocketCore):
         await self._begin(deadline)
         self._busy = False
 
+    def _claim(self) -> socket.socket | None:
+        """Mark the link busy and return its socket when an operation can start at once
+        (connected, in step, free); None when :meth:`_begin` must run (it raises, or
+        replaces the connection first)."""
+        sock = self._sock
+        if self._busy or self._stale or sock is None or self._closed:
+            return None
+        self._busy = True
+        return sock
+
     async def _begin(self, deadline: float = math.inf) -> socket.socket:
         if self._busy:
             raise anyio.BusyResourceError("another task is using this transport")

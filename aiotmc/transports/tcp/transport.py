@@ -123,11 +123,7 @@ class SocketTransport(CallerThreadIO):
         self, parts: Sequence[BytesLike], *, end: bool = True, deadline: float = math.inf
     ) -> None:
         """Send ``parts`` back to back with ``sendmsg`` (no concatenation)."""
-        sock = self._sock
-        if self._busy or self._stale or sock is None or self._closed:
-            sock = await self._begin(deadline)
-        else:
-            self._busy = True
+        sock = self._claim() or await self._begin(deadline)
         try:
             if len(parts) == 1:
                 part = parts[0]
@@ -148,11 +144,7 @@ class SocketTransport(CallerThreadIO):
 
     async def receive_message(self, *, max_size: int, deadline: float = math.inf) -> bytes:
         """Receive one message, terminator included."""
-        sock = self._sock
-        if self._busy or self._stale or sock is None or self._closed:
-            sock = await self._begin(deadline)
-        else:
-            self._busy = True
+        sock = self._claim() or await self._begin(deadline)
         try:
             message = await self._receive_message(sock, max_size, deadline)
         except BaseException as exc:
