@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import _thread
+from asyncio import AbstractEventLoop
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from ._loops import give_turn, wait_turn
+from ._loops import EarlyStart, asyncio_, give_turn, wait_turn, wait_turn_early
 
 __all__ = ["FifoLock"]
 
@@ -18,7 +19,9 @@ class FifoLock:
     on the loop's own primitive (an asyncio future, a parked trio task; see
     :func:`aiotmc._loops.wait_turn`), so a hand-over costs one task wake-up and no event
     object. A waiter cancelled while queued leaves the line; one cancelled after
-    ownership was handed to it passes ownership on, so the lock is never lost.
+    ownership was handed to it passes ownership on, so the lock is never lost. A waiter
+    may leave a request in line (:meth:`acquire_early`) that the releaser starts for it
+    as it hands over (:meth:`release` runs ``early.start()``).
 
     Another thread (``aiotmc.sync``'s blocking fast path) may hold the lock too: it takes
     it with :meth:`try_acquire` (atomic: the owned state is a thread lock) or waits for it
@@ -73,6 +76,22 @@ class FifoLock:
         if self._mutex.acquire(False):
             return
         await wait_turn(self._waiters, self.release)
+
+    def acquire_early(
+        self, early: EarlyStart, loop: AbstractEventLoop | None
+    ) -> Awaitable[object] | None:
+        """For a caller that just found the lock taken (:meth:`try_acquire`): wait in line
+        leaving ``early`` for the releaser to start (hand-over by I/O, see
+        :class:`aiotmc._loops.EarlyStart`). None when the lock was released meanwhile
+        (it is now the caller's), else the wait to await, which answers what woke the
+        caller (:func:`aiotmc._loops.wait_turn_early`: None unless ``early.started``).
+        ``loop``: :func:`aiotmc._loops.running_loop`'s answer."""
+        self._contended = True  # before looking again: see release_from_thread
+        if self._mutex.acquire(False):
+            return None
+        if loop is not None:  # the contended query's path: no dispatch
+            return asyncio_.wait_turn(self._waiters, loop, self.release, early)
+        return wait_turn_early(self._waiters, self.release, early, loop)
 
     def release(self) -> None:
         """Release the lock (to the next waiter, if any); in the event loop's thread."""

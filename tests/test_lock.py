@@ -10,8 +10,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import sniffio
 
 from aiotmc._lock import FifoLock
+from aiotmc._loops import EarlyStart, running_loop
 
 
 async def test_uncontended_acquire_and_release() -> None:
@@ -444,3 +446,207 @@ async def test_a_thread_queueing_while_the_last_one_leaves_is_not_missed() -> No
     assert await anyio.to_thread.run_sync(second_done.wait, 5.0)
     await anyio.to_thread.run_sync(worker.join, 5.0)
     assert not lock.locked() and lock.threads_waiting == 0
+
+
+# -- hand-over by I/O: a request the releaser starts for the waiter ----------------------
+
+
+class _Early(EarlyStart):
+    """A fake request: ``arms`` says whether start() takes over waking the waiter."""
+
+    __slots__ = ("abandoned", "arms", "starts")
+
+    def __init__(self, arms: bool) -> None:
+        super().__init__()
+        self.arms = arms
+        self.starts = 0
+        self.abandoned = 0
+
+    def start(self) -> bool:
+        self.starts += 1
+        self.started = self.arms
+        return self.arms
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+def _wake(early: EarlyStart, value: int | None = None, error: bool = False) -> None:
+    """What an armed receiver does: wake the waiter with a count, or fail its wait."""
+    waiter = early.waiter
+    if sniffio.current_async_library() == "trio":
+        import outcome
+        import trio
+
+        assert isinstance(waiter, trio.lowlevel.Task)
+        result = outcome.Error(trio.ClosedResourceError()) if error else outcome.Value(None)
+        trio.lowlevel.reschedule(waiter, result)
+        return
+    import asyncio
+
+    assert isinstance(waiter, asyncio.Future)
+    if error:
+        waiter.set_exception(TimeoutError())
+    else:
+        waiter.set_result(value)
+
+
+async def _acquire_early(lock: FifoLock, early: EarlyStart) -> object:
+    waiting = lock.acquire_early(early, running_loop())
+    return None if waiting is None else await waiting
+
+
+async def _hold_then_queue(lock: FifoLock, tg: Any, early: _Early, got: list[object]) -> None:
+    async def waiter() -> None:
+        got.append(await _acquire_early(lock, early))
+        got.append("owned" if lock.locked() else "not owned")
+        lock.release()
+
+    await lock.acquire()
+    tg.start_soon(waiter)
+    await anyio.wait_all_tasks_blocked()
+    assert lock.waiting == 1
+
+
+async def test_a_request_the_releaser_cannot_start_gets_a_plain_turn() -> None:
+    lock = FifoLock()
+    early = _Early(arms=False)
+    got: list[object] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await _hold_then_queue(lock, tg, early, got)
+            lock.release()
+    assert got == [None, "owned"]
+    assert (early.starts, early.started, early.abandoned) == (1, False, 0)
+    assert not lock.locked()
+
+
+async def test_a_started_request_wakes_its_waiter_only_with_the_answer() -> None:
+    lock = FifoLock()
+    early = _Early(arms=True)
+    got: list[object] = []
+    trio = sniffio.current_async_library() == "trio"
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await _hold_then_queue(lock, tg, early, got)
+            lock.release()  # starts the request: the lock is the waiter's, still asleep
+            await anyio.wait_all_tasks_blocked()
+            assert got == [] and lock.locked() and lock.waiting == 0
+            _wake(early, 7)
+    assert got == [None if trio else 7, "owned"]
+    assert (early.starts, early.abandoned) == (1, 0)
+    assert not lock.locked()
+
+
+async def test_a_started_request_whose_wait_fails_still_owns_the_turn() -> None:
+    lock = FifoLock()
+    early = _Early(arms=True)
+    got: list[object] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await _hold_then_queue(lock, tg, early, got)
+            lock.release()
+            await anyio.wait_all_tasks_blocked()
+            _wake(early, error=True)
+    failure, owned = got
+    assert isinstance(failure, TimeoutError | trio_closed_error())
+    assert owned == "owned"
+    assert not lock.locked()
+
+
+def trio_closed_error() -> type[BaseException]:
+    try:
+        import trio
+    except ImportError:  # pragma: no cover - trio is a test dependency
+        return TimeoutError
+    return trio.ClosedResourceError
+
+
+async def test_a_started_waiter_cancelled_abandons_and_passes_the_turn_on() -> None:
+    lock = FifoLock()
+    early = _Early(arms=True)
+    second = _Early(arms=False)
+    got: list[object] = []
+
+    async def waiter(name: str, request: _Early, scope: anyio.CancelScope) -> None:
+        with scope:
+            got.append((name, await _acquire_early(lock, request)))
+            lock.release()
+
+    await lock.acquire()
+    doomed = anyio.CancelScope()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, "first", early, doomed)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, "second", second, anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            lock.release()  # starts "first"'s request
+            await anyio.wait_all_tasks_blocked()
+            assert second.starts == 0
+            doomed.cancel()  # before its answer: abandon, then the turn goes on
+    assert got == [("second", None)]
+    assert (early.abandoned, second.starts) == (1, 1)
+    assert not lock.locked() and lock.waiting == 0
+
+
+async def test_a_request_cancelled_in_line_is_never_started() -> None:
+    lock = FifoLock()
+    doomed_request = _Early(arms=True)
+    got: list[object] = []
+
+    async def waiter(request: _Early, scope: anyio.CancelScope) -> None:
+        with scope:
+            got.append(await _acquire_early(lock, request))
+            lock.release()
+
+    await lock.acquire()
+    doomed = anyio.CancelScope()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, doomed_request, doomed)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, _Early(arms=False), anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            doomed.cancel()  # asyncio: still in line until it runs; skipped either way
+            lock.release()
+    assert got == [None]
+    assert (doomed_request.starts, doomed_request.abandoned) == (0, 0)
+    assert not lock.locked() and lock.waiting == 0
+
+
+async def test_a_started_waiter_woken_and_cancelled_before_it_runs_passes_on() -> None:
+    """The answer arrives, then the task is cancelled before it resumes. asyncio (a native
+    ``Task.cancel``, which anyio never sends to a task whose wait is done): the answer is
+    dropped, the request abandoned, the turn passed on. trio: a woken task is past its
+    cancellation point: it takes the answer."""
+    lock = FifoLock()
+    early = _Early(arms=True)
+    got: list[object] = []
+    tasks: list[Any] = []
+
+    async def waiter(scope: anyio.CancelScope) -> None:
+        if sniffio.current_async_library() == "asyncio":
+            import asyncio
+
+            tasks.append(asyncio.current_task())
+        with scope:
+            got.append(await _acquire_early(lock, early))
+            lock.release()
+
+    await lock.acquire()
+    scope = anyio.CancelScope()
+    trio = sniffio.current_async_library() == "trio"
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, scope)
+            await anyio.wait_all_tasks_blocked()
+            lock.release()
+            await anyio.wait_all_tasks_blocked()
+            _wake(early, 3)
+            scope.cancel()
+            for task in tasks:
+                task.cancel()
+    assert got == ([None] if trio else [])
+    assert early.abandoned == (0 if trio else 1)
+    assert not lock.locked() and lock.waiting == 0

@@ -4,9 +4,17 @@ loop libraries, and nothing else of aiotmc (only its own modules)."""
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
+import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
 
 import aiotmc._loops
 
@@ -36,7 +44,7 @@ def test_loops_package_imports_only_stdlib_anyio_and_loop_libraries() -> None:
     for path in modules:
         for name in _imports(path):
             if name.startswith("."):
-                assert name[1:] in {"", "asyncio_", "trio_"}, (path.name, name)
+                assert name[1:] in {"", "_early", "asyncio_", "trio_"}, (path.name, name)
             else:
                 assert name in sys.stdlib_module_names or name in _ALLOWED, (path.name, name)
 
@@ -95,3 +103,43 @@ async def test_sleep_waits_checks_its_argument_and_can_be_cancelled() -> None:
     with anyio.move_on_after(0.01) as scope:
         await sleep(3600)
     assert scope.cancelled_caught
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="trio uses epoll on Linux only")
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_private_io_manager_has_the_shape_aiotmc_reads(anyio_backend: str) -> None:
+    """The TCP transport's hand-over by I/O on trio (``TrioReceiver.arm``) makes a task
+    asleep in the exchange lock's line the one trio's epoll manager wakes. If this test
+    fails, trio changed that private state: aiotmc still works (the exchange lock wakes
+    the next task instead, ``trio_.epoll_manager()`` answering None), but contended
+    queries cost a wake-up more until ``aiotmc/_loops/trio_.py`` is updated."""
+    import trio
+
+    trio_ = importlib.import_module("aiotmc._loops.trio_")
+    changed = (
+        f"trio {importlib.metadata.version('trio')} changed the private I/O manager state"
+        " that aiotmc/_loops/trio_.py reads"
+    )
+    assert trio_.epoll_manager() is not None, changed
+    mine, peer = socket.socketpair()
+    with mine, peer:
+        mine.setblocking(False)
+        receiver = trio_.TrioReceiver(mine)
+        woke: list[object] = []
+
+        async def sleeper(task_status: Any) -> None:
+            task_status.started(trio.lowlevel.current_task())
+            woke.append(
+                await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+            )
+
+        with anyio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                task = await nursery.start(sleeper)
+                await anyio.wait_all_tasks_blocked()
+                assert receiver.arm(task, memoryview(bytearray(8)), math.inf), changed
+                peer.send(b"x")  # readable: trio's epoll manager wakes the armed task
+            view = memoryview(bytearray(8))
+            assert receiver.received(woke[0], view) == 1
+            assert bytes(view[:1]) == b"x"
+        receiver.close()

@@ -31,6 +31,7 @@ import anyio
 import anyio.lowlevel
 
 from . import asyncio_
+from ._early import EarlyStart
 
 if TYPE_CHECKING:
     from . import trio_
@@ -42,6 +43,7 @@ else:
 
 __all__ = [
     "BoundaryWaiter",
+    "EarlyStart",
     "ReadableWaiter",
     "Reentry",
     "Spawner",
@@ -59,6 +61,7 @@ __all__ = [
     "running_trio",
     "sleep",
     "wait_turn",
+    "wait_turn_early",
 ]
 
 Reentry = Callable[[Callable[[], object]], None]  #: thread-safe "run this on the loop soon"
@@ -197,6 +200,8 @@ async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
     """
     if line:  # the waiters ahead tell the loop (no running-loop lookup: a getpid() on 3.11)
         head = line[0]
+        if isinstance(head, EarlyStart):
+            head = head.waiter
         loop = head.get_loop() if isinstance(head, Future) else None
     else:
         loop = _get_running_loop()
@@ -205,21 +210,53 @@ async def wait_turn(line: deque[object], pass_on: Callable[[], None]) -> None:
     else:
         if trio_ is None:
             _load_trio_()
-        await trio_.wait_turn(line)
+        await trio_.wait_turn(line, pass_on)
+
+
+def wait_turn_early(
+    line: deque[object],
+    pass_on: Callable[[], None],
+    early: EarlyStart,
+    loop: AbstractEventLoop | None,
+) -> Awaitable[object]:
+    """:func:`wait_turn`, leaving ``early`` in line (``loop``: :func:`running_loop`'s
+    answer); a plain function returning the loop's own wait, so that the contended query
+    path has one coroutine less.
+
+    Awaited, it answers what ``early``'s armed wait delivered: on asyncio the count of
+    bytes its receiver read, on trio None (readable); an exception instance if that wait
+    failed (deadline, closed, socket error). The turn is then the caller's all the same.
+    Without a start, None.
+    """
+    if loop is not None:
+        return asyncio_.wait_turn(line, loop, pass_on, early)
+    if trio_ is None:
+        _load_trio_()
+    return trio_.wait_turn(line, pass_on, early)
 
 
 def give_turn(line: deque[object]) -> bool:
-    """Wake the oldest waiter of ``line`` still waiting; False when there is none."""
+    """Give the turn to the oldest waiter of ``line`` still waiting (starting its early
+    request if it left one); False when there is none."""
     while line:
         waiter = line.popleft()
         if isinstance(waiter, Future):
             if asyncio_.give_turn(waiter):
                 return True
-        else:
-            if trio_ is None:
-                _load_trio_()
-            if trio_.give_turn(waiter):
-                return True
+            continue
+        if isinstance(waiter, EarlyStart):
+            target = waiter.waiter
+            if isinstance(target, Future) and target.done():
+                continue  # cancelled while in line
+            if waiter.start():
+                return True  # the answer wakes it
+            waiter = target
+            if isinstance(waiter, Future):
+                return asyncio_.give_turn(waiter)
+        if trio_ is None:
+            _load_trio_()
+        if trio_.give_turn(waiter):
+            return True
     return False
 
 

@@ -24,9 +24,12 @@ from asyncio import AbstractEventLoop, current_task
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+
+if TYPE_CHECKING:
+    from ._early import EarlyStart
 
 __all__ = [
     "AsyncioReceiver",
@@ -107,23 +110,40 @@ def _forget_task_states() -> None:
 
 
 async def wait_turn(
-    line: deque[object], loop: AbstractEventLoop, pass_on: Callable[[], None]
-) -> None:
-    """Queue a future at the end of ``line`` and wait until :func:`give_turn` resolves it.
+    line: deque[object],
+    loop: AbstractEventLoop,
+    pass_on: Callable[[], None],
+    early: EarlyStart | None = None,
+) -> object:
+    """Queue a future at the end of ``line`` and wait until :func:`give_turn` resolves it
+    (or, after ``early`` was started, its armed receiver: see
+    :func:`aiotmc._loops.wait_turn` for the answer).
 
     A waiter cancelled while queued leaves the line; one cancelled after its turn was
-    given (its wake-up already scheduled) calls ``pass_on``, so the turn is not lost.
+    given (its wake-up already scheduled), or after ``early`` was started, calls
+    ``pass_on`` (that one after ``early.abandon()``), so the turn is not lost.
     """
-    waiter = loop.create_future()
-    line.append(waiter)
+    waiter: asyncio.Future[object] = loop.create_future()
+    entry: object = waiter
+    if early is not None:
+        early.waiter = waiter
+        entry = early
+    line.append(entry)
     try:
-        await waiter
+        return await waiter
+    except Exception as exc:  # only an armed receiver fails the future: the turn is ours
+        if early is not None and early.started:
+            return exc
+        raise
     except BaseException:
-        if waiter.done() and not waiter.cancelled():
+        if early is not None and early.started:
+            early.abandon()
+            pass_on()
+        elif waiter.done() and not waiter.cancelled():
             pass_on()  # the turn arrived as we were cancelled: pass it on
         else:
             try:
-                line.remove(waiter)
+                line.remove(entry)
             except ValueError:  # already taken out (and skipped) by give_turn
                 pass
         raise
@@ -361,6 +381,38 @@ class AsyncioReceiver(_TimedReader):
 
     def _expire(self, waiter: asyncio.Future[Any]) -> None:
         waiter.set_exception(TimeoutError())
+
+    # Hand-over by I/O (aiotmc._loops.EarlyStart): another caller's wait, armed for it.
+
+    def arm(self, waiter: object, view: memoryview, deadline: float) -> bool:
+        """Make ``waiter`` (a future from :func:`wait_turn`) this receiver's wait: the
+        reader callback receives into ``view`` and resolves it with the count, or with
+        the failure (``TimeoutError`` at ``deadline``, ``OSError``, closed)."""
+        if self._waiter is not None or not isinstance(waiter, asyncio.Future):
+            return False
+        self._waiter = waiter
+        self._view = view
+        self._deadline = deadline
+        if not self._registered:
+            self._register()
+        if deadline < self._timer_at:
+            self._arm(deadline)
+        return True
+
+    def received(self, woken: object, view: memoryview) -> int:
+        """In the woken waiter: the count its armed wait received (``woken``), or that
+        wait's failure raised as :meth:`recv_into` raises it."""
+        self._waiter = None
+        self._view = None
+        if isinstance(woken, BaseException):
+            raise woken
+        assert isinstance(woken, int)
+        return woken
+
+    def disarm(self) -> None:
+        """End an armed wait (its waiter was woken, or cancelled: bytes stay unread)."""
+        self._waiter = None
+        self._view = None
 
     def close(self) -> None:
         """Unregister and cancel the timer; a waiter gets ``anyio.ClosedResourceError``."""

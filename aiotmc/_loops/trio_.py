@@ -19,10 +19,13 @@ import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import Context
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import trio
+
+if TYPE_CHECKING:
+    from ._early import EarlyStart
 
 __all__ = [
     "BoundaryWaiter",
@@ -30,6 +33,7 @@ __all__ = [
     "TrioReceiver",
     "checkpoint_if_cancelled",
     "current_time",
+    "epoll_manager",
     "give_turn",
     "reentry",
     "spawner",
@@ -84,21 +88,39 @@ class ReadableWaiter:
 # -- the exchange lock's hand-over -------------------------------------------------------
 
 
-async def wait_turn(line: deque[object]) -> None:
-    """Queue the current task at the end of ``line`` and sleep until :func:`give_turn`.
+async def wait_turn(
+    line: deque[object], pass_on: Callable[[], None], early: EarlyStart | None = None
+) -> object:
+    """Queue the current task at the end of ``line`` and sleep until :func:`give_turn`
+    (or, after ``early`` was started, until trio's I/O manager finds the answer readable:
+    see :func:`aiotmc._loops.wait_turn` for the answer).
 
     A task cancelled while queued leaves the line; once its turn is given it is no longer
     cancellable here (trio delivers the cancellation at its next checkpoint), so the turn
-    is never lost.
+    is never lost. One cancelled after ``early`` was started calls ``early.abandon()``,
+    then ``pass_on``.
     """
     task = trio.lowlevel.current_task()
-    line.append(task)
+    entry: object = task
+    if early is not None:
+        early.waiter = task
+        entry = early
+    line.append(entry)
 
     def abort(_: object) -> trio.lowlevel.Abort:
-        line.remove(task)  # still queued: a task given its turn is not asleep any more
+        if early is not None and early.started:
+            early.abandon()
+            pass_on()
+        else:
+            line.remove(entry)  # still queued: a task given its turn is not asleep any more
         return trio.lowlevel.Abort.SUCCEEDED
 
-    await trio.lowlevel.wait_task_rescheduled(abort)
+    try:
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+    except Exception as exc:  # only an armed wait fails (closed fd): the turn is ours
+        if early is not None and early.started:
+            return exc
+        raise
 
 
 def give_turn(waiter: object) -> bool:
@@ -150,6 +172,31 @@ def spawner() -> Callable[..., None]:
 # -- the TCP transport's receiver --------------------------------------------------------
 
 
+def epoll_manager() -> Any:
+    """The running trio run's epoll I/O manager, or None where it is not there or not of
+    the shape :meth:`TrioReceiver.arm` relies on.
+
+    Private trio state, read (as trio's own ``wait_readable`` does) to let one task's
+    readiness wait wake another: a ``_registered`` mapping of fd to waiters with a
+    ``read_task``, and ``_update_registrations(fd)``. Without it the exchange lock hands
+    over by waking the next task, as before. ``tests/test_loops.py`` fails clearly when
+    an installed trio changes that shape.
+    """
+    try:
+        io = trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager
+    except AttributeError:
+        return None
+    registered = getattr(io, "_registered", None)
+    factory = getattr(registered, "default_factory", None)
+    if (
+        factory is None
+        or not callable(getattr(io, "_update_registrations", None))
+        or not all(hasattr(factory, name) for name in ("read_task", "current_flags"))
+    ):
+        return None
+    return io
+
+
 class TrioReceiver:
     """``trio.lowlevel.wait_readable`` with deadlines kept by one watchdog task per socket.
 
@@ -162,9 +209,11 @@ class TrioReceiver:
     """
 
     __slots__ = (
+        "_armed",
         "_closed",
         "_deadline",
         "_expired",
+        "_io",
         "_scope",
         "_sock",
         "_wait",
@@ -173,6 +222,8 @@ class TrioReceiver:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._io = epoll_manager()  # for arm(); None: hand-over by I/O is not possible
+        self._armed: trio.lowlevel.Task | None = None  # the task an armed wait wakes
         self._deadline = math.inf  # of the wait in progress
         self._waiting = 0  # number of the wait in progress (0: none)
         self._wait = 0  # waits so far
@@ -209,6 +260,60 @@ class TrioReceiver:
                 return sock.recv_into(view)
             except BlockingIOError:
                 pass
+
+    # Hand-over by I/O (aiotmc._loops.EarlyStart): another task's wait, armed for it.
+
+    def arm(self, waiter: object, view: memoryview, deadline: float) -> bool:
+        """Make ``waiter`` (a task asleep in :func:`wait_turn`) the one trio's I/O manager
+        wakes when the socket is readable, as if it were in ``wait_readable`` itself;
+        the deadline as for :meth:`recv_into`. False where trio's epoll manager is not
+        there or not of the shape this relies on (see :func:`epoll_manager`)."""
+        io = self._io
+        if io is None or self._waiting or not isinstance(waiter, trio.lowlevel.Task):
+            return False
+        fd = self._sock.fileno()
+        waiters = io._registered[fd]
+        if waiters.read_task is not None:
+            return False
+        waiters.read_task = waiter
+        self._armed = waiter
+        self._deadline = deadline
+        if deadline < self._scope.deadline:
+            self._scope.deadline = deadline
+        self._wait = self._waiting = self._wait + 1
+        io._update_registrations(fd)  # on failure it wakes the waiter with the error
+        return True
+
+    def received(self, woken: object, view: memoryview) -> int:
+        """In the woken task: ``recv_into(view)`` now (-1: nothing there after all, wait
+        with :meth:`recv_into`); ``woken`` is what its wait returned (None: readable; an
+        exception: the wait failed, raised as :meth:`recv_into` raises it)."""
+        self._armed = None
+        self._waiting = 0
+        if woken is not None:
+            if isinstance(woken, trio.ClosedResourceError):
+                if self._expired == self._wait:
+                    raise TimeoutError from None
+                raise anyio.ClosedResourceError from None
+            assert isinstance(woken, BaseException)
+            raise woken
+        try:
+            return self._sock.recv_into(view)
+        except BlockingIOError:
+            return -1
+
+    def disarm(self) -> None:
+        """End an armed wait whose task was cancelled (the bytes stay unread)."""
+        task, self._armed = self._armed, None
+        self._waiting = 0
+        fd = self._sock.fileno()
+        io = self._io
+        if task is None or io is None or fd < 0:
+            return
+        waiters = io._registered.get(fd)
+        if waiters is not None and waiters.read_task is task:
+            waiters.read_task = None
+            io._update_registrations(fd)
 
     async def _watchdog(self) -> None:
         try:

@@ -23,8 +23,10 @@ from ..protocol.ieee4882 import Identity, parse_idn
 from ..protocol.scpi import join_compound, split_compound
 from ..transports.base import (
     BytesLike,
+    EarlyExchange,
     MessageTransport,
     SupportsBlockingIO,
+    SupportsEarlyExchange,
     SupportsReadTermination,
     SupportsReconnect,
 )
@@ -61,6 +63,14 @@ class InstrumentBase:
             transport
             if isinstance(transport, SupportsBlockingIO)
             and hasattr(type(transport), "exchange_blocking")
+            else None
+        )
+        #: the transport, when a releasing caller can start a waiting caller's query
+        #: (hand-over by I/O); its class must define the method, as above
+        self._early_io = (
+            transport
+            if isinstance(transport, SupportsEarlyExchange)
+            and hasattr(type(transport), "early_exchange")
             else None
         )
         self._timeout = check_timeout(timeout)
@@ -307,10 +317,28 @@ class InstrumentBase:
             io_log.debug("%s write %s", self.resource, show(data))
         if cancel_maybe_pending(loop):  # _acquire() inlined: this is the hot path
             await checkpoint_if_cancelled()
-        locked = self._take_lock() or await self._wait_for_lock()
+        pause = self.query_delay if delay is None else delay
+        early: EarlyExchange | None = None
+        woken: object = None
+        locked = self._take_lock()
+        if not locked:
+            early_io = self._early_io
+            if early_io is not None and not pause and self._transaction_task is None:
+                # Hand-over by I/O: whoever releases the lock may send this query for us
+                # and wake us with its answer. If this wait raises, the lock is not ours.
+                early = early_io.early_exchange(
+                    data, max_size=self.max_message_size, deadline=deadline
+                )
+                waiting = self._lock.acquire_early(early, loop)
+                if waiting is not None:
+                    woken = await waiting
+                locked = True
+            else:
+                locked = await self._wait_for_lock()
         try:
-            pause = self.query_delay if delay is None else delay
-            if pause:
+            if early is not None:
+                raw = early.answer(woken) or await early.finish(woken)
+            elif pause:
                 await self.transport.send_message((data,), deadline=deadline)
                 await anyio.sleep(pause)
                 raw = await self.transport.receive_message(

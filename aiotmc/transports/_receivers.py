@@ -53,6 +53,22 @@ class Receiver(Protocol):
         """Release the loop's resources before the socket closes (wakes a waiter)."""
         ...
 
+    def arm(self, waiter: object, view: memoryview, deadline: float) -> bool:
+        """Hand-over by I/O (:class:`aiotmc._loops.EarlyStart`): make ``waiter`` (a
+        caller asleep in the exchange lock's line) the one this receiver's next wait
+        wakes; False when this receiver cannot."""
+        ...
+
+    def received(self, woken: object, view: memoryview) -> int:
+        """In the caller woken by an armed wait (``woken``: what the lock's wait
+        returned): the bytes it brought into ``view``, as :meth:`recv_into` counts or
+        raises; -1 when none are there yet (then wait with :meth:`recv_into`)."""
+        ...
+
+    def disarm(self) -> None:
+        """The armed caller was cancelled: end its wait (the answer stays unread)."""
+        ...
+
 
 class AnyioReceiver:
     """Portable: ``anyio.wait_readable`` in a cancel scope per wait."""
@@ -86,6 +102,17 @@ class AnyioReceiver:
             anyio.notify_closing(self._sock)
         except Exception:
             pass
+
+    def arm(self, waiter: object, view: memoryview, deadline: float) -> bool:
+        """Not here: the portable wait cannot wake another task."""
+        return False
+
+    def received(self, woken: object, view: memoryview) -> int:
+        """Never armed: nothing received (-1)."""
+        return -1
+
+    def disarm(self) -> None:
+        """Never armed: nothing to end."""
 
 
 def receiver_for(sock: socket.socket) -> Receiver:

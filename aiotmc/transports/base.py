@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .._loops import EarlyStart
 from .._types import BytesLike, RenMode
 
 if TYPE_CHECKING:
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BytesLike",
     "Capabilities",
+    "EarlyExchange",
     "MessageTransport",
     "RenMode",
     "SupportsBlockProgress",
     "SupportsBlockingIO",
     "SupportsDeviceLock",
+    "SupportsEarlyExchange",
     "SupportsIndicatorPulse",
     "SupportsPipelining",
     "SupportsReadTermination",
@@ -264,6 +267,37 @@ class SupportsDeviceLock(Protocol):
 
     async def unlock(self, *, deadline: float = math.inf) -> None:
         """Release the lock this link holds."""
+        ...
+
+
+class EarlyExchange(EarlyStart):
+    """An exchange that the caller releasing the instrument's lock may start for the
+    caller waiting next (hand-over by I/O, :class:`aiotmc._loops.EarlyStart`): it sends
+    the waiter's message and arms the link to wake the waiter with its answer."""
+
+    __slots__ = ()
+
+    def answer(self, woken: object) -> bytes | None:
+        """In the waiter, once the lock is its own (``woken``: what the lock's wait
+        returned), first: the response if the wake-up brought all of it, without a
+        coroutine (the contended query's common case); else None, and :meth:`finish`
+        gets it. A failed wait raises here, as ``exchange`` would."""
+        return None
+
+    async def finish(self, woken: object) -> bytes:
+        """After :meth:`answer` gave None: the response, terminator included, as
+        :meth:`~MessageTransport.exchange` returns it; when the exchange was not
+        started, that exchange itself."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class SupportsEarlyExchange(Protocol):
+    """Transports whose exchange a releasing caller can start for a waiting one (the
+    raw-socket transport): contended queries then cost one wake-up each."""
+
+    def early_exchange(self, message: bytes, *, max_size: int, deadline: float) -> EarlyExchange:
+        """The request a caller about to wait for the lock leaves in line."""
         ...
 
 

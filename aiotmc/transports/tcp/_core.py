@@ -108,6 +108,18 @@ class SocketCore:
         probe.found()
         return n
 
+    def _first_answer(self, n: int, max_size: int) -> bytes | None:
+        """The first receive after a send put ``n`` bytes in ``_chunk``: the answer if
+        they complete it (ConnectionLostError at end of stream), else None."""
+        if not n:
+            raise self._closed_by_peer()
+        answer = self._decoder.receive_and_next(self._chunk[:n])
+        if isinstance(answer, bytes):
+            if len(answer) > max_size:
+                raise _too_long(len(answer), max_size)
+            return answer
+        return None
+
     def _stale_unless_in_step(self, exc: BaseException) -> None:
         """After a failed receive: reconnect next time unless the failure consumed exactly
         one whole message (a protocol error at a message boundary)."""

@@ -45,7 +45,7 @@ from .._receivers import receiver_for
 from ..base import BytesLike, TransportInfo
 from ._caller_thread import CallerThreadIO
 from ._connect import DEFAULT_PORT, connect_socket
-from ._core import _too_long
+from ._early import SocketEarlyExchange
 
 if TYPE_CHECKING:
     from ...srq import SrqBroadcaster
@@ -183,21 +183,24 @@ class SocketTransport(CallerThreadIO):
                     n = await receiver.recv_into(chunk, deadline, False)
             except OSError as exc:  # TimeoutError included
                 raise self._receive_failed(exc) from exc
-            if not n:
-                raise self._closed_by_peer()
-            answer = decoder.receive_and_next(chunk[:n])
-            if isinstance(answer, bytes):
-                if len(answer) > max_size:
-                    raise _too_long(len(answer), max_size)
-                if schedule_point_due():  # the look may have found it: no wait so far
-                    await cancel_shielded_checkpoint()
-                return answer
-            return await self._receive_message(sock, max_size, deadline)  # more to come
+            answer = self._first_answer(n, max_size)
+            if answer is None:  # more to come
+                return await self._receive_message(sock, max_size, deadline)
+            if schedule_point_due():  # the look may have found it: no wait so far
+                await cancel_shielded_checkpoint()
+            return answer
         except BaseException as exc:
             self._stale_unless_in_step(exc)
             raise
         finally:
             self._busy = False
+
+    def early_exchange(
+        self, message: bytes, *, max_size: int, deadline: float = math.inf
+    ) -> SocketEarlyExchange:
+        """The request a caller about to wait for the instrument's lock leaves in line:
+        the releaser may start this exchange for it (hand-over by I/O, :mod:`._early`)."""
+        return SocketEarlyExchange(self, self.exchange, message, max_size, deadline)
 
     async def read_stb(self, *, deadline: float = math.inf) -> int:
         """Raw sockets have no serial poll; the Instrument falls back to ``*STB?``."""
