@@ -12,12 +12,12 @@ class EarlyStart:
     Hand-over by I/O: a caller waiting for the exchange lock leaves its request in line
     as a subclass of this. The releaser, still owning the link, calls :meth:`start`: it
     sends the request and arms the link's receiver to wake the waiter (``waiter``: its
-    asyncio future or trio task, set by :func:`wait_turn`) when the answer arrives. The
-    turn then costs the waiter one wake-up, answer in hand, instead of a wake-up to send
-    and another one for the answer. When :meth:`start` cannot (the link is not in step,
-    the send would block), the turn is given as usual and the waiter does its own
-    exchange. A waiter cancelled after the start calls :meth:`abandon` (the link must be
-    resynchronised) and passes the turn on.
+    asyncio future or trio task, set by :func:`aiotmc._loops.wait_turn_early`) when the
+    answer arrives. The turn then costs the waiter one wake-up, answer in hand, instead
+    of a wake-up to send and another one for the answer. When :meth:`start` cannot (the
+    link is not in step, the send would block), the turn is given as usual and the
+    waiter does its own exchange. A waiter cancelled after the start calls
+    :meth:`abandon` (the link must be resynchronised) and passes the turn on.
     """
 
     __slots__ = ("started", "waiter")
