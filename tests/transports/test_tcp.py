@@ -496,6 +496,15 @@ class CountingReceiver:
     def close(self) -> None:
         self.inner.close()
 
+    def arm(self, waiter: object, view: memoryview, deadline: float) -> bool:
+        return self.inner.arm(waiter, view, deadline)
+
+    def received(self, woken: object, view: memoryview) -> int:
+        return self.inner.received(woken, view)
+
+    def disarm(self) -> None:
+        self.inner.disarm()
+
 
 async def test_an_answer_already_there_is_taken_without_waiting() -> None:
     """A peer that answers before ``send`` returns (same host) costs no wait; after a look

@@ -90,6 +90,16 @@ async def _queue_b_behind_a(
     assert inst._lock.waiting == 1
 
 
+async def _a_then_b(inst: aiotmc.Instrument, script: Script, **options: Any) -> dict[str, object]:
+    """``A?`` holds the lock while ``B?`` queues behind it, then ``A?`` is answered: what
+    each call returned or raised."""
+    got: dict[str, object] = {}
+    async with anyio.create_task_group() as tg:
+        await _queue_b_behind_a(inst, script, tg, got, **options)
+        script.go.set()
+    return got
+
+
 async def test_the_releaser_sends_the_next_query_and_the_answer_wakes_its_caller() -> None:
     script = Script()
     got: dict[str, object] = {}
@@ -109,12 +119,9 @@ async def test_the_releaser_sends_the_next_query_and_the_answer_wakes_its_caller
 
 async def test_a_started_query_times_out_and_the_next_one_reconnects() -> None:
     script = Script(b="never")
-    got: dict[str, object] = {}
     with anyio.fail_after(10):
         async with holding(script) as (inst, starts):
-            async with anyio.create_task_group() as tg:
-                await _queue_b_behind_a(inst, script, tg, got, timeout=0.3)
-                script.go.set()
+            got = await _a_then_b(inst, script, timeout=0.3)
             assert got["A"] == "a"
             assert isinstance(got["B"], aiotmc.ReadTimeout)
             assert starts == [True]
@@ -157,12 +164,9 @@ async def test_a_started_query_cancelled_leaves_the_turn_and_no_crossed_answer()
 
 async def test_a_hang_up_while_a_started_query_waits_is_a_lost_connection() -> None:
     script = Script(b="hang up")
-    got: dict[str, object] = {}
     with anyio.fail_after(10):
         async with holding(script) as (inst, starts):
-            async with anyio.create_task_group() as tg:
-                await _queue_b_behind_a(inst, script, tg, got)
-                script.go.set()
+            got = await _a_then_b(inst, script)
             assert isinstance(got["B"], aiotmc.ConnectionLostError)
             assert starts == [True]
             assert await inst.query("X?") == "x"
@@ -220,21 +224,23 @@ async def test_a_query_the_socket_takes_only_in_part_is_finished_by_its_caller()
             assert transport.reconnects == 0
 
 
+async def _b_gets_a_plain_turn() -> None:
+    """B's query is not started for it: B is woken to do its own exchange, and gets its
+    answer."""
+    script = Script()
+    with anyio.fail_after(10):
+        async with holding(script) as (inst, starts):
+            assert await _a_then_b(inst, script) == {"A": "a", "B": "b"}
+            assert starts == [False]
+
+
 async def test_a_receiver_that_cannot_arm_gives_a_plain_turn() -> None:
     """The portable receiver (a loop without ``add_reader``) cannot wake another task:
     the next caller is woken to do its own exchange."""
-    script = Script()
-    got: dict[str, object] = {}
     with pytest.MonkeyPatch.context() as patch:
         for module in ("_core", "transport", "_early"):
             patch.setattr(f"aiotmc.transports.tcp.{module}.receiver_for", AnyioReceiver)
-        with anyio.fail_after(10):
-            async with holding(script) as (inst, starts):
-                async with anyio.create_task_group() as tg:
-                    await _queue_b_behind_a(inst, script, tg, got)
-                    script.go.set()
-                assert got == {"A": "a", "B": "b"}
-                assert starts == [False]
+        await _b_gets_a_plain_turn()
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
@@ -242,17 +248,9 @@ async def test_without_trios_epoll_manager_the_turn_is_plain(anyio_backend: str)
     """Where trio's private I/O manager is not what aiotmc reads (another trio, another
     platform), nothing breaks: the hand-over wakes the next task as before."""
     trio_ = importlib.import_module("aiotmc._loops.trio_")
-    script = Script()
-    got: dict[str, object] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(trio_, "epoll_manager", lambda: None)
-        with anyio.fail_after(10):
-            async with holding(script) as (inst, starts):
-                async with anyio.create_task_group() as tg:
-                    await _queue_b_behind_a(inst, script, tg, got)
-                    script.go.set()
-                assert got == {"A": "a", "B": "b"}
-                assert starts == [False]
+        await _b_gets_a_plain_turn()
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
