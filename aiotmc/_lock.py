@@ -7,7 +7,7 @@ from asyncio import AbstractEventLoop
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from ._loops import EarlyStart, asyncio_, give_turn, wait_turn, wait_turn_early
+from ._loops import EarlyStart, give_turn, wait_turn, wait_turn_early
 
 __all__ = ["FifoLock"]
 
@@ -89,8 +89,6 @@ class FifoLock:
         self._contended = True  # before looking again: see release_from_thread
         if self._mutex.acquire(False):
             return None
-        if loop is not None:  # the contended query's path: no dispatch
-            return asyncio_.wait_turn(self._waiters, loop, self.release, early)
         return wait_turn_early(self._waiters, self.release, early, loop)
 
     def release(self) -> None:

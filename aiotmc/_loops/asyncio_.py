@@ -311,6 +311,16 @@ class _TimedReader(_StickyReader):
         else:  # a later wait's deadline: move on to it
             self._arm(self._deadline)
 
+    def _start_wait(self, waiter: asyncio.Future[Any], deadline: float) -> None:
+        """Make ``waiter`` the wait in progress: registered, the timer moved only for an
+        earlier deadline."""
+        self._waiter = waiter
+        self._deadline = deadline
+        if not self._registered:
+            self._register()
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
     def _expire(self, waiter: asyncio.Future[Any]) -> None:
         raise NotImplementedError
 
@@ -350,12 +360,8 @@ class AsyncioReceiver(_TimedReader):
                 pass
         loop = self._loop
         waiter: asyncio.Future[int] = loop.create_future()
-        self._waiter = waiter
         self._view = view
-        self._deadline = deadline
-        self._register()
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        self._start_wait(waiter, deadline)
         try:
             return await waiter
         finally:
@@ -390,20 +396,14 @@ class AsyncioReceiver(_TimedReader):
         the failure (``TimeoutError`` at ``deadline``, ``OSError``, closed)."""
         if self._waiter is not None or not isinstance(waiter, asyncio.Future):
             return False
-        self._waiter = waiter
         self._view = view
-        self._deadline = deadline
-        if not self._registered:
-            self._register()
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        self._start_wait(waiter, deadline)
         return True
 
     def received(self, woken: object, view: memoryview) -> int:
         """In the woken waiter: the count its armed wait received (``woken``), or that
         wait's failure raised as :meth:`recv_into` raises it."""
-        self._waiter = None
-        self._view = None
+        self.disarm()
         if isinstance(woken, BaseException):
             raise woken
         assert isinstance(woken, int)
@@ -456,13 +456,8 @@ class BoundaryWaiter(_TimedReader):
         if self._closed:
             raise anyio.ClosedResourceError
         waiter: asyncio.Future[bool] = self._loop.create_future()
-        self._waiter = waiter
-        self._deadline = deadline
         self._receive = receive
-        if not self._registered:
-            self._register()
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        self._start_wait(waiter, deadline)
         try:
             return await waiter
         finally:

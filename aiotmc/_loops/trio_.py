@@ -241,17 +241,11 @@ class TrioReceiver:
             except BlockingIOError:
                 pass
         while True:
-            self._deadline = deadline
-            if deadline < self._scope.deadline:
-                self._scope.deadline = deadline
-            self._wait = number = self._wait + 1
-            self._waiting = number
+            number = self._start_wait(deadline)
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
-                if self._expired == number:
-                    raise TimeoutError from None
-                raise anyio.ClosedResourceError from None
+                raise self._closed_wait_error(number) from None
             except trio.BusyResourceError:
                 raise anyio.BusyResourceError("reading from") from None
             finally:
@@ -260,6 +254,20 @@ class TrioReceiver:
                 return sock.recv_into(view)
             except BlockingIOError:
                 pass
+
+    def _start_wait(self, deadline: float) -> int:
+        """Number the wait that starts now and give the watchdog its deadline (moved
+        only for an earlier one)."""
+        self._deadline = deadline
+        if deadline < self._scope.deadline:
+            self._scope.deadline = deadline
+        self._wait = self._waiting = self._wait + 1
+        return self._wait
+
+    def _closed_wait_error(self, number: int) -> Exception:
+        """What a wait ended by ``notify_closing`` raises: TimeoutError when it was the
+        watchdog (its deadline passed), else ``anyio.ClosedResourceError``."""
+        return TimeoutError() if self._expired == number else anyio.ClosedResourceError()
 
     # Hand-over by I/O (aiotmc._loops.EarlyStart): another task's wait, armed for it.
 
@@ -277,10 +285,7 @@ class TrioReceiver:
             return False
         waiters.read_task = waiter
         self._armed = waiter
-        self._deadline = deadline
-        if deadline < self._scope.deadline:
-            self._scope.deadline = deadline
-        self._wait = self._waiting = self._wait + 1
+        self._start_wait(deadline)
         io._update_registrations(fd)  # on failure it wakes the waiter with the error
         return True
 
@@ -292,9 +297,7 @@ class TrioReceiver:
         self._waiting = 0
         if woken is not None:
             if isinstance(woken, trio.ClosedResourceError):
-                if self._expired == self._wait:
-                    raise TimeoutError from None
-                raise anyio.ClosedResourceError from None
+                raise self._closed_wait_error(self._wait) from None
             assert isinstance(woken, BaseException)
             raise woken
         try:

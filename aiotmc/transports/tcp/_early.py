@@ -108,8 +108,7 @@ class SocketEarlyExchange(EarlyExchange):
     async def finish(self, woken: object) -> bytes:
         """See :meth:`EarlyExchange.finish`."""
         link = self._link
-        receiver = self._receiver
-        if receiver is None:  # not started: the exchange is the waiter's own
+        if not self.started:  # the exchange is the waiter's own
             return await self._exchange(
                 self._message, max_size=self._max_size, deadline=self._deadline
             )
